@@ -1,0 +1,73 @@
+"""Pipeline settings with their defaults: read by `app.py` (CDK context) and by the local mode."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+# Hyperparameters of training/train_model.py. Values are what SageMaker passes as `--name value`.
+DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
+    "max_depth": 3,
+    "eta": 0.05,
+    "num_round": 1000,
+    "early_stopping_rounds": 50,
+    "min_child_weight": 5,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "validation_fraction": 0.2,
+    "seed": 42,
+}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything an operator may tune. CDK context keys are these field names."""
+
+    quality_threshold: float = 0.80  # minimum validation ROC AUC to register a model
+    ingest_batch_size: int = 500  # rows per ingest Lambda invocation / local batch
+    ingest_max_concurrency: int = 10  # Distributed Map child executions at once
+    ingest_workers: int = 8  # concurrent PutRecord calls inside one batch
+    training_instance_type: str = "ml.m5.large"
+    training_instance_count: int = 1
+    training_max_runtime_minutes: int = 60
+    training_volume_gb: int = 10
+    xgboost_version: str = "3.2-0"
+    offline_store_wait_seconds: int = 60  # between offline-store count checks
+    offline_store_max_checks: int = 30  # ~30 minutes; replication usually takes < 15
+    hyperparameters: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> PipelineSettings:
+        """Build from a lookup such as `app.node.try_get_context` (values may be strings)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = get(f.name)
+            if raw is None:
+                continue
+            default = getattr(cls(), f.name)
+            if isinstance(default, dict):
+                parsed = json.loads(raw) if isinstance(raw, str) else dict(raw)
+                values[f.name] = {**default, **parsed}
+            elif isinstance(default, bool):
+                values[f.name] = raw if isinstance(raw, bool) else str(raw).lower() == "true"
+            else:
+                try:
+                    values[f.name] = type(default)(raw)
+                except (TypeError, ValueError):
+                    raise ValueError(f"setting '{f.name}': {raw!r} is not a valid {type(default).__name__}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0.5 <= self.quality_threshold <= 1.0:
+            raise ValueError(f"quality_threshold must be between 0.5 and 1.0, got {self.quality_threshold}")
+        for name in ("ingest_batch_size", "ingest_max_concurrency", "ingest_workers",
+                     "training_instance_count", "offline_store_max_checks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,153 @@
+"""Feature engineering: one raw CSV row -> one Feature Store record, the same on AWS and locally.
+
+What it does, and why:
+- column names become snake_case feature names (the spec maps raw column -> feature);
+- the label (Yes/No, True/False, 1/0, any case, stray spaces) becomes 0/1;
+- the record identifier is the dataset's own id column, so re-ingesting a file updates the same
+  records instead of creating new ones (a DataFrame index would not be stable across runs);
+- the event time is one UTC ISO-8601 timestamp with a `Z`, set by the caller for a whole run;
+- blank or whitespace numerics are *missing*: the feature is left out of the record (Feature Store
+  stores it as null) rather than invented (no imputation, no zero);
+- categorical values are kept as their (trimmed) strings: the feature store holds reusable,
+  readable features, and the training script encodes them deterministically;
+- nothing is scaled: gradient-boosted trees are invariant to monotonic transforms of a feature.
+No feature is computed from the label.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from churn.schema import Feature, FeatureSpec
+
+LABEL_TRUE = frozenset({"yes", "y", "true", "t", "1", "1.0"})
+LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
+
+# Feature Store accepts yyyy-MM-dd'T'HH:mm:ssZ and yyyy-MM-dd'T'HH:mm:ss.SSSZ for String event
+# times. We always write the millisecond form so event times also sort correctly as strings
+# (the training-set SQL compares them as strings on Athena and DuckDB alike).
+EVENT_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+_SFN_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z$")
+
+
+class RowError(ValueError):
+    """A value in a row cannot become a feature. Callers add the file and line."""
+
+    def __init__(self, reason: str, *, column: str, value: str | None = None):
+        self.reason = reason
+        self.column = column
+        self.value = value
+        shown = "" if value is None else f" (value {value!r})"
+        super().__init__(f"column '{column}': {reason}{shown}")
+
+
+def normalise_name(raw: str) -> str:
+    """`customerID` -> `customer_id`, `StreamingTV` -> `streaming_tv`, `Total Charges` -> `total_charges`."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", raw.strip())
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+    if name and name[0].isdigit():
+        name = f"f_{name}"
+    return name[:64]
+
+
+def parse_label(value: str, column: str) -> int:
+    token = value.strip().lower()
+    if token in LABEL_TRUE:
+        return 1
+    if token in LABEL_FALSE:
+        return 0
+    raise RowError("label must be one of Yes/No, True/False or 1/0", column=column, value=value)
+
+
+def parse_value(feature: Feature, value: str | None) -> str | None:
+    """The canonical Feature Store string for one raw value, or None when it is missing."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text == "":
+        return None
+    if feature.type == "String":
+        return text
+    if feature.type == "Integral":
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                raise RowError("expected a whole number", column=feature.source_column, value=value) from None
+            if not as_float.is_integer():
+                raise RowError("expected a whole number", column=feature.source_column, value=value) from None
+            number = int(as_float)
+        return str(number)
+    try:
+        number_f = float(text)
+    except ValueError:
+        raise RowError("expected a number", column=feature.source_column, value=value) from None
+    if not math.isfinite(number_f):
+        raise RowError("expected a finite number", column=feature.source_column, value=value)
+    return repr(number_f)
+
+
+def to_record(row: Mapping[str, str | None], spec: FeatureSpec, event_time: str) -> dict[str, str]:
+    """Convert one raw row (CSV column -> text) to a record (feature name -> Feature Store string).
+
+    Missing values are left out of the record. Raises RowError on the first bad value.
+    """
+    id_feature = spec.record_identifier
+    record_id = parse_value(id_feature, row.get(id_feature.source_column))
+    if record_id is None:
+        raise RowError("the record identifier is empty", column=id_feature.source_column, value="")
+    record = {id_feature.name: record_id, spec.event_time.name: event_time}
+    for feature in spec.features:
+        value = parse_value(feature, row.get(feature.source_column))
+        if value is not None:
+            record[feature.name] = value
+    label_value = row.get(spec.label.source_column)
+    if label_value is None or label_value.strip() == "":
+        raise RowError("the label is empty", column=spec.label.source_column, value=label_value or "")
+    record[spec.label.name] = str(parse_label(label_value, spec.label.source_column))
+    return record
+
+
+def to_feature_store_record(record: Mapping[str, str]) -> list[dict[str, str]]:
+    """The `Record` argument of the Feature Store runtime's PutRecord."""
+    return [{"FeatureName": k, "ValueAsString": v} for k, v in record.items()]
+
+
+def from_feature_store_record(record: list[dict[str, str]]) -> dict[str, str]:
+    return {item["FeatureName"]: item["ValueAsString"] for item in record}
+
+
+def format_event_time(moment: datetime) -> str:
+    """A UTC ISO-8601 event time with milliseconds and `Z`, e.g. 2026-11-26T07:07:54.123Z."""
+    if moment.tzinfo is None:
+        raise ValueError("event times must be timezone-aware (UTC)")
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def now_event_time() -> str:
+    return format_event_time(datetime.now(timezone.utc))
+
+
+def canonical_event_time(value: str) -> str:
+    """Normalise a Step Functions `$$.Execution.StartTime` (any fraction digits) to our form."""
+    match = _SFN_TIME_RE.match(value.strip())
+    if not match:
+        raise ValueError(f"event time {value!r} is not a UTC ISO-8601 timestamp ending in Z")
+    seconds, fraction = match.groups()
+    millis = (fraction or "0").ljust(3, "0")[:3]
+    return f"{seconds}.{millis}Z"
+
+
+def parse_event_time(value: str) -> datetime:
+    if not EVENT_TIME_RE.match(value):
+        raise ValueError(
+            f"event time {value!r} is not in the form YYYY-MM-DDTHH:MM:SS.sssZ (UTC)"
+        )
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)

@@ -1,0 +1,1 @@
+"""Thin Lambda handlers: parse the event, call a plain function, shape the result."""
