@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -41,11 +40,25 @@ class CsvSummary:
     rows: int
 
 
+def _byte_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Split any readable binary stream (file, S3 StreamingBody) into lines, endings kept."""
+    pending = b""
+    while True:
+        chunk = stream.read(chunk_size)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
 def _text_lines(stream: BinaryIO, source: str) -> Iterator[str]:
-    """Decode UTF-8 (BOM stripped) incrementally, keeping line numbers for decode errors."""
+    """Decode UTF-8 (a leading BOM dropped) line by line, so a bad byte is reported with its line."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
-    wrapper = io.BufferedReader(stream) if not hasattr(stream, "readline") else stream
-    for number, raw in enumerate(wrapper, start=1):
+    for number, raw in enumerate(_byte_lines(stream), start=1):
         try:
             yield decoder.decode(raw)
         except UnicodeDecodeError as exc:

@@ -1,0 +1,42 @@
+"""What every handler shares: Powertools, the feature spec from the environment, AWS clients."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from botocore.config import Config
+
+from churn.schema import FeatureSpec
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "churn-pipeline")
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ChurnPipeline"))
+
+
+@lru_cache(maxsize=1)
+def feature_spec() -> FeatureSpec:
+    """The spec the stack was deployed with (FEATURE_SPEC holds its compact JSON)."""
+    return FeatureSpec.from_json(os.environ["FEATURE_SPEC"], origin="FEATURE_SPEC")
+
+
+@lru_cache(maxsize=None)
+def client(service: str, max_pool_connections: int = 10) -> Any:
+    """One shared client per service, adaptive retries with backoff on throttling."""
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": 10},
+        max_pool_connections=max_pool_connections,
+    )
+    return boto3.client(service, config=config)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")

@@ -1,0 +1,56 @@
+"""Reading a training job's evaluation and deciding whether the model is good enough."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from typing import IO, Any
+
+EVALUATION_FILE = "evaluation.json"
+
+
+class ModelQualityBelowThreshold(Exception):
+    """The model's validation AUC is below the configured threshold; it is not registered."""
+
+
+class EvaluationMissing(Exception):
+    """The model artifact holds no evaluation.json: the training script did not finish its job."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    validation_auc: float
+    threshold: float
+
+    @property
+    def reason(self) -> str:
+        relation = "meets" if self.passed else "is below"
+        return f"validation AUC {self.validation_auc:.4f} {relation} the threshold {self.threshold:.4f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "validation_auc": self.validation_auc, "threshold": self.threshold,
+                "reason": self.reason}
+
+
+def read_evaluation_from_model_tarball(fileobj: IO[bytes] | bytes, source: str = "model.tar.gz") -> dict[str, Any]:
+    """evaluation.json from a SageMaker model artifact (model.tar.gz)."""
+    if isinstance(fileobj, bytes):
+        fileobj = io.BytesIO(fileobj)
+    with tarfile.open(fileobj=fileobj, mode="r:gz") as archive:
+        for member in archive.getmembers():
+            if member.isfile() and member.name.lstrip("./") == EVALUATION_FILE:
+                extracted = archive.extractfile(member)
+                if extracted is not None:
+                    return json.load(extracted)
+    raise EvaluationMissing(f"{source} has no {EVALUATION_FILE}")
+
+
+def quality_gate(evaluation: dict[str, Any], threshold: float) -> GateDecision:
+    try:
+        auc = float(evaluation["validation_auc"])
+    except (KeyError, TypeError, ValueError):
+        raise EvaluationMissing("evaluation.json has no numeric 'validation_auc'") from None
+    return GateDecision(passed=auc >= threshold, validation_auc=auc, threshold=threshold)

@@ -1,0 +1,70 @@
+"""The local model registry: one JSON file listing every run's model, metrics and approval.
+
+It mirrors a SageMaker model package group: approved models get increasing version numbers,
+rejected ones are kept for the record (with the gate's reason) but get no version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+APPROVED = "Approved"
+REJECTED = "Rejected"
+
+
+@dataclass
+class ModelEntry:
+    run_id: str
+    created: str
+    status: str  # Approved / Rejected
+    validation_auc: float
+    threshold: float
+    model_artifact: str
+    evaluation: str
+    report: str
+    version: int | None = None
+    reason: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalModelRegistry:
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def entries(self) -> list[ModelEntry]:
+        if not self.path.exists():
+            return []
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(f"{self.path}: the model registry is not valid JSON ({exc})") from None
+        return [ModelEntry(**item) for item in data.get("models", [])]
+
+    def latest_approved(self) -> ModelEntry | None:
+        approved = [e for e in self.entries() if e.status == APPROVED]
+        return max(approved, key=lambda e: e.version or 0) if approved else None
+
+    def add(self, entry: ModelEntry) -> ModelEntry:
+        with self._lock:
+            entries = self.entries()
+            if entry.status == APPROVED:
+                entry.version = 1 + max((e.version or 0 for e in entries), default=0)
+            entries.append(entry)
+            self._write(entries)
+        return entry
+
+    def _write(self, entries: list[ModelEntry]) -> None:
+        """Atomic replace: a crash never leaves a half-written registry."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"models": [asdict(e) for e in entries]}, indent=2)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".registry-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(payload)
+        os.replace(tmp, self.path)

@@ -1,0 +1,23 @@
+"""Shared fixtures: the bundled data and its feature spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from churn.schema import FeatureSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "churn.csv"
+SPEC = ROOT / "data" / "churn.spec.json"
+
+
+@pytest.fixture(scope="session")
+def spec() -> FeatureSpec:
+    return FeatureSpec.load(SPEC)
+
+
+@pytest.fixture(scope="session")
+def data_path() -> Path:
+    return DATA

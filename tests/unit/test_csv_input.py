@@ -1,0 +1,128 @@
+"""Bad input: every case either works (BOM, CRLF) or fails once, naming file, line and column."""
+
+import pytest
+
+from churn.csv_input import InputValidationError, iter_raw_rows, validate_file
+
+HEADER = None
+
+
+@pytest.fixture(scope="module")
+def telco_lines(data_path):
+    return data_path.read_text().splitlines()
+
+
+def write(tmp_path, content, name="in.csv"):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def sample(telco_lines, rows=5):
+    return telco_lines[: rows + 1]
+
+
+def test_bundled_file_is_valid(spec, data_path):
+    assert validate_file(str(data_path), spec).rows == 7043
+
+
+def test_bom_and_crlf_work(spec, tmp_path, telco_lines):
+    path = write(tmp_path, b"\xef\xbb\xbf" + "\r\n".join(sample(telco_lines)).encode() + b"\r\n")
+    assert validate_file(str(path), spec).rows == 5
+    with open(path, "rb") as stream:
+        rows = [row for _, row in iter_raw_rows(stream, str(path), spec)]
+    assert rows[0]["customerID"] == "7590-VHVEG"
+    assert rows[0]["Churn"] == "No"  # no stray \r
+
+
+def expect_error(spec, path, *, line=None, column=None, match=None):
+    with pytest.raises(InputValidationError) as info:
+        validate_file(str(path), spec)
+    err = info.value
+    assert str(path) in str(err)
+    if line is not None:
+        assert err.line == line, str(err)
+        assert f"line {line}" in str(err)
+    if column is not None:
+        assert err.column == column, str(err)
+        assert f"column '{column}'" in str(err)
+    if match is not None:
+        assert match in str(err), str(err)
+    return err
+
+
+def test_missing_file(spec, tmp_path):
+    expect_error(spec, tmp_path / "missing.csv", match="file not found")
+
+
+def test_empty_file(spec, tmp_path):
+    expect_error(spec, write(tmp_path, ""), match="empty")
+
+
+def test_header_only(spec, tmp_path, telco_lines):
+    expect_error(spec, write(tmp_path, telco_lines[0] + "\n"), match="no data rows")
+
+
+@pytest.mark.parametrize("column", ["customerID", "Churn", "tenure"])
+def test_missing_required_column(spec, tmp_path, telco_lines, column):
+    lines = [line.split(",") for line in sample(telco_lines)]
+    index = lines[0].index(column)
+    content = "\n".join(",".join(c for i, c in enumerate(cols) if i != index) for cols in lines)
+    expect_error(spec, write(tmp_path, content), line=1, match=f"missing column(s) ['{column}']")
+
+
+def test_duplicate_ids(spec, tmp_path, telco_lines):
+    lines = sample(telco_lines) + [telco_lines[2]]
+    expect_error(spec, write(tmp_path, "\n".join(lines)), line=7, column="customerID",
+                 match="duplicate record identifier '5575-GNVDE' (first seen on line 3)")
+
+
+def test_text_in_numeric_column(spec, tmp_path, telco_lines):
+    lines = sample(telco_lines)
+    lines[3] = lines[3].replace(",53.85,", ",fifty,")
+    expect_error(spec, write(tmp_path, "\n".join(lines)), line=4, column="MonthlyCharges", match="'fifty'")
+
+
+def test_blank_numeric_is_fine(spec, tmp_path, telco_lines):
+    lines = sample(telco_lines)
+    lines[3] = lines[3].replace(",108.15,", ", ,")
+    assert validate_file(str(write(tmp_path, "\n".join(lines))), spec).rows == 5
+
+
+def test_unknown_label(spec, tmp_path, telco_lines):
+    lines = sample(telco_lines)
+    lines[2] = lines[2][: lines[2].rindex(",")] + ",Perhaps"
+    expect_error(spec, write(tmp_path, "\n".join(lines)), line=3, column="Churn", match="'Perhaps'")
+
+
+def test_wrong_delimiter(spec, tmp_path, telco_lines):
+    content = "\n".join(line.replace(",", ";") for line in sample(telco_lines))
+    expect_error(spec, write(tmp_path, content), line=1, match="semicolons, not commas")
+
+
+def test_non_utf8_bytes(spec, tmp_path, telco_lines):
+    lines = [line.encode() for line in sample(telco_lines)]
+    lines[4] = lines[4].replace(b"Male", b"M\xe4le")
+    expect_error(spec, write(tmp_path, b"\n".join(lines)), line=5, match="not UTF-8")
+
+
+def test_ragged_row(spec, tmp_path, telco_lines):
+    lines = sample(telco_lines)
+    lines[5] = lines[5] + ",extra"
+    expect_error(spec, write(tmp_path, "\n".join(lines)), line=6, match="expected 21 fields")
+
+
+def test_unterminated_quote(spec, tmp_path, telco_lines):
+    lines = sample(telco_lines)
+    lines[2] = lines[2].replace("Female", '"Female', 1).replace("Male", '"Male', 1)
+    expect_error(spec, write(tmp_path, "\n".join(lines)), match="line")
+
+
+def test_empty_id(spec, tmp_path, telco_lines):
+    lines = sample(telco_lines)
+    lines[1] = "," + lines[1].split(",", 1)[1]
+    expect_error(spec, write(tmp_path, "\n".join(lines)), line=2, column="customerID", match="empty")
+
+
+def test_directory_is_not_a_file(spec, tmp_path):
+    expect_error(spec, tmp_path, match="is a directory")

@@ -1,0 +1,115 @@
+import csv
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from churn.features import (
+    RowError,
+    canonical_event_time,
+    format_event_time,
+    normalise_name,
+    parse_event_time,
+    parse_label,
+    to_feature_store_record,
+    to_record,
+)
+
+EVENT_TIME = "2026-11-26T07:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("customerID", "customer_id"), ("SeniorCitizen", "senior_citizen"), ("StreamingTV", "streaming_tv"),
+     ("tenure", "tenure"), ("Total Charges", "total_charges"), (" PaymentMethod ", "payment_method"),
+     ("2ndLine", "f_2nd_line"), ("HTTPServer", "http_server")],
+)
+def test_normalise_name(raw, name):
+    assert normalise_name(raw) == name
+
+
+@pytest.mark.parametrize("value", ["Yes", "yes", " YES ", "True", "true", "1", "t", "Y"])
+def test_positive_labels(value):
+    assert parse_label(value, "Churn") == 1
+
+
+@pytest.mark.parametrize("value", ["No", "no ", "FALSE", "0", " n"])
+def test_negative_labels(value):
+    assert parse_label(value, "Churn") == 0
+
+
+def test_unknown_label_names_column_and_value():
+    with pytest.raises(RowError) as info:
+        parse_label("maybe", "Churn")
+    assert info.value.column == "Churn"
+    assert "maybe" in str(info.value)
+
+
+def first_rows(data_path, n=None):
+    with open(data_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows if n is None else rows[:n]
+
+
+def test_telco_row_becomes_a_feature_store_record(spec, data_path):
+    row = first_rows(data_path, 1)[0]
+    record = to_record(row, spec, EVENT_TIME)
+    assert record["customer_id"] == "7590-VHVEG"
+    assert record["event_time"] == EVENT_TIME
+    assert record["churn"] == "0"
+    assert record["senior_citizen"] == "0"
+    assert record["tenure"] == "1"
+    assert record["monthly_charges"] == "29.85"
+    assert record["multiple_lines"] == "No phone service"
+    assert set(record) == {f.name for f in spec.all_features}
+    fs = to_feature_store_record(record)
+    assert {"FeatureName": "customer_id", "ValueAsString": "7590-VHVEG"} in fs
+
+
+def test_blank_total_charges_are_missing_not_invented(spec, data_path):
+    rows = [r for r in first_rows(data_path) if not r["TotalCharges"].strip()]
+    assert len(rows) == 11  # the Telco quirk: customers with tenure 0
+    for row in rows:
+        record = to_record(row, spec, EVENT_TIME)
+        assert "total_charges" not in record
+        assert record["tenure"] == "0"
+
+
+def test_label_is_never_a_feature_input(spec, data_path):
+    row = first_rows(data_path, 1)[0]
+    flipped = dict(row, Churn="Yes")
+    a, b = to_record(row, spec, EVENT_TIME), to_record(flipped, spec, EVENT_TIME)
+    assert {k: v for k, v in a.items() if k != "churn"} == {k: v for k, v in b.items() if k != "churn"}
+
+
+def test_bad_numeric_names_the_column(spec, data_path):
+    row = dict(first_rows(data_path, 1)[0], tenure="twelve")
+    with pytest.raises(RowError, match="column 'tenure': expected a whole number") as info:
+        to_record(row, spec, EVENT_TIME)
+    assert info.value.value == "twelve"
+
+
+def test_record_id_is_stable_and_comes_from_the_data(spec, data_path):
+    rows = first_rows(data_path, 3)
+    ids = [to_record(r, spec, EVENT_TIME)["customer_id"] for r in reversed(rows)]
+    assert ids == [r["customerID"] for r in reversed(rows)]
+
+
+def test_event_time_format():
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    assert format_event_time(moment) == "2026-01-02T03:04:05.678Z"
+    other_zone = moment.astimezone(timezone(timedelta(hours=5)))
+    assert format_event_time(other_zone) == "2026-01-02T03:04:05.678Z"
+    assert parse_event_time("2026-01-02T03:04:05.678Z") == moment.replace(microsecond=678000)
+    with pytest.raises(ValueError):
+        format_event_time(datetime(2026, 1, 2))
+    with pytest.raises(ValueError):
+        parse_event_time("2026-01-02 03:04:05")
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [("2026-11-26T07:07:54.123Z", "2026-11-26T07:07:54.123Z"), ("2026-11-26T07:07:54Z", "2026-11-26T07:07:54.000Z"),
+     ("2026-11-26T07:07:54.1Z", "2026-11-26T07:07:54.100Z"), ("2026-11-26T07:07:54.123456Z", "2026-11-26T07:07:54.123Z")],
+)
+def test_step_functions_start_time_is_canonicalised(raw, canonical):
+    assert canonical_event_time(raw) == canonical

@@ -1,0 +1,126 @@
+"""The thin Lambda handlers against moto (real request handling at the AWS boundary)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from churn.csv_input import InputValidationError
+from churn.handlers import _runtime, evaluate, glue_cleanup, validate_input
+from churn.model_quality import EvaluationMissing
+
+BUCKET = "churn-test-bucket"
+
+
+@dataclass
+class FakeContext:
+    """The attributes Powertools reads from a Lambda context."""
+
+    function_name: str = "test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id: str = "req-1"
+
+
+@pytest.fixture
+def aws(monkeypatch, spec):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("FEATURE_SPEC", spec.to_json())
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    _runtime.client.cache_clear()
+    _runtime.feature_spec.cache_clear()
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+    _runtime.client.cache_clear()
+
+
+def test_validate_input_counts_rows_and_canonicalises_event_time(aws, data_path):
+    aws.upload_file(str(data_path), BUCKET, "raw/churn.csv")
+    result = validate_input.handler(
+        {"bucket": BUCKET, "key": "raw/churn.csv", "event_time": "2026-11-26T07:07:54.12Z"}, FakeContext()
+    )
+    assert result == {
+        "records": 7043,
+        "event_time": "2026-11-26T07:07:54.120Z",
+        "event_time_sql": "'2026-11-26T07:07:54.120Z'",
+        "source": f"s3://{BUCKET}/raw/churn.csv",
+    }
+
+
+def test_validate_input_names_object_line_and_column(aws, data_path):
+    lines = data_path.read_text().splitlines()[:4]
+    lines[3] = lines[3].replace(",2,", ",two,", 1)
+    aws.put_object(Bucket=BUCKET, Key="raw/bad.csv", Body="\n".join(lines).encode())
+    with pytest.raises(InputValidationError) as info:
+        validate_input.handler({"bucket": BUCKET, "key": "raw/bad.csv", "event_time": "2026-11-26T07:07:54Z"},
+                               FakeContext())
+    assert str(info.value).startswith(f"s3://{BUCKET}/raw/bad.csv, line 4, column 'tenure'")
+
+
+def test_validate_input_missing_object(aws):
+    with pytest.raises(InputValidationError, match="object not found"):
+        validate_input.handler({"bucket": BUCKET, "key": "raw/none.csv", "event_time": "2026-11-26T07:07:54Z"},
+                               FakeContext())
+
+
+def model_tarball(evaluation: dict | None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        files = {"model.json": b"{}"}
+        if evaluation is not None:
+            files["evaluation.json"] = json.dumps(evaluation).encode()
+        for name, payload in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("auc", "passed"), [(0.85, True), (0.80, True), (0.7999, False)])
+def test_evaluate_applies_the_gate_and_publishes_the_evaluation(aws, auc, passed):
+    aws.put_object(Bucket=BUCKET, Key="models/job/output/model.tar.gz",
+                   Body=model_tarball({"validation_auc": auc, "accuracy": 0.8, "f1": 0.6}))
+    result = evaluate.handler(
+        {"model_artifact": f"s3://{BUCKET}/models/job/output/model.tar.gz",
+         "output_prefix": f"s3://{BUCKET}/models/exec-1", "threshold": 0.8},
+        FakeContext(),
+    )
+    assert result["passed"] is passed
+    assert result["validation_auc"] == auc
+    assert result["evaluation_uri"] == f"s3://{BUCKET}/models/exec-1/evaluation.json"
+    assert result["metrics"] == {"validation_auc": auc, "accuracy": 0.8, "f1": 0.6}
+    stored = json.loads(aws.get_object(Bucket=BUCKET, Key="models/exec-1/evaluation.json")["Body"].read())
+    assert stored["validation_auc"] == auc
+
+
+def test_evaluate_without_evaluation_file_fails_clearly(aws):
+    aws.put_object(Bucket=BUCKET, Key="models/job/output/model.tar.gz", Body=model_tarball(None))
+    with pytest.raises(EvaluationMissing, match="has no evaluation.json"):
+        evaluate.handler({"model_artifact": f"s3://{BUCKET}/models/job/output/model.tar.gz",
+                          "output_prefix": f"s3://{BUCKET}/models/x", "threshold": 0.8}, FakeContext())
+
+
+def test_glue_cleanup_deletes_the_offline_store_table_on_delete_only(aws):
+    glue = boto3.client("glue")
+    glue.create_database(DatabaseInput={"Name": "fs_db"})
+    glue.create_table(DatabaseName="fs_db", TableInput={"Name": "churn_table"})
+    event = {"ResourceProperties": {"DatabaseName": "fs_db", "TableName": "churn_table"}}
+    assert glue_cleanup.handler({**event, "RequestType": "Create"}, FakeContext()) == {
+        "PhysicalResourceId": "fs_db.churn_table"}
+    assert [t["Name"] for t in glue.get_tables(DatabaseName="fs_db")["TableList"]] == ["churn_table"]
+    glue_cleanup.handler({**event, "RequestType": "Delete", "PhysicalResourceId": "fs_db.churn_table"},
+                         FakeContext())
+    assert glue.get_tables(DatabaseName="fs_db")["TableList"] == []
+    # a second delete (table already gone, e.g. a retried stack deletion) succeeds
+    glue_cleanup.handler({**event, "RequestType": "Delete", "PhysicalResourceId": "fs_db.churn_table"},
+                         FakeContext())
