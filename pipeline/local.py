@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -276,7 +276,7 @@ class LocalPipeline:
     def run(self, data: Path, *, run_id: str | None = None) -> RunOutcome:
         """Run every step. Input errors raise InputValidationError before anything is written;
         a failed step raises PipelineFailed with the outcome attached as `exc.outcome`."""
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         run_id = run_id or f"local-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         run_dir = self.workspace.runs / run_id
         outcome = RunOutcome(status="RUNNING", run_id=run_id, run_dir=str(run_dir), feature_group=self.group,

@@ -84,7 +84,7 @@ def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int =
                     raise InputValidationError(
                         source, f"expected {len(header)} fields as in the header, found {len(row)}",
                         line=reader.line_num)
-                for stat, value in zip(stats, row):
+                for stat, value in zip(stats, row, strict=False):
                     stat.add(value)
                 rows += 1
                 if rows >= max_rows:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 # Hyperparameters of training/train_model.py. Values are what SageMaker passes as `--name value`.
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {

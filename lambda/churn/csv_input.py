@@ -89,7 +89,7 @@ def iter_raw_rows(stream: BinaryIO, source: str, spec: FeatureSpec) -> Iterator[
                 raise InputValidationError(
                     source, f"expected {width} fields as in the header, found {len(row)}", line=line
                 )
-            yield line, dict(zip(header, row))
+            yield line, dict(zip(header, row, strict=False))
     except csv.Error as exc:
         raise InputValidationError(source, f"malformed CSV ({exc})", line=reader.line_num) from None
 

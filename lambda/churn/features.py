@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from churn.schema import Feature, FeatureSpec
 
@@ -127,12 +127,12 @@ def format_event_time(moment: datetime) -> str:
     """A UTC ISO-8601 event time with milliseconds and `Z`, e.g. 2026-11-26T07:07:54.123Z."""
     if moment.tzinfo is None:
         raise ValueError("event times must be timezone-aware (UTC)")
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def now_event_time() -> str:
-    return format_event_time(datetime.now(timezone.utc))
+    return format_event_time(datetime.now(UTC))
 
 
 def canonical_event_time(value: str) -> str:
@@ -150,4 +150,4 @@ def parse_event_time(value: str) -> datetime:
         raise ValueError(
             f"event time {value!r} is not in the form YYYY-MM-DDTHH:MM:SS.sssZ (UTC)"
         )
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

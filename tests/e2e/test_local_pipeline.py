@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from churn.config import PipelineSettings
-from churn.schema import FeatureSpec
 from pipeline.local import LocalPipeline, PipelineFailed, Workspace
 
 ROOT = Path(__file__).resolve().parents[2]

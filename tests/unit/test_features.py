@@ -1,5 +1,5 @@
 import csv
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -95,7 +95,7 @@ def test_record_id_is_stable_and_comes_from_the_data(spec, data_path):
 
 
 def test_event_time_format():
-    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert format_event_time(moment) == "2026-01-02T03:04:05.678Z"
     other_zone = moment.astimezone(timezone(timedelta(hours=5)))
     assert format_event_time(other_zone) == "2026-01-02T03:04:05.678Z"
@@ -108,8 +108,12 @@ def test_event_time_format():
 
 @pytest.mark.parametrize(
     ("raw", "canonical"),
-    [("2026-11-26T07:07:54.123Z", "2026-11-26T07:07:54.123Z"), ("2026-11-26T07:07:54Z", "2026-11-26T07:07:54.000Z"),
-     ("2026-11-26T07:07:54.1Z", "2026-11-26T07:07:54.100Z"), ("2026-11-26T07:07:54.123456Z", "2026-11-26T07:07:54.123Z")],
+    [
+        ("2026-11-26T07:07:54.123Z", "2026-11-26T07:07:54.123Z"),
+        ("2026-11-26T07:07:54Z", "2026-11-26T07:07:54.000Z"),
+        ("2026-11-26T07:07:54.1Z", "2026-11-26T07:07:54.100Z"),
+        ("2026-11-26T07:07:54.123456Z", "2026-11-26T07:07:54.123Z"),
+    ],
 )
 def test_step_functions_start_time_is_canonicalised(raw, canonical):
     assert canonical_event_time(raw) == canonical
