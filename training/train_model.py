@@ -1,0 +1,962 @@
+"""Customer-churn XGBoost training and serving script (SageMaker XGBoost container 3.2-0, script mode).
+
+Training (`python -m train_model --max_depth 3 ...`) under the SageMaker environment contract:
+- input: every `*.csv` file under SM_CHANNEL_TRAIN (sorted, concatenated; `*.csv.metadata` files that
+  Athena writes next to its results are ignored). Header row, values possibly double-quoted, an empty
+  field is a missing value. One row per customer: id column, features, 0/1 label.
+- honest evaluation: a stratified validation split is held out and never used for fitting or for
+  early stopping; early stopping uses its own stratified holdout carved out of the training part.
+  The model is the booster truncated at the best iteration found on that holdout.
+- outputs: SM_MODEL_DIR/{model.json, encoding.json, evaluation.json};
+  SM_OUTPUT_DATA_DIR/{evaluation.json, report.png[, cv.json]}; metric lines such as
+  `validation-auc:0.84567` on stdout; on bad input a one-line error, `<SM_OUTPUT_DIR>/failure`, exit 1.
+
+Serving (the container's inference toolkit imports this module): `model_fn`, `input_fn`, `predict_fn`,
+`output_fn`. Their parameter counts are part of the contract (the toolkit inspects the signatures),
+so they take no optional parameters.
+
+Only the standard library, numpy, pandas, scikit-learn, xgboost and matplotlib are imported: the
+script runs inside the SageMaker container, which has nothing of this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+MODEL_FILE = "model.json"
+ENCODING_FILE = "encoding.json"
+EVALUATION_FILE = "evaluation.json"
+CV_FILE = "cv.json"
+REPORT_FILE = "report.png"
+ENCODING_FORMAT_VERSION = 1
+PROBABILITY_COLUMN = "churn_probability"
+MIN_ROWS = 20
+MIN_ROWS_PER_CLASS = 5
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+
+class InputError(ValueError):
+    """The training input (data or hyperparameters) is unusable. The message is shown to the operator."""
+
+
+def log(message: str) -> None:
+    print(f"[train_model] {message}", flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"[train_model] WARNING: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters
+# ---------------------------------------------------------------------------------------------
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(number)
+
+
+def _to_float(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _to_str(value: Any) -> str:
+    text = str(value).strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':  # a JSON-encoded string hyperparameter
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        return decoded if isinstance(decoded, str) else text
+    return text
+
+
+# name -> (converter, default, help). The defaults are the recommended ones, chosen by repeated
+# stratified CV on the training part of the Telco data (the reported validation rows played no part);
+# the pipeline normally passes its own values (lambda/churn/config.py DEFAULT_HYPERPARAMETERS).
+HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
+    "max_depth": (_to_int, 3, "maximum tree depth"),
+    "eta": (_to_float, 0.03, "learning rate"),
+    "num_round": (_to_int, 2000, "maximum number of boosting rounds"),
+    "early_stopping_rounds": (_to_int, 100, "stop after this many rounds without improvement on the holdout"),
+    "min_child_weight": (_to_float, 5.0, "minimum hessian sum in a leaf"),
+    "subsample": (_to_float, 0.8, "row subsampling per tree"),
+    "colsample_bytree": (_to_float, 0.8, "column subsampling per tree"),
+    "reg_lambda": (_to_float, 5.0, "L2 regularisation on leaf weights"),
+    "reg_alpha": (_to_float, 0.0, "L1 regularisation on leaf weights"),
+    "gamma": (_to_float, 0.0, "minimum loss reduction to split"),
+    "max_cat_to_onehot": (_to_int, 4, "categorical features with fewer categories use one-hot splits"),
+    "validation_fraction": (_to_float, 0.2, "stratified share of rows held out for the reported metrics"),
+    "early_stopping_fraction": (_to_float, 0.2, "stratified share of the training part used for early stopping"),
+    "eval_metric": (_to_str, "logloss", "early-stopping metric on the holdout: logloss or auc"),
+    "seed": (_to_int, 42, "random seed for splits and subsampling"),
+    "nthread": (_to_int, 0, "XGBoost threads; 0 = automatic (1 below 100k rows, where threads only add "
+                            "synchronisation cost, else every CPU)"),
+    "id_column": (_to_str, "customer_id", "record identifier column (kept aside, not a feature)"),
+    "label_column": (_to_str, "churn", "0/1 label column"),
+    "exclude_columns": (_to_str, "event_time,write_time,api_invocation_time,is_deleted",
+                        "comma-separated columns that are never features (Feature Store bookkeeping)"),
+    "threshold": (_to_float, 0.5, "decision threshold for accuracy/precision/recall/F1"),
+    "cv_folds": (_to_int, 0, "stratified K-fold cross-validation before the final fit (0 = off)"),
+}
+
+
+def excluded_columns(params: dict[str, Any]) -> list[str]:
+    return [name.strip() for name in str(params.get("exclude_columns", "")).split(",") if name.strip()]
+
+
+def default_params() -> dict[str, Any]:
+    return {name: default for name, (_, default, _) in HYPERPARAMETERS.items()}
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    def bad(name: str, rule: str) -> InputError:
+        return InputError(f"hyperparameter {name}={params[name]!r}: {rule}")
+
+    if params["max_depth"] < 1:
+        raise bad("max_depth", "must be at least 1")
+    if not 0 < params["eta"] <= 1:
+        raise bad("eta", "must be in (0, 1]")
+    if params["num_round"] < 1:
+        raise bad("num_round", "must be at least 1")
+    if params["early_stopping_rounds"] < 1:
+        raise bad("early_stopping_rounds", "must be at least 1")
+    for name in ("subsample", "colsample_bytree"):
+        if not 0 < params[name] <= 1:
+            raise bad(name, "must be in (0, 1]")
+    for name in ("validation_fraction", "early_stopping_fraction"):
+        if not 0 < params[name] < 0.9:
+            raise bad(name, "must be in (0, 0.9)")
+    for name in ("min_child_weight", "reg_lambda", "reg_alpha", "gamma"):
+        if params[name] < 0:
+            raise bad(name, "must not be negative")
+    if not 0 < params["threshold"] < 1:
+        raise bad("threshold", "must be in (0, 1)")
+    if params["cv_folds"] != 0 and params["cv_folds"] < 2:
+        raise bad("cv_folds", "must be 0 (off) or at least 2")
+    if params["eval_metric"] not in ("logloss", "auc"):
+        raise bad("eval_metric", "must be logloss or auc")
+    if params["max_cat_to_onehot"] < 1:
+        raise bad("max_cat_to_onehot", "must be at least 1")
+    if params["nthread"] < 0:
+        raise bad("nthread", "must be 0 (automatic) or more")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # a clear InputError instead of usage text and exit code 2
+        raise InputError(f"command-line arguments: {message}")
+
+
+def parse_hyperparameters(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Defaults <- SM_HPS (JSON) <- `--name value` command-line args. Unknown names only warn."""
+    environ = dict(os.environ if environ is None else environ)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    values = default_params()
+    parser = _ArgumentParser(prog="train_model", description=__doc__.splitlines()[0], allow_abbrev=False)
+    for name, (_, default, text) in HYPERPARAMETERS.items():
+        parser.add_argument(f"--{name}", dest=name, default=None, help=f"{text} (default {default})")
+    try:
+        hps = json.loads(environ.get("SM_HPS") or "{}")
+    except json.JSONDecodeError as exc:
+        raise InputError(f"SM_HPS is not valid JSON: {exc}") from None
+    if not isinstance(hps, dict):
+        raise InputError("SM_HPS must be a JSON object")
+    raw: dict[str, Any] = {}
+    for name, value in hps.items():
+        if name in HYPERPARAMETERS:
+            raw[name] = value
+        elif not name.startswith("sagemaker_"):
+            warn(f"ignoring unknown hyperparameter {name!r} (from SM_HPS)")
+    known, unknown = parser.parse_known_args(argv)
+    ignored = [arg for arg in unknown if arg.startswith("--") and not arg.startswith("--sagemaker_")]
+    if ignored:
+        warn(f"ignoring unknown arguments: {' '.join(ignored)}")
+    raw.update({name: value for name, value in vars(known).items() if value is not None})
+    for name, value in raw.items():
+        convert = HYPERPARAMETERS[name][0]
+        try:
+            values[name] = convert(value)
+        except (TypeError, ValueError):
+            expected = convert.__name__.removeprefix("_to_")
+            raise InputError(f"hyperparameter {name}={value!r}: {expected} expected") from None
+    _check_params(values)
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+
+def read_csv_text(source: Any) -> pd.DataFrame:
+    """A CSV (path, buffer or text) with a header as strings; only an empty field is missing."""
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=True,
+                        encoding="utf-8-sig")
+    frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
+    return frame
+
+
+def training_files(channel_dir: str | Path) -> list[Path]:
+    root = Path(channel_dir)
+    if not root.is_dir():
+        raise InputError(f"training channel directory {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(".csv"))
+    if not files:
+        present = sorted(p.name for p in root.rglob("*") if p.is_file())[:5]
+        raise InputError(f"no *.csv file in the training channel {root} (found: {present or 'nothing'})")
+    return files
+
+
+def read_training_frame(channel_dir: str | Path) -> tuple[pd.DataFrame, str]:
+    """All CSV files of the channel, concatenated. Returns the frame and a description of its source."""
+    frames = []
+    columns: list[str] | None = None
+    files = training_files(channel_dir)
+    for path in files:
+        try:
+            frame = read_csv_text(path)
+        except pd.errors.EmptyDataError:
+            warn(f"{path}: empty file, skipped")
+            continue
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from None
+        if columns is None:
+            columns = list(frame.columns)
+        elif set(frame.columns) != set(columns):
+            raise InputError(f"{path}: columns {list(frame.columns)} differ from {files[0].name}'s {columns}")
+        frames.append(frame[columns])
+    source = files[0].name if len(files) == 1 else f"{len(files)} files in {channel_dir}"
+    if not frames:
+        raise InputError(f"{source}: no data (every CSV file is empty)")
+    data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    log(f"read {len(data)} rows x {data.shape[1]} columns from {', '.join(p.name for p in files)}")
+    return data, source
+
+
+def prepare_labels(frame: pd.DataFrame, label_column: str, source: str = "training data") -> np.ndarray:
+    """The 0/1 label as an int array, or InputError saying what is wrong."""
+    if label_column not in frame.columns:
+        raise InputError(f"{source}: label column '{label_column}' is missing (columns: {list(frame.columns)})")
+    raw = frame[label_column]
+    if raw.isna().any():
+        raise InputError(f"{source}: {int(raw.isna().sum())} row(s) have an empty label '{label_column}'")
+    numbers = pd.to_numeric(raw, errors="coerce")
+    bad = raw[numbers.isna() | ~numbers.isin([0, 1])]
+    if len(bad):
+        examples = sorted(set(map(str, bad.head(50))))[:5]
+        raise InputError(f"{source}: label '{label_column}' must be 0 or 1; {len(bad)} row(s) are not "
+                         f"(e.g. {examples})")
+    labels = numbers.to_numpy(dtype=int)
+    if len(labels) < MIN_ROWS:
+        raise InputError(f"{source}: only {len(labels)} row(s); at least {MIN_ROWS} are needed")
+    counts = np.bincount(labels, minlength=2)
+    if counts.min() == 0:
+        only = int(np.argmax(counts))
+        raise InputError(f"{source}: label '{label_column}' has one class only (all {len(labels)} rows are {only})")
+    if counts.min() < MIN_ROWS_PER_CLASS:
+        raise InputError(f"{source}: label '{label_column}' has only {counts.min()} row(s) of class "
+                         f"{int(np.argmin(counts))}; at least {MIN_ROWS_PER_CLASS} per class are needed")
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding: written once, used by training and scoring alike
+# ---------------------------------------------------------------------------------------------
+
+def _category_text(value: Any) -> Any:
+    """The canonical text of one categorical value (None when missing)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        return text if text else None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if pd.isna(value):
+        return None
+    return str(value)
+
+
+def _as_category_text(series: pd.Series) -> pd.Series:
+    return series.astype(object).map(_category_text)
+
+
+def _is_numeric_column(series: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(series):
+        return False
+    if pd.api.types.is_numeric_dtype(series):
+        return True
+    present = series.dropna()
+    if present.empty:
+        return True
+    if not all(isinstance(v, str) for v in present):
+        return False
+    return bool(pd.to_numeric(present.str.strip(), errors="coerce").notna().all())
+
+
+def fit_encoding(frame: pd.DataFrame, id_column: str, label_column: str,
+                 exclude: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """Feature order and per-column kind; a categorical column keeps its sorted training categories.
+
+    Features are all columns but the id, the label and `exclude`. A column is numeric when every
+    present value is a number; otherwise it is categorical.
+    """
+    features = []
+    for name in frame.columns:
+        if name in (id_column, label_column) or name in exclude:
+            continue
+        column = frame[name]
+        if _is_numeric_column(column):
+            features.append({"name": str(name), "kind": NUMERIC})
+        else:
+            categories = sorted(set(_as_category_text(column).dropna()))
+            if len(categories) > 100 and len(categories) > 0.5 * column.notna().sum():
+                warn(f"categorical column '{name}' has {len(categories)} distinct values in "
+                     f"{int(column.notna().sum())} rows: is it an identifier? (see --exclude_columns)")
+            features.append({"name": str(name), "kind": CATEGORICAL, "categories": categories})
+    if not features:
+        raise InputError(f"no feature columns: every column is the id '{id_column}' or the label '{label_column}'")
+    return {
+        "format_version": ENCODING_FORMAT_VERSION,
+        "id_column": id_column,
+        "label_column": label_column,
+        "feature_names": [f["name"] for f in features],
+        "features": features,
+    }
+
+
+def apply_encoding(frame: pd.DataFrame, encoding: dict[str, Any]) -> pd.DataFrame:
+    """The model's input from a raw frame (any column order, extra columns ignored).
+
+    Numeric columns become float (a non-number becomes NaN); categorical columns become pandas
+    Categorical with exactly the saved categories (an unseen category becomes NaN, i.e. missing).
+    Raises ValueError when a feature column is absent.
+    """
+    missing = [f["name"] for f in encoding["features"] if f["name"] not in frame.columns]
+    if missing:
+        raise ValueError(f"missing feature column(s): {missing}")
+    encoded: dict[str, Any] = {}
+    for feature in encoding["features"]:
+        column = frame[feature["name"]]
+        if feature["kind"] == NUMERIC:
+            if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+                values = column.astype(float)
+            else:
+                text = column.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+                values = pd.to_numeric(text, errors="coerce").astype(float)
+                invalid = int((values.isna() & text.notna() & (text != "")).sum())
+                if invalid:
+                    warn(f"column '{feature['name']}': {invalid} non-numeric value(s) treated as missing")
+            encoded[feature["name"]] = values.to_numpy()
+        else:
+            encoded[feature["name"]] = pd.Categorical(_as_category_text(column), categories=feature["categories"])
+    return pd.DataFrame(encoded, index=frame.index, columns=encoding["feature_names"])
+
+
+def load_encoding(path: str | Path) -> dict[str, Any]:
+    encoding = json.loads(Path(path).read_text(encoding="utf-8"))
+    if encoding.get("format_version") != ENCODING_FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported encoding format {encoding.get('format_version')!r}")
+    return encoding
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+def resolve_threads(params: dict[str, Any], rows: int) -> dict[str, Any]:
+    """`nthread` 0 -> 1 for small data (OpenMP threads on a few thousand rows mostly wait for each other,
+    and are very slow when the CPUs are shared), else every CPU."""
+    if params.get("nthread", 0) > 0:
+        return params
+    return {**params, "nthread": 1 if rows < 100_000 else (os.cpu_count() or 1)}
+
+
+def xgb_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": ["auc", "logloss"] if params["eval_metric"] == "logloss" else ["logloss", "auc"],
+        "tree_method": "hist",
+        "max_depth": params["max_depth"],
+        "eta": params["eta"],
+        "min_child_weight": params["min_child_weight"],
+        "subsample": params["subsample"],
+        "colsample_bytree": params["colsample_bytree"],
+        "lambda": params["reg_lambda"],
+        "alpha": params["reg_alpha"],
+        "gamma": params["gamma"],
+        "max_cat_to_onehot": params["max_cat_to_onehot"],
+        "seed": params["seed"],
+        "nthread": params["nthread"],
+        "verbosity": 1,
+    }
+
+
+def _dmatrix(features: pd.DataFrame, labels: np.ndarray | None, nthread: int) -> xgb.DMatrix:
+    return xgb.DMatrix(features, label=labels, enable_categorical=True, nthread=nthread)
+
+
+def _split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    first, second = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels[indices])
+    return np.sort(first), np.sort(second)
+
+
+@dataclass
+class FitResult:
+    booster: xgb.Booster
+    encoding: dict[str, Any]
+    best_iteration: int
+    fit_rows: np.ndarray
+    es_rows: np.ndarray
+    validation_labels: np.ndarray | None = None
+    validation_probabilities: np.ndarray | None = None
+
+
+def fit_booster(frame: pd.DataFrame, labels: np.ndarray, rows: np.ndarray, params: dict[str, Any]) -> FitResult:
+    """Fit on `rows` of the frame: encoding from those rows only, early stopping on a stratified holdout
+    carved out of them, booster truncated at the best iteration."""
+    fit_rows, es_rows = _split(rows, labels, params["early_stopping_fraction"], params["seed"])
+    encoding = fit_encoding(frame.iloc[fit_rows], params["id_column"], params["label_column"],
+                            excluded_columns(params))
+    dfit = _dmatrix(apply_encoding(frame.iloc[fit_rows], encoding), labels[fit_rows], params["nthread"])
+    des = _dmatrix(apply_encoding(frame.iloc[es_rows], encoding), labels[es_rows], params["nthread"])
+    booster = xgb.train(
+        xgb_params(params), dfit, num_boost_round=params["num_round"],
+        evals=[(dfit, "fit"), (des, "es_holdout")],
+        early_stopping_rounds=params["early_stopping_rounds"], verbose_eval=False,
+    )
+    best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
+    model = booster[: best + 1]
+    return FitResult(booster=model, encoding=encoding, best_iteration=best, fit_rows=fit_rows, es_rows=es_rows)
+
+
+def _predict(booster: xgb.Booster, encoded: pd.DataFrame, nthread: int | None = None) -> np.ndarray:
+    matrix = xgb.DMatrix(encoded, enable_categorical=True, nthread=nthread or -1)
+    return booster.predict(matrix)
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
+    from sklearn import metrics as skm
+
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(labels, predicted, labels=[0, 1]).ravel())
+    return {
+        "auc": float(skm.roc_auc_score(labels, probabilities)),
+        "pr_auc": float(skm.average_precision_score(labels, probabilities)),
+        "log_loss": float(skm.log_loss(labels, probabilities, labels=[0, 1])),
+        "brier": float(skm.brier_score_loss(labels, probabilities)),
+        "accuracy": float(skm.accuracy_score(labels, predicted)),
+        "precision": float(skm.precision_score(labels, predicted, zero_division=0)),
+        "recall": float(skm.recall_score(labels, predicted, zero_division=0)),
+        "f1": float(skm.f1_score(labels, predicted, zero_division=0)),
+        "threshold": threshold,
+        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "matrix": [[tn, fp], [fn, tp]],
+                             "rows": "actual (0, 1)", "columns": "predicted (0, 1)"},
+    }
+
+
+def _auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, probabilities))
+
+
+def feature_importance(booster: xgb.Booster, feature_names: list[str]) -> dict[str, dict[str, float]]:
+    gain = booster.get_score(importance_type="gain")
+    total = booster.get_score(importance_type="total_gain")
+    weight = booster.get_score(importance_type="weight")
+    return {
+        "gain": {n: float(gain.get(n, 0.0)) for n in feature_names},
+        "total_gain": {n: float(total.get(n, 0.0)) for n in feature_names},
+        "weight": {n: float(weight.get(n, 0.0)) for n in feature_names},
+    }
+
+
+def cross_validate(frame: pd.DataFrame, params: dict[str, Any] | None = None, folds: int = 5) -> dict[str, Any]:
+    """Stratified K-fold CV of the whole fitting procedure on a raw frame (id, features, label).
+
+    Each fold fits its own encoding and early-stops on a holdout carved out of the fold's training
+    part, so the fold's test rows are never seen. `params` are hyperparameters by their CLI names
+    (missing ones take the defaults). Returns per-fold AUCs and best iterations, mean and std.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    settings = resolve_threads({**default_params(), **(params or {})}, len(frame))
+    if folds < 2:
+        raise ValueError("folds must be at least 2")
+    labels = prepare_labels(frame, settings["label_column"])
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings["seed"])
+    results = []
+    for number, (train_rows, test_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels), start=1):
+        fit = fit_booster(frame, labels, np.asarray(train_rows), settings)
+        probabilities = _predict(fit.booster, apply_encoding(frame.iloc[test_rows], fit.encoding), settings["nthread"])
+        results.append({"fold": number, "auc": _auc(labels[test_rows], probabilities),
+                        "best_iteration": fit.best_iteration, "test_rows": len(test_rows)})
+    aucs = np.array([r["auc"] for r in results])
+    return {"folds": folds, "seed": settings["seed"], "auc_mean": float(aucs.mean()),
+            "auc_std": float(aucs.std(ddof=1)), "aucs": [float(a) for a in aucs], "fold_results": results}
+
+
+def train(frame: pd.DataFrame, params: dict[str, Any],
+          source: str = "training data") -> tuple[FitResult, dict[str, Any]]:
+    """Split, fit, evaluate. Returns the fit and the evaluation (evaluation.json content)."""
+    started = time.perf_counter()
+    params = resolve_threads(params, len(frame))
+    labels = prepare_labels(frame, params["label_column"], source)
+    id_column = params["id_column"]
+    if id_column not in frame.columns:
+        warn(f"id column '{id_column}' not found; every other column but the label is a feature")
+    elif frame[id_column].duplicated().any():
+        warn(f"id column '{id_column}' has {int(frame[id_column].duplicated().sum())} duplicate value(s)")
+    dropped = [name for name in excluded_columns(params) if name in frame.columns]
+    if dropped:
+        log(f"not features (exclude_columns): {dropped}")
+    all_rows = np.arange(len(frame))
+    train_rows, validation_rows = _split(all_rows, labels, params["validation_fraction"], params["seed"])
+    for part, rows in (("validation", validation_rows), ("training", train_rows)):
+        if np.bincount(labels[rows], minlength=2).min() < 2:
+            raise InputError(f"{source}: too few rows of each class for the {part} split; add more data")
+    fit = fit_booster(frame, labels, train_rows, params)
+    booster, encoding = fit.booster, fit.encoding
+    nthread = params["nthread"]
+
+    validation_probabilities = _predict(booster, apply_encoding(frame.iloc[validation_rows], encoding), nthread)
+    fit_probabilities = _predict(booster, apply_encoding(frame.iloc[fit.fit_rows], encoding), nthread)
+    es_probabilities = _predict(booster, apply_encoding(frame.iloc[fit.es_rows], encoding), nthread)
+    validation = classification_metrics(labels[validation_rows], validation_probabilities, params["threshold"])
+    fit.validation_labels, fit.validation_probabilities = labels[validation_rows], validation_probabilities
+
+    def rows_info(rows: np.ndarray) -> dict[str, int]:
+        return {"rows": int(len(rows)), "positives": int(labels[rows].sum())}
+
+    evaluation: dict[str, Any] = {
+        "validation_auc": validation["auc"],
+        "pr_auc": validation["pr_auc"],
+        "log_loss": validation["log_loss"],
+        "accuracy": validation["accuracy"],
+        "precision": validation["precision"],
+        "recall": validation["recall"],
+        "f1": validation["f1"],
+        "train_auc": _auc(labels[fit.fit_rows], fit_probabilities),
+        "early_stopping_auc": _auc(labels[fit.es_rows], es_probabilities),
+        "best_iteration": fit.best_iteration,
+        "num_trees": int(booster.num_boosted_rounds()),
+        "threshold": params["threshold"],
+        "validation": validation,
+        "confusion_matrix": validation["confusion_matrix"],
+        "feature_importance": feature_importance(booster, encoding["feature_names"]),
+        "row_counts": {
+            "total": rows_info(all_rows),
+            "train": rows_info(fit.fit_rows),
+            "early_stopping": rows_info(fit.es_rows),
+            "validation": rows_info(validation_rows),
+        },
+        "features": encoding["features"],
+        "hyperparameters": params,
+        "xgboost_params": xgb_params(params),
+        "xgboost_version": xgb.__version__,
+        "source": source,
+        "training_seconds": round(time.perf_counter() - started, 3),
+        "roc_curve": _curve_points(labels[validation_rows], validation_probabilities),
+    }
+    return fit, evaluation
+
+
+def _curve_points(labels: np.ndarray, probabilities: np.ndarray, points: int = 101) -> dict[str, list[float]]:
+    """The validation ROC curve, thinned to about `points` points (for the report and readers)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, probabilities)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+    return {"fpr": [round(float(v), 5) for v in fpr[keep]], "tpr": [round(float(v), 5) for v in tpr[keep]]}
+
+
+def metric_lines(evaluation: dict[str, Any]) -> list[str]:
+    """`name:value` lines for SageMaker metric definitions (no tabs, one metric per line)."""
+    validation = evaluation["validation"]
+    lines = [
+        f"validation-auc:{validation['auc']:.6f}",
+        f"validation-aucpr:{validation['pr_auc']:.6f}",
+        f"validation-logloss:{validation['log_loss']:.6f}",
+        f"validation-accuracy:{validation['accuracy']:.6f}",
+        f"validation-precision:{validation['precision']:.6f}",
+        f"validation-recall:{validation['recall']:.6f}",
+        f"validation-f1:{validation['f1']:.6f}",
+        f"train-auc:{evaluation['train_auc']:.6f}",
+        f"early-stopping-auc:{evaluation['early_stopping_auc']:.6f}",
+        f"best-iteration:{evaluation['best_iteration']}",
+    ]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+def write_report(path: str | Path, frame_labels: np.ndarray, probabilities: np.ndarray,
+                 evaluation: dict[str, Any]) -> None:
+    """report.png: validation ROC and PR curves, top-15 gain importances, confusion matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    validation = evaluation["validation"]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 10), dpi=100)
+    fig.suptitle(f"Churn model - validation set ({len(frame_labels)} customers, "
+                 f"best iteration {evaluation['best_iteration']}, xgboost {evaluation['xgboost_version']})")
+
+    ax = axes[0][0]
+    fpr, tpr, _ = roc_curve(frame_labels, probabilities)
+    ax.plot(fpr, tpr, color="tab:blue", lw=2, label=f"model (AUC = {validation['auc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="chance (AUC = 0.500)")
+    ax.set(title="ROC curve", xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+
+    ax = axes[0][1]
+    precision, recall, _ = precision_recall_curve(frame_labels, probabilities)
+    base = float(np.mean(frame_labels))
+    ax.plot(recall, precision, color="tab:orange", lw=2, label=f"model (AP = {validation['pr_auc']:.3f})")
+    ax.axhline(base, color="grey", ls="--", lw=1, label=f"base rate ({base:.3f})")
+    ax.set(title="Precision-recall curve", xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+
+    ax = axes[1][0]
+    gains = sorted(evaluation["feature_importance"]["gain"].items(), key=lambda kv: kv[1], reverse=True)[:15]
+    names = [name for name, _ in gains][::-1]
+    values = [value for _, value in gains][::-1]
+    ax.barh(names, values, color="tab:green")
+    ax.set(title=f"Top {len(gains)} features by gain", xlabel="Average gain per split")
+    ax.tick_params(axis="y", labelsize=9)
+    ax.grid(axis="x", alpha=0.3)
+
+    ax = axes[1][1]
+    matrix = np.array(validation["confusion_matrix"]["matrix"])
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            share = matrix[i, j] / max(matrix.sum(), 1)
+            ax.text(j, i, f"{matrix[i, j]}\n({share:.1%})", ha="center", va="center", fontsize=13,
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks([0, 1], labels=["no churn (0)", "churn (1)"])
+    ax.set_yticks([0, 1], labels=["no churn (0)", "churn (1)"])
+    ax.set(title=f"Confusion matrix at threshold {validation['threshold']:g}\n"
+                 f"precision {validation['precision']:.3f}, recall {validation['recall']:.3f}, "
+                 f"F1 {validation['f1']:.3f}",
+           xlabel="Predicted", ylabel="Actual")
+
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+def _dirs(environ: dict[str, str]) -> dict[str, Path]:
+    output_data = Path(environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    return {
+        "train": Path(environ.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")),
+        "model": Path(environ.get("SM_MODEL_DIR", "/opt/ml/model")),
+        "output_data": output_data,
+        "output": Path(environ.get("SM_OUTPUT_DIR") or output_data.parent),
+    }
+
+
+def _write_json(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2, default=_json_default) + "\n", encoding="utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _write_failure(output_dir: Path, message: str) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "failure").write_text(message + "\n", encoding="utf-8")
+    except OSError as exc:
+        warn(f"could not write the failure file in {output_dir}: {exc}")
+
+
+def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = dict(os.environ if environ is None else environ)
+    params = parse_hyperparameters(argv, environ)
+    dirs = _dirs(environ)
+    log(f"xgboost {xgb.__version__}, pandas {pd.__version__}, numpy {np.__version__}")
+    log("hyperparameters: " + json.dumps(params, sort_keys=True))
+    frame, source = read_training_frame(dirs["train"])
+
+    cv = None
+    if params["cv_folds"]:
+        started = time.perf_counter()
+        cv = cross_validate(frame, params, params["cv_folds"])
+        cv["seconds"] = round(time.perf_counter() - started, 3)
+        _write_json(dirs["output_data"] / CV_FILE, cv)
+        log(f"{params['cv_folds']}-fold CV AUCs: {', '.join(f'{a:.4f}' for a in cv['aucs'])}")
+        print(f"cv-auc-mean:{cv['auc_mean']:.6f}", flush=True)
+        print(f"cv-auc-std:{cv['auc_std']:.6f}", flush=True)
+
+    fit, evaluation = train(frame, params, source)
+    if cv is not None:
+        evaluation["cv"] = {k: cv[k] for k in ("folds", "auc_mean", "auc_std", "aucs")}
+        evaluation["cv_auc_mean"] = cv["auc_mean"]
+        evaluation["cv_auc_std"] = cv["auc_std"]
+
+    dirs["model"].mkdir(parents=True, exist_ok=True)
+    fit.booster.save_model(str(dirs["model"] / MODEL_FILE))
+    _write_json(dirs["model"] / ENCODING_FILE, fit.encoding)
+    _write_json(dirs["model"] / EVALUATION_FILE, evaluation)
+    _write_json(dirs["output_data"] / EVALUATION_FILE, evaluation)
+
+    try:
+        write_report(dirs["output_data"] / REPORT_FILE, fit.validation_labels, fit.validation_probabilities,
+                     evaluation)
+    except Exception as exc:  # noqa: BLE001 - the report is a convenience; the model is already saved
+        warn(f"could not write {REPORT_FILE}: {exc}")
+
+    rows = evaluation["row_counts"]
+    log(f"rows: total {rows['total']['rows']}, train {rows['train']['rows']}, early-stopping "
+        f"{rows['early_stopping']['rows']}, validation {rows['validation']['rows']}; "
+        f"best iteration {evaluation['best_iteration']}; {evaluation['training_seconds']}s")
+    for line in metric_lines(evaluation):
+        print(line, flush=True)
+    log(f"wrote {MODEL_FILE}, {ENCODING_FILE}, {EVALUATION_FILE} to {dirs['model']}")
+    return evaluation
+
+
+def main(argv: list[str] | None = None) -> int:
+    environ = dict(os.environ)
+    output_dir = _dirs(environ)["output"]
+    try:
+        run(argv, environ)
+    except InputError as exc:
+        message = f"Training input error: {' '.join(str(exc).split())}"
+        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        _write_failure(output_dir, message)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - report any failure to SageMaker, then exit non-zero
+        traceback.print_exc()
+        message = f"Training failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        _write_failure(output_dir, message)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring and serving (SageMaker inference toolkit contract)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ChurnModel:
+    """What `model_fn` returns: the booster and the encoding saved with it."""
+
+    booster: xgb.Booster
+    encoding: dict[str, Any]
+
+    @property
+    def id_column(self) -> str:
+        return self.encoding["id_column"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.encoding["feature_names"])
+
+
+@dataclass
+class ScoringInput:
+    """What `input_fn` returns: ids (None when the request has no id column) and the raw features."""
+
+    ids: list[Any] | None
+    frame: pd.DataFrame
+
+
+@dataclass
+class Contributions:
+    """Per-feature contributions to the log-odds of each row; `features.sum(axis=1) + bias` is the margin."""
+
+    features: pd.DataFrame
+    bias: pd.Series
+
+
+# input_fn receives no model but needs the encoding's column names; the serving stack always calls
+# model_fn first, so the encoding of the last model loaded is remembered here.
+_SERVING_STATE: dict[str, Any] = {}
+
+
+def load_model(model_dir: str | Path) -> ChurnModel:
+    """Load model.json + encoding.json from a model directory (what model_fn does)."""
+    model_dir = Path(model_dir)
+    booster = xgb.Booster()
+    booster.load_model(str(model_dir / MODEL_FILE))
+    encoding = load_encoding(model_dir / ENCODING_FILE)
+    _SERVING_STATE["encoding"] = encoding
+    return ChurnModel(booster=booster, encoding=encoding)
+
+
+def _serving_encoding() -> dict[str, Any]:
+    encoding = _SERVING_STATE.get("encoding")
+    if encoding is None:
+        encoding = load_encoding(Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")) / ENCODING_FILE)
+        _SERVING_STATE["encoding"] = encoding
+    return encoding
+
+
+def predict_frame(model: ChurnModel, frame: pd.DataFrame) -> np.ndarray:
+    """Churn probabilities for a raw frame (columns by name, any order; id/label/extra columns ignored)."""
+    if len(frame) == 0:
+        return np.zeros(0, dtype=float)
+    return _predict(model.booster, apply_encoding(frame, model.encoding)).astype(float)
+
+
+def contributions(model: ChurnModel, frame: pd.DataFrame) -> Contributions:
+    """SHAP contributions (XGBoost `pred_contribs=True`) per original feature, bias separate, in log-odds."""
+    matrix = xgb.DMatrix(apply_encoding(frame, model.encoding), enable_categorical=True)
+    values = model.booster.predict(matrix, pred_contribs=True)
+    names = model.feature_names
+    return Contributions(features=pd.DataFrame(values[:, : len(names)], index=frame.index, columns=names),
+                         bias=pd.Series(values[:, len(names)], index=frame.index, name="bias"))
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "text/csv").split(";")[0].strip().lower()
+
+
+def _text(request_body: Any) -> str:
+    if isinstance(request_body, (bytes, bytearray, memoryview)):
+        return bytes(request_body).decode("utf-8-sig")
+    if isinstance(request_body, str):
+        return request_body.lstrip("\ufeff")
+    if hasattr(request_body, "read"):
+        return _text(request_body.read())
+    raise ValueError(f"unsupported request body type {type(request_body).__name__}")
+
+
+def _parse_request(request_body: Any, content_type: str, encoding: dict[str, Any]) -> pd.DataFrame:
+    media = _media_type(content_type)
+    text = _text(request_body)
+    if media in ("application/json", "application/jsonlines", "application/x-jsonlines"):
+        if media == "application/json":
+            payload = json.loads(text) if text.strip() else []
+            if isinstance(payload, dict):
+                payload = payload.get("instances", payload.get("records", [payload]))
+        else:
+            payload = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
+            raise ValueError("JSON input must be an object, a list of objects or {'instances': [objects]}")
+        return pd.DataFrame(payload)
+    if media != "text/csv":
+        raise ValueError(f"unsupported content type {content_type!r}: use text/csv (with a header row) "
+                         "or application/json")
+    text = text.strip("\r\n")
+    if not text.strip():
+        return pd.DataFrame(columns=[encoding["id_column"], *encoding["feature_names"]])
+    first = next(csv.reader(io.StringIO(text.split("\n", 1)[0])))
+    first = [token.strip() for token in first]
+    known = {encoding["id_column"], encoding["label_column"], *encoding["feature_names"]}
+    if known.intersection(first):
+        return read_csv_text(io.StringIO(text))
+    # No header (e.g. Batch Transform with SplitType=Line): columns by position in the training-set
+    # shape: [id,] features[, label].
+    features = encoding["feature_names"]
+    layouts = {len(features): features,
+               len(features) + 1: [encoding["id_column"], *features],
+               len(features) + 2: [encoding["id_column"], *features, encoding["label_column"]]}
+    if len(first) not in layouts:
+        raise ValueError(f"CSV input has no header row and {len(first)} columns; expected a header, or "
+                         f"{len(features)} features optionally preceded by the id and followed by the label")
+    frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False, na_values=[""])
+    frame.columns = layouts[len(first)]
+    return frame
+
+
+def model_fn(model_dir):
+    """Load model.json and encoding.json from the model directory."""
+    return load_model(model_dir)
+
+
+def input_fn(request_body, content_type):
+    """text/csv with a header row (columns by name; a trailing newline is fine), or application/json
+    records. The id column is kept aside; a label column, if present, is ignored."""
+    encoding = _serving_encoding()
+    try:
+        frame = _parse_request(request_body, content_type, encoding)
+    except (pd.errors.ParserError, json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"could not parse the {_media_type(content_type)} request: "
+                         f"{' '.join(str(exc).split())}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    id_column = encoding["id_column"]
+    ids = frame[id_column].tolist() if id_column in frame.columns else None
+    features = frame.drop(columns=[c for c in (id_column, encoding["label_column"]) if c in frame.columns])
+    return ScoringInput(ids=ids, frame=features)
+
+
+def predict_fn(input_data, model):
+    """A frame `[<id column>, churn_probability]`, one row per input row, in input order."""
+    if isinstance(input_data, pd.DataFrame):
+        id_column = model.id_column
+        ids = input_data[id_column].tolist() if id_column in input_data.columns else None
+        input_data = ScoringInput(ids=ids, frame=input_data)
+    probabilities = predict_frame(model, input_data.frame)
+    ids = input_data.ids if input_data.ids is not None else [None] * len(probabilities)
+    return pd.DataFrame({model.id_column: ids, PROBABILITY_COLUMN: probabilities})
+
+
+def output_fn(prediction, accept):
+    """CSV `<id column>,churn_probability` with a header; JSON `{"predictions": [...]}` for application/json."""
+    media = _media_type(accept or "text/csv")
+    if media in ("application/json", "application/jsonlines"):
+        id_column = prediction.columns[0]
+        records = [{id_column: (None if pd.isna(i) else i), PROBABILITY_COLUMN: float(p)}
+                   for i, p in zip(prediction[id_column], prediction[PROBABILITY_COLUMN], strict=True)]
+        if media == "application/jsonlines":
+            return "".join(json.dumps(r) + "\n" for r in records)
+        return json.dumps({"predictions": records})
+    return prediction.to_csv(index=False, float_format="%.6f", lineterminator="\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
