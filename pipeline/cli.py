@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,8 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from churn.config import PipelineSettings
-from churn.csv_input import InputValidationError
+from churn.csv_input import InputValidationError, validate_file
 from churn.schema import FeatureSpec, SpecError
+from pipeline import aws
+from pipeline.aws import AwsError, AwsSession, Deployment, ProgressTracker
 from pipeline.local import (
     DEFAULT_DATA,
     DEFAULT_SPEC,
@@ -30,19 +35,34 @@ app.add_typer(spec_app, name="spec")
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+STEP_WIDTH = 30  # the longest state name, "Model below quality threshold", fits
+LABEL_WIDTH = 20
 
 console = Console()
 err_console = Console(stderr=True)
 
-DataOption = Annotated[Path, typer.Option("--data", help="CSV with the spec's columns.")]
+DataOption = Annotated[
+    Path | None, typer.Option("--data", help=f"CSV with the spec's columns (default: {DEFAULT_DATA})")
+]
 SpecOption = Annotated[Path, typer.Option("--spec", help="Feature spec JSON (see `spec infer`).")]
 WorkspaceOption = Annotated[
     Path, typer.Option("--workspace", help="Local state: feature store, runs, model registry.")
 ]
+LocalOption = Annotated[bool, typer.Option("--local", help="Run on this machine (no AWS account needed).")]
+LocalRunsOption = Annotated[
+    bool, typer.Option("--local", help="Local runs (in --workspace) instead of AWS executions.")
+]
+StackOption = Annotated[str, typer.Option("--stack-name", help="The deployed CloudFormation stack.")]
+RegionOption = Annotated[
+    str | None, typer.Option("--region", help="AWS region of the stack (default: AWS_REGION or your profile's)")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line.")]
+PollOption = Annotated[float, typer.Option("--poll-seconds", hidden=True, min=0.0)]
 
 
 def fail(message: str, hint: str = "", code: int = EXIT_FAILED) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     if hint:
         err_console.print(f"[dim]hint:[/] {hint}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -58,17 +78,22 @@ def load_spec(path: Path) -> FeatureSpec:
 
 
 class ConsoleReporter(Reporter):
+    """Step lines, the same for a local run and an AWS execution."""
+
     def __init__(self, out: Console):
         self.out = out
 
-    def step_started(self, step: str) -> None:
-        self.out.print(f"[cyan]▶[/] {step} …", highlight=False)
+    def step_started(self, step: str, since_start: float | None = None) -> None:
+        at = f"  [dim]at +{_duration(since_start)}[/]" if since_start is not None else ""
+        self.out.print(f"[cyan]▶[/] {step} …{at}", highlight=False)
 
     def step_finished(self, step: str, seconds: float, detail: str) -> None:
-        self.out.print(f"[green]✓[/] {step:<24} [dim]{seconds:6.1f}s[/]  {detail}", highlight=False)
+        self.out.print(f"[green]✓[/] {step:<{STEP_WIDTH}} [dim]{seconds:6.1f}s[/]  {detail}", highlight=False,
+                       soft_wrap=True)
 
     def step_failed(self, step: str, seconds: float, error: str) -> None:
-        self.out.print(f"[red]✗[/] {step:<24} [dim]{seconds:6.1f}s[/]  {error}", highlight=False, soft_wrap=True)
+        self.out.print(f"[red]✗[/] {step:<{STEP_WIDTH}} [dim]{seconds:6.1f}s[/]  {error}", highlight=False,
+                       soft_wrap=True)
 
 
 def _emit_json(payload: dict[str, Any]) -> None:
@@ -76,21 +101,121 @@ def _emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _print_summary(out: Console, rows: list[tuple[str, str]]) -> None:
+    """`label  value` lines; values are never wrapped or cut, so paths and links stay copyable."""
+    for label, value in rows:
+        out.print(f" {label:<{LABEL_WIDTH}} {value}", highlight=False, soft_wrap=True)
+
+
+def _status_markup(status: str) -> str:
+    colour = {"SUCCEEDED": "green", "RUNNING": "cyan"}.get(status, "red")
+    return f"[{colour}]{status}[/]"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _auc(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+def _reject(option: str, value: object, mode: str, hint: str = "") -> None:
+    """Options that mean nothing in this mode are an error, not silently ignored."""
+    if value not in (None, False):
+        fail(f"{option} is only used {mode}", hint, EXIT_BAD_INPUT)
+
+
+def _aws_flags(stack_name: str, region: str | None) -> str:
+    """The options to repeat in a suggested next command."""
+    flags = "" if stack_name == aws.DEFAULT_STACK_NAME else f" --stack-name {stack_name}"
+    return flags + (f" --region {region}" if region else "")
+
+
+@contextmanager
+def _aws_command(as_json: bool = False) -> Iterator[None]:
+    """Any AWS error becomes one line and a hint (and a JSON line with --json); never a traceback."""
+    try:
+        with aws.aws_errors():
+            yield
+    except AwsError as exc:
+        if as_json:
+            _emit_json({"status": "FAILED", "error": exc.error, "cause": exc.message})
+        fail(exc.message, exc.hint, exc.exit_code)
+
+
+def _connect(stack_name: str, region: str | None) -> tuple[AwsSession, Deployment]:
+    session = AwsSession.create(region)
+    return session, Deployment.load(session.cloudformation, stack_name)
+
+
+# -- run ------------------------------------------------------------------------------------------
 @app.command()
 def run(
-    local: Annotated[bool, typer.Option("--local", help="Run on this machine (no AWS account needed).")] = False,
-    data: DataOption = DEFAULT_DATA,
+    local: LocalOption = False,
+    data: DataOption = None,
     spec: SpecOption = DEFAULT_SPEC,
-    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", help=f"Local state: feature store, runs, model registry (default: {DEFAULT_WORKSPACE})"
+    )] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Minimum validation ROC AUC to register the model.")
+        float | None, typer.Option(help="Minimum validation ROC AUC to register the model (--local).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line.")] = False,
+    data_key: Annotated[str | None, typer.Option(
+        "--data-key", help=f"On AWS: the CSV in the stack's bucket (default: {aws.DEFAULT_DATA_KEY})"
+    )] = None,
+    stack_name: StackOption = aws.DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Run name (default: run-YYYYmmdd-HHMMSS-xxxx on AWS)")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="On AWS: start, print the execution ARN, exit.")] = False,
+    as_json: JsonOption = False,
+    poll_seconds: PollOption = 3.0,
 ) -> None:
-    """Run the pipeline: ingest, wait for the offline store, build the training set, train, gate, register."""
-    if not local:
-        fail("running on AWS is not available in this version", "use --local to run on this machine")
+    """Run the pipeline: ingest, wait for the offline store, build the training set, train, gate, register.
+
+    On AWS (default) it starts the deployed state machine on a CSV already in the bucket (see
+    `upload`) and follows it; with --local everything runs on this machine.
+    """
+    if local:
+        _reject("--data-key", data_key, "on AWS", "use --data PATH with --local")
+        _reject("--no-wait", no_wait, "on AWS")
+        _reject("--region", region, "on AWS")
+        if stack_name != aws.DEFAULT_STACK_NAME:
+            _reject("--stack-name", stack_name, "on AWS")
+        _run_local(data or DEFAULT_DATA, spec, workspace or DEFAULT_WORKSPACE, threshold, name, as_json)
+    else:
+        _reject("--data", data, "with --local",
+                "on AWS the CSV must be in the bucket: `python -m pipeline upload --data PATH`, then --data-key")
+        _reject("--workspace", workspace, "with --local")
+        _reject("--threshold", threshold, "with --local",
+                "on AWS the threshold is set when deploying: `npx cdk deploy -c quality_threshold=0.8`")
+        _run_aws(data_key or aws.DEFAULT_DATA_KEY, stack_name, region, name, no_wait, as_json, poll_seconds)
+
+
+def _run_local(data: Path, spec: Path, workspace: Path, threshold: float | None, name: str | None,
+               as_json: bool) -> None:
     out = err_console if as_json else console
+    if name:
+        try:
+            aws.check_execution_name(name)
+        except AwsError as exc:
+            fail(exc.message, exc.hint, EXIT_BAD_INPUT)
+        if (Workspace(workspace).runs / name).exists():
+            fail(f"a local run named '{name}' already exists in {Workspace(workspace).runs}",
+                 "choose another --name, or leave it out to get a generated one", EXIT_BAD_INPUT)
     feature_spec = load_spec(spec)
     settings = PipelineSettings()
     if threshold is not None:
@@ -99,7 +224,7 @@ def run(
                              reporter=ConsoleReporter(out))
     out.print(f"[bold]Local run[/] on {data} (feature group {pipeline.group})", highlight=False)
     try:
-        outcome = pipeline.run(data)
+        outcome = pipeline.run(data, run_id=name)
     except InputValidationError as exc:
         if as_json:
             _emit_json({"status": "FAILED", "error": "InputValidationError", "cause": str(exc)})
@@ -109,22 +234,277 @@ def run(
         if as_json:
             _emit_json(outcome.to_dict())
         fail(f"{exc.error}: {exc.cause}", f"run directory: {outcome.run_dir}")
-    summary = Table(show_header=False, box=None)
-    summary.add_row("status", f"[green]{outcome.status}[/]")
-    summary.add_row("records ingested", str(outcome.records_ingested))
-    summary.add_row("training rows", str(outcome.training_rows))
-    summary.add_row("validation ROC AUC", f"{outcome.auc:.4f}")
-    summary.add_row("quality gate", outcome.gate)
-    summary.add_row("model version", str(outcome.model_version))
-    summary.add_row("model artifact", outcome.model_artifact)
-    if outcome.report:
-        summary.add_row("report", outcome.report)
-    summary.add_row("run directory", outcome.run_dir)
-    out.print(summary)
+    _print_summary(out, _local_rows(outcome.to_dict()))
     if as_json:
         _emit_json(outcome.to_dict())
 
 
+def _local_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("status", _status_markup(run.get("status", ""))),
+        ("run", str(run.get("run_id", ""))),
+        ("records ingested", str(run.get("records_ingested", 0))),
+        ("training rows", str(run.get("training_rows", 0))),
+        ("validation ROC AUC", _auc(run.get("auc"))),
+        ("quality gate", run.get("gate") or "-"),
+        ("model version", str(run.get("model_version") or "-")),
+        ("model artifact", run.get("model_artifact") or "-"),
+    ]
+    if run.get("report"):
+        rows.append(("report", run["report"]))
+    if run.get("error"):
+        rows.append(("error", f"{run['error']}: {run.get('cause', '')}"))
+    rows.append(("run directory", str(run.get("run_dir", ""))))
+    return rows
+
+
+def _run_aws(data_key: str, stack_name: str, region: str | None, name: str | None, no_wait: bool,
+             as_json: bool, poll_seconds: float) -> None:
+    out = err_console if as_json else console
+    with _aws_command(as_json):
+        name = aws.check_execution_name(name) if name else aws.new_execution_name()
+        session, deployment = _connect(stack_name, region)
+        key = aws.data_key(data_key, deployment.bucket)
+        if aws.object_exists(session.s3, deployment.bucket, key) is False:
+            raise AwsError(f"s3://{deployment.bucket}/{key} does not exist",
+                           "upload it with `python -m pipeline upload --data PATH`"
+                           + _aws_flags(stack_name, region), error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+        sfn = session.stepfunctions
+        arn = aws.start_execution(sfn, deployment.state_machine_arn, key, name)
+        links = deployment.console
+        out.print(f"[bold]AWS run[/] {name} on s3://{deployment.bucket}/{key} "
+                  f"(stack {stack_name}, {deployment.region})", highlight=False, soft_wrap=True)
+        if no_wait:
+            _print_summary(out, [("execution", arn), ("console", links.execution(arn))])
+            out.print(f"follow it: python -m pipeline status {name} --follow{_aws_flags(stack_name, region)}",
+                      highlight=False, soft_wrap=True)
+            if as_json:
+                _emit_json({"status": "RUNNING", "execution_name": name, "execution_arn": arn,
+                            "input_key": key, "region": deployment.region, "console_url": links.execution(arn)})
+            return
+        _print_summary(out, [("console", links.execution(arn))])
+        tracker = ProgressTracker(ConsoleReporter(out))
+        execution = _follow(out, sfn, arn, tracker, poll_seconds, name, stack_name, region)
+    _report_execution(out, execution, deployment, tracker.facts, as_json, stack_name, region)
+
+
+def _follow(out: Console, sfn: Any, arn: str, tracker: ProgressTracker, poll_seconds: float, name: str,
+            stack_name: str, region: str | None, reader: aws.HistoryReader | None = None) -> aws.Execution:
+    """Follow live; Ctrl-C stops following, never the execution."""
+    try:
+        if out.is_terminal:
+            with out.status("waiting for the first state …") as status:
+                def tick(t: ProgressTracker) -> None:
+                    current = t.current
+                    if current:
+                        running = (datetime.now(UTC) - current.entered).total_seconds()
+                        status.update(f"{current.label} … {_duration(running)}")
+
+                return aws.follow(sfn, arn, tracker, reader=reader, poll_seconds=poll_seconds, on_tick=tick)
+        return aws.follow(sfn, arn, tracker, reader=reader, poll_seconds=poll_seconds)
+    except KeyboardInterrupt:
+        fail("stopped following; the execution keeps running on AWS",
+             f"python -m pipeline status {name} --follow{_aws_flags(stack_name, region)}", EXIT_INTERRUPTED)
+        raise  # unreachable
+
+
+def _report_execution(out: Console, execution: aws.Execution, deployment: Deployment, facts: dict[str, Any],
+                      as_json: bool, stack_name: str, region: str | None) -> None:
+    links = deployment.console
+    result = aws.execution_result(execution, links=links, model_package_group=deployment.model_package_group,
+                                  facts=facts)
+    rows = [
+        ("status", _status_markup(execution.status)),
+        ("execution", execution.name),
+        ("input", f"s3://{deployment.bucket}/{execution.input_key}" if execution.input_key else "-"),
+    ]
+    if facts.get("records") is not None:
+        rows.append(("records validated", str(facts["records"])))
+    rows += [
+        ("validation ROC AUC", _auc(execution.auc)),
+        ("quality gate", result["gate"]),
+        ("model artifact", result["model_artifact"]),
+        ("model package", result["model_package_arn"]),
+        ("training job", result["training_job_name"]),
+        ("started", _when(execution.started)),
+        ("duration", _duration(execution.duration_seconds)),
+        ("execution console", result["console_url"]),
+    ]
+    if result.get("training_job_url"):
+        rows.append(("training job console", result["training_job_url"]))
+    if result.get("model_package_group_url") and execution.status == "SUCCEEDED":
+        rows.append(("model registry", result["model_package_group_url"]))
+    _print_summary(out, [(label, value) for label, value in rows if value])
+    if as_json:
+        _emit_json(result)
+    if execution.status == "RUNNING":
+        out.print(f"follow it: python -m pipeline status {execution.name} --follow{_aws_flags(stack_name, region)}",
+                  highlight=False, soft_wrap=True)
+    elif execution.status != "SUCCEEDED":
+        fail(aws.error_text(execution.error or execution.status, execution.cause),
+             f"see the execution in the console: {result['console_url']}")
+
+
+# -- upload ---------------------------------------------------------------------------------------
+@app.command()
+def upload(
+    data: Annotated[Path, typer.Option("--data", help="The CSV to upload (validated first).")],
+    key: Annotated[str | None, typer.Option("--key", help="Name under raw/ (default: the file's name)")] = None,
+    spec: SpecOption = DEFAULT_SPEC,
+    stack_name: StackOption = aws.DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+) -> None:
+    """Validate a CSV here, then put it in the deployed bucket's raw/ for `run`."""
+    feature_spec = load_spec(spec)
+    try:
+        object_key = aws.raw_key(data, key)
+    except AwsError as exc:
+        fail(exc.message, exc.hint, exc.exit_code)
+    try:
+        rows = validate_file(str(data), feature_spec).rows
+    except InputValidationError as exc:
+        fail(str(exc), "fix the file and try again; nothing was uploaded", EXIT_BAD_INPUT)
+    console.print(f"[green]✓[/] validated {data}: {rows} rows", highlight=False, soft_wrap=True)
+    with _aws_command():
+        session, deployment = _connect(stack_name, region)
+        if deployment.spec_matches(feature_spec.fingerprint()) is False:
+            raise AwsError(
+                f"{spec} is not the feature spec stack '{stack_name}' was deployed with "
+                f"(feature group {deployment.feature_group})",
+                "pass the deployed spec with --spec, or deploy this one: `npx cdk deploy -c spec=PATH`",
+                error="SpecMismatch", exit_code=EXIT_BAD_INPUT,
+            )
+        replaced = aws.object_exists(session.s3, deployment.bucket, object_key)
+        uri = aws.upload_csv(session.s3, deployment.bucket, data, object_key)
+        trigger = aws.raw_trigger_enabled(session.s3, deployment.bucket)
+    console.print(f"[green]✓[/] uploaded {uri}" + (" (replaced the existing object)" if replaced else ""),
+                  highlight=False, soft_wrap=True)
+    flags = _aws_flags(stack_name, region)
+    if trigger:
+        console.print(f"the stack starts a run for new raw/*.csv files; watch it with: python -m pipeline runs{flags}",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print(f"next: python -m pipeline run --data-key {object_key}{flags}", highlight=False, soft_wrap=True)
+
+
+# -- status and runs ------------------------------------------------------------------------------
+@app.command()
+def status(
+    execution: Annotated[str, typer.Argument(help="Execution name or ARN (a run id with --local).")],
+    local: LocalRunsOption = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    stack_name: StackOption = aws.DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+    follow: Annotated[bool, typer.Option("--follow", help="On AWS: keep following a running execution.")] = False,
+    as_json: JsonOption = False,
+    poll_seconds: PollOption = 3.0,
+) -> None:
+    """Show one run: its steps, result, and links. Exit 1 if it failed."""
+    out = err_console if as_json else console
+    if local:
+        _local_status(out, workspace, execution, as_json)
+        return
+    with _aws_command(as_json):
+        session, deployment = _connect(stack_name, region)
+        sfn = session.stepfunctions
+        arn = aws.execution_arn(deployment.state_machine_arn, execution)
+        described = aws.describe_execution(sfn, arn)
+        out.print(f"[bold]AWS run[/] {described.name} (stack {stack_name}, {deployment.region})", highlight=False)
+        tracker = ProgressTracker(ConsoleReporter(out))
+        reader = aws.HistoryReader(sfn, arn)
+        tracker.feed(reader.new_events())
+        if follow and not described.finished:
+            described = _follow(out, sfn, arn, tracker, poll_seconds, described.name, stack_name, region, reader)
+    _report_execution(out, described, deployment, tracker.facts, as_json, stack_name, region)
+
+
+def _load_local_run(path: Path) -> dict[str, Any] | None:
+    """A run.json plus when it started and how long it took (from its steps and when it was written)."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
+    run["_duration"] = seconds
+    run["_started"] = datetime.fromtimestamp(path.stat().st_mtime - seconds, tz=UTC)
+    return run
+
+
+def _read_local_runs(workspace: Path) -> list[dict[str, Any]]:
+    found = (_load_local_run(path) for path in Workspace(workspace).runs.glob("*/run.json"))
+    return sorted((r for r in found if r), key=lambda r: r["_started"], reverse=True)
+
+
+def _local_status(out: Console, workspace: Path, run_id: str, as_json: bool) -> None:
+    runs_dir = Workspace(workspace).runs
+    plain = run_id not in ("", ".", "..") and "/" not in run_id and "\\" not in run_id
+    run = _load_local_run(runs_dir / run_id / "run.json") if plain else None
+    if run is None:
+        fail(f"no local run '{run_id}' in {runs_dir}", "list them with `python -m pipeline runs --local`")
+        return
+    out.print(f"[bold]Local run[/] {run_id} (feature group {run.get('feature_group') or '-'})", highlight=False)
+    reporter = ConsoleReporter(out)
+    steps = list(run.get("step_seconds", {}).items())
+    for i, (step, seconds) in enumerate(steps):
+        if run.get("status") == "FAILED" and i == len(steps) - 1:
+            reporter.step_failed(step, seconds, f"{run.get('error')}: {run.get('cause')}")
+        else:
+            reporter.step_finished(step, seconds, "")
+    _print_summary(out, _local_rows(run) + [("started", _when(run["_started"]))])
+    if as_json:
+        _emit_json({k: v for k, v in run.items() if not k.startswith("_")})
+    if run.get("status") != "SUCCEEDED":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def runs(
+    local: LocalRunsOption = False,
+    max_runs: Annotated[int, typer.Option("--max", min=1, help="How many of the most recent runs.")] = 10,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    stack_name: StackOption = aws.DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List recent runs: name, status, start, duration, validation AUC."""
+    if local:
+        local_runs = _read_local_runs(workspace)[:max_runs]
+        if not local_runs:
+            fail(f"no local runs in {Workspace(workspace).runs}", "start one with `python -m pipeline run --local`")
+        rows = [(r.get("run_id", "?"), r.get("status", "?"), r["_started"], r["_duration"], r.get("auc"),
+                 r.get("error", "")) for r in local_runs]
+        _runs_table(f"Local runs in {workspace}", rows)
+        if as_json:
+            _emit_json({"runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in local_runs]})
+        return
+    with _aws_command(as_json):
+        session, deployment = _connect(stack_name, region)
+        executions = aws.recent_executions(session.stepfunctions, deployment.state_machine_arn, max_runs)
+    if not executions:
+        console.print(f"no executions yet; start one with: python -m pipeline run{_aws_flags(stack_name, region)}",
+                      highlight=False, soft_wrap=True)
+    else:
+        _runs_table(f"Executions of stack {stack_name} ({deployment.region})",
+                    [(e.name, e.status, e.started, e.duration_seconds, e.auc, e.error) for e in executions])
+    if as_json:
+        links = deployment.console
+        _emit_json({"runs": [aws.execution_result(e, links=links) for e in executions]})
+
+
+def _runs_table(title: str, rows: list[tuple[str, str, datetime | None, float | None, float | None, str]]) -> None:
+    table = Table(title=title)
+    table.add_column("run", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("AUC", justify="right", no_wrap=True)
+    table.add_column("error")
+    for name, state, started, seconds, auc, error in rows:
+        table.add_row(name, _status_markup(state), _when(started), _duration(seconds), _auc(auc), error or "")
+    console.print(table)
+
+
+# -- local registry and specs ---------------------------------------------------------------------
 @app.command()
 def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE) -> None:
     """List the local model registry: every run's model, AUC and approval."""
@@ -146,7 +526,9 @@ def spec_infer(
     path: Annotated[Path, typer.Argument(help="A churn-like CSV with a header row.")],
     id_column: Annotated[str, typer.Option("--id", help="Column that identifies a customer.")],
     label_column: Annotated[str, typer.Option("--label", help="Column with the churn label (Yes/No, 1/0, ...).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write the spec [PATH with .spec.json]")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the spec (default: PATH with .spec.json)")
+    ] = None,
 ) -> None:
     """Write a feature spec for any churn-like CSV (types inferred, names normalised, problems reported)."""
     from pipeline.spec_infer import infer_spec

@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
+
 from churn.features import EVENT_TIME_RE, parse_event_time
 from churn.schema import FeatureSpec
 from churn.sql import quote

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
+
 from churn.features import from_feature_store_record, to_feature_store_record
 from churn.ingest import ingest_batch
 from churn.schema import FeatureSpec
 from churn.sql import offline_count_sql, table_reference, training_set_sql
-
 from pipeline.feature_store import LocalFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
