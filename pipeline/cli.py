@@ -506,6 +506,34 @@ def _runs_table(title: str, rows: list[tuple[str, str, datetime | None, float | 
 
 # -- local registry and specs ---------------------------------------------------------------------
 @app.command()
+def evaluate(
+    folds: Annotated[int, typer.Option("--folds", min=2, max=20, help="Number of stratified folds.")] = 5,
+    data: DataOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    as_json: JsonOption = False,
+) -> None:
+    """Cross-validate locally: mean ± std ROC AUC over stratified folds, same script and settings."""
+    out = err_console if as_json else console
+    pipeline = LocalPipeline(spec=load_spec(spec), settings=PipelineSettings(), workspace=Workspace(workspace),
+                             reporter=ConsoleReporter(out))
+    try:
+        result = pipeline.cross_validate(data or DEFAULT_DATA, folds)
+    except InputValidationError as exc:
+        fail(str(exc), "fix the file and run again; nothing was written", EXIT_BAD_INPUT)
+    except PipelineFailed as exc:
+        fail(f"{exc.error}: {exc.cause}")
+    aucs = ", ".join(f"{a:.4f}" for a in result["aucs"])
+    _print_summary(out, [
+        ("ROC AUC", f"{result['auc_mean']:.4f} ± {result['auc_std']:.4f} over {len(result['aucs'])} folds"),
+        ("per fold", aucs),
+        ("run directory", result["run_dir"]),
+    ])
+    if as_json:
+        _emit_json(result)
+
+
+@app.command()
 def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE) -> None:
     """List the local model registry: every run's model, AUC and approval."""
     entries = Workspace(workspace).registry.entries()

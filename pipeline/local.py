@@ -216,8 +216,9 @@ class LocalPipeline:
             raise PipelineFailed("EmptyTrainingSet", f"the training-set query returned no rows as of {as_of}")
         return rows
 
-    def train_model(self, run_dir: Path) -> Path:
+    def train_model(self, run_dir: Path, extra_hyperparameters: dict[str, Any] | None = None) -> Path:
         """Run training/train_model.py as the SageMaker container would, then pack model.tar.gz."""
+        hyperparameters = {**training_hyperparameters(self.settings, self.spec), **(extra_hyperparameters or {})}
         env = {
             **os.environ,
             "SM_CHANNEL_TRAIN": str(run_dir / "input" / "data" / "train"),
@@ -225,15 +226,14 @@ class LocalPipeline:
             "SM_OUTPUT_DATA_DIR": str(run_dir / "output" / "data"),
             "SM_OUTPUT_DIR": str(run_dir / "output"),
             "SM_CHANNELS": json.dumps(["train"]),
-            "SM_HPS": json.dumps(training_hyperparameters(self.settings, self.spec)),
+            "SM_HPS": json.dumps(hyperparameters),
             "SM_CURRENT_HOST": "algo-1",
             "SM_HOSTS": json.dumps(["algo-1"]),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
             Path(env[key]).mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", TRAINING_PROGRAM,
-                   *hyperparameter_args(training_hyperparameters(self.settings, self.spec))]
+        command = [sys.executable, "-m", TRAINING_PROGRAM, *hyperparameter_args(hyperparameters)]
         log_path = run_dir / "training.log"
         with open(log_path, "w", encoding="utf-8") as log:
             completed = subprocess.run(command, cwd=TRAINING_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -250,6 +250,33 @@ class LocalPipeline:
             for path in sorted((run_dir / "model").iterdir()):
                 archive.add(path, arcname=path.name)
         return artifact
+
+    def cross_validate(self, data: Path, folds: int) -> dict[str, Any]:
+        """Stratified K-fold ROC AUC of the same script and settings on the same training set.
+
+        Runs the pipeline's steps up to the training set, then the training script with
+        `--cv_folds K`; nothing is registered. Returns the script's cv.json.
+        """
+        started = datetime.now(UTC)
+        run_dir = self.workspace.runs / f"cv-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+        outcome = RunOutcome(status="RUNNING", run_id=run_dir.name, run_dir=str(run_dir))
+        event_time = now_event_time()
+        with self._step("Validate input", outcome, lambda: f"{expected} rows"):
+            expected = self.validate_input(data)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with LocalFeatureStore(self.workspace.feature_store) as store:
+            with self._step("Ingest features", outcome, lambda: f"{outcome.records_ingested} records"):
+                outcome.records_ingested = self.ingest_features(store, data, event_time)
+            with self._step("Wait for offline store", outcome, lambda: f"{expected} records visible"):
+                self.wait_for_offline_store(store, event_time, expected)
+            training_csv = run_dir / "input" / "data" / "train" / "training-set.csv"
+            with self._step("Build training set", outcome, lambda: f"{outcome.training_rows} rows"):
+                outcome.training_rows = self.build_training_set(store, event_time, training_csv)
+        with self._step(f"Cross-validate ({folds} folds)", outcome):
+            self.train_model(run_dir, {"cv_folds": folds})
+        result = json.loads((run_dir / "output" / "data" / "cv.json").read_text(encoding="utf-8"))
+        result["run_dir"] = str(run_dir)
+        return result
 
     # -- the whole run --------------------------------------------------------------------
     @contextmanager

@@ -151,3 +151,16 @@ def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     result = invoke("run", "--local", "--data-key", "raw/churn.csv", "--workspace", tmp_path)
     assert result.exit_code == 2
     assert "--data-key is only used on AWS" in result.stderr
+
+
+def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
+    result = invoke("evaluate", "--folds", "3", "--json", "--data", small_csv, "--workspace", workspace)
+    assert result.exit_code == 0, result.output
+    cv = last_json(result)
+    assert len(cv["aucs"]) == 3
+    assert cv["auc_mean"] == pytest.approx(sum(cv["aucs"]) / 3)
+    assert 0.5 < cv["auc_mean"] <= 1.0 and cv["auc_std"] >= 0
+    assert "over 3 folds" in result.stderr
+    # cross-validation registers nothing
+    registry = json.loads((workspace / "registry.json").read_text()) if (workspace / "registry.json").exists() else {}
+    assert not any(m["run_id"] == Path(cv["run_dir"]).name for m in registry.get("models", []))
