@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""The CDK app: the only place that reads CDK context and the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App, Environment
+
+from churn.config import PipelineSettings
+from churn.schema import FeatureSpec
+from stacks.churn_stack import ChurnPipelineStack
+from stacks.nag import add_security_checks
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_STACK_NAME = "ChurnPipeline"
+
+
+def project_context() -> dict[str, Any]:
+    """cdk.json's context (feature flags, defaults), so `python app.py` synthesises like `cdk synth`.
+
+    Context the CLI passes (cdk.json, cdk.context.json, --context) takes precedence over this.
+    """
+    return json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+def _flag(value: object) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _path(value: object, default: str) -> Path:
+    path = Path(str(value or default))
+    return path if path.is_absolute() else ROOT / path
+
+
+def build_app(
+    context: dict[str, Any] | None = None,
+    *,
+    outdir: str | None = None,
+    env: Environment | None = None,
+    security_checks: bool = True,
+) -> tuple[App, ChurnPipelineStack]:
+    """The app with its one stack. `env` None means: CDK_DEFAULT_ACCOUNT/REGION where set."""
+    app = App(context={**project_context(), **(context or {})}, outdir=outdir)
+    get = app.node.try_get_context
+    if env is None:
+        account, region = os.environ.get("CDK_DEFAULT_ACCOUNT"), os.environ.get("CDK_DEFAULT_REGION")
+        # Without them the stack is environment-agnostic: one template for any account and region.
+        env = Environment(account=account or None, region=region or None) if account or region else None
+    stack = ChurnPipelineStack(
+        app,
+        str(get("stack_name") or DEFAULT_STACK_NAME),
+        spec=FeatureSpec.load(_path(get("spec"), "data/churn.spec.json")),
+        settings=PipelineSettings.from_context(get),
+        data_file=_path(get("data"), "data/churn.csv"),
+        enable_s3_trigger=_flag(get("enable_s3_trigger") or False),
+        alarm_email=str(get("alarm_email")) if get("alarm_email") else None,
+        env=env,
+    )
+    if security_checks:
+        add_security_checks(app)
+    return app, stack
+
+
+if __name__ == "__main__":
+    build_app()[0].synth()

@@ -1,0 +1,99 @@
+"""Python Lambda functions the way this project builds them: own role, own encrypted log group, Powertools."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from aws_cdk import Duration, Token
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.X86_64
+# Powertools for AWS Lambda (Python) publishes its layer ARN as a public SSM parameter in every
+# region it serves: /aws/service/powertools/python/{arch}/{python version}/{latest | x.y.z}.
+POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.12/latest"
+RUNTIME_REASON = (
+    "Pinned to python3.12 on purpose: the Powertools layer is resolved for python3.12 and the code is "
+    "tested on it; the runtime is supported, and moves together with the layer parameter"
+)
+ENVIRONMENT_LIMIT_BYTES = 4096  # Lambda's limit on all environment variables of a function together
+
+
+class EnvironmentTooLarge(ValueError):
+    """The Lambda environment would exceed 4 KB; CloudFormation would reject it at deploy time."""
+
+
+def lambda_asset(lambda_dir: Path) -> lambda_.Code:
+    """The whole lambda/ folder (package `churn`), without caches."""
+    return lambda_.Code.from_asset(str(lambda_dir), exclude=["**/__pycache__", "*.pyc", ".pytest_cache"])
+
+
+def powertools_layer(scope: Construct, construct_id: str = "PowertoolsLayer") -> lambda_.ILayerVersion:
+    """The AWS-managed Powertools layer of the deployment region, resolved by CloudFormation."""
+    arn = ssm.StringParameter.value_for_string_parameter(scope, POWERTOOLS_LAYER_PARAMETER)
+    return lambda_.LayerVersion.from_layer_version_arn(scope, construct_id, arn)
+
+
+def environment_size(environment: Mapping[str, str]) -> int:
+    """Bytes Lambda counts for the environment; raises if a value is only known at deploy time."""
+    size = 0
+    for name, value in environment.items():
+        if Token.is_unresolved(value):
+            raise ValueError(f"environment variable {name} is a deploy-time token: its size cannot be checked")
+        size += len(name.encode()) + len(value.encode())
+    return size
+
+
+def check_environment(function_name: str, environment: Mapping[str, str]) -> None:
+    size = environment_size(environment)
+    if size > ENVIRONMENT_LIMIT_BYTES:
+        largest = max(environment, key=lambda k: len(environment[k]))
+        raise EnvironmentTooLarge(
+            f"{function_name}: the Lambda environment is {size} bytes, over the {ENVIRONMENT_LIMIT_BYTES}-byte "
+            f"limit ({largest} is {len(environment[largest])} bytes); shorten the feature spec or its names"
+        )
+
+
+def python_function(
+    scope: Construct,
+    construct_id: str,
+    *,
+    description: str,
+    handler: str,
+    code: lambda_.Code,
+    layer: lambda_.ILayerVersion,
+    log_group: logs.ILogGroup,
+    environment: Mapping[str, str],
+    timeout: Duration,
+    memory_size: int,
+) -> lambda_.Function:
+    """A function with a role of its own that can only write its own log group (no managed policy)."""
+    check_environment(construct_id, environment)
+    role = iam.Role(
+        scope,
+        f"{construct_id}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"{description} (Lambda execution role)"[:1000],
+    )
+    log_group.grant_write(role)
+    return lambda_.Function(
+        scope,
+        construct_id,
+        description=description,
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        code=code,
+        handler=handler,
+        layers=[layer],
+        role=role,
+        log_group=log_group,
+        environment=dict(environment),
+        timeout=timeout,
+        memory_size=memory_size,
+        tracing=lambda_.Tracing.ACTIVE,
+    )

@@ -1,0 +1,92 @@
+"""cdk-nag (AWS Solutions pack) as a synth gate, and helpers to acknowledge one exact finding with a reason.
+
+cdk-nag 3.x reports through CDK's policy validation: `app.synth()` fails on any finding that is
+not acknowledged, and writes validation-report.json into the cloud assembly. An acknowledgement
+names one finding, e.g. `AwsSolutions-IAM5[Resource::<DataBucket.Arn>/raw/*]`; it covers the
+construct it is made on and everything below it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk import Acknowledgment, App, CfnElement, DefaultStackSynthesizer, Stack, Token, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+
+IAM5 = "AwsSolutions-IAM5"
+L1 = "AwsSolutions-L1"
+XRAY_REASON = (
+    "X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords have no resource-level "
+    "permissions, so AWS requires Resource '*'"
+)
+
+
+def add_security_checks(app: App) -> None:
+    """Synthesis fails on any AWS Solutions finding that is not acknowledged."""
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+
+
+def acknowledge(construct: IConstruct, finding: str, reason: str) -> None:
+    """Acknowledge one finding (rule id, with `[Action::...]`/`[Resource::...]` where it has one)."""
+    Validations.of(construct).acknowledge(Acknowledgment(id=finding, reason=reason))
+
+
+def wildcard_resource(construct: IConstruct, finding: str, reason: str) -> None:
+    acknowledge(construct, f"{IAM5}[Resource::{finding}]", reason)
+
+
+def wildcard_action(construct: IConstruct, action: str, reason: str) -> None:
+    acknowledge(construct, f"{IAM5}[Action::{action}]", reason)
+
+
+def as_finding(scope: IConstruct, value: Any) -> str:
+    """How cdk-nag writes a (possibly tokenised) ARN in a finding: <LogicalId.Arn>, <AWS::Region>..."""
+    return _flatten(Stack.of(scope).resolve(value))
+
+
+def _flatten(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((fn, args),) = value.items()
+        if fn == "Ref":
+            return f"<{args}>"
+        if fn == "Fn::GetAtt":
+            return f"<{args[0]}.{args[1]}>"
+        if fn == "Fn::Join":
+            return args[0].join(_flatten(part) for part in args[1])
+    return json.dumps(value, separators=(",", ":"))
+
+
+def ref(element: CfnElement, attribute: str | None = None) -> str:
+    """<LogicalId> or <LogicalId.Attribute> of a CloudFormation resource, as in findings."""
+    logical_id = Stack.of(element).resolve(element.logical_id)
+    return f"<{logical_id}.{attribute}>" if attribute else f"<{logical_id}>"
+
+
+def asset_bucket_objects(scope: IConstruct) -> str:
+    """The bootstrap asset bucket's objects, written as cdk-nag writes the ARN."""
+    stack = Stack.of(scope)
+    synthesizer = stack.synthesizer
+    if not isinstance(synthesizer, DefaultStackSynthesizer):
+        raise TypeError("only the default stack synthesizer's asset bucket is known")
+    name = DefaultStackSynthesizer.DEFAULT_FILE_ASSETS_BUCKET_NAME.replace(
+        "${Qualifier}", synthesizer.bootstrap_qualifier or DefaultStackSynthesizer.DEFAULT_QUALIFIER
+    )
+    # A concrete account/region is written into the name; otherwise the template keeps Fn::Sub.
+    for placeholder, value in (("${AWS::AccountId}", stack.account), ("${AWS::Region}", stack.region)):
+        name = name.replace(
+            placeholder, placeholder[1:].replace("{", "<").replace("}", ">") if Token.is_unresolved(value) else value
+        )
+    return as_finding(scope, f"arn:{stack.partition}:s3:::{name}/*")
+
+
+def aws_managed_policy(name: str) -> str:
+    """The IAM4 finding for an AWS managed policy, e.g. service-role/AWSLambdaBasicExecutionRole."""
+    return f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{name}]"
+
+
+def lambda_runtime(function: IConstruct, reason: str) -> None:
+    acknowledge(function, L1, reason)

@@ -1,0 +1,49 @@
+"""The few physical names AWS demands (or the SQL needs at synth), all derived from the stack name."""
+
+from __future__ import annotations
+
+import re
+
+# SageMaker: feature group ^[a-zA-Z0-9]([_-]*[a-zA-Z0-9]){0,63}$, model package group
+# ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$. A CloudFormation stack name is [a-zA-Z][-a-zA-Z0-9]*, so
+# only the length needs care.
+FEATURE_GROUP_MAX = 64
+MODEL_PACKAGE_GROUP_MAX = 63
+WORK_GROUP_MAX = 128
+
+
+def _fit(prefix: str, suffix: str, limit: int) -> str:
+    head = prefix[: max(1, limit - len(suffix))].rstrip("-_")
+    return f"{head}{suffix}"
+
+
+def snake(name: str) -> str:
+    """ChurnPipeline-Dev -> churn_pipeline_dev: Glue/Athena names are lower case with underscores."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return re.sub(r"[^a-z0-9]+", "_", spaced.lower()).strip("_")
+
+
+def feature_group_name(stack_name: str, fingerprint: str) -> str:
+    """A new schema fingerprint means a new feature group (definitions cannot change in place).
+
+    Lower case: SageMaker lower-cases some names inside ARNs, and IAM matches ARNs exactly, so a
+    lower-case name has one ARN whichever way SageMaker writes it.
+    """
+    return _fit(stack_name.lower(), f"-churn-{fingerprint}", FEATURE_GROUP_MAX)
+
+
+def offline_table_name(fingerprint: str) -> str:
+    """Feature Store creates this Glue table; a new schema gets a new table beside the old one."""
+    return f"churn_features_{fingerprint}"
+
+
+def glue_database_name(stack_name: str) -> str:
+    return f"{snake(stack_name)[:200]}_feature_store"
+
+
+def work_group_name(stack_name: str) -> str:
+    return _fit(stack_name.lower(), "-churn", WORK_GROUP_MAX)
+
+
+def model_package_group_name(stack_name: str) -> str:
+    return _fit(stack_name.lower(), "-churn-models", MODEL_PACKAGE_GROUP_MAX)

@@ -1,0 +1,102 @@
+"""Running the pipeline: a failure alarm with its topic, and the opt-in "new raw CSV" trigger."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks import nag
+from stacks.storage import RAW_PREFIX
+
+
+class FailureAlarm(Construct):
+    """Alarm when any execution fails within five minutes; notify an encrypted SNS topic."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        state_machine: sfn.IStateMachine,
+        key: kms.IKey,
+        email: str | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        # CloudWatch publishes to the topic, so it must be able to use the topic's key.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublishToEncryptedTopic",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+            )
+        )
+        self.topic = sns.Topic(self, "Topic", display_name="Churn pipeline failures", master_key=key, enforce_ssl=True)
+        if email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        self.alarm = cloudwatch.Alarm(
+            self,
+            "Alarm",
+            alarm_description="A churn pipeline execution failed; see the state machine's execution history",
+            metric=state_machine.metric_failed(period=Duration.minutes(5), statistic=cloudwatch.Stats.SUM),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
+
+
+class RawDataTrigger(Construct):
+    """Start the pipeline when a .csv lands under raw/ (needs EventBridge notifications on the bucket)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: s3.IBucket,
+        state_machine: sfn.IStateMachine,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.rule = events.Rule(
+            self,
+            "Rule",
+            description="Run the churn pipeline for every CSV created under raw/",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [bucket.bucket_name]},
+                    "object": {"key": events.Match.wildcard(f"{RAW_PREFIX}/*.csv")},
+                },
+            ),
+        )
+        self.rule.add_target(
+            targets.SfnStateMachine(
+                state_machine,
+                input=events.RuleTargetInput.from_object(
+                    {"input_key": events.EventField.from_path("$.detail.object.key")}
+                ),
+                retry_attempts=3,
+            )
+        )
+        # Turning on EventBridge notifications adds aws-cdk-lib's bucket-notifications handler.
+        for child in Stack.of(self).node.children:
+            if child.node.id.startswith("BucketNotificationsHandler"):
+                nag.acknowledge(
+                    child,
+                    nag.aws_managed_policy("service-role/AWSLambdaBasicExecutionRole"),
+                    "aws-cdk-lib's bucket-notifications handler (runs at deploy time to turn on EventBridge "
+                    "notifications) comes with this role and policy; CDK offers no way to replace them",
+                )

@@ -1,0 +1,235 @@
+"""DataStore: the KMS key, the data bucket (raw CSV, offline store, queries, models), Athena and Glue."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_athena as athena
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
+from constructs import Construct
+
+from stacks import nag
+
+# Bucket layout. Prefixes carry no trailing slash; add "/" or "/*" where one is meant.
+RAW_PREFIX = "raw"
+OFFLINE_STORE_PREFIX = "offline-store"
+QUERY_PREFIX = "query"
+MODELS_PREFIX = "models"
+SCORES_PREFIX = "scores"
+RAW_DATA_NAME = "churn.csv"
+
+
+def _stage_file(source: Path, name: str) -> Path:
+    """A folder holding only `source` renamed to `name` (BucketDeployment deploys folders or zips).
+
+    The folder is named by the content's hash and appears whole (built aside, then renamed), so
+    concurrent synths never see, or deploy, a partial copy.
+    """
+    data = source.read_bytes()
+    parent = Path(tempfile.gettempdir()) / "churn-cdk-build"
+    folder = parent / f"data-{hashlib.sha256(data).hexdigest()[:16]}"
+    if not folder.exists():
+        parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
+        (building / name).write_bytes(data)
+        try:
+            building.rename(folder)
+        except OSError:  # another synth staged the same content first
+            shutil.rmtree(building, ignore_errors=True)
+    return folder
+
+
+class DataStore(Construct):
+    """Everything the pipeline stores, encrypted with one customer-managed key."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        data_file: Path,
+        work_group_name: str,
+        database_name: str,
+        log_retention: logs.RetentionDays,
+        event_bridge_enabled: bool = False,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_retention = log_retention
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="Churn pipeline: data bucket, feature store, training, Athena results, logs",
+            enable_key_rotation=True,
+            pending_window=Duration.days(7),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        # CloudWatch Logs encrypts with the key itself, so the key policy must name the service;
+        # the condition limits it to this account's log groups in this region.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsOfThisAccount",
+                principals=[iam.ServicePrincipal(f"logs.{Aws.REGION}.amazonaws.com")],
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:*"
+                        )
+                    }
+                },
+            )
+        )
+
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            event_bridge_enabled=event_bridge_enabled,  # for the opt-in "new raw CSV" trigger
+            auto_delete_objects=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+
+        nag.acknowledge(
+            self.bucket,
+            "AwsSolutions-S1",
+            "No server access logs: they would need a second bucket, and log deliveries arrive late "
+            "enough (minutes to hours) to make `cdk destroy` fail on a non-empty log bucket; the bucket "
+            "is private, SSL-only and KMS-encrypted, and CloudTrail S3 data events are the audit trail "
+            "where an account needs one",
+        )
+
+        deployment_logs = self.log_group("DataDeploymentLogs")
+        deployment_role = iam.Role(
+            self,
+            "DataDeploymentRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Copies the sample CSV into raw/ at deploy time",
+        )
+        deployment_logs.grant_write(deployment_role)
+        self.data_deployment = s3deploy.BucketDeployment(
+            self,
+            "RawData",
+            sources=[s3deploy.Source.asset(str(_stage_file(Path(data_file), RAW_DATA_NAME)))],
+            destination_bucket=self.bucket,
+            destination_key_prefix=f"{RAW_PREFIX}/",
+            prune=False,  # never delete CSVs users uploaded to raw/ themselves
+            retain_on_delete=False,
+            role=deployment_role,
+            log_group=deployment_logs,
+            memory_limit=256,
+        )
+
+        self._acknowledge_deployment(deployment_role)
+
+        self.database_name = database_name
+        self.database = glue.CfnDatabase(
+            self,
+            "Database",
+            catalog_id=Aws.ACCOUNT_ID,
+            database_input=glue.CfnDatabase.DatabaseInputProperty(
+                name=database_name,
+                description="Churn feature store: the offline store table Feature Store creates",
+            ),
+        )
+
+        self.work_group_name = work_group_name
+        self.query_results_uri = f"s3://{self.bucket.bucket_name}/{QUERY_PREFIX}/"
+        self.work_group = athena.CfnWorkGroup(
+            self,
+            "WorkGroup",
+            name=work_group_name,
+            description="Churn pipeline queries over the feature store's offline store",
+            state="ENABLED",
+            recursive_delete_option=True,  # `cdk destroy` removes the workgroup with its history
+            work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
+                enforce_work_group_configuration=True,
+                publish_cloud_watch_metrics_enabled=True,
+                result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
+                    output_location=self.query_results_uri,
+                    encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(
+                        encryption_option="SSE_KMS",
+                        kms_key=self.key.key_arn,
+                    ),
+                ),
+            ),
+        )
+
+    def _acknowledge_deployment(self, role: iam.IRole) -> None:
+        reason = (
+            "BucketDeployment (aws-cdk-lib) grants its copy handler read on the staged asset and "
+            "read/write on the destination bucket; it runs only during deployment, to copy the "
+            "sample CSV into raw/"
+        )
+        for action in (
+            "s3:GetBucket*",
+            "s3:GetObject*",
+            "s3:List*",
+            "s3:Abort*",
+            "s3:DeleteObject*",
+            "kms:GenerateDataKey*",
+            "kms:ReEncrypt*",
+        ):
+            nag.wildcard_action(role, action, reason)
+        nag.wildcard_resource(role, f"{nag.ref(self.bucket.node.default_child, 'Arn')}/*", reason)
+        nag.wildcard_resource(role, nag.asset_bucket_objects(self), reason)
+        stack = Stack.of(self)
+        for child in stack.node.children:
+            if child.node.id.startswith("Custom::CDKBucketDeployment"):
+                nag.lambda_runtime(
+                    child, "BucketDeployment's singleton handler: aws-cdk-lib picks and updates its runtime"
+                )
+
+    def grant_read(self, grantee: iam.IGrantable, prefix: str) -> None:
+        """Read objects under `prefix`/ (and list that prefix, so a missing key is NoSuchKey)."""
+        principal = grantee.grant_principal
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects(f"{prefix}/*")])
+        )
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
+            )
+        )
+        self.key.grant(grantee, "kms:Decrypt")
+
+    def grant_write(self, grantee: iam.IGrantable, prefix: str) -> None:
+        """Create objects under `prefix`/ (multipart uploads need kms:Decrypt as well)."""
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                resources=[self.bucket.arn_for_objects(f"{prefix}/*")],
+            )
+        )
+        self.key.grant(grantee, "kms:GenerateDataKey", "kms:Decrypt")
+
+    def uri(self, prefix: str) -> str:
+        """s3://bucket/prefix (no trailing slash)."""
+        return f"s3://{self.bucket.bucket_name}/{prefix}"
+
+    def log_group(self, construct_id: str, scope: Construct | None = None) -> logs.LogGroup:
+        """A log group encrypted with the key, kept for the configured retention, deleted on destroy."""
+        return logs.LogGroup(
+            scope or self,
+            construct_id,
+            encryption_key=self.key,
+            retention=self.log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )

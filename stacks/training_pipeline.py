@@ -1,0 +1,810 @@
+"""TrainingPipeline: the Lambdas, the training job settings and the state machine that drives one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import ArnFormat, Aws, Duration, Size, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from churn.config import PipelineSettings
+from churn.schema import FeatureSpec
+from churn.sql import offline_count_sql, table_reference, training_set_sql
+from stacks import nag
+from stacks.feature_store import ChurnFeatureStore
+from stacks.functions import RUNTIME_REASON, python_function
+from stacks.storage import MODELS_PREFIX, OFFLINE_STORE_PREFIX, QUERY_PREFIX, RAW_PREFIX, DataStore
+from stacks.training_code import ENTRY_POINT
+from stacks.xgboost_image import ContainerImage
+
+VALIDATE_HANDLER = "churn.handlers.validate_input.handler"
+INGEST_HANDLER = "churn.handlers.ingest.handler"
+EVALUATE_HANDLER = "churn.handlers.evaluate.handler"
+SERVICE_NAME = "churn-pipeline"
+METRICS_NAMESPACE = "ChurnPipeline"
+TRAINING_CHANNEL = "train"
+INGEST_MAP_LABEL = "IngestFeatures"
+# Distributed Map hands each child at most 256 KiB; stay below it whatever the batch size says.
+MAX_BATCH_BYTES = 200_000
+_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+METRIC_DEFINITIONS = {
+    "validation-auc": rf"validation-auc:{_NUMBER}",
+    "validation-logloss": rf"validation-logloss:{_NUMBER}",
+    "train-auc": rf"train-auc:{_NUMBER}",
+}
+
+# Transient errors only: a task's real failures (bad input, failed job) go straight to the catch.
+LAMBDA_TRANSIENT_ERRORS = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+ATHENA_TRANSIENT_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+SAGEMAKER_TRANSIENT_ERRORS = ["SageMaker.AmazonSageMakerException", "SageMaker.ThrottlingException"]
+
+
+def _states_arn(integration: str) -> str:
+    return f"arn:{Aws.PARTITION}:states:::{integration}"
+
+
+def _retry(state: Any, errors: list[str], *, interval: Duration, attempts: int) -> Any:
+    """Retry transient errors with exponential backoff and full jitter."""
+    state.add_retry(
+        errors=errors, interval=interval, max_attempts=attempts, backoff_rate=2, jitter_strategy=sfn.JitterType.FULL
+    )
+    return state
+
+
+class _S3Uri(tasks.S3Location):
+    """An s3:// URI as is (S3Location.from_bucket renders an https:// URL). Grants are made explicitly."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self._uri = uri
+
+    def bind(self, task: Any, *, for_reading: bool | None = None, for_writing: bool | None = None):
+        return tasks.S3LocationConfig(uri=self._uri)
+
+
+class TrainingPipeline(Construct):
+    """Validate → ingest → wait for the offline store → training set → train → evaluate → register."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: FeatureSpec,
+        settings: PipelineSettings,
+        store: DataStore,
+        feature_store: ChurnFeatureStore,
+        lambda_code: lambda_.Code,
+        powertools_layer: lambda_.ILayerVersion,
+        training_code: Path,
+        image: ContainerImage,
+        model_package_group_name: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.spec = spec
+        self.settings = settings
+
+        # -- Lambdas -------------------------------------------------------------------------
+        environment = {
+            "FEATURE_GROUP_NAME": feature_store.feature_group_name,
+            "FEATURE_SPEC": spec.to_json(),
+            "INGEST_WORKERS": str(settings.ingest_workers),
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        }
+
+        def function(construct_id: str, *, description: str, handler: str, timeout: Duration, memory: int):
+            return python_function(
+                self,
+                construct_id,
+                description=description,
+                handler=handler,
+                code=lambda_code,
+                layer=powertools_layer,
+                log_group=store.log_group(f"{construct_id}Logs", self),
+                environment=environment,
+                timeout=timeout,
+                memory_size=memory,
+            )
+
+        self.validate_function = function(
+            "ValidateInputFunction",
+            description="Validate input: check the raw CSV against the feature spec before ingesting",
+            handler=VALIDATE_HANDLER,
+            timeout=Duration.minutes(5),
+            memory=1024,
+        )
+        store.grant_read(self.validate_function, RAW_PREFIX)
+
+        # An EXPRESS child runs at most 5 minutes, retries included: keep each attempt short.
+        self.ingest_function = function(
+            "IngestFunction",
+            description="Ingest features: PutRecord one batch of rows into the feature group",
+            handler=INGEST_HANDLER,
+            timeout=Duration.seconds(90),
+            memory=512,
+        )
+        self.ingest_function.add_to_role_policy(
+            iam.PolicyStatement(actions=["sagemaker:PutRecord"], resources=[feature_store.feature_group_arn])
+        )
+        # The online store is encrypted with the key; PutRecord callers need to use it.
+        store.key.grant(self.ingest_function, "kms:Decrypt", "kms:GenerateDataKey")
+
+        self.evaluate_function = function(
+            "EvaluateModelFunction",
+            description="Evaluate model: read the model's evaluation and apply the quality threshold",
+            handler=EVALUATE_HANDLER,
+            timeout=Duration.minutes(2),
+            memory=1024,
+        )
+        store.grant_read(self.evaluate_function, MODELS_PREFIX)
+        store.grant_write(self.evaluate_function, MODELS_PREFIX)
+
+        # -- Training job inputs -------------------------------------------------------------
+        self.training_code_asset = s3_assets.Asset(self, "TrainingCode", path=str(training_code))
+        self.training_code_uri = self.training_code_asset.s3_object_url
+        self.image = image
+        self.training_role = self._training_role(store, image)
+        # Exactly the code bundle (asset.grant_read would open the whole bootstrap bucket).
+        self.training_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    f"arn:{Aws.PARTITION}:s3:::{self.training_code_asset.s3_bucket_name}/"
+                    f"{self.training_code_asset.s3_object_key}"
+                ],
+            )
+        )
+
+        self.model_package_group_name = model_package_group_name
+        self.model_package_group = sagemaker.CfnModelPackageGroup(
+            self,
+            "ModelPackageGroup",
+            model_package_group_name=model_package_group_name,
+            model_package_group_description="Churn models that passed the pipeline's quality threshold",
+        )
+
+        # -- State machine -------------------------------------------------------------------
+        table = table_reference(feature_store.database_name, feature_store.table_name)
+        self.training_set_sql = training_set_sql(spec, table)
+        self.offline_count_sql = offline_count_sql(spec, table)
+        self.log_group = store.log_group("StateMachineLogs", self)
+        definition = self._definition(store, feature_store)
+        budget = Duration.minutes(
+            60
+            + settings.offline_store_wait_seconds * settings.offline_store_max_checks // 60
+            + settings.training_max_runtime_minutes
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            comment="Churn training: ingest a raw CSV into the feature store, train, evaluate, register",
+            timeout=budget,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        )
+        self._grant_state_machine(store, feature_store)
+        self._acknowledge(store)
+
+    # ---------------------------------------------------------------------------------------
+    def _training_role(self, store: DataStore, image: ContainerImage) -> iam.Role:
+        """What a training job needs: its input and output, the key, its logs and metrics, its image."""
+        stack = Stack.of(self)
+        role = iam.Role(
+            self,
+            "TrainingRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker training jobs of the churn pipeline",
+        )
+        store.grant_read(role, QUERY_PREFIX)
+        store.grant_write(role, MODELS_PREFIX)
+        # Encrypting the output and the training volume with the key is granted by the CDK task.
+        log_group = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name="/aws/sagemaker/TrainingJobs",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[log_group]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[f"{log_group}:*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it
+                conditions={"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}},
+            )
+        )
+        # The XGBoost image lives in an AWS-owned registry. Pulling it needs an ECR token (which has
+        # no resource type) and read access to that one repository.
+        role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+                resources=[
+                    f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{image.registry_account}:repository/{image.repository}"
+                ],
+            )
+        )
+        return role
+
+    def hyperparameters(self) -> dict[str, str]:
+        """Script-mode hyperparameters: every value JSON-encoded, as the SageMaker SDK sends them."""
+        settings, spec = self.settings, self.spec
+        values: dict[str, Any] = {
+            "sagemaker_program": ENTRY_POINT,
+            "sagemaker_submit_directory": self.training_code_uri,
+            "sagemaker_region": Aws.REGION,
+            "sagemaker_container_log_level": 20,
+            **settings.hyperparameters,
+            "id_column": spec.record_identifier.name,
+            "label_column": spec.label.name,
+        }
+        return {name: json.dumps(value) for name, value in values.items()}
+
+    def _lambda_task(self, state_name: str, function: lambda_.IFunction, payload: dict[str, Any], result_path: str):
+        task = tasks.LambdaInvoke(
+            self,
+            state_name,
+            lambda_function=function,
+            payload=sfn.TaskInput.from_object(payload),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,  # replaced by the explicit retry below
+            result_path=result_path,
+        )
+        return _retry(task, LAMBDA_TRANSIENT_ERRORS, interval=Duration.seconds(2), attempts=4)
+
+    def _athena_query(
+        self, state_name: str, *, sql: str, store: DataStore, feature_store: ChurnFeatureStore, result_path: str
+    ) -> sfn.CustomState:
+        """Athena StartQueryExecution (.sync) with the run's event time as its one parameter.
+
+        Written as ASL rather than AthenaStartQueryExecution because that task grants s3:* reads on
+        every bucket and Glue create/delete rights; this state machine's role gets exact grants instead.
+        """
+        return sfn.CustomState(
+            self,
+            state_name,
+            state_json={
+                "Type": "Task",
+                "Resource": _states_arn("athena:startQueryExecution.sync"),
+                "Parameters": {
+                    "QueryString": sql,
+                    "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": feature_store.database_name},
+                    "WorkGroup": store.work_group_name,
+                    # Athena substitutes parameters as SQL literals; validate_input quotes the value.
+                    "ExecutionParameters.$": "States.Array($.validation.event_time_sql)",
+                },
+                "ResultSelector": {
+                    "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
+                    # The workgroup enforces its result location: query/<QueryExecutionId>.csv
+                    "output_uri.$": (
+                        f"States.Format('s3://{store.bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv', "
+                        "$.QueryExecution.QueryExecutionId)"
+                    ),
+                },
+                "ResultPath": result_path,
+            },
+        )
+
+    def _definition(self, store: DataStore, feature_store: ChurnFeatureStore) -> sfn.IChainable:
+        settings = self.settings
+        bucket = store.bucket
+
+        failure = sfn.Pass(
+            self,
+            "Record failure",
+            comment="Keeps the error and cause of whichever step failed",
+            parameters={
+                "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "failure": sfn.JsonPath.object_at("$.failure"),
+            },
+        ).next(
+            sfn.Fail(
+                self,
+                "Pipeline failed",
+                error_path="$.failure.Error",
+                cause_path="$.failure.Cause",
+            )
+        )
+
+        def catch(state: Any) -> Any:
+            state.add_catch(failure, errors=[sfn.Errors.ALL], result_path="$.failure")
+            return state
+
+        # 1. Validate the whole file before anything is written.
+        validate = catch(
+            self._lambda_task(
+                "Validate input",
+                self.validate_function,
+                {
+                    "bucket": bucket.bucket_name,
+                    "key": sfn.JsonPath.string_at("$.input_key"),
+                    "event_time": sfn.JsonPath.string_at("$$.Execution.StartTime"),
+                },
+                "$.validation",
+            )
+        )
+
+        # 2. Ingest: one child execution per batch of CSV rows.
+        ingest_batch = self._lambda_task(
+            "Ingest batch",
+            self.ingest_function,
+            {
+                "Items": sfn.JsonPath.list_at("$.Items"),
+                "BatchInput": sfn.JsonPath.object_at("$.BatchInput"),
+            },
+            "$",
+        )
+        ingest = sfn.DistributedMap(
+            self,
+            "Ingest features",
+            item_reader=sfn.S3CsvItemReader(
+                bucket=bucket,
+                key=sfn.JsonPath.string_at("$.input_key"),
+                csv_headers=sfn.CsvHeaders.use_first_row(),
+            ),
+            item_batcher=sfn.ItemBatcher(
+                max_items_per_batch=settings.ingest_batch_size,
+                max_input_bytes_per_batch=MAX_BATCH_BYTES,
+                # BatchInput is passed through as written (no JsonPath rendering), hence the ".$" key.
+                batch_input={"event_time.$": "$.validation.event_time"},
+            ),
+            max_concurrency=settings.ingest_max_concurrency,
+            tolerated_failure_count=0,
+            map_execution_type=sfn.StateMachineType.EXPRESS,
+            label=INGEST_MAP_LABEL,
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        ingest.item_processor(ingest_batch)
+        catch(ingest)
+
+        # 3. Wait until the offline store holds every record of this run (replication lags minutes).
+        start_checks = sfn.Pass(
+            self,
+            "Start offline store checks",
+            result=sfn.Result.from_object({"checks": 0}),
+            result_path="$.offline_store",
+        )
+        count_query = catch(
+            self._athena_query(
+                "Count offline records",
+                sql=self.offline_count_sql,
+                store=store,
+                feature_store=feature_store,
+                result_path="$.offline_count_query",
+            )
+        )
+        _retry(count_query, ATHENA_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=4)
+        read_count = catch(
+            sfn.CustomState(
+                self,
+                "Read offline count",
+                state_json={
+                    "Type": "Task",
+                    "Resource": _states_arn("athena:getQueryResults"),
+                    "Parameters": {
+                        "QueryExecutionId.$": "$.offline_count_query.query_execution_id",
+                        "MaxResults": 2,
+                    },
+                    # Row 0 is the header; the count arrives as a string.
+                    "ResultSelector": {"records.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},
+                    "ResultPath": "$.offline_count",
+                },
+            )
+        )
+        _retry(read_count, ATHENA_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=4)
+        record_check = sfn.Pass(
+            self,
+            "Record offline check",
+            parameters={"checks": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.offline_store.checks"), 1)},
+            result_path="$.offline_store",
+        )
+        timed_out = sfn.Fail(
+            self,
+            "Offline store timed out",
+            error="OfflineStoreTimeout",
+            cause_path=sfn.JsonPath.format(
+                "offline store had {} of {} records after {} checks",
+                sfn.JsonPath.string_at("$.offline_count.records"),
+                sfn.JsonPath.string_at("$.validation.records"),
+                sfn.JsonPath.string_at("$.offline_store.checks"),
+            ),
+        )
+        wait = sfn.Wait(
+            self,
+            "Wait for offline store",
+            time=sfn.WaitTime.duration(Duration.seconds(settings.offline_store_wait_seconds)),
+        )
+
+        # 4. Point-in-time training set as of this run's event time.
+        build_training_set = catch(
+            self._athena_query(
+                "Build training set",
+                sql=self.training_set_sql,
+                store=store,
+                feature_store=feature_store,
+                result_path="$.training_set",
+            )
+        )
+        _retry(build_training_set, ATHENA_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=4)
+
+        offline_complete = (
+            sfn.Choice(self, "Offline store complete?")
+            .when(
+                sfn.Condition.number_greater_than_equals_json_path("$.offline_count.records", "$.validation.records"),
+                build_training_set,
+            )
+            .when(
+                sfn.Condition.number_greater_than_equals("$.offline_store.checks", settings.offline_store_max_checks),
+                timed_out,
+            )
+            .otherwise(wait)
+        )
+        wait.next(count_query)
+
+        # 5. Train with the XGBoost container in script mode.
+        train = catch(self._train_task(store))
+        _retry(train, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(10), attempts=3)
+
+        # 6. Evaluate and gate on quality.
+        evaluate = catch(
+            self._lambda_task(
+                "Evaluate model",
+                self.evaluate_function,
+                {
+                    "model_artifact": sfn.JsonPath.string_at("$.training.model_artifact"),
+                    "output_prefix": sfn.JsonPath.format(
+                        f"s3://{bucket.bucket_name}/{MODELS_PREFIX}/{{}}",
+                        sfn.JsonPath.string_at("$.training.training_job_name"),
+                    ),
+                    "threshold": settings.quality_threshold,
+                },
+                "$.evaluation",
+            )
+        )
+        below_threshold = sfn.Fail(
+            self,
+            "Model below quality threshold",
+            error="ModelQualityBelowThreshold",
+            cause_path=sfn.JsonPath.format(
+                f"validation AUC {{}} is below the threshold {settings.quality_threshold}",
+                sfn.JsonPath.string_at("$.evaluation.validation_auc"),
+            ),
+        )
+
+        # 7. Register the model in the stack's model package group.
+        register = catch(self._register_task())
+        _retry(register, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=3)
+        summary = sfn.Pass(
+            self,
+            "Summarise run",
+            parameters={
+                "model_artifact": sfn.JsonPath.string_at("$.training.model_artifact"),
+                "validation_auc": sfn.JsonPath.number_at("$.evaluation.validation_auc"),
+                "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
+                "training_job_name": sfn.JsonPath.string_at("$.training.training_job_name"),
+                "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+            },
+        )
+        succeeded = sfn.Succeed(self, "Pipeline succeeded")
+
+        model_good = (
+            sfn.Choice(self, "Model good enough?")
+            .when(sfn.Condition.boolean_equals("$.evaluation.passed", True), register.next(summary).next(succeeded))
+            .otherwise(below_threshold)
+        )
+        build_training_set.next(train).next(evaluate).next(model_good)
+
+        return (
+            sfn.Chain.start(validate)
+            .next(ingest)
+            .next(start_checks)
+            .next(count_query)
+            .next(read_count)
+            .next(record_check)
+            .next(offline_complete)
+        )
+
+    def _train_task(self, store: DataStore) -> tasks.SageMakerCreateTrainingJob:
+        settings = self.settings
+        instance_type = settings.training_instance_type.removeprefix("ml.")
+        return tasks.SageMakerCreateTrainingJob(
+            self,
+            "Train model",
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            # Execution names are unique per state machine; default (UUID) names are valid job names.
+            training_job_name=sfn.JsonPath.string_at("$$.Execution.Name"),
+            role=self.training_role,
+            algorithm_specification=tasks.AlgorithmSpecification(
+                training_image=tasks.DockerImage.from_registry(self.image.uri),
+                training_input_mode=tasks.InputMode.FILE,
+                metric_definitions=[tasks.MetricDefinition(name=n, regex=r) for n, r in METRIC_DEFINITIONS.items()],
+            ),
+            hyperparameters=self.hyperparameters(),
+            input_data_config=[
+                tasks.Channel(
+                    channel_name=TRAINING_CHANNEL,
+                    content_type="text/csv",
+                    data_source=tasks.DataSource(
+                        s3_data_source=tasks.S3DataSource(
+                            s3_location=tasks.S3Location.from_json_expression("$.training_set.output_uri"),
+                            s3_data_type=tasks.S3DataType.S3_PREFIX,
+                            s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
+                        )
+                    ),
+                )
+            ],
+            output_data_config=tasks.OutputDataConfig(
+                s3_output_location=_S3Uri(store.uri(MODELS_PREFIX)),
+                encryption_key=store.key,
+            ),
+            resource_config=tasks.ResourceConfig(
+                instance_count=settings.training_instance_count,
+                instance_type=ec2.InstanceType(instance_type),
+                volume_size=Size.gibibytes(settings.training_volume_gb),
+                volume_encryption_key=store.key,
+            ),
+            stopping_condition=tasks.StoppingCondition(
+                max_runtime=Duration.minutes(settings.training_max_runtime_minutes)
+            ),
+            enable_network_isolation=False,  # the container pip-installs from PyPI at start
+            result_selector={
+                "model_artifact": sfn.JsonPath.string_at("$.ModelArtifacts.S3ModelArtifacts"),
+                "training_job_name": sfn.JsonPath.string_at("$.TrainingJobName"),
+            },
+            result_path="$.training",
+        )
+
+    def _register_task(self) -> tasks.CallAwsService:
+        stack = Stack.of(self)
+        group = self.model_package_group_name
+        return tasks.CallAwsService(
+            self,
+            "Register model",
+            service="sagemaker",
+            action="createModelPackage",
+            iam_action="sagemaker:CreateModelPackage",
+            iam_resources=[
+                stack.format_arn(service="sagemaker", resource="model-package", resource_name=f"{group}/*"),
+                stack.format_arn(service="sagemaker", resource="model-package-group", resource_name=group),
+            ],
+            parameters={
+                "ModelPackageGroupName": group,
+                "ModelPackageDescription": sfn.JsonPath.format(
+                    "Churn model trained by execution {}", sfn.JsonPath.string_at("$$.Execution.Name")
+                ),
+                "ModelApprovalStatus": "Approved",
+                "InferenceSpecification": {
+                    "Containers": [
+                        {
+                            "Image": self.image.uri,
+                            "ModelDataUrl": sfn.JsonPath.string_at("$.training.model_artifact"),
+                            "Environment": {
+                                "SAGEMAKER_PROGRAM": ENTRY_POINT,
+                                "SAGEMAKER_SUBMIT_DIRECTORY": self.training_code_uri,
+                                "SAGEMAKER_REGION": Aws.REGION,
+                            },
+                        }
+                    ],
+                    "SupportedContentTypes": ["text/csv"],
+                    "SupportedResponseMIMETypes": ["text/csv"],
+                },
+                "ModelMetrics": {
+                    "ModelQuality": {
+                        "Statistics": {
+                            "ContentType": "application/json",
+                            "S3Uri": sfn.JsonPath.string_at("$.evaluation.evaluation_uri"),
+                        }
+                    }
+                },
+                "CustomerMetadataProperties": {
+                    "validation_auc": sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$.evaluation.validation_auc")),
+                    "training_job_name": sfn.JsonPath.string_at("$.training.training_job_name"),
+                    "feature_spec_fingerprint": self.spec.fingerprint(),
+                },
+            },
+            result_selector={"model_package_arn": sfn.JsonPath.string_at("$.ModelPackageArn")},
+            result_path="$.registration",
+        )
+
+    def _grant_state_machine(self, store: DataStore, feature_store: ChurnFeatureStore) -> None:
+        """Exact grants for the hand-written Athena states (the CDK tasks grant their own)."""
+        stack = Stack.of(self)
+        machine = self.state_machine
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "athena:StartQueryExecution",
+                    "athena:GetQueryExecution",
+                    "athena:GetQueryResults",
+                    "athena:StopQueryExecution",
+                ],
+                resources=[
+                    stack.format_arn(service="athena", resource="workgroup", resource_name=store.work_group_name)
+                ],
+            )
+        )
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["athena:GetDataCatalog"],
+                resources=[stack.format_arn(service="athena", resource="datacatalog", resource_name="AwsDataCatalog")],
+            )
+        )
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "glue:GetDatabase",
+                    "glue:GetTable",
+                    "glue:GetPartition",
+                    "glue:GetPartitions",
+                    "glue:BatchGetPartition",
+                ],
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    stack.format_arn(service="glue", resource="database", resource_name=feature_store.database_name),
+                    stack.format_arn(
+                        service="glue",
+                        resource="table",
+                        resource_name=f"{feature_store.database_name}/{feature_store.table_name}",
+                    ),
+                ],
+            )
+        )
+        # Athena reads the offline store and writes/reads results as the state machine's role.
+        # (kms:Decrypt also serves the Distributed Map's item reader for the raw CSV: the reader
+        # grants itself s3:GetObject only.)
+        store.grant_read(machine, OFFLINE_STORE_PREFIX)
+        store.grant_read(machine, QUERY_PREFIX)
+        store.grant_write(machine, QUERY_PREFIX)
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+                resources=[store.bucket.bucket_arn],
+            )
+        )
+
+    def _acknowledge(self, store: DataStore) -> None:
+        """The wildcard grants that remain, each scoped as far as the API allows."""
+        bucket = nag.ref(store.bucket.node.default_child, "Arn")
+        prefix_reason = "object keys are generated at run time; the grant is limited to the {} prefix"
+        functions = (self.validate_function, self.ingest_function, self.evaluate_function)
+        for function in functions:
+            nag.wildcard_resource(function.role, "*", nag.XRAY_REASON)
+            nag.lambda_runtime(function, RUNTIME_REASON)
+        nag.wildcard_resource(
+            self.validate_function.role,
+            f"{bucket}/{RAW_PREFIX}/*",
+            "Validate input reads the CSV an execution names; " + prefix_reason.format("raw/"),
+        )
+        nag.wildcard_resource(
+            self.evaluate_function.role,
+            f"{bucket}/{MODELS_PREFIX}/*",
+            "Evaluate model reads the run's model and writes its evaluation; " + prefix_reason.format("models/"),
+        )
+
+        role = self.training_role
+        nag.wildcard_resource(
+            role,
+            "*",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions "
+            "(PutMetricData is limited to the /aws/sagemaker/TrainingJobs namespace by condition)",
+        )
+        nag.wildcard_resource(
+            role,
+            f"{bucket}/{QUERY_PREFIX}/*",
+            "the training channel is the run's Athena result; " + prefix_reason.format("query/"),
+        )
+        nag.wildcard_resource(
+            role,
+            f"{bucket}/{MODELS_PREFIX}/*",
+            "SageMaker writes <job name>/output/model.tar.gz; " + prefix_reason.format("models/"),
+        )
+        nag.wildcard_resource(
+            role,
+            nag.as_finding(
+                self,
+                Stack.of(self).format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name="/aws/sagemaker/TrainingJobs:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                ),
+            ),
+            "SageMaker writes one log stream per training job into /aws/sagemaker/TrainingJobs",
+        )
+        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+            nag.wildcard_action(
+                role,
+                action,
+                "SageMakerCreateTrainingJob (aws-cdk-lib) grants the training "
+                "role encrypt on the output key; the key is this stack's only",
+            )
+
+        machine_role = self.state_machine.role
+        nag.wildcard_resource(
+            machine_role,
+            "*",
+            "X-Ray tracing and CloudWatch Logs delivery (logs:CreateLogDelivery and related) have no "
+            "resource-level permissions; sagemaker:ListTags is granted on '*' by the CDK training task",
+        )
+        for function in functions:
+            nag.wildcard_resource(
+                machine_role,
+                f"{nag.ref(function.node.default_child, 'Arn')}:*",
+                "LambdaInvoke (aws-cdk-lib) grants invoke on the function and its versions",
+            )
+        nag.wildcard_resource(
+            machine_role,
+            f"{bucket}/{OFFLINE_STORE_PREFIX}/*",
+            "Athena reads the feature group's offline-store files; " + prefix_reason.format("offline-store/"),
+        )
+        nag.wildcard_resource(
+            machine_role,
+            f"{bucket}/{QUERY_PREFIX}/*",
+            "Athena writes and reads query results; " + prefix_reason.format("query/"),
+        )
+        nag.wildcard_resource(
+            machine_role,
+            f"arn:<AWS::Partition>:s3:::{nag.ref(store.bucket.node.default_child)}/*",
+            "The Distributed Map's S3 item reader (aws-cdk-lib) reads the CSV named by the execution "
+            "input; Validate input, which may read raw/ only, has already read the same key",
+        )
+        nag.wildcard_resource(
+            machine_role,
+            nag.as_finding(
+                self, Stack.of(self).format_arn(service="sagemaker", resource="training-job", resource_name="*")
+            ),
+            "Training job names come from the execution name at run time",
+        )
+        nag.wildcard_resource(
+            machine_role,
+            nag.as_finding(
+                self,
+                Stack.of(self).format_arn(
+                    service="sagemaker", resource="model-package", resource_name=f"{self.model_package_group_name}/*"
+                ),
+            ),
+            "Model package versions are numbered by SageMaker; the grant is limited to this stack's group",
+        )
+        map_policy = self.state_machine.node.try_find_child("DistributedMapPolicy")
+        if map_policy is not None:
+            for finding in _distributed_map_findings(self):
+                nag.wildcard_resource(
+                    map_policy, finding, "The Distributed Map (aws-cdk-lib) manages its own child executions"
+                )
+
+
+def _distributed_map_findings(pipeline: TrainingPipeline) -> list[str]:
+    """The child-execution ARNs DistributedMap grants itself, as cdk-nag reports them."""
+    stack = Stack.of(pipeline)
+    machine_id = stack.resolve(pipeline.state_machine.node.default_child.logical_id)
+    # The state machine's name, cut out of its ARN with Fn::Select/Fn::Split.
+    name = json.dumps({"Fn::Select": [6, {"Fn::Split": [":", {"Ref": machine_id}]}]}, separators=(",", ":"))
+    executions = nag.as_finding(
+        pipeline,
+        stack.format_arn(
+            service="states", resource="execution", resource_name="NAME", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        ),
+    ).removesuffix("NAME")
+    return [f"{executions}{name}:*", f"{executions}{name}/{INGEST_MAP_LABEL}:*"]

@@ -1,0 +1,65 @@
+"""The SageMaker XGBoost container image, resolved at synth from the SageMaker SDK's own table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from aws_cdk import Aws, CfnMapping, Token
+from constructs import Construct
+
+FRAMEWORK = "xgboost"
+
+
+@dataclass(frozen=True)
+class ContainerImage:
+    uri: str  # a literal for a concrete region, a Fn::FindInMap token for a region-agnostic stack
+    registry_account: str  # the AWS-owned account that holds the repository (same kind of value)
+    repository: str
+
+
+@lru_cache(maxsize=8)
+def xgboost_image_uris(version: str) -> dict[str, str]:
+    """Region -> training image URI for every region the installed SDK lists for `version`."""
+    from sagemaker.core import image_uris  # slow import (~3 s): only when a stack is synthesised
+
+    config = image_uris.config_for_framework(FRAMEWORK)["training"]
+    versions = config["versions"]
+    version = config.get("version_aliases", {}).get(version, version)
+    if version not in versions:
+        raise ValueError(f"xgboost_version {version!r} is unknown to the SageMaker SDK; known: {sorted(versions)}")
+    return {
+        region: image_uris.retrieve(FRAMEWORK, region=region, version=version, image_scope="training")
+        for region in sorted(versions[version]["registries"])
+    }
+
+
+def _account(uri: str) -> str:
+    return uri.split(".", 1)[0]
+
+
+def _repository(uri: str) -> str:
+    return uri.split("/", 1)[1].split(":", 1)[0]
+
+
+def xgboost_image(scope: Construct, *, version: str, region: str) -> ContainerImage:
+    """A plain string when the stack's region is known, else a lookup keyed on AWS::Region."""
+    uris = xgboost_image_uris(version)
+    repositories = {_repository(u) for u in uris.values()}
+    if len(repositories) != 1:
+        raise ValueError(f"expected one repository for xgboost {version}, got {sorted(repositories)}")
+    repository = repositories.pop()
+    if not Token.is_unresolved(region):
+        if region not in uris:
+            raise ValueError(f"the SageMaker SDK has no xgboost {version} image in {region}")
+        return ContainerImage(uri=uris[region], registry_account=_account(uris[region]), repository=repository)
+    mapping = CfnMapping(
+        scope,
+        "XGBoostImage",
+        mapping={r: {"uri": u, "account": _account(u)} for r, u in uris.items()},
+    )
+    return ContainerImage(
+        uri=mapping.find_in_map(Aws.REGION, "uri"),
+        registry_account=mapping.find_in_map(Aws.REGION, "account"),
+        repository=repository,
+    )

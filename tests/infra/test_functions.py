@@ -1,0 +1,124 @@
+"""The pipeline's Lambda functions: handlers, environment, Powertools layer, logs and grants."""
+
+from __future__ import annotations
+
+import pytest
+
+from churn.config import PipelineSettings
+from churn.schema import Feature, FeatureSpec
+from stacks.functions import (
+    ENVIRONMENT_LIMIT_BYTES,
+    POWERTOOLS_LAYER_PARAMETER,
+    EnvironmentTooLarge,
+    check_environment,
+    environment_size,
+)
+
+HANDLERS = {
+    "churn.handlers.validate_input.handler",
+    "churn.handlers.ingest.handler",
+    "churn.handlers.evaluate.handler",
+}
+
+
+def pipeline_functions(synthesized) -> dict[str, dict]:
+    return {
+        f["Properties"]["Handler"]: f
+        for f in synthesized.resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") in HANDLERS
+    }
+
+
+def policy_of(synthesized, role_ref: dict) -> list[dict]:
+    return [
+        statement
+        for policy in synthesized.resources("AWS::IAM::Policy").values()
+        if role_ref in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def actions(statement: dict) -> list[str]:
+    return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+
+
+def test_one_function_per_handler_with_python_312_and_powertools(main):
+    functions = pipeline_functions(main)
+    assert set(functions) == HANDLERS
+    ((parameter_id, parameter),) = [
+        (k, v) for k, v in main.json["Parameters"].items() if v["Default"] == POWERTOOLS_LAYER_PARAMETER
+    ]
+    assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert POWERTOOLS_LAYER_PARAMETER == "/aws/service/powertools/python/x86_64/python3.12/latest"
+    for handler, function in functions.items():
+        props = function["Properties"]
+        assert props["Runtime"] == "python3.12", handler
+        assert props["Architectures"] == ["x86_64"], handler
+        assert props["Layers"] == [{"Ref": parameter_id}], handler
+        assert props["TracingConfig"] == {"Mode": "Active"}, handler
+
+
+def test_environment_carries_the_spec_and_settings(main, spec):
+    _, group = main.one("AWS::SageMaker::FeatureGroup")
+    for handler, function in pipeline_functions(main).items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["FEATURE_GROUP_NAME"] == group["Properties"]["FeatureGroupName"], handler
+        assert variables["FEATURE_SPEC"] == spec.to_json(), handler
+        assert FeatureSpec.from_json(variables["FEATURE_SPEC"]) == spec
+        assert variables["INGEST_WORKERS"] == str(PipelineSettings().ingest_workers)
+        assert variables["POWERTOOLS_SERVICE_NAME"] == "churn-pipeline"
+
+
+def test_each_function_logs_to_its_own_encrypted_group(main):
+    groups = main.resources("AWS::Logs::LogGroup")
+    for handler, function in pipeline_functions(main).items():
+        target = function["Properties"]["LoggingConfig"]["LogGroup"]
+        assert target["Ref"] in groups, handler
+
+
+def test_grants_are_scoped(main):
+    functions = pipeline_functions(main)
+    _, group = main.one("AWS::SageMaker::FeatureGroup")
+    name = group["Properties"]["FeatureGroupName"]
+
+    ingest = policy_of(main, {"Ref": functions["churn.handlers.ingest.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]})
+    put = [s for s in ingest if "sagemaker:PutRecord" in actions(s)]
+    assert len(put) == 1
+    assert put[0]["Resource"]["Fn::Join"][1][-1] == f":feature-group/{name}"
+    assert not any(a.startswith("s3:") for s in ingest for a in actions(s))
+
+    validate = policy_of(
+        main, {"Ref": functions["churn.handlers.validate_input.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]}
+    )
+    reads = [s for s in validate if actions(s) == ["s3:GetObject"] or actions(s) == "s3:GetObject"]
+    assert [s["Resource"]["Fn::Join"][1][-1] for s in reads] == ["/raw/*"]
+    assert not any("s3:PutObject" in actions(s) for s in validate)
+
+    evaluate = policy_of(
+        main, {"Ref": functions["churn.handlers.evaluate.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]}
+    )
+    object_resources = {
+        s["Resource"]["Fn::Join"][1][-1]
+        for s in evaluate
+        if any(a in ("s3:GetObject", "s3:PutObject") for a in actions(s))
+    }
+    assert object_resources == {"/models/*"}
+
+
+def test_roles_use_no_managed_policies(main):
+    for logical_id, role in main.resources("AWS::IAM::Role").items():
+        assert "ManagedPolicyArns" not in role["Properties"] or logical_id.startswith("CustomS3AutoDelete"), logical_id
+
+
+def test_environment_over_4_kb_fails_synth():
+    long_spec = FeatureSpec(
+        record_identifier=Feature("customer_id", "String", "id"),
+        event_time=Feature("event_time", "String"),
+        label=Feature("churn", "Integral", "Churn"),
+        features=tuple(Feature(f"feature_number_{i:03d}_with_a_long_name", "Fractional", f"Col{i}") for i in range(80)),
+    )
+    environment = {"FEATURE_SPEC": long_spec.to_json(), "FEATURE_GROUP_NAME": "x"}
+    assert environment_size(environment) > ENVIRONMENT_LIMIT_BYTES
+    with pytest.raises(EnvironmentTooLarge, match="over the 4096-byte limit"):
+        check_environment("IngestFunction", environment)
+    check_environment("IngestFunction", {"FEATURE_SPEC": "{}"})

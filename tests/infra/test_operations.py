@@ -1,0 +1,102 @@
+"""Stack outputs, the failure alarm and the opt-in S3 trigger."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Match
+
+OUTPUTS = {
+    "BucketName",
+    "StateMachineArn",
+    "FeatureGroupName",
+    "ModelPackageGroupName",
+    "AthenaWorkGroup",
+    "GlueDatabase",
+    "GlueTable",
+    "LogGroup",
+    "AlarmTopicArn",
+}
+
+
+def test_outputs(main, spec):
+    outputs = main.json["Outputs"]
+    assert set(outputs) == OUTPUTS
+    assert outputs["FeatureGroupName"]["Value"] == f"churnpipeline-churn-{spec.fingerprint()}"
+    assert outputs["GlueDatabase"]["Value"] == "churn_pipeline_feature_store"
+    assert outputs["GlueTable"]["Value"] == f"churn_features_{spec.fingerprint()}"
+    assert outputs["AthenaWorkGroup"]["Value"] == "churnpipeline-churn"
+    assert outputs["ModelPackageGroupName"]["Value"] == "churnpipeline-churn-models"
+
+
+def test_failed_executions_raise_an_alarm_on_an_encrypted_topic(main):
+    machine_id, _ = main.one("AWS::StepFunctions::StateMachine")
+    topic_id, topic = main.one("AWS::SNS::Topic")
+    key_id, _ = main.one("AWS::KMS::Key")
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    main.template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )
+    main.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "MetricName": "ExecutionsFailed",
+            "Namespace": "AWS/States",
+            "Dimensions": [{"Name": "StateMachineArn", "Value": {"Ref": machine_id}}],
+            "Statistic": "Sum",
+            "Period": 300,
+            "Threshold": 1,
+            "EvaluationPeriods": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": topic_id}],
+        },
+    )
+    assert not main.resources("AWS::SNS::Subscription")
+
+
+def test_email_subscription_only_when_asked(variant):
+    variant.template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"}
+    )
+
+
+def test_s3_trigger_is_opt_in(main, variant):
+    assert not main.resources("AWS::Events::Rule")
+    ((bucket_id, bucket),) = main.resources("AWS::S3::Bucket").items()
+    assert "NotificationConfiguration" not in bucket["Properties"]
+
+    bucket_id, _ = variant.one("AWS::S3::Bucket")
+    machine_id, _ = variant.one("AWS::StepFunctions::StateMachine")
+    variant.template.has_resource_properties(
+        "Custom::S3BucketNotifications",
+        {"NotificationConfiguration": {"EventBridgeConfiguration": {}}},
+    )
+    _, rule = variant.one("AWS::Events::Rule")
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.s3"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["bucket"]["name"] == [{"Ref": bucket_id}]
+    assert pattern["detail"]["object"]["key"] == [{"wildcard": "raw/*.csv"}]
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": machine_id}
+    assert target["InputTransformer"]["InputTemplate"] == '{"input_key":<detail-object-key>}'
+    assert target["InputTransformer"]["InputPathsMap"] == {"detail-object-key": "$.detail.object.key"}
+
+
+def test_environment_comes_from_cdk_default_variables(monkeypatch, tmp_path):
+    from aws_cdk import Token
+
+    from app import build_app
+
+    monkeypatch.delenv("CDK_DEFAULT_ACCOUNT", raising=False)
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "ap-south-1")
+    _, stack = build_app(outdir=str(tmp_path), security_checks=False)
+    assert stack.region == "ap-south-1"
+    assert Token.is_unresolved(stack.account)
+    assert stack.stack_name == "ChurnPipeline"

@@ -1,0 +1,287 @@
+"""The state machine's definition, read as ASL: names, order, integrations, SQL, retries and catches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asl_resolver import all_states
+
+from churn.config import PipelineSettings
+from churn.sql import offline_count_sql, table_reference, training_set_sql
+
+HAPPY_PATH = [
+    "Validate input",
+    "Ingest features",
+    "Start offline store checks",
+    "Count offline records",
+    "Read offline count",
+    "Record offline check",
+    "Offline store complete?",
+    "Build training set",
+    "Train model",
+    "Evaluate model",
+    "Model good enough?",
+    "Register model",
+    "Summarise run",
+    "Pipeline succeeded",
+]
+DEFAULTS = PipelineSettings()
+LAMBDA_RETRIED = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+
+
+@pytest.fixture(scope="module")
+def definition(main):
+    return main.definition
+
+
+@pytest.fixture(scope="module")
+def states(definition):
+    return definition["States"]
+
+
+def next_of(states, name):
+    state = states[name]
+    if state["Type"] == "Choice":
+        return state["Choices"][0]["Next"]
+    return state.get("Next")
+
+
+def test_happy_path_in_order(definition, states):
+    path, name = [], definition["StartAt"]
+    while name:
+        path.append(name)
+        name = next_of(states, name)
+    assert path == HAPPY_PATH
+    assert states["Pipeline succeeded"]["Type"] == "Succeed"
+
+
+def test_the_machine_is_standard_logged_and_traced(main):
+    _, machine = main.one("AWS::StepFunctions::StateMachine")
+    props = machine["Properties"]
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    logging = props["LoggingConfiguration"]
+    assert logging["Level"] == "ALL" and logging["IncludeExecutionData"] is True
+    group_id = logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+    group = main.json["Resources"][group_id]["Properties"]
+    assert "KmsKeyId" in group and group["RetentionInDays"] == 30
+
+
+def test_validate_input_takes_the_key_from_the_execution_input(states, main):
+    bucket_id, _ = main.one("AWS::S3::Bucket")
+    validate = states["Validate input"]
+    assert validate["Parameters"] == {
+        "bucket": bucket_id.lower(),
+        "key.$": "$.input_key",
+        "event_time.$": "$$.Execution.StartTime",
+    }
+    assert validate["ResultPath"] == "$.validation"
+
+
+def test_ingest_is_a_distributed_map_over_the_csv_in_batches(states):
+    ingest = states["Ingest features"]
+    assert ingest["Type"] == "Map"
+    assert ingest["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"}
+    reader = ingest["ItemReader"]
+    assert reader["Resource"] == "arn:aws:states:::s3:getObject"
+    assert reader["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+    assert reader["Parameters"]["Key.$"] == "$.input_key"
+    assert ingest["ItemBatcher"]["MaxItemsPerBatch"] == DEFAULTS.ingest_batch_size
+    assert ingest["ItemBatcher"]["MaxInputBytesPerBatch"] <= 256 * 1024
+    assert ingest["ItemBatcher"]["BatchInput"] == {"event_time.$": "$.validation.event_time"}
+    assert ingest["MaxConcurrency"] == DEFAULTS.ingest_max_concurrency
+    assert ingest.get("ToleratedFailureCount", 0) == 0
+    assert ingest["ResultPath"] is None
+    batch = ingest["ItemProcessor"]["States"]["Ingest batch"]
+    assert batch["Resource"].endswith(":function:pipelineingestfunction9cb77b2e")
+
+
+def test_settings_reach_the_definition(variant):
+    ingest = variant.definition["States"]["Ingest features"]
+    assert ingest["ItemBatcher"]["MaxItemsPerBatch"] == 250
+
+
+def test_offline_store_loop(states, spec):
+    count = states["Count offline records"]
+    assert count["Resource"] == "arn:aws:states:::athena:startQueryExecution.sync"
+    table = table_reference("churn_pipeline_feature_store", f"churn_features_{spec.fingerprint()}")
+    assert count["Parameters"]["QueryString"] == offline_count_sql(spec, table)
+    assert count["Parameters"]["ExecutionParameters.$"] == "States.Array($.validation.event_time_sql)"
+    assert count["Parameters"]["WorkGroup"] == "churnpipeline-churn"
+    read = states["Read offline count"]
+    assert read["Resource"] == "arn:aws:states:::athena:getQueryResults"
+    assert read["ResultSelector"] == {"records.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"}
+    assert states["Record offline check"]["Parameters"] == {"checks.$": "States.MathAdd($.offline_store.checks, 1)"}
+    choice = states["Offline store complete?"]
+    assert choice["Choices"][0] == {
+        "Variable": "$.offline_count.records",
+        "NumericGreaterThanEqualsPath": "$.validation.records",
+        "Next": "Build training set",
+    }
+    assert choice["Choices"][1] == {
+        "Variable": "$.offline_store.checks",
+        "NumericGreaterThanEquals": DEFAULTS.offline_store_max_checks,
+        "Next": "Offline store timed out",
+    }
+    assert choice["Default"] == "Wait for offline store"
+    assert states["Wait for offline store"] == {
+        "Type": "Wait",
+        "Seconds": DEFAULTS.offline_store_wait_seconds,
+        "Next": "Count offline records",
+    }
+    timeout = states["Offline store timed out"]
+    assert timeout["Type"] == "Fail" and timeout["Error"] == "OfflineStoreTimeout"
+    assert timeout["CausePath"].startswith("States.Format('offline store had {} of {} records after {} checks'")
+
+
+def test_training_set_query_is_the_shared_sql(states, spec):
+    build = states["Build training set"]
+    assert build["Resource"] == "arn:aws:states:::athena:startQueryExecution.sync"
+    table = table_reference("churn_pipeline_feature_store", f"churn_features_{spec.fingerprint()}")
+    assert build["Parameters"]["QueryString"] == training_set_sql(spec, table)
+    assert build["Parameters"]["QueryExecutionContext"] == {
+        "Catalog": "AwsDataCatalog",
+        "Database": "churn_pipeline_feature_store",
+    }
+    assert build["Parameters"]["ExecutionParameters.$"] == "States.Array($.validation.event_time_sql)"
+    assert build["ResultSelector"]["output_uri.$"] == (
+        "States.Format('s3://storagebucket5cb7c8ea/query/{}.csv', $.QueryExecution.QueryExecutionId)"
+    )
+
+
+def test_train_model_runs_the_script_in_the_xgboost_container(states, main):
+    train = states["Train model"]
+    assert train["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
+    params = train["Parameters"]
+    assert params["TrainingJobName.$"] == "$$.Execution.Name"
+    assert params["AlgorithmSpecification"]["TrainingImage"] == (
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.2-0"
+    )
+    (channel,) = params["InputDataConfig"]
+    assert channel["ChannelName"] == "train"
+    assert channel["ContentType"] == "text/csv"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri.$"] == "$.training_set.output_uri"
+    assert channel["DataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
+    assert params["OutputDataConfig"]["S3OutputPath"] == "s3://storagebucket5cb7c8ea/models"
+    assert params["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
+    assert params["ResourceConfig"] == {
+        "InstanceCount": DEFAULTS.training_instance_count,
+        "InstanceType": DEFAULTS.training_instance_type,
+        "VolumeSizeInGB": DEFAULTS.training_volume_gb,
+        "VolumeKmsKeyId": params["OutputDataConfig"]["KmsKeyId"],
+    }
+    assert params["StoppingCondition"] == {"MaxRuntimeInSeconds": DEFAULTS.training_max_runtime_minutes * 60}
+    assert params["EnableNetworkIsolation"] is False
+    metrics = {m["Name"]: m["Regex"] for m in params["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert set(metrics) == {"validation-auc", "validation-logloss", "train-auc"}
+    assert metrics["validation-auc"] == r"validation-auc:([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def test_hyperparameters_are_json_encoded_for_script_mode(states, spec):
+    hyperparameters = states["Train model"]["Parameters"]["HyperParameters"]
+    assert hyperparameters["sagemaker_program"] == '"train_model.py"'
+    submit = hyperparameters["sagemaker_submit_directory"]
+    assert submit.startswith('"s3://cdk-hnb659fds-assets-123456789012-us-east-1/') and submit.endswith('.gz"')
+    assert hyperparameters["id_column"] == f'"{spec.record_identifier.name}"'
+    assert hyperparameters["label_column"] == f'"{spec.label.name}"'
+    for name, value in DEFAULTS.hyperparameters.items():
+        assert json.loads(hyperparameters[name]) == value, name
+
+
+def test_quality_gate_and_registration(states):
+    evaluate = states["Evaluate model"]
+    assert evaluate["Parameters"] == {
+        "model_artifact.$": "$.training.model_artifact",
+        "output_prefix.$": "States.Format('s3://storagebucket5cb7c8ea/models/{}', $.training.training_job_name)",
+        "threshold": DEFAULTS.quality_threshold,
+    }
+    gate = states["Model good enough?"]
+    assert gate["Choices"] == [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register model"}]
+    below = states[gate["Default"]]
+    assert below["Type"] == "Fail" and below["Error"] == "ModelQualityBelowThreshold"
+    assert below["CausePath"] == (
+        f"States.Format('validation AUC {{}} is below the threshold {DEFAULTS.quality_threshold}', "
+        "$.evaluation.validation_auc)"
+    )
+    register = states["Register model"]
+    assert register["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:createModelPackage"
+    params = register["Parameters"]
+    assert params["ModelPackageGroupName"] == "churnpipeline-churn-models"
+    assert params["ModelApprovalStatus"] == "Approved"
+    (container,) = params["InferenceSpecification"]["Containers"]
+    assert container["Image"] == states["Train model"]["Parameters"]["AlgorithmSpecification"]["TrainingImage"]
+    assert container["ModelDataUrl.$"] == "$.training.model_artifact"
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "train_model.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == (
+        states["Train model"]["Parameters"]["HyperParameters"]["sagemaker_submit_directory"].strip('"')
+    )
+    assert params["InferenceSpecification"]["SupportedContentTypes"] == ["text/csv"]
+    assert params["ModelMetrics"]["ModelQuality"]["Statistics"] == {
+        "ContentType": "application/json",
+        "S3Uri.$": "$.evaluation.evaluation_uri",
+    }
+    assert (
+        params["CustomerMetadataProperties"]["validation_auc.$"] == "States.Format('{}', $.evaluation.validation_auc)"
+    )
+    assert states["Summarise run"]["Parameters"] == {
+        "model_artifact.$": "$.training.model_artifact",
+        "validation_auc.$": "$.evaluation.validation_auc",
+        "model_package_arn.$": "$.registration.model_package_arn",
+        "training_job_name.$": "$.training.training_job_name",
+        "execution.$": "$$.Execution.Name",
+    }
+
+
+def test_every_task_retries_transient_errors_and_fails_through_one_path(definition, states):
+    everything = all_states(states)
+    tasks = {name: s for name, s in everything.items() if s["Type"] == "Task"}
+    assert len(tasks) == 8  # validate, ingest batch, count, read, build, train, evaluate, register
+    for name, task in tasks.items():
+        retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
+        assert retried, name
+        assert not retried & {"States.ALL", "States.Timeout", "States.TaskFailed"}, name
+        if task["Resource"].startswith("arn:aws:lambda:"):
+            assert retried == LAMBDA_RETRIED, name
+    top_level = [name for name, s in states.items() if s["Type"] in ("Task", "Map")]
+    for name in top_level:
+        (catch,) = states[name]["Catch"]
+        assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "Record failure"}, name
+    assert states["Record failure"]["Type"] == "Pass"
+    assert states["Record failure"]["Next"] == "Pipeline failed"
+    assert states["Pipeline failed"] == {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
+
+
+def _targets(state: dict) -> list[str]:
+    targets = [state.get("Next"), state.get("Default")]
+    targets += [choice["Next"] for choice in state.get("Choices", [])]
+    targets += [catch["Next"] for catch in state.get("Catch", [])]
+    return [t for t in targets if t]
+
+
+def _check_graph(scope: dict) -> None:
+    """Every transition lands on a state of the same scope, and every state is reachable."""
+    states = scope["States"]
+    reachable, todo = set(), [scope["StartAt"]]
+    while todo:
+        name = todo.pop()
+        if name in reachable:
+            continue
+        assert name in states, f"transition to unknown state {name!r}"
+        reachable.add(name)
+        state = states[name]
+        terminal = state["Type"] in ("Succeed", "Fail") or state.get("End") is True
+        assert terminal or _targets(state), f"{name!r} neither ends nor moves on"
+        todo.extend(_targets(state))
+        if "ItemProcessor" in state:
+            _check_graph(state["ItemProcessor"])
+    assert reachable == set(states), f"unreachable: {sorted(set(states) - reachable)}"
+
+
+def test_every_transition_is_valid_and_every_state_reachable(definition):
+    _check_graph(definition)
