@@ -124,3 +124,49 @@ def test_glue_cleanup_deletes_the_offline_store_table_on_delete_only(aws):
     # a second delete (table already gone, e.g. a retried stack deletion) succeeds
     glue_cleanup.handler({**event, "RequestType": "Delete", "PhysicalResourceId": "fs_db.churn_table"},
                          FakeContext())
+
+
+
+def test_registry_cleanup_deletes_every_model_package_on_delete_only(monkeypatch):
+    """moto has no DeleteModelPackage: botocore's Stubber checks the exact calls, two list pages included."""
+    from botocore.stub import Stubber
+
+    from churn.handlers import registry_cleanup
+
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    arns = [f"arn:aws:sagemaker:us-east-1:123456789012:model-package/churn-models/{n}" for n in (1, 2, 3)]
+
+    def summary(arn):
+        return {"ModelPackageArn": arn, "ModelPackageStatus": "Completed",
+                "CreationTime": "2026-01-01T00:00:00Z", "ModelPackageGroupName": "churn-models"}
+
+    stubber = Stubber(sagemaker)
+    stubber.add_response("list_model_packages", {"ModelPackageSummaryList": [summary(a) for a in arns[:2]],
+                                                 "NextToken": "page-2"},
+                         {"ModelPackageGroupName": "churn-models"})
+    stubber.add_response("delete_model_package", {}, {"ModelPackageName": arns[0]})
+    stubber.add_response("delete_model_package", {}, {"ModelPackageName": arns[1]})
+    stubber.add_response("list_model_packages", {"ModelPackageSummaryList": [summary(arns[2])]},
+                         {"ModelPackageGroupName": "churn-models", "NextToken": "page-2"})
+    stubber.add_response("delete_model_package", {}, {"ModelPackageName": arns[2]})
+    monkeypatch.setattr(registry_cleanup, "client", lambda service: sagemaker)
+    event = {"ResourceProperties": {"ModelPackageGroupName": "churn-models"}}
+    with stubber:
+        # Create and Update do nothing: any call would be unexpected by the stubber
+        registry_cleanup.handler({**event, "RequestType": "Create"}, FakeContext())
+        result = registry_cleanup.handler({**event, "RequestType": "Delete", "PhysicalResourceId": "p"},
+                                          FakeContext())
+        stubber.assert_no_pending_responses()
+    assert result == {"PhysicalResourceId": "p"}
+
+
+def test_registry_cleanup_of_a_missing_group_is_clean():
+    from botocore.stub import Stubber
+
+    from churn.handlers.registry_cleanup import delete_model_packages
+
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(sagemaker)
+    stubber.add_client_error("list_model_packages", "ResourceNotFound", "group not found")
+    with stubber:
+        assert delete_model_packages(sagemaker, "gone") == 0
