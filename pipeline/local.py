@@ -24,7 +24,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from churn.config import PipelineSettings, feature_group_name
+from churn import naming
+from churn.config import PipelineSettings
 from churn.csv_input import iter_raw_rows, validate_file
 from churn.features import now_event_time
 from churn.ingest import ingest_batch
@@ -41,7 +42,6 @@ DEFAULT_DATA = PROJECT_ROOT / "data" / "churn.csv"
 DEFAULT_SPEC = PROJECT_ROOT / "data" / "churn.spec.json"
 DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
-OFFLINE_DATABASE = "local_feature_store"
 
 STEPS = (
     "Validate input",
@@ -156,8 +156,10 @@ class LocalPipeline:
         self.settings = settings
         self.workspace = workspace
         self.reporter = reporter or Reporter()
-        self.group = feature_group_name(LOCAL_STACK_NAME, spec.fingerprint())
-        self.table = table_reference(OFFLINE_DATABASE, self.group.replace("-", "_"))
+        self.group = naming.feature_group_name(LOCAL_STACK_NAME, spec.fingerprint())
+        self.database = naming.glue_database_name(LOCAL_STACK_NAME)
+        self.table_name = naming.offline_table_name(spec.fingerprint())
+        self.table = table_reference(self.database, self.table_name)
 
     # -- steps ---------------------------------------------------------------------------
     def validate_input(self, data: Path) -> int:
@@ -196,7 +198,7 @@ class LocalPipeline:
         return ingested
 
     def wait_for_offline_store(self, store: LocalFeatureStore, event_time: str, expected: int) -> int:
-        con = store.connect_duckdb(self.group, OFFLINE_DATABASE, self.group.replace("-", "_"))
+        con = store.connect_duckdb(self.group, self.database, self.table_name)
         (count,) = con.execute(offline_count_sql(self.spec, self.table), [event_time]).fetchone()
         if count != expected:
             raise PipelineFailed(
@@ -207,7 +209,7 @@ class LocalPipeline:
     def build_training_set(self, store: LocalFeatureStore, as_of: str, destination: Path) -> int:
         """Write the point-in-time training set as Athena would: header, quoted values."""
         destination.parent.mkdir(parents=True, exist_ok=True)
-        con = store.connect_duckdb(self.group, OFFLINE_DATABASE, self.group.replace("-", "_"))
+        con = store.connect_duckdb(self.group, self.database, self.table_name)
         sql = training_set_sql(self.spec, self.table)
         target = str(destination).replace("'", "''")
         con.execute(f"COPY ({sql}) TO '{target}' (HEADER, FORCE_QUOTE *)", [as_of])

@@ -10,7 +10,7 @@ from constructs import Construct
 
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
-from stacks import naming
+from churn import naming
 from stacks.dependencies import drop_redundant_role_dependencies
 from stacks.feature_store import ChurnFeatureStore
 from stacks.functions import lambda_asset, powertools_layer

@@ -74,13 +74,3 @@ class PipelineSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def feature_group_name(stack_name: str, spec_fingerprint: str) -> str:
-    """Feature groups need a physical name; changing the schema must give a new one.
-
-    A changed record identifier, event time or feature definition cannot be applied to an
-    existing group in place, so the schema's fingerprint is part of the name: a new schema
-    deploys a new group (the old group and its offline data go when the stack is destroyed).
-    """
-    base = "".join(c if c.isalnum() else "-" for c in stack_name).strip("-")[:40] or "churn"
-    return f"{base}-churn-{spec_fingerprint}"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from churn.schema import FeatureSpec
-from stacks import naming
+from churn import naming
 
 FEATURE_GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9]([_-]*[a-zA-Z0-9]){0,63}$")
 MODEL_PACKAGE_GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")

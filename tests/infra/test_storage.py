@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from stacks import naming
+from churn import naming
 from stacks.storage import RAW_DATA_NAME, _stage_file
 
 

@@ -1,4 +1,7 @@
-"""The few physical names AWS demands (or the SQL needs at synth), all derived from the stack name."""
+"""The few physical names AWS demands (or the SQL needs at synth), derived from the stack name.
+
+The stack and the local mode both use these, so a local run names things as a deployment would.
+"""
 
 from __future__ import annotations
 
