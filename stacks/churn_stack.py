@@ -8,9 +8,9 @@ from aws_cdk import CfnOutput, Environment, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from churn import naming
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
-from churn import naming
 from stacks.dependencies import drop_redundant_role_dependencies
 from stacks.feature_store import ChurnFeatureStore
 from stacks.functions import lambda_asset, powertools_layer

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from churn.schema import FeatureSpec
 from churn import naming
+from churn.schema import FeatureSpec
 
 FEATURE_GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9]([_-]*[a-zA-Z0-9]){0,63}$")
 MODEL_PACKAGE_GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
