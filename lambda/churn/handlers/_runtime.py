@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
@@ -25,7 +25,7 @@ def feature_spec() -> FeatureSpec:
     return FeatureSpec.from_json(os.environ["FEATURE_SPEC"], origin="FEATURE_SPEC")
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str, max_pool_connections: int = 10) -> Any:
     """One shared client per service, adaptive retries with backoff on throttling."""
     config = Config(
