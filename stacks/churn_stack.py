@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Environment, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from churn import naming
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
+from stacks import nag
+from stacks.cleanup import CleanupOnDelete
 from stacks.dependencies import drop_redundant_role_dependencies
 from stacks.feature_store import ChurnFeatureStore
 from stacks.functions import lambda_asset, powertools_layer
@@ -88,6 +91,37 @@ class ChurnPipelineStack(Stack):
         auto_delete = store.bucket.node.try_find_child("AutoDeleteObjectsCustomResource")
         if auto_delete is not None:
             auto_delete.node.add_dependency(feature_store.feature_group)
+        # A model package group that still holds packages cannot be deleted: empty it first. The
+        # clean-up depends on the group, so CloudFormation runs it before deleting the group.
+        model_packages = self.format_arn(
+            service="sagemaker", resource="model-package", resource_name=f"{pipeline.model_package_group_name}/*"
+        )
+        registry_cleanup = CleanupOnDelete(
+            self,
+            "RegistryCleanup",
+            description="delete the model packages on stack deletion so their group can go",
+            handler="churn.handlers.registry_cleanup.handler",
+            resource_type="Custom::ModelRegistryCleanup",
+            properties={"ModelPackageGroupName": pipeline.model_package_group_name},
+            statements=[
+                iam.PolicyStatement(actions=["sagemaker:ListModelPackages"], resources=["*"]),
+                iam.PolicyStatement(actions=["sagemaker:DeleteModelPackage"], resources=[model_packages]),
+            ],
+            store=store,
+            lambda_code=code,
+            powertools_layer=layer,
+            service_name="churn-registry-cleanup",
+        )
+        registry_cleanup.resource.node.add_dependency(pipeline.model_package_group)
+        nag.wildcard_resource(
+            registry_cleanup.function.role, "*",
+            "sagemaker:ListModelPackages does not support resource-level permissions",
+        )
+        nag.wildcard_resource(
+            registry_cleanup.function.role,
+            nag.as_finding(self, model_packages),
+            "Deletes only the packages of this stack's model package group, whatever their version numbers",
+        )
         alarm = FailureAlarm(
             self, "FailureAlarm", state_machine=pipeline.state_machine, key=store.key, email=alarm_email
         )

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sagemaker as sagemaker
-from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from churn.schema import FeatureSpec
 from stacks import nag
-from stacks.functions import RUNTIME_REASON, python_function
+from stacks.cleanup import CleanupOnDelete
 from stacks.storage import OFFLINE_STORE_PREFIX, DataStore
 
 GLUE_CLEANUP_HANDLER = "churn.handlers.glue_cleanup.handler"
@@ -111,48 +110,24 @@ class ChurnFeatureStore(Construct):
         # DeleteFeatureGroup leaves the Glue table behind. The clean-up resource depends on the
         # feature group, so CloudFormation deletes it (dropping the table) first, then the feature
         # group (which never recreates the table), then the database.
-        cleanup_logs = store.log_group("TableCleanupLogs", self)
-        self.cleanup_function = python_function(
-            self,
-            "TableCleanupFunction",
-            description="Custom resource: drop the feature group's Glue table on stack deletion",
-            handler=GLUE_CLEANUP_HANDLER,
-            code=lambda_code,
-            layer=powertools_layer,
-            log_group=cleanup_logs,
-            environment={"POWERTOOLS_SERVICE_NAME": "churn-glue-cleanup"},
-            timeout=Duration.minutes(1),
-            memory_size=256,
-        )
-        self.cleanup_function.add_to_role_policy(
-            iam.PolicyStatement(actions=["glue:DeleteTable"], resources=glue_resources)
-        )
-        provider_role = iam.Role(
-            self,
-            "TableCleanupProviderRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="CloudFormation custom resource provider for the Glue table clean-up",
-        )
-        provider_logs = store.log_group("TableCleanupProviderLogs", self)
-        provider_logs.grant_write(provider_role)
-        provider = cr.Provider(
-            self,
-            "TableCleanupProvider",
-            on_event_handler=self.cleanup_function,
-            framework_on_event_role=provider_role,
-            log_group=provider_logs,
-        )
         # One clean-up resource per schema: when the fingerprint changes, CloudFormation creates the
         # new one and deletes the old one, which drops the old schema's table. (Otherwise going back
         # to an earlier schema would fail: Feature Store will not create a table that exists.)
-        self.table_cleanup = CustomResource(
+        self.table_cleanup = CleanupOnDelete(
             self,
-            f"TableCleanup{spec.fingerprint()}",
-            service_token=provider.service_token,
+            "TableCleanup",
+            description="drop the feature group's Glue table on stack deletion",
+            handler=GLUE_CLEANUP_HANDLER,
             resource_type="Custom::GlueTableCleanup",
+            resource_id=f"TableCleanup{spec.fingerprint()}",
             properties={"DatabaseName": store.database_name, "TableName": table_name},
+            statements=[iam.PolicyStatement(actions=["glue:DeleteTable"], resources=glue_resources)],
+            store=store,
+            lambda_code=lambda_code,
+            powertools_layer=powertools_layer,
+            service_name="churn-glue-cleanup",
         )
-        self.table_cleanup.node.add_dependency(self.feature_group)
+        self.table_cleanup.resource.node.add_dependency(self.feature_group)
 
         bucket_arn = nag.ref(store.bucket.node.default_child, "Arn")
         nag.wildcard_resource(
@@ -160,11 +135,4 @@ class ChurnFeatureStore(Construct):
             f"{bucket_arn}/{OFFLINE_STORE_PREFIX}/*",
             "Feature Store writes files under keys it generates below offline-store/ (account, region, "
             "feature group, date partitions); the grant is limited to that prefix",
-        )
-        nag.wildcard_resource(self.cleanup_function.role, "*", nag.XRAY_REASON)
-        nag.lambda_runtime(self.cleanup_function, RUNTIME_REASON)
-        nag.wildcard_resource(
-            provider_role,
-            f"{nag.ref(self.cleanup_function.node.default_child, 'Arn')}:*",
-            "The custom resource Provider (aws-cdk-lib) may invoke the clean-up function and its versions",
         )

@@ -100,3 +100,28 @@ def test_environment_comes_from_cdk_default_variables(monkeypatch, tmp_path):
     assert stack.region == "ap-south-1"
     assert Token.is_unresolved(stack.account)
     assert stack.stack_name == "ChurnPipeline"
+
+
+def test_destroy_empties_the_model_registry_before_deleting_its_group(main):
+    group_id, _ = main.one("AWS::SageMaker::ModelPackageGroup")
+    cleanups = main.resources("Custom::ModelRegistryCleanup")
+    assert len(cleanups) == 1
+    (cleanup,) = cleanups.values()
+    assert cleanup["Properties"]["ModelPackageGroupName"] == "churnpipeline-churn-models"
+    # depends on the group: CloudFormation deletes the clean-up (running it) before the group
+    assert group_id in cleanup["DependsOn"]
+    handlers = [f["Properties"]["Handler"] for f in main.resources("AWS::Lambda::Function").values()]
+    assert "churn.handlers.registry_cleanup.handler" in handlers
+    main.template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like(
+            {"Action": "sagemaker:DeleteModelPackage",
+             "Resource": {"Fn::Join": ["", Match.array_with([Match.string_like_regexp(
+                 "model-package/churnpipeline-churn-models/\\*")])]}})])}},
+    )
+
+
+def test_no_resource_is_retained(main):
+    retained = [rid for rid, r in main.json["Resources"].items()
+                if r.get("DeletionPolicy") == "Retain" or r.get("UpdateReplacePolicy") == "Retain"]
+    assert retained == []
