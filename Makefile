@@ -61,5 +61,9 @@ deploy: $(RUNTIME_STAMP) $(NODE_STAMP)
 destroy: $(RUNTIME_STAMP) $(NODE_STAMP)
 	$(CDK) destroy
 
+bench:
+	$(MAKE) -C bench ingest
+	$(MAKE) -C bench pipeline
+
 clean:
 	rm -rf cdk.out .local .pytest_cache .ruff_cache

@@ -33,8 +33,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from churn.scoring import SCORES_FILE, ScoreRow, ScoringError, read_scores
+
 DEFAULT_STACK_NAME = "ChurnPipeline"
 RAW_PREFIX = "raw"
+SCORES_PREFIX = "scores"
 DEFAULT_DATA_KEY = f"{RAW_PREFIX}/churn.csv"
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 # The execution name is also the SageMaker training job's name (see stacks/training_pipeline.py),
@@ -665,6 +668,12 @@ class ProgressTracker:
         if name == "Register model":
             arn = _dig(output, "registration", "model_package_arn")
             return str(arn) if arn else ""
+        if name == "Score customers":
+            job = _dig(output, "scoring", "transform_job_name")
+            return f"transform job {job}" if job else ""
+        if name == "Rank scores":
+            customers = _dig(output, "scores", "customers")
+            return f"{customers} customers ranked" if customers is not None else ""
         return ""
 
 
@@ -724,6 +733,9 @@ def execution_result(execution: Execution, *, links: ConsoleLinks, model_package
         "model_artifact": out.get("model_artifact", ""),
         "model_package_arn": out.get("model_package_arn", ""),
         "training_job_name": job,
+        "scores_uri": out.get("scores_uri", ""),
+        "customers_scored": out.get("customers_scored"),
+        "top_customers": out.get("top_customers") or [],
         "error": execution.error,
         "cause": execution.cause,
         "started": execution.started.isoformat() if execution.started else None,
@@ -737,3 +749,72 @@ def execution_result(execution: Execution, *, links: ConsoleLinks, model_package
     if model_package_group:
         result["model_package_group_url"] = links.model_package_group(model_package_group)
     return result
+
+
+# -- batch scores and one-customer predictions ----------------------------------------------------
+def scores_key(execution_name: str) -> str:
+    """Where the pipeline's "Rank scores" state writes an execution's ranking."""
+    return f"{SCORES_PREFIX}/{execution_name}/{SCORES_FILE}"
+
+
+def latest_succeeded_execution(sfn: Any, state_machine_arn: str) -> str | None:
+    """The name of the newest succeeded execution (list_executions returns newest first)."""
+    page = sfn.list_executions(stateMachineArn=state_machine_arn, statusFilter="SUCCEEDED", maxResults=1)
+    executions = page.get("executions", [])
+    return executions[0]["name"] if executions else None
+
+
+def read_scores_object(s3: Any, bucket: str, key: str, limit: int) -> tuple[str, list[ScoreRow]]:
+    """(id column, the top `limit` rows) of a scores.csv in S3, reading no further than needed."""
+    uri = f"s3://{bucket}/{key}"
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
+            raise AwsError(f"no scores at {uri}", "scores are written by a run that passed the quality gate; "
+                           "list runs with `python -m pipeline runs`", error="ScoresNotFound") from None
+        raise
+    try:
+        return read_scores((line.decode("utf-8") for line in body.iter_lines()), uri, limit)
+    except ScoringError as exc:
+        raise AwsError(str(exc), error="InvalidScores") from None
+    finally:
+        body.close()
+
+
+@dataclass(frozen=True)
+class ApprovedModel:
+    arn: str
+    version: int
+    model_data_url: str
+
+
+def latest_approved_model(sagemaker: Any, group: str) -> ApprovedModel | None:
+    """The highest-versioned Approved package of the group, with its model artifact."""
+    newest: dict[str, Any] | None = None
+    paginator = sagemaker.get_paginator("list_model_packages")
+    for page in paginator.paginate(ModelPackageGroupName=group, ModelApprovalStatus="Approved"):
+        for summary in page.get("ModelPackageSummaryList", []):
+            if newest is None or summary.get("ModelPackageVersion", 0) > newest.get("ModelPackageVersion", 0):
+                newest = summary
+    if newest is None:
+        return None
+    described = sagemaker.describe_model_package(ModelPackageName=newest["ModelPackageArn"])
+    containers = described.get("InferenceSpecification", {}).get("Containers", [])
+    if not containers or not containers[0].get("ModelDataUrl"):
+        raise AwsError(f"model package {newest['ModelPackageArn']} names no model artifact", error="NoModelData")
+    return ApprovedModel(arn=newest["ModelPackageArn"], version=int(newest.get("ModelPackageVersion", 0)),
+                         model_data_url=containers[0]["ModelDataUrl"])
+
+
+def download(s3: Any, uri: str) -> bytes:
+    if not uri.startswith("s3://") or "/" not in uri[len("s3://"):]:
+        raise AwsError(f"not an s3:// object URI: {uri}", error="InvalidUri")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def online_record(featurestore_runtime: Any, group: str, record_id: str) -> list[dict[str, str]] | None:
+    """GetRecord from the online store: the record, or None when the id is unknown (or deleted)."""
+    response = featurestore_runtime.get_record(FeatureGroupName=group, RecordIdentifierValueAsString=record_id)
+    return response.get("Record") or None

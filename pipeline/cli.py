@@ -23,10 +23,15 @@ from pipeline.local import (
     DEFAULT_DATA,
     DEFAULT_SPEC,
     DEFAULT_WORKSPACE,
+    SCORES_DIR,
     LocalPipeline,
     PipelineFailed,
+    Prediction,
     Reporter,
     Workspace,
+    extracted_model,
+    predict_record,
+    record_values,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -235,8 +240,23 @@ def _run_local(data: Path, spec: Path, workspace: Path, threshold: float | None,
             _emit_json(outcome.to_dict())
         fail(f"{exc.error}: {exc.cause}", f"run directory: {outcome.run_dir}")
     _print_summary(out, _local_rows(outcome.to_dict()))
+    if outcome.top_customers:
+        _print_top(out, f"Highest churn risk (model version {outcome.model_version})",
+                   feature_spec.record_identifier.name, outcome.top_customers)
     if as_json:
         _emit_json(outcome.to_dict())
+
+
+def _print_top(out: Console, title: str, id_column: str, rows: list[dict[str, Any]]) -> None:
+    """The highest-risk customers, rank first (the title is a line of its own: never wrapped into the table)."""
+    out.print(f"[bold]{title}[/]", highlight=False, soft_wrap=True)
+    table = Table()
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column(id_column, no_wrap=True)
+    table.add_column("churn probability", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(str(row["rank"]), str(row["record_id"]), f"{float(row['churn_probability']):.4f}")
+    out.print(table)
 
 
 def _local_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
@@ -252,6 +272,9 @@ def _local_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if run.get("report"):
         rows.append(("report", run["report"]))
+    if run.get("scores"):
+        rows.append(("customers scored", str(run.get("customers_scored", ""))))
+        rows.append(("scores", run["scores"]))
     if run.get("error"):
         rows.append(("error", f"{run['error']}: {run.get('cause', '')}"))
     rows.append(("run directory", str(run.get("run_dir", ""))))
@@ -334,7 +357,12 @@ def _report_execution(out: Console, execution: aws.Execution, deployment: Deploy
         rows.append(("training job console", result["training_job_url"]))
     if result.get("model_package_group_url") and execution.status == "SUCCEEDED":
         rows.append(("model registry", result["model_package_group_url"]))
+    if result.get("scores_uri"):
+        rows.append(("scores", result["scores_uri"]))
     _print_summary(out, [(label, value) for label, value in rows if value])
+    if result.get("top_customers"):
+        version = execution.output.get("model_version") or "-"
+        _print_top(out, f"Highest churn risk (model version {version})", "customer", result["top_customers"])
     if as_json:
         _emit_json(result)
     if execution.status == "RUNNING":
@@ -502,6 +530,174 @@ def _runs_table(title: str, rows: list[tuple[str, str, datetime | None, float | 
     for name, state, started, seconds, auc, error in rows:
         table.add_row(name, _status_markup(state), _when(started), _duration(seconds), _auc(auc), error or "")
     console.print(table)
+
+
+# -- scores and predictions -----------------------------------------------------------------------
+@app.command()
+def scores(
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the highest-risk customers.")] = 10,
+    local: LocalRunsOption = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    run_name: Annotated[str | None, typer.Option(
+        "--run", help="A local run id / an execution name (default: the latest approved model's run / the "
+                      "latest succeeded execution)")] = None,
+    stack_name: StackOption = aws.DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the highest-risk customers: the batch scores a successful run wrote (scores.csv)."""
+    out = err_console if as_json else console
+    if local:
+        run_id, source, id_column, rows = _local_scores(workspace, run_name, top)
+    else:
+        with _aws_command(as_json):
+            session, deployment = _connect(stack_name, region)
+            run_id = run_name or aws.latest_succeeded_execution(session.stepfunctions, deployment.state_machine_arn)
+            if not run_id:
+                raise AwsError("no succeeded execution yet, so no scores",
+                               f"start one with `python -m pipeline run{_aws_flags(stack_name, region)}`",
+                               error="ScoresNotFound")
+            key = aws.scores_key(run_id)
+            source = f"s3://{deployment.bucket}/{key}"
+            id_column, rows = aws.read_scores_object(session.s3, deployment.bucket, key, top)
+    version = rows[0].model_version if rows else "-"
+    _print_top(out, f"Highest churn risk: run {run_id} (model version {version})", id_column,
+               [row.to_dict() for row in rows])
+    _print_summary(out, [("scores", source)])
+    if as_json:
+        _emit_json({"run": run_id, "scores_uri": source, "model_version": version, "id_column": id_column,
+                    "customers": [row.to_dict() for row in rows]})
+
+
+def _local_scores(workspace: Path, run_id: str | None, top: int) -> tuple[str, str, str, list[Any]]:
+    from churn.scoring import SCORES_FILE, ScoringError, read_scores
+
+    runs_dir = Workspace(workspace).runs
+    if run_id is None:
+        entry = _latest_approved(workspace)
+        run_id = entry.run_id
+    elif run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id:
+        fail(f"no local run '{run_id}' in {runs_dir}", "list them with `python -m pipeline runs --local`")
+    path = runs_dir / run_id / SCORES_DIR / SCORES_FILE
+    if not path.is_file():
+        fail(f"run '{run_id}' has no scores ({path} does not exist)",
+             "scores are written by a run that passed the quality gate; list runs with "
+             "`python -m pipeline runs --local`")
+    try:
+        with open(path, encoding="utf-8", newline="") as lines:
+            id_column, rows = read_scores(lines, str(path), top)
+    except ScoringError as exc:
+        fail(str(exc))
+        raise  # unreachable
+    return run_id, str(path), id_column, rows
+
+
+def _latest_approved(workspace: Path) -> Any:
+    try:
+        entry = Workspace(workspace).registry.latest_approved()
+    except RuntimeError as exc:
+        fail(str(exc))
+        raise  # unreachable
+    if entry is None:
+        fail(f"no approved model in {Workspace(workspace).registry.path}",
+             "train one with `python -m pipeline run --local`")
+    return entry
+
+
+@app.command()
+def predict(
+    record_id: Annotated[str, typer.Option("--id", help="The customer's record identifier (e.g. 7590-VHVEG).")],
+    local: Annotated[bool, typer.Option(
+        "--local", help="The local online store and model registry (in --workspace) instead of AWS.")] = False,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    features: Annotated[int, typer.Option(
+        "--features", min=1, max=50, help="How many contributions to show each way.")] = 5,
+    stack_name: StackOption = aws.DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score one customer now: the online store's record and the latest approved model give the churn
+    probability and the features that push it up or down most (XGBoost contributions)."""
+    from botocore.exceptions import ClientError
+
+    out = err_console if as_json else console
+    if local:
+        entry = _latest_approved(workspace)
+        group = _run_feature_group(workspace, entry.run_id)
+        store_root = Workspace(workspace).feature_store
+        if not store_root.is_dir():
+            fail(f"no local feature store in {workspace}", "train one with `python -m pipeline run --local`")
+        from pipeline.feature_store import LocalFeatureStore
+
+        try:
+            with LocalFeatureStore(store_root) as store:
+                response = store.get_record(FeatureGroupName=group, RecordIdentifierValueAsString=record_id)
+        except ClientError as exc:
+            fail(aws.explain(exc).message)
+        record = response.get("Record")
+        model_label, model_version, artifact = entry.model_artifact, str(entry.version), Path(entry.model_artifact)
+    else:
+        with _aws_command(as_json):
+            session, deployment = _connect(stack_name, region)
+            if not deployment.feature_group or not deployment.model_package_group:
+                raise AwsError(f"stack '{stack_name}' has no FeatureGroupName/ModelPackageGroupName output",
+                               "redeploy it with `make deploy`", error="StackNotReady")
+            group = deployment.feature_group
+            model = aws.latest_approved_model(session.client("sagemaker"), deployment.model_package_group)
+            if model is None:
+                raise AwsError(f"no approved model in model package group {deployment.model_package_group}",
+                               f"train one with `python -m pipeline run{_aws_flags(stack_name, region)}`",
+                               error="NoApprovedModel")
+            record = aws.online_record(session.client("sagemaker-featurestore-runtime"), group, record_id)
+            if record:
+                artifact = aws.download(session.s3, model.model_data_url)
+            model_label, model_version = model.arn, str(model.version)
+    if not record:
+        fail(f"customer '{record_id}' is not in the online store of feature group {group}",
+             "check the id; `python -m pipeline scores" + (" --local" if local else "") + "` lists scored customers")
+    try:
+        with extracted_model(artifact) as model_dir:
+            prediction = predict_record(model_dir, record_id, record_values(record), top=features)
+    except (OSError, ValueError) as exc:
+        fail(f"could not score customer '{record_id}' with {model_label}: {' '.join(str(exc).split())}")
+    _print_prediction(out, prediction, model_version, model_label, group)
+    if as_json:
+        _emit_json({**prediction.to_dict(), "model_version": model_version, "model": model_label,
+                    "feature_group": group})
+
+
+def _run_feature_group(workspace: Path, run_id: str) -> str:
+    path = Workspace(workspace).runs / run_id / "run.json"
+    try:
+        group = json.loads(path.read_text(encoding="utf-8")).get("feature_group")
+    except (OSError, ValueError):
+        group = None
+    if not group:
+        fail(f"cannot tell which feature group the approved model's run used ({path} is missing or has none)",
+             "train a new model with `python -m pipeline run --local`")
+    return str(group)
+
+
+def _print_prediction(out: Console, prediction: Prediction, version: str, model: str, group: str) -> None:
+    _print_summary(out, [
+        ("customer", prediction.record_id),
+        ("churn probability", f"{prediction.churn_probability:.4f}"),
+        ("model version", version),
+        ("model", model),
+        ("feature group", group),
+    ])
+    out.print("[bold]What moves this customer's churn risk[/] (XGBoost contributions, in log-odds)",
+              highlight=False, soft_wrap=True)
+    table = Table()
+    table.add_column("", no_wrap=True)
+    table.add_column("feature", no_wrap=True)
+    table.add_column("value")
+    table.add_column("contribution", justify="right", no_wrap=True)
+    for direction, items in (("[red]▲ up[/]", prediction.up), ("[green]▼ down[/]", prediction.down)):
+        for item in items:
+            value = "(missing)" if item.value is None else str(item.value)
+            table.add_row(direction, item.feature, value, f"{item.contribution:+.4f}")
+    out.print(table)
 
 
 # -- local registry and specs ---------------------------------------------------------------------

@@ -3,17 +3,22 @@
 Validate input -> Ingest features (the Lambda's batch code into the local feature store) ->
 Wait for offline store (the same count SQL, on DuckDB) -> Build training set (the same
 point-in-time SQL, on DuckDB) -> Train model (training/train_model.py under SageMaker's
-environment contract) -> Evaluate model (the same quality gate) -> Register model (local registry).
+environment contract) -> Evaluate model (the same quality gate) -> Register model (local registry)
+-> Build scoring set (the same SQL without the label, as of now) -> Score customers (the training
+script's serving functions, called as Batch Transform calls them) -> Rank scores (churn.scoring).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import os
 import secrets
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,8 +36,19 @@ from churn.features import now_event_time
 from churn.ingest import ingest_batch
 from churn.model_quality import quality_gate, read_evaluation_from_model_tarball
 from churn.schema import FeatureSpec
+from churn.scoring import (
+    SCORES_FILE,
+    TOP_CUSTOMERS,
+    TRANSFORM_OUTPUT_SUFFIX,
+    Score,
+    ScoringError,
+    rank,
+    read_predictions,
+    write_scores,
+)
 from churn.sql import offline_count_sql, table_reference, training_set_sql
 from pipeline.feature_store import LocalFeatureStore
+from pipeline.ingest_workers import ingest_in_processes
 from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +59,10 @@ DEFAULT_SPEC = PROJECT_ROOT / "data" / "churn.spec.json"
 DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
 
+# Files at least this big are ingested by worker processes (~60k Telco rows; below it, the
+# ~2-3 s a spawned process takes to import its modules costs more than a second core saves).
+PARALLEL_INGEST_MIN_BYTES = 8 * 2**20
+
 STEPS = (
     "Validate input",
     "Ingest features",
@@ -51,7 +71,14 @@ STEPS = (
     "Train model",
     "Evaluate model",
     "Register model",
+    "Build scoring set",
+    "Score customers",
+    "Rank scores",
 )
+# A run's scoring files, laid out as on S3 under scores/<execution>/.
+SCORES_DIR = "scores"
+SCORING_INPUT_FILE = "scoring-set.csv"
+SCORING_CONTENT_TYPE = "text/csv"
 
 
 class PipelineFailed(Exception):
@@ -83,6 +110,10 @@ class Workspace:
 
     root: Path = DEFAULT_WORKSPACE
 
+    def __post_init__(self) -> None:
+        # Absolute: the training script runs with training/ as its working directory.
+        self.root = Path(self.root).resolve()
+
     @property
     def feature_store(self) -> Path:
         return self.root / "feature-store"
@@ -111,6 +142,9 @@ class RunOutcome:
     model_version: int | None = None
     evaluation: str = ""
     report: str = ""
+    scores: str = ""
+    customers_scored: int = 0
+    top_customers: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     cause: str = ""
     step_seconds: dict[str, float] = field(default_factory=dict)
@@ -166,35 +200,52 @@ class LocalPipeline:
         return validate_file(str(data), self.spec).rows
 
     def ingest_features(self, store: LocalFeatureStore, data: Path, event_time: str) -> int:
-        """Stream the file in the state machine's batch size; batches run concurrently."""
+        """Stream the file in the state machine's batch size; batches run concurrently.
+
+        Large files go to worker processes (`pipeline.ingest_workers`: one store per process, like
+        one Lambda container per batch on AWS): conversion and validation hold the GIL, so threads
+        would use one core. Small files stay on threads, which start instantly.
+        """
         store.create_feature_group(self.group, self.spec)
         size = self.settings.ingest_batch_size
         concurrency = max(1, min(self.settings.ingest_max_concurrency, os.cpu_count() or 1))
         ingested = 0
         failed: list[dict[str, str]] = []
+        failed_count = 0
 
-        def run(batch: list[dict[str, str]]):
-            return ingest_batch(
-                batch, spec=self.spec, feature_group_name=self.group, event_time=event_time,
-                client=store, max_workers=1,
-            )
+        if concurrency > 1 and data.stat().st_size >= PARALLEL_INGEST_MIN_BYTES:
+            with open(data, "rb") as stream:
+                totals = ingest_in_processes(
+                    _batches(iter_raw_rows(stream, str(data), self.spec), size),
+                    store_root=store.root,
+                    store_args={"account": store.account, "region": store.region, "flush_rows": store.flush_rows},
+                    group=self.group, spec_json=self.spec.to_json(), event_time=event_time, processes=concurrency,
+                )
+            ingested, failed, failed_count = totals.ingested, totals.failed, totals.failed_count
+        else:
+            def run(batch: list[dict[str, str]]):
+                return ingest_batch(
+                    batch, spec=self.spec, feature_group_name=self.group, event_time=event_time,
+                    client=store, max_workers=1,
+                )
 
-        with open(data, "rb") as stream, ThreadPoolExecutor(max_workers=concurrency) as pool:
-            pending: set[Future] = set()
-            for batch in _batches(iter_raw_rows(stream, str(data), self.spec), size):
-                pending.add(pool.submit(run, batch))
-                if len(pending) >= 2 * concurrency:  # bounded: the file is streamed, not loaded
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        ingested += fut.result().ingested
-                        failed += fut.result().failed
-            for fut in pending:
-                ingested += fut.result().ingested
-                failed += fut.result().failed
+            with open(data, "rb") as stream, ThreadPoolExecutor(max_workers=concurrency) as pool:
+                pending: set[Future] = set()
+                for batch in _batches(iter_raw_rows(stream, str(data), self.spec), size):
+                    pending.add(pool.submit(run, batch))
+                    if len(pending) >= 2 * concurrency:  # bounded: the file is streamed, not loaded
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            ingested += fut.result().ingested
+                            failed += fut.result().failed
+                for fut in pending:
+                    ingested += fut.result().ingested
+                    failed += fut.result().failed
+            failed_count = len(failed)
         store.flush()
-        if failed:
+        if failed_count:
             shown = ", ".join(f"{f['record_id']} ({f['error']})" for f in failed[:5])
-            raise PipelineFailed("IngestError", f"{len(failed)} records failed: {shown}")
+            raise PipelineFailed("IngestError", f"{failed_count} records failed: {shown}")
         return ingested
 
     def wait_for_offline_store(self, store: LocalFeatureStore, event_time: str, expected: int) -> int:
@@ -208,15 +259,63 @@ class LocalPipeline:
 
     def build_training_set(self, store: LocalFeatureStore, as_of: str, destination: Path) -> int:
         """Write the point-in-time training set as Athena would: header, quoted values."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        con = store.connect_duckdb(self.group, self.database, self.table_name)
-        sql = training_set_sql(self.spec, self.table)
-        target = str(destination).replace("'", "''")
-        con.execute(f"COPY ({sql}) TO '{target}' (HEADER, FORCE_QUOTE *)", [as_of])
-        (rows,) = con.execute(f"SELECT count(*) FROM ({sql})", [as_of]).fetchone()
+        rows = self._query_to_csv(store, training_set_sql(self.spec, self.table), as_of, destination)
         if rows == 0:
             raise PipelineFailed("EmptyTrainingSet", f"the training-set query returned no rows as of {as_of}")
         return rows
+
+    def build_scoring_set(self, store: LocalFeatureStore, as_of: str, destination: Path) -> int:
+        """The latest features of every customer as of `as_of`: the training-set SQL without the label."""
+        sql = training_set_sql(self.spec, self.table, include_label=False)
+        rows = self._query_to_csv(store, sql, as_of, destination)
+        if rows == 0:
+            raise PipelineFailed("EmptyScoringSet", f"the scoring-set query returned no rows as of {as_of}")
+        return rows
+
+    def _query_to_csv(self, store: LocalFeatureStore, sql: str, as_of: str, destination: Path) -> int:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        con = store.connect_duckdb(self.group, self.database, self.table_name)
+        target = str(destination).replace("'", "''")
+        con.execute(f"COPY ({sql}) TO '{target}' (HEADER, FORCE_QUOTE *)", [as_of])
+        (rows,) = con.execute(f"SELECT count(*) FROM ({sql})", [as_of]).fetchone()
+        return rows
+
+    def score_customers(self, model_artifact: Path, scoring_input: Path, transform_dir: Path) -> Path:
+        """What Batch Transform does with SplitType None: the model artifact unpacked as the model
+        directory, the whole file as one text/csv request through the training script's
+        model_fn/input_fn/predict_fn/output_fn, the response saved as `<input name>.out`."""
+        serving = load_training_module()
+        try:
+            with extracted_model(model_artifact) as model_dir:
+                model = serving.model_fn(str(model_dir))
+                request = serving.input_fn(scoring_input.read_bytes(), SCORING_CONTENT_TYPE)
+                response = serving.output_fn(serving.predict_fn(request, model), SCORING_CONTENT_TYPE)
+        except (ValueError, OSError, tarfile.TarError) as exc:
+            raise PipelineFailed("ScoringFailed", f"{scoring_input}: {' '.join(str(exc).split())}") from None
+        transform_dir.mkdir(parents=True, exist_ok=True)
+        output = transform_dir / f"{scoring_input.name}{TRANSFORM_OUTPUT_SUFFIX}"
+        output.write_text(response, encoding="utf-8")
+        return output
+
+    def rank_scores(self, transform_dir: Path, destination: Path, model_version: str) -> list[Score]:
+        """What the Rank scores Lambda does with the transform output: rank, write scores.csv."""
+        id_column = self.spec.record_identifier.name
+        outputs = sorted(transform_dir.glob(f"*{TRANSFORM_OUTPUT_SUFFIX}"))
+        try:
+            if not outputs:
+                raise ScoringError(f"no transform output (*{TRANSFORM_OUTPUT_SUFFIX}) in {transform_dir}")
+
+            def predictions() -> Iterator[tuple[str, float]]:
+                for path in outputs:
+                    with open(path, encoding="utf-8", newline="") as lines:
+                        yield from read_predictions(lines, id_column, str(path))
+
+            scores = rank(predictions())
+        except ScoringError as exc:
+            raise PipelineFailed("ScoringError", str(exc)) from None
+        with open(destination, "w", encoding="utf-8", newline="") as stream:
+            write_scores(scores, stream, id_column, model_version)
+        return scores
 
     def train_model(self, run_dir: Path, extra_hyperparameters: dict[str, Any] | None = None) -> Path:
         """Run training/train_model.py as the SageMaker container would, then pack model.tar.gz."""
@@ -346,6 +445,7 @@ class LocalPipeline:
                     raise PipelineFailed("ModelQualityBelowThreshold", decision.reason)
             with self._step("Register model", outcome, lambda: f"version {outcome.model_version}"):
                 outcome.model_version = self.workspace.registry.add(entry).version
+            self._score(run_dir, outcome)
         except PipelineFailed as exc:
             outcome.status, outcome.error, outcome.cause = "FAILED", exc.error, exc.cause
             exc.outcome = outcome  # type: ignore[attr-defined]
@@ -355,7 +455,110 @@ class LocalPipeline:
         self._write_summary(run_dir, outcome)
         return outcome
 
+    def _score(self, run_dir: Path, outcome: RunOutcome) -> None:
+        """Build scoring set -> Score customers -> Rank scores, into <run>/scores/ (S3's scores/<execution>/)."""
+        scores_dir = run_dir / SCORES_DIR
+        scoring_input = scores_dir / "input" / SCORING_INPUT_FILE
+        as_of = now_event_time()
+        with LocalFeatureStore(self.workspace.feature_store) as store:
+            with self._step("Build scoring set", outcome, lambda: f"{customers} customers as of {as_of}"):
+                customers = self.build_scoring_set(store, as_of, scoring_input)
+        with self._step("Score customers", outcome, lambda: str(transform_output)):
+            transform_output = self.score_customers(Path(outcome.model_artifact), scoring_input,
+                                                    scores_dir / "transform")
+
+        def ranked() -> str:
+            first = outcome.top_customers[0]
+            return (f"{outcome.customers_scored} customers; highest risk {first['record_id']} "
+                    f"({first['churn_probability']:.3f})")
+
+        with self._step("Rank scores", outcome, ranked):
+            destination = scores_dir / SCORES_FILE
+            scores = self.rank_scores(scores_dir / "transform", destination, str(outcome.model_version))
+            outcome.scores = str(destination)
+            outcome.customers_scored = len(scores)
+            outcome.top_customers = [score.to_dict() for score in scores[:TOP_CUSTOMERS]]
+
     @staticmethod
     def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
         if run_dir.exists():
             (run_dir / "run.json").write_text(json.dumps(outcome.to_dict(), indent=2), encoding="utf-8")
+
+
+# -- the training script as a module (scoring and one-customer predictions) -----------------------
+def load_training_module() -> Any:
+    """training/train_model.py imported as `train_model`, as the serving container imports it.
+
+    The training folder is not a package and must not import the project, so it is loaded by path.
+    """
+    path = (TRAINING_DIR / f"{TRAINING_PROGRAM}.py").resolve()
+    module = sys.modules.get(TRAINING_PROGRAM)
+    if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
+        return module
+    spec = importlib.util.spec_from_file_location(TRAINING_PROGRAM, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[TRAINING_PROGRAM] = module  # its dataclasses resolve their annotations through it
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(TRAINING_PROGRAM, None)
+        raise
+    return module
+
+
+@contextmanager
+def extracted_model(artifact: Path | bytes) -> Iterator[Path]:
+    """A model.tar.gz (path or bytes) unpacked into a temporary directory, as SageMaker unpacks it
+    into /opt/ml/model before calling model_fn."""
+    with tempfile.TemporaryDirectory(prefix="churn-model-") as folder:
+        source = tarfile.open(fileobj=io.BytesIO(artifact), mode="r:gz") if isinstance(artifact, bytes) \
+            else tarfile.open(artifact, mode="r:gz")
+        with source as archive:
+            archive.extractall(folder, filter="data")
+        yield Path(folder)
+
+
+@dataclass(frozen=True)
+class FeatureContribution:
+    feature: str
+    value: Any
+    contribution: float  # log-odds; positive pushes the churn probability up
+
+
+@dataclass
+class Prediction:
+    """One customer scored now: the probability and the features that moved it most each way."""
+
+    record_id: str
+    churn_probability: float
+    base: float  # the model's log-odds before any feature (XGBoost's bias term)
+    up: list[FeatureContribution]
+    down: list[FeatureContribution]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_values(record: list[dict[str, str]]) -> dict[str, str]:
+    """GetRecord's `Record` ([{FeatureName, ValueAsString}]) as a dict; absent features are missing."""
+    return {item["FeatureName"]: item["ValueAsString"] for item in record}
+
+
+def predict_record(model_dir: Path, record_id: str, values: dict[str, Any], top: int = 5) -> Prediction:
+    """Score one online-store record with the model in `model_dir`, with per-feature contributions
+    (XGBoost `pred_contribs`, in log-odds): the same encoding and model as the batch scores."""
+    import pandas as pd
+
+    serving = load_training_module()
+    model = serving.load_model(model_dir)
+    frame = pd.DataFrame([{name: values.get(name) for name in model.feature_names}], dtype=object)
+    probability = float(serving.predict_frame(model, frame)[0])
+    explained = serving.contributions(model, frame)
+    row = explained.features.iloc[0]
+    ranked = sorted(((name, float(row[name])) for name in model.feature_names), key=lambda item: item[1])
+    up = [FeatureContribution(n, values.get(n), c) for n, c in reversed(ranked) if c > 0][:top]
+    down = [FeatureContribution(n, values.get(n), c) for n, c in ranked if c < 0][:top]
+    return Prediction(record_id=record_id, churn_probability=probability, base=float(explained.bias.iloc[0]),
+                      up=up, down=down)

@@ -1,4 +1,4 @@
-"""TrainingPipeline: the Lambdas, the training job settings and the state machine that drives one run."""
+"""TrainingPipeline: the Lambdas, the training and scoring job settings and the state machine that drives one run."""
 
 from __future__ import annotations
 
@@ -22,25 +22,38 @@ from churn.sql import offline_count_sql, table_reference, training_set_sql
 from stacks import nag
 from stacks.feature_store import ChurnFeatureStore
 from stacks.functions import RUNTIME_REASON, python_function
-from stacks.storage import MODELS_PREFIX, OFFLINE_STORE_PREFIX, QUERY_PREFIX, RAW_PREFIX, DataStore
+from stacks.storage import MODELS_PREFIX, OFFLINE_STORE_PREFIX, QUERY_PREFIX, RAW_PREFIX, SCORES_PREFIX, DataStore
 from stacks.training_code import ENTRY_POINT
 from stacks.xgboost_image import ContainerImage
 
 VALIDATE_HANDLER = "churn.handlers.validate_input.handler"
 INGEST_HANDLER = "churn.handlers.ingest.handler"
 EVALUATE_HANDLER = "churn.handlers.evaluate.handler"
+RANK_SCORES_HANDLER = "churn.handlers.rank_scores.handler"
 SERVICE_NAME = "churn-pipeline"
 METRICS_NAMESPACE = "ChurnPipeline"
 TRAINING_CHANNEL = "train"
 INGEST_MAP_LABEL = "IngestFeatures"
 # Distributed Map hands each child at most 256 KiB; stay below it whatever the batch size says.
 MAX_BATCH_BYTES = 200_000
+# Batch scoring. SplitType None sends the whole scoring set to the model as one request (one header
+# row, parsed by input_fn), which Batch Transform caps at MaxPayloadInMB = 100 MB: about 600k
+# customers of the Telco schema (~170 bytes a row). Beyond that, SplitType Line + BatchStrategy
+# MultiRecord with a smaller MaxPayloadInMB (and more instances) scales out: input_fn reads
+# header-less rows by position, and Rank scores skips the header each mini-batch's response repeats.
+SCORING_INPUT_FILE = "scoring-set.csv"
+SCORING_MAX_PAYLOAD_MB = 100
+SCORING_INVOCATION_TIMEOUT = Duration.minutes(60)  # one request scores everyone: allow the maximum
+SCORING_BUDGET_MINUTES = 60  # transform jobs have no stopping condition; the state machine's timeout bounds them
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 METRIC_DEFINITIONS = {
     "validation-auc": rf"validation-auc:{_NUMBER}",
     "validation-logloss": rf"validation-logloss:{_NUMBER}",
     "train-auc": rf"train-auc:{_NUMBER}",
 }
+# The as-of time of the scoring set: when that state starts, as an Athena string literal.
+AS_OF_NOW_PARAMETER = "States.Array(States.Format('\\'{}\\'', $$.State.EnteredTime))"
+RUN_EVENT_TIME_PARAMETER = "States.Array($.validation.event_time_sql)"
 
 # Transient errors only: a task's real failures (bad input, failed job) go straight to the catch.
 LAMBDA_TRANSIENT_ERRORS = [
@@ -51,6 +64,8 @@ LAMBDA_TRANSIENT_ERRORS = [
 ]
 ATHENA_TRANSIENT_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
 SAGEMAKER_TRANSIENT_ERRORS = ["SageMaker.AmazonSageMakerException", "SageMaker.ThrottlingException"]
+# SDK-integration errors are "S3." + the S3 error code + "Exception".
+S3_TRANSIENT_ERRORS = ["S3.InternalErrorException", "S3.SlowDownException", "S3.ServiceUnavailableException"]
 
 
 def _states_arn(integration: str) -> str:
@@ -77,7 +92,7 @@ class _S3Uri(tasks.S3Location):
 
 
 class TrainingPipeline(Construct):
-    """Validate → ingest → wait for the offline store → training set → train → evaluate → register."""
+    """Validate → ingest → wait for the offline store → training set → train → evaluate → register → score."""
 
     def __init__(
         self,
@@ -154,21 +169,22 @@ class TrainingPipeline(Construct):
         store.grant_read(self.evaluate_function, MODELS_PREFIX)
         store.grant_write(self.evaluate_function, MODELS_PREFIX)
 
+        self.rank_scores_function = function(
+            "RankScoresFunction",
+            description="Rank scores: rank the Batch Transform's churn probabilities into scores.csv",
+            handler=RANK_SCORES_HANDLER,
+            timeout=Duration.minutes(5),
+            memory=1024,
+        )
+        store.grant_read(self.rank_scores_function, SCORES_PREFIX)
+        store.grant_write(self.rank_scores_function, SCORES_PREFIX)
+
         # -- Training job inputs -------------------------------------------------------------
         self.training_code_asset = s3_assets.Asset(self, "TrainingCode", path=str(training_code))
         self.training_code_uri = self.training_code_asset.s3_object_url
         self.image = image
         self.training_role = self._training_role(store, image)
-        # Exactly the code bundle (asset.grant_read would open the whole bootstrap bucket).
-        self.training_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    f"arn:{Aws.PARTITION}:s3:::{self.training_code_asset.s3_bucket_name}/"
-                    f"{self.training_code_asset.s3_object_key}"
-                ],
-            )
-        )
+        self.scoring_role = self._scoring_role(store, image)
 
         self.model_package_group_name = model_package_group_name
         self.model_package_group = sagemaker.CfnModelPackageGroup(
@@ -181,6 +197,7 @@ class TrainingPipeline(Construct):
         # -- State machine -------------------------------------------------------------------
         table = table_reference(feature_store.database_name, feature_store.table_name)
         self.training_set_sql = training_set_sql(spec, table)
+        self.scoring_set_sql = training_set_sql(spec, table, include_label=False)
         self.offline_count_sql = offline_count_sql(spec, table)
         self.log_group = store.log_group("StateMachineLogs", self)
         definition = self._definition(store, feature_store)
@@ -188,13 +205,14 @@ class TrainingPipeline(Construct):
             60
             + settings.offline_store_wait_seconds * settings.offline_store_max_checks // 60
             + settings.training_max_runtime_minutes
+            + SCORING_BUDGET_MINUTES
         )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             state_machine_type=sfn.StateMachineType.STANDARD,
-            comment="Churn training: ingest a raw CSV into the feature store, train, evaluate, register",
+            comment="Churn training: ingest a raw CSV into the feature store, train, evaluate, register, score",
             timeout=budget,
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
@@ -205,7 +223,6 @@ class TrainingPipeline(Construct):
     # ---------------------------------------------------------------------------------------
     def _training_role(self, store: DataStore, image: ContainerImage) -> iam.Role:
         """What a training job needs: its input and output, the key, its logs and metrics, its image."""
-        stack = Stack.of(self)
         role = iam.Role(
             self,
             "TrainingRole",
@@ -215,10 +232,39 @@ class TrainingPipeline(Construct):
         store.grant_read(role, QUERY_PREFIX)
         store.grant_write(role, MODELS_PREFIX)
         # Encrypting the output and the training volume with the key is granted by the CDK task.
+        self._grant_job_basics(role, image, "TrainingJobs")
+        return role
+
+    def _scoring_role(self, store: DataStore, image: ContainerImage) -> iam.Role:
+        """The scoring model's execution role: Batch Transform reads the model, the code and the scoring
+        set, and writes the predictions, with it."""
+        role = iam.Role(
+            self,
+            "ScoringRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker models and batch transform jobs that score the churn pipeline's customers",
+        )
+        store.grant_read(role, MODELS_PREFIX)
+        store.grant_read(role, SCORES_PREFIX)
+        store.grant_write(role, SCORES_PREFIX)
+        # The transform's ML storage volume is encrypted with the key (as the training task grants it).
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["kms:CreateGrant"],
+                resources=[store.key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            )
+        )
+        self._grant_job_basics(role, image, "TransformJobs")
+        return role
+
+    def _grant_job_basics(self, role: iam.Role, image: ContainerImage, jobs: str) -> None:
+        """Logs and metrics of one kind of SageMaker job, the XGBoost image, the script bundle."""
+        stack = Stack.of(self)
         log_group = stack.format_arn(
             service="logs",
             resource="log-group",
-            resource_name="/aws/sagemaker/TrainingJobs",
+            resource_name=f"/aws/sagemaker/{jobs}",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[log_group]))
@@ -232,7 +278,7 @@ class TrainingPipeline(Construct):
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it
-                conditions={"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}},
+                conditions={"StringEquals": {"cloudwatch:namespace": f"/aws/sagemaker/{jobs}"}},
             )
         )
         # The XGBoost image lives in an AWS-owned registry. Pulling it needs an ECR token (which has
@@ -246,7 +292,25 @@ class TrainingPipeline(Construct):
                 ],
             )
         )
-        return role
+        # Exactly the code bundle (asset.grant_read would open the whole bootstrap bucket).
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    f"arn:{Aws.PARTITION}:s3:::{self.training_code_asset.s3_bucket_name}/"
+                    f"{self.training_code_asset.s3_object_key}"
+                ],
+            )
+        )
+
+    def serving_environment(self) -> dict[str, str]:
+        """Script-mode serving: the container runs the training script's model_fn/input_fn/... only
+        when SAGEMAKER_PROGRAM is set, with the code from SAGEMAKER_SUBMIT_DIRECTORY."""
+        return {
+            "SAGEMAKER_PROGRAM": ENTRY_POINT,
+            "SAGEMAKER_SUBMIT_DIRECTORY": self.training_code_uri,
+            "SAGEMAKER_REGION": Aws.REGION,
+        }
 
     def hyperparameters(self) -> dict[str, str]:
         """Script-mode hyperparameters: every value JSON-encoded, as the SageMaker SDK sends them."""
@@ -275,9 +339,16 @@ class TrainingPipeline(Construct):
         return _retry(task, LAMBDA_TRANSIENT_ERRORS, interval=Duration.seconds(2), attempts=4)
 
     def _athena_query(
-        self, state_name: str, *, sql: str, store: DataStore, feature_store: ChurnFeatureStore, result_path: str
+        self,
+        state_name: str,
+        *,
+        sql: str,
+        store: DataStore,
+        feature_store: ChurnFeatureStore,
+        result_path: str,
+        as_of: str = RUN_EVENT_TIME_PARAMETER,
     ) -> sfn.CustomState:
-        """Athena StartQueryExecution (.sync) with the run's event time as its one parameter.
+        """Athena StartQueryExecution (.sync) with one parameter: the run's event time unless `as_of` says.
 
         Written as ASL rather than AthenaStartQueryExecution because that task grants s3:* reads on
         every bucket and Glue create/delete rights; this state machine's role gets exact grants instead.
@@ -293,7 +364,7 @@ class TrainingPipeline(Construct):
                     "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": feature_store.database_name},
                     "WorkGroup": store.work_group_name,
                     # Athena substitutes parameters as SQL literals; validate_input quotes the value.
-                    "ExecutionParameters.$": "States.Array($.validation.event_time_sql)",
+                    "ExecutionParameters.$": as_of,
                 },
                 "ResultSelector": {
                     "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
@@ -496,6 +567,10 @@ class TrainingPipeline(Construct):
         # 7. Register the model in the stack's model package group.
         register = catch(self._register_task())
         _retry(register, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=3)
+
+        # 8. Score every customer with the approved model (Batch Transform, same container and script).
+        scoring = self._scoring_states(store, feature_store, catch)
+
         summary = sfn.Pass(
             self,
             "Summarise run",
@@ -505,13 +580,20 @@ class TrainingPipeline(Construct):
                 "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
                 "training_job_name": sfn.JsonPath.string_at("$.training.training_job_name"),
                 "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "scores_uri": sfn.JsonPath.string_at("$.scores.scores_uri"),
+                "customers_scored": sfn.JsonPath.number_at("$.scores.customers"),
+                "model_version": sfn.JsonPath.string_at("$.scores.model_version"),
+                "top_customers": sfn.JsonPath.list_at("$.scores.top"),
             },
         )
         succeeded = sfn.Succeed(self, "Pipeline succeeded")
 
         model_good = (
             sfn.Choice(self, "Model good enough?")
-            .when(sfn.Condition.boolean_equals("$.evaluation.passed", True), register.next(summary).next(succeeded))
+            .when(
+                sfn.Condition.boolean_equals("$.evaluation.passed", True),
+                register.next(scoring).next(summary).next(succeeded),
+            )
             .otherwise(below_threshold)
         )
         build_training_set.next(train).next(evaluate).next(model_good)
@@ -525,6 +607,133 @@ class TrainingPipeline(Construct):
             .next(record_check)
             .next(offline_complete)
         )
+
+    def _scoring_states(self, store: DataStore, feature_store: ChurnFeatureStore, catch: Any) -> sfn.Chain:
+        """Build scoring set → Stage scoring input → Create scoring model → Score customers → Rank scores.
+
+        Everything of one execution lives under scores/<execution>/: input/ (the scoring set),
+        transform/ (the Batch Transform output) and scores.csv (the ranking).
+        """
+        settings = self.settings
+        bucket = store.bucket
+        execution = sfn.JsonPath.string_at("$$.Execution.Name")
+        run_scores = f"{SCORES_PREFIX}/{{}}"  # scores/<execution>
+
+        # The latest features of every customer as of now: the training-set SQL without the label.
+        build = catch(
+            self._athena_query(
+                "Build scoring set",
+                sql=self.scoring_set_sql,
+                store=store,
+                feature_store=feature_store,
+                result_path="$.scoring_set",
+                as_of=AS_OF_NOW_PARAMETER,
+            )
+        )
+        _retry(build, ATHENA_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=4)
+
+        # Batch Transform reads every object under its input prefix, and Athena writes a binary
+        # <id>.csv.metadata next to <id>.csv: the result is copied alone to the run's input/.
+        stage = catch(
+            tasks.CallAwsService(
+                self,
+                "Stage scoring input",
+                service="s3",
+                action="copyObject",
+                iam_action="s3:PutObject",
+                iam_resources=[bucket.arn_for_objects(f"{SCORES_PREFIX}/*")],
+                parameters={
+                    "Bucket": bucket.bucket_name,
+                    "CopySource": sfn.JsonPath.format(
+                        f"{bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv",
+                        sfn.JsonPath.string_at("$.scoring_set.query_execution_id"),
+                    ),
+                    "Key": sfn.JsonPath.format(f"{run_scores}/input/{SCORING_INPUT_FILE}", execution),
+                },
+                result_path=sfn.JsonPath.DISCARD,
+            )
+        )
+        _retry(stage, S3_TRANSIENT_ERRORS, interval=Duration.seconds(2), attempts=4)
+
+        create_model = catch(
+            tasks.SageMakerCreateModel(
+                self,
+                "Create scoring model",
+                model_name=execution,
+                primary_container=tasks.ContainerDefinition(
+                    image=tasks.DockerImage.from_registry(self.image.uri),
+                    mode=tasks.Mode.SINGLE_MODEL,
+                    # The role may read models/ (from_json_expression would grant s3 reads on '*').
+                    model_s3_location=_S3Uri(sfn.JsonPath.string_at("$.training.model_artifact")),
+                    environment_variables=sfn.TaskInput.from_object(self.serving_environment()),
+                ),
+                role=self.scoring_role,
+                enable_network_isolation=False,  # the container fetches its code from S3 at start
+                result_selector={"model_arn": sfn.JsonPath.string_at("$.ModelArn")},
+                result_path="$.scoring_model",
+            )
+        )
+        _retry(create_model, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=3)
+
+        instance_type = settings.scoring_instance_type.removeprefix("ml.")
+        transform = catch(
+            tasks.SageMakerCreateTransformJob(
+                self,
+                "Score customers",
+                integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+                transform_job_name=execution,
+                model_name=execution,
+                role=self.scoring_role,
+                transform_input=tasks.TransformInput(
+                    transform_data_source=tasks.TransformDataSource(
+                        s3_data_source=tasks.TransformS3DataSource(
+                            s3_uri=sfn.JsonPath.format(f"s3://{bucket.bucket_name}/{run_scores}/input/", execution),
+                            s3_data_type=tasks.S3DataType.S3_PREFIX,
+                        )
+                    ),
+                    content_type="text/csv",
+                    split_type=tasks.SplitType.NONE,  # one request per file: input_fn parses its header
+                ),
+                transform_output=tasks.TransformOutput(
+                    s3_output_path=sfn.JsonPath.format(f"s3://{bucket.bucket_name}/{run_scores}/transform/", execution),
+                    accept="text/csv",
+                    assemble_with=tasks.AssembleWith.NONE,
+                    encryption_key=store.key,
+                ),
+                transform_resources=tasks.TransformResources(
+                    instance_count=1,
+                    instance_type=ec2.InstanceType(instance_type),
+                    volume_encryption_key=store.key,
+                ),
+                batch_strategy=tasks.BatchStrategy.SINGLE_RECORD,
+                max_payload=Size.mebibytes(SCORING_MAX_PAYLOAD_MB),
+                max_concurrent_transforms=1,
+                model_client_options=tasks.ModelClientOptions(
+                    invocations_max_retries=1, invocations_timeout=SCORING_INVOCATION_TIMEOUT
+                ),
+                # The model server's own timeout must allow the one large request too.
+                environment={"SAGEMAKER_MODEL_SERVER_TIMEOUT": str(int(SCORING_INVOCATION_TIMEOUT.to_seconds()))},
+                result_selector={"transform_job_name": sfn.JsonPath.string_at("$.TransformJobName")},
+                result_path="$.scoring",
+            )
+        )
+        _retry(transform, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(10), attempts=3)
+
+        rank = catch(
+            self._lambda_task(
+                "Rank scores",
+                self.rank_scores_function,
+                {
+                    "transform_output": sfn.JsonPath.format(
+                        f"s3://{bucket.bucket_name}/{run_scores}/transform/", execution
+                    ),
+                    "scores_uri": sfn.JsonPath.format(f"s3://{bucket.bucket_name}/{run_scores}/scores.csv", execution),
+                    "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
+                },
+                "$.scores",
+            )
+        )
+        return sfn.Chain.start(build).next(stage).next(create_model).next(transform).next(rank)
 
     def _train_task(self, store: DataStore) -> tasks.SageMakerCreateTrainingJob:
         settings = self.settings
@@ -548,7 +757,8 @@ class TrainingPipeline(Construct):
                     content_type="text/csv",
                     data_source=tasks.DataSource(
                         s3_data_source=tasks.S3DataSource(
-                            s3_location=tasks.S3Location.from_json_expression("$.training_set.output_uri"),
+                            # from_json_expression would grant s3 reads on '*'; query/ is granted to the role.
+                            s3_location=_S3Uri(sfn.JsonPath.string_at("$.training_set.output_uri")),
                             s3_data_type=tasks.S3DataType.S3_PREFIX,
                             s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
                         )
@@ -600,11 +810,7 @@ class TrainingPipeline(Construct):
                         {
                             "Image": self.image.uri,
                             "ModelDataUrl": sfn.JsonPath.string_at("$.training.model_artifact"),
-                            "Environment": {
-                                "SAGEMAKER_PROGRAM": ENTRY_POINT,
-                                "SAGEMAKER_SUBMIT_DIRECTORY": self.training_code_uri,
-                                "SAGEMAKER_REGION": Aws.REGION,
-                            },
+                            "Environment": self.serving_environment(),
                         }
                     ],
                     "SupportedContentTypes": ["text/csv"],
@@ -677,6 +883,8 @@ class TrainingPipeline(Construct):
         store.grant_read(machine, OFFLINE_STORE_PREFIX)
         store.grant_read(machine, QUERY_PREFIX)
         store.grant_write(machine, QUERY_PREFIX)
+        # Stage scoring input copies an Athena result into scores/ (its PutObject comes with the task).
+        store.key.grant(machine, "kms:GenerateDataKey")
         machine.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
@@ -688,7 +896,7 @@ class TrainingPipeline(Construct):
         """The wildcard grants that remain, each scoped as far as the API allows."""
         bucket = nag.ref(store.bucket.node.default_child, "Arn")
         prefix_reason = "object keys are generated at run time; the grant is limited to the {} prefix"
-        functions = (self.validate_function, self.ingest_function, self.evaluate_function)
+        functions = (self.validate_function, self.ingest_function, self.evaluate_function, self.rank_scores_function)
         for function in functions:
             nag.wildcard_resource(function.role, "*", nag.XRAY_REASON)
             nag.lambda_runtime(function, RUNTIME_REASON)
@@ -701,6 +909,12 @@ class TrainingPipeline(Construct):
             self.evaluate_function.role,
             f"{bucket}/{MODELS_PREFIX}/*",
             "Evaluate model reads the run's model and writes its evaluation; " + prefix_reason.format("models/"),
+        )
+        nag.wildcard_resource(
+            self.rank_scores_function.role,
+            f"{bucket}/{SCORES_PREFIX}/*",
+            "Rank scores reads the run's Batch Transform output and writes its scores.csv under "
+            "scores/<execution>/; " + prefix_reason.format("scores/"),
         )
 
         role = self.training_role
@@ -732,6 +946,38 @@ class TrainingPipeline(Construct):
                 ),
             ),
             "SageMaker writes one log stream per training job into /aws/sagemaker/TrainingJobs",
+        )
+        scoring_role = self.scoring_role
+        nag.wildcard_resource(
+            scoring_role,
+            "*",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions "
+            "(PutMetricData is limited to the /aws/sagemaker/TransformJobs namespace by condition)",
+        )
+        nag.wildcard_resource(
+            scoring_role,
+            f"{bucket}/{MODELS_PREFIX}/*",
+            "the scoring model loads the run's model artifact (models/<training job>/output/model.tar.gz); "
+            + prefix_reason.format("models/"),
+        )
+        nag.wildcard_resource(
+            scoring_role,
+            f"{bucket}/{SCORES_PREFIX}/*",
+            "Batch Transform reads scores/<execution>/input/ and writes scores/<execution>/transform/; "
+            + prefix_reason.format("scores/"),
+        )
+        nag.wildcard_resource(
+            scoring_role,
+            nag.as_finding(
+                self,
+                Stack.of(self).format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name="/aws/sagemaker/TransformJobs:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                ),
+            ),
+            "SageMaker writes one log stream per transform job instance into /aws/sagemaker/TransformJobs",
         )
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
             nag.wildcard_action(
@@ -787,6 +1033,21 @@ class TrainingPipeline(Construct):
             ),
             "Model package versions are numbered by SageMaker; the grant is limited to this stack's group",
         )
+        nag.wildcard_resource(
+            machine_role,
+            f"{bucket}/{SCORES_PREFIX}/*",
+            "Stage scoring input copies the run's scoring set to scores/<execution>/input/; "
+            + prefix_reason.format("scores/"),
+        )
+        for resource, what in (("model", "Scoring models"), ("transform-job", "Scoring transform jobs")):
+            nag.wildcard_resource(
+                machine_role,
+                nag.as_finding(
+                    self, Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name="*")
+                ),
+                f"{what} are named after the execution at run time (SageMakerCreateModel / "
+                "SageMakerCreateTransformJob in aws-cdk-lib scope the grant to the resource type)",
+            )
         map_policy = self.state_machine.node.try_find_child("DistributedMapPolicy")
         if map_policy is not None:
             for finding in _distributed_map_findings(self):

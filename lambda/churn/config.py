@@ -35,6 +35,7 @@ class PipelineSettings:
     training_instance_count: int = 1
     training_max_runtime_minutes: int = 60
     training_volume_gb: int = 10
+    scoring_instance_type: str = "ml.m5.large"  # the Batch Transform that scores every customer
     xgboost_version: str = "3.2-0"
     offline_store_wait_seconds: int = 60  # between offline-store count checks
     offline_store_max_checks: int = 30  # ~30 minutes; replication usually takes < 15

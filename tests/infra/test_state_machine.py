@@ -23,6 +23,11 @@ HAPPY_PATH = [
     "Evaluate model",
     "Model good enough?",
     "Register model",
+    "Build scoring set",
+    "Stage scoring input",
+    "Create scoring model",
+    "Score customers",
+    "Rank scores",
     "Summarise run",
     "Pipeline succeeded",
 ]
@@ -235,13 +240,143 @@ def test_quality_gate_and_registration(states):
         "model_package_arn.$": "$.registration.model_package_arn",
         "training_job_name.$": "$.training.training_job_name",
         "execution.$": "$$.Execution.Name",
+        "scores_uri.$": "$.scores.scores_uri",
+        "customers_scored.$": "$.scores.customers",
+        "model_version.$": "$.scores.model_version",
+        "top_customers.$": "$.scores.top",
     }
+
+
+def test_scoring_set_is_the_training_sql_without_the_label_as_of_now(states, spec):
+    build = states["Build scoring set"]
+    assert build["Resource"] == "arn:aws:states:::athena:startQueryExecution.sync"
+    table = table_reference("churn_pipeline_feature_store", f"churn_features_{spec.fingerprint()}")
+    assert build["Parameters"]["QueryString"] == training_set_sql(spec, table, include_label=False)
+    assert build["Parameters"]["QueryString"] != training_set_sql(spec, table)
+    assert build["Parameters"]["WorkGroup"] == states["Build training set"]["Parameters"]["WorkGroup"]
+    # As of the moment the state starts, quoted as an Athena string literal.
+    assert build["Parameters"]["ExecutionParameters.$"] == (
+        "States.Array(States.Format('\\'{}\\'', $$.State.EnteredTime))"
+    )
+    assert build["ResultPath"] == "$.scoring_set"
+
+
+def test_scoring_input_is_the_athena_result_alone(states):
+    # Batch Transform reads every object under its prefix; Athena's .csv.metadata must not be one.
+    stage = states["Stage scoring input"]
+    assert stage["Resource"] == "arn:aws:states:::aws-sdk:s3:copyObject"
+    assert stage["Parameters"] == {
+        "Bucket": "storagebucket5cb7c8ea",
+        "CopySource.$": "States.Format('storagebucket5cb7c8ea/query/{}.csv', $.scoring_set.query_execution_id)",
+        "Key.$": "States.Format('scores/{}/input/scoring-set.csv', $$.Execution.Name)",
+    }
+    assert stage["ResultPath"] is None
+
+
+def test_scoring_model_serves_the_training_script_from_the_same_container(states):
+    create = states["Create scoring model"]
+    assert create["Resource"] == "arn:aws:states:::sagemaker:createModel"
+    params = create["Parameters"]
+    assert params["ModelName.$"] == "$$.Execution.Name"
+    assert params["ExecutionRoleArn"].startswith("arn:aws:iam::123456789012:role/pipelinescoringrole")
+    assert params["EnableNetworkIsolation"] is False
+    container = params["PrimaryContainer"]
+    train = states["Train model"]["Parameters"]
+    assert container["Image"] == train["AlgorithmSpecification"]["TrainingImage"]
+    assert container["ModelDataUrl.$"] == "$.training.model_artifact"
+    # Script mode only with SAGEMAKER_PROGRAM; the code is the training job's bundle.
+    (registered,) = states["Register model"]["Parameters"]["InferenceSpecification"]["Containers"]
+    assert container["Environment"] == registered["Environment"] == {
+        "SAGEMAKER_PROGRAM": "train_model.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": train["HyperParameters"]["sagemaker_submit_directory"].strip('"'),
+        "SAGEMAKER_REGION": "us-east-1",
+    }
+
+
+def test_score_customers_is_a_batch_transform_of_the_scoring_set(states):
+    transform = states["Score customers"]
+    assert transform["Resource"] == "arn:aws:states:::sagemaker:createTransformJob.sync"
+    params = transform["Parameters"]
+    assert params["TransformJobName.$"] == params["ModelName.$"] == "$$.Execution.Name"
+    assert params["TransformInput"] == {
+        "ContentType": "text/csv",
+        "DataSource": {"S3DataSource": {
+            "S3Uri.$": "States.Format('s3://storagebucket5cb7c8ea/scores/{}/input/', $$.Execution.Name)",
+            "S3DataType": "S3Prefix",
+        }},
+        "SplitType": "None",  # one request per file: its one header is parsed by input_fn
+    }
+    output = params["TransformOutput"]
+    assert output["S3OutputPath.$"] == (
+        "States.Format('s3://storagebucket5cb7c8ea/scores/{}/transform/', $$.Execution.Name)"
+    )
+    assert output["Accept"] == "text/csv" and output["AssembleWith"] == "None"
+    key = states["Train model"]["Parameters"]["OutputDataConfig"]["KmsKeyId"]
+    assert output["KmsKeyId"] == params["TransformResources"]["VolumeKmsKeyId"] == key
+    assert params["TransformResources"]["InstanceType"] == DEFAULTS.scoring_instance_type
+    assert params["MaxPayloadInMB"] == 100  # the Batch Transform maximum for one request
+    assert params["ModelClientConfig"]["InvocationsTimeoutInSeconds"] == 3600
+    assert params["Environment"] == {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
+    assert transform["ResultPath"] == "$.scoring"
+
+
+def test_rank_scores_writes_the_runs_scores_csv(states):
+    rank = states["Rank scores"]
+    assert rank["Resource"].endswith(":function:pipelinerankscoresfunction4768fedf")
+    assert rank["Parameters"] == {
+        "transform_output.$": "States.Format('s3://storagebucket5cb7c8ea/scores/{}/transform/', $$.Execution.Name)",
+        "scores_uri.$": "States.Format('s3://storagebucket5cb7c8ea/scores/{}/scores.csv', $$.Execution.Name)",
+        "model_package_arn.$": "$.registration.model_package_arn",
+    }
+    assert rank["ResultPath"] == "$.scores"
+
+
+def test_scoring_role_reads_models_and_scores_writes_scores_only(main):
+    role_id = next(k for k in main.resources("AWS::IAM::Role") if k.startswith("PipelineScoringRole"))
+    role = main.json["Resources"][role_id]
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "sagemaker.amazonaws.com"
+    }
+    assert "ManagedPolicyArns" not in role["Properties"]
+    statements = [
+        s
+        for p in main.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    by_action: dict[str, set[str]] = {}
+    for s in statements:
+        for action in [s["Action"]] if isinstance(s["Action"], str) else s["Action"]:
+            resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+            by_action.setdefault(action, set()).update(json.dumps(r) for r in resources)
+    gets = by_action["s3:GetObject"]
+    assert len(gets) == 3 and any("/models/*" in r for r in gets) and any("/scores/*" in r for r in gets)
+    assert any(".gz" in r for r in gets)  # the script bundle, exactly
+    (put,) = by_action["s3:PutObject"]
+    assert "/scores/*" in put
+    assert "kms:CreateGrant" in by_action
+
+
+def test_state_machine_may_pass_only_its_job_roles(main):
+    passes = [
+        s
+        for p in main.resources("AWS::IAM::Policy").values()
+        if any("StateMachineRole" in r["Ref"] for r in p["Properties"]["Roles"])
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Action"] == "iam:PassRole"
+    ]
+    roles = {r["Fn::GetAtt"][0] for s in passes for r in (s["Resource"] if isinstance(s["Resource"], list)
+                                                         else [s["Resource"]])}
+    assert {r.split("Role")[0] for r in roles} == {"PipelineTraining", "PipelineScoring"}
+    assert all(s["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}} for s in passes)
 
 
 def test_every_task_retries_transient_errors_and_fails_through_one_path(definition, states):
     everything = all_states(states)
     tasks = {name: s for name, s in everything.items() if s["Type"] == "Task"}
-    assert len(tasks) == 8  # validate, ingest batch, count, read, build, train, evaluate, register
+    # validate, ingest batch, count, read, build, train, evaluate, register,
+    # build scoring set, stage scoring input, create scoring model, score customers, rank scores
+    assert len(tasks) == 13
     for name, task in tasks.items():
         retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
         assert retried, name
@@ -285,3 +420,25 @@ def _check_graph(scope: dict) -> None:
 
 def test_every_transition_is_valid_and_every_state_reachable(definition):
     _check_graph(definition)
+
+
+def test_rank_scores_function_reads_and_writes_scores_only(main):
+    (function,) = [
+        f for f in main.resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "churn.handlers.rank_scores.handler"
+    ]
+    role = {"Ref": function["Properties"]["Role"]["Fn::GetAtt"][0]}
+    statements = [
+        s
+        for p in main.resources("AWS::IAM::Policy").values()
+        if role in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    objects = {
+        json.dumps(s["Resource"])
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        if a in ("s3:GetObject", "s3:PutObject")
+    }
+    assert objects and all("/scores/*" in r for r in objects)
+    assert function["Properties"]["Timeout"] == 300

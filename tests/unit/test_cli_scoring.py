@@ -1,0 +1,318 @@
+"""`python -m pipeline scores` and `predict`: locally on a hand-made workspace, and on AWS against a
+stack in moto (S3, Step Functions, the SageMaker model registry) with the Feature Store runtime's
+GetRecord stubbed (moto does not implement it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import boto3
+import botocore.loaders
+import botocore.session
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+from typer.testing import CliRunner
+
+from churn.scoring import rank, scores_csv
+from pipeline import aws
+from pipeline.cli import app
+from pipeline.local import load_training_module
+from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "training"))
+from training_helpers import to_csv_text, training_set_rows  # noqa: E402
+
+REGION = "us-east-1"
+STACK = "ChurnPipeline"
+BUCKET = "churn-scores-bucket"
+GROUP = "churnpipeline-churn-65cc790c"
+PACKAGE_GROUP = "churnpipeline-churn-models"
+SHARED_LOADER = botocore.loaders.create_loader()
+TOP = [{"record_id": "0107-YHINA", "churn_probability": 0.913402, "rank": 1},
+       {"record_id": "5419-JPRRN", "churn_probability": 0.911301, "rank": 2}]
+# The end of a successful execution, as "Summarise run" shapes it (the work states are not needed here).
+PASSING = {"StartAt": "Summarise run", "States": {"Summarise run": {
+    "Type": "Pass",
+    "Parameters": {
+        "validation_auc": 0.85,
+        "model_package_arn": f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{PACKAGE_GROUP}/2",
+        "execution.$": "$$.Execution.Name",
+        "scores_uri.$": f"States.Format('s3://{BUCKET}/scores/{{}}/scores.csv', $$.Execution.Name)",
+        "customers_scored": 7043,
+        "model_version": "2",
+        "top_customers": TOP,
+    },
+    "End": True,
+}}}
+
+
+def invoke(*args: object):
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"uncaught {result.exception!r}\n{result.output}"
+    )
+    assert "Traceback" not in result.output
+    return result
+
+
+def last_json(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:"), result.output
+    assert len(lines) <= 2 and all(line.startswith(("error:", "hint:")) for line in lines), result.output
+    return result.stderr
+
+
+def scores_text(pairs: list[tuple[str, float]], version: str) -> str:
+    return scores_csv(rank(pairs), "customer_id", version)
+
+
+# -- a small real model, packaged as SageMaker packages it ------------------------------------------
+@pytest.fixture(scope="module")
+def model_artifact() -> dict:
+    serving = load_training_module()
+    columns, rows = training_set_rows(limit=300)
+    frame = serving.read_csv_text(io.StringIO(to_csv_text(columns, rows)))
+    fit, _ = serving.train(frame, {**serving.default_params(), "num_round": 40, "early_stopping_rounds": 10})
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as archive:
+        for name, data in ((serving.MODEL_FILE, bytes(fit.booster.save_raw("json"))),
+                           (serving.ENCODING_FILE, json.dumps(fit.encoding).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    model = serving.ChurnModel(booster=fit.booster, encoding=fit.encoding)
+    return {"bytes": payload.getvalue(), "model": model, "serving": serving, "frame": frame,
+            "columns": columns, "rows": rows}
+
+
+def online_record(columns: list[str], row: list[str | None]) -> list[dict[str, str]]:
+    """GetRecord's shape: absent (null) features are left out; the label and event time are there too."""
+    record = [{"FeatureName": c, "ValueAsString": v} for c, v in zip(columns, row, strict=True) if v is not None]
+    return record + [{"FeatureName": "event_time", "ValueAsString": "2026-01-01T00:00:00.000Z"}]
+
+
+# -- local ------------------------------------------------------------------------------------------
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    return tmp_path / "workspace"
+
+
+def add_run(workspace: Path, run_id: str, status: str, scores: str | None) -> None:
+    run_dir = workspace / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "feature_group": "local-churn-x"}))
+    if scores is not None:
+        (run_dir / "scores").mkdir()
+        (run_dir / "scores" / "scores.csv").write_text(scores)
+    LocalModelRegistry(workspace / "registry.json").add(ModelEntry(
+        run_id=run_id, created="2026-01-01T00:00:00", status=status, validation_auc=0.85, threshold=0.8,
+        model_artifact=str(run_dir / "model.tar.gz"), evaluation="", report="",
+    ))
+
+
+def test_local_scores_show_the_latest_approved_runs_top(workspace):
+    add_run(workspace, "local-a", APPROVED, scores_text([("A", 0.9), ("B", 0.1)], "1"))
+    add_run(workspace, "local-b", APPROVED, scores_text([(f"C{i}", i / 100) for i in range(20)], "2"))
+    add_run(workspace, "local-c", REJECTED, None)  # a rejected model scores nothing and is skipped
+    result = invoke("scores", "--local", "--workspace", workspace, "--top", "3", "--json")
+    assert result.exit_code == 0, result.output
+    shown = last_json(result)
+    assert shown["run"] == "local-b" and shown["model_version"] == "2"
+    assert [c["record_id"] for c in shown["customers"]] == ["C19", "C18", "C17"]
+    assert [c["rank"] for c in shown["customers"]] == [1, 2, 3]
+    assert "Highest churn risk: run local-b (model version 2)" in result.stderr
+
+    older = invoke("scores", "--local", "--workspace", workspace, "--run", "local-a")
+    assert older.exit_code == 0, older.output
+    assert "A" in older.stdout and "0.9000" in older.stdout and "model version 1" in older.stdout
+
+
+def test_local_scores_without_a_model_or_without_scores_is_one_line(workspace):
+    result = invoke("scores", "--local", "--workspace", workspace)
+    assert result.exit_code == 1
+    assert "no approved model" in one_error_line(result) and "run --local" in result.stderr
+
+    add_run(workspace, "local-a", APPROVED, None)
+    result = invoke("scores", "--local", "--workspace", workspace)
+    assert result.exit_code == 1
+    assert "run 'local-a' has no scores" in one_error_line(result)
+
+    result = invoke("scores", "--local", "--workspace", workspace, "--run", "../etc")
+    assert result.exit_code == 1
+    assert "no local run '../etc'" in one_error_line(result)
+
+
+def test_local_predict_without_a_model_is_one_line_with_a_hint(workspace):
+    result = invoke("predict", "--local", "--workspace", workspace, "--id", "7590-VHVEG")
+    assert result.exit_code == 1
+    assert "no approved model" in one_error_line(result) and "hint:" in result.stderr
+
+
+# -- AWS (moto) -------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_aws(monkeypatch, tmp_path):
+    empty = tmp_path / "empty-aws-config"
+    empty.write_text("")
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ROLE_ARN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setattr(botocore.session, "create_loader", lambda *args, **kwargs: SHARED_LOADER)
+
+
+class Stack(dict):
+    s3: object
+    sfn: object
+    sagemaker: object
+    records: dict
+
+
+@pytest.fixture
+def stack(fake_aws, monkeypatch):
+    """Outputs of a deployed stack, a state machine whose executions succeed, and GetRecord stubbed."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        session = boto3.Session(region_name=REGION)
+        s3, sfn = session.client("s3"), session.client("stepfunctions")
+        s3.create_bucket(Bucket=BUCKET)
+        machine = sfn.create_state_machine(name="ChurnPipeline-Pipeline", definition=json.dumps(PASSING),
+                                           roleArn="arn:aws:iam::123456789012:role/pipeline")["stateMachineArn"]
+        outputs = {"BucketName": BUCKET, "StateMachineArn": machine, "FeatureGroupName": GROUP,
+                   "ModelPackageGroupName": PACKAGE_GROUP}
+        template = {
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+        }
+        session.client("cloudformation").create_stack(StackName=STACK, TemplateBody=json.dumps(template))
+        deployed = Stack(outputs)
+        deployed.s3, deployed.sfn, deployed.sagemaker = s3, sfn, session.client("sagemaker")
+        deployed.records = {}
+
+        original = aws.AwsSession.client
+
+        def client(self, service):
+            made = original(self, service)
+            if service == "sagemaker-featurestore-runtime" and not hasattr(made, "_stubbed"):
+                stubber = Stubber(made)
+                for record_id, record in deployed.records.items():
+                    response = {"Record": record} if record else {}
+                    stubber.add_response("get_record", response,
+                                         {"FeatureGroupName": GROUP, "RecordIdentifierValueAsString": record_id})
+                stubber.activate()
+                made._stubbed = stubber
+            return made
+
+        monkeypatch.setattr(aws.AwsSession, "client", client)
+        yield deployed
+
+
+def succeeded_execution(stack: Stack, name: str) -> None:
+    arn = stack.sfn.start_execution(stateMachineArn=stack["StateMachineArn"], name=name, input="{}")["executionArn"]
+    for _ in range(200):
+        if stack.sfn.describe_execution(executionArn=arn)["status"] != "RUNNING":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{name} did not finish")
+
+
+def register(stack: Stack, artifact_key: str, status: str = "Approved") -> str:
+    return stack.sagemaker.create_model_package(
+        ModelPackageGroupName=PACKAGE_GROUP,
+        ModelApprovalStatus=status,
+        InferenceSpecification={
+            "Containers": [{"Image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.2-0",
+                            "ModelDataUrl": f"s3://{BUCKET}/{artifact_key}"}],
+            "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["text/csv"],
+        },
+    )["ModelPackageArn"]
+
+
+def test_aws_scores_read_the_latest_succeeded_executions_scores_csv(stack):
+    succeeded_execution(stack, "run-old")
+    time.sleep(0.01)
+    succeeded_execution(stack, "run-new")
+    stack.s3.put_object(Bucket=BUCKET, Key="scores/run-old/scores.csv",
+                        Body=scores_text([("OLD", 0.5)], "1").encode())
+    stack.s3.put_object(Bucket=BUCKET, Key="scores/run-new/scores.csv",
+                        Body=scores_text([(f"N{i}", i / 10) for i in range(10)], "2").encode())
+
+    result = invoke("scores", "--top", "2", "--json")
+    assert result.exit_code == 0, result.output
+    shown = last_json(result)
+    assert shown["run"] == "run-new" and shown["scores_uri"] == f"s3://{BUCKET}/scores/run-new/scores.csv"
+    assert [c["record_id"] for c in shown["customers"]] == ["N9", "N8"] and shown["model_version"] == "2"
+
+    older = invoke("scores", "--run", "run-old")
+    assert older.exit_code == 0, older.output
+    assert "OLD" in older.stdout and "0.5000" in older.stdout
+
+
+def test_aws_scores_of_an_execution_without_scores_is_one_line(stack):
+    result = invoke("scores")
+    assert result.exit_code == 1
+    assert "no succeeded execution yet" in one_error_line(result)
+    succeeded_execution(stack, "run-before-scoring")
+    result = invoke("scores")
+    assert result.exit_code == 1
+    assert f"no scores at s3://{BUCKET}/scores/run-before-scoring/scores.csv" in one_error_line(result)
+
+
+def test_aws_predict_uses_get_record_and_the_latest_approved_package(stack, model_artifact):
+    columns, rows = model_artifact["columns"], model_artifact["rows"]
+    customer = rows[17]
+    stack.s3.put_object(Bucket=BUCKET, Key="models/job-2/output/model.tar.gz", Body=model_artifact["bytes"])
+    stack.s3.put_object(Bucket=BUCKET, Key="models/job-1/output/model.tar.gz", Body=b"not a model")
+    stack.sagemaker.create_model_package_group(ModelPackageGroupName=PACKAGE_GROUP)
+    register(stack, "models/job-1/output/model.tar.gz")
+    approved = register(stack, "models/job-2/output/model.tar.gz")
+    register(stack, "models/job-3/output/model.tar.gz", status="PendingManualApproval")  # not approved: skipped
+    stack.records[customer[0]] = online_record(columns, customer)
+
+    result = invoke("predict", "--id", customer[0], "--json")
+    assert result.exit_code == 0, result.output
+    shown = last_json(result)
+    expected = model_artifact["serving"].predict_frame(model_artifact["model"], model_artifact["frame"].iloc[[17]])
+    assert shown["churn_probability"] == pytest.approx(float(expected[0]), abs=1e-9)
+    assert shown["model"] == approved and shown["model_version"] == "2"
+    assert shown["feature_group"] == GROUP and shown["record_id"] == customer[0]
+    assert shown["up"] or shown["down"]
+
+
+def test_aws_predict_unknown_customer_or_no_model_is_one_line(stack, model_artifact):
+    stack.records["0000-NOBODY"] = None
+    result = invoke("predict", "--id", "0000-NOBODY")
+    assert result.exit_code == 1
+    assert "no approved model in model package group" in one_error_line(result)
+
+    stack.s3.put_object(Bucket=BUCKET, Key="models/job-1/output/model.tar.gz", Body=model_artifact["bytes"])
+    stack.sagemaker.create_model_package_group(ModelPackageGroupName=PACKAGE_GROUP)
+    register(stack, "models/job-1/output/model.tar.gz")
+    result = invoke("predict", "--id", "0000-NOBODY")
+    assert result.exit_code == 1
+    assert f"customer '0000-NOBODY' is not in the online store of feature group {GROUP}" in one_error_line(result)
+
+
+def test_aws_run_summary_shows_the_scores_and_the_top_customers(stack):
+    succeeded_execution(stack, "run-scored")
+    result = invoke("status", "run-scored", "--json")
+    assert result.exit_code == 0, result.output
+    summary = last_json(result)
+    assert summary["scores_uri"] == f"s3://{BUCKET}/scores/run-scored/scores.csv"
+    assert summary["customers_scored"] == 7043 and summary["top_customers"] == TOP
+    assert f"s3://{BUCKET}/scores/run-scored/scores.csv" in result.stderr
+    assert "Highest churn risk (model version 2)" in result.stderr
+    assert "0107-YHINA" in result.stderr and "0.9134" in result.stderr

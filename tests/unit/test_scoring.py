@@ -1,0 +1,248 @@
+"""Batch scoring: the ranking and scores.csv (churn.scoring), the "Rank scores" Lambda against moto S3,
+and the training script's serving functions as Batch Transform calls them."""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from churn.handlers import _runtime, rank_scores
+from churn.scoring import (
+    Score,
+    ScoringError,
+    model_version_from_arn,
+    rank,
+    read_predictions,
+    read_scores,
+    score_columns,
+    scores_csv,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "training"))
+from training_helpers import to_csv_text, training_set_rows  # noqa: E402
+
+BUCKET = "churn-test-bucket"
+ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-churn-models/7"
+
+
+# -- ranking ---------------------------------------------------------------------------------------
+def test_rank_orders_by_probability_then_id_and_numbers_from_one():
+    ranked = rank([("c", 0.2), ("b", 0.9), ("a", 0.2), ("d", 0.5)])
+    assert [(s.record_id, s.rank) for s in ranked] == [("b", 1), ("d", 2), ("a", 3), ("c", 4)]
+    assert ranked[0] == Score("b", 0.9, 1)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([("a", 0.1), ("a", 0.2)], "record 'a' was scored twice"),
+        ([], "no predictions"),
+    ],
+)
+def test_rank_rejects_duplicates_and_nothing(pairs, message):
+    with pytest.raises(ScoringError, match=message):
+        rank(pairs)
+
+
+def test_model_version_is_the_package_arns_suffix():
+    assert model_version_from_arn(ARN) == "7"
+    assert model_version_from_arn("arn:aws:sagemaker:us-east-1:1:model-package/unversioned") == (
+        "arn:aws:sagemaker:us-east-1:1:model-package/unversioned"
+    )
+
+
+# -- the transform output --------------------------------------------------------------------------
+def test_one_request_output_with_header_and_trailing_newline():
+    text = "\ufeffcustomer_id,churn_probability\nA-1,0.250000\nB-2,0.750000\n"
+    assert list(read_predictions(io.StringIO(text), "customer_id", "x.out")) == [("A-1", 0.25), ("B-2", 0.75)]
+
+
+def test_mini_batch_outputs_repeat_the_header_and_it_is_skipped():
+    # SplitType Line + MultiRecord: each response has its own header, AssembleWith Line joins them.
+    text = "customer_id,churn_probability\nA,0.1\n\ncustomer_id,churn_probability\nB,0.2\r\nC,0.3"
+    assert [r for r, _ in read_predictions(io.StringIO(text), "customer_id", "x.out")] == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("customer_id,churn_probability\nA,0.1,extra\n", r"x\.out line 2: expected 2 columns"),
+        ("customer_id,churn_probability\nA,high\n", r"x\.out line 2: churn probability 'high' is not a number"),
+        ("customer_id,churn_probability\nA,1.5\n", "not between 0 and 1"),
+        ("customer_id,churn_probability\nA,nan\n", "not between 0 and 1"),
+        ("customer_id,churn_probability\n,0.5\n", "the customer_id is empty"),
+    ],
+)
+def test_bad_transform_output_names_file_and_line(text, message):
+    with pytest.raises(ScoringError, match=message):
+        list(read_predictions(io.StringIO(text), "customer_id", "x.out"))
+
+
+# -- scores.csv ------------------------------------------------------------------------------------
+def test_scores_csv_shape_and_round_trip():
+    ranked = rank([("A", 0.1234567), ("B", 0.9), ("C", 0.5)])
+    text = scores_csv(ranked, "account_id", "3")
+    assert text.splitlines() == [
+        "account_id,churn_probability,rank,model_version",
+        "B,0.900000,1,3",
+        "C,0.500000,2,3",
+        "A,0.123457,3,3",
+    ]
+    assert score_columns("account_id") == text.splitlines()[0].split(",")
+    id_column, rows = read_scores(io.StringIO(text), "scores.csv")
+    assert id_column == "account_id"
+    assert [(r.record_id, r.rank, r.model_version) for r in rows] == [("B", 1, "3"), ("C", 2, "3"), ("A", 3, "3")]
+    assert rows[2].probability == pytest.approx(0.123457)
+
+
+def test_read_scores_reads_only_the_top_it_needs():
+    def lines():
+        yield "customer_id,churn_probability,rank,model_version\n"
+        yield "A,0.9,1,1\n"
+        yield "B,0.8,2,1\n"
+        raise AssertionError("read past the rows asked for")
+
+    _, rows = read_scores(lines(), "scores.csv", limit=2)
+    assert [r.record_id for r in rows] == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty file"),
+        ("customer_id,probability\nA,0.1\n", "not a scores file"),
+        ("customer_id,churn_probability,rank,model_version\nA,0.9,2,1\n", "rank 2 out of order"),
+    ],
+)
+def test_read_scores_rejects_other_files(text, message):
+    with pytest.raises(ScoringError, match=message):
+        read_scores(io.StringIO(text), "scores.csv")
+
+
+# -- the "Rank scores" Lambda against moto S3 ------------------------------------------------------
+@dataclass
+class FakeContext:
+    function_name: str = "rank"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:rank"
+    aws_request_id: str = "req-1"
+
+
+@pytest.fixture
+def s3(monkeypatch, spec):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("FEATURE_SPEC", spec.to_json())
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    _runtime.client.cache_clear()
+    _runtime.feature_spec.cache_clear()
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+    _runtime.client.cache_clear()
+
+
+def event(execution: str = "run-1") -> dict:
+    return {
+        "transform_output": f"s3://{BUCKET}/scores/{execution}/transform/",
+        "scores_uri": f"s3://{BUCKET}/scores/{execution}/scores.csv",
+        "model_package_arn": ARN,
+    }
+
+
+def test_rank_scores_handler_ranks_every_output_file_and_writes_scores_csv(s3):
+    probabilities = np.random.default_rng(7).random(12)
+    rows = [(f"{i:04d}-CUST", p) for i, p in enumerate(probabilities)]
+    first = "customer_id,churn_probability\n" + "".join(f"{r},{p:.6f}\n" for r, p in rows[:7])
+    second = "customer_id,churn_probability\n" + "".join(f"{r},{p:.6f}\n" for r, p in rows[7:])
+    s3.put_object(Bucket=BUCKET, Key="scores/run-1/transform/part-1.csv.out", Body=first.encode())
+    s3.put_object(Bucket=BUCKET, Key="scores/run-1/transform/part-2.csv.out", Body=second.encode())
+    s3.put_object(Bucket=BUCKET, Key="scores/run-1/transform/_manifest.json", Body=b"{not csv")  # not *.out
+    other_run = b"customer_id,churn_probability\nZ,1\n"
+    s3.put_object(Bucket=BUCKET, Key="scores/run-2/transform/other.csv.out", Body=other_run)
+
+    result = rank_scores.handler(event(), FakeContext())
+
+    body = s3.get_object(Bucket=BUCKET, Key="scores/run-1/scores.csv")["Body"].read().decode()
+    lines = body.splitlines()
+    assert lines[0] == "customer_id,churn_probability,rank,model_version"
+    assert len(lines) == 13
+    expected = sorted(rows, key=lambda r: -round(r[1], 6))
+    assert [line.split(",")[0] for line in lines[1:]] == [r for r, _ in expected]
+    assert [int(line.split(",")[2]) for line in lines[1:]] == list(range(1, 13))
+    assert {line.split(",")[3] for line in lines[1:]} == {"7"}
+    assert result["scores_uri"] == f"s3://{BUCKET}/scores/run-1/scores.csv"
+    assert result["customers"] == 12 and result["model_version"] == "7"
+    assert [t["record_id"] for t in result["top"]] == [r for r, _ in expected[:5]]
+    assert [t["rank"] for t in result["top"]] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_rank_scores_handler_without_transform_output_fails_clearly(s3):
+    with pytest.raises(ScoringError, match=r"no Batch Transform output \(\*\.out\) under s3://"):
+        rank_scores.handler(event("run-9"), FakeContext())
+
+
+# -- the serving functions, called as Batch Transform calls them -----------------------------------
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory):
+    """A small model trained by the script's own `train`, saved as SageMaker saves it, loaded by model_fn."""
+    from pipeline.local import load_training_module
+
+    serving = load_training_module()
+    columns, rows = training_set_rows(limit=400)
+    frame = serving.read_csv_text(io.StringIO(to_csv_text(columns, rows)))
+    params = {**serving.default_params(), "num_round": 40, "early_stopping_rounds": 10}
+    fit, _ = serving.train(frame, params)
+    model_dir = tmp_path_factory.mktemp("model")
+    fit.booster.save_model(str(model_dir / serving.MODEL_FILE))
+    (model_dir / serving.ENCODING_FILE).write_text(__import__("json").dumps(fit.encoding))
+    return serving, serving.model_fn(str(model_dir)), columns, rows
+
+
+def scoring_set_text(columns, rows, limit=None) -> str:
+    """What Athena writes for the scoring set: every value quoted, no label, a trailing newline."""
+    label = columns.index("churn")
+    kept = [c for i, c in enumerate(columns) if i != label]
+    return to_csv_text(kept, [[v for i, v in enumerate(row) if i != label] for row in rows[:limit]])
+
+
+def test_split_type_none_request_gives_one_header_and_one_row_per_customer(served_model):
+    serving, model, columns, rows = served_model
+    body = scoring_set_text(columns, rows).encode("utf-8")
+    assert body.endswith(b"\n")  # the default decoder would make a bad row of it; input_fn does not
+    response = serving.output_fn(serving.predict_fn(serving.input_fn(body, "text/csv"), model), "text/csv")
+    lines = response.splitlines()
+    assert lines[0] == "customer_id,churn_probability"
+    assert lines.count("customer_id,churn_probability") == 1
+    assert [line.split(",")[0] for line in lines[1:]] == [row[0] for row in rows]
+    ranked = rank(read_predictions(io.StringIO(response), "customer_id", "scoring-set.csv.out"))
+    assert len(ranked) == len(rows)
+
+
+def test_split_type_line_mini_batches_rank_the_same(served_model):
+    """The scale-out path: the header only in the first mini-batch, the rest by position."""
+    serving, model, columns, rows = served_model
+    lines = scoring_set_text(columns, rows).splitlines(keepends=True)
+    batches = [lines[:51], *(lines[i:i + 50] for i in range(51, len(lines), 50))]
+    outputs = []
+    for batch in batches:
+        request = "".join(batch).encode("utf-8")
+        outputs.append(serving.output_fn(serving.predict_fn(serving.input_fn(request, "text/csv"), model),
+                                         "text/csv"))
+    assembled = "\n".join(output.rstrip("\n") for output in outputs) + "\n"  # AssembleWith Line
+    whole = scoring_set_text(columns, rows).encode("utf-8")
+    one = serving.output_fn(serving.predict_fn(serving.input_fn(whole, "text/csv"), model), "text/csv")
+    by_line = rank(read_predictions(io.StringIO(assembled), "customer_id", "a.out"))
+    by_file = rank(read_predictions(io.StringIO(one), "customer_id", "b.out"))
+    assert by_line == by_file
