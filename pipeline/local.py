@@ -276,8 +276,7 @@ class LocalPipeline:
         destination.parent.mkdir(parents=True, exist_ok=True)
         con = store.connect_duckdb(self.group, self.database, self.table_name)
         target = str(destination).replace("'", "''")
-        con.execute(f"COPY ({sql}) TO '{target}' (HEADER, FORCE_QUOTE *)", [as_of])
-        (rows,) = con.execute(f"SELECT count(*) FROM ({sql})", [as_of]).fetchone()
+        (rows,) = con.execute(f"COPY ({sql}) TO '{target}' (HEADER, FORCE_QUOTE *)", [as_of]).fetchone()
         return rows
 
     def score_customers(self, model_artifact: Path, scoring_input: Path, transform_dir: Path) -> Path:
