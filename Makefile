@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 NODE_STAMP := node_modules/.installed
+# checkov pins boto3 far below requirements.txt, so it gets a venv of its own.
+CHECKOV_STAMP := .venv-checkov/.requirements
 CDK := npx --no-install cdk
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -34,16 +36,21 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	$(PYTHON) -m venv --clear .venv-checkov
+	.venv-checkov/bin/pip install --quiet -r requirements-checkov.txt
+	cp requirements-checkov.txt $@
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(DEV_STAMP) $(NODE_STAMP)
+install: $(DEV_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 
 demo: $(RUNTIME_STAMP)
 	$(PY) -m pipeline run --local
 
-test: $(DEV_STAMP) $(NODE_STAMP)
+test: $(DEV_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -66,4 +73,4 @@ bench:
 	$(MAKE) -C bench pipeline
 
 clean:
-	rm -rf cdk.out .local .pytest_cache .ruff_cache
+	rm -rf cdk.out .local .pytest_cache .ruff_cache .venv-checkov

@@ -12,7 +12,7 @@ from constructs import Construct
 from churn import naming
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
-from stacks import nag
+from stacks import checkov, nag
 from stacks.cleanup import CleanupOnDelete
 from stacks.dependencies import drop_redundant_role_dependencies
 from stacks.feature_store import ChurnFeatureStore
@@ -143,3 +143,4 @@ class ChurnPipelineStack(Stack):
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
         drop_redundant_role_dependencies(self)
+        checkov.skip_lambda_checks(self)

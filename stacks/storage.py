@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import Aws, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
@@ -15,9 +15,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
-from constructs import Construct
+from constructs import Construct, IConstruct
 
-from stacks import nag
+from stacks import checkov, nag
 
 # Bucket layout. Prefixes carry no trailing slash; add "/" or "/*" where one is meant.
 RAW_PREFIX = "raw"
@@ -26,6 +26,7 @@ QUERY_PREFIX = "query"
 MODELS_PREFIX = "models"
 SCORES_PREFIX = "scores"
 RAW_DATA_NAME = "churn.csv"
+NONCURRENT_VERSION_DAYS = 30  # how long an overwritten or deleted object can still be restored
 
 
 def _stage_file(source: Path, name: str) -> Path:
@@ -101,18 +102,34 @@ class DataStore(Construct):
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             event_bridge_enabled=event_bridge_enabled,  # for the opt-in "new raw CSV" trigger
-            auto_delete_objects=True,
+            # Uploading a CSV again under the same key keeps the version earlier executions read.
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+            auto_delete_objects=True,  # deletes every version too
             removal_policy=RemovalPolicy.DESTROY,
         )
 
-        nag.acknowledge(
-            self.bucket,
-            "AwsSolutions-S1",
+        no_access_logs = (
             "No server access logs: they would need a second bucket, and log deliveries arrive late "
             "enough (minutes to hours) to make `cdk destroy` fail on a non-empty log bucket; the bucket "
             "is private, SSL-only and KMS-encrypted, and CloudTrail S3 data events are the audit trail "
-            "where an account needs one",
+            "where an account needs one"
         )
+        nag.acknowledge(self.bucket, "AwsSolutions-S1", no_access_logs)
+        checkov.skip(self.bucket.node.default_child, checkov.BUCKET_ACCESS_LOGS_SKIP, no_access_logs)
+
+        # aws-cdk-lib's bucket handlers (emptying it on destroy; turning on EventBridge notifications)
+        # would log to implicit /aws/lambda groups: unencrypted, kept forever, left after destroy.
+        for child in Stack.of(self).node.children:
+            if child.node.id == "Custom::S3AutoDeleteObjectsCustomResourceProvider":
+                self.route_logs(child.node.find_child("Handler"), "AutoDeleteObjectsLogs")
+            elif child.node.id.startswith("BucketNotificationsHandler"):
+                self.route_logs(child.node.find_child("Resource"), "BucketNotificationsLogs")
 
         deployment_logs = self.log_group("DataDeploymentLogs")
         deployment_role = iam.Role(
@@ -223,6 +240,15 @@ class DataStore(Construct):
     def uri(self, prefix: str) -> str:
         """s3://bucket/prefix (no trailing slash)."""
         return f"s3://{self.bucket.bucket_name}/{prefix}"
+
+    def route_logs(self, function: IConstruct, construct_id: str) -> logs.LogGroup:
+        """Send an aws-cdk-lib handler's logs (an L1 function with no log group setting) to one of ours."""
+        if not isinstance(function, CfnResource) or function.cfn_resource_type != "AWS::Lambda::Function":
+            raise TypeError(f"{function.node.path} is not a Lambda function resource")
+        group = self.log_group(construct_id)
+        # The Ref makes CloudFormation create the group first and delete it last.
+        function.add_property_override("LoggingConfig.LogGroup", group.log_group_name)
+        return group
 
     def log_group(self, construct_id: str, scope: Construct | None = None) -> logs.LogGroup:
         """A log group encrypted with the key, kept for the configured retention, deleted on destroy."""
