@@ -146,12 +146,14 @@ class TrainingPipeline(Construct):
         store.grant_read(self.validate_function, RAW_PREFIX)
 
         # An EXPRESS child runs at most 5 minutes, retries included: keep each attempt short.
+        # 1,769 MB is one full vCPU: each PutRecord costs ~3 ms of botocore CPU (bench/README.md),
+        # so with less CPU the batch's 8 concurrent writers would wait on the processor, not the network.
         self.ingest_function = function(
             "IngestFunction",
             description="Ingest features: PutRecord one batch of rows into the feature group",
             handler=INGEST_HANDLER,
             timeout=Duration.seconds(90),
-            memory=512,
+            memory=1769,
         )
         self.ingest_function.add_to_role_policy(
             iam.PolicyStatement(actions=["sagemaker:PutRecord"], resources=[feature_store.feature_group_arn])
