@@ -360,10 +360,18 @@ class LocalPipeline:
         started = datetime.now(UTC)
         run_dir = self.workspace.runs / f"cv-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         outcome = RunOutcome(status="RUNNING", run_id=run_dir.name, run_dir=str(run_dir))
-        event_time = now_event_time()
+        self._prepare_training_set(data, run_dir, outcome, now_event_time())
+        with self._step(f"Cross-validate ({folds} folds)", outcome):
+            self.train_model(run_dir, {"cv_folds": folds})
+        result = json.loads((run_dir / "output" / "data" / "cv.json").read_text(encoding="utf-8"))
+        result["run_dir"] = str(run_dir)
+        return result
+
+    def _prepare_training_set(self, data: Path, run_dir: Path, outcome: RunOutcome, event_time: str) -> None:
+        """Validate input → Ingest features → Wait for offline store → Build training set."""
         with self._step("Validate input", outcome, lambda: f"{expected} rows"):
             expected = self.validate_input(data)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
         with LocalFeatureStore(self.workspace.feature_store) as store:
             with self._step("Ingest features", outcome, lambda: f"{outcome.records_ingested} records"):
                 outcome.records_ingested = self.ingest_features(store, data, event_time)
@@ -372,11 +380,6 @@ class LocalPipeline:
             training_csv = run_dir / "input" / "data" / "train" / "training-set.csv"
             with self._step("Build training set", outcome, lambda: f"{outcome.training_rows} rows"):
                 outcome.training_rows = self.build_training_set(store, event_time, training_csv)
-        with self._step(f"Cross-validate ({folds} folds)", outcome):
-            self.train_model(run_dir, {"cv_folds": folds})
-        result = json.loads((run_dir / "output" / "data" / "cv.json").read_text(encoding="utf-8"))
-        result["run_dir"] = str(run_dir)
-        return result
 
     # -- the whole run --------------------------------------------------------------------
     @contextmanager
@@ -410,17 +413,7 @@ class LocalPipeline:
                              threshold=self.settings.quality_threshold)
         event_time = now_event_time()
         try:
-            with self._step("Validate input", outcome, lambda: f"{expected} rows"):
-                expected = self.validate_input(data)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with LocalFeatureStore(self.workspace.feature_store) as store:
-                with self._step("Ingest features", outcome, lambda: f"{outcome.records_ingested} records"):
-                    outcome.records_ingested = self.ingest_features(store, data, event_time)
-                with self._step("Wait for offline store", outcome, lambda: f"{expected} records visible"):
-                    self.wait_for_offline_store(store, event_time, expected)
-                training_csv = run_dir / "input" / "data" / "train" / "training-set.csv"
-                with self._step("Build training set", outcome, lambda: f"{outcome.training_rows} rows"):
-                    outcome.training_rows = self.build_training_set(store, event_time, training_csv)
+            self._prepare_training_set(data, run_dir, outcome, event_time)
             with self._step("Train model", outcome, lambda: outcome.model_artifact):
                 outcome.model_artifact = str(self.train_model(run_dir))
             with self._step("Evaluate model", outcome, lambda: outcome.gate):
