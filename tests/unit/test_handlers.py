@@ -5,43 +5,19 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import dataclass
 
 import boto3
 import pytest
-from moto import mock_aws
+from lambda_support import BUCKET, FakeContext
 
 from churn.csv_input import InputValidationError
-from churn.handlers import _runtime, evaluate, glue_cleanup, validate_input
+from churn.handlers import evaluate, glue_cleanup, validate_input
 from churn.model_quality import EvaluationMissing
-
-BUCKET = "churn-test-bucket"
-
-
-@dataclass
-class FakeContext:
-    """The attributes Powertools reads from a Lambda context."""
-
-    function_name: str = "test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    aws_request_id: str = "req-1"
 
 
 @pytest.fixture
-def aws(monkeypatch, spec):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("FEATURE_SPEC", spec.to_json())
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    _runtime.client.cache_clear()
-    _runtime.feature_spec.cache_clear()
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3
-    _runtime.client.cache_clear()
+def aws(s3):
+    return s3
 
 
 def test_validate_input_counts_rows_and_canonicalises_event_time(aws, data_path):

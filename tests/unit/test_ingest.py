@@ -14,7 +14,6 @@ import importlib.util
 import io
 import sys
 import time
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import ANY, Stubber
+from lambda_support import FakeContext
 
 from churn.csv_input import iter_raw_rows
 from churn.features import from_feature_store_record, to_feature_store_record, to_record
@@ -47,16 +47,6 @@ def _load_fake_endpoint():
 
 
 fake = _load_fake_endpoint()
-
-
-@dataclass
-class FakeContext:
-    """The attributes Powertools reads from a Lambda context."""
-
-    function_name: str = "ingest"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ingest"
-    aws_request_id: str = "req-1"
 
 
 @pytest.fixture(scope="module")

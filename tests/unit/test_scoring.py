@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
+from lambda_support import BUCKET, FakeContext
 
-from churn.handlers import _runtime, rank_scores
+from churn.handlers import rank_scores
 from churn.scoring import (
     Score,
     ScoringError,
@@ -29,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "training"))
 from training_helpers import to_csv_text, training_set_rows  # noqa: E402
 
-BUCKET = "churn-test-bucket"
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-churn-models/7"
 
 
@@ -128,30 +125,6 @@ def test_read_scores_rejects_other_files(text, message):
 
 
 # -- the "Rank scores" Lambda against moto S3 ------------------------------------------------------
-@dataclass
-class FakeContext:
-    function_name: str = "rank"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:rank"
-    aws_request_id: str = "req-1"
-
-
-@pytest.fixture
-def s3(monkeypatch, spec):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("FEATURE_SPEC", spec.to_json())
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    _runtime.client.cache_clear()
-    _runtime.feature_spec.cache_clear()
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-    _runtime.client.cache_clear()
-
-
 def event(execution: str = "run-1") -> dict:
     return {
         "transform_output": f"s3://{BUCKET}/scores/{execution}/transform/",
