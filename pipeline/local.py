@@ -161,6 +161,25 @@ def hyperparameter_args(hyperparameters: dict[str, Any]) -> list[str]:
     return args
 
 
+def sagemaker_training_env(root: Path, hyperparameters: dict[str, Any],
+                           channels: tuple[str, ...] = ("train",)) -> dict[str, str]:
+    """SageMaker's training environment contract under `root` (an /opt/ml-like tree), dirs created."""
+    env = {
+        **{f"SM_CHANNEL_{c.upper()}": str(root / "input" / "data" / c) for c in channels},
+        "SM_CHANNELS": json.dumps(list(channels)),
+        "SM_MODEL_DIR": str(root / "model"),
+        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
+        "SM_OUTPUT_DIR": str(root / "output"),
+        "SM_HPS": json.dumps(hyperparameters),
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
 def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> dict[str, Any]:
     return {
         **settings.hyperparameters,
@@ -319,20 +338,7 @@ class LocalPipeline:
     def train_model(self, run_dir: Path, extra_hyperparameters: dict[str, Any] | None = None) -> Path:
         """Run training/train_model.py as the SageMaker container would, then pack model.tar.gz."""
         hyperparameters = {**training_hyperparameters(self.settings, self.spec), **(extra_hyperparameters or {})}
-        env = {
-            **os.environ,
-            "SM_CHANNEL_TRAIN": str(run_dir / "input" / "data" / "train"),
-            "SM_MODEL_DIR": str(run_dir / "model"),
-            "SM_OUTPUT_DATA_DIR": str(run_dir / "output" / "data"),
-            "SM_OUTPUT_DIR": str(run_dir / "output"),
-            "SM_CHANNELS": json.dumps(["train"]),
-            "SM_HPS": json.dumps(hyperparameters),
-            "SM_CURRENT_HOST": "algo-1",
-            "SM_HOSTS": json.dumps(["algo-1"]),
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
-            Path(env[key]).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **sagemaker_training_env(run_dir, hyperparameters)}
         command = [sys.executable, "-m", TRAINING_PROGRAM, *hyperparameter_args(hyperparameters)]
         log_path = run_dir / "training.log"
         with open(log_path, "w", encoding="utf-8") as log:

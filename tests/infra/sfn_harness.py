@@ -99,7 +99,7 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from churn.handlers import _runtime
 from churn.schema import FeatureSpec
 from pipeline.feature_store import LocalFeatureStore
-from pipeline.local import hyperparameter_args
+from pipeline.local import hyperparameter_args, sagemaker_training_env
 
 MOTO_VERSION = "5.2.5"  # requirements-dev.txt pins it; the patched internals are this release's
 if moto.__version__ != MOTO_VERSION:  # pragma: no cover - fails loudly instead of misbehaving
@@ -555,18 +555,8 @@ class SageMakerTraining:
         user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_"))},
-            **{f"SM_CHANNEL_{c.upper()}": str(root / "input" / "data" / c) for c in channels},
-            "SM_CHANNELS": json.dumps(channels),
-            "SM_MODEL_DIR": str(root / "model"),
-            "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
-            "SM_OUTPUT_DIR": str(root / "output"),
-            "SM_HPS": json.dumps(user),
-            "SM_CURRENT_HOST": "algo-1",
-            "SM_HOSTS": json.dumps(["algo-1"]),
-            "PYTHONDONTWRITEBYTECODE": "1",
+            **sagemaker_training_env(root, user, tuple(channels)),
         }
-        for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
-            Path(env[key]).mkdir(parents=True, exist_ok=True)
         limit = min(self.timeout_seconds, request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400))
         command = [sys.executable, program, *hyperparameter_args(user)]
         try:

@@ -7,28 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from pipeline.cli import app
+from cli_support import invoke, last_json
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300
 # Column names a user's own export might have: spaces, capitals, other words.
 RENAMED = {"customerID": "Customer Ref", "tenure": "Tenure Months", "MonthlyCharges": "Monthly Charges",
            "TotalCharges": "Total Charges", "Churn": "Churned"}
-
-
-def invoke(*args: object):
-    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {result.exception!r}\n{result.output}"
-    )
-    assert "Traceback" not in result.output
-    return result
-
-
-def last_json(result) -> dict:
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,11 @@ import botocore.loaders
 import botocore.session
 import pytest
 from botocore.stub import Stubber
+from cli_support import invoke, last_json
 from moto import mock_aws
-from typer.testing import CliRunner
 
 from churn.scoring import rank, scores_csv
 from pipeline import aws
-from pipeline.cli import app
 from pipeline.local import load_training_module
 from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 
@@ -51,19 +50,6 @@ PASSING = {"StartAt": "Summarise run", "States": {"Summarise run": {
     },
     "End": True,
 }}}
-
-
-def invoke(*args: object):
-    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {result.exception!r}\n{result.output}"
-    )
-    assert "Traceback" not in result.output
-    return result
-
-
-def last_json(result) -> dict:
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def one_error_line(result) -> str:
