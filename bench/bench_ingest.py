@@ -98,17 +98,18 @@ def _worker_init(environment: dict[str, str], ready, retry_mode: str | None) -> 
     os.environ.update(environment)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # Powertools prints one EMF metrics line per invocation
-    from churn.handlers import _runtime, ingest
+    from churn.handlers import ingest
 
     if retry_mode:  # what-if only: the same client with another retry mode
         import boto3
         from botocore.config import Config
 
         other = boto3.client("sagemaker-featurestore-runtime", config=Config(
-            retries={"mode": retry_mode, "max_attempts": 10}, max_pool_connections=ingest.WORKERS))
-        ingest.client = lambda *args, **kwargs: other
+            retries={"mode": retry_mode, "max_attempts": 10}, max_pool_connections=ingest.WORKERS,
+            parameter_validation=False))  # as churn.handlers.ingest.featurestore_client, retries aside
+        ingest.featurestore_client = lambda: other
     else:
-        _runtime.client("sagemaker-featurestore-runtime", max_pool_connections=ingest.WORKERS)
+        ingest.featurestore_client()
     _handler = ingest.handler
     ready.wait()
 
@@ -249,6 +250,21 @@ def main(argv: list[str] | None = None) -> int:
           f"load average before {facts['load_average_before']}, after {facts['load_average_after']}\n")
     print(table(["method", "in flight (max)", "rows", "records written", "wall s", "records/s", "x seed",
                  "handler CPU ms/record", "endpoint max in flight"], rows))
+    if "one_lambda" in results and "distributed_map" in results:
+        # Not measured: what the two figures above imply. On this machine every emulated Lambda and
+        # the endpoint share the same cores; on AWS each Lambda (1,769 MB) has a vCPU of its own.
+        one, spread = results["one_lambda"], results["distributed_map"]
+        cpu_per_record = (spread["handler_cpu_seconds"] + spread["endpoint_cpu_seconds"]) / spread["records"]
+        ceiling = facts["cpus"] / cpu_per_record
+        projected = spread["lambdas"] * one["ingested"] / one["seconds"]
+        results["derived"] = {"cpu_ceiling_records_per_second": ceiling,
+                              "projected_map_records_per_second": projected}
+        print(f"\nderived, not measured: this machine's CPU ceiling = {facts['cpus']} CPUs / "
+              f"{1000 * cpu_per_record:.2f} ms of CPU per record (handler + endpoint) = {ceiling:,.0f} records/s"
+              + (f" ({ceiling / seed_rate:.1f}x seed)" if seed_rate else ""))
+        versus = f" ({projected / seed_rate:.1f}x seed)" if seed_rate else ""
+        print(f"derived, not measured: {spread['lambdas']} Lambdas with a vCPU each = {spread['lambdas']} x the "
+              f"1-Lambda rate = {projected:,.0f} records/s{versus}")
     path = save("ingest", results)
     print(f"\nraw results: {path.relative_to(ROOT)}")
     return 0

@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from churn.config import PipelineSettings
-from churn.csv_input import InputValidationError, validate_file
+from churn.csv_input import InputValidationError
 from churn.schema import FeatureSpec, SpecError
 from pipeline import aws
 from pipeline.aws import AwsError, AwsSession, Deployment, ProgressTracker
+from pipeline.fast_validate import validate_file_fast
 from pipeline.local import (
     DEFAULT_DATA,
     DEFAULT_SPEC,
@@ -389,7 +390,7 @@ def upload(
     except AwsError as exc:
         fail(exc.message, exc.hint, exc.exit_code)
     try:
-        rows = validate_file(str(data), feature_spec).rows
+        rows = validate_file_fast(str(data), feature_spec).rows
     except InputValidationError as exc:
         fail(str(exc), "fix the file and try again; nothing was uploaded", EXIT_BAD_INPUT)
     console.print(f"[green]✓[/] validated {data}: {rows} rows", highlight=False, soft_wrap=True)

@@ -25,13 +25,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from churn import naming
 from churn.config import PipelineSettings
-from churn.csv_input import iter_raw_rows, validate_file
+from churn.csv_input import iter_raw_rows
 from churn.features import now_event_time
 from churn.ingest import ingest_batch
 from churn.model_quality import quality_gate, read_evaluation_from_model_tarball
@@ -47,8 +46,9 @@ from churn.scoring import (
     write_scores,
 )
 from churn.sql import offline_count_sql, table_reference, training_set_sql
+from pipeline.fast_validate import validate_file_fast
 from pipeline.feature_store import LocalFeatureStore
-from pipeline.ingest_workers import ingest_in_processes
+from pipeline.ingest_workers import batches, ingest_in_processes
 from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -188,14 +188,6 @@ def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> d
     }
 
 
-def _batches(rows: Iterator[tuple[int, dict[str, str]]], size: int) -> Iterator[list[dict[str, str]]]:
-    while True:
-        batch = [row for _, row in islice(rows, size)]
-        if not batch:
-            return
-        yield batch
-
-
 class LocalPipeline:
     def __init__(
         self,
@@ -216,7 +208,8 @@ class LocalPipeline:
 
     # -- steps ---------------------------------------------------------------------------
     def validate_input(self, data: Path) -> int:
-        return validate_file(str(data), self.spec).rows
+        """A vectorised pre-check; whatever it cannot vouch for gets validate_file's own answer."""
+        return validate_file_fast(str(data), self.spec).rows
 
     def ingest_features(self, store: LocalFeatureStore, data: Path, event_time: str) -> int:
         """Stream the file in the state machine's batch size; batches run concurrently.
@@ -235,8 +228,7 @@ class LocalPipeline:
         if concurrency > 1 and data.stat().st_size >= PARALLEL_INGEST_MIN_BYTES:
             with open(data, "rb") as stream:
                 totals = ingest_in_processes(
-                    _batches(iter_raw_rows(stream, str(data), self.spec), size),
-                    store_root=store.root,
+                    stream, source=str(data), batch_size=size, store_root=store.root,
                     store_args={"account": store.account, "region": store.region, "flush_rows": store.flush_rows},
                     group=self.group, spec_json=self.spec.to_json(), event_time=event_time, processes=concurrency,
                 )
@@ -250,7 +242,7 @@ class LocalPipeline:
 
             with open(data, "rb") as stream, ThreadPoolExecutor(max_workers=concurrency) as pool:
                 pending: set[Future] = set()
-                for batch in _batches(iter_raw_rows(stream, str(data), self.spec), size):
+                for batch in batches(iter_raw_rows(stream, str(data), self.spec), size):
                     pending.add(pool.submit(run, batch))
                     if len(pending) >= 2 * concurrency:  # bounded: the file is streamed, not loaded
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)

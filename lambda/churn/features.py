@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from churn.schema import Feature, FeatureSpec
 
@@ -63,6 +64,34 @@ def parse_label(value: str, column: str) -> int:
     raise RowError("label must be one of Yes/No, True/False or 1/0", column=column, value=value)
 
 
+def _integral(text: str, feature: Feature, raw: str) -> str:
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            as_float = float(text)
+        except ValueError:
+            raise RowError("expected a whole number", column=feature.source_column, value=raw) from None
+        if not as_float.is_integer():
+            raise RowError("expected a whole number", column=feature.source_column, value=raw) from None
+        number = int(as_float)
+    return str(number)
+
+
+def _fractional(text: str, feature: Feature, raw: str) -> str:
+    try:
+        number = float(text)
+    except ValueError:
+        raise RowError("expected a number", column=feature.source_column, value=raw) from None
+    if not math.isfinite(number):
+        raise RowError("expected a finite number", column=feature.source_column, value=raw)
+    return repr(number)
+
+
+# Feature type -> converter of a stripped, non-empty text (None: kept as it is).
+_CONVERTERS = {"String": None, "Integral": _integral, "Fractional": _fractional}
+
+
 def parse_value(feature: Feature, value: str | None) -> str | None:
     """The canonical Feature Store string for one raw value, or None when it is missing."""
     if value is None:
@@ -70,27 +99,24 @@ def parse_value(feature: Feature, value: str | None) -> str | None:
     text = value.strip()
     if text == "":
         return None
-    if feature.type == "String":
-        return text
-    if feature.type == "Integral":
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                as_float = float(text)
-            except ValueError:
-                raise RowError("expected a whole number", column=feature.source_column, value=value) from None
-            if not as_float.is_integer():
-                raise RowError("expected a whole number", column=feature.source_column, value=value) from None
-            number = int(as_float)
-        return str(number)
-    try:
-        number_f = float(text)
-    except ValueError:
-        raise RowError("expected a number", column=feature.source_column, value=value) from None
-    if not math.isfinite(number_f):
-        raise RowError("expected a finite number", column=feature.source_column, value=value)
-    return repr(number_f)
+    convert = _CONVERTERS[feature.type]
+    return text if convert is None else convert(text, feature, value)
+
+
+# id(spec) -> (spec, [(source column, feature name, converter, feature)]): to_record runs once per
+# row, so the per-feature lookups are done once per spec (a spec is immutable).
+_PLANS: dict[int, tuple[FeatureSpec, tuple[tuple[str, str, Any, Feature], ...]]] = {}
+
+
+def _plan(spec: FeatureSpec) -> tuple[tuple[str, str, Any, Feature], ...]:
+    cached = _PLANS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    plan = tuple((f.source_column, f.name, _CONVERTERS[f.type], f) for f in spec.features)
+    if len(_PLANS) > 64:
+        _PLANS.clear()
+    _PLANS[id(spec)] = (spec, plan)
+    return plan
 
 
 def to_record(row: Mapping[str, str | None], spec: FeatureSpec, event_time: str) -> dict[str, str]:
@@ -103,10 +129,14 @@ def to_record(row: Mapping[str, str | None], spec: FeatureSpec, event_time: str)
     if record_id is None:
         raise RowError("the record identifier is empty", column=id_feature.source_column, value="")
     record = {id_feature.name: record_id, spec.event_time.name: event_time}
-    for feature in spec.features:
-        value = parse_value(feature, row.get(feature.source_column))
-        if value is not None:
-            record[feature.name] = value
+    get = row.get
+    for source, name, convert, feature in _plan(spec):
+        value = get(source)
+        if value is None:
+            continue
+        text = value.strip()
+        if text:
+            record[name] = text if convert is None else convert(text, feature, value)
     label_value = row.get(spec.label.source_column)
     if label_value is None or label_value.strip() == "":
         raise RowError("the label is empty", column=spec.label.source_column, value=label_value or "")

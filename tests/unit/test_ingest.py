@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import io
 import sys
@@ -237,10 +238,14 @@ def endpoint(lambda_env, spec):
 
 
 def test_the_lambda_client_is_shared_pooled_and_retries_adaptively(lambda_env):
-    first = _runtime.client("sagemaker-featurestore-runtime", max_pool_connections=ingest_handler.WORKERS)
-    again = _runtime.client("sagemaker-featurestore-runtime", max_pool_connections=ingest_handler.WORKERS)
+    first = ingest_handler.featurestore_client()
+    again = ingest_handler.featurestore_client()
     assert first is again
+    assert first.meta.service_model.service_name == "sagemaker-featurestore-runtime"
     assert first.meta.config.max_pool_connections == ingest_handler.WORKERS
+    from botocore.validate import ParamValidationDecorator  # wraps the serializer when validation is on
+
+    assert not isinstance(first._serializer, ParamValidationDecorator)
     assert first.meta.config.retries["mode"] == "adaptive"
     assert first.meta.config.retries["total_max_attempts"] >= 5
 
@@ -366,3 +371,31 @@ def test_local_ingest_on_worker_processes_writes_everything_and_reports_bad_rows
         online = store.get_record(FeatureGroupName=pipeline.group, RecordIdentifierValueAsString=first_id)
         assert from_feature_store_record(online["Record"])["customer_id"] == first_id
         assert store.get_record(FeatureGroupName=pipeline.group, RecordIdentifierValueAsString=bad_id) == {}
+
+
+# -- cutting a CSV into chunks of whole records for the worker processes -------------------------
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 4096])
+def test_split_csv_cuts_only_between_records(chunk_bytes):
+    """Whatever the block size, header + each chunk parses to whole records, and all chunks together
+    give exactly the rows of the file: quoted commas, quoted newlines, doubled quotes, CRLF, a BOM,
+    multi-byte characters and a last line without a newline included."""
+    from pipeline.ingest_workers import split_csv
+
+    text = ('\ufeffid,name,note\r\n1,"Smith, Jo","line one\nline two"\r\n2,Zoë,plain\r\n'
+            '3,"say ""hi""",x\n\n4,"",\n5,"multi\n\nline",end')
+    header, chunks = split_csv(io.BytesIO(text.encode()), chunk_bytes)
+    chunks = list(chunks)
+    assert header.decode("utf-8-sig") == "id,name,note\r\n"
+    assert b"".join([header, *chunks]) == text.encode()
+    rows = []
+    for chunk in chunks:
+        rows += list(csv.reader(io.StringIO((header + chunk).decode("utf-8-sig"), newline=""), strict=True))[1:]
+    assert rows == list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True))[1:]
+
+
+def test_split_csv_of_a_header_only_file_has_no_chunks():
+    from pipeline.ingest_workers import split_csv
+
+    header, chunks = split_csv(io.BytesIO(b"a,b,c"), 2)
+    assert header == b"a,b,c"
+    assert list(chunks) == []

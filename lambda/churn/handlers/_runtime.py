@@ -26,11 +26,17 @@ def feature_spec() -> FeatureSpec:
 
 
 @cache
-def client(service: str, max_pool_connections: int = 10) -> Any:
-    """One shared client per service, adaptive retries with backoff on throttling."""
+def client(service: str, max_pool_connections: int = 10, parameter_validation: bool = True) -> Any:
+    """One shared client per service, adaptive retries with backoff on throttling.
+
+    `parameter_validation=False` skips botocore's client-side check of the request against the
+    service model (the service checks it anyway): for PutRecord that check is ~18 % of the
+    client's CPU per call (bench/README.md), and the ingest Lambda is CPU-bound.
+    """
     config = Config(
         retries={"mode": "adaptive", "max_attempts": 10},
         max_pool_connections=max_pool_connections,
+        parameter_validation=parameter_validation,
     )
     return boto3.client(service, config=config)
 

@@ -19,6 +19,14 @@ def clean_item(item: dict[str, Any]) -> dict[str, str | None]:
     return {str(k).lstrip("\ufeff").strip(): (None if v is None else str(v)) for k, v in item.items()}
 
 
+def featurestore_client() -> Any:
+    """The container's one PutRecord client: a connection per worker, adaptive retries. Records are
+    built by to_feature_store_record (names from the spec, every value a str) and the service
+    validates them anyway (a rejected record is reported by id), so botocore's client-side check
+    is skipped: the Lambda is CPU-bound on PutRecord calls."""
+    return client("sagemaker-featurestore-runtime", max_pool_connections=WORKERS, parameter_validation=False)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -30,7 +38,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         spec=feature_spec(),
         feature_group_name=os.environ["FEATURE_GROUP_NAME"],
         event_time=event_time,
-        client=client("sagemaker-featurestore-runtime", max_pool_connections=WORKERS),
+        client=featurestore_client(),
         max_workers=WORKERS,
     )
     metrics.add_metric(name="RecordsIngested", unit=MetricUnit.Count, value=result.ingested)
