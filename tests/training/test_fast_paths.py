@@ -344,3 +344,65 @@ def test_csv_output_of_a_large_prediction(train_model):
     prediction = pd.DataFrame({"customer_id": ids, "churn_probability": probabilities})
     assert train_model.output_fn(prediction, "text/csv") == prediction.to_csv(index=False, float_format="%.6f",
                                                                               lineterminator="\n")
+
+
+# -- indicator trees ------------------------------------------------------------------------------
+
+
+def _random_raw_frame(encoding: dict, rows: int, seed: int) -> pd.DataFrame:
+    """Raw text rows: every category, unseen ones, blanks and missing; numbers, non-numbers and missing."""
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for feature in encoding["features"]:
+        if feature["kind"] == "numeric":
+            values = np.where(rng.random(rows) < 0.5, np.round(rng.uniform(0, 120, rows)), rng.uniform(-10, 9000, rows))
+            text = pd.Series(values).map(repr).to_numpy(dtype=object)
+            text[rng.random(rows) < 0.05] = np.nan
+            text[rng.random(rows) < 0.02] = "not a number"
+            columns[feature["name"]] = text
+        else:
+            pool = np.array([*feature["categories"], "unseen", " ", np.nan], dtype=object)
+            columns[feature["name"]] = pool[rng.integers(0, len(pool), rows)]
+    return pd.DataFrame(columns)
+
+
+@pytest.mark.parametrize("max_cat_to_onehot", [1, 4, 64])
+def test_indicator_trees_predict_exactly_like_the_booster(train_model, telco_frame, monkeypatch, max_cat_to_onehot):
+    fit, _ = train_model.train(telco_frame.iloc[:3000], {**train_model.default_params(), "num_round": 80,
+                                                         "early_stopping_rounds": 80, "max_depth": 4,
+                                                         "max_cat_to_onehot": max_cat_to_onehot})
+    model = train_model.ChurnModel(booster=fit.booster, encoding=fit.encoding)
+    trees = train_model._IndicatorTrees.build(model.booster, model.encoding)
+    assert trees is not None
+    assert trees.indicators  # the model has categorical splits, rewritten
+    for frame in (telco_frame, _random_raw_frame(model.encoding, 20_000, seed=max_cat_to_onehot)):
+        encoded = train_model.apply_encoding(frame, model.encoding)
+        expected = train_model._predict(model.booster, encoded)  # the reference: DMatrix + predict
+        assert np.array_equal(trees.predict(encoded), expected)
+    monkeypatch.setattr(train_model, "INDICATOR_MIN_ROWS", 1)
+    served = train_model.predict_frame(model, telco_frame)
+    assert model.indicator_trees
+    assert np.array_equal(served, train_model._predict(model.booster, train_model.apply_encoding(
+        telco_frame, model.encoding)).astype(float))
+
+
+def test_indicator_trees_fall_back_to_the_booster(train_model, small_model, telco_frame, monkeypatch):
+    monkeypatch.setattr(train_model, "INDICATOR_MIN_ROWS", 1)
+    expected = train_model._predict(small_model.booster,
+                                     train_model.apply_encoding(telco_frame, small_model.encoding)).astype(float)
+    # a rewrite that does not predict like the booster is not used
+    monkeypatch.setattr(train_model._IndicatorTrees, "_predicts_like", lambda self, booster, encoding: False)
+    model = train_model.ChurnModel(booster=small_model.booster, encoding=small_model.encoding)
+    assert np.array_equal(train_model.predict_frame(model, telco_frame), expected)
+    assert model.indicator_trees is False
+    # nor one that fails
+    monkeypatch.setattr(train_model._IndicatorTrees, "_rewrite", classmethod(lambda cls, b, e: 1 / 0))
+    model = train_model.ChurnModel(booster=small_model.booster, encoding=small_model.encoding)
+    assert np.array_equal(train_model.predict_frame(model, telco_frame), expected)
+    assert model.indicator_trees is False
+    # a wrong table is caught by the check
+    monkeypatch.undo()
+    trees = train_model._IndicatorTrees._rewrite(small_model.booster, small_model.encoding)
+    column, name, table = trees.indicators[0]
+    trees.indicators[0] = (column, name, np.where(np.isnan(table), np.nan, 1 - table).astype(np.float32))
+    assert not trees._predicts_like(small_model.booster, small_model.encoding)
