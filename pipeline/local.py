@@ -20,7 +20,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -41,8 +41,7 @@ from churn.scoring import (
     TRANSFORM_OUTPUT_SUFFIX,
     Score,
     ScoringError,
-    rank,
-    read_predictions,
+    rank_outputs,
     write_scores,
 )
 from churn.sql import offline_count_sql, table_reference, training_set_sql
@@ -315,12 +314,12 @@ class LocalPipeline:
             if not outputs:
                 raise ScoringError(f"no transform output (*{TRANSFORM_OUTPUT_SUFFIX}) in {transform_dir}")
 
-            def predictions() -> Iterator[tuple[str, float]]:
+            def opened() -> Iterator[tuple[Iterable[str], str]]:
                 for path in outputs:
                     with open(path, encoding="utf-8", newline="") as lines:
-                        yield from read_predictions(lines, id_column, str(path))
+                        yield lines, str(path)
 
-            scores = rank(predictions())
+            scores = rank_outputs(opened(), id_column)
         except ScoringError as exc:
             raise PipelineFailed("ScoringError", str(exc)) from None
         with open(destination, "w", encoding="utf-8", newline="") as stream:

@@ -160,6 +160,36 @@ def test_rank_scores_handler_ranks_every_output_file_and_writes_scores_csv(s3):
     assert [t["rank"] for t in result["top"]] == [1, 2, 3, 4, 5]
 
 
+def test_rank_scores_handler_reads_crlf_and_mini_batch_headers_as_the_local_runner_does(s3):
+    """The Lambda splits the object into lines itself (as iter_lines did): same ranking as from a file."""
+    first = "\ufeffcustomer_id,churn_probability\r\nA,0.25\r\nB,0.75\r\n\r\ncustomer_id,churn_probability\r\nC,0.75\r\n"
+    second = 'customer_id,churn_probability\n"D,1",0.5\nE,0.125'
+    s3.put_object(Bucket=BUCKET, Key="scores/run-1/transform/a.csv.out", Body=first.encode())
+    s3.put_object(Bucket=BUCKET, Key="scores/run-1/transform/b.csv.out", Body=second.encode())
+
+    result = rank_scores.handler(event(), FakeContext())
+
+    body = s3.get_object(Bucket=BUCKET, Key="scores/run-1/scores.csv")["Body"].read().decode()
+    expected = scores_csv(rank([*read_predictions(io.StringIO(first, newline=""), "customer_id", "a"),
+                                *read_predictions(io.StringIO(second, newline=""), "customer_id", "b")]),
+                          "customer_id", "7")
+    assert body == expected
+    assert body.splitlines()[1:4] == ["B,0.750000,1,7", "C,0.750000,2,7", '"D,1",0.500000,3,7']
+    assert result["customers"] == 5
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_rank_scores_handler_names_the_object_and_line_of_a_bad_row(s3):
+    s3.put_object(Bucket=BUCKET, Key="scores/run-1/transform/a.csv.out",
+                  Body=b"customer_id,churn_probability\nA,0.25\n")
+    s3.put_object(Bucket=BUCKET, Key="scores/run-1/transform/b.csv.out",
+                  Body=b"customer_id,churn_probability\r\nB,0.5\r\nC,high\r\n")
+    with pytest.raises(ScoringError) as error:
+        rank_scores.handler(event(), FakeContext())
+    assert str(error.value) == (f"s3://{BUCKET}/scores/run-1/transform/b.csv.out line 3: "
+                                "churn probability 'high' is not a number")
+
+
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_rank_scores_handler_without_transform_output_fails_clearly(s3):
     with pytest.raises(ScoringError, match=r"no Batch Transform output \(\*\.out\) under s3://"):

@@ -13,8 +13,7 @@ from churn.scoring import (
     TRANSFORM_OUTPUT_SUFFIX,
     ScoringError,
     model_version_from_arn,
-    rank,
-    read_predictions,
+    rank_outputs,
     scores_csv,
 )
 
@@ -27,9 +26,31 @@ def transform_output_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(keys)
 
 
+_TEXT_CHUNK = 1 << 20  # characters split into lines at a time
+
+
 def _lines(body: Any) -> Iterator[str]:
-    for line in body.iter_lines():
-        yield line.decode("utf-8")
+    """The object's lines as `body.iter_lines()` gives them (split at \\n, \\r and \\r\\n, without the
+    line break), decoded as UTF-8. The object is read and decoded at once and split a megabyte at a
+    time, many times faster than line by line; undecodable bytes go line by line, so that the error
+    is raised at the line it was raised at before.
+    """
+    data = body.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        for line in data.splitlines():
+            yield line.decode("utf-8")
+        return
+    del data
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _TEXT_CHUNK) + 1 or len(text)  # a cut after \n splits no \r\n
+        lines = text[start:end].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if not lines[-1]:  # nothing after the last line break (bytes.splitlines gives no empty line)
+            lines.pop()
+        yield from lines
+        start = end
 
 
 def rank_transform_output(
@@ -40,12 +61,12 @@ def rank_transform_output(
     if not keys:
         raise ScoringError(f"no Batch Transform output (*{TRANSFORM_OUTPUT_SUFFIX}) under {transform_output}")
 
-    def predictions() -> Iterator[tuple[str, float]]:
+    def outputs() -> Iterator[tuple[Iterator[str], str]]:
         for key in keys:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            yield from read_predictions(_lines(body), id_column, f"s3://{bucket}/{key}")
+            yield _lines(body), f"s3://{bucket}/{key}"
 
-    scores = rank(predictions())
+    scores = rank_outputs(outputs(), id_column)
     out_bucket, out_key = split_s3_uri(scores_uri)
     s3.put_object(Bucket=out_bucket, Key=out_key, Body=scores_csv(scores, id_column, model_version).encode("utf-8"),
                   ContentType="text/csv")
