@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import io
 import json
 import os
@@ -890,6 +891,9 @@ class PipelineHarness:
         stack.enter_context(mock.patch.object(SyncJobService, "harness", self, create=True))
         for patcher in interpreter_patches():
             stack.enter_context(patcher)
+        real, routed = inspect.signature(REAL_CLIENT), inspect.signature(self.route_client)
+        if list(real.parameters) != list(routed.parameters):
+            raise TypeError(f"route_client{routed} must take the parameters of _runtime.client{real}")
         stack.enter_context(mock.patch.object(_runtime, "client", self.route_client))
         stack.callback(lambdas.restore)
         stack.callback(self.feature_store.close)
@@ -937,8 +941,9 @@ class PipelineHarness:
             self._clients[service] = boto3.client(service, region_name=REGION)
         return self._clients[service]
 
-    def route_client(self, service: str, max_pool_connections: int = 10) -> Any:
-        """What `churn.handlers._runtime.client` returns in the harness."""
+    def route_client(self, service: str, max_pool_connections: int = 10, parameter_validation: bool = True) -> Any:
+        """What `churn.handlers._runtime.client` returns in the harness (same parameters: checked when
+        the harness starts)."""
         if service == FEATURE_STORE_RUNTIME:
             return self.feature_store_runtime
         return self.client(service)
