@@ -116,7 +116,7 @@ def _worker_init(environment: dict[str, str], ready, retry_mode: str | None) -> 
 
 class _Context:
     function_name = "bench-ingest"
-    memory_limit_in_mb = 512
+    memory_limit_in_mb = 1769  # the stack's IngestFunction
     invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:bench-ingest"
     aws_request_id = "bench"
 
