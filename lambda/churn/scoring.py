@@ -207,31 +207,14 @@ def _checked(pairs: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
 def rank(predictions: Iterable[tuple[str, float]]) -> list[Score]:
     """Highest probability first; equal probabilities in record-id order. Ranks run 1..N.
 
-    What checking and sorting the pairs one at a time gives (`_rank_one_by_one`), errors included:
-    a record scored twice is reported if it comes before anything wrong further on. Pairs that are
-    not (str, float or int) pairs, or a NaN among the probabilities, are ranked that way.
+    The first record scored twice is the error, even if something further on is wrong too.
     """
     with _collection_paused():
-        pairs: list[tuple[str, float]] = []
-        try:
-            pairs.extend(predictions)  # keeps the pairs before an exception
-        except Exception:
-            _raise_earlier_duplicate(pairs)
-            raise
-        try:
-            ordinary = (set(map(len, pairs)) <= {2} and set(map(type, map(itemgetter(0), pairs))) <= {str}
-                        and set(map(type, map(itemgetter(1), pairs))) <= {float, int})
-            total = sum(map(itemgetter(1), pairs)) if ordinary else 0
-        except (TypeError, OverflowError):  # something that is not a pair; an int too big for a float
-            ordinary = False
-        if not ordinary or not pairs or total != total:  # NaN is not equal to itself
-            return _rank_one_by_one(pairs)
-        ids = list(map(itemgetter(0), pairs))
-        if len(set(ids)) != len(ids):
-            _checked(pairs)  # raises for the first record scored twice
-        probabilities = list(map(itemgetter(1), pairs))
-        del pairs
-        return _ranked(ids, probabilities)
+        checked = _checked(predictions)
+        if not checked:
+            raise ScoringError("the transform output holds no predictions")
+        checked.sort(key=lambda pair: (-pair[1], pair[0]))
+        return [Score(record_id, probability, rank) for rank, (record_id, probability) in enumerate(checked, start=1)]
 
 
 def rank_outputs(outputs: Iterable[tuple[Iterable[str], str]], id_column: str) -> list[Score]:
@@ -285,15 +268,6 @@ def _ranked(ids: list[str], probabilities: list[float]) -> list[Score]:
     keyed.sort()
     return list(map(tuple.__new__, repeat(Score),
                     zip(map(itemgetter(1), keyed), map(neg, map(itemgetter(0), keyed)), count(1))))
-
-
-def _rank_one_by_one(pairs: Iterable[tuple[Any, float]]) -> list[Score]:
-    """The ranking with a Python step per pair: the reference for `rank`, and its way with odd input."""
-    checked = _checked(pairs)
-    if not checked:
-        raise ScoringError("the transform output holds no predictions")
-    checked.sort(key=lambda pair: (-pair[1], pair[0]))
-    return [Score(record_id, probability, number) for number, (record_id, probability) in enumerate(checked, start=1)]
 
 
 def format_probability(probability: float) -> str:
