@@ -362,15 +362,8 @@ def _is_numeric_column(series: pd.Series) -> bool:
         return False
     if pd.api.types.is_numeric_dtype(series):
         return True
-    distinct = _distinct_values(series)
-    if distinct is None:
-        present = series.dropna()
-        if present.empty:
-            return True
-        if not all(isinstance(v, str) for v in present):
-            return False
-        return bool(pd.to_numeric(present.str.strip(), errors="coerce").notna().all())
-    _, present = distinct
+    distinct = _distinct_values(series)  # the present values, each once when the column allows it
+    present = series.dropna().tolist() if distinct is None else distinct[1]
     if not present:
         return True
     if not all(isinstance(v, str) for v in present):
@@ -575,12 +568,12 @@ def _factorised(frame: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
 
 def _cap_rows(rows: np.ndarray, labels: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """`rows`, or a stratified sample of `max_fit_rows` of them when there are more (0 = no cap)."""
-    cap = params.get("max_fit_rows", 0)
-    if not cap or len(rows) <= cap:
+    size = fitted_rows(params, len(rows))
+    if size == len(rows):
         return rows
     from sklearn.model_selection import train_test_split
 
-    kept, _ = train_test_split(rows, train_size=cap, random_state=params["seed"], stratify=labels[rows])
+    kept, _ = train_test_split(rows, train_size=size, random_state=params["seed"], stratify=labels[rows])
     return np.sort(kept)
 
 
