@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -332,9 +333,14 @@ class LocalPipeline:
         env = {**os.environ, **sagemaker_training_env(run_dir, hyperparameters)}
         command = [sys.executable, "-m", TRAINING_PROGRAM, *hyperparameter_args(hyperparameters)]
         log_path = run_dir / "training.log"
+        # Score customers imports the training script here (xgboost, scikit-learn, SciPy: ~2 s); do
+        # it while the training process runs, which boosts on one CPU below 100k fit rows.
+        preload = threading.Thread(target=_preload_training_module, name="preload-train_model", daemon=True)
+        preload.start()
         with open(log_path, "w", encoding="utf-8") as log:
             completed = subprocess.run(command, cwd=TRAINING_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        check=False)
+        preload.join()
         if completed.returncode != 0:
             failure = run_dir / "output" / "failure"
             reason = failure.read_text(encoding="utf-8").strip() if failure.exists() else ""
@@ -475,6 +481,13 @@ class LocalPipeline:
 
 
 # -- the training script as a module (scoring and one-customer predictions) -----------------------
+def _preload_training_module() -> None:
+    try:
+        load_training_module()
+    except Exception:  # noqa: BLE001, S110 - score_customers loads it again and reports the error
+        pass
+
+
 def load_training_module() -> Any:
     """training/train_model.py imported as `train_model`, as the serving container imports it.
 

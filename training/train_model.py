@@ -20,8 +20,9 @@ Serving (the container's inference toolkit imports this module): `model_fn`, `in
 `output_fn`. Their parameter counts are part of the contract (the toolkit inspects the signatures),
 so they take no optional parameters.
 
-Only the standard library, numpy, pandas, scikit-learn, xgboost and matplotlib are imported: the
-script runs inside the SageMaker container, which has nothing of this project.
+Only the standard library, numpy, pandas, scikit-learn, xgboost and matplotlib are imported (and pyarrow,
+when installed, to read large CSV inputs faster; without it the results are the same): the script runs
+inside the SageMaker container, which has nothing of this project.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -234,6 +236,73 @@ def read_csv_text(source: Any) -> pd.DataFrame:
     return frame
 
 
+# CSV bodies of at least this many bytes are first offered to _read_csv_arrow.
+ARROW_MIN_BYTES = 1 << 20
+
+
+def read_large_csv(body: bytes, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """read_csv_text for a UTF-8 CSV body (header row, no byte-order mark) that may be large: the same values
+    and missing values, but every column not in `text_columns` comes as a pandas Categorical of its raw texts
+    when pyarrow reads the body (see _read_csv_arrow). Every function here that takes raw frames treats both
+    forms alike; errors are always read_csv_text's."""
+    frame = _read_csv_arrow(body, text_columns) if len(body) >= ARROW_MIN_BYTES else None
+    return read_csv_text(io.BytesIO(body)) if frame is None else frame
+
+
+def _read_csv_arrow(body: bytes, text_columns: tuple[str, ...]) -> pd.DataFrame | None:
+    """pyarrow's multi-threaded CSV reader with dictionary-encoded columns: for a million rows about twice as
+    fast as pandas' parser followed by the factorisation the encoding does anyway.
+
+    None (the caller then uses read_csv_text) when pyarrow is not installed or when the body is anything
+    but plain: no carriage return, NUL or blank line; distinct, non-blank column names; one row per line
+    (so no value spans lines) and a last row that pandas reads too (pyarrow accepts a quoted value left
+    open at the end, pandas does not). Within that, the two readers give the same values; the tests
+    compare them on generated bodies.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+    except ImportError:
+        return None
+    if not body or body[:1] == b"\n" or any(part in body for part in (b"\r", b"\n\n", b"\x00")):
+        return None
+    end = body.find(b"\n")
+    header = body[:end if end >= 0 else len(body)]
+    try:
+        names = next(csv.reader(io.StringIO(header.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    stripped = {name.strip() for name in names}
+    if len(names) < 2 or len(stripped) != len(names) or "" in stripped:
+        return None
+    keep = set(text_columns)
+    types = {name: pa.string() if name.strip() in keep else pa.dictionary(pa.int32(), pa.string()) for name in names}
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(body),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                                                  quoted_strings_can_be_null=True, check_utf8=True))
+    except (pa.ArrowException, ValueError):
+        return None
+    content_end = len(body) - 1 if body.endswith(b"\n") else len(body)  # (one newline at most: no blank line)
+    if (table.column_names != names or table.num_rows != body.count(b"\n", 0, content_end)
+            or any(table.schema.field(name).type != types[name] for name in names)):
+        return None
+    last = body[body.rfind(b"\n", 0, content_end) + 1:content_end]
+    try:
+        read_csv_text(io.BytesIO(header + b"\n" + last))
+    except Exception:  # noqa: BLE001 - whatever pandas makes of it, the caller's read_csv_text says so
+        return None
+    frame = table.to_pandas(deduplicate_objects=False)  # deduplicating a million ids costs ~1 s
+    for position, name in enumerate(names):
+        if name.strip() in keep and table.column(name).null_count:  # missing: NaN, as pandas reads it
+            column = frame.iloc[:, position]
+            frame.isetitem(position, column.where(column.notna(), np.nan))
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
 def training_files(channel_dir: str | Path) -> list[Path]:
     root = Path(channel_dir)
     if not root.is_dir():
@@ -245,14 +314,23 @@ def training_files(channel_dir: str | Path) -> list[Path]:
     return files
 
 
-def read_training_frame(channel_dir: str | Path) -> tuple[pd.DataFrame, str]:
-    """All CSV files of the channel, concatenated. Returns the frame and a description of its source."""
+def _read_training_file(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    if path.stat().st_size < ARROW_MIN_BYTES:
+        return read_csv_text(path)
+    body = path.read_bytes()
+    frame = _read_csv_arrow(body.removeprefix(codecs.BOM_UTF8), text_columns)
+    return read_csv_text(path) if frame is None else frame
+
+
+def read_training_frame(channel_dir: str | Path, text_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
+    """All CSV files of the channel, concatenated. Returns the frame and a description of its source.
+    Columns of large files may come as Categoricals of their texts, but `text_columns` (read_large_csv)."""
     frames = []
     columns: list[str] | None = None
     files = training_files(channel_dir)
     for path in files:
         try:
-            frame = read_csv_text(path)
+            frame = _read_training_file(path, text_columns)
         except pd.errors.EmptyDataError:
             warn(f"{path}: empty file, skipped")
             continue
@@ -610,6 +688,18 @@ def _predict(booster: xgb.Booster, data: pd.DataFrame | xgb.DMatrix, nthread: in
     return booster.predict(matrix)
 
 
+def _predict_encoded(booster: xgb.Booster, encoding: dict[str, Any], encoded: pd.DataFrame, nthread: int) -> np.ndarray:
+    """_predict for rows encoded by apply_encoding; from INDICATOR_MIN_ROWS rows on through _IndicatorTrees when
+    the model allows it (the same probabilities, bit for bit, in about half the time)."""
+    if len(encoded) >= INDICATOR_MIN_ROWS:
+        booster.set_param({"nthread": nthread})
+        trees = _IndicatorTrees.build(booster, encoding)
+        if trees is not None:
+            trees.booster.set_param({"nthread": nthread})
+            return trees.predict(encoded)
+    return _predict(booster, encoded, nthread)
+
+
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
     from sklearn import metrics as skm
 
@@ -667,7 +757,8 @@ def cross_validate(frame: pd.DataFrame, params: dict[str, Any] | None = None, fo
         fit = fit_booster(frame, labels, np.asarray(train_rows), settings)
         fit.release_matrices()
         threads = resolve_threads(requested, len(test_rows))["nthread"]
-        probabilities = _predict(fit.booster, apply_encoding(frame.iloc[test_rows], fit.encoding), threads)
+        probabilities = _predict_encoded(fit.booster, fit.encoding, apply_encoding(frame.iloc[test_rows], fit.encoding),
+                                         threads)
         results.append({"fold": number, "auc": _auc(labels[test_rows], probabilities),
                         "best_iteration": fit.best_iteration, "test_rows": len(test_rows),
                         "fit_and_early_stopping_rows": len(fit.fit_rows) + len(fit.es_rows)})
@@ -704,7 +795,8 @@ def train(frame: pd.DataFrame, params: dict[str, Any],
             f"{len(fit.fit_rows) + len(fit.es_rows)} of the {fit.sampled_from} training rows; validation "
             f"keeps all {len(validation_rows)} held-out rows")
 
-    validation_probabilities = _predict(booster, apply_encoding(frame.iloc[validation_rows], encoding), nthread)
+    validation_encoded = apply_encoding(frame.iloc[validation_rows], encoding)
+    validation_probabilities = _predict_encoded(booster, encoding, validation_encoded, nthread)
     fit_probabilities = _predict(booster, fit.fit_matrix, nthread)  # the rows already encoded for fitting
     es_probabilities = _predict(booster, fit.es_matrix, nthread)
     fit.release_matrices()
@@ -794,6 +886,24 @@ def metric_lines(evaluation: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
+
+def _load_report_libraries() -> threading.Thread:
+    """Start importing matplotlib for write_report (about a second) on a thread, so that it happens while
+    XGBoost fits, which leaves a CPU free below 100k rows (resolve_threads). A failure here is ignored:
+    write_report imports it again and reports the problem."""
+    def load() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=True)
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+    thread = threading.Thread(target=load, name="load-matplotlib")
+    thread.start()
+    return thread
+
 
 def write_report(path: str | Path, frame_labels: np.ndarray, probabilities: np.ndarray,
                  evaluation: dict[str, Any]) -> None:
@@ -898,7 +1008,8 @@ def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) ->
     dirs = _dirs(environ)
     log(f"xgboost {xgb.__version__}, pandas {pd.__version__}, numpy {np.__version__}")
     log("hyperparameters: " + json.dumps(params, sort_keys=True))
-    frame, source = read_training_frame(dirs["train"])
+    frame, source = read_training_frame(dirs["train"], text_columns=(params["id_column"],))
+    loading = _load_report_libraries()
 
     cv = None
     if params["cv_folds"]:
@@ -922,6 +1033,7 @@ def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) ->
     _write_json(dirs["model"] / EVALUATION_FILE, evaluation)
     _write_json(dirs["output_data"] / EVALUATION_FILE, evaluation)
 
+    loading.join()
     try:
         write_report(dirs["output_data"] / REPORT_FILE, fit.validation_labels, fit.validation_probabilities,
                      evaluation)
@@ -1247,6 +1359,8 @@ def _parse_csv(body: bytes | str, encoding: dict[str, Any]) -> pd.DataFrame:
     first = [token.strip() for token in next(csv.reader(io.StringIO(first_line)))]
     known = {encoding["id_column"], encoding["label_column"], *encoding["feature_names"]}
     if known.intersection(first):
+        if isinstance(body, bytes):
+            return read_large_csv(body, text_columns=(encoding["id_column"],))
         return read_csv_text(source())
     # No header (e.g. Batch Transform with SplitType=Line): columns by position in the training-set
     # shape: [id,] features[, label].
@@ -1326,6 +1440,9 @@ def output_fn(prediction, accept):
     return _prediction_csv(prediction)
 
 
+_CSV_QUOTED = re.compile(r'[,"\r\n]')  # what makes csv.writer (the default dialect) quote a value
+
+
 def _prediction_csv(prediction: pd.DataFrame) -> str:
     """`prediction.to_csv(index=False, float_format="%.6f", lineterminator="\\n")`; the usual frame (text
     ids, float probabilities, nothing missing but ids) is written directly, with the same csv writer
@@ -1339,10 +1456,11 @@ def _prediction_csv(prediction: pd.DataFrame) -> str:
             missing = pd.isna(id_values)
             if missing.any():
                 id_values = np.where(missing, "", id_values)
+            rows = [[*columns], *zip(id_values.tolist(), [f"{p:.6f}" for p in probabilities.tolist()], strict=True)]
+            if _CSV_QUOTED.search("".join([*columns, *id_values.tolist()])) is None:
+                return "".join([f"{i},{p}\n" for i, p in rows])  # what the writer writes when nothing needs quotes
             buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(columns)
-            writer.writerows(zip(id_values.tolist(), [f"{p:.6f}" for p in probabilities.tolist()], strict=True))
+            csv.writer(buffer, lineterminator="\n").writerows(rows)
             return buffer.getvalue()
     return prediction.to_csv(index=False, float_format="%.6f", lineterminator="\n")
 
