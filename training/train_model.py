@@ -241,11 +241,13 @@ ARROW_MIN_BYTES = 1 << 20
 
 
 def read_large_csv(body: bytes, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """read_csv_text for a UTF-8 CSV body (header row, no byte-order mark) that may be large: the same values
-    and missing values, but every column not in `text_columns` comes as a pandas Categorical of its raw texts
-    when pyarrow reads the body (see _read_csv_arrow). Every function here that takes raw frames treats both
+    """read_csv_text for a UTF-8 CSV body with a header row that may be large: the same values and missing
+    values, but every column not in `text_columns` comes as a pandas Categorical of its raw texts when
+    pyarrow reads the body (see _read_csv_arrow). Every function here that takes raw frames treats both
     forms alike; errors are always read_csv_text's."""
-    frame = _read_csv_arrow(body, text_columns) if len(body) >= ARROW_MIN_BYTES else None
+    frame = None
+    if len(body) >= ARROW_MIN_BYTES:
+        frame = _read_csv_arrow(body.removeprefix(codecs.BOM_UTF8), text_columns)
     return read_csv_text(io.BytesIO(body)) if frame is None else frame
 
 
@@ -317,9 +319,7 @@ def training_files(channel_dir: str | Path) -> list[Path]:
 def _read_training_file(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
     if path.stat().st_size < ARROW_MIN_BYTES:
         return read_csv_text(path)
-    body = path.read_bytes()
-    frame = _read_csv_arrow(body.removeprefix(codecs.BOM_UTF8), text_columns)
-    return read_csv_text(path) if frame is None else frame
+    return read_large_csv(path.read_bytes(), text_columns)  # read once, whichever parser parses it
 
 
 def read_training_frame(channel_dir: str | Path, text_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
@@ -688,16 +688,16 @@ def _predict(booster: xgb.Booster, data: pd.DataFrame | xgb.DMatrix, nthread: in
     return booster.predict(matrix)
 
 
-def _predict_encoded(booster: xgb.Booster, encoding: dict[str, Any], encoded: pd.DataFrame, nthread: int) -> np.ndarray:
-    """_predict for rows encoded by apply_encoding; from INDICATOR_MIN_ROWS rows on through _IndicatorTrees when
-    the model allows it (the same probabilities, bit for bit, in about half the time)."""
+def _predict_encoded(model: ChurnModel, encoded: pd.DataFrame, nthread: int | None = None) -> np.ndarray:
+    """_predict for rows encoded by apply_encoding; from INDICATOR_MIN_ROWS rows on through the model's
+    _IndicatorTrees when it allows them (the same float32 probabilities, bit for bit, in about half the
+    time). Training and serving both predict through here."""
     if len(encoded) >= INDICATOR_MIN_ROWS:
-        booster.set_param({"nthread": nthread})
-        trees = _IndicatorTrees.build(booster, encoding)
-        if trees is not None:
-            trees.booster.set_param({"nthread": nthread})
-            return trees.predict(encoded)
-    return _predict(booster, encoded, nthread)
+        if model.indicator_trees is None:
+            model.indicator_trees = _IndicatorTrees.build(model.booster, model.encoding) or False
+        if model.indicator_trees:
+            return model.indicator_trees.predict(encoded)
+    return _predict(model.booster, encoded, nthread)
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -757,8 +757,8 @@ def cross_validate(frame: pd.DataFrame, params: dict[str, Any] | None = None, fo
         fit = fit_booster(frame, labels, np.asarray(train_rows), settings)
         fit.release_matrices()
         threads = resolve_threads(requested, len(test_rows))["nthread"]
-        probabilities = _predict_encoded(fit.booster, fit.encoding, apply_encoding(frame.iloc[test_rows], fit.encoding),
-                                         threads)
+        probabilities = _predict_encoded(ChurnModel(fit.booster, fit.encoding),
+                                         apply_encoding(frame.iloc[test_rows], fit.encoding), threads)
         results.append({"fold": number, "auc": _auc(labels[test_rows], probabilities),
                         "best_iteration": fit.best_iteration, "test_rows": len(test_rows),
                         "fit_and_early_stopping_rows": len(fit.fit_rows) + len(fit.es_rows)})
@@ -796,7 +796,7 @@ def train(frame: pd.DataFrame, params: dict[str, Any],
             f"keeps all {len(validation_rows)} held-out rows")
 
     validation_encoded = apply_encoding(frame.iloc[validation_rows], encoding)
-    validation_probabilities = _predict_encoded(booster, encoding, validation_encoded, nthread)
+    validation_probabilities = _predict_encoded(ChurnModel(booster, encoding), validation_encoded, nthread)
     fit_probabilities = _predict(booster, fit.fit_matrix, nthread)  # the rows already encoded for fitting
     es_probabilities = _predict(booster, fit.es_matrix, nthread)
     fit.release_matrices()
@@ -1135,13 +1135,7 @@ def predict_frame(model: ChurnModel, frame: pd.DataFrame) -> np.ndarray:
     """Churn probabilities for a raw frame (columns by name, any order; id/label/extra columns ignored)."""
     if len(frame) == 0:
         return np.zeros(0, dtype=float)
-    encoded = apply_encoding(frame, model.encoding)
-    if len(encoded) >= INDICATOR_MIN_ROWS:
-        if model.indicator_trees is None:
-            model.indicator_trees = _IndicatorTrees.build(model.booster, model.encoding) or False
-        if model.indicator_trees:
-            return model.indicator_trees.predict(encoded).astype(float)
-    return _predict(model.booster, encoded).astype(float)
+    return _predict_encoded(model, apply_encoding(frame, model.encoding)).astype(float)
 
 
 # Frames of at least this many rows are predicted with _IndicatorTrees (when the model allows it).

@@ -164,7 +164,8 @@ def test_large_validation_sets_are_predicted_like_the_booster(train_model, serve
     assert len(many) >= train_model.INDICATOR_MIN_ROWS
     encoded = train_model.apply_encoding(many, served_model.encoding)
     assert train_model._IndicatorTrees.build(served_model.booster, served_model.encoding) is not None
-    fast = train_model._predict_encoded(served_model.booster, served_model.encoding, encoded, 1)
+    fast = train_model._predict_encoded(train_model.ChurnModel(served_model.booster, served_model.encoding),
+                                        encoded, 1)
     reference = train_model._predict(served_model.booster, encoded, 1)
     assert fast.dtype == reference.dtype == np.float32
     assert np.array_equal(fast, reference)
