@@ -9,6 +9,9 @@ Per step wall times come from the pipeline's own Reporter callbacks. Peak RSS:
 - "tree": the largest sum of RSS over the run's process and all its descendants (the training
   subprocess included), sampled from /proc every 20 ms;
 - "largest process": getrusage's exact high-water mark of the biggest single process.
+This is a virtual machine whose speed varies with its host (the same code has measured 1.4x
+apart an hour apart), so each size also records a speed probe before and after (a fixed
+pure-Python loop, `common.speed_probe`) and the CPU time the hypervisor stole during the run.
 Prints a table; writes bench/out/pipeline-<time>.json.
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate_data  # noqa: E402
-from common import OUT, ROOT, SPEC_PATH, load_average, machine, save, table  # noqa: E402
+from common import OUT, ROOT, SPEC_PATH, cpu_times, load_average, machine, save, speed_probe, table  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -119,18 +122,24 @@ def run_size(rows: int, seed: int, keep: bool) -> dict[str, Any]:
     workspace = OUT / f"workspace-{rows}"
     shutil.rmtree(workspace, ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    probe_before = speed_probe()
     load_before = load_average()
+    cpu_before = cpu_times()
     print(f"{rows:,} rows ({data.stat().st_size / 1e6:.0f} MB CSV, generated/reused in {generated:.1f} s), "
           f"load average {load_average()}", file=sys.stderr, flush=True)
     process = subprocess.Popen([sys.executable, __file__, "--child", str(data), str(workspace)],
                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
     with TreeRss(process.pid) as sampler:
         stdout, _ = process.communicate()
+    cpu_after = cpu_times()
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(rows=rows, csv_mb=data.stat().st_size / 1e6, peak_rss_tree_mib=sampler.peak / 2**20,
                   peak_rss_largest_process_mib=(largest / 1024) if largest > before else None,
-                  load_average_before=load_before, load_average_after=load_average())
+                  load_average_before=load_before, load_average_after=load_average(),
+                  cpu_busy_s=round(cpu_after["busy"] - cpu_before["busy"], 1),
+                  cpu_steal_s=round(cpu_after["steal"] - cpu_before["steal"], 1),
+                  speed_probe_before_s=probe_before, speed_probe_after_s=speed_probe())
     if not keep:
         shutil.rmtree(workspace, ignore_errors=True)
     return result
@@ -156,7 +165,12 @@ def render(facts: dict[str, Any], results: list[dict[str, Any]]) -> None:
         if r["status"] != "SUCCEEDED":
             print(f"\n{r['rows']:,} rows: {r.get('error')}")
         print(f"{r['rows']:,} rows: load average before {r.get('load_average_before', '?')}, "
-              f"after {r.get('load_average_after', '?')}")
+              f"after {r.get('load_average_after', '?')}", end="")
+        if "speed_probe_before_s" in r:
+            print(f"; CPU busy {r['cpu_busy_s']} s, stolen by the host {r['cpu_steal_s']} s; "
+                  f"speed probe {r['speed_probe_before_s']:.3f} s before, {r['speed_probe_after_s']:.3f} s after "
+                  "(lower is faster)", end="")
+        print()
 
 
 def main(argv: list[str] | None = None) -> int:

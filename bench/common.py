@@ -21,6 +21,32 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def cpu_times() -> dict[str, float]:
+    """Seconds of CPU time since boot, over all CPUs: busy (user+nice+system+irq+softirq) and
+    steal (time the hypervisor gave this VM's virtual CPUs to someone else). Zeros off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return {"busy": 0.0, "steal": 0.0}
+    ticks = [int(v) for v in fields] + [0] * 10
+    hertz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    return {"busy": (user + nice + system + irq + softirq) / hertz, "steal": steal / hertz}
+
+
+def speed_probe(repeats: int = 3) -> float:
+    """Seconds for a fixed pure-Python workload on one core, the best of `repeats` (lower is
+    faster). A virtual machine's speed varies with its host; this tells two runs apart."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:

@@ -5,10 +5,17 @@ and raise the same `botocore.exceptions.ClientError` codes as the boto3
 `sagemaker-featurestore-runtime` client, so `churn.ingest.ingest_batch` runs unchanged against it.
 
 What it mirrors, and how:
-- **Online store** (SQLite `online.sqlite` under the root, WAL, one table per group): the latest
-  record per identifier by event time. A put with an *older* event time than the stored one does
-  not overwrite it (equal or newer does). SoftDelete leaves a tombstone carrying the deletion's
-  event time (so older puts still lose to it); HardDelete removes the row.
+- **Online store** (SQLite under the root, WAL, one table per group): the latest record per
+  identifier by event time. A put with an *older* event time than the stored one does not
+  overwrite it (equal or newer does). SoftDelete leaves a tombstone carrying the deletion's event
+  time (so older puts still lose to it); HardDelete removes the record.
+  It is sharded by writer: each open store that writes claims a free slot (an advisory lock on
+  `.online-<slot>.lock`, released when the store closes or its process ends) and writes only
+  `online.sqlite` (slot 0) or `online-<slot>.sqlite`, so processes ingesting side by side never
+  wait for each other's write lock or invalidate each other's page cache. Every row carries its
+  write time (`write_us`, the put's API call time); a read looks a record up in every shard and
+  takes the newest by event time, then by write time -- the same "equal or newer event time
+  wins" rule a single file applies. A HardDelete removes the record from every shard.
 - **Offline store**: append-only Parquet in SageMaker's S3 layout,
   `<root>/offline-store/<account>/sagemaker/<region>/offline-store/<group>-<created unix>/data/
   year=YYYY/month=MM/day=DD/hour=HH/<file>.parquet`, partitioned by each record's *event time*.
@@ -28,9 +35,11 @@ Thread safety: one instance may be shared by any number of threads (the ingest c
 thread pool). Validation runs outside any lock; the in-memory online merge and offline append run
 under one short lock, so the online "last write wins" order and the offline
 `api_invocation_time` order agree. SQLite and Parquet are written by whichever thread flushes.
-Several *processes* may open the same root (SQLite WAL, uniquely named Parquet files renamed into
-place), but one process does not see another's unflushed writes, and creating/deleting the same
-group from two processes at once is not coordinated.
+Several *processes* may open the same root (one online shard each, uniquely named Parquet files
+renamed into place), but one process does not see another's unflushed writes, and
+creating/deleting the same group from two processes at once is not coordinated. Where advisory
+file locks are unavailable (`fcntl`), every store writes slot 0, which SQLite's WAL locking still
+keeps correct, only slower.
 
 Deliberate differences from the service: a String event time must be `YYYY-MM-DDTHH:MM:SS.sssZ`
 (what `churn.features` writes, so event times also sort as strings in the SQL; the service also
@@ -40,6 +49,7 @@ the S3 objects); rows reach the offline store at `flush()` rather than minutes l
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import math
@@ -66,12 +76,19 @@ from churn.features import EVENT_TIME_RE, parse_event_time
 from churn.schema import FeatureSpec
 from churn.sql import quote
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: every store writes slot 0
+    fcntl = None  # type: ignore[assignment]
+
 ONLINE_STORE = "OnlineStore"
 OFFLINE_STORE = "OfflineStore"
 _ALL_STORES = frozenset({ONLINE_STORE, OFFLINE_STORE})
 DELETION_MODES = ("SoftDelete", "HardDelete")
 # Columns Feature Store appends to every offline-store row, in its order.
 EXTRA_COLUMNS = ("write_time", "api_invocation_time", "is_deleted")
+# The online store's shard files: slot 0 is `online.sqlite`, slot n `online-<n>.sqlite`.
+_SHARD_FILE_RE = re.compile(r"^online(?:-[1-9][0-9]*)?\.sqlite$")
 # CreateFeatureGroup's FeatureGroupName pattern.
 GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")
 
@@ -227,20 +244,28 @@ class _Group:
                 pa.field("is_deleted", pa.bool_()),
             ]
         )
-        # Online writes not yet in SQLite: key -> (key, event key, is_deleted, *texts), already
-        # reduced by the online rule (an older event time never replaces a newer one).
+        # Online writes not yet in SQLite: key -> (key, event key, is_deleted, *texts, write µs),
+        # already reduced by the online rule (an older event time never replaces a newer one).
         self.pending: dict[str, tuple[Any, ...]] = {}
-        # Offline rows not yet in Parquet: partition -> (rows shaped like the pending ones,
-        # their api_invocation_time in µs). Values stay text until written (Arrow casts them).
-        self.buffer: dict[str, tuple[list[tuple[Any, ...]], list[int]]] = {}
+        # Offline rows not yet in Parquet: partition -> rows shaped like the pending ones (their
+        # last item is the api_invocation_time). Values stay text until written (Arrow casts them).
+        self.buffer: dict[str, list[tuple[Any, ...]]] = {}
         # event time text -> (sort key: unix seconds, stored value, partition)
         self._event_times: dict[str, tuple[float, Any, str]] = {}
         names = ", ".join(quote(c) for c in self.columns)
         updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in self.columns)
-        self._upsert_head = f"INSERT INTO {self.table} (record_id, event_key, is_deleted, {names}) VALUES "
+        self.select_sql = (
+            f"SELECT record_id, event_key, is_deleted, {names}, write_us FROM {self.table} WHERE record_id = ?"
+        )
+        self._upsert_head = (
+            f"INSERT INTO {self.table} (record_id, event_key, is_deleted, {names}, write_us) VALUES "
+        )
+        # the online rule: a newer event time wins, and at an equal one the later write
         self._upsert_tail = (
             f" ON CONFLICT (record_id) DO UPDATE SET event_key = excluded.event_key, "
-            f"is_deleted = excluded.is_deleted, {updates} WHERE excluded.event_key >= {self.table}.event_key"
+            f"is_deleted = excluded.is_deleted, {updates}, write_us = excluded.write_us "
+            f"WHERE excluded.event_key > {self.table}.event_key OR (excluded.event_key = {self.table}.event_key "
+            f"AND excluded.write_us >= {self.table}.write_us)"
         )
         self._upsert_sql: dict[int, str] = {}
 
@@ -248,7 +273,7 @@ class _Group:
         columns = ", ".join(f"{quote(c)} TEXT" for c in self.columns)
         return (
             f"CREATE TABLE IF NOT EXISTS {self.table} (record_id TEXT PRIMARY KEY, event_key REAL NOT NULL, "
-            f"is_deleted INTEGER NOT NULL, {columns}) WITHOUT ROWID"
+            f"is_deleted INTEGER NOT NULL, {columns}, write_us INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
         )
 
     def upsert_sql(self, rows: int) -> str:
@@ -256,7 +281,7 @@ class _Group:
         one step, and the GIL is released once per chunk instead of once per row."""
         sql = self._upsert_sql.get(rows)
         if sql is None:
-            one = "(" + ", ".join("?" * (self.width + 3)) + ")"
+            one = "(" + ", ".join("?" * (self.width + 4)) + ")"
             sql = self._upsert_head + ", ".join([one] * rows) + self._upsert_tail
             self._upsert_sql[rows] = sql
         return sql
@@ -424,17 +449,161 @@ class _Group:
             return {}
         record = [
             {"FeatureName": name, "ValueAsString": value}
-            for name, value in zip(self.columns, row[3:], strict=True)
+            for name, value in zip(self.columns, row[3 : 3 + self.width], strict=True)
             if value is not None and (wanted is None or name in wanted)
         ]
         return {"Record": record}
+
+def _shard_name(slot: int) -> str:
+    return "online.sqlite" if slot == 0 else f"online-{slot}.sqlite"
+
+
+def _claim_slot(root: Path) -> tuple[int, int | None]:
+    """(slot, locked file descriptor) of the first online shard no open store holds.
+
+    The lock is a `flock` on `.online-<slot>.lock`; the operating system releases it when the
+    descriptor is closed or the process ends, so a crashed writer never leaves a slot taken.
+    """
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return 0, None
+    for slot in itertools.count():
+        fd = os.open(root / f".online-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                continue  # held by another open store
+            return 0, None  # no advisory locks here (e.g. some network file systems): share slot 0
+        return slot, fd
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _missing_table(exc: sqlite3.OperationalError) -> bool:
+    return str(exc).startswith("no such table")
+
+
+class _OnlineShards:
+    """The online store's SQLite files under `root`: this store writes one (claimed on its first
+    write) and reads all of them. The caller holds the store's `_db_lock` for every method."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.writer: sqlite3.Connection | None = None
+        self._writer_name = ""
+        self._slot_fd: int | None = None
+        self._tables: set[str] = set()  # tables created in the writer's file by this store
+        self._readers: dict[str, sqlite3.Connection] = {}  # other shards, autocommit
+
+    def _connect(self, path: Path, *, autocommit: bool) -> sqlite3.Connection:
+        con = sqlite3.connect(
+            path, check_same_thread=False, timeout=30.0, **({"isolation_level": None} if autocommit else {})
+        )
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            _add_write_time_column(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def writer_for(self, group: _Group) -> sqlite3.Connection:
+        """This store's own shard, with the group's table in it."""
+        if self.writer is None:
+            slot, fd = _claim_slot(self.root)
+            name = _shard_name(slot)
+            try:
+                reader = self._readers.pop(name, None)
+                if reader is not None:
+                    reader.close()
+                writer = self._connect(self.root / name, autocommit=False)
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                raise
+            writer.execute("PRAGMA synchronous=NORMAL")
+            # A page cache of up to 256 MiB instead of SQLite's 2 MiB: an upsert touches a B-tree leaf
+            # per row, and with 1M records the table is ~300 MB (measured: 16 -> 12 us of CPU per upsert).
+            writer.execute("PRAGMA cache_size=-262144")
+            self.writer, self._writer_name, self._slot_fd = writer, name, fd
+        if group.table not in self._tables:
+            self.writer.execute(group.create_table_sql())
+            self._tables.add(group.table)
+        return self.writer
+
+    def connections(self) -> list[sqlite3.Connection]:
+        """A connection to every shard file now under the root, this store's own first."""
+        found = []
+        for entry in os.scandir(self.root):
+            name = entry.name
+            if name != self._writer_name and _SHARD_FILE_RE.match(name):
+                reader = self._readers.get(name)
+                if reader is None:
+                    reader = self._readers[name] = self._connect(self.root / name, autocommit=True)
+                found.append((name, reader))
+        found.sort()
+        own = [self.writer] if self.writer is not None else []
+        return own + [reader for _, reader in found]
+
+    def lookup(self, group: _Group, key: str) -> tuple[Any, ...] | None:
+        """The stored row of `key`: the newest of the shards' rows by event time, then write time."""
+        best = None
+        for con in self.connections():
+            try:
+                row = con.execute(group.select_sql, (key,)).fetchone()
+            except sqlite3.OperationalError as exc:
+                if _missing_table(exc):
+                    continue  # nothing of this group was ever written to that shard
+                raise
+            if row is not None and (best is None or (row[1], row[-1]) > (best[1], best[-1])):
+                best = row
+        return best
+
+    def execute_everywhere(self, group: _Group, sql: str, parameters: tuple[Any, ...] = ()) -> None:
+        """Run a DELETE/DROP on the group's table in every shard (this store's own commits at the
+        next flush; the others at once)."""
+        for con in self.connections():
+            try:
+                con.execute(sql, parameters)
+            except sqlite3.OperationalError as exc:
+                if not _missing_table(exc):
+                    raise
+
+    def forget_table(self, group: _Group) -> None:
+        self._tables.discard(group.table)
+
+    def commit(self) -> None:
+        if self.writer is not None:
+            self.writer.commit()
+
+    def close(self) -> None:
+        for con in [*self._readers.values(), *([self.writer] if self.writer is not None else [])]:
+            con.close()
+        self._readers.clear()
+        self.writer = None
+        if self._slot_fd is not None:
+            os.close(self._slot_fd)  # releases the slot
+            self._slot_fd = None
+
+
+def _add_write_time_column(con: sqlite3.Connection) -> None:
+    """Give group tables of an online store written before shards existed the write-time column
+    (their rows get write time 0: any later write at an equal event time replaces them)."""
+    listed = con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fg!_%' ESCAPE '!'")
+    tables = [name for (name,) in listed]
+    for table in tables:
+        columns = {row[1] for row in con.execute(f"PRAGMA table_info({quote(table)})")}
+        if "write_us" not in columns:
+            con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN write_us INTEGER NOT NULL DEFAULT 0")
+    if con.in_transaction:
+        con.commit()
 
 
 class LocalFeatureStore:
     """SageMaker Feature Store (control plane + runtime) persisted under `root`.
 
     Locks, always taken in this order: `_io_lock` (one flush at a time, so a flush returns only
-    when everything put before it is on disk), `_db_lock` (the SQLite connection), `_lock`
+    when everything put before it is on disk), `_db_lock` (the SQLite connections), `_lock`
     (pending rows, buffers, counters, group cache; held only for short in-memory work).
     """
 
@@ -460,14 +629,12 @@ class LocalFeatureStore:
         self._unflushed = 0
         self._last_api_us = 0
         self._closed = False
-        self._db = sqlite3.connect(self.root / "online.sqlite", check_same_thread=False, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # A page cache of up to 256 MiB instead of SQLite's 2 MiB: an upsert touches a B-tree leaf per
-        # row, and with 1M records the table is ~300 MB (measured: 16 -> 12 us of CPU per upsert).
-        self._db.execute("PRAGMA cache_size=-262144")
-        variables = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._max_statement_params = min(variables, 32_000)
+        self._shards = _OnlineShards(self.root)
+        probe = sqlite3.connect(":memory:")
+        try:
+            self._max_statement_params = min(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32_000)
+        finally:
+            probe.close()
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> LocalFeatureStore:
@@ -484,7 +651,7 @@ class LocalFeatureStore:
         with self._io_lock, self._db_lock, self._lock:
             if not self._closed:
                 self._closed = True
-                self._db.close()
+                self._shards.close()
 
     def flush(self) -> int:
         """Write pending online rows to SQLite and commit, then write buffered offline rows as one
@@ -505,24 +672,25 @@ class LocalFeatureStore:
                     self._unflushed = 0
                 for group, pending in online:
                     self._upsert(group, list(pending.values()))
-                self._db.commit()
+                self._shards.commit()
             written = 0
             for group, buffer in offline:
-                for partition, (rows, api_us) in buffer.items():
-                    self._write_parquet(group, partition, rows, api_us)
+                for partition, rows in buffer.items():
+                    self._write_parquet(group, partition, rows)
                     written += len(rows)
             return written
 
     def _upsert(self, group: _Group, rows: list[tuple[Any, ...]]) -> None:
-        """Apply pending rows to SQLite (caller holds _db_lock).
+        """Apply pending rows to this store's online shard (caller holds _db_lock).
 
         In key order: the B-tree is then updated leaf after leaf instead of at random pages
         (measured on 1M Telco-like rows, flushes of 50k: 41 -> 22 us of CPU per row)."""
         rows = sorted(rows, key=_row_key)
-        per = max(1, min(1000, self._max_statement_params // (group.width + 3)))
+        db = self._shards.writer_for(group)
+        per = max(1, min(1000, self._max_statement_params // (group.width + 4)))
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
-            self._db.execute(group.upsert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
+            db.execute(group.upsert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -602,8 +770,9 @@ class LocalFeatureStore:
             group = self._load(name)
             if group is None:
                 raise client_error("ResourceNotFound", f"feature group '{name}' not found", "DeleteFeatureGroup")
-            self._db.execute(f"DROP TABLE IF EXISTS {group.table}")
-            self._db.commit()
+            self._shards.execute_everywhere(group, f"DROP TABLE IF EXISTS {group.table}")
+            self._shards.forget_table(group)
+            self._shards.commit()
             group.pending = {}
             group.buffer = {}
             del self._groups[name]
@@ -637,9 +806,7 @@ class LocalFeatureStore:
         return self._register(info)
 
     def _register(self, info: FeatureGroupInfo) -> _Group:
-        group = _Group(info)
-        self._db.execute(group.create_table_sql())
-        self._db.commit()
+        group = _Group(info)  # its online table is created in a shard when first written
         self._groups[info.name] = group
         return group
 
@@ -693,18 +860,18 @@ class LocalFeatureStore:
             buffer = group.buffer
             last = self._last_api_us
             for row, partition in validated:
+                now = time.time_ns() // 1000
+                last = now if now > last else last + 1  # strictly increasing, in call order
+                row = (*row, last)  # noqa: PLW2901 - stamped with its API call (= write) time
                 if online:
                     current = pending.get(row[0])
                     if current is None or row[1] >= current[1]:
                         pending[row[0]] = row
                 if offline:
-                    now = time.time_ns() // 1000
-                    last = now if now > last else last + 1  # strictly increasing, in call order
                     entry = buffer.get(partition)
                     if entry is None:
-                        entry = buffer[partition] = ([], [])
-                    entry[0].append(row)
-                    entry[1].append(last)
+                        entry = buffer[partition] = []
+                    entry.append(row)
             self._last_api_us = last
             self._unflushed += len(validated)
             flush = self._unflushed >= self.flush_rows
@@ -745,13 +912,9 @@ class LocalFeatureStore:
         return _online_rule(pending, stored)
 
     def _stored(self, group: _Group, key: str) -> tuple[Any, ...] | None:
-        """The row of `key` in SQLite (caller holds _db_lock)."""
+        """The row of `key` in the online shards (caller holds _db_lock)."""
         self._check_open()
-        return self._db.execute(
-            f"SELECT record_id, event_key, is_deleted, {', '.join(quote(c) for c in group.columns)} "
-            f"FROM {group.table} WHERE record_id = ?",
-            (key,),
-        ).fetchone()
+        return self._shards.lookup(group, key)
 
     def delete_record(
         self,
@@ -778,12 +941,13 @@ class LocalFeatureStore:
         online, offline = _targets(TargetStores, "DeleteRecord")
         key, _ = group.record_id(RecordIdentifierValueAsString, "DeleteRecord")
         event_key, _, partition = group.event_time(EventTime, key, "DeleteRecord")
-        row = group.tombstone(key, event_key, EventTime)
+        tombstone = group.tombstone(key, event_key, EventTime)
         hard = online and DeletionMode == "HardDelete"
-        with self._db_lock:  # the SQLite row cannot change while it is held
+        with self._db_lock:  # this store's online rows cannot change while it is held
             stored = self._stored(group, key) if hard else None
             with self._lock:
                 self._check_open()
+                row = (*tombstone, self._next_api_us())
                 if online:
                     pending = group.pending.get(key)
                     if hard:
@@ -799,19 +963,17 @@ class LocalFeatureStore:
                     elif pending is None or event_key >= pending[1]:
                         group.pending[key] = row  # a tombstone; applied to SQLite by the same rule
                 if offline:
-                    entry = group.buffer.setdefault(partition, ([], []))
-                    entry[0].append(row)
-                    entry[1].append(self._next_api_us())
+                    group.buffer.setdefault(partition, []).append(row)
                 self._unflushed += 1
                 flush = self._unflushed >= self.flush_rows
             if hard:
-                self._db.execute(f"DELETE FROM {group.table} WHERE record_id = ?", (key,))
+                self._shards.execute_everywhere(group, f"DELETE FROM {group.table} WHERE record_id = ?", (key,))
         if flush:
             self.flush()
         return _ok()
 
     # -- offline store ------------------------------------------------------------------------
-    def _write_parquet(self, group: _Group, partition: str, rows: list[tuple[Any, ...]], api_us: list[int]) -> Path:
+    def _write_parquet(self, group: _Group, partition: str, rows: list[tuple[Any, ...]]) -> Path:
         """Write one Parquet file of buffered rows into the event-time partition's directory."""
         columns = list(zip(*rows, strict=True))
         arrays = []
@@ -827,7 +989,7 @@ class LocalFeatureStore:
                 arrays.append(pa.array([None if t is None else parse(t) for t in columns[3 + position]], field.type))
         write_us = time.time_ns() // 1000
         arrays.append(pa.array([write_us] * len(rows), type=_TIMESTAMP))
-        arrays.append(pa.array(api_us, type=_TIMESTAMP))
+        arrays.append(pa.array(columns[-1], type=_TIMESTAMP))  # the API call time each row carries
         arrays.append(pc.cast(pa.array(columns[2], type=pa.int8()), pa.bool_()))
         table = pa.Table.from_arrays(arrays, schema=group.schema)
         directory = group.info.data_dir / partition
@@ -887,8 +1049,9 @@ class LocalFeatureStore:
 
 
 def _online_rule(pending: tuple[Any, ...] | None, stored: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
-    """Which of a pending and a stored online row a flush leaves: the pending one unless older."""
-    if pending is not None and (stored is None or pending[1] >= stored[1]):
+    """Which of a pending and a stored online row a read sees: the newer by event time, then by
+    write time (the pending row, unless another store wrote the same event time later)."""
+    if pending is not None and (stored is None or (pending[1], pending[-1]) >= (stored[1], stored[-1])):
         return pending
     return stored
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
+import sqlite3
+import subprocess
+import sys
 import threading
+from contextlib import closing
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
@@ -86,6 +92,11 @@ def store(tmp_path: Path):
     with LocalFeatureStore(tmp_path / "feature-store") as fs:
         fs.create_feature_group(GROUP, SPEC)
         yield fs
+
+
+def hard_delete(store: LocalFeatureStore, customer_id: str, event_time: str) -> None:
+    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString=customer_id, EventTime=event_time,
+                        DeletionMode="HardDelete")
 
 
 def error_of(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
@@ -231,14 +242,10 @@ def test_older_soft_delete_keeps_online_record_but_still_writes_marker(store):
 def test_hard_delete(store):
     put(store, record("C-1", T2))
     with pytest.raises(ClientError) as exc_info:  # older than the stored record: refused, no marker
-        store.delete_record(
-            FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T1, DeletionMode="HardDelete"
-        )
+        hard_delete(store, "C-1", T1)
     assert error_of(exc_info)[0] == "ValidationException"
     assert online(store, "C-1") is not None
-    store.delete_record(
-        FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T3, DeletionMode="HardDelete"
-    )
+    hard_delete(store, "C-1", T3)
     assert online(store, "C-1") is None
     put(store, record("C-1", T1, tenure="7"))  # a hard delete leaves no tombstone
     assert online(store, "C-1")["tenure"] == "7"
@@ -431,6 +438,161 @@ def test_concurrent_puts_from_threads_are_consistent(tmp_path):
         newest = training_set(fs, "2999-01-01T00:00:00.000Z")
         assert {k: v["tenure"] for k, v in newest.items()} == {k: r["tenure"] for k, r in latest.items()}
 
+
+
+# -- online shards: one SQLite file per writing store, reads take the newest ------------------------
+def shard_files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if re.fullmatch(r"online(-\d+)?\.sqlite", p.name))
+
+
+def shard_rows(path: Path) -> list[tuple]:
+    with closing(sqlite3.connect(path)) as con:
+        return con.execute('SELECT record_id, event_time, tenure, is_deleted FROM "fg_churn-features" '
+                           "ORDER BY record_id").fetchall()
+
+
+@pytest.fixture
+def two_stores(tmp_path: Path):
+    root = tmp_path / "fs"
+    with LocalFeatureStore(root) as a, LocalFeatureStore(root) as b:
+        a.create_feature_group(GROUP, SPEC)
+        b.create_feature_group(GROUP, SPEC)
+        yield root, a, b
+
+
+def test_stores_open_at_once_write_their_own_shard_and_read_each_others(two_stores):
+    root, a, b = two_stores
+    assert shard_files(root) == []  # a shard is claimed by the first write, not by opening
+    put(a, record("C-1", T1, tenure="1"))
+    put(b, record("C-2", T1, tenure="2"))
+    a.flush()
+    b.flush()
+    assert shard_files(root) == ["online-1.sqlite", "online.sqlite"]
+    assert shard_rows(root / "online.sqlite") == [("C-1", T1, "1", 0)]
+    assert shard_rows(root / "online-1.sqlite") == [("C-2", T1, "2", 0)]
+    for store in (a, b):
+        assert online(store, "C-1")["tenure"] == "1" and online(store, "C-2")["tenure"] == "2"
+
+
+def test_across_shards_the_newer_event_time_wins_then_the_later_write(two_stores):
+    _, a, b = two_stores
+    put(a, record("C-1", T2, tenure="11"))
+    a.flush()
+    put(b, record("C-1", T1, tenure="12"))  # older event time, written later: loses
+    b.flush()
+    assert online(a, "C-1")["tenure"] == "11" and online(b, "C-1")["tenure"] == "11"
+    put(b, record("C-1", T2, tenure="13"))  # equal event time, written later: wins
+    assert online(b, "C-1")["tenure"] == "13"  # b's own unflushed write
+    b.flush()
+    assert online(a, "C-1")["tenure"] == "13"
+    put(a, record("C-1", T2, tenure="14"))  # a's unflushed write is later still
+    assert online(a, "C-1")["tenure"] == "14"
+    a.flush()
+    assert online(b, "C-1")["tenure"] == "14"
+    # the offline store holds every version, and the point-in-time SQL agrees with the online store
+    assert training_set(a, "2999-01-01T00:00:00.000Z")["C-1"]["tenure"] == 14
+    assert len(offline_rows(a)) == 4
+
+
+def test_deletes_across_shards(two_stores):
+    root, a, b = two_stores
+    put(a, record("C-1", T2))
+    put(a, record("C-2", T2))
+    a.flush()
+    b.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T3)  # soft, newer
+    b.flush()
+    assert online(a, "C-1") is None and online(b, "C-1") is None
+    put(a, record("C-1", T1, tenure="99"))  # older than b's tombstone: stays deleted
+    a.flush()
+    assert online(b, "C-1") is None
+    with pytest.raises(ClientError) as exc_info:  # older than the record in a's shard: refused
+        hard_delete(b, "C-2", T1)
+    assert error_of(exc_info)[0] == "ValidationException"
+    assert online(b, "C-2") is not None
+    hard_delete(b, "C-2", T3)
+    b.flush()
+    assert online(a, "C-2") is None
+    assert [r[0] for r in shard_rows(root / "online.sqlite")] == ["C-1"]  # removed from a's shard too
+    put(a, record("C-2", T1, tenure="7"))  # a hard delete leaves no tombstone anywhere
+    assert online(b, "C-2") is None  # not flushed yet: b cannot see a's pending write
+    a.flush()
+    assert online(b, "C-2")["tenure"] == "7"
+
+
+def test_delete_feature_group_empties_every_shard(two_stores):
+    root, a, b = two_stores
+    put(a, record("C-1", T1))
+    put(b, record("C-2", T1))
+    a.flush()
+    b.flush()
+    a.delete_feature_group(GROUP)
+    with LocalFeatureStore(root) as c:
+        c.create_feature_group(GROUP, SPEC)
+        assert online(c, "C-1") is None and online(c, "C-2") is None
+        put(c, record("C-3", T1))
+        assert online(c, "C-3") is not None
+
+
+def test_a_closed_store_releases_its_shard(tmp_path):
+    root = tmp_path / "fs"
+    for tenure in ("1", "2"):
+        with LocalFeatureStore(root) as fs:
+            fs.create_feature_group(GROUP, SPEC)
+            put(fs, record("C-1", T1, tenure=tenure))
+    assert shard_files(root) == ["online.sqlite"]
+    with LocalFeatureStore(root) as fs:
+        assert online(fs, "C-1")["tenure"] == "2"
+
+
+_WRITER = """
+import os, sys
+from churn.features import to_feature_store_record
+from pipeline.feature_store import LocalFeatureStore
+store = LocalFeatureStore(sys.argv[1])
+store.put_record(FeatureGroupName=sys.argv[2], Record=to_feature_store_record(eval(sys.argv[3])))
+store.flush()
+os._exit(0)  # dies without closing: the operating system releases its shard
+"""
+
+
+def test_a_process_that_dies_releases_its_shard(tmp_path):
+    root = tmp_path / "fs"
+    with LocalFeatureStore(root) as fs:
+        fs.create_feature_group(GROUP, SPEC)
+        put(fs, record("C-1", T1, tenure="21"))
+        fs.flush()  # this store holds slot 0
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "lambda")])}
+        for tenure in ("22", "23"):
+            rec = record("C-2", T1, tenure=tenure)
+            subprocess.run([sys.executable, "-c", _WRITER, str(root), GROUP, repr(rec)], env=env, check=True)
+        assert shard_files(root) == ["online-1.sqlite", "online.sqlite"]  # the second child reused slot 1
+        assert online(fs, "C-2")["tenure"] == "23" and online(fs, "C-1")["tenure"] == "21"
+
+
+def test_an_online_store_written_before_shards_is_read_and_updated(tmp_path):
+    root = tmp_path / "fs"
+    with LocalFeatureStore(root) as fs:
+        fs.create_feature_group(GROUP, SPEC)
+    # the table as it was before rows carried their write time
+    columns = ", ".join(f'"{f.name}" TEXT' for f in SPEC.all_features)
+    names = ", ".join(f'"{f.name}"' for f in SPEC.all_features)
+    old = record("C-1", T2, tenure="31")
+    with closing(sqlite3.connect(root / "online.sqlite")) as con:
+        con.execute(f'CREATE TABLE "fg_churn-features" (record_id TEXT PRIMARY KEY, event_key REAL NOT NULL, '
+                    f"is_deleted INTEGER NOT NULL, {columns}) WITHOUT ROWID")
+        values = [old.get(f.name) for f in SPEC.all_features]
+        con.execute(f'INSERT INTO "fg_churn-features" (record_id, event_key, is_deleted, {names}) '
+                    f"VALUES (?, ?, 0, {', '.join('?' * len(values))})",
+                    ["C-1", datetime.fromisoformat(T2).timestamp(), *values])
+        con.commit()
+    with LocalFeatureStore(root) as fs:
+        assert online(fs, "C-1")["tenure"] == "31"
+        put(fs, record("C-1", T1, tenure="32"))
+        fs.flush()
+        assert online(fs, "C-1")["tenure"] == "31"
+        put(fs, record("C-1", T2, tenure="33"))
+        fs.flush()
+        assert online(fs, "C-1")["tenure"] == "33"
 
 # -- the point-in-time SQL on DuckDB ----------------------------------------------------------------
 def test_training_set_sql_point_in_time_semantics(store):
