@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate_data  # noqa: E402
-from common import BENCH, OUT, ROOT, SPEC_PATH, load_average, machine, save, table  # noqa: E402
+from common import BENCH, OUT, ROOT, SPEC_PATH, cpu_times, load_average, machine, save, speed_probe, table  # noqa: E402
 
 SEED_PYTHON = BENCH / ".venv-seed" / "bin" / "python"
 EVENT_TIME = "2026-11-26T07:07:54.12Z"
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     total = args.seed_rows + args.one_lambda_rows + args.map_rows
     data = generate_data.ensure(OUT / f"telco-ingest-{total}.csv", total, seed=7)
     facts = machine()
+    facts["speed_probe_before_s"] = speed_probe()
+    cpu_before = cpu_times()
     endpoint = Endpoint(args.latency_ms, args.throttle_rate)
     results: dict[str, Any] = {"machine": facts, "args": vars(args)}
     try:
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         endpoint.stop()
     facts["load_average_after"] = load_average()
+    cpu_after = cpu_times()
+    facts["cpu_steal_s"] = round(cpu_after["steal"] - cpu_before["steal"], 1)
+    facts["speed_probe_after_s"] = speed_probe()
 
     rows = []
     seed_rate = None
@@ -247,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nIngest throughput against one fake PutRecord endpoint, {args.latency_ms:g} ms per request"
           f"{f', {args.throttle_rate:.0%} throttled' if args.throttle_rate else ''}")
     print(f"machine: {facts['cpu']}, {facts['cpus']} CPUs, {facts['memory_gib']} GiB, Python {facts['python']}; "
-          f"load average before {facts['load_average_before']}, after {facts['load_average_after']}\n")
+          f"load average before {facts['load_average_before']}, after {facts['load_average_after']}; "
+          f"CPU stolen by the host {facts['cpu_steal_s']} s; speed probe {facts['speed_probe_before_s']:.3f} s "
+          f"before, {facts['speed_probe_after_s']:.3f} s after (lower is faster)\n")
     print(table(["method", "in flight (max)", "rows", "records written", "wall s", "records/s", "x seed",
                  "handler CPU ms/record", "endpoint max in flight"], rows))
     if "one_lambda" in results and "distributed_map" in results:
