@@ -454,6 +454,7 @@ class _Group:
         ]
         return {"Record": record}
 
+
 def _shard_name(slot: int) -> str:
     return "online.sqlite" if slot == 0 else f"online-{slot}.sqlite"
 
