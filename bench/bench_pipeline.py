@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -67,6 +68,10 @@ def child(data: Path, workspace: Path) -> int:
         result.update(status="FAILED", error=f"{exc.error}: {exc.cause}"[:500])
     result["seconds"] = time.perf_counter() - started
     result["steps"] = recorder.steps
+    # getrusage's exact high-water mark of the largest process of this run: this one or a (waited-for)
+    # descendant, i.e. the ingest workers and the training process (Linux: KiB)
+    result["largest_process_kib"] = max(resource.getrusage(who).ru_maxrss
+                                        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(json.dumps(result), flush=True)
     return 0
 
@@ -121,7 +126,6 @@ def run_size(rows: int, seed: int, keep: bool) -> dict[str, Any]:
     generated = time.perf_counter() - started
     workspace = OUT / f"workspace-{rows}"
     shutil.rmtree(workspace, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     probe_before = speed_probe()
     load_before = load_average()
     cpu_before = cpu_times()
@@ -132,10 +136,9 @@ def run_size(rows: int, seed: int, keep: bool) -> dict[str, Any]:
     with TreeRss(process.pid) as sampler:
         stdout, _ = process.communicate()
     cpu_after = cpu_times()
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(rows=rows, csv_mb=data.stat().st_size / 1e6, peak_rss_tree_mib=sampler.peak / 2**20,
-                  peak_rss_largest_process_mib=(largest / 1024) if largest > before else None,
+                  peak_rss_largest_process_mib=result.pop("largest_process_kib") / 1024,
                   load_average_before=load_before, load_average_after=load_average(),
                   cpu_busy_s=round(cpu_after["busy"] - cpu_before["busy"], 1),
                   cpu_steal_s=round(cpu_after["steal"] - cpu_before["steal"], 1),
@@ -171,6 +174,14 @@ def render(facts: dict[str, Any], results: list[dict[str, Any]]) -> None:
                   f"speed probe {r['speed_probe_before_s']:.3f} s before, {r['speed_probe_after_s']:.3f} s after "
                   "(lower is faster)", end="")
         print()
+    for rows in dict.fromkeys(r["rows"] for r in results):
+        runs = [r for r in results if r["rows"] == rows and r["status"] == "SUCCEEDED"]
+        if len(runs) > 1:
+            totals = sorted(r["seconds"] for r in runs)
+            probes = [r[key] for r in runs for key in ("speed_probe_before_s", "speed_probe_after_s") if key in r]
+            spread = f"; speed probe {min(probes):.3f}-{max(probes):.3f} s" if probes else ""
+            print(f"{rows:,} rows, {len(runs)} runs: total s min {totals[0]:.1f}, median "
+                  f"{statistics.median(totals):.1f}, max {totals[-1]:.1f}{spread}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep-workspaces", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each size this many times in a row and print the spread of the totals "
+                             "(this VM's speed varies by up to 1.5x)")
     parser.add_argument("--from-json", type=Path, help="print the table of an earlier run's JSON and exit")
     args = parser.parse_args(argv)
     if args.from_json:
@@ -187,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         render(saved["machine"], saved["results"])
         return 0
     facts = machine()
-    results = [run_size(rows, args.seed, args.keep_workspaces) for rows in args.rows]
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    results = [run_size(rows, args.seed, args.keep_workspaces) for rows in args.rows for _ in range(args.repeat)]
     facts["load_average_after"] = load_average()
     render(facts, results)
     path = save("pipeline", {"machine": facts, "results": results})

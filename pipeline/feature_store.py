@@ -89,6 +89,7 @@ DELETION_MODES = ("SoftDelete", "HardDelete")
 EXTRA_COLUMNS = ("write_time", "api_invocation_time", "is_deleted")
 # The online store's shard files: slot 0 is `online.sqlite`, slot n `online-<n>.sqlite`.
 _SHARD_FILE_RE = re.compile(r"^online(?:-[1-9][0-9]*)?\.sqlite$")
+ONLINE_PAGE_BYTES = 32_768
 # CreateFeatureGroup's FeatureGroupName pattern.
 GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")
 
@@ -501,6 +502,10 @@ class _OnlineShards:
             path, check_same_thread=False, timeout=30.0, **({"isolation_level": None} if autocommit else {})
         )
         try:
+            # Pages of 32 KiB instead of 4 KiB for a new file (an existing one keeps its own): a flush
+            # of 50k upserts then commits far fewer WAL frames (measured on 500k rows in flushes of
+            # 50k: commit CPU 2.4-2.8 s -> 1.3-1.5 s; the upserts themselves unchanged).
+            con.execute(f"PRAGMA page_size={ONLINE_PAGE_BYTES}")
             con.execute("PRAGMA journal_mode=WAL")
             _add_write_time_column(con)
         except BaseException:

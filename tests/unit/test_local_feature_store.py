@@ -23,7 +23,7 @@ from churn.features import from_feature_store_record, to_feature_store_record
 from churn.ingest import ingest_batch
 from churn.schema import FeatureSpec
 from churn.sql import offline_count_sql, table_reference, training_set_sql
-from pipeline.feature_store import LocalFeatureStore
+from pipeline.feature_store import ONLINE_PAGE_BYTES, LocalFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = FeatureSpec.load(REPO / "data" / "churn.spec.json")
@@ -451,6 +451,11 @@ def shard_rows(path: Path) -> list[tuple]:
                            "ORDER BY record_id").fetchall()
 
 
+def page_size(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as con:
+        return con.execute("PRAGMA page_size").fetchone()[0]
+
+
 @pytest.fixture
 def two_stores(tmp_path: Path):
     root = tmp_path / "fs"
@@ -470,6 +475,7 @@ def test_stores_open_at_once_write_their_own_shard_and_read_each_others(two_stor
     assert shard_files(root) == ["online-1.sqlite", "online.sqlite"]
     assert shard_rows(root / "online.sqlite") == [("C-1", T1, "1", 0)]
     assert shard_rows(root / "online-1.sqlite") == [("C-2", T1, "2", 0)]
+    assert [page_size(root / name) for name in shard_files(root)] == [ONLINE_PAGE_BYTES] * 2 != [4096] * 2
     for store in (a, b):
         assert online(store, "C-1")["tenure"] == "1" and online(store, "C-2")["tenure"] == "2"
 
@@ -593,6 +599,7 @@ def test_an_online_store_written_before_shards_is_read_and_updated(tmp_path):
         put(fs, record("C-1", T2, tenure="33"))
         fs.flush()
         assert online(fs, "C-1")["tenure"] == "33"
+    assert page_size(root / "online.sqlite") == 4096  # an existing file keeps its page size
 
 # -- the point-in-time SQL on DuckDB ----------------------------------------------------------------
 def test_training_set_sql_point_in_time_semantics(store):
