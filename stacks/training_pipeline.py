@@ -72,6 +72,26 @@ def _states_arn(integration: str) -> str:
     return f"arn:{Aws.PARTITION}:states:::{integration}"
 
 
+class ValidatedCsvItemReader(sfn.S3CsvItemReader):
+    """The Distributed Map's CSV item reader (header row), reading the object *version* that
+    "Validate input" read: an upload to the same key in between (the bucket is versioned) cannot
+    slip rows past validation. Its read grant is the object versions under `prefix`/ only, where
+    Validate input may read."""
+
+    def __init__(self, *, bucket: Any, key: str, version_id_path: str, prefix: str):
+        super().__init__(bucket=bucket, key=key, csv_headers=sfn.CsvHeaders.use_first_row())
+        self._version_id_path = version_id_path
+        self._objects = bucket.arn_for_objects(f"{prefix}/*")
+
+    def render(self, query_language: sfn.QueryLanguage | None = None) -> Any:
+        rendered = super().render(query_language)
+        rendered["Parameters"]["VersionId.$"] = self._version_id_path
+        return rendered
+
+    def provide_policy_statements(self) -> list[iam.PolicyStatement]:
+        return [iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"], resources=[self._objects])]
+
+
 def _retry(state: Any, errors: list[str], *, interval: Duration, attempts: int) -> Any:
     """Retry transient errors with exponential backoff and full jitter."""
     state.add_retry(
@@ -432,10 +452,11 @@ class TrainingPipeline(Construct):
         ingest = sfn.DistributedMap(
             self,
             "Ingest features",
-            item_reader=sfn.S3CsvItemReader(
+            item_reader=ValidatedCsvItemReader(
                 bucket=bucket,
                 key=sfn.JsonPath.string_at("$.input_key"),
-                csv_headers=sfn.CsvHeaders.use_first_row(),
+                version_id_path="$.validation.version_id",
+                prefix=RAW_PREFIX,
             ),
             item_batcher=sfn.ItemBatcher(
                 max_items_per_batch=settings.ingest_batch_size,
@@ -881,7 +902,7 @@ class TrainingPipeline(Construct):
         )
         # Athena reads the offline store and writes/reads results as the state machine's role.
         # (kms:Decrypt also serves the Distributed Map's item reader for the raw CSV: the reader
-        # grants itself s3:GetObject only.)
+        # grants itself S3 read of raw/ only, see ValidatedCsvItemReader.)
         store.grant_read(machine, OFFLINE_STORE_PREFIX)
         store.grant_read(machine, QUERY_PREFIX)
         store.grant_write(machine, QUERY_PREFIX)
@@ -1014,9 +1035,9 @@ class TrainingPipeline(Construct):
         )
         nag.wildcard_resource(
             machine_role,
-            f"arn:<AWS::Partition>:s3:::{nag.ref(store.bucket.node.default_child)}/*",
-            "The Distributed Map's S3 item reader (aws-cdk-lib) reads the CSV named by the execution "
-            "input; Validate input, which may read raw/ only, has already read the same key",
+            f"{bucket}/{RAW_PREFIX}/*",
+            "The Distributed Map's item reader reads the version of the CSV named by the execution input "
+            "that Validate input read; " + prefix_reason.format("raw/"),
         )
         nag.wildcard_resource(
             machine_role,

@@ -968,8 +968,12 @@ class PipelineHarness:
         (machine,) = self.resources("AWS::StepFunctions::StateMachine").values()
         self.definition = resolve_definition(self.template, machine["Properties"]["DefinitionString"])
         s3 = self.client("s3")
-        for logical_id in self.resources("AWS::S3::Bucket"):
+        for logical_id, bucket in self.resources("AWS::S3::Bucket").items():
             s3.create_bucket(Bucket=self.name_of(logical_id))
+            versioning = bucket.get("Properties", {}).get("VersioningConfiguration", {}).get("Status")
+            if versioning:
+                s3.put_bucket_versioning(Bucket=self.name_of(logical_id),
+                                         VersioningConfiguration={"Status": versioning})
         self._deploy_functions()
         athena = self.client("athena")
         for resource in self.resources("AWS::Athena::WorkGroup").values():

@@ -17,6 +17,8 @@ import pytest
 from conftest import synthesize
 from sfn_harness import InterruptedRuntime, PipelineHarness, ReplicationLag
 
+from churn.handlers import validate_input
+
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300
 BATCH = 100
@@ -201,6 +203,31 @@ def test_a_bad_csv_fails_at_validate_input_and_nothing_is_written(harness):
     assert recorded_failure(execution)["execution"] == "run-bad-csv"
     assert ingest_invocations(harness) == [] and writes.calls == 0  # no PutRecord at all
     assert harness.feature_store.offline_files(next(iter(harness.athena.tables.values()))) == []
+
+
+def test_the_map_ingests_the_version_that_validate_input_read(harness, monkeypatch):
+    """A new upload to the same key while the run is past validation (an operator re-uploading) is not
+    ingested unvalidated: the item reader reads the version Validate input read (the bucket is versioned)."""
+    harness.put_raw("raw/churn.csv", customers())
+    validate_object = validate_input.validate_object
+
+    def validated_then_replaced(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = validate_object(*args, **kwargs)
+        harness.put_raw("raw/churn.csv", customers(ROWS // 3))  # a newer version, a third of the rows
+        return result
+
+    monkeypatch.setattr(validate_input, "validate_object", validated_then_replaced)
+
+    execution = harness.run({"input_key": "raw/churn.csv"}, name="run-replaced")
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    validation = state_output(execution, "Validate input")["validation"]
+    assert validation["records"] == ROWS and validation["version_id"] != "null"
+    assert offline_records(harness, validation["event_time"]) == ROWS
+    training_set = state_output(execution, "Build training set")["training_set"]["output_uri"]
+    assert len({r["customer_id"] for r in harness.read_csv(training_set)}) == ROWS
+    latest = harness.client("s3").get_object(Bucket=harness.bucket, Key="raw/churn.csv")["Body"].read()
+    assert latest.decode() == customers(ROWS // 3)  # the key itself holds the newer upload
 
 
 def test_an_interrupted_ingest_fails_the_map_and_a_rerun_converges(harness, spec):

@@ -97,6 +97,7 @@ def test_ingest_is_a_distributed_map_over_the_csv_in_batches(states):
     assert reader["Resource"] == "arn:aws:states:::s3:getObject"
     assert reader["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
     assert reader["Parameters"]["Key.$"] == "$.input_key"
+    assert reader["Parameters"]["VersionId.$"] == "$.validation.version_id"  # the version Validate input read
     assert ingest["ItemBatcher"]["MaxItemsPerBatch"] == DEFAULTS.ingest_batch_size
     assert ingest["ItemBatcher"]["MaxInputBytesPerBatch"] <= 256 * 1024
     assert ingest["ItemBatcher"]["BatchInput"] == {"event_time.$": "$.validation.event_time"}

@@ -30,7 +30,24 @@ def test_validate_input_counts_rows_and_canonicalises_event_time(aws, data_path)
         "event_time": "2026-11-26T07:07:54.120Z",
         "event_time_sql": "'2026-11-26T07:07:54.120Z'",
         "source": f"s3://{BUCKET}/raw/churn.csv",
+        "version_id": "null",  # the bucket is not versioned here: its objects have the null version
     }
+
+
+def test_validate_input_returns_the_version_it_read(aws, data_path):
+    """The Distributed Map reads this version: a later upload to the same key is not ingested unvalidated."""
+    aws.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    lines = data_path.read_text().splitlines(keepends=True)
+    validated = aws.put_object(Bucket=BUCKET, Key="raw/churn.csv", Body="".join(lines[:11]).encode())["VersionId"]
+    event = {"bucket": BUCKET, "key": "raw/churn.csv", "event_time": "2026-11-26T07:07:54Z"}
+
+    result = validate_input.handler(event, FakeContext())
+    newer = aws.put_object(Bucket=BUCKET, Key="raw/churn.csv", Body="".join(lines[:6]).encode())["VersionId"]
+
+    assert result["version_id"] == validated != newer and result["records"] == 10
+    body = aws.get_object(Bucket=BUCKET, Key="raw/churn.csv", VersionId=result["version_id"])["Body"].read()
+    assert body.decode().count("\n") == 11
+    assert validate_input.handler(event, FakeContext())["version_id"] == newer
 
 
 def test_validate_input_names_object_line_and_column(aws, data_path):

@@ -11,18 +11,22 @@ from churn.sql import athena_parameter
 
 
 def validate_object(s3: Any, bucket: str, key: str, event_time: str) -> dict[str, Any]:
+    """Validate the object's current version; `version_id` names that version, which is the one the
+    Distributed Map then reads ("null" for an object written while the bucket was unversioned)."""
     source = f"s3://{bucket}/{key}"
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        response = s3.get_object(Bucket=bucket, Key=key)
     except s3.exceptions.NoSuchKey:
         raise InputValidationError(source, "object not found") from None
-    summary = validate_stream(body, source, feature_spec())
+    version_id = response.get("VersionId") or "null"
+    summary = validate_stream(response["Body"], source, feature_spec())
     canonical = canonical_event_time(event_time)
     return {
         "records": summary.rows,
         "event_time": canonical,
         "event_time_sql": athena_parameter(canonical),
         "source": source,
+        "version_id": version_id,
     }
 
 
