@@ -592,7 +592,7 @@ class TrainingPipeline(Construct):
         _retry(register, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=3)
 
         # 8. Score every customer with the approved model (Batch Transform, same container and script).
-        scoring = self._scoring_states(store, feature_store, catch)
+        scoring = self._scoring_states(store, feature_store, catch, failure)
 
         summary = sfn.Pass(
             self,
@@ -631,11 +631,16 @@ class TrainingPipeline(Construct):
             .next(offline_complete)
         )
 
-    def _scoring_states(self, store: DataStore, feature_store: ChurnFeatureStore, catch: Any) -> sfn.Chain:
-        """Build scoring set → Stage scoring input → Create scoring model → Score customers → Rank scores.
+    def _scoring_states(
+        self, store: DataStore, feature_store: ChurnFeatureStore, catch: Any, failure: sfn.IChainable
+    ) -> sfn.Chain:
+        """Build scoring set → Stage scoring input → Create scoring model → Score customers → Delete
+        scoring model → Rank scores.
 
         Everything of one execution lives under scores/<execution>/: input/ (the scoring set),
-        transform/ (the Batch Transform output) and scores.csv (the ranking).
+        transform/ (the Batch Transform output) and scores.csv (the ranking). The SageMaker model the
+        transform needs is deleted as soon as the transform has ended, whether it succeeded or failed
+        (the registered model package stays): executions leave no models behind for `cdk destroy`.
         """
         settings = self.settings
         bucket = store.bucket
@@ -699,7 +704,7 @@ class TrainingPipeline(Construct):
         _retry(create_model, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=3)
 
         instance_type = settings.scoring_instance_type.removeprefix("ml.")
-        transform = catch(
+        transform = (
             tasks.SageMakerCreateTransformJob(
                 self,
                 "Score customers",
@@ -742,6 +747,28 @@ class TrainingPipeline(Construct):
         )
         _retry(transform, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(10), attempts=3)
 
+        def delete_model(name: str) -> tasks.CallAwsService:
+            state = tasks.CallAwsService(
+                self,
+                name,
+                service="sagemaker",
+                action="deleteModel",
+                iam_action="sagemaker:DeleteModel",
+                iam_resources=[Stack.of(self).format_arn(service="sagemaker", resource="model", resource_name="*")],
+                parameters={"ModelName": execution},
+                result_path=sfn.JsonPath.DISCARD,
+            )
+            _retry(state, SAGEMAKER_TRANSIENT_ERRORS, interval=Duration.seconds(5), attempts=3)
+            return state
+
+        delete = catch(delete_model("Delete scoring model"))
+        # A failed transform deletes the model too, then takes the failure path with the transform's error
+        # (a failed clean-up keeps its own error apart, under $.cleanup_failure).
+        delete_after_failure = delete_model("Delete scoring model after failure")
+        delete_after_failure.add_catch(failure, errors=[sfn.Errors.ALL], result_path="$.cleanup_failure")
+        delete_after_failure.next(failure)
+        transform.add_catch(delete_after_failure, errors=[sfn.Errors.ALL], result_path="$.failure")
+
         rank = catch(
             self._lambda_task(
                 "Rank scores",
@@ -756,7 +783,7 @@ class TrainingPipeline(Construct):
                 "$.scores",
             )
         )
-        return sfn.Chain.start(build).next(stage).next(create_model).next(transform).next(rank)
+        return sfn.Chain.start(build).next(stage).next(create_model).next(transform).next(delete).next(rank)
 
     def _train_task(self, store: DataStore) -> tasks.SageMakerCreateTrainingJob:
         settings = self.settings

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import synthesize
-from sfn_harness import InterruptedRuntime, PipelineHarness, ReplicationLag
+from sfn_harness import InterruptedRuntime, JobOutcome, PipelineHarness, ReplicationLag
 
 from churn.handlers import validate_input
 
@@ -178,6 +178,8 @@ def test_success_path_trains_on_what_was_ingested(harness, spec):
         assert probabilities == sorted(probabilities, reverse=True) and 0 <= probabilities[-1] <= probabilities[0] <= 1
         assert {s["model_version"] for s in scores} == {output["model_version"]} == {"1"}
         assert [t["record_id"] for t in output["top_customers"]] == [s["customer_id"] for s in scores[:5]]
+        # The transform's model (created for it, named after the execution) is gone; the package stays.
+        assert harness.client("sagemaker").list_models()["Models"] == []
 
 
 # -- failures, each ending in the expected state with the expected error and cause -------------
@@ -295,6 +297,27 @@ def test_a_failed_training_fails_the_run_and_keeps_the_approved_model(harness):
     assert "Evaluate model" not in execution.entered()
     (package,) = harness.model_packages()
     assert package["ModelPackageArn"] == previous and package["ModelApprovalStatus"] == "Approved"
+
+
+def test_a_failed_transform_deletes_its_model_and_fails_with_the_transforms_error(harness):
+    harness.put_raw("raw/churn.csv", customers())
+
+    def failed_transform(harness: PipelineHarness, request: dict[str, Any], started: dict[str, Any]) -> JobOutcome:
+        assert harness.client("sagemaker").describe_model(ModelName=request["ModelName"])  # it was created
+        return JobOutcome(False, {"TransformJobStatus": "Failed", "FailureReason": "ClientError: out of memory"})
+
+    harness.jobs[("sagemaker", "createTransformJob")] = failed_transform
+
+    execution = harness.run({"input_key": "raw/churn.csv"}, name="run-transform-fails")
+
+    assert execution.status == "FAILED"
+    assert execution.entered()[-4:] == [
+        "Score customers", "Delete scoring model after failure", "Record failure", "Pipeline failed"]
+    assert execution.error == "States.TaskFailed"
+    assert json.loads(execution.cause)["FailureReason"] == "ClientError: out of memory"
+    assert "cleanup_failure" not in recorded_failure(execution)
+    assert harness.client("sagemaker").list_models()["Models"] == []
+    assert len(harness.model_packages()) == 1  # the registered model stays
 
 
 def test_a_model_below_the_threshold_is_not_registered(harness):

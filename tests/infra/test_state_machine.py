@@ -27,6 +27,7 @@ HAPPY_PATH = [
     "Stage scoring input",
     "Create scoring model",
     "Score customers",
+    "Delete scoring model",
     "Rank scores",
     "Summarise run",
     "Pipeline succeeded",
@@ -294,6 +295,23 @@ def test_scoring_model_serves_the_training_script_from_the_same_container(states
     }
 
 
+def test_the_scoring_model_is_deleted_once_the_transform_has_ended(states):
+    """Executions leave no SageMaker models behind (cdk destroy cannot see them): the model is deleted
+    after the transform, and after a failed transform before the failure path."""
+    assert states["Score customers"]["Next"] == "Delete scoring model"
+    (caught,) = states["Score customers"]["Catch"]
+    assert caught == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure",
+                      "Next": "Delete scoring model after failure"}
+    for name, after in (("Delete scoring model", "Rank scores"),
+                        ("Delete scoring model after failure", "Record failure")):
+        delete = states[name]
+        assert delete["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:deleteModel"
+        assert delete["Parameters"] == {"ModelName.$": "$$.Execution.Name"}
+        assert delete["Next"] == after and delete["ResultPath"] is None
+    (cleanup_failed,) = states["Delete scoring model after failure"]["Catch"]
+    assert cleanup_failed["Next"] == "Record failure" and cleanup_failed["ResultPath"] == "$.cleanup_failure"
+
+
 def test_score_customers_is_a_batch_transform_of_the_scoring_set(states):
     transform = states["Score customers"]
     assert transform["Resource"] == "arn:aws:states:::sagemaker:createTransformJob.sync"
@@ -376,8 +394,9 @@ def test_every_task_retries_transient_errors_and_fails_through_one_path(definiti
     everything = all_states(states)
     tasks = {name: s for name, s in everything.items() if s["Type"] == "Task"}
     # validate, ingest batch, count, read, build, train, evaluate, register,
-    # build scoring set, stage scoring input, create scoring model, score customers, rank scores
-    assert len(tasks) == 13
+    # build scoring set, stage scoring input, create scoring model, score customers, rank scores,
+    # and the scoring model's deletion after the transform and after a failed one
+    assert len(tasks) == 15
     for name, task in tasks.items():
         retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
         assert retried, name
@@ -385,9 +404,18 @@ def test_every_task_retries_transient_errors_and_fails_through_one_path(definiti
         if task["Resource"].startswith("arn:aws:lambda:"):
             assert retried == LAMBDA_RETRIED, name
     top_level = [name for name, s in states.items() if s["Type"] in ("Task", "Map")]
+    # A failed transform reaches "Record failure" through the deletion of its model, which keeps the
+    # transform's error in $.failure (and its own, if it fails too, in $.cleanup_failure).
+    detours = {
+        "Score customers": {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure",
+                            "Next": "Delete scoring model after failure"},
+        "Delete scoring model after failure": {"ErrorEquals": ["States.ALL"], "ResultPath": "$.cleanup_failure",
+                                               "Next": "Record failure"},
+    }
     for name in top_level:
         (catch,) = states[name]["Catch"]
-        assert catch == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "Record failure"}, name
+        expected = {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "Record failure"}
+        assert catch == detours.get(name, expected), name
     assert states["Record failure"]["Type"] == "Pass"
     assert states["Record failure"]["Next"] == "Pipeline failed"
     assert states["Pipeline failed"] == {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
