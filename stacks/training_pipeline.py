@@ -85,6 +85,8 @@ class ValidatedCsvItemReader(sfn.S3CsvItemReader):
 
     def render(self, query_language: sfn.QueryLanguage | None = None) -> Any:
         rendered = super().render(query_language)
+        if "Parameters" not in rendered:
+            raise ValueError("ValidatedCsvItemReader renders JSONPath states only (its version id is a JSONPath)")
         rendered["Parameters"]["VersionId.$"] = self._version_id_path
         return rendered
 

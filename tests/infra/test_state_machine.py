@@ -471,3 +471,21 @@ def test_rank_scores_function_reads_and_writes_scores_only(main):
     }
     assert objects and all("/scores/*" in r for r in objects)
     assert function["Properties"]["Timeout"] == 300
+
+
+def test_the_validated_csv_reader_adds_the_version_to_jsonpath_states_only():
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_s3 as s3
+    from aws_cdk import aws_stepfunctions as sfn
+
+    from stacks.training_pipeline import ValidatedCsvItemReader
+
+    bucket = s3.Bucket(Stack(App(), "ReaderTest"), "Bucket")
+    reader = ValidatedCsvItemReader(bucket=bucket, key="raw/x.csv", version_id_path="$.v", prefix="raw")
+    rendered = reader.render(sfn.QueryLanguage.JSON_PATH)
+    assert rendered["Parameters"]["VersionId.$"] == "$.v" and rendered["Parameters"]["Key"] == "raw/x.csv"
+    assert rendered["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+    (grant,) = reader.provide_policy_statements()
+    assert sorted(grant.actions) == ["s3:GetObject", "s3:GetObjectVersion"]
+    with pytest.raises(ValueError, match="JSONPath states only"):
+        reader.render(sfn.QueryLanguage.JSONATA)
