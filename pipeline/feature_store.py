@@ -561,8 +561,7 @@ class _OnlineShards:
                 if _missing_table(exc):
                     continue  # nothing of this group was ever written to that shard
                 raise
-            if row is not None and (best is None or (row[1], row[-1]) > (best[1], best[-1])):
-                best = row
+            best = _online_rule(row, best) if row is not None else best
         return best
 
     def execute_everywhere(self, group: _Group, sql: str, parameters: tuple[Any, ...] = ()) -> None:
@@ -1055,8 +1054,8 @@ class LocalFeatureStore:
 
 
 def _online_rule(pending: tuple[Any, ...] | None, stored: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
-    """Which of a pending and a stored online row a read sees: the newer by event time, then by
-    write time (the pending row, unless another store wrote the same event time later)."""
+    """Which of two online rows a read sees: the newer by event time, then by write time (`pending`
+    on a tie). The upsert's WHERE clause applies the same rule inside one shard."""
     if pending is not None and (stored is None or (pending[1], pending[-1]) >= (stored[1], stored[-1])):
         return pending
     return stored
