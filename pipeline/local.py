@@ -39,6 +39,7 @@ from churn.schema import FeatureSpec
 from churn.scoring import (
     SCORES_FILE,
     TOP_CUSTOMERS,
+    TRANSFORM_MAX_PAYLOAD_MB,
     TRANSFORM_OUTPUT_SUFFIX,
     Score,
     ScoringError,
@@ -46,6 +47,7 @@ from churn.scoring import (
     write_scores,
 )
 from churn.sql import offline_count_sql, table_reference, training_set_sql
+from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.fast_validate import validate_file_fast
 from pipeline.feature_store import LocalFeatureStore
 from pipeline.ingest_workers import batches, ingest_in_processes
@@ -291,21 +293,44 @@ class LocalPipeline:
         (rows,) = con.execute(f"COPY ({sql}) TO '{target}' (HEADER, FORCE_QUOTE *)", [as_of]).fetchone()
         return rows
 
-    def score_customers(self, model_artifact: Path, scoring_input: Path, transform_dir: Path) -> Path:
-        """What Batch Transform does with SplitType None: the model artifact unpacked as the model
-        directory, the whole file as one text/csv request through the training script's
-        model_fn/input_fn/predict_fn/output_fn, the response saved as `<input name>.out`."""
+    def score_customers(self, model_artifact: Path, scoring_input: Path, transform_dir: Path,
+                        max_payload_mb: int = TRANSFORM_MAX_PAYLOAD_MB) -> Path:
+        """What the "Score customers" Batch Transform does (SplitType Line, MultiRecord, AssembleWith
+        Line): the model artifact unpacked as the model directory; the scoring set cut into requests of
+        whole lines of at most `max_payload_mb` MiB (the header only in the first), each sent as
+        text/csv through the training script's input_fn/predict_fn/output_fn; the responses joined
+        line-wise into `<input name>.out`, which appears only once every request has succeeded."""
         serving = load_training_module()
-        try:
-            with extracted_model(model_artifact) as model_dir:
-                model = serving.model_fn(str(model_dir))
-                request = serving.input_fn(scoring_input.read_bytes(), SCORING_CONTENT_TYPE)
-                response = serving.output_fn(serving.predict_fn(request, model), SCORING_CONTENT_TYPE)
-        except (ValueError, OSError, tarfile.TarError) as exc:
-            raise PipelineFailed("ScoringFailed", f"{scoring_input}: {' '.join(str(exc).split())}") from None
         transform_dir.mkdir(parents=True, exist_ok=True)
         output = transform_dir / f"{scoring_input.name}{TRANSFORM_OUTPUT_SUFFIX}"
-        output.write_text(response, encoding="utf-8")
+        partial = transform_dir / f".{output.name}.{secrets.token_hex(4)}.tmp"
+        where = str(scoring_input)
+        try:
+            with extracted_model(model_artifact) as model_dir, open(scoring_input, "rb") as stream:
+                model = serving.model_fn(str(model_dir))
+
+                def responses() -> Iterator[bytes]:
+                    nonlocal where
+                    first_line = 1
+                    for number, request in enumerate(mini_batches(stream, max_payload_mb * 2**20, where), 1):
+                        lines = request.count(b"\n") + (not request.endswith(b"\n"))
+                        where = f"{scoring_input}, request {number} (lines {first_line}-{first_line + lines - 1})"
+                        response = serving.output_fn(
+                            serving.predict_fn(serving.input_fn(request, SCORING_CONTENT_TYPE), model),
+                            SCORING_CONTENT_TYPE,
+                        )
+                        yield response.encode("utf-8") if isinstance(response, str) else response
+                        first_line += lines
+
+                with open(partial, "wb") as sink:
+                    sink.writelines(assemble_lines(responses()))
+            os.replace(partial, output)
+        except PayloadTooLarge as exc:
+            raise PipelineFailed("ScoringFailed", str(exc)) from None
+        except (ValueError, OSError, tarfile.TarError) as exc:
+            raise PipelineFailed("ScoringFailed", f"{where}: {' '.join(str(exc).split())}") from None
+        finally:
+            partial.unlink(missing_ok=True)
         return output
 
     def rank_scores(self, transform_dir: Path, destination: Path, model_version: str) -> list[Score]:

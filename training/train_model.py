@@ -1365,8 +1365,16 @@ def _parse_csv(body: bytes | str, encoding: dict[str, Any]) -> pd.DataFrame:
     if len(first) not in layouts:
         raise ValueError(f"CSV input has no header row and {len(first)} columns; expected a header, or "
                          f"{len(features)} features optionally preceded by the id and followed by the label")
-    frame = pd.read_csv(source(), header=None, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-    frame.columns = layouts[len(first)]
+    columns = layouts[len(first)]
+    if isinstance(body, bytes):
+        # Read as if the layout's names were the header line, so a large body gets pyarrow's reader too:
+        # Batch Transform's SplitType Line sends every request after the first without a header.
+        named = io.StringIO()
+        csv.writer(named, lineterminator="\n").writerow(columns)
+        frame = read_large_csv(named.getvalue().encode("utf-8") + body[start:], text_columns=(encoding["id_column"],))
+    else:
+        frame = pd.read_csv(source(), header=None, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    frame.columns = columns
     return frame
 
 

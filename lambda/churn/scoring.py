@@ -26,6 +26,11 @@ PROBABILITY_COLUMN = "churn_probability"  # what the training script's output_fn
 RANK_COLUMN = "rank"
 MODEL_VERSION_COLUMN = "model_version"
 TRANSFORM_OUTPUT_SUFFIX = ".out"  # Batch Transform names its output <input file name>.out
+# The largest request of the "Score customers" transform (SplitType Line + MultiRecord: whole lines up
+# to this size per request), on AWS and locally. The XGBoost container's model server refuses bodies
+# above MAX_CONTENT_LENGTH, 6 MiB unless set (and never above 20 MiB; read from the container's
+# serving.py), so a request stays below its default.
+TRANSFORM_MAX_PAYLOAD_MB = 5
 TOP_CUSTOMERS = 5
 
 
@@ -168,8 +173,9 @@ def _one_by_one(rows: list[list[str]], after: int, id_column: str, source: str) 
 def read_predictions(lines: Iterable[str], id_column: str, source: str) -> Iterator[tuple[str, float]]:
     """(record id, probability) pairs from the serving output `<id>,churn_probability`.
 
-    One request gives one header (SplitType None); with SplitType Line every mini-batch's response
-    starts with its own header, so a header row is skipped wherever it appears. "line N" in an error
+    The "Score customers" transform sends requests of whole lines (SplitType Line + MultiRecord) and
+    every response starts with its own header, so a header row is skipped wherever it appears (one
+    request, as SplitType None would send, gives one header). "line N" in an error
     is the Nth csv row (a quoted value can span lines).
 
     Lazy as a generator of single rows would be: the rows before a bad one are yielded before its

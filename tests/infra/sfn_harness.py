@@ -99,6 +99,7 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from churn.handlers import _runtime
 from churn.schema import FeatureSpec
+from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.feature_store import LocalFeatureStore
 from pipeline.local import hyperparameter_args, sagemaker_training_env
 
@@ -642,7 +643,10 @@ class SageMakerTransform:
         accept = output_config.get("Accept", content_type)
         work = []
         for relative, path in inputs:
-            chunks = _split_records(path.read_bytes(), split, request.get("MaxPayloadInMB", 6))
+            try:
+                chunks = _split_records(path.read_bytes(), split, request.get("MaxPayloadInMB", 6), relative)
+            except PayloadTooLarge as exc:
+                return JobOutcome(False, {"TransformJobStatus": "Failed", "FailureReason": f"ClientError: {exc}"})
             for index, chunk in enumerate(chunks):
                 chunk_in = root / "chunks" / f"{relative}.{index}"
                 chunk_in.parent.mkdir(parents=True, exist_ok=True)
@@ -663,7 +667,7 @@ class SageMakerTransform:
             lines = completed.stderr.strip().splitlines()
             return JobOutcome(False, {"TransformJobStatus": "Failed",
                                       "FailureReason": f"ClientError: {lines[-1] if lines else 'serving failed'}"})
-        joiner = b"\n" if output_config.get("AssembleWith", "None") == "Line" else b""
+        line_wise = output_config.get("AssembleWith", "None") == "Line"
         outputs: dict[str, list[bytes]] = {}
         for item in work:
             outputs.setdefault(item["relative"], []).append(Path(item["output"]).read_bytes())
@@ -671,9 +675,7 @@ class SageMakerTransform:
         bucket, prefix = split_s3_uri(output_config["S3OutputPath"].rstrip("/"))
         written = []
         for relative, parts in outputs.items():
-            body = joiner.join(p.rstrip(b"\n") if joiner else p for p in parts)
-            if joiner:
-                body += b"\n"
+            body = b"".join(assemble_lines(parts) if line_wise else parts)
             key = f"{prefix}/{relative}.out"
             s3.put_object(Bucket=bucket, Key=key, Body=body)
             written.append(f"s3://{bucket}/{key}")
@@ -681,21 +683,12 @@ class SageMakerTransform:
         return JobOutcome(True, {"TransformJobStatus": "Completed"})
 
 
-def _split_records(body: bytes, split: str, max_payload_mb: int) -> list[bytes]:
-    """SplitType=Line cuts the object into mini-batches of whole lines (a header is just a line)."""
+def _split_records(body: bytes, split: str, max_payload_mb: int, source: str) -> list[bytes]:
+    """SplitType=Line cuts the object into mini-batches of whole lines (a header is just a line), as
+    the local pipeline does (pipeline.batch_transform); SplitType=None sends it whole."""
     if split != "Line":
         return [body]
-    limit = max(1, max_payload_mb) * 1024 * 1024
-    chunks: list[bytes] = []
-    current = b""
-    for line in body.splitlines(keepends=True):
-        if current and len(current) + len(line) > limit:
-            chunks.append(current)
-            current = b""
-        current += line
-    if current:
-        chunks.append(current)
-    return chunks
+    return list(mini_batches(io.BytesIO(body), max_payload_mb * 2**20, source))
 
 
 # -- Feature Store runtime faults --------------------------------------------------------------

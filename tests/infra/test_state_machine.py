@@ -8,6 +8,7 @@ import pytest
 from asl_resolver import all_states
 
 from churn.config import PipelineSettings
+from churn.scoring import TRANSFORM_MAX_PAYLOAD_MB
 from churn.sql import offline_count_sql, table_reference, training_set_sql
 
 HAPPY_PATH = [
@@ -323,19 +324,22 @@ def test_score_customers_is_a_batch_transform_of_the_scoring_set(states):
             "S3Uri.$": "States.Format('s3://storagebucket5cb7c8ea/scores/{}/input/', $$.Execution.Name)",
             "S3DataType": "S3Prefix",
         }},
-        "SplitType": "None",  # one request per file: its one header is parsed by input_fn
+        "SplitType": "Line",  # requests of whole lines: the header only in the first, input_fn reads the rest
     }
     output = params["TransformOutput"]
     assert output["S3OutputPath.$"] == (
         "States.Format('s3://storagebucket5cb7c8ea/scores/{}/transform/', $$.Execution.Name)"
     )
-    assert output["Accept"] == "text/csv" and output["AssembleWith"] == "None"
+    assert output["Accept"] == "text/csv" and output["AssembleWith"] == "Line"
     key = states["Train model"]["Parameters"]["OutputDataConfig"]["KmsKeyId"]
     assert output["KmsKeyId"] == params["TransformResources"]["VolumeKmsKeyId"] == key
     assert params["TransformResources"]["InstanceType"] == DEFAULTS.scoring_instance_type
-    assert params["MaxPayloadInMB"] == 100  # the Batch Transform maximum for one request
-    assert params["ModelClientConfig"]["InvocationsTimeoutInSeconds"] == 3600
-    assert params["Environment"] == {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
+    # as many lines as fit in 5 MiB a request: below the XGBoost model server's default 6 MiB body limit
+    assert params["BatchStrategy"] == "MultiRecord"
+    assert params["MaxPayloadInMB"] == TRANSFORM_MAX_PAYLOAD_MB == 5
+    assert params["MaxConcurrentTransforms"] == 1
+    assert params["ModelClientConfig"] == {"InvocationsMaxRetries": 1, "InvocationsTimeoutInSeconds": 600}
+    assert params["Environment"] == {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "600"}
     assert transform["ResultPath"] == "$.scoring"
 
 

@@ -197,3 +197,22 @@ def test_prediction_csv_is_the_csv_writers(train_model, ids):
     writer.writerow(["customer_id", "churn_probability"])
     writer.writerows([["" if i is None else i, f"{p:.6f}"] for i, p in zip(ids, prediction["churn_probability"])])
     assert train_model.output_fn(prediction, "text/csv") == buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["plain", "no final newline", "unseen category", "missing values",
+                                  "quoted empty values", "comma and quote in values", "padded values",
+                                  "ids missing or with commas", "not a number"])
+def test_headerless_requests_are_served_like_the_same_rows_with_their_header(train_model, served_model, monkeypatch,
+                                                                             name):
+    """Batch Transform with SplitType Line: every request after the first has no header. Its rows are
+    read by position, by either reader, into what the same rows with the header give."""
+    body = _request_bodies()[name]
+    headerless = body.split(b"\n", 1)[1]
+    train_model._SERVING_STATE["encoding"] = served_model.encoding
+    for threshold in (1 << 62, 0):  # pandas, then pyarrow
+        monkeypatch.setattr(train_model, "ARROW_MIN_BYTES", threshold)
+        assert _serve(train_model, served_model, headerless, "text/csv") == _serve(
+            train_model, served_model, body, "text/csv")
+        frame = train_model.input_fn(headerless, "text/csv").frame
+        categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+        assert bool(categorical) == (threshold == 0)  # the fast reader did read it

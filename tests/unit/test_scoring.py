@@ -4,7 +4,10 @@ and the training script's serving functions as Batch Transform calls them."""
 from __future__ import annotations
 
 import io
+import json
 import sys
+import tarfile
+from itertools import accumulate, takewhile
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +212,7 @@ def served_model(tmp_path_factory):
     fit, _ = serving.train(frame, params)
     model_dir = tmp_path_factory.mktemp("model")
     fit.booster.save_model(str(model_dir / serving.MODEL_FILE))
-    (model_dir / serving.ENCODING_FILE).write_text(__import__("json").dumps(fit.encoding))
+    (model_dir / serving.ENCODING_FILE).write_text(json.dumps(fit.encoding))
     return serving, serving.model_fn(str(model_dir)), columns, rows
 
 
@@ -249,3 +252,71 @@ def test_split_type_line_mini_batches_rank_the_same(served_model):
     by_line = rank(read_predictions(io.StringIO(assembled), "customer_id", "a.out"))
     by_file = rank(read_predictions(io.StringIO(one), "customer_id", "b.out"))
     assert by_line == by_file
+
+
+# -- the local "Score customers": Batch Transform's requests, emulated -------------------------------
+@pytest.fixture(scope="module")
+def local_scoring(served_model, tmp_path_factory):
+    """A LocalPipeline, the served model packaged as model.tar.gz and every bundled customer's scoring set
+    (~1.2 MB: more than one request of 1 MiB)."""
+    from churn.config import PipelineSettings
+    from churn.schema import FeatureSpec
+    from pipeline.local import LocalPipeline, Workspace
+
+    serving, model, _, _ = served_model
+    columns, rows = training_set_rows()
+    folder = tmp_path_factory.mktemp("local-scoring")
+    artifact = folder / "model.tar.gz"
+    with tarfile.open(artifact, "w:gz") as archive:
+        for name, data in ((serving.MODEL_FILE, bytes(model.booster.save_raw("json"))),
+                           (serving.ENCODING_FILE, json.dumps(model.encoding).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    scoring_set = folder / "scoring-set.csv"
+    scoring_set.write_text(scoring_set_text(columns, rows), encoding="utf-8")
+    assert scoring_set.stat().st_size > 2**20
+    pipeline = LocalPipeline(spec=FeatureSpec.load(ROOT / "data" / "churn.spec.json"), settings=PipelineSettings(),
+                             workspace=Workspace(folder / "workspace"))
+    return pipeline, artifact, scoring_set, rows
+
+
+def test_local_score_customers_sends_requests_of_at_most_the_payload_and_ranks_as_one_request(local_scoring,
+                                                                                             tmp_path):
+    pipeline, artifact, scoring_set, rows = local_scoring
+    split = pipeline.score_customers(artifact, scoring_set, tmp_path / "split", max_payload_mb=1)
+    whole = pipeline.score_customers(artifact, scoring_set, tmp_path / "whole", max_payload_mb=100)
+    assert split.name == whole.name == "scoring-set.csv.out"
+    header = "customer_id,churn_probability"
+    split_lines = split.read_text(encoding="utf-8").splitlines()
+    assert split_lines.count(header) == 2 and split_lines[0] == header  # two requests, each answered with a header
+    assert whole.read_text(encoding="utf-8").splitlines().count(header) == 1
+    by_request = rank(read_predictions(io.StringIO(split.read_text(encoding="utf-8")), "customer_id", "a.out"))
+    by_file = rank(read_predictions(io.StringIO(whole.read_text(encoding="utf-8")), "customer_id", "b.out"))
+    assert by_request == by_file and len(by_file) == len(rows)
+    assert sorted(p.name for p in split.parent.iterdir()) == ["scoring-set.csv.out"]  # no temporary file left
+
+
+def test_local_score_customers_names_the_request_and_lines_that_failed_and_writes_nothing(local_scoring, tmp_path):
+    from pipeline.local import PipelineFailed
+
+    pipeline, artifact, scoring_set, _ = local_scoring
+    lines = scoring_set.read_bytes().splitlines(keepends=True)
+    first_request = len(list(takewhile(lambda total: total <= 2**20, accumulate(len(line) for line in lines))))
+    broken = tmp_path / "scoring-set.csv"
+    bad = first_request + 10  # (1-based) a line of the second request, which starts at line first_request + 1
+    lines[bad - 1] = lines[bad - 1].rstrip(b"\n") + b',"an extra value"\n'
+    broken.write_bytes(b"".join(lines))
+    with pytest.raises(PipelineFailed, match=rf"scoring-set\.csv, request 2 \(lines {first_request + 1}-\d+\): "
+                                             r"could not parse the text/csv request") as failed:
+        pipeline.score_customers(artifact, broken, tmp_path / "transform", max_payload_mb=1)
+    assert failed.value.error == "ScoringFailed"
+    assert list((tmp_path / "transform").iterdir()) == []  # neither the output nor a partial file
+
+    too_long = tmp_path / "long" / "scoring-set.csv"
+    too_long.parent.mkdir()
+    too_long.write_bytes(lines[0] + b'"x","' + b"y" * 2**20 + b'"\n')
+    with pytest.raises(PipelineFailed, match=r"scoring-set\.csv, line 2: the line is longer than the transform's "
+                                             r"MaxPayloadInMB \(1,048,576 bytes\)"):
+        pipeline.score_customers(artifact, too_long, tmp_path / "transform-long", max_payload_mb=1)
+    assert list((tmp_path / "transform-long").iterdir()) == []
