@@ -175,8 +175,8 @@ def read_predictions(lines: Iterable[str], id_column: str, source: str) -> Itera
 
     The "Score customers" transform sends requests of whole lines (SplitType Line + MultiRecord) and
     every response starts with its own header, so a header row is skipped wherever it appears (one
-    request, as SplitType None would send, gives one header). "line N" in an error
-    is the Nth csv row (a quoted value can span lines).
+    request, as SplitType None would send, gives one header). "line N" in an error is the Nth csv row
+    (a quoted value can span lines).
 
     Lazy as a generator of single rows would be: the rows before a bad one are yielded before its
     error is raised, and an error from `lines` itself (a decoding error, say) is raised after the
