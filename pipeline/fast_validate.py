@@ -13,8 +13,8 @@ How it stays sound:
 - A byte scan first proves that pyarrow and Python's `csv.reader(strict=True)` split the file
   into the same rows and fields: no NUL byte, no carriage return outside CRLF, valid UTF-8 (the
   same decoder), no line that could hold a field over `csv.field_size_limit()`, and every `"`
-  part of a simple quoted field (opened at a field start, no `"` inside, closed before a comma or
-  line end). Python's strict reader rejects `"a"b` and a quote left open at the end of the file;
+  part of a simple quoted field (opened at a field start, no `"` and no line break inside, closed
+  before a comma or line end). Python's strict reader rejects `"a"b` and a quote left open at the end of the file;
   pyarrow accepts both, so anything else with quotes is left to the reference.
 - Values are checked against patterns that only match texts `churn.features.parse_value` and
   `parse_label` accept: whole numbers of at most 18 digits (or `5.0`) for Integral, plain decimals
@@ -49,7 +49,7 @@ from churn.schema import FeatureSpec
 
 log = logging.getLogger(__name__)
 
-# Byte-scan block; a block grows up to _SCAN_MAX_BLOCK when a quoted field spans its end.
+# Byte-scan block; a block grows up to _SCAN_MAX_BLOCK while it holds no newline.
 _SCAN_BLOCK = 4 * 2**20
 _SCAN_MAX_BLOCK = 64 * 2**20
 _PARSE_BLOCK = 2**20  # pyarrow reads ahead several blocks: 1 MiB keeps that small
@@ -190,8 +190,7 @@ def _same_header(path: str, header_lines: int, raw_header: list[str], parse: pa_
 def _scan_bytes(path: str, limit: int) -> bool:
     """Prove pyarrow and csv.reader split the file alike (see the module doc); True if it has quotes.
 
-    Blocks end after a newline; one whose quotes do not pair up is grown by the next chunk first,
-    since a quoted field may hold newlines and span the cut.
+    Blocks end after a newline, and a simple quoted field holds none, so every block's quotes pair up.
     """
     has_quotes = False
     pending = b""
@@ -212,10 +211,7 @@ def _scan_bytes(path: str, limit: int) -> bool:
             if b'"' in block:
                 has_quotes = True
                 if not _simple_quotes(block, limit):
-                    if not final and len(data) < _SCAN_MAX_BLOCK:
-                        pending = data  # read on: the field may close in the next chunk
-                        continue
-                    raise _CannotVouch("quotes other than simple quoted fields")
+                    raise _CannotVouch("quotes other than simple one-line quoted fields")
             elif not final and cut == 0:
                 if len(data) >= _SCAN_MAX_BLOCK:
                     raise _CannotVouch(f"a line of {_SCAN_MAX_BLOCK} bytes or more")
@@ -240,13 +236,17 @@ _QUOTE, _COMMA, _LF, _CR = (ord(c) for c in '",\n\r')
 
 def _simple_quotes(block: bytes, limit: int) -> bool:
     """Every `"` pairs with the next one as a field `"..."` opened at a field start, closed before a
-    comma or line end, holding at most `limit` bytes. Then both readers see the same fields."""
+    comma or line end, holding at most `limit` bytes and no line break. Then both readers see the same
+    fields, one row per line. (A line break inside a value is the reference's to judge: it rejects one
+    that stays after stripping, since batch scoring reads customers line by line.)"""
     data = np.frombuffer(block, dtype=np.uint8)
     quotes = np.flatnonzero(data == _QUOTE)
     if quotes.size % 2:
         return False
     opening, closing = quotes[0::2], quotes[1::2]
     if np.any(closing - opening - 1 > limit):
+        return False
+    if np.any(np.searchsorted(quotes, np.flatnonzero(data == _LF)) % 2):  # an odd number of quotes before it
         return False
     before = data[opening[opening > 0] - 1]  # a block starts at the start of a line
     if not np.all((before == _COMMA) | (before == _LF)):

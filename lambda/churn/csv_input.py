@@ -136,6 +136,9 @@ def validate_stream(stream: BinaryIO, source: str, spec: FeatureSpec) -> CsvSumm
     id_name = spec.record_identifier.name
     raw = iter_raw_rows(stream, source, spec)
     for line, record in iter_records(raw, source, spec, "1970-01-01T00:00:00.000Z"):
+        joined = "".join(record.values())
+        if "\n" in joined or "\r" in joined:
+            _line_break(record, source, spec, line)
         record_id = record[id_name]
         if record_id in first_line:
             raise InputValidationError(
@@ -148,6 +151,20 @@ def validate_stream(stream: BinaryIO, source: str, spec: FeatureSpec) -> CsvSumm
     if not first_line:
         raise InputValidationError(source, "the file has a header but no data rows")
     return CsvSummary(rows=len(first_line))
+
+
+def _line_break(record: dict[str, str], source: str, spec: FeatureSpec, line: int) -> None:
+    """Reject a value that still holds a line break once stripped: "Score customers" hands the scoring
+    set to Batch Transform line by line (SplitType Line), which would cut such a record in two."""
+    columns = {f.name: f.source_column for f in (spec.record_identifier, *spec.features, spec.label)}
+    name, value = next((n, v) for n, v in record.items() if "\n" in v or "\r" in v)
+    raise InputValidationError(
+        source,
+        f"the value holds a line break (value {value!r}); batch scoring reads customers line by line, "
+        "so a value must fit on one line",
+        line=line,
+        column=columns.get(name, name),
+    )
 
 
 def validate_file(path: str, spec: FeatureSpec) -> CsvSummary:
