@@ -14,8 +14,8 @@ How it stays sound:
   into the same rows and fields: no NUL byte, no carriage return outside CRLF, valid UTF-8 (the
   same decoder), no line that could hold a field over `csv.field_size_limit()`, and every `"`
   part of a simple quoted field (opened at a field start, no `"` and no line break inside, closed
-  before a comma or line end). Python's strict reader rejects `"a"b` and a quote left open at the end of the file;
-  pyarrow accepts both, so anything else with quotes is left to the reference.
+  before a comma or line end). Python's strict reader rejects `"a"b` and a quote left open at the
+  end of the file; pyarrow accepts both, so anything else with quotes is left to the reference.
 - Values are checked against patterns that only match texts `churn.features.parse_value` and
   `parse_label` accept: whole numbers of at most 18 digits (or `5.0`) for Integral, plain decimals
   that cannot overflow for Fractional, the label tokens after stripping Python's whitespace. Any
@@ -124,8 +124,8 @@ def precheck(path: str, spec: FeatureSpec) -> Precheck:
 def _vouch(path: str, spec: FeatureSpec) -> CsvSummary:
     limit = csv.field_size_limit()
     raw_header, header_lines = _header(path, spec)
-    has_quotes = _scan_bytes(path, limit)
-    parse = pa_csv.ParseOptions(newlines_in_values=has_quotes)  # the defaults: comma, ", no escape
+    _scan_bytes(path, limit)
+    parse = pa_csv.ParseOptions()  # comma, ", no escape; no value spans lines (the scan proved it)
     _same_header(path, header_lines, raw_header, parse)
     raw_name = {name.strip(): name for name in raw_header}  # unique: _check_header passed
 
@@ -187,12 +187,11 @@ def _same_header(path: str, header_lines: int, raw_header: list[str], parse: pa_
         raise _CannotVouch("pyarrow reads a different header")
 
 
-def _scan_bytes(path: str, limit: int) -> bool:
-    """Prove pyarrow and csv.reader split the file alike (see the module doc); True if it has quotes.
+def _scan_bytes(path: str, limit: int) -> None:
+    """Prove pyarrow and csv.reader split the file alike (see the module doc).
 
     Blocks end after a newline, and a simple quoted field holds none, so every block's quotes pair up.
     """
-    has_quotes = False
     pending = b""
     with open(path, "rb") as stream:
         first = True
@@ -209,7 +208,6 @@ def _scan_bytes(path: str, limit: int) -> bool:
                 cut = data.rfind(b"\n") + 1
                 block, pending = data[:cut], data[cut:]
             if b'"' in block:
-                has_quotes = True
                 if not _simple_quotes(block, limit):
                     raise _CannotVouch("quotes other than simple one-line quoted fields")
             elif not final and cut == 0:
@@ -227,7 +225,7 @@ def _scan_bytes(path: str, limit: int) -> bool:
                     raise _CannotVouch("not UTF-8") from None
             _check_line_lengths(block, limit)
             if final:
-                return has_quotes
+                return
 
 
 _BARE_CR = re.compile(rb"\r(?!\n)")
