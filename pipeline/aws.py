@@ -33,6 +33,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from churn.ingest import FAILED_BATCH_LOG_MESSAGE
 from churn.scoring import SCORES_FILE, ScoreRow, ScoringError, read_scores
 
 DEFAULT_STACK_NAME = "ChurnPipeline"
@@ -255,6 +256,10 @@ class Deployment:
     @property
     def model_package_group(self) -> str | None:
         return self.outputs.get("ModelPackageGroupName")
+
+    @property
+    def ingest_log_group(self) -> str | None:
+        return self.outputs.get("IngestLogGroup")
 
     @property
     def console(self) -> ConsoleLinks:
@@ -529,6 +534,62 @@ def _details(event: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+# What a Distributed Map reports when child batches failed ("Ingest features" tolerates none).
+MAP_FAILURE_ERROR = "States.ExceededToleratedFailureThreshold"
+LOG_SLACK_MS = 60_000  # log events are stamped by the Lambda, a little apart from the execution's times
+
+
+def failed_ingest_records(logs: Any, log_group: str, execution: Execution, event_time: str | None = None,
+                          limit: int = 5) -> tuple[list[dict[str, Any]], int]:
+    """(the first `limit` failed records, how many failed) that the ingest Lambda logged for this run.
+
+    Each failed batch logs one JSON line (FAILED_BATCH_LOG_MESSAGE) with its failed records and the
+    run's event time; lines are looked for while the execution ran, and, when `event_time` is known,
+    only this run's are counted (two runs may ingest at once)."""
+    start = execution.started or datetime.now(UTC)
+    stop = execution.stopped or datetime.now(UTC)
+    paginator = logs.get_paginator("filter_log_events")
+    pages = paginator.paginate(
+        logGroupName=log_group,
+        startTime=int(start.timestamp() * 1000) - LOG_SLACK_MS,
+        endTime=int(stop.timestamp() * 1000) + LOG_SLACK_MS,
+        filterPattern=f'"{FAILED_BATCH_LOG_MESSAGE}"',
+    )
+    shown: list[dict[str, Any]] = []
+    total = 0
+    for page in pages:
+        for event in page.get("events", []):
+            try:
+                entry = json.loads(event.get("message", ""))
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("message") != FAILED_BATCH_LOG_MESSAGE:
+                continue
+            if event_time is not None and entry.get("event_time") not in (None, event_time):
+                continue
+            records = [r for r in entry.get("failed_records") or [] if isinstance(r, dict)]
+            count = entry.get("failed_count")
+            total += count if isinstance(count, int) else len(records)
+            shown += records[: max(0, limit - len(shown))]
+    return shown, total
+
+
+def ingest_failure_hint(logs: Any, log_group: str, execution: Execution, event_time: str | None = None,
+                        limit: int = 5) -> tuple[str, list[dict[str, Any]]]:
+    """One line naming the records that failed "Ingest features", and those records (for --json)."""
+    where = f"CloudWatch log group {log_group}, message '{FAILED_BATCH_LOG_MESSAGE}'"
+    try:
+        records, total = failed_ingest_records(logs, log_group, execution, event_time, limit)
+    except (ClientError, BotoCoreError) as exc:
+        return f"the failed records are logged in {where} (could not read it: {explain(exc).message})", []
+    if not records:
+        return f"the failed records are logged in {where} (none found for this run yet: logs can lag a minute)", []
+    listed = "; ".join(f"{r.get('record_id')} ({r.get('error')})" for r in records)
+    more = f" and {total - len(records)} more" if total > len(records) else ""
+    rerun = "re-running the file rewrites the same records"
+    return f"{total} records failed: {listed}{more} (all in {where}; {rerun})", records
+
+
 def readable_cause(cause: str) -> str:
     """A Lambda's error arrives as JSON (errorMessage, errorType, stackTrace): keep the message."""
     parsed = _json(cause) if cause.lstrip().startswith("{") else {}
@@ -645,6 +706,9 @@ class ProgressTracker:
         records = _dig(output, "validation", "records")
         if records is not None:
             self.facts["records"] = records
+        event_time = _dig(output, "validation", "event_time")
+        if isinstance(event_time, str):
+            self.facts["event_time"] = event_time
         if name == "Validate input" and records is not None:
             return f"{records} rows"
         if name == "Read offline count":

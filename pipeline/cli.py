@@ -309,7 +309,7 @@ def _run_aws(data_key: str, stack_name: str, region: str | None, name: str | Non
         _print_summary(out, [("console", links.execution(arn))])
         tracker = ProgressTracker(ConsoleReporter(out))
         execution = _follow(out, sfn, arn, tracker, poll_seconds, name, stack_name, region)
-    _report_execution(out, execution, deployment, tracker.facts, as_json, stack_name, region)
+    _report_execution(out, execution, deployment, tracker.facts, as_json, stack_name, region, session)
 
 
 def _follow(out: Console, sfn: Any, arn: str, tracker: ProgressTracker, poll_seconds: float, name: str,
@@ -333,10 +333,16 @@ def _follow(out: Console, sfn: Any, arn: str, tracker: ProgressTracker, poll_sec
 
 
 def _report_execution(out: Console, execution: aws.Execution, deployment: Deployment, facts: dict[str, Any],
-                      as_json: bool, stack_name: str, region: str | None) -> None:
+                      as_json: bool, stack_name: str, region: str | None, session: AwsSession | None = None) -> None:
     links = deployment.console
     result = aws.execution_result(execution, links=links, model_package_group=deployment.model_package_group,
                                   facts=facts)
+    hint = f"see the execution in the console: {result['console_url']}"
+    if execution.error == aws.MAP_FAILURE_ERROR and session is not None and deployment.ingest_log_group:
+        # The Map's error names no record: the ingest Lambda logged them.
+        failed, result["failed_records"] = aws.ingest_failure_hint(
+            session.client("logs"), deployment.ingest_log_group, execution, facts.get("event_time"))
+        hint = f"{failed}; {hint}"
     rows = [
         ("status", _status_markup(execution.status)),
         ("execution", execution.name),
@@ -370,8 +376,7 @@ def _report_execution(out: Console, execution: aws.Execution, deployment: Deploy
         out.print(f"follow it: python -m pipeline status {execution.name} --follow{_aws_flags(stack_name, region)}",
                   highlight=False, soft_wrap=True)
     elif execution.status != "SUCCEEDED":
-        fail(aws.error_text(execution.error or execution.status, execution.cause),
-             f"see the execution in the console: {result['console_url']}")
+        fail(aws.error_text(execution.error or execution.status, execution.cause), hint)
 
 
 # -- upload ---------------------------------------------------------------------------------------
@@ -444,7 +449,7 @@ def status(
         tracker.feed(reader.new_events())
         if follow and not described.finished:
             described = _follow(out, sfn, arn, tracker, poll_seconds, described.name, stack_name, region, reader)
-    _report_execution(out, described, deployment, tracker.facts, as_json, stack_name, region)
+    _report_execution(out, described, deployment, tracker.facts, as_json, stack_name, region, session)
 
 
 def _load_local_run(path: Path) -> dict[str, Any] | None:

@@ -138,6 +138,8 @@ class ChurnPipelineStack(Stack):
             "GlueDatabase": feature_store.database_name,
             "GlueTable": feature_store.table_name,
             "LogGroup": pipeline.log_group.log_group_name,
+            # where a failed "Ingest features" logs its failed records (the CLI reads them from there)
+            "IngestLogGroup": pipeline.function_log_groups["IngestFunction"].log_group_name,
             "AlarmTopicArn": alarm.topic.topic_arn,
         }
         for name, value in outputs.items():

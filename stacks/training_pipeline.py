@@ -145,7 +145,10 @@ class TrainingPipeline(Construct):
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         }
 
+        self.function_log_groups: dict[str, Any] = {}
+
         def function(construct_id: str, *, description: str, handler: str, timeout: Duration, memory: int):
+            log_group = self.function_log_groups[construct_id] = store.log_group(f"{construct_id}Logs", self)
             return python_function(
                 self,
                 construct_id,
@@ -153,7 +156,7 @@ class TrainingPipeline(Construct):
                 handler=handler,
                 code=lambda_code,
                 layer=powertools_layer,
-                log_group=store.log_group(f"{construct_id}Logs", self),
+                log_group=log_group,
                 environment=environment,
                 timeout=timeout,
                 memory_size=memory,

@@ -19,6 +19,12 @@ class FeatureStoreRuntime(Protocol):
     def put_record(self, *, FeatureGroupName: str, Record: list[dict[str, str]]) -> Any: ...
 
 
+# The ingest Lambda logs each failed batch under this message, with every failed record
+# (`failed_records`: record id and error) and their count (`failed_count`); the operator CLI finds
+# them in the function's log group when a run fails at "Ingest features".
+FAILED_BATCH_LOG_MESSAGE = "ingest batch had failed records"
+
+
 class IngestError(RuntimeError):
     """Some records of a batch could not be written; the others were."""
 

@@ -13,6 +13,7 @@ OUTPUTS = {
     "GlueDatabase",
     "GlueTable",
     "LogGroup",
+    "IngestLogGroup",
     "AlarmTopicArn",
 }
 
@@ -25,6 +26,12 @@ def test_outputs(main, spec):
     assert outputs["GlueTable"]["Value"] == f"churn_features_{spec.fingerprint()}"
     assert outputs["AthenaWorkGroup"]["Value"] == "churnpipeline-churn"
     assert outputs["ModelPackageGroupName"]["Value"] == "churnpipeline-churn-models"
+    ingest_logs = main.json["Resources"][outputs["IngestLogGroup"]["Value"]["Ref"]]
+    functions = [f for f in main.json["Resources"].values() if f["Type"] == "AWS::Lambda::Function"
+                 and f["Properties"]["Handler"] == "churn.handlers.ingest.handler"]
+    (ingest,) = functions
+    assert ingest_logs["Type"] == "AWS::Logs::LogGroup"
+    assert ingest["Properties"]["LoggingConfig"]["LogGroup"] == outputs["IngestLogGroup"]["Value"]
 
 
 def test_failed_executions_raise_an_alarm_on_an_encrypted_topic(main):

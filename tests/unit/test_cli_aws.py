@@ -20,8 +20,11 @@ import botocore.session
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
+from moto.stepfunctions.parser.asl.component.common.error_name.error_name import ErrorName
+from moto.stepfunctions.parser.asl.component.state.fail import state_fail
 from typer.testing import CliRunner
 
+from churn.ingest import FAILED_BATCH_LOG_MESSAGE
 from churn.schema import FeatureSpec
 from pipeline import aws
 from pipeline.cli import app
@@ -33,6 +36,9 @@ STACK = "ChurnPipeline"
 MACHINE_NAME = "ChurnPipeline-Pipeline"
 AUC = 0.8512
 WEAK_INPUT = "raw/weak.csv"  # the test machine fails its quality gate for this key
+BAD_BATCHES_INPUT = "raw/bad-batches.csv"  # ... and its "Ingest features" for this one
+EVENT_TIME = "2026-11-27T00:00:00.000Z"
+INGEST_LOG_GROUP = "/aws/lambda/churn-ingest"
 GATE_CAUSE = "validation AUC 0.6100 is below the threshold 0.8000"
 SHARED_LOADER = botocore.loaders.create_loader()
 PACKAGE_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-churn-models/1"
@@ -41,16 +47,28 @@ DEFINITION = {
     "Comment": "The pipeline's states that shape its outcome; the work states are Pass states here",
     "StartAt": "Validate input",
     "States": {
-        "Validate input": {"Type": "Pass", "Result": {"records": 300}, "ResultPath": "$.validation",
-                           "Next": "Model good enough?"},
+        "Validate input": {"Type": "Pass", "Result": {"records": 300, "event_time": EVENT_TIME},
+                           "ResultPath": "$.validation", "Next": "Model good enough?"},
         "Model good enough?": {
             "Type": "Choice",
             "Choices": [{"Variable": "$.input_key", "StringEquals": WEAK_INPUT,
-                         "Next": "Model below quality threshold"}],
+                         "Next": "Model below quality threshold"},
+                        {"Variable": "$.input_key", "StringEquals": BAD_BATCHES_INPUT,
+                         "Next": "Ingest features"}],
             "Default": "Evaluate model",
         },
         "Model below quality threshold": {"Type": "Fail", "Error": "ModelQualityBelowThreshold",
                                           "Cause": GATE_CAUSE},
+        # How the pipeline ends when the "Ingest features" Distributed Map failed: its error is caught
+        # into $.failure and "Pipeline failed" fails with it (the Map itself runs in tests/infra).
+        "Ingest features": {
+            "Type": "Pass",
+            "Result": {"Error": "States.ExceededToleratedFailureThreshold",
+                       "Cause": "The specified tolerated failure threshold was exceeded"},
+            "ResultPath": "$.failure",
+            "Next": "Pipeline failed",
+        },
+        "Pipeline failed": {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"},
         "Evaluate model": {
             "Type": "Pass",
             "Result": {"passed": True, "validation_auc": AUC, "threshold": 0.8,
@@ -99,6 +117,7 @@ def template(spec: FeatureSpec) -> dict:
             "AthenaWorkGroup": {"Value": "churnpipeline-churn"},
             "GlueDatabase": {"Value": "churn_pipeline_feature_store"},
             "GlueTable": {"Value": f"churn_features_{spec.fingerprint()}"},
+            "IngestLogGroup": {"Value": INGEST_LOG_GROUP},
         },
     }
 
@@ -135,9 +154,15 @@ class Stack(dict):
     sfn: Any
 
 
+class _ReraisedErrorName(ErrorName):
+    """A Fail state may re-raise a caught `States.*` error (the pipeline's "Pipeline failed" does, by
+    ErrorPath); moto 5.2.5 refuses such names (tests/infra/sfn_harness.py patches the same)."""
+
+
 @pytest.fixture
-def stack(spec):
+def stack(spec, monkeypatch):
     """The stack "deployed" in moto, with moto's Step Functions interpreter running executions."""
+    monkeypatch.setattr(state_fail, "CustomErrorName", _ReraisedErrorName)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         session = boto3.Session(region_name=REGION)
         cloudformation = session.client("cloudformation")
@@ -372,6 +397,56 @@ def test_run_json_reports_the_failure(stack, cli):
     assert summary["status"] == "FAILED"
     assert summary["error"] == "ModelQualityBelowThreshold" and summary["cause"] == GATE_CAUSE
     assert summary["auc"] is None
+
+
+def log_failed_batches(batches: list[tuple[str, list[str]]]) -> None:
+    """Log lines as the ingest Lambda writes them for failed batches: (event time, failed record ids)."""
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=INGEST_LOG_GROUP)
+    logs.create_log_stream(logGroupName=INGEST_LOG_GROUP, logStreamName="2026/11/27/[$LATEST]abc")
+    now = int(time.time() * 1000)
+    events = [{"timestamp": now, "message": "START RequestId: 1 Version: $LATEST"}]
+    for event_time, ids in batches:
+        failed = [{"record_id": i, "error": "ValidationException: feature 'tenure' has value 'x'"} for i in ids]
+        events.append({"timestamp": now, "message": json.dumps({
+            "level": "ERROR", "message": FAILED_BATCH_LOG_MESSAGE, "service": "churn-pipeline",
+            "failed_count": len(ids), "batch_items": 500, "event_time": event_time, "failed_records": failed})})
+    logs.put_log_events(logGroupName=INGEST_LOG_GROUP, logStreamName="2026/11/27/[$LATEST]abc", logEvents=events)
+
+
+def test_run_that_fails_at_ingest_names_the_failed_records_from_the_lambdas_log(stack, cli):
+    put_raw(stack, BAD_BATCHES_INPUT)
+    log_failed_batches([(EVENT_TIME, ["A-1", "A-2", "A-3", "A-4"]), (EVENT_TIME, ["B-1", "B-2", "B-3"]),
+                        ("2026-01-01T00:00:00.000Z", ["OTHER-RUN"])])  # another run's batch
+    result = cli("run", "--data-key", BAD_BATCHES_INPUT, "--name", "run-bad-batches", "--poll-seconds", "0.01")
+    assert result.exit_code == 1
+    error = one_error_line(result)
+    assert "States.ExceededToleratedFailureThreshold" in error
+    assert ("7 records failed: A-1 (ValidationException: feature 'tenure' has value 'x'); A-2 (" in error
+            and "A-4 (" in error and "B-1 (" in error and "B-2" not in error and "and 2 more" in error)
+    assert "OTHER-RUN" not in error and f"CloudWatch log group {INGEST_LOG_GROUP}" in error
+
+    as_json = cli("status", "run-bad-batches", "--json")
+    assert as_json.exit_code == 1
+    assert [r["record_id"] for r in last_json(as_json)["failed_records"]] == ["A-1", "A-2", "A-3", "A-4", "B-1"]
+
+
+def test_run_that_fails_at_ingest_without_log_lines_says_where_they_will_be(stack, cli):
+    put_raw(stack, BAD_BATCHES_INPUT)
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=INGEST_LOG_GROUP)
+    result = cli("run", "--data-key", BAD_BATCHES_INPUT, "--name", "run-no-logs", "--poll-seconds", "0.01")
+    assert result.exit_code == 1
+    assert "none found for this run yet" in one_error_line(result) and INGEST_LOG_GROUP in result.stderr
+
+
+def test_ingest_failure_hint_when_the_log_cannot_be_read():
+    logs = boto3.client("logs", region_name=REGION)
+    execution = aws.Execution(name="run", arn="arn", status="FAILED", error=aws.MAP_FAILURE_ERROR)
+    with Stubber(logs) as stub:
+        stub.add_client_error("filter_log_events", "AccessDeniedException", "not authorized to logs:FilterLogEvents")
+        hint, records = aws.ingest_failure_hint(logs, INGEST_LOG_GROUP, execution, EVENT_TIME)
+    assert records == [] and f"logged in CloudWatch log group {INGEST_LOG_GROUP}" in hint
+    assert "could not read it" in hint and "logs:FilterLogEvents" in hint
 
 
 def test_run_on_a_missing_key_says_to_upload_first(stack, cli):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 import sys
 import time
 from itertools import islice
@@ -28,7 +29,7 @@ from churn.csv_input import iter_raw_rows
 from churn.features import from_feature_store_record, to_feature_store_record, to_record
 from churn.handlers import _runtime
 from churn.handlers import ingest as ingest_handler
-from churn.ingest import IngestError, ingest_batch
+from churn.ingest import FAILED_BATCH_LOG_MESSAGE, IngestError, ingest_batch
 from churn.sql import table_reference, training_set_sql
 from pipeline.feature_store import LocalFeatureStore
 
@@ -149,7 +150,7 @@ def test_handler_against_the_local_store(lambda_env, store, raw_rows):
     assert from_feature_store_record(stored["Record"])["event_time"] == T1  # canonical form of BatchInput's time
 
 
-def test_handler_raises_ingest_error_naming_the_failed_records(lambda_env, store, raw_rows):
+def test_handler_raises_ingest_error_naming_the_failed_records(lambda_env, store, raw_rows, caplog):
     lambda_env.setattr(ingest_handler, "client", lambda *args, **kwargs: store)
     rows = [dict(r) for r in raw_rows[:12]]
     for i in range(7):
@@ -159,6 +160,13 @@ def test_handler_raises_ingest_error_naming_the_failed_records(lambda_env, store
     message = str(info.value)
     assert message.startswith("7 of 12 records failed: ")
     assert rows[0]["customerID"] in message and "and 2 more" in message
+    # every failed record is in the function's log, as one structured line the operator CLI reads
+    formatter = ingest_handler.logger.registered_formatter  # the JSON line Lambda's log gets
+    logged = [json.loads(formatter.format(record)) for record in caplog.records]
+    (failure,) = [entry for entry in logged if entry.get("message") == FAILED_BATCH_LOG_MESSAGE]
+    assert failure["level"] == "ERROR" and failure["failed_count"] == 7 and failure["batch_items"] == 12
+    assert [f["record_id"] for f in failure["failed_records"]] == [r["customerID"] for r in rows[:7]]
+    assert all("MonthlyCharges" in f["error"] or "monthly_charges" in f["error"] for f in failure["failed_records"])
     # the good rows of the batch were written all the same
     kept = store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString=rows[11]["customerID"])
     assert kept["Record"]

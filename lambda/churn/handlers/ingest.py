@@ -9,7 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from churn.features import canonical_event_time
 from churn.handlers._runtime import client, feature_spec, logger, metrics, tracer
-from churn.ingest import IngestError, ingest_batch
+from churn.ingest import FAILED_BATCH_LOG_MESSAGE, IngestError, ingest_batch
 
 WORKERS = int(os.environ.get("INGEST_WORKERS", "8"))
 
@@ -44,6 +44,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     metrics.add_metric(name="RecordsIngested", unit=MetricUnit.Count, value=result.ingested)
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(result.failed))
     if result.failed:
+        # The Map's error names no record (it reports its failure threshold): the log keeps them all.
+        logger.error(FAILED_BATCH_LOG_MESSAGE, extra={"failed_count": len(result.failed), "batch_items": len(items),
+                                                      "event_time": event_time, "failed_records": result.failed})
         shown = ", ".join(f"{f['record_id']} ({f['error']})" for f in result.failed[:5])
         more = f" and {len(result.failed) - 5} more" if len(result.failed) > 5 else ""
         raise IngestError(f"{len(result.failed)} of {len(items)} records failed: {shown}{more}")
