@@ -61,10 +61,12 @@ DEFAULT_SPEC = PROJECT_ROOT / "data" / "churn.spec.json"
 DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
 
-# Files at least this big are ingested by worker processes (~60k Telco rows). Below it, starting a
-# spawned process and importing its modules (0.43-0.49 s measured) costs more than a second core
-# saves. The threshold was chosen when that start-up was thought to take ~2-3 s; not re-tuned since.
-PARALLEL_INGEST_MIN_BYTES = 8 * 2**20
+# Files at least this big are ingested by worker processes (~36k Telco rows). Below it, starting a
+# spawned process and importing its modules (~0.5 s) costs more than a second core saves. Measured
+# (ingest_features alone, threads vs processes, two runs each, 27 Nov): 20k rows / 2.8 MB 1.9 vs
+# 2.3-2.6 s, 30k / 4.1 MB 2.1-2.2 vs 2.4-2.8 s, 40k / 5.5 MB 3.0-3.2 vs 2.7-2.9 s, 55k / 7.6 MB
+# 3.9-4.2 vs 2.9-3.1 s.
+PARALLEL_INGEST_MIN_BYTES = 5 * 2**20
 
 STEPS = (
     "Validate input",
