@@ -583,7 +583,8 @@ def ingest_failure_hint(logs: Any, log_group: str, execution: Execution, event_t
     except (ClientError, BotoCoreError) as exc:
         return f"the failed records are logged in {where} (could not read it: {explain(exc).message})", []
     if not records:
-        return f"the failed records are logged in {where} (none found for this run yet: logs can lag a minute)", []
+        return (f"the failed records are logged in {where} (none found for this run: logs can lag a minute, "
+                "and a batch that timed out or crashed logs none)"), []
     listed = "; ".join(f"{r.get('record_id')} ({r.get('error')})" for r in records)
     more = f" and {total - len(records)} more" if total > len(records) else ""
     rerun = "re-running the file rewrites the same records"

@@ -28,8 +28,8 @@ MODEL_VERSION_COLUMN = "model_version"
 TRANSFORM_OUTPUT_SUFFIX = ".out"  # Batch Transform names its output <input file name>.out
 # The largest request of the "Score customers" transform (SplitType Line + MultiRecord: whole lines up
 # to this size per request), on AWS and locally. The XGBoost container's model server refuses bodies
-# above MAX_CONTENT_LENGTH, 6 MiB unless set (and never above 20 MiB; read from the container's
-# serving.py), so a request stays below its default.
+# above 6 MiB by default (its serving.py, in the two versions read; the newer one takes
+# MAX_CONTENT_LENGTH, at most 20 MiB), so a request stays below that default.
 TRANSFORM_MAX_PAYLOAD_MB = 5
 TOP_CUSTOMERS = 5
 
