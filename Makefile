@@ -7,12 +7,17 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 NODE_STAMP := node_modules/.installed
 # checkov pins boto3 far below requirements.txt, so it gets a venv of its own.
-CHECKOV_STAMP := .venv-checkov/.requirements
+CHECKOV_STAMP := .venv-checkov/.installed
 CDK := npx --no-install cdk
+# The installer itself is pinned too; the *.lock files (uv pip compile --generate-hashes) pin
+# everything it installs. `make lock` rewrites them from the requirements*.txt files.
+PIP_VERSION := 26.3
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command "make lock"
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install demo test lint synth deploy destroy bench clean
+.PHONY: help install demo test lint synth deploy destroy bench lock clean
 
 help:
 	@echo "make demo     train a churn model locally on the bundled data and show its metrics"
@@ -22,24 +27,26 @@ help:
 	@echo "make deploy   npx cdk deploy (needs AWS credentials)"
 	@echo "make destroy  npx cdk destroy"
 	@echo "make bench    run the benchmarks in bench/"
+	@echo "make lock     re-pin every dependency (after editing a requirements*.txt)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
 
-$(RUNTIME_STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+$(RUNTIME_STAMP): requirements.lock pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
 
-$(CHECKOV_STAMP): requirements-checkov.txt
+$(CHECKOV_STAMP): requirements-checkov.lock
 	$(PYTHON) -m venv --clear .venv-checkov
-	.venv-checkov/bin/pip install --quiet -r requirements-checkov.txt
-	cp requirements-checkov.txt $@
+	.venv-checkov/bin/python -m pip install --quiet pip==$(PIP_VERSION)
+	.venv-checkov/bin/python -m pip install --quiet --require-hashes -r requirements-checkov.lock
+	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -71,6 +78,13 @@ destroy: $(RUNTIME_STAMP) $(NODE_STAMP)
 bench:
 	$(MAKE) -C bench ingest
 	$(MAKE) -C bench pipeline
+
+# The runtime lock first; the dev lock keeps every runtime package at the runtime lock's version.
+lock: $(DEV_STAMP)
+	$(LOCK) requirements.txt -o requirements.lock
+	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
+	$(LOCK) requirements-checkov.txt -o requirements-checkov.lock
+	$(LOCK) bench/requirements-seed.txt -o bench/requirements-seed.lock
 
 clean:
 	rm -rf cdk.out .local .pytest_cache .ruff_cache .venv-checkov

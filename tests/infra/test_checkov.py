@@ -1,7 +1,7 @@
 """checkov on the synthesised templates: zero failed checks, every skip justified in the resource's metadata.
 
 checkov pins boto3/botocore/packaging far below requirements.txt, so it runs from its own venv
-(.venv-checkov, from requirements-checkov.txt), created here on first use if `make install` has not.
+(.venv-checkov, installed from requirements-checkov.lock by `make install`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import copy
 import json
 import os
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from stacks import checkov as checkov_skips
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV_VENV = ROOT / ".venv-checkov"
-REQUIREMENTS = ROOT / "requirements-checkov.txt"
 # Every check the stack skips, and on what resource type: a new skip needs a reason here too.
 ALLOWED_SKIPS = {
     "AWS::S3::Bucket": {checkov_skips.BUCKET_ACCESS_LOGS_SKIP},
@@ -29,20 +27,11 @@ ALLOWED_SKIPS = {
 
 @pytest.fixture(scope="session")
 def checkov_bin() -> Path:
+    """checkov from its own venv, which `make test` (`make install`) builds from requirements-checkov.lock."""
     if os.environ.get("CHECKOV"):
         return Path(os.environ["CHECKOV"])
     binary = CHECKOV_VENV / "bin" / "checkov"
-    pinned = REQUIREMENTS.read_text()
-    stamp = CHECKOV_VENV / ".requirements"
-    if not binary.exists() or not stamp.exists() or stamp.read_text() != pinned:
-        venv.create(CHECKOV_VENV, with_pip=True, clear=True)
-        installed = subprocess.run(
-            [str(CHECKOV_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-r", str(REQUIREMENTS)],
-            capture_output=True, text=True, timeout=900,
-        )
-        assert installed.returncode == 0, installed.stderr[-3000:]
-        stamp.write_text(pinned)
+    assert binary.exists(), f"{binary} is missing: run `make install` (make test does)"
     return binary
 
 
