@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from churn import naming
-from churn.config import PipelineSettings
+from churn.config import PipelineSettings, training_hyperparameters
 from churn.csv_input import iter_raw_rows
 from churn.features import now_event_time
 from churn.ingest import ingest_batch
@@ -183,14 +183,6 @@ def sagemaker_training_env(root: Path, hyperparameters: dict[str, Any],
     for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
     return env
-
-
-def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> dict[str, Any]:
-    return {
-        **settings.hyperparameters,
-        "id_column": spec.record_identifier.name,
-        "label_column": spec.label.name,
-    }
 
 
 class LocalPipeline:

@@ -16,7 +16,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churn.config import PipelineSettings
+from churn.config import PipelineSettings, training_hyperparameters
 from churn.schema import FeatureSpec
 from churn.scoring import TRANSFORM_MAX_PAYLOAD_MB
 from churn.sql import offline_count_sql, table_reference, training_set_sql
@@ -348,9 +348,7 @@ class TrainingPipeline(Construct):
             "sagemaker_submit_directory": self.training_code_uri,
             "sagemaker_region": Aws.REGION,
             "sagemaker_container_log_level": 20,
-            **settings.hyperparameters,
-            "id_column": spec.record_identifier.name,
-            "label_column": spec.label.name,
+            **training_hyperparameters(settings, spec),
         }
         return {name: json.dumps(value) for name, value in values.items()}
 

@@ -107,7 +107,7 @@ def _to_str(value: Any) -> str:
 
 # name -> (converter, default, help). The defaults are the recommended ones, chosen by repeated
 # stratified CV on the training part of the Telco data (the reported validation rows played no part);
-# the pipeline normally passes its own values (lambda/churn/config.py DEFAULT_HYPERPARAMETERS).
+# the pipeline passes only the operator's overrides (churn.config.training_hyperparameters).
 # max_fit_rows was chosen by timing the training step and measuring the validation AUC on 1M generated
 # rows (50k: -0.0011 AUC vs no cap, mean of 3 samples; 100k: -0.0006 at ~1.3x the time).
 HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {

@@ -7,24 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-# Hyperparameters of training/train_model.py (chosen by 5-fold CV on the training part only).
-# Values are what SageMaker passes as `--name value`.
-DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
-    "max_depth": 3,
-    "eta": 0.03,
-    "num_round": 2000,
-    "early_stopping_rounds": 100,
-    "min_child_weight": 5,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-    "reg_lambda": 5.0,
-    "validation_fraction": 0.2,
-    "seed": 42,
-    # Above this many training rows, fit + early stopping use a stratified sample of this size (the
-    # validation metrics still use every held-out row): at 1M rows ~15 s instead of ~5 min of
-    # training for -0.001 validation AUC (bench/README.md). 0 = no cap.
-    "max_fit_rows": 50_000,
-}
+from churn.schema import FeatureSpec
 
 
 @dataclass(frozen=True)
@@ -43,7 +26,9 @@ class PipelineSettings:
     xgboost_version: str = "3.2-0"
     offline_store_wait_seconds: int = 60  # between offline-store count checks
     offline_store_max_checks: int = 30  # ~30 minutes; replication usually takes < 15
-    hyperparameters: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
+    # Overrides of the training script's hyperparameters by name; the defaults live in the script only
+    # (training/train_model.py HYPERPARAMETERS), which uses them for whatever is not passed.
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> PipelineSettings:
@@ -79,3 +64,13 @@ class PipelineSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+
+def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> dict[str, Any]:
+    """What the training script receives, on AWS and locally (SageMaker's own `sagemaker_*` keys
+    aside): the operator's overrides, then the columns the feature spec names."""
+    return {
+        **settings.hyperparameters,
+        "id_column": spec.record_identifier.name,
+        "label_column": spec.label.name,
+    }

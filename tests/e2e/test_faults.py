@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from churn.config import DEFAULT_HYPERPARAMETERS, PipelineSettings
+from churn.config import PipelineSettings
 from churn.features import now_event_time
 from pipeline import local
 from pipeline.feature_store import LocalFeatureStore, client_error
@@ -113,7 +113,7 @@ def test_a_failed_training_keeps_the_approved_model(tmp_path, spec, small_csv):
     broken = PipelineSettings(
         quality_threshold=SETTINGS.quality_threshold,
         ingest_batch_size=SETTINGS.ingest_batch_size,
-        hyperparameters={**DEFAULT_HYPERPARAMETERS, "validation_fraction": 0.95},
+        hyperparameters={"validation_fraction": 0.95},
     )
 
     with pytest.raises(PipelineFailed) as failed:
