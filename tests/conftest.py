@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from churn.schema import FeatureSpec
+from churn.schema import FeatureGroupSpec, FeatureSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "churn.csv"
@@ -21,3 +21,9 @@ def spec() -> FeatureSpec:
 @pytest.fixture(scope="session")
 def data_path() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def group(spec: FeatureSpec) -> FeatureGroupSpec:
+    """The bundled spec's one feature group."""
+    return spec.groups[0]

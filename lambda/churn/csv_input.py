@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from churn.features import RowError, to_record
-from churn.schema import FeatureSpec
+from churn.schema import FeatureGroupSpec
 
 _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+# The file line of the first data row (the header is line 1). As validation admits no blank line and
+# no value with a line break, data row N (from 0, as the Distributed Map numbers its items) is on line
+# N + FIRST_DATA_LINE.
+FIRST_DATA_LINE = 2
 
 
 class InputValidationError(ValueError):
@@ -67,8 +71,12 @@ def _text_lines(stream: BinaryIO, source: str) -> Iterator[str]:
             ) from None
 
 
-def iter_raw_rows(stream: BinaryIO, source: str, spec: FeatureSpec) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number, row as column -> text) after checking the header against the spec."""
+def iter_raw_rows(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row as column -> text) after checking the header against the group's columns.
+
+    A blank line may only end the file: the Distributed Map reads the file as items, one a line, and how
+    its CSV reader treats a blank line is not documented.
+    """
     lines = _text_lines(stream, source)
     reader = csv.reader(lines, strict=True)
     try:
@@ -78,23 +86,38 @@ def iter_raw_rows(stream: BinaryIO, source: str, spec: FeatureSpec) -> Iterator[
     except csv.Error as exc:
         raise InputValidationError(source, f"malformed CSV header ({exc})", line=1) from None
     header = [h.strip() for h in header]
-    _check_header(header, source, spec)
-    width = len(header)
+    _check_header(header, source, group)
+    previous, blank = 1, None
     try:
         for row in reader:
-            line = reader.line_num
+            line, previous = previous + 1, reader.line_num  # where the row starts; a quoted value may go on
             if not row or (len(row) == 1 and row[0].strip() == ""):
-                continue  # blank line
-            if len(row) != width:
+                blank = blank or line
+                continue
+            if blank is not None:
                 raise InputValidationError(
-                    source, f"expected {width} fields as in the header, found {len(row)}", line=line
+                    source, "a blank line inside the data (blank lines may only end the file)", line=blank
                 )
-            yield line, dict(zip(header, row, strict=False))
+            _check_row(row, header, source, line)
+            yield line, dict(zip(header, row, strict=True))
     except csv.Error as exc:
         raise InputValidationError(source, f"malformed CSV ({exc})", line=reader.line_num) from None
 
 
-def _check_header(header: list[str], source: str, spec: FeatureSpec) -> None:
+def _check_row(row: list[str], header: list[str], source: str, line: int) -> None:
+    if len(row) != len(header):
+        raise InputValidationError(source, f"expected {len(header)} fields as in the header, found {len(row)}",
+                                   line=line)
+    for column, value in zip(header, row, strict=True):
+        if "\n" in value or "\r" in value:
+            # Ingest numbers each record by its line, and batch scoring reads customers line by line.
+            raise InputValidationError(
+                source, f"the value holds a line break (value {value!r}); every record must fit on one line",
+                line=line, column=column,
+            )
+
+
+def _check_header(header: list[str], source: str, group: FeatureGroupSpec) -> None:
     if len(header) == 1 and header[0] == "":
         raise InputValidationError(source, "the header row is empty", line=1)
     if len(header) == 1:
@@ -106,71 +129,55 @@ def _check_header(header: list[str], source: str, spec: FeatureSpec) -> None:
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
         raise InputValidationError(source, f"duplicate column name(s) {duplicates}", line=1)
-    required = [spec.record_identifier, *spec.features, spec.label]
-    missing = [f.source_column for f in required if f.source_column not in header]
+    missing = [column for column in group.source_columns if column not in header]
     if missing:
         raise InputValidationError(
-            source, f"missing column(s) {missing} that the feature spec '{spec.origin}' requires", line=1
+            source, f"missing column(s) {missing} that the feature group '{group.name}' requires", line=1
         )
 
 
 def iter_records(
-    rows: Iterable[tuple[int, dict[str, str]]], source: str, spec: FeatureSpec, event_time: str
+    rows: Iterable[tuple[int, dict[str, str]]], source: str, group: FeatureGroupSpec, event_time: str
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Convert raw rows to records, turning a RowError into a located InputValidationError."""
     for line, row in rows:
         try:
-            yield line, to_record(row, spec, event_time)
+            yield line, to_record(row, group, event_time)
         except RowError as exc:
             shown = "" if exc.value is None else f" (value {exc.value!r})"
             raise InputValidationError(source, exc.reason + shown, line=line, column=exc.column) from None
 
 
-def validate_stream(stream: BinaryIO, source: str, spec: FeatureSpec) -> CsvSummary:
+def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> CsvSummary:
     """Read the whole file and fail on the first problem; nothing is written anywhere.
 
-    Checks header, encoding, row widths, each value against its feature type, the label, and
-    that every record identifier appears once.
+    Checks header, encoding, row widths, blank lines, each value against its feature type, the label,
+    and that every record appears once: one row per record identifier, or, for a group whose rows
+    carry their own event times, one per identifier and event time.
     """
-    first_line: dict[str, int] = {}
-    id_name = spec.record_identifier.name
-    raw = iter_raw_rows(stream, source, spec)
-    for line, record in iter_records(raw, source, spec, "1970-01-01T00:00:00.000Z"):
-        joined = "".join(record.values())
-        if "\n" in joined or "\r" in joined:
-            _line_break(record, source, spec, line)
-        record_id = record[id_name]
-        if record_id in first_line:
+    first_line: dict[tuple[str, str], int] = {}
+    id_name, time_name = group.record_identifier.name, group.event_time.name
+    raw = iter_raw_rows(stream, source, group)
+    for line, record in iter_records(raw, source, group, "1970-01-01T00:00:00.000Z"):
+        key = (record[id_name], record[time_name])
+        if key in first_line:
+            at = f" at {key[1]}" if group.has_history else ""
             raise InputValidationError(
                 source,
-                f"duplicate record identifier {record_id!r} (first seen on line {first_line[record_id]})",
+                f"duplicate record identifier {key[0]!r}{at} (first seen on line {first_line[key]})",
                 line=line,
-                column=spec.record_identifier.source_column,
+                column=group.record_identifier.source_column,
             )
-        first_line[record_id] = line
+        first_line[key] = line
     if not first_line:
         raise InputValidationError(source, "the file has a header but no data rows")
     return CsvSummary(rows=len(first_line))
 
 
-def _line_break(record: dict[str, str], source: str, spec: FeatureSpec, line: int) -> None:
-    """Reject a value that still holds a line break once stripped: "Score customers" hands the scoring
-    set to Batch Transform line by line (SplitType Line), which would cut such a record in two."""
-    columns = {f.name: f.source_column for f in (spec.record_identifier, *spec.features, spec.label)}
-    name, value = next((n, v) for n, v in record.items() if "\n" in v or "\r" in v)
-    raise InputValidationError(
-        source,
-        f"the value holds a line break (value {value!r}); batch scoring reads customers line by line, "
-        "so a value must fit on one line",
-        line=line,
-        column=columns.get(name, name),
-    )
-
-
-def validate_file(path: str, spec: FeatureSpec) -> CsvSummary:
+def validate_file(path: str, group: FeatureGroupSpec) -> CsvSummary:
     try:
         with open(path, "rb") as stream:
-            return validate_stream(stream, path, spec)
+            return validate_stream(stream, path, group)
     except FileNotFoundError:
         raise InputValidationError(path, "file not found") from None
     except IsADirectoryError:

@@ -1,11 +1,12 @@
-"""Feature engineering: one raw CSV row -> one Feature Store record, the same on AWS and locally.
+"""Feature engineering: one raw CSV row -> one feature group record, the same on AWS and locally.
 
 What it does, and why:
 - column names become snake_case feature names (the spec maps raw column -> feature);
 - the label (Yes/No, True/False, 1/0, any case, stray spaces) becomes 0/1;
 - the record identifier is the dataset's own id column, so re-ingesting a file updates the same
   records instead of creating new ones (a DataFrame index would not be stable across runs);
-- the event time is one UTC ISO-8601 timestamp with a `Z`, set by the caller for a whole run;
+- the event time is one UTC ISO-8601 timestamp with a `Z`, set by the caller for a whole run, or,
+  for a group whose rows carry their own (snapshots, observations), read from the row's column;
 - blank or whitespace numerics are *missing*: the feature is left out of the record (Feature Store
   stores it as null) rather than invented (no imputation, no zero);
 - categorical values are kept as their (trimmed) strings: the feature store holds reusable,
@@ -20,9 +21,8 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
-from churn.schema import Feature, FeatureSpec
+from churn.schema import Feature, FeatureGroupSpec
 
 LABEL_TRUE = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
@@ -32,6 +32,7 @@ LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
 # (the training-set SQL compares them as strings on Athena and DuckDB alike).
 EVENT_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _SFN_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class RowError(ValueError):
@@ -103,44 +104,43 @@ def parse_value(feature: Feature, value: str | None) -> str | None:
     return text if convert is None else convert(text, feature, value)
 
 
-# id(spec) -> (spec, [(source column, feature name, converter, feature)]): to_record runs once per
-# row, so the per-feature lookups are done once per spec (a spec is immutable).
-_PLANS: dict[int, tuple[FeatureSpec, tuple[tuple[str, str, Any, Feature], ...]]] = {}
+def _event_time_of(row: Mapping[str, str | None], group: FeatureGroupSpec) -> str:
+    """The row's own event time in the canonical form, for a group whose rows carry one."""
+    column = group.event_time.source
+    value = (row.get(column) or "").strip()
+    if _DATE_RE.match(value):
+        value += "T00:00:00Z"
+    try:
+        canonical = canonical_event_time(value)
+        parse_event_time(canonical)
+    except ValueError:
+        raise RowError("expected a UTC time like 2026-01-31T00:00:00Z (or a date 2026-01-31)", column=column,
+                       value=row.get(column)) from None
+    return canonical
 
 
-def _plan(spec: FeatureSpec) -> tuple[tuple[str, str, Any, Feature], ...]:
-    cached = _PLANS.get(id(spec))
-    if cached is not None and cached[0] is spec:
-        return cached[1]
-    plan = tuple((f.source_column, f.name, _CONVERTERS[f.type], f) for f in spec.features)
-    if len(_PLANS) > 64:
-        _PLANS.clear()
-    _PLANS[id(spec)] = (spec, plan)
-    return plan
-
-
-def to_record(row: Mapping[str, str | None], spec: FeatureSpec, event_time: str) -> dict[str, str]:
+def to_record(row: Mapping[str, str | None], group: FeatureGroupSpec, event_time: str) -> dict[str, str]:
     """Convert one raw row (CSV column -> text) to a record (feature name -> Feature Store string).
 
+    `event_time` is the run's; a group whose rows carry their own event time takes the row's.
     Missing values are left out of the record. Raises RowError on the first bad value.
     """
-    id_feature = spec.record_identifier
+    id_feature = group.record_identifier
     record_id = parse_value(id_feature, row.get(id_feature.source_column))
     if record_id is None:
         raise RowError("the record identifier is empty", column=id_feature.source_column, value="")
-    record = {id_feature.name: record_id, spec.event_time.name: event_time}
-    get = row.get
-    for source, name, convert, feature in _plan(spec):
-        value = get(source)
-        if value is None:
-            continue
-        text = value.strip()
-        if text:
-            record[name] = text if convert is None else convert(text, feature, value)
-    label_value = row.get(spec.label.source_column)
-    if label_value is None or label_value.strip() == "":
-        raise RowError("the label is empty", column=spec.label.source_column, value=label_value or "")
-    record[spec.label.name] = str(parse_label(label_value, spec.label.source_column))
+    own_time = _event_time_of(row, group) if group.has_history else event_time
+    record = {id_feature.name: record_id, group.event_time.name: own_time}
+    for feature in group.features:
+        value = parse_value(feature, row.get(feature.source_column))
+        if value is not None:
+            record[feature.name] = value
+    label = group.label
+    if label is not None:
+        label_value = row.get(label.source_column)
+        if label_value is None or label_value.strip() == "":
+            raise RowError("the label is empty", column=label.source_column, value=label_value or "")
+        record[label.name] = str(parse_label(label_value, label.source_column))
     return record
 
 

@@ -1,90 +1,176 @@
-"""Ingest one batch of raw rows into a feature group with concurrent PutRecord calls.
+"""Ingest one batch of raw rows into a feature group with BatchWriteRecord, 25 records a call.
 
-`client` is anything with the Feature Store runtime's `put_record(FeatureGroupName=, Record=)`:
-the boto3 `sagemaker-featurestore-runtime` client on AWS, the local feature store locally.
+`client` is anything with the Feature Store runtime's `batch_write_record(Entries=...)`: the boto3
+`sagemaker-featurestore-runtime` client on AWS, the local feature store locally. Calls run in
+parallel on the one client; entries the service leaves unprocessed are sent again with backoff;
+every entry it rejects (`Errors`) is reported as a failed record with its file line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from churn.features import RowError, to_feature_store_record, to_record
-from churn.schema import FeatureSpec
+from churn.schema import FeatureGroupSpec
+
+BATCH_WRITE_MAX_ENTRIES = 25  # BatchWriteRecord takes 1-25 entries a call
+ONLINE_AND_OFFLINE = ["OnlineStore", "OfflineStore"]
+OFFLINE_ONLY = ["OfflineStore"]
+REPORTED_FAILURES = 100  # per batch: the count is exact, the list keeps the first ones
 
 
 class FeatureStoreRuntime(Protocol):
-    def put_record(self, *, FeatureGroupName: str, Record: list[dict[str, str]]) -> Any: ...
-
-
-# The ingest Lambda logs each failed batch under this message, with every failed record
-# (`failed_records`: record id and error) and their count (`failed_count`); the operator CLI finds
-# them in the function's log group when a run fails at "Ingest features".
-FAILED_BATCH_LOG_MESSAGE = "ingest batch had failed records"
+    def batch_write_record(self, *, Entries: list[dict[str, Any]]) -> dict[str, Any]: ...
 
 
 class IngestError(RuntimeError):
-    """Some records of a batch could not be written; the others were."""
+    """Records could not be written; the message names them (file line, record id, error)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How unprocessed entries are sent again: exponential, full jitter, a bounded number of attempts."""
+
+    attempts: int = 6
+    base_seconds: float = 0.2
+    max_seconds: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def wait(self, attempt: int) -> None:
+        self.sleep(random.uniform(0, min(self.max_seconds, self.base_seconds * 2**attempt)))  # noqa: S311
 
 
 @dataclass
 class BatchResult:
     ingested: int = 0
-    failed: list[dict[str, str]] = field(default_factory=list)
+    failed_count: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)  # line, record_id, error_code, message
+    calls: int = 0
+
+    def fail(self, line: int | None, record_id: str, error_code: str, message: str) -> None:
+        self.failed_count += 1
+        if len(self.failed) < REPORTED_FAILURES:
+            self.failed.append({"line": line, "record_id": record_id, "error_code": error_code, "message": message})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ingested": self.ingested, "failed_count": len(self.failed), "failed": self.failed}
+        return {"ingested": self.ingested, "failed_count": self.failed_count, "failed": self.failed,
+                "calls": self.calls}
 
 
-def _error_text(exc: Exception) -> str:
+def target_stores(records: list[dict[str, str]], group: FeatureGroupSpec) -> list[list[str]]:
+    """Where each record goes: history to the offline store only; each entity's latest version in the
+    batch to the online store too (which keeps the newest by event time, so a version another batch
+    wrote online never loses to an older one)."""
+    if not group.online:
+        return [OFFLINE_ONLY] * len(records)
+    id_name, time_name = group.record_identifier.name, group.event_time.name
+    latest: dict[str, int] = {}
+    for position, record in enumerate(records):
+        current = latest.get(record[id_name])
+        if current is None or record[time_name] >= records[current][time_name]:
+            latest[record[id_name]] = position
+    online = set(latest.values())
+    return [ONLINE_AND_OFFLINE if position in online else OFFLINE_ONLY for position in range(len(records))]
+
+
+def _error_code(exc: Exception) -> tuple[str, str]:
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
         error = response["Error"]
-        return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', '')}"
-    return f"{type(exc).__name__}: {exc}"
+        return str(error.get("Code", type(exc).__name__)), str(error.get("Message", ""))
+    return type(exc).__name__, str(exc)
+
+
+def _entry_key(entry: Mapping[str, Any], id_name: str, time_name: str) -> tuple[str, str]:
+    values = {item["FeatureName"]: item.get("ValueAsString") for item in entry["Record"]}
+    return values.get(id_name, ""), values.get(time_name, "")
+
+
+def _write(client: FeatureStoreRuntime, entries: list[dict[str, Any]], lines: dict[tuple[str, str], int],
+           group: FeatureGroupSpec, backoff: Backoff) -> BatchResult:
+    """One slice of at most 25 entries, with its unprocessed entries sent again."""
+    result = BatchResult()
+    id_name, time_name = group.record_identifier.name, group.event_time.name
+    pending = entries
+    for attempt in range(backoff.attempts):
+        if attempt:
+            backoff.wait(attempt)
+        result.calls += 1
+        try:
+            response = client.batch_write_record(Entries=pending)
+        except Exception as exc:  # noqa: BLE001 - the client retried throttling already; report every entry
+            code, message = _error_code(exc)
+            for entry in pending:
+                key = _entry_key(entry, id_name, time_name)
+                result.fail(lines.get(key), key[0], code, message)
+            return result
+        errors = response.get("Errors", [])
+        for error in errors:
+            key = _entry_key(error["Entry"], id_name, time_name)
+            result.fail(lines.get(key), key[0], error.get("ErrorCode", ""), error.get("ErrorMessage", ""))
+        unprocessed = response.get("UnprocessedEntries", [])
+        result.ingested += len(pending) - len(errors) - len(unprocessed)
+        if not unprocessed:
+            return result
+        pending = unprocessed
+    for entry in pending:
+        key = _entry_key(entry, id_name, time_name)
+        result.fail(lines.get(key), key[0], "Unprocessed", f"still unprocessed after {backoff.attempts} attempts")
+    return result
 
 
 def ingest_batch(
-    rows: Iterable[Mapping[str, str | None]],
+    rows: Iterable[tuple[int, Mapping[str, str | None]]],
     *,
-    spec: FeatureSpec,
+    group: FeatureGroupSpec,
     feature_group_name: str,
     event_time: str,
     client: FeatureStoreRuntime,
     max_workers: int = 8,
+    backoff: Backoff = Backoff(),  # noqa: B008 - immutable
 ) -> BatchResult:
-    """Convert each row and put it. A row that fails is reported by id, never silently dropped.
+    """Convert each (file line, row) and write the records. A record that fails is reported by line and
+    id, never silently dropped.
 
-    Re-running the same rows with the same event time writes identical records, so a retried
-    batch converges (the online store keeps one record per id, the training-set SQL one version).
+    Re-running the same rows with the same event time writes identical records, so a retried batch
+    converges (the online store keeps one record per id, the training-set SQL one version).
     """
     result = BatchResult()
     records: list[dict[str, str]] = []
-    id_name = spec.record_identifier.name
-    for position, row in enumerate(rows):
+    lines: dict[tuple[str, str], int] = {}
+    id_source = group.record_identifier.source_column
+    for line, row in rows:
         try:
-            records.append(to_record(row, spec, event_time))
+            record = to_record(row, group, event_time)
         except RowError as exc:
-            raw_id = row.get(spec.record_identifier.source_column) or f"<item {position}>"
-            result.failed.append({"record_id": str(raw_id), "error": str(exc)})
-
-    def put(record: dict[str, str]) -> tuple[str, Exception | None]:
-        try:
-            client.put_record(FeatureGroupName=feature_group_name, Record=to_feature_store_record(record))
-            return record[id_name], None
-        except Exception as exc:  # noqa: BLE001 - every failure is reported per record
-            return record[id_name], exc
-
-    if max_workers <= 1 or len(records) <= 1:
-        outcomes = [put(r) for r in records]
-    else:
-        with ThreadPoolExecutor(max_workers=max_workers) as pool:
-            outcomes = list(pool.map(put, records))
-    for record_id, exc in outcomes:
-        if exc is None:
-            result.ingested += 1
-        else:
-            result.failed.append({"record_id": record_id, "error": _error_text(exc)})
+            result.fail(line, str(row.get(id_source) or ""), "InvalidValue", str(exc))
+            continue
+        records.append(record)
+        lines[(record[group.record_identifier.name], record[group.event_time.name])] = line
+    entries = [
+        {"FeatureGroupName": feature_group_name,
+         "Record": to_feature_store_record(record),
+         "TargetStores": stores}
+        for record, stores in zip(records, target_stores(records, group), strict=True)
+    ]
+    slices = [entries[i:i + BATCH_WRITE_MAX_ENTRIES] for i in range(0, len(entries), BATCH_WRITE_MAX_ENTRIES)]
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(slices) or 1))) as pool:
+        for part in pool.map(lambda entries: _write(client, entries, lines, group, backoff), slices):
+            result.ingested += part.ingested
+            result.calls += part.calls
+            for failure in part.failed:
+                result.fail(**failure)
+            result.failed_count += part.failed_count - len(part.failed)
     return result
+
+
+def describe_failures(failed: list[dict[str, Any]], total: int, shown: int = 5) -> str:
+    """`N records failed: line 12 0001-ABC (ValidationError: ...), ...` for an error message."""
+    listed = ", ".join(f"line {f['line']} {f['record_id']} ({f['error_code']}: {f['message']})" for f in failed[:shown])
+    more = f" and {total - shown} more" if total > shown else ""
+    return f"{total} record(s) failed: {listed}{more}"

@@ -1,4 +1,14 @@
-"""The feature schema: one spec file drives the feature group, ingest, the local store and the SQL."""
+"""The feature spec: one file drives the feature groups, ingest, the local store, the SQL and training.
+
+A spec names one or more feature groups (record identifier, event time, features, the CSV columns
+that feed them) and, optionally, a labels source `(entity id, observation time, label)`. Two forms:
+
+- single group (the Telco form): `record_identifier`, `event_time`, `label`, `features` at the top
+  level; the label is stored in the one group and every entity is observed at the run's event time;
+- several groups: `feature_groups: [...]` plus `labels: {...}`; every group is keyed by the same
+  entity id, and the training set takes, for each labels row, each group's latest version as of the
+  observation time (`churn.sql`). The labels are an offline-only feature group of their own.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +25,13 @@ RESERVED_NAMES = frozenset({"is_deleted", "write_time", "api_invocation_time"})
 # Feature Store allows ^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}; we also require lower case so the
 # names are the same in Glue/Athena (which lower-cases columns) and DuckDB.
 _NAME_RE = re.compile(r"^[a-z0-9]([_]?[a-z0-9]){0,63}$")
+# A group's name is part of its feature group's and Glue table's physical names.
+_GROUP_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,19}$")
 MAX_FEATURES = 2500  # Feature Store's limit per feature group
+TTL_UNITS = ("Seconds", "Minutes", "Hours", "Days", "Weeks")  # OnlineStoreConfig.TtlDuration.Unit
+SINGLE_GROUP_NAME = "churn"  # the one group of a single-group spec
+LABELS_GROUP_NAME = "labels"
+VALIDATION_SPLITS = ("random", "out_of_time")
 
 
 class SpecError(ValueError):
@@ -26,7 +42,7 @@ class SpecError(ValueError):
 class Feature:
     name: str
     type: str
-    source: str = ""  # the raw CSV column it comes from ("" for computed ones like event time)
+    source: str = ""  # the raw CSV column it comes from ("" = same as the name; for event time: the run's)
 
     @property
     def source_column(self) -> str:
@@ -34,61 +50,154 @@ class Feature:
 
 
 @dataclass(frozen=True)
-class FeatureSpec:
+class OnlineTtl:
+    """How long a record stays readable in the online store after its event time (TtlDuration)."""
+
+    value: int
+    unit: str
+
+    def to_api(self) -> dict[str, Any]:
+        return {"Unit": self.unit, "Value": self.value}
+
+
+@dataclass(frozen=True)
+class FeatureGroupSpec:
+    name: str
     record_identifier: Feature
-    event_time: Feature
-    label: Feature
+    event_time: Feature  # with a source column, each row carries its own event time (history)
     features: tuple[Feature, ...]
+    label: Feature | None = None  # stored in the group: the single-group form, and the labels group
+    online: bool = True  # the labels group is offline only
+    online_ttl: OnlineTtl | None = None
+
+    @property
+    def all_features(self) -> tuple[Feature, ...]:
+        """Every feature stored in the feature group, in a stable order."""
+        label = (self.label,) if self.label is not None else ()
+        return (self.record_identifier, self.event_time, *self.features, *label)
+
+    @property
+    def has_history(self) -> bool:
+        """Rows carry their own event times (snapshots, observations) rather than the run's."""
+        return bool(self.event_time.source)
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """The CSV columns the group's input file must have."""
+        own_time = (self.event_time.source,) if self.has_history else ()
+        label = (self.label.source_column,) if self.label is not None else ()
+        return (self.record_identifier.source_column, *own_time, *(f.source_column for f in self.features), *label)
+
+    def feature_definitions(self) -> list[dict[str, str]]:
+        """The `FeatureDefinitions` of the SageMaker feature group."""
+        return [{"FeatureName": f.name, "FeatureType": f.type} for f in self.all_features]
+
+    def online_store_config(self) -> dict[str, Any] | None:
+        """CreateFeatureGroup's OnlineStoreConfig (None: an offline-only group), without the key."""
+        if not self.online:
+            return None
+        config: dict[str, Any] = {"EnableOnlineStore": True}
+        if self.online_ttl is not None:
+            config["TtlDuration"] = self.online_ttl.to_api()
+        return config
+
+    def fingerprint(self) -> str:
+        """Short hash of what a feature group cannot change in place (names, types, keys, stores)."""
+        canonical: dict[str, Any] = {
+            "id": self.record_identifier.name,
+            "event_time": self.event_time.name,
+            "definitions": self.feature_definitions(),
+        }
+        if not self.online:
+            canonical["online"] = False
+        if self.online_ttl is not None:
+            canonical["online_ttl"] = self.online_ttl.to_api()
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    groups: tuple[FeatureGroupSpec, ...]
+    labels: FeatureGroupSpec | None = None
+    validation_split: str = "random"
+    validation_periods: int = 1
+    derive: str = ""  # a derivation (churn.derivations) that turns one input file into each group's CSV
     description: str = ""
     origin: str = field(default="<memory>", compare=False)
 
     # -- derived views -------------------------------------------------------------------
     @property
-    def all_features(self) -> tuple[Feature, ...]:
-        """Every feature stored in the feature group, in a stable order."""
-        return (self.record_identifier, self.event_time, *self.features, self.label)
+    def is_single_group(self) -> bool:
+        return self.labels is None
 
     @property
-    def model_columns(self) -> tuple[str, ...]:
-        """Columns of the training set: identifier, features, label (no event time)."""
-        return (self.record_identifier.name, *(f.name for f in self.features), self.label.name)
+    def all_groups(self) -> tuple[FeatureGroupSpec, ...]:
+        """Every feature group the spec creates: the feature groups, then the labels group."""
+        return (*self.groups, *((self.labels,) if self.labels else ()))
 
     @property
-    def by_name(self) -> dict[str, Feature]:
-        return {f.name: f for f in self.all_features}
+    def record_identifier(self) -> Feature:
+        """The entity id every group is keyed by."""
+        return self.groups[0].record_identifier
 
-    def feature_definitions(self) -> list[dict[str, str]]:
-        """The `FeatureDefinitions` of a SageMaker feature group."""
-        return [{"FeatureName": f.name, "FeatureType": f.type} for f in self.all_features]
+    @property
+    def label(self) -> Feature:
+        owner = self.labels or self.groups[0]
+        assert owner.label is not None  # validate() guarantees it
+        return owner.label
 
-    def fingerprint(self) -> str:
-        """Short hash of what a feature group cannot change in place (names, types, keys)."""
-        canonical = json.dumps(
-            {
-                "id": self.record_identifier.name,
-                "event_time": self.event_time.name,
-                "definitions": self.feature_definitions(),
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+    @property
+    def observation_time(self) -> Feature | None:
+        """The labels' observation time (None: every entity is observed at the run's event time)."""
+        return self.labels.event_time if self.labels else None
+
+    @property
+    def features(self) -> tuple[Feature, ...]:
+        """The model's features: every group's, in spec order."""
+        return tuple(f for group in self.groups for f in group.features)
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        """The features the model treats as categories: the String-typed ones."""
+        return [f.name for f in self.features if f.type == "String"]
+
+    @property
+    def training_columns(self) -> tuple[str, ...]:
+        """Columns of the training set: entity id, [observation time,] features, label."""
+        time = (self.observation_time.name,) if self.observation_time else ()
+        return (self.record_identifier.name, *time, *(f.name for f in self.features), self.label.name)
+
+    @property
+    def scoring_columns(self) -> tuple[str, ...]:
+        """Columns of the scoring set: entity id, features."""
+        return (self.record_identifier.name, *(f.name for f in self.features))
+
+    def group(self, name: str) -> FeatureGroupSpec:
+        for group in self.all_groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"the feature spec '{self.origin}' has no feature group '{name}'")
 
     # -- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        def one(f: Feature) -> dict[str, str]:
-            d = {"name": f.name}
-            if f.source:
-                d["source"] = f.source
-            d["type"] = f.type
-            return d
-
-        return {
-            "description": self.description,
-            "record_identifier": one(self.record_identifier),
-            "event_time": one(self.event_time),
-            "label": one(self.label),
-            "features": [one(f) for f in self.features],
-        }
+        extra: dict[str, Any] = {}
+        if self.derive:
+            extra["derive"] = self.derive
+        if (self.validation_split, self.validation_periods) != ("random", 1):
+            extra["validation"] = {"split": self.validation_split, "periods": self.validation_periods}
+        if self.is_single_group:
+            group = self.groups[0]
+            assert group.label is not None
+            body = {"record_identifier": _feature_dict(group.record_identifier),
+                    "event_time": _feature_dict(group.event_time), "label": _feature_dict(group.label),
+                    "features": [_feature_dict(f) for f in group.features], **_ttl_dict(group)}
+        else:
+            assert self.labels is not None and self.labels.label is not None
+            body = {"feature_groups": [_group_dict(g) for g in self.groups],
+                    "labels": {"record_identifier": _feature_dict(self.labels.record_identifier),
+                               "event_time": _feature_dict(self.labels.event_time),
+                               "label": _feature_dict(self.labels.label)}}
+        return {"description": self.description, **extra, **body}
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, separators=None if indent else (",", ":"))
@@ -97,21 +206,18 @@ class FeatureSpec:
     def from_dict(cls, data: Any, origin: str = "<memory>") -> FeatureSpec:
         if not isinstance(data, dict):
             raise SpecError(f"{origin}: a feature spec must be a JSON object")
-        for key in ("record_identifier", "event_time", "label", "features"):
-            if key not in data:
-                raise SpecError(f"{origin}: missing required key '{key}'")
-        if not isinstance(data["features"], list) or not data["features"]:
-            raise SpecError(f"{origin}: 'features' must be a non-empty list")
-        spec = cls(
-            record_identifier=_feature(data["record_identifier"], f"{origin}: record_identifier"),
-            event_time=_feature(data["event_time"], f"{origin}: event_time"),
-            label=_feature(data["label"], f"{origin}: label"),
-            features=tuple(
-                _feature(f, f"{origin}: features[{i}]") for i, f in enumerate(data["features"])
-            ),
-            description=str(data.get("description", "")),
-            origin=origin,
-        )
+        multi = "feature_groups" in data
+        known = {"description", "derive", "validation"} | (
+            {"feature_groups", "labels"} if multi else {"record_identifier", "event_time", "label", "features",
+                                                         "online_ttl"})
+        _no_unknown(data, known, origin)
+        if multi:
+            groups, labels = _groups(data, origin)
+        else:
+            groups, labels = (_group(data, SINGLE_GROUP_NAME, origin, single=True),), None
+        split, periods = _validation(data.get("validation"), origin)
+        spec = cls(groups=groups, labels=labels, validation_split=split, validation_periods=periods,
+                   derive=str(data.get("derive", "")), description=str(data.get("description", "")), origin=origin)
         spec.validate()
         return spec
 
@@ -134,39 +240,146 @@ class FeatureSpec:
 
     def validate(self) -> None:
         where = self.origin
-        if self.record_identifier.type not in ("String", "Integral"):
-            raise SpecError(f"{where}: the record identifier must be String or Integral")
-        if self.event_time.type not in ("String", "Fractional"):
-            raise SpecError(f"{where}: the event time must be String or Fractional")
-        if self.label.type != "Integral":
-            raise SpecError(f"{where}: the label '{self.label.name}' must be Integral (0/1)")
-        if len(self.all_features) > MAX_FEATURES:
-            raise SpecError(f"{where}: {len(self.all_features)} features exceed {MAX_FEATURES}")
-        seen: dict[str, str] = {}
-        sources: dict[str, str] = {}
-        for f in self.all_features:
-            if f.name in seen:
-                raise SpecError(f"{where}: feature name '{f.name}' is used twice")
-            seen[f.name] = f.name
-            if f.source:
-                if f.source in sources:
-                    raise SpecError(
-                        f"{where}: source column '{f.source}' feeds both "
-                        f"'{sources[f.source]}' and '{f.name}'"
-                    )
-                sources[f.source] = f.name
-        if self.event_time.source:
-            raise SpecError(
-                f"{where}: event_time is set at ingestion (UTC, ISO-8601); it takes no 'source'"
-            )
+        for group in self.all_groups:
+            _validate_group(group, f"{where}: feature group '{group.name}'")
+        names = [g.name for g in self.all_groups]
+        if len(set(names)) != len(names):
+            raise SpecError(f"{where}: feature group names must be unique, got {names}")
+        entity = self.record_identifier
+        for group in self.all_groups:
+            if (group.record_identifier.name, group.record_identifier.type) != (entity.name, entity.type):
+                raise SpecError(f"{where}: feature group '{group.name}' must be keyed by the entity "
+                                f"'{entity.name}' ({entity.type}) like the others")
+        columns = self.training_columns
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise SpecError(f"{where}: the training set would have the column(s) {repeated} twice; "
+                            "feature names must be unique across groups")
+        if not self.is_single_group and any(g.event_time.type != "String" for g in self.all_groups):
+            raise SpecError(f"{where}: with several feature groups every event time must be String "
+                            "(they are compared with the observation time)")
+        if self.validation_split == "out_of_time" and self.observation_time is None:
+            raise SpecError(f"{where}: out-of-time validation needs a labels source with observation times")
+        if self.derive:
+            from churn.derivations import DERIVATIONS  # noqa: PLC0415 - the derivations import nothing of this
+
+            if self.derive not in DERIVATIONS:
+                raise SpecError(f"{where}: unknown derivation '{self.derive}'; known: {sorted(DERIVATIONS)}")
+
+
+def _validate_group(group: FeatureGroupSpec, where: str) -> None:
+    if group.record_identifier.type not in ("String", "Integral"):
+        raise SpecError(f"{where}: the record identifier must be String or Integral")
+    if group.event_time.type not in ("String", "Fractional"):
+        raise SpecError(f"{where}: the event time must be String or Fractional")
+    if group.label is not None and group.label.type != "Integral":
+        raise SpecError(f"{where}: the label '{group.label.name}' must be Integral (0/1)")
+    if len(group.all_features) > MAX_FEATURES:
+        raise SpecError(f"{where}: {len(group.all_features)} features exceed {MAX_FEATURES}")
+    names = [f.name for f in group.all_features]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SpecError(f"{where}: feature name(s) {repeated} used twice")
+    sources = group.source_columns
+    repeated = sorted({s for s in sources if sources.count(s) > 1})
+    if repeated:
+        raise SpecError(f"{where}: source column(s) {repeated} feed more than one feature")
+
+
+def _groups(data: dict[str, Any], origin: str) -> tuple[tuple[FeatureGroupSpec, ...], FeatureGroupSpec]:
+    raw_groups, raw_labels = data.get("feature_groups"), data.get("labels")
+    if not isinstance(raw_groups, list) or not raw_groups:
+        raise SpecError(f"{origin}: 'feature_groups' must be a non-empty list")
+    if not isinstance(raw_labels, dict):
+        raise SpecError(f"{origin}: a spec with 'feature_groups' needs a 'labels' object "
+                        "(record_identifier, event_time = the observation time, label)")
+    groups = []
+    for i, raw in enumerate(raw_groups):
+        where = f"{origin}: feature_groups[{i}]"
+        if not isinstance(raw, dict):
+            raise SpecError(f"{where}: expected an object")
+        _no_unknown(raw, {"name", "record_identifier", "event_time", "features", "online_ttl"}, where)
+        name = raw.get("name")
+        if not isinstance(name, str) or not _GROUP_NAME_RE.match(name) or name == LABELS_GROUP_NAME:
+            raise SpecError(f"{where}: 'name' must be 1-20 lower-case letters and digits, starting with a "
+                            f"letter, and not '{LABELS_GROUP_NAME}' (got {name!r})")
+        groups.append(_group(raw, name, where, single=False))
+    where = f"{origin}: labels"
+    _no_unknown(raw_labels, {"record_identifier", "event_time", "label"}, where)
+    for key in ("record_identifier", "event_time", "label"):
+        if key not in raw_labels:
+            raise SpecError(f"{where}: missing required key '{key}'")
+    labels = FeatureGroupSpec(
+        name=LABELS_GROUP_NAME,
+        record_identifier=_feature(raw_labels["record_identifier"], f"{where}.record_identifier"),
+        event_time=_feature(raw_labels["event_time"], f"{where}.event_time"),
+        features=(),
+        label=_feature(raw_labels["label"], f"{where}.label"),
+        online=False,
+    )
+    if not labels.has_history:
+        raise SpecError(f"{where}.event_time: the observation time needs a 'source' column")
+    return tuple(groups), labels
+
+
+def _group(raw: dict[str, Any], name: str, where: str, *, single: bool) -> FeatureGroupSpec:
+    required = ("record_identifier", "event_time", "features") + (("label",) if single else ())
+    for key in required:
+        if key not in raw:
+            raise SpecError(f"{where}: missing required key '{key}'")
+    if not isinstance(raw["features"], list) or not raw["features"]:
+        raise SpecError(f"{where}: 'features' must be a non-empty list")
+    event_time = _feature(raw["event_time"], f"{where}: event_time")
+    if single and event_time.source:
+        raise SpecError(f"{where}: event_time is set at ingestion (UTC, ISO-8601); it takes no 'source'")
+    return FeatureGroupSpec(
+        name=name,
+        record_identifier=_feature(raw["record_identifier"], f"{where}: record_identifier"),
+        event_time=event_time,
+        features=tuple(_feature(f, f"{where}: features[{i}]") for i, f in enumerate(raw["features"])),
+        label=_feature(raw["label"], f"{where}: label") if single else None,
+        online_ttl=_ttl(raw.get("online_ttl"), f"{where}: online_ttl"),
+    )
+
+
+def _ttl(raw: Any, where: str) -> OnlineTtl | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"value", "unit"}:
+        raise SpecError(f"{where}: expected {{\"value\": <whole number>, \"unit\": one of {list(TTL_UNITS)}}}")
+    value, unit = raw["value"], raw["unit"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{where}: 'value' must be a whole number of at least 1, got {value!r}")
+    if unit not in TTL_UNITS:
+        raise SpecError(f"{where}: 'unit' must be one of {list(TTL_UNITS)}, got {unit!r}")
+    return OnlineTtl(value=value, unit=unit)
+
+
+def _validation(raw: Any, origin: str) -> tuple[str, int]:
+    if raw is None:
+        return "random", 1
+    where = f"{origin}: validation"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: expected an object with 'split' and optionally 'periods'")
+    _no_unknown(raw, {"split", "periods"}, where)
+    split, periods = raw.get("split", "random"), raw.get("periods", 1)
+    if split not in VALIDATION_SPLITS:
+        raise SpecError(f"{where}: 'split' must be one of {list(VALIDATION_SPLITS)}, got {split!r}")
+    if isinstance(periods, bool) or not isinstance(periods, int) or periods < 1:
+        raise SpecError(f"{where}: 'periods' must be a whole number of at least 1, got {periods!r}")
+    return split, periods
+
+
+def _no_unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = set(raw) - known
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}")
 
 
 def _feature(raw: Any, where: str) -> Feature:
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected an object with 'name' and 'type'")
-    unknown = set(raw) - {"name", "type", "source"}
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}")
+    _no_unknown(raw, {"name", "type", "source"}, where)
     name, ftype, source = raw.get("name"), raw.get("type"), raw.get("source", "")
     if not isinstance(name, str) or not name:
         raise SpecError(f"{where}: 'name' is required")
@@ -186,3 +399,21 @@ def _feature(raw: Any, where: str) -> Feature:
         raise SpecError(f"{where}: 'source' must be a column name")
     return Feature(name=name, type=ftype, source=source)
 
+
+def _feature_dict(feature: Feature) -> dict[str, str]:
+    d = {"name": feature.name}
+    if feature.source:
+        d["source"] = feature.source
+    d["type"] = feature.type
+    return d
+
+
+def _ttl_dict(group: FeatureGroupSpec) -> dict[str, Any]:
+    ttl = group.online_ttl
+    return {"online_ttl": {"value": ttl.value, "unit": ttl.unit}} if ttl else {}
+
+
+def _group_dict(group: FeatureGroupSpec) -> dict[str, Any]:
+    return {"name": group.name, "record_identifier": _feature_dict(group.record_identifier),
+            "event_time": _feature_dict(group.event_time), "features": [_feature_dict(f) for f in group.features],
+            **_ttl_dict(group)}

@@ -1,12 +1,37 @@
 """The SQL over the offline store, written once: Athena runs it on AWS, DuckDB runs it locally.
 
-Both statements take their run-time value as a positional `?` parameter (Athena
-`ExecutionParameters`, DuckDB prepared parameters), so the text is identical in both places.
+Every statement takes its run-time values as positional `?` parameters (Athena
+`ExecutionParameters`, DuckDB prepared parameters), so the text is byte-identical in both places;
+`Query.parameters` names them in order. Timestamps arrive as `'YYYY-MM-DD HH:MM:SS.fff'` (UTC) and
+are compared through `CAST(? AS TIMESTAMP)`, which both engines read the same way.
+
+Point in time: a record's versions are ranked newest first (event time, then the API call, then the
+write), the top one is kept, and only *then* are deletions dropped (filtering deletions first would
+resurrect a deleted record's previous version). With several feature groups, every labels row
+(entity, observation time) takes each group's latest version with event time <= its observation
+time and written no later than the knowledge cutoff; an entity a group does not know yields nulls.
 """
 
 from __future__ import annotations
 
-from churn.schema import FeatureSpec
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from churn.schema import FeatureGroupSpec, FeatureSpec
+
+# The parameters, by name: the run's event time (an event-time string, the as-of of the training set),
+# the knowledge cutoff (no version written later is used), when the run started (its ingest began).
+AS_OF = "as_of"
+KNOWLEDGE_CUTOFF = "knowledge_cutoff"
+RUN_STARTED = "run_started"
+NO_CUTOFF = "9999-12-31 23:59:59.999"  # the default knowledge cutoff: everything written so far
+_RANK_ORDER = '"api_invocation_time" DESC, "write_time" DESC'
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    parameters: tuple[str, ...]  # what each `?` stands for, in order
 
 
 def quote(identifier: str) -> str:
@@ -18,43 +43,131 @@ def table_reference(database: str, table: str) -> str:
     return f"{quote(database)}.{quote(table)}"
 
 
-def training_set_sql(spec: FeatureSpec, table: str, *, include_label: bool = True) -> str:
-    """Point-in-time training set as of `?` (an event time string).
-
-    Every record's versions are ranked newest first (event time, then the API call, then the
-    write), the top one is kept, and only *then* are deletions dropped: filtering deletions before
-    ranking would resurrect a deleted record's previous version.
-    """
-    record_id = quote(spec.record_identifier.name)
-    event_time = quote(spec.event_time.name)
-    names = [spec.record_identifier.name, *(f.name for f in spec.features)]
-    if include_label:
-        names.append(spec.label.name)
-    columns = ",\n    ".join(quote(n) for n in names)
-    return f"""SELECT
-    {columns}
-FROM (
-    SELECT
-        *,
-        row_number() OVER (
-            PARTITION BY {record_id}
-            ORDER BY {event_time} DESC, "api_invocation_time" DESC, "write_time" DESC
-        ) AS "version_rank"
-    FROM {table}
-    WHERE {event_time} <= ?
-) AS "versions"
-WHERE "version_rank" = 1 AND NOT "is_deleted"
-ORDER BY {record_id}"""
-
-
-def offline_count_sql(spec: FeatureSpec, table: str) -> str:
-    """How many distinct records the offline store holds with event time `?` (one run's writes)."""
-    return (
-        f'SELECT count(DISTINCT {quote(spec.record_identifier.name)}) AS "records" '
-        f"FROM {table} WHERE {quote(spec.event_time.name)} = ?"
-    )
+def sql_timestamp(moment: datetime) -> str:
+    """The value of a timestamp parameter: `YYYY-MM-DD HH:MM:SS.fff` in UTC."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
 def athena_parameter(value: str) -> str:
     """Athena substitutes execution parameters as SQL literals: a string must arrive quoted."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def _columns(names: list[str], table: str = "", indent: int = 4) -> str:
+    prefix = f"{quote(table)}." if table else ""
+    return (",\n" + " " * indent).join(prefix + quote(n) for n in names)
+
+
+def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str], condition: str) -> str:
+    """The newest non-deleted version of every record of `table` that meets `condition`."""
+    return f"""SELECT
+    {_columns(columns)}
+FROM (
+    SELECT
+        *,
+        row_number() OVER (
+            PARTITION BY {quote(group.record_identifier.name)}
+            ORDER BY {quote(group.event_time.name)} DESC, {_RANK_ORDER}
+        ) AS "version_rank"
+    FROM {table}
+    WHERE {condition}
+) AS "versions"
+WHERE "version_rank" = 1 AND NOT "is_deleted\""""
+
+
+def training_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
+    """The training set: one row per labels row (one per entity, as of the run, for a single group)."""
+    if spec.is_single_group:
+        group = spec.groups[0]
+        text = _latest_versions(group, tables[group.name], list(spec.training_columns),
+                                f'{quote(group.event_time.name)} <= ? AND "write_time" <= CAST(? AS TIMESTAMP)')
+        return Query(f"{text}\nORDER BY {quote(spec.record_identifier.name)}", (AS_OF, KNOWLEDGE_CUTOFF))
+    labels = spec.labels
+    assert labels is not None and labels.label is not None
+    entity, time = spec.record_identifier.name, labels.event_time.name
+    observations = f"""SELECT
+    {_columns([entity, time, labels.label.name])}
+FROM (
+    SELECT
+        *,
+        row_number() OVER (
+            PARTITION BY {quote(entity)}, {quote(time)}
+            ORDER BY {_RANK_ORDER}
+        ) AS "version_rank"
+    FROM {tables[labels.name]}
+    WHERE {quote(time)} <= ? AND "write_time" <= CAST(? AS TIMESTAMP)
+) AS "versions"
+WHERE "version_rank" = 1 AND NOT "is_deleted\""""
+    return _joined(spec, tables, observations, (AS_OF, KNOWLEDGE_CUTOFF), with_label=True)
+
+
+def scoring_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
+    """Every entity's latest features as of `?` (now): the entities of the first group, no label."""
+    first = spec.groups[0]
+    entity = spec.record_identifier.name
+    if spec.is_single_group:
+        text = _latest_versions(first, tables[first.name], list(spec.scoring_columns),
+                                f"{quote(first.event_time.name)} <= ?")
+        return Query(f"{text}\nORDER BY {quote(entity)}", (AS_OF,))
+    time = spec.observation_time.name  # type: ignore[union-attr] - a spec with several groups has labels
+    entities = _latest_versions(first, tables[first.name], [entity], f"{quote(first.event_time.name)} <= ?")
+    observations = f"SELECT {quote(entity)}, CAST(? AS VARCHAR) AS {quote(time)}\nFROM (\n{entities}\n) AS \"entities\""
+    return _joined(spec, tables, observations, (AS_OF, AS_OF), with_label=False, cutoff=False)
+
+
+def _joined(spec: FeatureSpec, tables: dict[str, str], observations: str, parameters: tuple[str, ...], *,
+            with_label: bool, cutoff: bool = True) -> Query:
+    """`observations` (entity, observation time[, label]) with every group's features as of each row."""
+    entity, time = spec.record_identifier.name, spec.observation_time.name  # type: ignore[union-attr]
+    ctes = [f'"observations" AS (\n{observations}\n)']
+    joins = []
+    for group in spec.groups:
+        name = quote(f"{group.name}_as_of")
+        ctes.append(f"{name} AS (\n{_as_of(group, tables[group.name], entity, time, cutoff)}\n)")
+        joins.append(f"LEFT JOIN {name} USING ({quote(entity)}, {quote(time)})")
+        parameters += (KNOWLEDGE_CUTOFF,) if cutoff else ()
+    columns = [quote(entity), *([quote(time)] if with_label else []), *(quote(f.name) for f in spec.features)]
+    if with_label:
+        columns.append(quote(spec.label.name))
+    text = (f"WITH {', '.join(ctes)}\nSELECT\n    " + ",\n    ".join(columns) + '\nFROM "observations"\n'
+            + "\n".join(joins) + f"\nORDER BY {quote(entity)}" + (f", {quote(time)}" if with_label else ""))
+    return Query(text, parameters)
+
+
+def _as_of(group: FeatureGroupSpec, table: str, entity: str, time: str, cutoff: bool) -> str:
+    """Each observation with the group's newest non-deleted version whose event time is not after it."""
+    names = [entity, time, *(f.name for f in group.features)]
+    written = ' AND "features"."write_time" <= CAST(? AS TIMESTAMP)' if cutoff else ""
+    return f"""SELECT
+    {_columns(names)}
+FROM (
+    SELECT
+        "observations".{quote(entity)},
+        "observations".{quote(time)},
+        {_columns([f.name for f in group.features] + ["is_deleted"], "features", indent=8)},
+        row_number() OVER (
+            PARTITION BY "observations".{quote(entity)}, "observations".{quote(time)}
+            ORDER BY "features".{quote(group.event_time.name)} DESC, "features"."api_invocation_time" DESC,
+                "features"."write_time" DESC
+        ) AS "version_rank"
+    FROM "observations"
+    JOIN {table} AS "features"
+        ON "features".{quote(entity)} = "observations".{quote(entity)}
+        AND "features".{quote(group.event_time.name)} <= "observations".{quote(time)}{written}
+) AS "versions"
+WHERE "version_rank" = 1 AND NOT "is_deleted\""""
+
+
+def offline_count_sql(group: FeatureGroupSpec, table: str) -> Query:
+    """How many of this run's records the group's offline store holds: records with the run's event
+    time, or for a group whose rows carry their own event times, versions written since the run began."""
+    record_id = quote(group.record_identifier.name)
+    if group.has_history:
+        return Query(
+            f'SELECT count(*) AS "records" FROM (SELECT DISTINCT {record_id}, {quote(group.event_time.name)} '
+            f'FROM {table} WHERE "api_invocation_time" >= CAST(? AS TIMESTAMP)) AS "written"',
+            (RUN_STARTED,),
+        )
+    return Query(f'SELECT count(DISTINCT {record_id}) AS "records" FROM {table} '
+                 f"WHERE {quote(group.event_time.name)} = ?", (AS_OF,))

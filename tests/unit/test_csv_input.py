@@ -3,6 +3,7 @@
 import pytest
 
 from churn.csv_input import InputValidationError, iter_raw_rows, validate_file
+from churn.schema import FeatureSpec
 
 HEADER = None
 
@@ -22,22 +23,22 @@ def sample(telco_lines, rows=5):
     return telco_lines[: rows + 1]
 
 
-def test_bundled_file_is_valid(spec, data_path):
-    assert validate_file(str(data_path), spec).rows == 7043
+def test_bundled_file_is_valid(group, data_path):
+    assert validate_file(str(data_path), group).rows == 7043
 
 
-def test_bom_and_crlf_work(spec, tmp_path, telco_lines):
+def test_bom_and_crlf_work(group, tmp_path, telco_lines):
     path = write(tmp_path, b"\xef\xbb\xbf" + "\r\n".join(sample(telco_lines)).encode() + b"\r\n")
-    assert validate_file(str(path), spec).rows == 5
+    assert validate_file(str(path), group).rows == 5
     with open(path, "rb") as stream:
-        rows = [row for _, row in iter_raw_rows(stream, str(path), spec)]
+        rows = [row for _, row in iter_raw_rows(stream, str(path), group)]
     assert rows[0]["customerID"] == "7590-VHVEG"
     assert rows[0]["Churn"] == "No"  # no stray \r
 
 
-def expect_error(spec, path, *, line=None, column=None, match=None):
+def expect_error(group, path, *, line=None, column=None, match=None):
     with pytest.raises(InputValidationError) as info:
-        validate_file(str(path), spec)
+        validate_file(str(path), group)
     err = info.value
     assert str(path) in str(err)
     if line is not None:
@@ -51,78 +52,121 @@ def expect_error(spec, path, *, line=None, column=None, match=None):
     return err
 
 
-def test_missing_file(spec, tmp_path):
-    expect_error(spec, tmp_path / "missing.csv", match="file not found")
+def test_missing_file(group, tmp_path):
+    expect_error(group, tmp_path / "missing.csv", match="file not found")
 
 
-def test_empty_file(spec, tmp_path):
-    expect_error(spec, write(tmp_path, ""), match="empty")
+def test_empty_file(group, tmp_path):
+    expect_error(group, write(tmp_path, ""), match="empty")
 
 
-def test_header_only(spec, tmp_path, telco_lines):
-    expect_error(spec, write(tmp_path, telco_lines[0] + "\n"), match="no data rows")
+def test_header_only(group, tmp_path, telco_lines):
+    expect_error(group, write(tmp_path, telco_lines[0] + "\n"), match="no data rows")
 
 
 @pytest.mark.parametrize("column", ["customerID", "Churn", "tenure"])
-def test_missing_required_column(spec, tmp_path, telco_lines, column):
+def test_missing_required_column(group, tmp_path, telco_lines, column):
     lines = [line.split(",") for line in sample(telco_lines)]
     index = lines[0].index(column)
     content = "\n".join(",".join(c for i, c in enumerate(cols) if i != index) for cols in lines)
-    expect_error(spec, write(tmp_path, content), line=1, match=f"missing column(s) ['{column}']")
+    expect_error(group, write(tmp_path, content), line=1, match=f"missing column(s) ['{column}']")
 
 
-def test_duplicate_ids(spec, tmp_path, telco_lines):
+def test_duplicate_ids(group, tmp_path, telco_lines):
     lines = sample(telco_lines) + [telco_lines[2]]
-    expect_error(spec, write(tmp_path, "\n".join(lines)), line=7, column="customerID",
+    expect_error(group, write(tmp_path, "\n".join(lines)), line=7, column="customerID",
                  match="duplicate record identifier '5575-GNVDE' (first seen on line 3)")
 
 
-def test_text_in_numeric_column(spec, tmp_path, telco_lines):
+def test_text_in_numeric_column(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[3] = lines[3].replace(",53.85,", ",fifty,")
-    expect_error(spec, write(tmp_path, "\n".join(lines)), line=4, column="MonthlyCharges", match="'fifty'")
+    expect_error(group, write(tmp_path, "\n".join(lines)), line=4, column="MonthlyCharges", match="'fifty'")
 
 
-def test_blank_numeric_is_fine(spec, tmp_path, telco_lines):
+def test_blank_numeric_is_fine(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[3] = lines[3].replace(",108.15,", ", ,")
-    assert validate_file(str(write(tmp_path, "\n".join(lines))), spec).rows == 5
+    assert validate_file(str(write(tmp_path, "\n".join(lines))), group).rows == 5
 
 
-def test_unknown_label(spec, tmp_path, telco_lines):
+def test_unknown_label(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[2] = lines[2][: lines[2].rindex(",")] + ",Perhaps"
-    expect_error(spec, write(tmp_path, "\n".join(lines)), line=3, column="Churn", match="'Perhaps'")
+    expect_error(group, write(tmp_path, "\n".join(lines)), line=3, column="Churn", match="'Perhaps'")
 
 
-def test_wrong_delimiter(spec, tmp_path, telco_lines):
+def test_wrong_delimiter(group, tmp_path, telco_lines):
     content = "\n".join(line.replace(",", ";") for line in sample(telco_lines))
-    expect_error(spec, write(tmp_path, content), line=1, match="semicolons, not commas")
+    expect_error(group, write(tmp_path, content), line=1, match="semicolons, not commas")
 
 
-def test_non_utf8_bytes(spec, tmp_path, telco_lines):
+def test_non_utf8_bytes(group, tmp_path, telco_lines):
     lines = [line.encode() for line in sample(telco_lines)]
     lines[4] = lines[4].replace(b"Male", b"M\xe4le")
-    expect_error(spec, write(tmp_path, b"\n".join(lines)), line=5, match="not UTF-8")
+    expect_error(group, write(tmp_path, b"\n".join(lines)), line=5, match="not UTF-8")
 
 
-def test_ragged_row(spec, tmp_path, telco_lines):
+def test_ragged_row(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[5] = lines[5] + ",extra"
-    expect_error(spec, write(tmp_path, "\n".join(lines)), line=6, match="expected 21 fields")
+    expect_error(group, write(tmp_path, "\n".join(lines)), line=6, match="expected 21 fields")
 
 
-def test_unterminated_quote(spec, tmp_path, telco_lines):
+def test_unterminated_quote(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[2] = lines[2].replace("Female", '"Female', 1).replace("Male", '"Male', 1)
-    expect_error(spec, write(tmp_path, "\n".join(lines)), match="line")
+    expect_error(group, write(tmp_path, "\n".join(lines)), match="line")
 
 
-def test_empty_id(spec, tmp_path, telco_lines):
+def test_empty_id(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[1] = "," + lines[1].split(",", 1)[1]
-    expect_error(spec, write(tmp_path, "\n".join(lines)), line=2, column="customerID", match="empty")
+    expect_error(group, write(tmp_path, "\n".join(lines)), line=2, column="customerID", match="empty")
 
 
-def test_directory_is_not_a_file(spec, tmp_path):
-    expect_error(spec, tmp_path, match="is a directory")
+def test_directory_is_not_a_file(group, tmp_path):
+    expect_error(group, tmp_path, match="is a directory")
+
+
+def test_a_blank_line_inside_the_data_is_rejected_where_it_is(group, tmp_path, telco_lines):
+    lines = sample(telco_lines, 4)
+    path = write(tmp_path, "\n".join(lines[:3] + ["", *lines[3:]]) + "\n")
+    expect_error(group, path, line=4, match="blank line inside the data")
+
+
+def test_blank_lines_may_end_the_file(group, tmp_path, telco_lines):
+    path = write(tmp_path, "\n".join(sample(telco_lines, 4)) + "\n\n  \n\n")
+    assert validate_file(str(path), group).rows == 4
+
+
+@pytest.mark.parametrize("value", ['"Month\nto-month"', '"Month-to-month\n"', '"\r\nMonth-to-month"'])
+def test_a_value_with_a_line_break_is_rejected_at_its_first_line(group, tmp_path, telco_lines, value):
+    lines = sample(telco_lines, 3)
+    lines[3] = lines[3].replace("Month-to-month", value, 1)
+    assert value in lines[3]
+    expect_error(group, write(tmp_path, "\n".join(lines) + "\n"), line=4, column="Contract", match="line break")
+
+
+HISTORY = FeatureSpec.from_dict({
+    "feature_groups": [{"name": "activity", "record_identifier": {"name": "customer_id", "type": "String"},
+                        "event_time": {"name": "event_time", "source": "snapshot", "type": "String"},
+                        "features": [{"name": "visits", "type": "Integral"}]}],
+    "labels": {"record_identifier": {"name": "customer_id", "type": "String"},
+               "event_time": {"name": "observed", "source": "observed", "type": "String"},
+               "label": {"name": "churned", "type": "Integral"}},
+}).group("activity")
+
+
+def test_a_history_has_one_row_per_record_and_event_time(tmp_path):
+    ok = write(tmp_path, "customer_id,snapshot,visits\na,2026-01-01,1\na,2026-02-01T00:00:00Z,2\nb,2026-01-01,3\n")
+    assert validate_file(str(ok), HISTORY).rows == 3
+    twice = write(tmp_path, "customer_id,snapshot,visits\na,2026-01-01,1\na,2026-01-01T00:00:00.000Z,2\n", "2.csv")
+    err = expect_error(HISTORY, twice, line=3, column="customer_id", match="'a' at 2026-01-01T00:00:00.000Z")
+    assert "first seen on line 2" in str(err)
+
+
+@pytest.mark.parametrize("value", ["2026-13-01", "yesterday", "2026-01-01 10:00:00", ""])
+def test_a_history_row_needs_a_valid_event_time(tmp_path, value):
+    path = write(tmp_path, f"customer_id,snapshot,visits\na,2026-01-01,1\nb,{value},2\n")
+    expect_error(HISTORY, path, line=3, column="snapshot", match="expected a UTC time")

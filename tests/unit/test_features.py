@@ -50,9 +50,9 @@ def first_rows(data_path, n=None):
     return rows if n is None else rows[:n]
 
 
-def test_telco_row_becomes_a_feature_store_record(spec, data_path):
+def test_telco_row_becomes_a_feature_store_record(group, data_path):
     row = first_rows(data_path, 1)[0]
-    record = to_record(row, spec, EVENT_TIME)
+    record = to_record(row, group, EVENT_TIME)
     assert record["customer_id"] == "7590-VHVEG"
     assert record["event_time"] == EVENT_TIME
     assert record["churn"] == "0"
@@ -60,37 +60,37 @@ def test_telco_row_becomes_a_feature_store_record(spec, data_path):
     assert record["tenure"] == "1"
     assert record["monthly_charges"] == "29.85"
     assert record["multiple_lines"] == "No phone service"
-    assert set(record) == {f.name for f in spec.all_features}
+    assert set(record) == {f.name for f in group.all_features}
     fs = to_feature_store_record(record)
     assert {"FeatureName": "customer_id", "ValueAsString": "7590-VHVEG"} in fs
 
 
-def test_blank_total_charges_are_missing_not_invented(spec, data_path):
+def test_blank_total_charges_are_missing_not_invented(group, data_path):
     rows = [r for r in first_rows(data_path) if not r["TotalCharges"].strip()]
     assert len(rows) == 11  # the Telco quirk: customers with tenure 0
     for row in rows:
-        record = to_record(row, spec, EVENT_TIME)
+        record = to_record(row, group, EVENT_TIME)
         assert "total_charges" not in record
         assert record["tenure"] == "0"
 
 
-def test_label_is_never_a_feature_input(spec, data_path):
+def test_label_is_never_a_feature_input(group, data_path):
     row = first_rows(data_path, 1)[0]
     flipped = dict(row, Churn="Yes")
-    a, b = to_record(row, spec, EVENT_TIME), to_record(flipped, spec, EVENT_TIME)
+    a, b = to_record(row, group, EVENT_TIME), to_record(flipped, group, EVENT_TIME)
     assert {k: v for k, v in a.items() if k != "churn"} == {k: v for k, v in b.items() if k != "churn"}
 
 
-def test_bad_numeric_names_the_column(spec, data_path):
+def test_bad_numeric_names_the_column(group, data_path):
     row = dict(first_rows(data_path, 1)[0], tenure="twelve")
     with pytest.raises(RowError, match="column 'tenure': expected a whole number") as info:
-        to_record(row, spec, EVENT_TIME)
+        to_record(row, group, EVENT_TIME)
     assert info.value.value == "twelve"
 
 
-def test_record_id_is_stable_and_comes_from_the_data(spec, data_path):
+def test_record_id_is_stable_and_comes_from_the_data(group, data_path):
     rows = first_rows(data_path, 3)
-    ids = [to_record(r, spec, EVENT_TIME)["customer_id"] for r in reversed(rows)]
+    ids = [to_record(r, group, EVENT_TIME)["customer_id"] for r in reversed(rows)]
     assert ids == [r["customerID"] for r in reversed(rows)]
 
 

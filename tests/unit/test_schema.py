@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,17 +17,17 @@ def base_spec() -> dict:
 
 def test_bundled_spec_covers_every_telco_column(spec, data_path):
     header = data_path.read_text().splitlines()[0].split(",")
-    sources = {f.source_column for f in spec.all_features if f.name != "event_time"}
+    sources = {f.source_column for f in spec.groups[0].all_features if f.name != "event_time"}
     assert sources == set(header)
     assert spec.record_identifier.name == "customer_id"
     assert spec.label.name == "churn"
-    types = {f.name: f.type for f in spec.all_features}
+    types = {f.name: f.type for f in spec.groups[0].all_features}
     assert types["tenure"] == "Integral" and types["total_charges"] == "Fractional"
     assert types["contract"] == "String"
 
 
 def test_feature_definitions_follow_spec_order(spec):
-    definitions = spec.feature_definitions()
+    definitions = spec.groups[0].feature_definitions()
     assert definitions[0] == {"FeatureName": "customer_id", "FeatureType": "String"}
     assert definitions[1] == {"FeatureName": "event_time", "FeatureType": "String"}
     assert definitions[-1] == {"FeatureName": "churn", "FeatureType": "Integral"}
@@ -50,7 +51,7 @@ def test_reserved_names_are_rejected(reserved):
         (lambda d: d["label"].update(type="String"), "must be Integral"),
         (lambda d: d.pop("label"), "missing required key 'label'"),
         (lambda d: d["event_time"].update(source="ts"), "takes no 'source'"),
-        (lambda d: d["features"].append({"name": "y", "source": "Plan", "type": "String"}), "feeds both"),
+        (lambda d: d["features"].append({"name": "y", "source": "Plan", "type": "String"}), "feed more than one"),
     ],
 )
 def test_invalid_specs_say_what_is_wrong(mutate, message):
@@ -67,13 +68,13 @@ def test_round_trip_and_fingerprint(tmp_path):
     path.write_text(spec.to_json(indent=2))
     again = FeatureSpec.load(path)
     assert again == spec
-    assert again.fingerprint() == spec.fingerprint()
+    fingerprint = spec.groups[0].fingerprint()
     changed = base_spec()
     changed["features"][0]["type"] = "Fractional"
-    assert FeatureSpec.from_dict(changed).fingerprint() != spec.fingerprint()
+    assert FeatureSpec.from_dict(changed).groups[0].fingerprint() != fingerprint
     # the description is not part of what a feature group cannot change
     described = base_spec() | {"description": "other words"}
-    assert FeatureSpec.from_dict(described).fingerprint() == spec.fingerprint()
+    assert FeatureSpec.from_dict(described).groups[0].fingerprint() == fingerprint
 
 
 def test_missing_and_malformed_spec_files(tmp_path):
@@ -86,3 +87,91 @@ def test_missing_and_malformed_spec_files(tmp_path):
     bad.write_text(json.dumps([1, 2]))
     with pytest.raises(SpecError, match="JSON object"):
         FeatureSpec.load(bad)
+
+
+def multi_spec() -> dict:
+    entity = {"name": "customer_id", "type": "String"}
+    return {
+        "feature_groups": [
+            {"name": "profile", "record_identifier": entity, "event_time": {"name": "event_time", "type": "String"},
+             "features": [{"name": "plan", "type": "String"}], "online_ttl": {"value": 30, "unit": "Days"}},
+            {"name": "activity", "record_identifier": entity,
+             "event_time": {"name": "event_time", "source": "snapshot", "type": "String"},
+             "features": [{"name": "visits", "type": "Integral"}]},
+        ],
+        "labels": {"record_identifier": entity, "event_time": {"name": "observed", "source": "observed",
+                                                               "type": "String"},
+                   "label": {"name": "churned", "type": "Integral"}},
+        "validation": {"split": "out_of_time", "periods": 2},
+    }
+
+
+def test_telco_feature_group_keeps_its_fingerprint(spec):
+    """The fingerprint names the deployed feature group and its Glue table: it must not drift."""
+    assert spec.groups[0].fingerprint() == "65cc790c"
+    assert spec.is_single_group and spec.observation_time is None
+
+
+def test_several_groups_and_labels(tmp_path):
+    spec = FeatureSpec.from_dict(multi_spec(), "multi.json")
+    assert [g.name for g in spec.all_groups] == ["profile", "activity", "labels"]
+    labels = spec.labels
+    assert labels is not None and not labels.online and labels.online_store_config() is None
+    assert spec.training_columns == ("customer_id", "observed", "plan", "visits", "churned")
+    assert spec.scoring_columns == ("customer_id", "plan", "visits")
+    assert spec.categorical_columns == ["plan"]
+    assert spec.group("profile").online_store_config() == {"EnableOnlineStore": True,
+                                                           "TtlDuration": {"Unit": "Days", "Value": 30}}
+    assert spec.group("activity").has_history and not spec.group("profile").has_history
+    assert spec.group("activity").source_columns == ("customer_id", "snapshot", "visits")
+    assert (spec.validation_split, spec.validation_periods) == ("out_of_time", 2)
+    path = tmp_path / "m.json"
+    path.write_text(spec.to_json(indent=2))
+    assert FeatureSpec.load(path) == spec
+
+
+def test_online_ttl_is_part_of_the_fingerprint():
+    with_ttl = FeatureSpec.from_dict(base_spec() | {"online_ttl": {"value": 7, "unit": "Days"}})
+    assert with_ttl.groups[0].fingerprint() != FeatureSpec.from_dict(base_spec()).groups[0].fingerprint()
+    assert with_ttl.groups[0].online_store_config()["TtlDuration"] == {"Unit": "Days", "Value": 7}
+
+
+def _entity_other_name(d):
+    d["feature_groups"][1]["record_identifier"] = {"name": "cid", "type": "String"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_entity_other_name, "keyed by the entity"),
+        (lambda d: d["feature_groups"][1]["features"].append({"name": "plan", "type": "String"}), "twice"),
+        (lambda d: d["feature_groups"][1]["event_time"].update(type="Fractional"), "must be String"),
+        (lambda d: d["labels"]["event_time"].pop("source"), "needs a 'source'"),
+        (lambda d: d["feature_groups"][0].update(name="labels"), "not 'labels'"),
+        (lambda d: d["feature_groups"][0].update(name="Profile"), "lower-case"),
+        (lambda d: d.pop("labels"), "needs a 'labels' object"),
+        (lambda d: d.update(derive="nope"), "unknown derivation"),
+        (lambda d: d["validation"].update(split="sideways"), "must be one of"),
+        (lambda d: d["validation"].update(periods=0), "at least 1"),
+        (lambda d: d["feature_groups"][0].update(online_ttl={"value": 1, "unit": "Years"}), "'unit' must be"),
+        (lambda d: d["feature_groups"][0].update(online_ttl={"value": 0, "unit": "Days"}), "at least 1"),
+        (lambda d: d["labels"]["label"].update(type="String"), "must be Integral"),
+    ],
+)
+def test_invalid_multi_group_specs_say_what_is_wrong(mutate, message):
+    data = multi_spec()
+    mutate(data)
+    with pytest.raises(SpecError, match=message) as info:
+        FeatureSpec.from_dict(data, "multi.json")
+    assert str(info.value).startswith("multi.json")
+
+
+def test_out_of_time_validation_needs_observation_times():
+    with pytest.raises(SpecError, match="needs a labels source"):
+        FeatureSpec.from_dict(base_spec() | {"validation": {"split": "out_of_time"}}, "s.json")
+
+
+def test_bundled_cdnow_spec_loads():
+    spec = FeatureSpec.load(Path(__file__).resolve().parents[2] / "data" / "cdnow.spec.json")
+    assert spec.derive == "cdnow" and spec.validation_split == "out_of_time"
+    assert [g.name for g in spec.groups] == ["profile", "activity"]

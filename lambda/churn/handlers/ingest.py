@@ -1,4 +1,4 @@
-"""Lambda "Ingest features": one Distributed Map batch of CSV rows -> PutRecord calls."""
+"""Lambda "Ingest batch": one Distributed Map batch of a feature group's CSV rows -> BatchWriteRecord calls."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from churn.csv_input import FIRST_DATA_LINE
 from churn.features import canonical_event_time
 from churn.handlers._runtime import client, feature_spec, logger, metrics, tracer
-from churn.ingest import FAILED_BATCH_LOG_MESSAGE, IngestError, ingest_batch
+from churn.ingest import ingest_batch
 
 WORKERS = int(os.environ.get("INGEST_WORKERS", "8"))
 
@@ -20,10 +21,10 @@ def clean_item(item: dict[str, Any]) -> dict[str, str | None]:
 
 
 def featurestore_client() -> Any:
-    """The container's one PutRecord client: a connection per worker, adaptive retries. Records are
-    built by to_feature_store_record (names from the spec, every value a str) and the service
-    validates them anyway (a rejected record is reported by id), so botocore's client-side check
-    is skipped: the Lambda is CPU-bound on PutRecord calls."""
+    """The container's one Feature Store client: a connection per worker, adaptive retries. Records are
+    built by churn.ingest (names from the spec, every value a str) and the service validates them
+    anyway (a rejected record is reported with its line), so botocore's client-side check is skipped:
+    the Lambda spends its CPU building and signing requests."""
     return client("sagemaker-featurestore-runtime", max_pool_connections=WORKERS, parameter_validation=False)
 
 
@@ -31,23 +32,21 @@ def featurestore_client() -> Any:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    items = [clean_item(item) for item in event["Items"]]
-    event_time = canonical_event_time(event["BatchInput"]["event_time"])
+    """Items are `{"index": <position in the file>, "row": {column: text}}` (the Map's ItemSelector);
+    BatchInput names the feature group and the run's event time. Failed records are returned, not
+    raised: "Summarise ingest" reads every batch's result and names them."""
+    batch = event["BatchInput"]
+    rows = [(item["index"] + FIRST_DATA_LINE, clean_item(item["row"])) for item in event["Items"]]
     result = ingest_batch(
-        items,
-        spec=feature_spec(),
-        feature_group_name=os.environ["FEATURE_GROUP_NAME"],
-        event_time=event_time,
+        rows,
+        group=feature_spec().group(batch["group"]),
+        feature_group_name=batch["feature_group_name"],
+        event_time=canonical_event_time(batch["event_time"]),
         client=featurestore_client(),
         max_workers=WORKERS,
     )
     metrics.add_metric(name="RecordsIngested", unit=MetricUnit.Count, value=result.ingested)
-    metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(result.failed))
-    if result.failed:
-        # The Map's error names no record (it reports its failure threshold): the log keeps them all.
-        logger.error(FAILED_BATCH_LOG_MESSAGE, extra={"failed_count": len(result.failed), "batch_items": len(items),
-                                                      "event_time": event_time, "failed_records": result.failed})
-        shown = ", ".join(f"{f['record_id']} ({f['error']})" for f in result.failed[:5])
-        more = f" and {len(result.failed) - 5} more" if len(result.failed) > 5 else ""
-        raise IngestError(f"{len(result.failed)} of {len(items)} records failed: {shown}{more}")
+    metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=result.failed_count)
+    if result.failed_count:
+        logger.error("ingest batch had failed records", extra={"group": batch["group"], **result.to_dict()})
     return result.to_dict()

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from churn.handlers._runtime import client, feature_spec, logger, metrics, split_s3_uri, tracer
-from churn.scoring import (
-    TOP_CUSTOMERS,
-    TRANSFORM_OUTPUT_SUFFIX,
-    ScoringError,
-    model_version_from_arn,
-    rank_outputs,
-    scores_csv,
-)
+from churn.layout import TRANSFORM_OUTPUT_SUFFIX
+from churn.scoring import TOP_CUSTOMERS, ScoringError, model_version_from_arn, rank, read_predictions, scores_csv
 
 
 def transform_output_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -26,31 +21,15 @@ def transform_output_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(keys)
 
 
-_TEXT_CHUNK = 1 << 20  # characters split into lines at a time
-
-
-def _lines(body: Any) -> Iterator[str]:
-    """The object's lines as `body.iter_lines()` gives them (split at \\n, \\r and \\r\\n, without the
-    line break), decoded as UTF-8. The object is read and decoded at once and split a megabyte at a
-    time, many times faster than line by line; undecodable bytes go line by line, so that the error
-    is raised at the line it was raised at before.
-    """
-    data = body.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        for line in data.splitlines():
-            yield line.decode("utf-8")
-        return
-    del data
-    start = 0
-    while start < len(text):
-        end = text.find("\n", start + _TEXT_CHUNK) + 1 or len(text)  # a cut after \n splits no \r\n
-        lines = text[start:end].replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        if not lines[-1]:  # nothing after the last line break (bytes.splitlines gives no empty line)
-            lines.pop()
-        yield from lines
-        start = end
+def _predictions(s3: Any, bucket: str, keys: list[str], id_column: str) -> Iterator[tuple[str, float]]:
+    for key in keys:
+        source = f"s3://{bucket}/{key}"
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScoringError(f"{source}: not UTF-8 text (byte {exc.start + 1})") from None
+        yield from read_predictions(io.StringIO(text, newline=""), id_column, source)
 
 
 def rank_transform_output(
@@ -60,21 +39,15 @@ def rank_transform_output(
     keys = transform_output_keys(s3, bucket, prefix)
     if not keys:
         raise ScoringError(f"no Batch Transform output (*{TRANSFORM_OUTPUT_SUFFIX}) under {transform_output}")
-
-    def outputs() -> Iterator[tuple[Iterator[str], str]]:
-        for key in keys:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            yield _lines(body), f"s3://{bucket}/{key}"
-
-    scores = rank_outputs(outputs(), id_column)
+    ranking = rank(_predictions(s3, bucket, keys, id_column))
     out_bucket, out_key = split_s3_uri(scores_uri)
-    s3.put_object(Bucket=out_bucket, Key=out_key, Body=scores_csv(scores, id_column, model_version).encode("utf-8"),
+    s3.put_object(Bucket=out_bucket, Key=out_key, Body=scores_csv(ranking, id_column, model_version).encode("utf-8"),
                   ContentType="text/csv")
     return {
         "scores_uri": scores_uri,
-        "customers": len(scores),
+        "customers": len(ranking),
         "model_version": model_version,
-        "top": [score.to_dict() for score in scores[:top]],
+        "top": [score.to_dict() for score in ranking.top(top)],
     }
 
 

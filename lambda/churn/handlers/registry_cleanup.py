@@ -12,17 +12,24 @@ from churn.handlers._runtime import client, logger
 
 
 def delete_model_packages(sagemaker: Any, group: str) -> int:
-    """Delete every model package in the group; returns how many. A missing group is already clean."""
+    """Delete every model package in the group; returns how many. A missing group is already clean.
+
+    The packages are listed whole before any is deleted (deleting while paginating can shift the pages
+    and skip some), then listed again until none is left.
+    """
     deleted = 0
     paginator = sagemaker.get_paginator("list_model_packages")
     try:
-        for page in paginator.paginate(ModelPackageGroupName=group):
-            for package in page.get("ModelPackageSummaryList", []):
-                sagemaker.delete_model_package(ModelPackageName=package["ModelPackageArn"])
-                deleted += 1
+        while True:
+            arns = [package["ModelPackageArn"] for page in paginator.paginate(ModelPackageGroupName=group)
+                    for package in page.get("ModelPackageSummaryList", [])]
+            if not arns:
+                return deleted
+            for arn in arns:
+                sagemaker.delete_model_package(ModelPackageName=arn)
+            deleted += len(arns)
     except sagemaker.exceptions.ResourceNotFound:
         return deleted
-    return deleted
 
 
 @logger.inject_lambda_context

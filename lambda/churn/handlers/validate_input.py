@@ -1,30 +1,35 @@
-"""Lambda "Validate input": read the raw CSV from S3 once, whole, before anything is written."""
+"""Lambda "Validate input": read a feature group's raw CSV from S3 once, whole, before anything is written."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from churn.csv_input import InputValidationError, validate_stream
-from churn.features import canonical_event_time
+from churn.features import canonical_event_time, parse_event_time
 from churn.handlers._runtime import client, feature_spec, logger, tracer
-from churn.sql import athena_parameter
+from churn.sql import athena_parameter, sql_timestamp
 
 
-def validate_object(s3: Any, bucket: str, key: str, event_time: str) -> dict[str, Any]:
-    """Validate the object's current version; `version_id` names that version, which is the one the
-    Distributed Map then reads ("null" for an object written while the bucket was unversioned)."""
+def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str) -> dict[str, Any]:
+    """Validate the object's current version for `group`; `version_id` names that version, which the
+    Distributed Map then reads ("null" for an object written while the bucket was unversioned).
+
+    Also returns the run's values the SQL takes, as Athena parameter literals: its event time (the
+    training set's as-of) and when it started (what the offline-store count of history starts from).
+    """
     source = f"s3://{bucket}/{key}"
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
     except s3.exceptions.NoSuchKey:
         raise InputValidationError(source, "object not found") from None
     version_id = response.get("VersionId") or "null"
-    summary = validate_stream(response["Body"], source, feature_spec())
+    summary = validate_stream(response["Body"], source, feature_spec().group(group))
     canonical = canonical_event_time(event_time)
     return {
         "records": summary.rows,
         "event_time": canonical,
         "event_time_sql": athena_parameter(canonical),
+        "run_started_sql": athena_parameter(sql_timestamp(parse_event_time(canonical))),
         "source": source,
         "version_id": version_id,
     }
@@ -33,6 +38,6 @@ def validate_object(s3: Any, bucket: str, key: str, event_time: str) -> dict[str
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = validate_object(client("s3"), event["bucket"], event["key"], event["event_time"])
+    result = validate_object(client("s3"), event["bucket"], event["key"], event["group"], event["event_time"])
     logger.info("input validated", extra=result)
     return result

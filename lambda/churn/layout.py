@@ -1,0 +1,25 @@
+"""Where a run's files live, written once: prefixes of the data bucket (the same folders under a local
+run) and the file names the steps hand to each other. Prefixes carry no trailing slash."""
+
+from __future__ import annotations
+
+RAW_PREFIX = "raw"  # input CSVs (the bundled sample is deployed here)
+STAGING_PREFIX = "staging"  # <execution>/<group>.csv: what a derivation writes for each feature group
+INGEST_PREFIX = "ingest"  # <execution>/<group>/: the Distributed Map's results and the failed records
+OFFLINE_STORE_PREFIX = "offline-store"  # written by Feature Store
+QUERY_PREFIX = "query"  # Athena results
+MODELS_PREFIX = "models"  # training job outputs and evaluations
+SCORES_PREFIX = "scores"  # <execution>/: scoring input, transform output, scores.csv
+
+SAMPLE_DATA_NAME = "churn.csv"
+TRAINING_SET_FILE = "training-set.csv"
+SCORING_INPUT_FILE = "scoring-set.csv"
+TRANSFORM_OUTPUT_SUFFIX = ".out"  # Batch Transform names its output <input file name>.out
+SCORES_FILE = "scores.csv"
+FAILED_RECORDS_FILE = "failed-records.json"
+
+# Per-execution keys, as str.format templates: Python fills both fields, the stack fills `group` and
+# hands `{}` for the execution to sfn.JsonPath.format.
+STAGED_SOURCE = STAGING_PREFIX + "/{execution}/{group}.csv"
+INGEST_RESULTS = INGEST_PREFIX + "/{execution}/{group}"
+RUN_SCORES = SCORES_PREFIX + "/{execution}"
