@@ -8,8 +8,8 @@ raises the exact located error (or, for an exotic but valid file, returns its su
 answer is always the reference's answer; only the time differs.
 
 How it stays sound:
-- The header is read and checked by csv_input's own code (`_text_lines`, `csv.reader`,
-  `_check_header`), and pyarrow must read the same column names from the same lines.
+- The header is read and checked by csv_input's own code (`text_lines`, `csv.reader`,
+  `check_header`), and pyarrow must read the same column names from the same lines.
 - A byte scan first proves that pyarrow and Python's `csv.reader(strict=True)` split the file
   into the same rows and fields: no NUL byte, no carriage return outside CRLF, valid UTF-8 (the
   same decoder), no line that could hold a field over `csv.field_size_limit()`, and every `"`
@@ -35,7 +35,6 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +44,7 @@ import pyarrow.csv as pa_csv
 from churn import csv_input
 from churn.csv_input import CsvSummary, InputValidationError
 from churn.features import LABEL_FALSE, LABEL_TRUE
-from churn.schema import FeatureSpec
+from churn.schema import FeatureGroupSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +69,7 @@ _FRACTIONAL = r"[+-]?(?:[0-9]{1,200}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2
 _INTEGRAL_OR_BLANK = rf"^[ \t]*(?:{_INTEGRAL})?[ \t]*$"
 _FRACTIONAL_OR_BLANK = rf"^[ \t]*(?:{_FRACTIONAL})?[ \t]*$"
 _INTEGRAL_ID = rf"^[ \t]*{_INTEGRAL}[ \t]*$"
+_EVENT_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 
 
 def _string_array(values: list[str]) -> pa.Array:
@@ -96,24 +96,24 @@ class Precheck:
 
 
 def validate_file_fast(
-    path: str, spec: FeatureSpec, reference: Callable[[str, FeatureSpec], CsvSummary] | None = None
+    path: str, group: FeatureGroupSpec, reference: Callable[[str, FeatureGroupSpec], CsvSummary] | None = None
 ) -> CsvSummary:
     """What `reference` (default `churn.csv_input.validate_file`) returns or raises, faster.
 
     The reference runs whenever the fast check cannot vouch for the file, so an invalid file
     always gets the reference's located InputValidationError.
     """
-    verdict = precheck(path, spec)
+    verdict = precheck(path, group)
     if verdict.summary is not None:
         return verdict.summary
     log.info("fast validation cannot vouch for %s (%s): running the full validation", path, verdict.reason)
-    return (reference or csv_input.validate_file)(path, spec)
+    return (reference or csv_input.validate_file)(path, group)
 
 
-def precheck(path: str, spec: FeatureSpec) -> Precheck:
+def precheck(path: str, group: FeatureGroupSpec) -> Precheck:
     """Vouch for the file (rows counted as the reference counts them) or say why not."""
     try:
-        return Precheck(_vouch(path, spec))
+        return Precheck(_vouch(path, group))
     except _CannotVouch as exc:
         return Precheck(None, str(exc))
     except (OSError, csv.Error, InputValidationError, pa.ArrowException) as exc:
@@ -121,18 +121,32 @@ def precheck(path: str, spec: FeatureSpec) -> Precheck:
 
 
 # -- the checks -----------------------------------------------------------------------------------
-def _vouch(path: str, spec: FeatureSpec) -> CsvSummary:
+def _vouch(path: str, group: FeatureGroupSpec) -> CsvSummary:
     limit = csv.field_size_limit()
-    raw_header, header_lines = _header(path, spec)
+    raw_header, header_lines = _header(path, group)
     _scan_bytes(path, limit)
     parse = pa_csv.ParseOptions()  # comma, ", no escape; no value spans lines (the scan proved it)
     _same_header(path, header_lines, raw_header, parse)
-    raw_name = {name.strip(): name for name in raw_header}  # unique: _check_header passed
+    raw_name = {name.strip(): name for name in raw_header}  # unique: check_header passed
 
-    id_feature, label = spec.record_identifier, spec.label
+    id_feature = group.record_identifier
     checks: list[tuple[str, str]] = [(id_feature.source_column, "id")]
-    checks += [(f.source_column, f.type) for f in spec.features if f.type in ("Integral", "Fractional")]
-    checks.append((label.source_column, "label"))
+    if group.has_history:
+        checks.append((group.event_time.source, "event_time"))
+    checks += [(f.source_column, f.type) for f in group.features if f.type in ("Integral", "Fractional")]
+    if group.label is not None:
+        checks.append((group.label.source_column, "label"))
+    keys, rows = _read_checked(path, raw_name, checks, parse, id_feature.type)
+    if rows == 0:
+        raise _CannotVouch("no data rows")
+    if len(pc.unique(keys)) != rows:
+        raise _CannotVouch("duplicate records")
+    return CsvSummary(rows=rows)
+
+
+def _read_checked(path: str, raw_name: dict[str, str], checks: list[tuple[str, str]], parse: pa_csv.ParseOptions,
+                  id_type: str) -> tuple[pa.ChunkedArray, int]:
+    """Check every column with a rule, a block at a time; (each row's record key, the row count)."""
     columns = list(dict.fromkeys(raw_name[column] for column, _ in checks))
     convert = pa_csv.ConvertOptions(
         column_types={name: pa.string() for name in columns},
@@ -142,46 +156,57 @@ def _vouch(path: str, spec: FeatureSpec) -> CsvSummary:
         quoted_strings_can_be_null=False,
     )
     read = pa_csv.ReadOptions(block_size=_PARSE_BLOCK)
-    ids: list[pa.Array] = []
+    keys: list[pa.Array] = []
     rows = 0
     with pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
         if any(field.type != pa.string() for field in reader.schema):
             raise _CannotVouch("pyarrow did not read every column as text")
         for batch in reader:
             rows += batch.num_rows
+            key = None
             for column, rule in checks:
                 values = batch.column(raw_name[column])
                 if values.null_count:
                     raise _CannotVouch(f"null values in column {column!r}")
                 if rule == "id":
-                    ids.append(_canonical_ids(values, column, id_feature.type))
+                    key = pc.cast(_canonical_ids(values, column, id_type), pa.string())
+                elif rule == "event_time":
+                    key = pc.binary_join_element_wise(key, _event_times(values, column), "\x00")
                 elif rule == "label":
                     _check_labels(values, column)
                 else:
                     _check_numbers(values, column, rule)
-    if rows == 0:
-        raise _CannotVouch("no data rows")
-    all_ids = pa.chunked_array(ids, ids[0].type)
-    if len(pc.unique(all_ids)) != rows:
-        raise _CannotVouch("duplicate record identifiers")
-    return CsvSummary(rows=rows)
+            keys.append(key)
+    return pa.chunked_array(keys, pa.string()), rows
 
 
-def _header(path: str, spec: FeatureSpec) -> tuple[list[str], int]:
+def _event_times(values: pa.Array, column: str) -> pa.Array:
+    """A history row's event times as to_record writes them (YYYY-MM-DDTHH:MM:SS.sssZ), when every
+    value is a date or such a time with 0 or 3 fraction digits, on a real calendar day."""
+    times = pc.utf8_trim(values, characters=PY_WHITESPACE)
+    times = pc.replace_substring_regex(times, pattern=r"^([0-9]{4}-[0-9]{2}-[0-9]{2})$", replacement=r"\1T00:00:00Z")
+    times = pc.replace_substring_regex(times, pattern=r"^(.{19})Z$", replacement=r"\1.000Z")
+    if not pc.all(pc.match_substring_regex(times, _EVENT_TIME)).as_py():
+        raise _CannotVouch(f"an event time in column {column!r} not in a plain form")
+    pc.cast(times, pa.timestamp("ms", tz="UTC"))  # raises for a day the calendar lacks
+    return times
+
+
+def _header(path: str, group: FeatureGroupSpec) -> tuple[list[str], int]:
     """The raw header fields and how many lines they span, read and checked by csv_input's code."""
     with open(path, "rb") as stream:
-        reader = csv.reader(csv_input._text_lines(stream, path), strict=True)
+        reader = csv.reader(csv_input.text_lines(stream, path), strict=True)
         try:
             raw = next(reader)
         except StopIteration:
             raise _CannotVouch("empty file") from None
-        csv_input._check_header([h.strip() for h in raw], path, spec)
+        csv_input.check_header([h.strip() for h in raw], path, group)
         return raw, reader.line_num
 
 
 def _same_header(path: str, header_lines: int, raw_header: list[str], parse: pa_csv.ParseOptions) -> None:
     with open(path, "rb") as stream:
-        head = b"".join(islice(csv_input._byte_lines(stream), header_lines))
+        head = b"".join(stream.readline() for _ in range(header_lines))
     names = pa_csv.read_csv(pa.BufferReader(head), parse_options=parse).column_names
     if names != raw_header:
         raise _CannotVouch("pyarrow reads a different header")
@@ -193,6 +218,7 @@ def _scan_bytes(path: str, limit: int) -> None:
     Blocks end after a newline, and a simple quoted field holds none, so every block's quotes pair up.
     """
     pending = b""
+    blank_seen = False  # a blank line may only end the file
     with open(path, "rb") as stream:
         first = True
         while True:
@@ -214,6 +240,13 @@ def _scan_bytes(path: str, limit: int) -> None:
                 if len(data) >= _SCAN_MAX_BLOCK:
                     raise _CannotVouch(f"a line of {_SCAN_MAX_BLOCK} bytes or more")
                 continue
+            if blank_seen and block.strip():
+                raise _CannotVouch("a blank line inside the data")
+            blank = _BLANK_LINE.search(block)
+            if blank:
+                if block[blank.end():].strip():
+                    raise _CannotVouch("a blank line inside the data")
+                blank_seen = True
             if b"\x00" in block:
                 raise _CannotVouch("a NUL byte")
             if b"\r" in block and _BARE_CR.search(block):
@@ -229,6 +262,7 @@ def _scan_bytes(path: str, limit: int) -> None:
 
 
 _BARE_CR = re.compile(rb"\r(?!\n)")
+_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t]*\r?\n")  # a block starts at the start of a line
 _QUOTE, _COMMA, _LF, _CR = (ord(c) for c in '",\n\r')
 
 

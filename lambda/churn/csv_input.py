@@ -59,7 +59,7 @@ def _byte_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         yield pending
 
 
-def _text_lines(stream: BinaryIO, source: str) -> Iterator[str]:
+def text_lines(stream: BinaryIO, source: str) -> Iterator[str]:
     """Decode UTF-8 (a leading BOM dropped) line by line, so a bad byte is reported with its line."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
     for number, raw in enumerate(_byte_lines(stream), start=1):
@@ -77,7 +77,7 @@ def iter_raw_rows(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> Ite
     A blank line may only end the file: the Distributed Map reads the file as items, one a line, and how
     its CSV reader treats a blank line is not documented.
     """
-    lines = _text_lines(stream, source)
+    lines = text_lines(stream, source)
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader)
@@ -86,7 +86,7 @@ def iter_raw_rows(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> Ite
     except csv.Error as exc:
         raise InputValidationError(source, f"malformed CSV header ({exc})", line=1) from None
     header = [h.strip() for h in header]
-    _check_header(header, source, group)
+    check_header(header, source, group)
     previous, blank = 1, None
     try:
         for row in reader:
@@ -117,7 +117,7 @@ def _check_row(row: list[str], header: list[str], source: str, line: int) -> Non
             )
 
 
-def _check_header(header: list[str], source: str, group: FeatureGroupSpec) -> None:
+def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> None:
     if len(header) == 1 and header[0] == "":
         raise InputValidationError(source, "the header row is empty", line=1)
     if len(header) == 1:

@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +20,10 @@ import pipeline.fast_validate as fv
 from churn import csv_input
 from churn.config import PipelineSettings
 from churn.csv_input import CsvSummary, InputValidationError, validate_file
-from churn.schema import Feature
+from churn.schema import Feature, FeatureSpec
 from pipeline.fast_validate import PY_WHITESPACE, precheck, validate_file_fast
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "data" / "churn.spec.json"
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +33,22 @@ def telco_rows(data_path):
     return [line.split(",") for line in lines[:40]]
 
 
-def outcome(validate, path, spec):
+def outcome(validate, path, group):
     try:
-        return ("rows", validate(str(path), spec).rows)
+        return ("rows", validate(str(path), group).rows)
     except InputValidationError as exc:
         return ("error", str(exc))
 
 
-def check(tmp_path, spec, content, *, vouched=None, name="in.csv"):
+def check(tmp_path, group, content, *, vouched=None, name="in.csv"):
     """Run both validators on `content`; they must agree. Returns the reference's outcome."""
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    slow = outcome(validate_file, path, spec)
-    fast = outcome(validate_file_fast, path, spec)
+    slow = outcome(validate_file, path, group)
+    fast = outcome(validate_file_fast, path, group)
     assert fast == slow
-    verdict = precheck(str(path), spec)
+    verdict = precheck(str(path), group)
     if slow[0] == "error":
         assert verdict.summary is None, f"vouched for a file the reference rejects: {slow[1]}"
         assert verdict.reason
@@ -84,7 +87,7 @@ GOOD = {
     "plain": lambda r: csv_text(r[:6]),
     "no final newline": lambda r: csv_text(r[:6]).rstrip("\n"),
     "bom and crlf": lambda r: b"\xef\xbb\xbf" + csv_text(r[:6], "\r\n").encode(),
-    "empty lines": lambda r: csv_text(r[:3]) + "\n\n" + csv_text(r[3:6]) + "\r\n\n",
+    "blank lines at the end": lambda r: csv_text(r[:6]) + "\r\n\n",
     "integral variants": lambda r: csv_text(
         column_values(with_cell(r, 1, "SeniorCitizen", "007"), "tenure", [" 5 ", "+5", "5.0", "-0", "", " \t", "5."])
     ),
@@ -108,23 +111,23 @@ GOOD = {
 
 
 @pytest.mark.parametrize("case", sorted(GOOD))
-def test_good_files_are_vouched_for(spec, tmp_path, telco_rows, case):
-    kind, _ = check(tmp_path, spec, GOOD[case](telco_rows), vouched=True)
+def test_good_files_are_vouched_for(group, tmp_path, telco_rows, case):
+    kind, _ = check(tmp_path, group, GOOD[case](telco_rows), vouched=True)
     assert kind == "rows"
 
 
-def test_bundled_file_without_the_reference(spec, data_path, monkeypatch):
+def test_bundled_file_without_the_reference(group, data_path, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("the reference ran on a clean file")
 
     monkeypatch.setattr(csv_input, "validate_file", must_not_run)
-    assert validate_file_fast(str(data_path), spec) == CsvSummary(rows=7043)
+    assert validate_file_fast(str(data_path), group) == CsvSummary(rows=7043)
 
 
-def test_local_pipeline_uses_the_fast_check(spec, data_path, tmp_path, monkeypatch, telco_rows):
+def test_local_pipeline_uses_the_fast_check(group, data_path, tmp_path, monkeypatch, telco_rows):
     from pipeline.local import LocalPipeline, Workspace  # here: the rest of this file does not need it
 
-    pipeline = LocalPipeline(spec=spec, settings=PipelineSettings(), workspace=Workspace(tmp_path / "ws"))
+    pipeline = LocalPipeline(group=group, settings=PipelineSettings(), workspace=Workspace(tmp_path / "ws"))
     calls = []
     monkeypatch.setattr(csv_input, "validate_file", lambda path, s: calls.append(path) or validate_file(path, s))
     assert pipeline.validate_input(data_path) == 7043
@@ -149,21 +152,20 @@ ODD_BUT_VALID = {
     "quote inside a field": ("gender", 'Fe"male'),
     "doubled quotes": ("PaymentMethod", '"Credit ""card"""'),
     "nul byte in text": ("gender", "Fe\x00male"),
-    "line breaks stripped off a value": ("PaymentMethod", '"\r\nMailed check\n"'),
-    "line break in a label": ("Churn", '"\r\nYes"'),
 }
 
 
 @pytest.mark.parametrize("case", sorted(ODD_BUT_VALID))
-def test_odd_but_valid_values_go_to_the_reference(spec, tmp_path, telco_rows, case):
+def test_odd_but_valid_values_go_to_the_reference(group, tmp_path, telco_rows, case):
     column, value = ODD_BUT_VALID[case]
-    assert check(tmp_path, spec, csv_text(with_cell(telco_rows[:6], 3, column, value)), vouched=False) == ("rows", 5)
+    assert check(tmp_path, group, csv_text(with_cell(telco_rows[:6], 3, column, value)), vouched=False) == ("rows", 5)
 
 
 @pytest.mark.parametrize("blank", ["   ", '""', " \t "])
-def test_blank_looking_lines_go_to_the_reference(spec, tmp_path, telco_rows, blank):
+def test_blank_looking_lines_inside_get_the_reference_error(group, tmp_path, telco_rows, blank):
     content = csv_text(telco_rows[:3]) + blank + "\n" + csv_text(telco_rows[3:6])
-    assert check(tmp_path, spec, content, vouched=False) == ("rows", 5)
+    assert check(tmp_path, group, content, vouched=False)[1].endswith("line 4: a blank line inside the data "
+                                                                     "(blank lines may only end the file)")
 
 
 # -- bad files: the reference's error, never a vouch ----------------------------------------------
@@ -177,6 +179,8 @@ BAD = {
     "empty file": (lambda r: "", "the file is empty"),
     "header only": (lambda r: csv_text(r[:1]), "no data rows"),
     "header and empty lines": (lambda r: csv_text(r[:1]) + "\n\r\n\n", "no data rows"),
+    "a blank line inside": (lambda r: csv_text(r[:3]) + "\n" + csv_text(r[3:6]), "line 4: a blank line inside"),
+    "a blank line at a block start": (lambda r: csv_text(r[:3]) + " \r\n" + csv_text(r[3:6]), "blank line inside"),
     "blank first line": (lambda r: "\n" + csv_text(r[:6]), "line 1"),
     "header row empty": (lambda r: " \n" + csv_text(r[:6]), "the header row is empty"),
     "missing id column": (lambda r: csv_text([row[1:] for row in r[:6]]), "missing column(s) ['customerID']"),
@@ -212,11 +216,16 @@ BAD = {
         "line 2: not UTF-8",
     ),
     "line break in a value": (lambda r: csv_text(with_cell(r[:6], 2, "PaymentMethod", '"two\nlines"')),
-                              "line 4, column 'PaymentMethod': the value holds a line break (value 'two\\nlines')"),
+                              "line 3, column 'PaymentMethod': the value holds a line break (value 'two\\nlines')"),
     "crlf in a value": (lambda r: csv_text(with_cell(r[:6], 2, "gender", '"Fe\r\nmale"'), "\r\n"),
-                        "line 4, column 'gender': the value holds a line break"),
+                        "line 3, column 'gender': the value holds a line break"),
     "line break in an id": (lambda r: csv_text(with_cell(r[:6], 5, "customerID", '"A\nB"')),
-                            "line 7, column 'customerID': the value holds a line break"),
+                            "line 6, column 'customerID': the value holds a line break"),
+    "line breaks stripped off a value": (lambda r: csv_text(with_cell(r[:6], 3, "PaymentMethod",
+                                                                      '"\r\nMailed check\n"')),
+                                         "line 4, column 'PaymentMethod': the value holds a line break"),
+    "line break in a label": (lambda r: csv_text(with_cell(r[:6], 3, "Churn", '"\r\nYes"')),
+                              "line 4, column 'Churn': the value holds a line break"),
     "ragged long": (lambda r: _ragged(r, True), "line 5: expected 21 fields"),
     "ragged short": (lambda r: _ragged(r, False), "line 5: expected 21 fields"),
     "unterminated quote at end": (lambda r: csv_text(r[:6]) + '"', "malformed CSV"),
@@ -237,23 +246,23 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_files_get_the_reference_error(spec, tmp_path, telco_rows, case):
+def test_bad_files_get_the_reference_error(group, tmp_path, telco_rows, case):
     build, message = BAD[case]
-    kind, text = check(tmp_path, spec, build(telco_rows), vouched=False)
+    kind, text = check(tmp_path, group, build(telco_rows), vouched=False)
     assert kind == "error"
     assert message in text
     assert str(tmp_path / "in.csv") in text
 
 
-def test_missing_file_and_directory(spec, tmp_path):
-    assert check(tmp_path, spec, None, name="missing.csv")[1].endswith("file not found")
-    assert check(tmp_path, spec, None, name=".")[1].endswith("is a directory, not a CSV file")
+def test_missing_file_and_directory(group, tmp_path):
+    assert check(tmp_path, group, None, name="missing.csv")[1].endswith("file not found")
+    assert check(tmp_path, group, None, name=".")[1].endswith("is a directory, not a CSV file")
 
 
 # -- an Integral record identifier is compared as a number, as to_record does ---------------------
 @pytest.fixture
-def integral_id_spec(spec):
-    return replace(spec, record_identifier=Feature(name="customer_id", type="Integral", source="customerID"))
+def integral_id_spec(group):
+    return replace(group, record_identifier=Feature(name="customer_id", type="Integral", source="customerID"))
 
 
 @pytest.mark.parametrize(
@@ -278,30 +287,30 @@ def test_integral_identifiers(integral_id_spec, tmp_path, telco_rows, ids, expec
 
 
 # -- blocks: quoted fields in small scan blocks, duplicates across pyarrow batches -----------------
-def test_small_blocks(spec, tmp_path, telco_rows, monkeypatch):
+def test_small_blocks(group, tmp_path, telco_rows, monkeypatch):
     monkeypatch.setattr(fv, "_SCAN_BLOCK", 300)
     monkeypatch.setattr(fv, "_PARSE_BLOCK", 1024)
     rows = [with_cell(telco_rows, i, "PaymentMethod", f'"line, {i}, of one"')[i] for i in range(1, 40)]
     content = csv_text([telco_rows[0], *rows])
-    assert check(tmp_path, spec, content, vouched=True) == ("rows", 39)
-    kind, text = check(tmp_path, spec, content + csv_text([telco_rows[3]]), vouched=False)
+    assert check(tmp_path, group, content, vouched=True) == ("rows", 39)
+    kind, text = check(tmp_path, group, content + csv_text([telco_rows[3]]), vouched=False)
     assert kind == "error" and "duplicate record identifier" in text and "line 41" in text
     # a quoted field across a block's end holds a line break: the reference's to judge (here: rejected)
     long_field = with_cell(telco_rows[:3], 2, "PaymentMethod", '"' + "\n".join(["x" * 50] * 20) + '"')
-    kind, text = check(tmp_path, spec, csv_text(long_field), vouched=False)
-    assert kind == "error" and "line 22, column 'PaymentMethod': the value holds a line break" in text
+    kind, text = check(tmp_path, group, csv_text(long_field), vouched=False)
+    assert kind == "error" and "line 3, column 'PaymentMethod': the value holds a line break" in text
     monkeypatch.setattr(fv, "_SCAN_MAX_BLOCK", 500)  # a block grows past _SCAN_BLOCK only up to this
     wide = with_cell(telco_rows[:3], 2, "PaymentMethod", "y" * 600)
-    assert check(tmp_path, spec, csv_text(wide), vouched=False) == ("rows", 2)
+    assert check(tmp_path, group, csv_text(wide), vouched=False) == ("rows", 2)
 
 
-def test_reason_names_the_column(spec, tmp_path, telco_rows):
+def test_reason_names_the_column(group, tmp_path, telco_rows):
     path = tmp_path / "in.csv"
     path.write_text(csv_text(with_cell(telco_rows[:6], 3, "tenure", "1_000")))
-    assert "'tenure'" in precheck(str(path), spec).reason
+    assert "'tenure'" in precheck(str(path), group).reason
 
 
-def test_does_not_import_pandas(spec, data_path, tmp_path, telco_rows):
+def test_does_not_import_pandas(group, data_path, tmp_path, telco_rows):
     """The local mode keeps pandas out of its process (~0.3 s); pa.array() or a Python number in a
     pyarrow.compute call would import it."""
     integral = tmp_path / "integral-ids.csv"
@@ -311,9 +320,9 @@ import sys
 from dataclasses import replace
 from churn.schema import Feature, FeatureSpec
 from pipeline.fast_validate import precheck
-spec = FeatureSpec.load({str(spec.origin)!r})
-assert precheck({str(data_path)!r}, spec).summary.rows == 7043
-int_spec = replace(spec, record_identifier=Feature(name="customer_id", type="Integral", source="customerID"))
+group = FeatureSpec.load({str(SPEC_PATH)!r}).groups[0]
+assert precheck({str(data_path)!r}, group).summary.rows == 7043
+int_spec = replace(group, record_identifier=Feature(name="customer_id", type="Integral", source="customerID"))
 assert precheck({str(integral)!r}, int_spec).summary.rows == 4
 assert "pandas" not in sys.modules
 """
@@ -324,13 +333,13 @@ def test_whitespace_list_is_pythons():
     assert PY_WHITESPACE == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
 
 
-def test_field_size_limit_is_read_when_called(spec, tmp_path, telco_rows):
+def test_field_size_limit_is_read_when_called(group, tmp_path, telco_rows):
     path = tmp_path / "in.csv"
     path.write_text(csv_text(with_cell(telco_rows[:6], 2, "gender", "x" * 5000)))
-    assert precheck(str(path), spec).summary == CsvSummary(rows=5)
+    assert precheck(str(path), group).summary == CsvSummary(rows=5)
     old = csv.field_size_limit(4096)
     try:
-        kind, text = check(tmp_path, spec, path.read_bytes(), vouched=False)
+        kind, text = check(tmp_path, group, path.read_bytes(), vouched=False)
     finally:
         csv.field_size_limit(old)
     assert kind == "error" and "field larger than field limit (4096)" in text
@@ -355,8 +364,9 @@ def mutate(rng, rows):
         row = list(rng.choice(rows[1:]))
         row[0] = rng.choice(["", " ", "\t"]) + row[0]
         rows.insert(rng.randrange(1, len(rows) + 1), row)
-    elif kind == 5:  # a blank-ish line
-        rows.insert(rng.randrange(1, len(rows) + 1), [rng.choice(["", " ", '""'])])
+    elif kind == 5:  # a blank-ish line, mostly at the end (the only place a blank line may be)
+        at = len(rows) if rng.random() < 0.8 else rng.randrange(1, len(rows) + 1)
+        rows.insert(at, [rng.choice(["", " ", '""'])])
     elif kind == 6:  # a ragged row
         i = rng.randrange(1, len(rows))
         rows[i] = rows[i][:-1] if rng.random() < 0.5 else rows[i] + ["more"]
@@ -371,10 +381,10 @@ def mutate(rng, rows):
     return rows
 
 
-def test_generated_files_agree(spec, tmp_path, telco_rows):
+def test_generated_files_agree(group, tmp_path, telco_rows):
     rng = random.Random(20241126)
     seen = {"vouched": 0, "referred": 0, "error": 0}
-    for n in range(300):
+    for n in range(400):
         rows = telco_rows[: rng.randrange(2, 12)]
         for _ in range(rng.randrange(0, 4)):
             rows = mutate(rng, rows)
@@ -383,11 +393,33 @@ def test_generated_files_agree(spec, tmp_path, telco_rows):
             content = b"\xef\xbb\xbf" + content
         if rng.random() < 0.1:
             content = content.rstrip(b"\r\n")
-        kind, _ = check(tmp_path, spec, content, name=f"gen{n}.csv")
+        kind, _ = check(tmp_path, group, content, name=f"gen{n}.csv")
         if kind == "error":
             seen["error"] += 1
-        elif precheck(str(tmp_path / f"gen{n}.csv"), spec).summary is not None:
+        elif precheck(str(tmp_path / f"gen{n}.csv"), group).summary is not None:
             seen["vouched"] += 1
         else:
             seen["referred"] += 1
     assert min(seen.values()) >= 20, seen
+
+
+HISTORY = FeatureSpec.from_dict({
+    "feature_groups": [{"name": "activity", "record_identifier": {"name": "customer_id", "type": "String"},
+                        "event_time": {"name": "event_time", "source": "snapshot", "type": "String"},
+                        "features": [{"name": "visits", "type": "Integral"}]}],
+    "labels": {"record_identifier": {"name": "customer_id", "type": "String"},
+               "event_time": {"name": "observed", "source": "observed", "type": "String"},
+               "label": {"name": "churned", "type": "Integral"}},
+}).group("activity")
+
+
+@pytest.mark.parametrize(("rows", "expected", "vouched"), [
+    (["a,2026-01-01,1", "a,2026-02-01T00:00:00Z,2", "b, 2026-01-01T10:00:00.123Z ,3"], ("rows", 3), True),
+    (["a,2026-01-01,1", "a,2026-01-01T00:00:00.000Z,2"], "'a' at 2026-01-01T00:00:00.000Z", False),
+    (["a,2026-02-30,1"], "line 2, column 'snapshot': expected a UTC time", False),
+    (["a,2026-01-01 10:00,1"], "line 2, column 'snapshot': expected a UTC time", False),
+    (["a,2026-01-01T10:00:00.1Z,1"], ("rows", 1), False),  # valid, but not a form the fast check knows
+])
+def test_histories_have_one_row_per_record_and_event_time(tmp_path, rows, expected, vouched):
+    result = check(tmp_path, HISTORY, "customer_id,snapshot,visits\n" + "\n".join(rows) + "\n", vouched=vouched)
+    assert result == expected if isinstance(expected, tuple) else expected in result[1]
