@@ -54,6 +54,11 @@ class FeatureSpec:
         return (self.record_identifier.name, *(f.name for f in self.features), self.label.name)
 
     @property
+    def categorical_columns(self) -> list[str]:
+        """The String-typed features, in spec order: the training script encodes them as categories."""
+        return [f.name for f in self.features if f.type == "String"]
+
+    @property
     def by_name(self) -> dict[str, Feature]:
         return {f.name: f for f in self.all_features}
 
