@@ -50,8 +50,7 @@ def feature_importance(booster: xgb.Booster, feature_names: list[str]) -> dict[s
 def metric_lines(evaluation: dict[str, Any]) -> list[str]:
     """`name:value` lines for the training job's metric definitions (one per line, no tabs)."""
     validation = evaluation["validation"]
-    names = {"auc": "auc", "aucpr": "pr_auc", "logloss": "log_loss", "accuracy": "accuracy",
-             "precision": "precision", "recall": "recall", "f1": "f1"}
+    names = {"auc": "auc", "aucpr": "pr_auc", "logloss": "log_loss", **{key: key for key in SUMMARY[2:]}}
     return [*(f"validation-{name}:{validation[key]:.6f}" for name, key in names.items()),
             f"train-auc:{evaluation['train_auc']:.6f}",
             f"early-stopping-auc:{evaluation['early_stopping_auc']:.6f}",

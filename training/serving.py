@@ -197,14 +197,16 @@ def predict_fn(input_data, model):
         frame = read_request(input_data, model.encoding)
     except (ValueError, csv.Error) as exc:
         raise ValueError(f"could not parse the text/csv request: {' '.join(str(exc).split())}") from None
-    ids = frame[model.id_column] if model.id_column in frame.columns else pd.Series([None] * len(frame), dtype=object)
-    return pd.DataFrame({model.id_column: ids.to_numpy(), PROBABILITY_COLUMN: predict_frame(model, frame)})
+    ids = frame[model.id_column].to_numpy() if model.id_column in frame.columns else None
+    return pd.DataFrame({model.id_column: ids, PROBABILITY_COLUMN: predict_frame(model, frame)})
 
 
 def output_fn(prediction, accept):
     """(body, content type): the container sends a typed response only for this tuple (a bare str is
     answered as text/html)."""
-    return prediction.to_csv(index=False, float_format="%.6f", lineterminator="\n"), CSV
+    # str.format per value: to_csv's float_format goes through several layers of pandas for each one.
+    probabilities = prediction[PROBABILITY_COLUMN].map("{:.6f}".format)
+    return prediction.assign(**{PROBABILITY_COLUMN: probabilities}).to_csv(index=False, lineterminator="\n"), CSV
 
 
 def read_request(body: str | bytes, encoding: dict[str, Any]) -> pd.DataFrame:

@@ -1,17 +1,15 @@
-"""Train the churn model: the SageMaker script-mode entry point (XGBoost 3.2-0 container) for training,
-`python -m train_model --max_depth 3 ...`, and for serving: the container imports this module and calls
-the model_fn, input_fn, predict_fn and output_fn it re-exports from serving.py.
+"""Train the churn model: the SageMaker script-mode entry point (XGBoost 3.2-0 container). Training runs
+`python -m train_model --max_depth 3 ...`; serving imports this module for the model_fn, input_fn,
+predict_fn and output_fn it re-exports from serving.py.
 
-- input: every *.csv under SM_CHANNEL_TRAIN (sorted, concatenated), with a header row; an empty field is
-  missing. A feature is categorical when `categorical_columns` names it (the spec's String features),
-  else numeric: its kind never comes from the data, so a zip code "0123" stays the text "0123".
-- honest evaluation: the validation rows (a stratified random share of the ids, each id's rows on one
-  side; or with validation_split out_of_time the latest periods) are never fitted or early-stopped on;
-  early stopping has its own holdout in the training part, and predictions use the trees up to its best
-  iteration. Above `max_fit_rows` training rows, fitting and early stopping use a stratified sample.
+- input: every *.csv under SM_CHANNEL_TRAIN, with a header row; an empty field is missing. A feature is
+  categorical when `categorical_columns` names it (the spec's String features), else numeric: its kind
+  never comes from the data, so a zip code "0123" stays the text "0123".
+- honest evaluation: the validation rows (a stratified share of the ids, or the latest periods) are
+  never fitted or early-stopped on; early stopping has its own holdout in the training part.
 - outputs: SM_MODEL_DIR/{model.json, encoding.json, evaluation.json}, SM_OUTPUT_DATA_DIR/{evaluation.json,
-  report.png[, cv.json]}, metric lines (`validation-auc:0.845670`) on stdout; on bad input a one-line
-  error on stderr, <SM_OUTPUT_DIR>/failure and exit code 1.
+  report.png[, cv.json]}, metric lines on stdout; on bad input a one-line error, <SM_OUTPUT_DIR>/failure
+  and exit code 1.
 """
 
 from __future__ import annotations
@@ -62,12 +60,12 @@ class InputError(ValueError):
     """The training input (data or hyperparameters) is unusable; the message is shown to the operator."""
 
 
-def log(message: str) -> None:
-    print(f"[train_model] {message}", flush=True)
+def log(message: str, stream: Any = sys.stdout) -> None:
+    print(f"[train_model] {message}", file=stream, flush=True)
 
 
 def warn(message: str) -> None:
-    print(f"[train_model] WARNING: {message}", file=sys.stderr, flush=True)
+    log(f"WARNING: {message}", sys.stderr)
 
 
 # -- hyperparameters ---------------------------------------------------------------------------------
@@ -89,14 +87,11 @@ def _text(value: Any) -> str:
 
 
 def _column_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:  # sagemaker-containers passes str() of the decoded list: ['a', 'b']
-            value = ast.literal_eval(value)
-    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+    # JSON, or str() of the decoded list as sagemaker-containers passes it (['a', 'b']): both Python literals
+    names = ast.literal_eval(value) if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ValueError(value)
-    return value
+    return names
 
 
 # name -> (default, valid, meaning). The model's defaults were chosen by repeated stratified CV on the
@@ -178,13 +173,11 @@ def resolve_threads(params: dict[str, Any], rows: int) -> dict[str, Any]:
 
 
 def xgb_params(params: dict[str, Any]) -> dict[str, Any]:
-    # Only the early-stopping metric, on the holdout only: more metrics each round only cost time.
-    return {"objective": "binary:logistic", "eval_metric": params["eval_metric"], "tree_method": "hist",
-            "max_depth": params["max_depth"], "eta": params["eta"], "min_child_weight": params["min_child_weight"],
-            "subsample": params["subsample"], "colsample_bytree": params["colsample_bytree"],
-            "lambda": params["reg_lambda"], "alpha": params["reg_alpha"], "gamma": params["gamma"],
-            "max_cat_to_onehot": params["max_cat_to_onehot"], "seed": params["seed"], "nthread": params["nthread"],
-            "verbosity": 1}
+    # eval_metric: only the early-stopping metric, on the holdout only (more metrics each round only cost time)
+    names = ("eval_metric", "max_depth", "eta", "min_child_weight", "subsample", "colsample_bytree", "reg_lambda",
+             "reg_alpha", "gamma", "max_cat_to_onehot", "seed", "nthread")
+    return {"objective": "binary:logistic", "tree_method": "hist", "verbosity": 1,
+            **{name.removeprefix("reg_"): params[name] for name in names}}
 
 
 # -- input -------------------------------------------------------------------------------------------
@@ -227,7 +220,7 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
 
 
 class Data(NamedTuple):
-    """The training set: raw frame, 0/1 labels, each row's id (its own row number without an id column)."""
+    """The training set: raw frame, 0/1 labels, each row's id (its row number without an id column)."""
 
     frame: pd.DataFrame
     labels: np.ndarray
@@ -253,8 +246,6 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
     not_features = {params["id_column"], name, params["time_column"]}
     features = {column: CATEGORICAL if isinstance(frame[column].dtype, pd.CategoricalDtype) else NUMERIC
                 for column in frame.columns if column not in not_features}
-    if params["id_column"] not in frame.columns:
-        warn(f"id column '{params['id_column']}' not found: every row is an id of its own")
     ids = frame[params["id_column"]].to_numpy() if params["id_column"] in frame.columns else np.arange(len(frame))
     if len(pd.unique(ids)) < len(ids):
         log(f"ids repeat in '{params['id_column']}': each id's rows stay on one side of every split")
@@ -319,7 +310,6 @@ class Fit(NamedTuple):
     es_rows: np.ndarray
     fit_probabilities: np.ndarray
     es_probabilities: np.ndarray
-    sampled_from: int | None  # the training part's rows when max_fit_rows sampled it down
 
 
 def fit(data: Data, rows: np.ndarray, params: dict[str, Any]) -> Fit:
@@ -342,8 +332,7 @@ def fit(data: Data, rows: np.ndarray, params: dict[str, Any]) -> Fit:
     model = ChurnModel(booster, encoding)
     fit_probabilities, es_probabilities = (booster.predict(part, iteration_range=model.iteration_range)
                                            for part in (dfit, des))
-    return Fit(model, fit_rows, es_rows, fit_probabilities, es_probabilities,
-               len(rows) if len(used) < len(rows) else None)
+    return Fit(model, fit_rows, es_rows, fit_probabilities, es_probabilities)
 
 
 def predict_rows(model: ChurnModel, data: Data, rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
@@ -389,9 +378,9 @@ def evaluate(data: Data, result: Fit, train_rows: np.ndarray, validation_rows: n
     used = np.concatenate([result.fit_rows, result.es_rows])
     parts = {"total": np.arange(len(labels)), "train": result.fit_rows, "early_stopping": result.es_rows,
              "validation": validation_rows}
-    sampling = {"max_fit_rows": params["max_fit_rows"], "sampled": result.sampled_from is not None,
+    sampling = {"max_fit_rows": params["max_fit_rows"], "sampled": len(used) < len(train_rows),
                 "training_part_rows": len(train_rows), "fit_and_early_stopping_rows": len(used)}
-    if result.sampled_from:
+    if sampling["sampled"]:
         parts["not_used"] = np.setdiff1d(train_rows, used)
         sampling["note"] = (f"the training part ({len(train_rows)} rows) is larger than max_fit_rows: fitting and "
                             f"early stopping used a stratified sample of {len(used)} of its rows, the other "
