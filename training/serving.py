@@ -178,14 +178,12 @@ def contributions(model: ChurnModel, frame: pd.DataFrame) -> Contributions:
 
 
 # -- the SageMaker serving functions (the toolkit calls them by their parameter counts) -----------------
-def model_fn(model_dir):
-    return load_model(model_dir)
+model_fn = load_model
 
 
 def input_fn(request_body, request_content_type):
-    """A text/csv body, kept as it is: a CSV without a header row (Batch Transform's SplitType Line sends
-    it in the first request only) is read by the column order stored with the model, and only
-    predict_fn receives the model."""
+    """A text/csv body, kept as it is: predict_fn reads it, as it needs the model's column order for a
+    request without a header row (Batch Transform's SplitType Line sends the header in the first only)."""
     if (request_content_type or CSV).split(";")[0].strip().lower() != CSV:
         raise ValueError(f"unsupported content type {request_content_type!r}: use text/csv")
     return request_body

@@ -246,6 +246,8 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
     not_features = {params["id_column"], name, params["time_column"]}
     features = {column: CATEGORICAL if isinstance(frame[column].dtype, pd.CategoricalDtype) else NUMERIC
                 for column in frame.columns if column not in not_features}
+    if not features:
+        raise InputError(f"{source}: no feature columns (columns: {list(frame.columns)})")
     ids = frame[params["id_column"]].to_numpy() if params["id_column"] in frame.columns else np.arange(len(frame))
     if len(pd.unique(ids)) < len(ids):
         log(f"ids repeat in '{params['id_column']}': each id's rows stay on one side of every split")
