@@ -10,7 +10,7 @@ script's serving functions, called as Batch Transform calls them) -> Rank scores
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import io
 import json
 import os
@@ -309,11 +309,10 @@ class LocalPipeline:
                     for number, request in enumerate(mini_batches(stream, max_payload_mb * 2**20, where), 1):
                         lines = request.count(b"\n") + (not request.endswith(b"\n"))
                         where = f"{scoring_input}, request {number} (lines {first_line}-{first_line + lines - 1})"
-                        response = serving.output_fn(
-                            serving.predict_fn(serving.input_fn(request, SCORING_CONTENT_TYPE), model),
-                            SCORING_CONTENT_TYPE,
-                        )
-                        yield response.encode("utf-8") if isinstance(response, str) else response
+                        data = serving.input_fn(request.decode("utf-8"), SCORING_CONTENT_TYPE)  # a str, as the
+                        # container hands it; output_fn answers (body, content type)
+                        body, _ = serving.output_fn(serving.predict_fn(data, model), SCORING_CONTENT_TYPE)
+                        yield body.encode("utf-8")
                         first_line += lines
 
                 with open(partial, "wb") as sink:
@@ -508,26 +507,14 @@ def _preload_training_module() -> None:
         pass
 
 
-def load_training_module() -> Any:
-    """training/train_model.py imported as `train_model`, as the serving container imports it.
-
-    The training folder is not a package and must not import the project, so it is loaded by path.
-    """
-    path = (TRAINING_DIR / f"{TRAINING_PROGRAM}.py").resolve()
-    module = sys.modules.get(TRAINING_PROGRAM)
-    if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
-        return module
-    spec = importlib.util.spec_from_file_location(TRAINING_PROGRAM, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[TRAINING_PROGRAM] = module  # its dataclasses resolve their annotations through it
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(TRAINING_PROGRAM, None)
-        raise
-    return module
+def load_training_module(name: str = TRAINING_PROGRAM) -> Any:
+    """A module of training/ imported as the SageMaker container imports it: the code directory on
+    sys.path (the folder is not a package and must not import the project). By default the entry
+    point, whose model_fn/input_fn/predict_fn/output_fn come from its `serving` module."""
+    folder = str(TRAINING_DIR.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 @contextmanager
@@ -573,7 +560,7 @@ def predict_record(model_dir: Path, record_id: str, values: dict[str, Any], top:
     (XGBoost `pred_contribs`, in log-odds): the same encoding and model as the batch scores."""
     import pandas as pd
 
-    serving = load_training_module()
+    serving = load_training_module("serving")
     model = serving.load_model(model_dir)
     frame = pd.DataFrame([{name: values.get(name) for name in model.feature_names}], dtype=object)
     probability = float(serving.predict_frame(model, frame)[0])

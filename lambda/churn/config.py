@@ -73,4 +73,5 @@ def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> d
         **settings.hyperparameters,
         "id_column": spec.record_identifier.name,
         "label_column": spec.label.name,
+        "categorical_columns": spec.categorical_columns,
     }

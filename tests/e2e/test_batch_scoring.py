@@ -84,15 +84,14 @@ def test_batch_online_and_training_time_predictions_agree(scored_run, scores):
     run_dir = Path(outcome.run_dir)
     batch = {row["customer_id"]: float(row["churn_probability"]) for row in scores}
 
-    training = load_training_module()
-    model = training.load_model(run_dir / "model")  # what the training job wrote, before packaging
-    frame = training.read_csv_text(run_dir / "input" / "data" / "train" / "training-set.csv").set_index(
-        "customer_id", drop=False
-    )
+    serving = load_training_module("serving")
+    model = serving.load_model(run_dir / "model")  # what the training job wrote, before packaging
+    training_set = (run_dir / "input" / "data" / "train" / "training-set.csv").read_text(encoding="utf-8")
+    frame = serving.read_request(training_set, model.encoding).set_index("customer_id", drop=False)
     blank_total = frame.index[frame["total_charges"].isna()][0]  # a missing value must stay missing
     chosen = [scores[0]["customer_id"], scores[3521]["customer_id"], scores[-1]["customer_id"], blank_total,
               "7590-VHVEG"]
-    at_training = training.predict_frame(model, frame.loc[chosen])
+    at_training = serving.predict_frame(model, frame.loc[chosen])
 
     for customer, trained in zip(chosen, at_training, strict=True):
         result = cli("predict", "--local", "--workspace", workspace, "--id", customer, "--json")

@@ -101,7 +101,10 @@ from churn.handlers import _runtime
 from churn.schema import FeatureSpec
 from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.feature_store import LocalFeatureStore
-from pipeline.local import hyperparameter_args, sagemaker_training_env
+from pipeline.local import sagemaker_training_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from training_helpers import toolkit_args  # noqa: E402 - sagemaker-containers' argument format
 
 MOTO_VERSION = "5.2.5"  # requirements-dev.txt pins it; the patched internals are this release's
 if moto.__version__ != MOTO_VERSION:  # pragma: no cover - fails loudly instead of misbehaving
@@ -560,7 +563,7 @@ class SageMakerTraining:
             **sagemaker_training_env(root, user, tuple(channels)),
         }
         limit = min(self.timeout_seconds, request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400))
-        command = [sys.executable, program, *hyperparameter_args(user)]
+        command = [sys.executable, program, *toolkit_args(user)]
         try:
             completed = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True, timeout=limit)
         except subprocess.TimeoutExpired:
@@ -610,9 +613,13 @@ module = __import__(sys.argv[2])
 model = module.model_fn(sys.argv[3])
 for item in json.loads(Path(sys.argv[4]).read_text()):
     body = Path(item["input"]).read_bytes()
+    if item["content_type"] == "text/csv":  # the container decodes a text/csv body for input_fn
+        body = body.decode("utf-8")
     prediction = module.predict_fn(module.input_fn(body, item["content_type"]), model)
     result = module.output_fn(prediction, item["accept"])
-    Path(item["output"]).write_bytes(result.encode() if isinstance(result, str) else bytes(result))
+    # Only a (body, content type) tuple gets a typed response; a bare body is answered as text/html.
+    body, _ = result if isinstance(result, tuple) else (result, "text/html")
+    Path(item["output"]).write_bytes(body.encode() if isinstance(body, str) else bytes(body))
 """
 
 

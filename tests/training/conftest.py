@@ -1,4 +1,4 @@
-"""Fixtures for the training-script tests."""
+"""Fixtures for the training-script tests: its modules imported as the serving container imports them."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from training_helpers import TRAINING_DIR, to_csv_text, training_set_rows
 
 @pytest.fixture(scope="session")
 def telco_training_csv() -> str:
-    columns, rows = training_set_rows()
-    return to_csv_text(columns, rows)
+    return to_csv_text(*training_set_rows())
 
 
 @pytest.fixture(scope="session")
 def train_model():
-    """The training script imported as a module (as the serving stack imports it)."""
-    sys.path.insert(0, str(TRAINING_DIR))
-    try:
-        return importlib.import_module("train_model")
-    finally:
-        sys.path.remove(str(TRAINING_DIR))
+    """The entry point (the code directory on sys.path, as in the container)."""
+    if str(TRAINING_DIR) not in sys.path:
+        sys.path.insert(0, str(TRAINING_DIR))
+    return importlib.import_module("train_model")
+
+
+@pytest.fixture(scope="session")
+def serving(train_model):
+    return importlib.import_module("serving")

@@ -15,7 +15,16 @@ TRAINING_DIR = ROOT / "training"
 RAW_CSV = ROOT / "data" / "churn.csv"
 SPEC = ROOT / "data" / "churn.spec.json"
 
-METRIC_RE = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+_SPEC = json.loads(SPEC.read_text(encoding="utf-8"))
+# What the pipeline passes for the bundled spec (churn.config.training_hyperparameters).
+TELCO_COLUMNS = {"id_column": _SPEC["record_identifier"]["name"], "label_column": _SPEC["label"]["name"],
+                 "categorical_columns": [f["name"] for f in _SPEC["features"] if f["type"] == "String"]}
+
+
+def toolkit_args(hyperparameters: dict) -> list[str]:
+    """The script's arguments as sagemaker-containers 2.8.6 builds them (`_mapping.to_cmd_args`): sorted
+    names, each value str() of its JSON-decoded form, so a list arrives as ['a', 'b'], not as JSON."""
+    return [token for name in sorted(hyperparameters) for token in (f"--{name}", str(hyperparameters[name]))]
 
 
 def _quote(value: str | None) -> str:
@@ -78,10 +87,12 @@ class SageMakerRun:
         return self.completed.stderr
 
 
-def run_training(root: Path, csv_files: dict[str, str], args: list[str] | None = None,
-                 hps: dict | None = None) -> SageMakerRun:
-    """Lay out an /opt/ml-like tree under `root` and run `python -m train_model` there as the
-    SageMaker training toolkit does (cwd = the code dir, `--name value` args, SM_* env)."""
+def run_training(root: Path, csv_files: dict[str, str], hyperparameters: dict | None = None,
+                 extra_args: tuple[str, ...] = ()) -> SageMakerRun:
+    """Lay out an /opt/ml-like tree under `root` and run `python -m train_model` there as the SageMaker
+    training toolkit does: cwd = the code dir, the hyperparameters (the Telco columns unless overridden)
+    both as SM_HPS and as arguments, SM_* directories."""
+    hps = {**TELCO_COLUMNS, **(hyperparameters or {})}
     channel = root / "input" / "data" / "train"
     channel.mkdir(parents=True)
     for name, text in csv_files.items():
@@ -97,11 +108,26 @@ def run_training(root: Path, csv_files: dict[str, str], args: list[str] | None =
         "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
         "SM_OUTPUT_DIR": str(root / "output"),
         "SM_CHANNELS": json.dumps(["train"]),
-        "SM_HPS": json.dumps(hps or {}),
+        "SM_HPS": json.dumps(hps),
         "SM_CURRENT_HOST": "algo-1",
         "SM_HOSTS": json.dumps(["algo-1"]),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    completed = subprocess.run([sys.executable, "-m", "train_model", *(args or [])], cwd=TRAINING_DIR, env=env,
-                               capture_output=True, text=True, timeout=300, check=False)
+    completed = subprocess.run([sys.executable, "-m", "train_model", *toolkit_args(hps), *extra_args],
+                               cwd=TRAINING_DIR, env=env, capture_output=True, text=True, timeout=300, check=False)
     return SageMakerRun(root=root, completed=completed)
+
+
+def fit_small_model(train_model, folder: Path, rows: int = 400, **overrides) -> tuple[Path, object]:
+    """A small model trained in-process by the script's own functions and saved as the job saves it:
+    (model directory, the training frame)."""
+    params = {**train_model.default_params(), **TELCO_COLUMNS, "num_round": 40, "early_stopping_rounds": 10,
+              **overrides}
+    channel, model_dir = folder / "channel", folder / "model"
+    channel.mkdir(parents=True)
+    model_dir.mkdir()
+    (channel / "training-set.csv").write_text(to_csv_text(*training_set_rows(limit=rows)), encoding="utf-8")
+    frame, source = train_model.read_training_data(channel, params)
+    result, _, _ = train_model.train(train_model.prepare(frame, params, source), params)
+    train_model.save_model(model_dir, result.model)
+    return model_dir, frame

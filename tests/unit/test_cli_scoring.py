@@ -26,7 +26,7 @@ from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "training"))
-from training_helpers import to_csv_text, training_set_rows  # noqa: E402
+from training_helpers import fit_small_model, training_set_rows  # noqa: E402
 
 REGION = "us-east-1"
 STACK = "ChurnPipeline"
@@ -65,20 +65,15 @@ def scores_text(pairs: list[tuple[str, float]], version: str) -> str:
 
 # -- a small real model, packaged as SageMaker packages it ------------------------------------------
 @pytest.fixture(scope="module")
-def model_artifact() -> dict:
-    serving = load_training_module()
+def model_artifact(tmp_path_factory) -> dict:
+    serving = load_training_module("serving")
     columns, rows = training_set_rows(limit=300)
-    frame = serving.read_csv_text(io.StringIO(to_csv_text(columns, rows)))
-    fit, _ = serving.train(frame, {**serving.default_params(), "num_round": 40, "early_stopping_rounds": 10})
+    model_dir, frame = fit_small_model(load_training_module(), tmp_path_factory.mktemp("model"), rows=300)
     payload = io.BytesIO()
     with tarfile.open(fileobj=payload, mode="w:gz") as archive:
-        for name, data in ((serving.MODEL_FILE, bytes(fit.booster.save_raw("json"))),
-                           (serving.ENCODING_FILE, json.dumps(fit.encoding).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    model = serving.ChurnModel(booster=fit.booster, encoding=fit.encoding)
-    return {"bytes": payload.getvalue(), "model": model, "serving": serving, "frame": frame,
+        for name in (serving.MODEL_FILE, serving.ENCODING_FILE):
+            archive.add(model_dir / name, arcname=name)
+    return {"bytes": payload.getvalue(), "model": serving.load_model(model_dir), "serving": serving, "frame": frame,
             "columns": columns, "rows": rows}
 
 

@@ -4,7 +4,6 @@ and the training script's serving functions as Batch Transform calls them."""
 from __future__ import annotations
 
 import io
-import json
 import sys
 import tarfile
 from itertools import accumulate, takewhile
@@ -28,7 +27,7 @@ from churn.scoring import (
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "training"))
-from training_helpers import to_csv_text, training_set_rows  # noqa: E402
+from training_helpers import fit_small_model, to_csv_text, training_set_rows  # noqa: E402
 
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-churn-models/7"
 
@@ -202,18 +201,21 @@ def test_rank_scores_handler_without_transform_output_fails_clearly(s3):
 # -- the serving functions, called as Batch Transform calls them -----------------------------------
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory):
-    """A small model trained by the script's own `train`, saved as SageMaker saves it, loaded by model_fn."""
+    """A small model trained by the script's own functions, saved as the job saves it, loaded by model_fn."""
     from pipeline.local import load_training_module
 
-    serving = load_training_module()
+    entry_point = load_training_module()
     columns, rows = training_set_rows(limit=400)
-    frame = serving.read_csv_text(io.StringIO(to_csv_text(columns, rows)))
-    params = {**serving.default_params(), "num_round": 40, "early_stopping_rounds": 10}
-    fit, _ = serving.train(frame, params)
-    model_dir = tmp_path_factory.mktemp("model")
-    fit.booster.save_model(str(model_dir / serving.MODEL_FILE))
-    (model_dir / serving.ENCODING_FILE).write_text(json.dumps(fit.encoding))
-    return serving, serving.model_fn(str(model_dir)), columns, rows
+    model_dir, _ = fit_small_model(entry_point, tmp_path_factory.mktemp("model"))
+    return load_training_module("serving"), entry_point.model_fn(str(model_dir)), columns, rows
+
+
+def serve(serving, model, request: bytes) -> str:
+    """One request as the container serves it: a str body for text/csv, (body, content type) back."""
+    body, content_type = serving.output_fn(serving.predict_fn(serving.input_fn(request.decode(), "text/csv"), model),
+                                           "text/csv")
+    assert content_type == "text/csv"
+    return body
 
 
 def scoring_set_text(columns, rows, limit=None) -> str:
@@ -227,7 +229,7 @@ def test_split_type_none_request_gives_one_header_and_one_row_per_customer(serve
     serving, model, columns, rows = served_model
     body = scoring_set_text(columns, rows).encode("utf-8")
     assert body.endswith(b"\n")  # the default decoder would make a bad row of it; input_fn does not
-    response = serving.output_fn(serving.predict_fn(serving.input_fn(body, "text/csv"), model), "text/csv")
+    response = serve(serving, model, body)
     lines = response.splitlines()
     assert lines[0] == "customer_id,churn_probability"
     assert lines.count("customer_id,churn_probability") == 1
@@ -244,11 +246,10 @@ def test_split_type_line_mini_batches_rank_the_same(served_model):
     outputs = []
     for batch in batches:
         request = "".join(batch).encode("utf-8")
-        outputs.append(serving.output_fn(serving.predict_fn(serving.input_fn(request, "text/csv"), model),
-                                         "text/csv"))
+        outputs.append(serve(serving, model, request))
     assembled = "\n".join(output.rstrip("\n") for output in outputs) + "\n"  # AssembleWith Line
     whole = scoring_set_text(columns, rows).encode("utf-8")
-    one = serving.output_fn(serving.predict_fn(serving.input_fn(whole, "text/csv"), model), "text/csv")
+    one = serve(serving, model, whole)
     by_line = rank(read_predictions(io.StringIO(assembled), "customer_id", "a.out"))
     by_file = rank(read_predictions(io.StringIO(one), "customer_id", "b.out"))
     assert by_line == by_file
@@ -267,12 +268,10 @@ def local_scoring(served_model, tmp_path_factory):
     columns, rows = training_set_rows()
     folder = tmp_path_factory.mktemp("local-scoring")
     artifact = folder / "model.tar.gz"
+    serving.save_model(folder, model)
     with tarfile.open(artifact, "w:gz") as archive:
-        for name, data in ((serving.MODEL_FILE, bytes(model.booster.save_raw("json"))),
-                           (serving.ENCODING_FILE, json.dumps(model.encoding).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+        for name in (serving.MODEL_FILE, serving.ENCODING_FILE):
+            archive.add(folder / name, arcname=name)
     scoring_set = folder / "scoring-set.csv"
     scoring_set.write_text(scoring_set_text(columns, rows), encoding="utf-8")
     assert scoring_set.stat().st_size > 2**20
