@@ -22,6 +22,7 @@ from churn.sql import offline_count_sql
 from stacks import nag, retries
 from stacks.feature_store import FeatureGroup, FeatureStore
 from stacks.offline_store_queries import OfflineStoreQueries
+from stacks.phase import Phase
 from stacks.pipeline_functions import DERIVE_SOURCES, INGEST_BATCH, SUMMARISE_INGEST, VALIDATE_INPUT, PipelineFunctions
 
 INGEST_MAP_LABEL = "IngestFeatures"
@@ -81,7 +82,7 @@ class IngestServices:
     role: iam.IRole
 
 
-class IngestFeatureGroup(sfn.StateMachineFragment):
+class IngestFeatureGroup(Phase):
     """Validate input → Ingest features → Summarise ingest → the offline-store wait loop, for one group.
 
     `labelled` names the states after the group ("Validate input (activity)"); `failure` None leaves
@@ -110,16 +111,8 @@ class IngestFeatureGroup(sfn.StateMachineFragment):
             "group": group.spec.name,
         }, result_path="$.ingest", failure=failure)
         checked = self._offline_store_wait()
-        self._chain = sfn.Chain.start(validate).next(ingest).next(summarise).next(checked.start_state)
-        self._end_states = checked.end_states
-
-    @property
-    def start_state(self) -> sfn.State:
-        return self._chain.start_state
-
-    @property
-    def end_states(self) -> list[sfn.INextable]:
-        return self._end_states
+        validate.next(ingest).next(summarise).next(checked.start_state)
+        self._bounds(validate, checked.end_states)
 
     def _step(self, step: str) -> str:
         return steps.for_group(step, self._label)
@@ -199,7 +192,7 @@ class IngestFeatureGroup(sfn.StateMachineFragment):
         return sfn.Chain.custom(start, complete.afterwards(include_otherwise=True).end_states, complete)
 
 
-class IngestPhase(sfn.StateMachineFragment):
+class IngestPhase(Phase):
     """One group: its fragment, each error caught on the way. Several: [Derive sources →] one Parallel
     state, a branch a group, whose failure (a branch's error and cause) is caught once; its result puts
     the run's values where a single group's "Validate input" puts them ($.validation)."""
@@ -212,7 +205,7 @@ class IngestPhase(sfn.StateMachineFragment):
             only = IngestFeatureGroup(self, "Group", group=feature_store.first, services=services,
                                       key_path="$.input_key", source_prefix=RAW_PREFIX, labelled=False,
                                       failure=failure)
-            self._start, self._end_states = only.start_state, only.end_states
+            self._bounds(only.start_state, only.end_states)
             self._map_labels = [only.map_label]
             return
         parallel = sfn.Parallel(self, steps.INGEST_GROUPS, result_path="$.validation", result_selector={
@@ -230,7 +223,7 @@ class IngestPhase(sfn.StateMachineFragment):
             parallel.branch(branch.next(sfn.Succeed(self, steps.for_group(steps.FEATURE_GROUP_READY,
                                                                           group.spec.name))))
         retries.guard(parallel, None, failure)
-        self._start, self._end_states = parallel, [parallel]
+        self._bounds(parallel, [parallel])
         if spec.derive:
             derive = services.functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES, {
                 "bucket": services.queries.store.bucket.bucket_name,
@@ -238,15 +231,7 @@ class IngestPhase(sfn.StateMachineFragment):
                 "execution": EXECUTION,
             }, result_path="$.sources", failure=failure)
             derive.next(parallel)
-            self._start = derive
-
-    @property
-    def start_state(self) -> sfn.State:
-        return self._start
-
-    @property
-    def end_states(self) -> list[sfn.INextable]:
-        return self._end_states
+            self._bounds(derive, [parallel])
 
     def acknowledge_map_policy(self, machine: sfn.StateMachine) -> None:
         """The Distributed Maps (aws-cdk-lib) grant the machine rights over its own executions and map runs."""

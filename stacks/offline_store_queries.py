@@ -30,6 +30,14 @@ def states_arn(integration: str) -> str:
     return f"arn:{Aws.PARTITION}:states:::{integration}"
 
 
+def _athena_task(scope: Construct, state_name: str, action: str, failure: sfn.IChainable | None,
+                 fields: dict) -> sfn.CustomState:
+    state = sfn.CustomState(scope, state_name, state_json={
+        "Type": "Task", "Resource": states_arn(f"athena:{action}"), **fields,
+    })
+    return retries.guard(state, retries.ATHENA, failure)
+
+
 class OfflineStoreQueries:
     """Makes the Athena states of every phase; grants the state machine's role what they need, once."""
 
@@ -46,48 +54,34 @@ class OfflineStoreQueries:
 
         Written as ASL rather than AthenaStartQueryExecution because that task grants s3 reads on every
         bucket and Glue create/delete rights; this state machine's role gets exact grants instead."""
-        state = sfn.CustomState(
-            scope,
-            state_name,
-            state_json={
-                "Type": "Task",
-                "Resource": states_arn("athena:startQueryExecution.sync"),
-                "Parameters": {
-                    "QueryString": query.text,
-                    "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": self.database},
-                    "WorkGroup": self.work_group_name,
-                    # Athena substitutes parameters as SQL literals; Validate input quotes the values.
-                    "ExecutionParameters.$": f"States.Array({', '.join(values[p] for p in query.parameters)})",
-                },
-                "ResultSelector": {
-                    "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
-                    # The workgroup enforces its result location: query/<QueryExecutionId>.csv
-                    "output_uri.$": (
-                        f"States.Format('s3://{self.store.bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv', "
-                        "$.QueryExecution.QueryExecutionId)"
-                    ),
-                },
-                "ResultPath": result_path,
+        return _athena_task(scope, state_name, "startQueryExecution.sync", failure, {
+            "Parameters": {
+                "QueryString": query.text,
+                "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": self.database},
+                "WorkGroup": self.work_group_name,
+                # Athena substitutes parameters as SQL literals; Validate input quotes the values.
+                "ExecutionParameters.$": f"States.Array({', '.join(values[p] for p in query.parameters)})",
             },
-        )
-        return retries.guard(state, retries.ATHENA, failure)
+            "ResultSelector": {
+                "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
+                # The workgroup enforces its result location: query/<QueryExecutionId>.csv
+                "output_uri.$": (
+                    f"States.Format('s3://{self.store.bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv', "
+                    "$.QueryExecution.QueryExecutionId)"
+                ),
+            },
+            "ResultPath": result_path,
+        })
 
     def first_value(self, scope: Construct, state_name: str, *, query_path: str, result_path: str,
                     failure: sfn.IChainable | None) -> sfn.CustomState:
         """GetQueryResults of a one-number query: `result_path`.records is that number."""
-        state = sfn.CustomState(
-            scope,
-            state_name,
-            state_json={
-                "Type": "Task",
-                "Resource": states_arn("athena:getQueryResults"),
-                "Parameters": {"QueryExecutionId.$": f"{query_path}.query_execution_id", "MaxResults": 2},
-                # Row 0 is the header; the count arrives as a string.
-                "ResultSelector": {"records.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},
-                "ResultPath": result_path,
-            },
-        )
-        return retries.guard(state, retries.ATHENA, failure)
+        return _athena_task(scope, state_name, "getQueryResults", failure, {
+            "Parameters": {"QueryExecutionId.$": f"{query_path}.query_execution_id", "MaxResults": 2},
+            # Row 0 is the header; the count arrives as a string.
+            "ResultSelector": {"records.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},
+            "ResultPath": result_path,
+        })
 
     def _grant(self, role: iam.IRole, tables: list[str]) -> None:
         stack = Stack.of(role)

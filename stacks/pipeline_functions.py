@@ -88,17 +88,8 @@ FUNCTIONS = (DERIVE_SOURCES, VALIDATE_INPUT, INGEST_BATCH, SUMMARISE_INGEST, EVA
 class PipelineFunctions(Construct):
     """The functions the spec needs (Derive sources only for a spec that derives its sources)."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        spec: FeatureSpec,
-        settings: PipelineSettings,
-        kit: LambdaKit,
-        feature_store: FeatureStore,
-        invoker: iam.IRole,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, spec: FeatureSpec, settings: PipelineSettings,
+                 kit: LambdaKit, feature_store: FeatureStore, invoker: iam.IRole) -> None:
         super().__init__(scope, construct_id)
         self._invoker = invoker
         environment = {

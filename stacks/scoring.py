@@ -26,6 +26,7 @@ from stacks.cleanup import CleanupOnDelete
 from stacks.functions import LambdaKit
 from stacks.model_container import ModelContainer, S3Uri
 from stacks.offline_store_queries import NOW, OfflineStoreQueries
+from stacks.phase import Phase
 
 # Batch scoring. SplitType Line + BatchStrategy MultiRecord: Batch Transform cuts the scoring set into
 # requests of whole lines of at most TRANSFORM_MAX_PAYLOAD_MB (5 MiB, ~30k Telco customers), the header
@@ -40,7 +41,7 @@ EXECUTION = sfn.JsonPath.string_at("$$.Execution.Name")
 RUN = RUN_SCORES.format(execution="{}")  # scores/<execution>, the execution filled in by States.Format
 
 
-class ScoringPhase(sfn.StateMachineFragment):
+class ScoringPhase(Phase):
     """Every customer's latest features as of now, scored by the registered model's container in a Batch
     Transform, ranked into scores/<execution>/scores.csv."""
 
@@ -77,15 +78,8 @@ class ScoringPhase(sfn.StateMachineFragment):
             "scores_uri": self._run_uri(SCORES_FILE),
             "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
         }, result_path="$.scores", failure=failure)
-        self._chain = sfn.Chain.start(build).next(stage).next(create_model).next(transform).next(delete).next(rank)
-
-    @property
-    def start_state(self) -> sfn.State:
-        return self._chain.start_state
-
-    @property
-    def end_states(self) -> list[sfn.INextable]:
-        return self._chain.end_states
+        build.next(stage).next(create_model).next(transform).next(delete).next(rank)
+        self._bounds(build, [rank])
 
     def _run_uri(self, path: str) -> str:
         """s3://bucket/scores/<this execution>/<path>"""

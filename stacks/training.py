@@ -21,6 +21,7 @@ from stacks import pipeline_functions as lambdas
 from stacks.model_container import ModelContainer, S3Uri
 from stacks.model_registry import ModelRegistry
 from stacks.offline_store_queries import OfflineStoreQueries
+from stacks.phase import Phase
 
 TRAINING_CHANNEL = "train"
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -31,7 +32,7 @@ METRIC_DEFINITIONS = {
 }
 
 
-class TrainingPhase(sfn.StateMachineFragment):
+class TrainingPhase(Phase):
     """The training set as of the run (point in time, SQL shared with the local mode), a training job in
     the XGBoost container's script mode, the quality gate and the registration of a model that passes."""
 
@@ -74,16 +75,8 @@ class TrainingPhase(sfn.StateMachineFragment):
         gate = (sfn.Choice(self, steps.MODEL_GOOD_ENOUGH)
                 .when(sfn.Condition.boolean_equals("$.evaluation.passed", True), register)
                 .otherwise(below_threshold))
-        self._chain = sfn.Chain.start(build).next(train).next(evaluate).next(gate)
-        self._end_states = [register]
-
-    @property
-    def start_state(self) -> sfn.State:
-        return self._chain.start_state
-
-    @property
-    def end_states(self) -> list[sfn.INextable]:
-        return self._end_states
+        build.next(train).next(evaluate).next(gate)
+        self._bounds(build, [register])
 
     def _train_task(self, output_uri: str, key) -> tasks.SageMakerCreateTrainingJob:
         settings = self.settings

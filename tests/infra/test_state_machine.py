@@ -571,3 +571,12 @@ def test_the_validated_csv_reader_adds_the_version_to_jsonpath_states_only():
     assert sorted(grant.actions) == ["s3:GetObject", "s3:GetObjectVersion"]
     with pytest.raises(ValueError, match="JSONPath states only"):
         reader.render(sfn.QueryLanguage.JSONATA)
+
+
+def test_the_readme_names_every_assumed_error_name_as_not_verified():
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    not_verified = readme[readme.index("## What was not verified on AWS"):]
+    missing = [name for name in retries.ASSUMED_ERRORS if f"`{name}`" not in not_verified]
+    assert missing == []
