@@ -6,6 +6,7 @@ import json
 
 import pytest
 from aws_cdk.assertions import Match
+from conftest import CDNOW_SPEC
 
 OUTPUTS = {
     "BucketName",
@@ -155,8 +156,6 @@ def test_destroy_deletes_the_models_that_interrupted_executions_left(main):
 
 
 def test_the_s3_trigger_needs_one_file_per_run(tmp_path):
-    from conftest import CDNOW_SPEC
-
     from app import build_app
 
     spec = json.loads(CDNOW_SPEC.read_text())

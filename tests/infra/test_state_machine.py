@@ -7,6 +7,7 @@ import json
 
 import pytest
 from asl_resolver import all_states
+from conftest import ROOT
 
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.scoring import TRANSFORM_MAX_PAYLOAD_MB
@@ -574,8 +575,6 @@ def test_the_validated_csv_reader_adds_the_version_to_jsonpath_states_only():
 
 
 def test_the_readme_names_every_assumed_error_name_as_not_verified():
-    from conftest import ROOT
-
     readme = (ROOT / "README.md").read_text()
     not_verified = readme[readme.index("## What was not verified on AWS"):]
     missing = [name for name in retries.ASSUMED_ERRORS if f"`{name}`" not in not_verified]
