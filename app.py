@@ -11,12 +11,12 @@ from typing import Any
 from aws_cdk import App, Environment
 
 from churn.config import PipelineSettings
+from churn.naming import DEFAULT_STACK_NAME
 from churn.schema import FeatureSpec
 from stacks.churn_stack import ChurnPipelineStack
 from stacks.nag import add_security_checks
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_STACK_NAME = "ChurnPipeline"
 
 
 def project_context() -> dict[str, Any]:

@@ -1,27 +1,34 @@
-"""ChurnPipelineStack: the one deployment unit, wiring storage, the feature store and the pipeline."""
+"""ChurnPipelineStack: the one deployment unit. It wires storage, the feature store and the functions, and
+chains the phases (ingest, training, scoring) with the one failure path."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Environment, Stack
+from aws_cdk import CfnOutput, Duration, Environment, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from churn import naming
+from churn import naming, steps
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
-from stacks import checkov, nag
-from stacks.cleanup import CleanupOnDelete
+from stacks import checkov, nag, regions, retries
 from stacks.dependencies import drop_redundant_role_dependencies
-from stacks.feature_store import ChurnFeatureStore
-from stacks.functions import lambda_asset, powertools_layer
+from stacks.feature_store import FeatureStore
+from stacks.functions import LambdaKit, lambda_asset, powertools_layer
+from stacks.ingest import IngestPhase, IngestServices
+from stacks.model_container import ModelContainer
+from stacks.model_registry import ModelRegistry
+from stacks.offline_store_queries import OfflineStoreQueries
 from stacks.operations import FailureAlarm, RawDataTrigger
+from stacks.pipeline_functions import INGEST_BATCH, PipelineFunctions
+from stacks.scoring import SCORING_BUDGET_MINUTES, ScoringModelSweep, ScoringPhase
 from stacks.storage import DataStore
+from stacks.training import TrainingPhase
 from stacks.training_code import build_training_tarball
-from stacks.training_pipeline import TrainingPipeline
-from stacks.xgboost_image import xgboost_image
+from stacks.xgboost_image import xgboost_image, xgboost_image_uris
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,8 +56,12 @@ class ChurnPipelineStack(Stack):
             env=env,
             description=description or "Churn prediction training pipeline on SageMaker Feature Store",
         )
+        if enable_s3_trigger and not (spec.is_single_group or spec.derive):
+            raise ValueError("enable_s3_trigger starts a run from one uploaded file: the spec needs one feature "
+                             "group or a derivation ('derive'), not several groups with a file each")
+        supported = regions.supported_regions(xgboost_image_uris(settings.xgboost_version))
+        regions.require_supported_region(self, supported)
         stack_name = self.stack_name
-        fingerprint = spec.fingerprint()
 
         store = DataStore(
             self,
@@ -61,88 +72,105 @@ class ChurnPipelineStack(Stack):
             log_retention=log_retention,
             event_bridge_enabled=enable_s3_trigger,
         )
-        code = lambda_asset(lambda_dir)
-        layer = powertools_layer(self)
-        feature_store = ChurnFeatureStore(
-            self,
-            "FeatureStore",
-            spec=spec,
-            store=store,
-            feature_group_name=naming.feature_group_name(stack_name, fingerprint),
-            table_name=naming.offline_table_name(fingerprint),
-            lambda_code=code,
-            powertools_layer=layer,
+        kit = LambdaKit(code=lambda_asset(lambda_dir), layer=powertools_layer(self), store=store)
+        feature_store = FeatureStore(self, "FeatureStore", spec=spec, stack_name=stack_name, store=store, kit=kit)
+        registry = ModelRegistry(self, "ModelRegistry", name=naming.model_package_group_name(stack_name), kit=kit)
+        # The state machine's role exists first, so that each phase grants it what its states need.
+        machine_role = iam.Role(self, "StateMachineRole", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+                                description="The churn pipeline's state machine")
+        functions = PipelineFunctions(self, "Functions", spec=spec, settings=settings, kit=kit,
+                                      feature_store=feature_store, invoker=machine_role)
+        queries = OfflineStoreQueries(feature_store=feature_store, work_group_name=store.work_group_name,
+                                      role=machine_role)
+        container = ModelContainer(
+            self, "ModelContainer", code_bundle=build_training_tarball(training_dir),
+            image=xgboost_image(self, version=settings.xgboost_version, region=self.region, regions=supported),
         )
-        pipeline = TrainingPipeline(
-            self,
-            "Pipeline",
-            spec=spec,
-            settings=settings,
-            store=store,
-            feature_store=feature_store,
-            lambda_code=code,
-            powertools_layer=layer,
-            training_code=build_training_tarball(training_dir),
-            image=xgboost_image(self, version=settings.xgboost_version, region=self.region),
-            model_package_group_name=naming.model_package_group_name(stack_name),
-        )
-        # Empty the bucket only once the feature group is gone: Feature Store keeps writing the
-        # offline store for minutes after the last PutRecord.
-        auto_delete = store.bucket.node.try_find_child("AutoDeleteObjectsCustomResource")
-        if auto_delete is not None:
-            auto_delete.node.add_dependency(feature_store.feature_group)
-        # A model package group that still holds packages cannot be deleted: empty it first. The
-        # clean-up depends on the group, so CloudFormation runs it before deleting the group.
-        model_packages = self.format_arn(
-            service="sagemaker", resource="model-package", resource_name=f"{pipeline.model_package_group_name}/*"
-        )
-        registry_cleanup = CleanupOnDelete(
-            self,
-            "RegistryCleanup",
-            description="delete the model packages on stack deletion so their group can go",
-            handler="churn.handlers.registry_cleanup.handler",
-            resource_type="Custom::ModelRegistryCleanup",
-            properties={"ModelPackageGroupName": pipeline.model_package_group_name},
-            statements=[
-                iam.PolicyStatement(actions=["sagemaker:ListModelPackages"], resources=["*"]),
-                iam.PolicyStatement(actions=["sagemaker:DeleteModelPackage"], resources=[model_packages]),
-            ],
-            store=store,
-            lambda_code=code,
-            powertools_layer=layer,
-            service_name="churn-registry-cleanup",
-        )
-        registry_cleanup.resource.node.add_dependency(pipeline.model_package_group)
-        nag.wildcard_resource(
-            registry_cleanup.function.role, "*",
-            "sagemaker:ListModelPackages does not support resource-level permissions",
-        )
-        nag.wildcard_resource(
-            registry_cleanup.function.role,
-            nag.as_finding(self, model_packages),
-            "Deletes only the packages of this stack's model package group, whatever their version numbers",
-        )
-        alarm = FailureAlarm(
-            self, "FailureAlarm", state_machine=pipeline.state_machine, key=store.key, email=alarm_email
-        )
-        if enable_s3_trigger:
-            RawDataTrigger(self, "RawDataTrigger", bucket=store.bucket, state_machine=pipeline.state_machine)
 
-        self.store, self.feature_store, self.pipeline, self.alarm = store, feature_store, pipeline, alarm
+        # The one failure path: every phase catches its errors into it, keeping the error and cause.
+        record_failure = sfn.Pass(
+            self,
+            steps.RECORD_FAILURE,
+            comment="Keeps the error and cause of whichever step failed",
+            parameters={"execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                        "failure": sfn.JsonPath.object_at(retries.FAILURE_PATH)},
+        )
+        record_failure.next(sfn.Fail(self, steps.PIPELINE_FAILED, error_path=f"{retries.FAILURE_PATH}.Error",
+                                     cause_path=f"{retries.FAILURE_PATH}.Cause"))
+        ingest = IngestPhase(self, "Ingest", feature_store=feature_store, failure=record_failure,
+                             services=IngestServices(functions=functions, queries=queries, settings=settings,
+                                                     role=machine_role))
+        training = TrainingPhase(self, "Training", spec=spec, settings=settings, container=container,
+                                 queries=queries, functions=functions, registry=registry, role=machine_role,
+                                 failure=record_failure)
+        scoring = ScoringPhase(self, "Scoring", spec=spec, settings=settings, container=container, queries=queries,
+                               functions=functions, role=machine_role, failure=record_failure)
+        definition = (sfn.Chain.start(ingest).next(training).next(scoring)
+                      .next(self._summary()).next(sfn.Succeed(self, steps.PIPELINE_SUCCEEDED)))
+
+        self.log_group = store.log_group("StateMachineLogs", self)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            role=machine_role,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            comment="Churn training: ingest the feature groups, train, evaluate, register, score",
+            timeout=Duration.minutes(
+                60
+                + settings.offline_store_wait_seconds * settings.offline_store_max_checks // 60
+                + settings.training_max_runtime_minutes
+                + SCORING_BUDGET_MINUTES
+            ),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        )
+        nag.wildcard_resource(machine_role, "*", "X-Ray tracing and CloudWatch Logs delivery (logs:CreateLogDelivery "
+                              "and related) have no resource-level permissions")
+        ingest.acknowledge_map_policy(self.state_machine)
+        ScoringModelSweep(self, "ScoringModelCleanup", state_machine=self.state_machine, kit=kit)
+        self.alarm = FailureAlarm(self, "FailureAlarm", state_machine=self.state_machine, key=store.key,
+                                  email=alarm_email)
+        if enable_s3_trigger:
+            RawDataTrigger(self, "RawDataTrigger", bucket=store.bucket, state_machine=self.state_machine)
+
+        self.store, self.feature_store, self.functions, self.registry = store, feature_store, functions, registry
+        self._outputs()
+        drop_redundant_role_dependencies(self)
+        checkov.skip_lambda_checks(self)
+
+    def _summary(self) -> sfn.Pass:
+        return sfn.Pass(
+            self,
+            steps.SUMMARISE_RUN,
+            parameters={
+                "model_artifact": sfn.JsonPath.string_at("$.training.model_artifact"),
+                "validation_auc": sfn.JsonPath.number_at("$.evaluation.validation_auc"),
+                "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
+                "training_job_name": sfn.JsonPath.string_at("$.training.training_job_name"),
+                "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "scores_uri": sfn.JsonPath.string_at("$.scores.scores_uri"),
+                "customers_scored": sfn.JsonPath.number_at("$.scores.customers"),
+                "model_version": sfn.JsonPath.string_at("$.scores.model_version"),
+                "top_customers": sfn.JsonPath.list_at("$.scores.top"),
+            },
+        )
+
+    def _outputs(self) -> None:
+        first = self.feature_store.first
         outputs = {
-            "BucketName": store.bucket.bucket_name,
-            "StateMachineArn": pipeline.state_machine.state_machine_arn,
-            "FeatureGroupName": feature_store.feature_group_name,
-            "ModelPackageGroupName": pipeline.model_package_group_name,
-            "AthenaWorkGroup": store.work_group_name,
-            "GlueDatabase": feature_store.database_name,
-            "GlueTable": feature_store.table_name,
-            "LogGroup": pipeline.log_group.log_group_name,
-            # where a failed "Ingest features" logs its failed records (the CLI reads them from there)
-            "IngestLogGroup": pipeline.function_log_groups["IngestFunction"].log_group_name,
-            "AlarmTopicArn": alarm.topic.topic_arn,
+            "BucketName": self.store.bucket.bucket_name,
+            "StateMachineArn": self.state_machine.state_machine_arn,
+            "FeatureGroupName": first.name,  # the first group: its entities are the ones scored
+            "FeatureGroups": self.feature_store.outputs(),  # {group: {feature_group, table}}, labels included
+            "ModelPackageGroupName": self.registry.name,
+            "AthenaWorkGroup": self.store.work_group_name,
+            "GlueDatabase": self.feature_store.database_name,
+            "GlueTable": first.table,
+            "LogGroup": self.log_group.log_group_name,
+            # where a failed batch's Lambda logs its failed records
+            "IngestLogGroup": self.functions[INGEST_BATCH].log_group.log_group_name,
+            "AlarmTopicArn": self.alarm.topic.topic_arn,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
-        drop_redundant_role_dependencies(self)
-        checkov.skip_lambda_checks(self)

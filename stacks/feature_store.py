@@ -1,23 +1,39 @@
-"""ChurnFeatureStore: the feature group built from the feature spec, its role, and clean-up on destroy."""
+"""FeatureStore: one feature group per group of the spec (labels included), their offline-store role, and
+the clean-up of their Glue tables on destroy."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from churn.schema import FeatureSpec
-from stacks import nag
+from churn import naming
+from churn.layout import OFFLINE_STORE_PREFIX
+from churn.schema import FeatureGroupSpec, FeatureSpec
 from stacks.cleanup import CleanupOnDelete
-from stacks.storage import OFFLINE_STORE_PREFIX, DataStore
+from stacks.functions import LambdaKit
+from stacks.storage import DataStore
 
 GLUE_CLEANUP_HANDLER = "churn.handlers.glue_cleanup.handler"
 
 
-class ChurnFeatureStore(Construct):
-    """One feature group per schema: its definitions come from the spec, its name from the fingerprint."""
+@dataclass(frozen=True)
+class FeatureGroup:
+    """One deployed feature group: its spec, its physical name and ARN, its offline store's Glue table."""
+
+    spec: FeatureGroupSpec
+    name: str
+    arn: str
+    table: str
+    resource: sagemaker.CfnFeatureGroup
+
+
+class FeatureStore(Construct):
+    """Feature groups named by the stack and their schema fingerprint: a changed schema is a new group."""
 
     def __init__(
         self,
@@ -25,114 +41,127 @@ class ChurnFeatureStore(Construct):
         construct_id: str,
         *,
         spec: FeatureSpec,
+        stack_name: str,
         store: DataStore,
-        feature_group_name: str,
-        table_name: str,
-        lambda_code: lambda_.Code,
-        powertools_layer: lambda_.ILayerVersion,
+        kit: LambdaKit,
     ) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
-        self.feature_group_name = feature_group_name
+        self.store = store
         self.database_name = store.database_name
-        self.table_name = table_name
         stack = Stack.of(self)
+        tables = {g.name: naming.offline_table_name(g.name, g.fingerprint()) for g in spec.all_groups}
         glue_resources = [
             stack.format_arn(service="glue", resource="catalog"),
             stack.format_arn(service="glue", resource="database", resource_name=store.database_name),
-            stack.format_arn(service="glue", resource="table", resource_name=f"{store.database_name}/{table_name}"),
+            *(stack.format_arn(service="glue", resource="table", resource_name=f"{store.database_name}/{table}")
+              for table in tables.values()),
         ]
+        self.offline_store_role = self._offline_store_role(glue_resources)
 
-        # What Feature Store does with this role: write offline-store files, update its Glue table.
-        self.offline_store_role = iam.Role(
+        # DeleteFeatureGroup leaves the Glue table behind. A table's clean-up resource depends on its
+        # feature group, so CloudFormation deletes it (dropping the table) first, then the feature group
+        # (which never recreates the table), then the database.
+        # One clean-up resource per schema: when a fingerprint changes, CloudFormation creates the new one
+        # and deletes the old one, which drops the old schema's table. (Otherwise going back to an earlier
+        # schema would fail: Feature Store will not create a table that exists.)
+        self.table_cleanup = CleanupOnDelete(
+            self,
+            "TableCleanup",
+            description="drop the feature groups' Glue tables on stack deletion",
+            handler=GLUE_CLEANUP_HANDLER,
+            resource_type="Custom::GlueTableCleanup",
+            statements=[iam.PolicyStatement(actions=["glue:DeleteTable"], resources=glue_resources)],
+            kit=kit,
+            service_name="churn-glue-cleanup",
+        )
+        self.groups = {
+            g.name: self._feature_group(g, naming.feature_group_name(stack_name, g.name, g.fingerprint()),
+                                        tables[g.name])
+            for g in spec.all_groups
+        }
+
+    @property
+    def first(self) -> FeatureGroup:
+        """The first feature group: its entities are the ones scored."""
+        return self.groups[self.spec.groups[0].name]
+
+    def outputs(self) -> str:
+        """{group: {"feature_group": name, "table": Glue table}} as JSON, for the CLI."""
+        return json.dumps({name: {"feature_group": g.name, "table": g.table} for name, g in self.groups.items()},
+                          separators=(",", ":"))
+
+    def _offline_store_role(self, glue_resources: list[str]) -> iam.Role:
+        """What Feature Store does with this role: write offline-store files, update its Glue tables."""
+        store = self.store
+        role = iam.Role(
             self,
             "OfflineStoreRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="Feature Store writes the churn feature group's offline store with this role",
         )
-        # The same S3 rights as the AWS managed AmazonSageMakerFeatureStoreAccess policy, limited
-        # to this bucket's offline-store/ prefix.
-        self.offline_store_role.add_to_policy(
+        # The same S3 rights as the AWS managed AmazonSageMakerFeatureStoreAccess policy, limited to this
+        # bucket's offline-store/ prefix.
+        role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:PutObject", "s3:PutObjectAcl", "s3:GetObject"],
                 resources=[store.bucket.arn_for_objects(f"{OFFLINE_STORE_PREFIX}/*")],
             )
         )
-        self.offline_store_role.add_to_policy(
-            iam.PolicyStatement(actions=["s3:GetBucketAcl"], resources=[store.bucket.bucket_arn])
+        store.acknowledge_prefix(
+            role, OFFLINE_STORE_PREFIX,
+            "Feature Store writes files under keys it generates below offline-store/ (account, region, "
+            "feature group, date partitions)",
         )
-        store.key.grant(self.offline_store_role, "kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt")
-        self.offline_store_role.add_to_policy(
-            iam.PolicyStatement(actions=["glue:GetTable", "glue:UpdateTable"], resources=glue_resources)
-        )
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetBucketAcl"], resources=[store.bucket.bucket_arn]))
+        store.key.grant(role, "kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt")
+        role.add_to_policy(iam.PolicyStatement(actions=["glue:GetTable", "glue:UpdateTable"], resources=glue_resources))
+        return role
 
-        self.feature_group = sagemaker.CfnFeatureGroup(
+    def _feature_group(self, group: FeatureGroupSpec, name: str, table: str) -> FeatureGroup:
+        store = self.store
+        single = self.spec.is_single_group
+        online = group.online_store_config()
+        if online is not None:
+            online = {**online, "SecurityConfig": {"KmsKeyId": store.key.key_arn}}
+        resource = sagemaker.CfnFeatureGroup(
             self,
-            "FeatureGroup",
-            feature_group_name=feature_group_name,
-            # Every property but the definitions forces a replacement, which CloudFormation cannot do
-            # under the same name: so nothing here may change unless the name (fingerprint) does.
-            description=f"Churn features, schema {spec.fingerprint()}",
-            record_identifier_feature_name=spec.record_identifier.name,
-            event_time_feature_name=spec.event_time.name,
+            "FeatureGroup" if single else f"{group.name.capitalize()}FeatureGroup",
+            feature_group_name=name,
+            # Every property but the definitions forces a replacement, which CloudFormation cannot do under
+            # the same name: so nothing here may change unless the name (fingerprint) does.
+            description=(f"Churn features, schema {group.fingerprint()}" if single
+                         else f"Churn feature group '{group.name}', schema {group.fingerprint()}"),
+            record_identifier_feature_name=group.record_identifier.name,
+            event_time_feature_name=group.event_time.name,
             feature_definitions=[
                 sagemaker.CfnFeatureGroup.FeatureDefinitionProperty(
                     feature_name=d["FeatureName"], feature_type=d["FeatureType"]
                 )
-                for d in spec.feature_definitions()
+                for d in group.feature_definitions()
             ],
             # Both configs are untyped JSON in the L1 (CDK passes them through as written), hence
-            # CloudFormation's own PascalCase keys.
-            online_store_config={
-                "EnableOnlineStore": True,
-                "SecurityConfig": {"KmsKeyId": store.key.key_arn},
-            },
+            # CloudFormation's own PascalCase keys. No online store for an offline-only group (the labels).
+            online_store_config=online,
             offline_store_config={
                 "S3StorageConfig": {"S3Uri": store.uri(OFFLINE_STORE_PREFIX), "KmsKeyId": store.key.key_arn},
-                # Feature Store creates the Glue table under these names, so the Athena SQL can name
-                # it at synth time (names must be lower case; the table must not exist yet).
+                # Feature Store creates the Glue table under these names, so the Athena SQL can name it at
+                # synth time (names must be lower case; the table must not exist yet).
                 "DisableGlueTableCreation": False,
-                "DataCatalogConfig": {
-                    "Catalog": "AwsDataCatalog",
-                    "Database": store.database_name,
-                    "TableName": table_name,
-                },
+                "DataCatalogConfig": {"Catalog": "AwsDataCatalog", "Database": store.database_name, "TableName": table},
             },
             role_arn=self.offline_store_role.role_arn,
         )
         # The database must exist, and the role be usable, before Feature Store creates the table.
-        self.feature_group.node.add_dependency(store.database)
-        self.feature_group.node.add_dependency(self.offline_store_role.node.find_child("DefaultPolicy"))
-        self.feature_group_arn = stack.format_arn(
-            service="sagemaker", resource="feature-group", resource_name=feature_group_name
+        resource.node.add_dependency(store.database)
+        resource.node.add_dependency(self.offline_store_role.node.find_child("DefaultPolicy"))
+        # `cdk destroy`: Feature Store writes the offline store until its group is gone, so the group is
+        # deleted before the bucket is emptied. Depending on the emptying custom resource means: created
+        # after it, deleted before it.
+        resource.node.add_dependency(store.emptied_on_delete)
+        cleanup = self.table_cleanup.add_resource(
+            f"TableCleanup{group.fingerprint()}", {"DatabaseName": store.database_name, "TableName": table}
         )
-
-        # DeleteFeatureGroup leaves the Glue table behind. The clean-up resource depends on the
-        # feature group, so CloudFormation deletes it (dropping the table) first, then the feature
-        # group (which never recreates the table), then the database.
-        # One clean-up resource per schema: when the fingerprint changes, CloudFormation creates the
-        # new one and deletes the old one, which drops the old schema's table. (Otherwise going back
-        # to an earlier schema would fail: Feature Store will not create a table that exists.)
-        self.table_cleanup = CleanupOnDelete(
-            self,
-            "TableCleanup",
-            description="drop the feature group's Glue table on stack deletion",
-            handler=GLUE_CLEANUP_HANDLER,
-            resource_type="Custom::GlueTableCleanup",
-            resource_id=f"TableCleanup{spec.fingerprint()}",
-            properties={"DatabaseName": store.database_name, "TableName": table_name},
-            statements=[iam.PolicyStatement(actions=["glue:DeleteTable"], resources=glue_resources)],
-            store=store,
-            lambda_code=lambda_code,
-            powertools_layer=powertools_layer,
-            service_name="churn-glue-cleanup",
-        )
-        self.table_cleanup.resource.node.add_dependency(self.feature_group)
-
-        bucket_arn = nag.ref(store.bucket.node.default_child, "Arn")
-        nag.wildcard_resource(
-            self.offline_store_role,
-            f"{bucket_arn}/{OFFLINE_STORE_PREFIX}/*",
-            "Feature Store writes files under keys it generates below offline-store/ (account, region, "
-            "feature group, date partitions); the grant is limited to that prefix",
-        )
+        cleanup.node.add_dependency(resource)
+        arn = Stack.of(self).format_arn(service="sagemaker", resource="feature-group", resource_name=name)
+        return FeatureGroup(spec=group, name=name, arn=arn, table=table, resource=resource)

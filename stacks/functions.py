@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Duration, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
+
+from stacks import nag
+from stacks.storage import DataStore
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.X86_64
@@ -59,41 +62,52 @@ def check_environment(function_name: str, environment: Mapping[str, str]) -> Non
         )
 
 
-def python_function(
-    scope: Construct,
-    construct_id: str,
-    *,
-    description: str,
-    handler: str,
-    code: lambda_.Code,
-    layer: lambda_.ILayerVersion,
-    log_group: logs.ILogGroup,
-    environment: Mapping[str, str],
-    timeout: Duration,
-    memory_size: int,
-) -> lambda_.Function:
-    """A function with a role of its own that can only write its own log group (no managed policy)."""
-    check_environment(construct_id, environment)
-    role = iam.Role(
-        scope,
-        f"{construct_id}Role",
-        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-        description=f"{description} (Lambda execution role)"[:1000],
-    )
-    log_group.grant_write(role)
-    return lambda_.Function(
-        scope,
-        construct_id,
-        description=description,
-        runtime=RUNTIME,
-        architecture=ARCHITECTURE,
-        code=code,
-        handler=handler,
-        layers=[layer],
-        role=role,
-        log_group=log_group,
-        environment=dict(environment),
-        timeout=timeout,
-        memory_size=memory_size,
-        tracing=lambda_.Tracing.ACTIVE,
-    )
+@dataclass(frozen=True)
+class LambdaKit:
+    """What every function of the stack shares: the code asset, the Powertools layer, and the store
+    whose key encrypts the functions' log groups."""
+
+    code: lambda_.Code
+    layer: lambda_.ILayerVersion
+    store: DataStore
+
+    def function(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        description: str,
+        handler: str,
+        environment: Mapping[str, str],
+        timeout: Duration,
+        memory_size: int,
+    ) -> lambda_.Function:
+        """A function with a role of its own that can only write its own log group (no managed policy)."""
+        check_environment(construct_id, environment)
+        role = iam.Role(
+            scope,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{description} (Lambda execution role)"[:1000],
+        )
+        log_group = self.store.log_group(f"{construct_id}Logs", scope)
+        log_group.grant_write(role)
+        function = lambda_.Function(
+            scope,
+            construct_id,
+            description=description,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=self.code,
+            handler=handler,
+            layers=[self.layer],
+            role=role,
+            log_group=log_group,
+            environment=dict(environment),
+            timeout=timeout,
+            memory_size=memory_size,
+            tracing=lambda_.Tracing.ACTIVE,
+        )
+        nag.wildcard_resource(role, "*", nag.XRAY_REASON)  # tracing=ACTIVE grants X-Ray on '*'
+        nag.lambda_runtime(function, RUNTIME_REASON)
+        return function

@@ -15,8 +15,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from churn.layout import RAW_PREFIX
 from stacks import nag
-from stacks.storage import RAW_PREFIX
 
 
 class FailureAlarm(Construct):

@@ -17,15 +17,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct, IConstruct
 
+from churn.layout import QUERY_PREFIX, RAW_PREFIX, SAMPLE_DATA_NAME
 from stacks import checkov, nag
 
-# Bucket layout. Prefixes carry no trailing slash; add "/" or "/*" where one is meant.
-RAW_PREFIX = "raw"
-OFFLINE_STORE_PREFIX = "offline-store"
-QUERY_PREFIX = "query"
-MODELS_PREFIX = "models"
-SCORES_PREFIX = "scores"
-RAW_DATA_NAME = "churn.csv"
 NONCURRENT_VERSION_DAYS = 30  # how long an overwritten or deleted object can still be restored
 
 
@@ -114,6 +108,10 @@ class DataStore(Construct):
             removal_policy=RemovalPolicy.DESTROY,
         )
 
+        # The custom resource that empties the bucket on `cdk destroy` (auto_delete_objects): what must
+        # be gone before the bucket is emptied depends on it, so CloudFormation deletes that first.
+        self.emptied_on_delete = self.bucket.node.find_child("AutoDeleteObjectsCustomResource")
+
         no_access_logs = (
             "No server access logs: they would need a second bucket, and log deliveries arrive late "
             "enough (minutes to hours) to make `cdk destroy` fail on a non-empty log bucket; the bucket "
@@ -142,7 +140,7 @@ class DataStore(Construct):
         self.data_deployment = s3deploy.BucketDeployment(
             self,
             "RawData",
-            sources=[s3deploy.Source.asset(str(_stage_file(Path(data_file), RAW_DATA_NAME)))],
+            sources=[s3deploy.Source.asset(str(_stage_file(Path(data_file), SAMPLE_DATA_NAME)))],
             destination_bucket=self.bucket,
             destination_key_prefix=f"{RAW_PREFIX}/",
             prune=False,  # never delete CSVs users uploaded to raw/ themselves
@@ -212,30 +210,40 @@ class DataStore(Construct):
                     child, "BucketDeployment's singleton handler: aws-cdk-lib picks and updates its runtime"
                 )
 
-    def grant_read(self, grantee: iam.IGrantable, prefix: str) -> None:
-        """Read objects under `prefix`/ (and list that prefix, so a missing key is NoSuchKey)."""
-        principal = grantee.grant_principal
-        principal.add_to_principal_policy(
+    def grant_read(self, role: iam.IRole, prefix: str, why: str) -> None:
+        """Read objects under `prefix`/ (and list that prefix, so a missing key is NoSuchKey); `why`
+        says what reads there, for the acknowledgement of the prefix-wide grant."""
+        role.add_to_principal_policy(
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects(f"{prefix}/*")])
         )
-        principal.add_to_principal_policy(
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
                 resources=[self.bucket.bucket_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
             )
         )
-        self.key.grant(grantee, "kms:Decrypt")
+        self.key.grant(role, "kms:Decrypt")
+        self.acknowledge_prefix(role, prefix, why)
 
-    def grant_write(self, grantee: iam.IGrantable, prefix: str) -> None:
+    def grant_write(self, role: iam.IRole, prefix: str, why: str) -> None:
         """Create objects under `prefix`/ (multipart uploads need kms:Decrypt as well)."""
-        grantee.grant_principal.add_to_principal_policy(
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
                 resources=[self.bucket.arn_for_objects(f"{prefix}/*")],
             )
         )
-        self.key.grant(grantee, "kms:GenerateDataKey", "kms:Decrypt")
+        self.key.grant(role, "kms:GenerateDataKey", "kms:Decrypt")
+        self.acknowledge_prefix(role, prefix, why)
+
+    def acknowledge_prefix(self, role: IConstruct, prefix: str, why: str) -> None:
+        """cdk-nag reports a grant on `<bucket>/<prefix>/*` as a wildcard: it is one on purpose."""
+        nag.wildcard_resource(
+            role,
+            f"{nag.ref(self.bucket.node.default_child, 'Arn')}/{prefix}/*",
+            f"{why}; object keys are generated at run time, so the grant is limited to the {prefix}/ prefix",
+        )
 
     def uri(self, prefix: str) -> str:
         """s3://bucket/prefix (no trailing slash)."""

@@ -65,13 +65,13 @@ class PipelineSettings:
         return asdict(self)
 
 
-
 def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> dict[str, Any]:
     """What the training script receives, on AWS and locally (SageMaker's own `sagemaker_*` keys
-    aside): the operator's overrides, then the columns the feature spec names."""
-    return {
-        **settings.hyperparameters,
-        "id_column": spec.record_identifier.name,
-        "label_column": spec.label.name,
-        "categorical_columns": spec.categorical_columns,
-    }
+    aside): the operator's overrides, then the columns the feature spec names and, with several
+    groups, the observation time column and how the spec splits off its validation rows."""
+    columns: dict[str, Any] = {"id_column": spec.record_identifier.name, "label_column": spec.label.name,
+                               "categorical_columns": spec.categorical_columns}
+    if spec.observation_time is not None:
+        columns.update(time_column=spec.observation_time.name, validation_split=spec.validation_split,
+                       validation_periods=spec.validation_periods)
+    return {**settings.hyperparameters, **columns}

@@ -10,6 +10,7 @@ import re
 # SageMaker: feature group ^[a-zA-Z0-9]([_-]*[a-zA-Z0-9]){0,63}$, model package group
 # ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$. A CloudFormation stack name is [a-zA-Z][-a-zA-Z0-9]*, so
 # only the length needs care.
+DEFAULT_STACK_NAME = "ChurnPipeline"  # app.py deploys under it; the CLI looks it up by it
 FEATURE_GROUP_MAX = 64
 MODEL_PACKAGE_GROUP_MAX = 63
 WORK_GROUP_MAX = 128
@@ -26,18 +27,20 @@ def snake(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", spaced.lower()).strip("_")
 
 
-def feature_group_name(stack_name: str, fingerprint: str) -> str:
-    """A new schema fingerprint means a new feature group (definitions cannot change in place).
+def feature_group_name(stack_name: str, group: str, fingerprint: str) -> str:
+    """`<stack>-<group>-<fingerprint>`: a new schema fingerprint means a new feature group (definitions
+    cannot change in place). A single-group spec's group is "churn": `churnpipeline-churn-<fingerprint>`.
 
     Lower case: SageMaker lower-cases some names inside ARNs, and IAM matches ARNs exactly, so a
     lower-case name has one ARN whichever way SageMaker writes it.
     """
-    return _fit(stack_name.lower(), f"-churn-{fingerprint}", FEATURE_GROUP_MAX)
+    return _fit(stack_name.lower(), f"-{group}-{fingerprint}", FEATURE_GROUP_MAX)
 
 
-def offline_table_name(fingerprint: str) -> str:
-    """Feature Store creates this Glue table; a new schema gets a new table beside the old one."""
-    return f"churn_features_{fingerprint}"
+def offline_table_name(group: str, fingerprint: str) -> str:
+    """Feature Store creates this Glue table (`churn_features_<fingerprint>` for a single-group spec);
+    a new schema gets a new table beside the old one."""
+    return f"{group}_features_{fingerprint}"
 
 
 def glue_database_name(stack_name: str) -> str:

@@ -14,6 +14,7 @@ time and written no later than the knowledge cutoff; an entity a group does not 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ AS_OF = "as_of"
 KNOWLEDGE_CUTOFF = "knowledge_cutoff"
 RUN_STARTED = "run_started"
 NO_CUTOFF = "9999-12-31 23:59:59.999"  # the default knowledge cutoff: everything written so far
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}")
 _RANK_ORDER = '"api_invocation_time" DESC, "write_time" DESC'
 
 
@@ -47,6 +49,20 @@ def sql_timestamp(moment: datetime) -> str:
     """The value of a timestamp parameter: `YYYY-MM-DD HH:MM:SS.fff` in UTC."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def knowledge_cutoff(value: object) -> str:
+    """A run's knowledge cutoff as the SQL takes it: `value` ("YYYY-MM-DD HH:MM:SS.fff", UTC), or
+    NO_CUTOFF when the run names none."""
+    if value is None:
+        return NO_CUTOFF
+    if isinstance(value, str) and _TIMESTAMP_RE.fullmatch(value):
+        try:
+            datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f")  # a real date and time of day
+            return value
+        except ValueError:
+            pass
+    raise ValueError(f"knowledge_cutoff {value!r} is not a UTC time written 'YYYY-MM-DD HH:MM:SS.fff'")
 
 
 def athena_parameter(value: str) -> str:

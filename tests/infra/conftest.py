@@ -34,6 +34,7 @@ VARIANT_SPEC = {
         {"name": "monthly_spend", "source": "MonthlySpend", "type": "Fractional"},
     ],
 }
+CDNOW_SPEC = ROOT / "data" / "cdnow.spec.json"
 VARIANT_ENV = Environment(account="123456789012", region="eu-west-1")
 AGNOSTIC = Environment()  # no account, no region: what `cdk synth` gives without AWS configuration
 
@@ -98,6 +99,14 @@ def variant_context(variant_spec_path: Path) -> dict[str, Any]:
         "ingest_batch_size": "250",
         "xgboost_version": "3.2-0",
     }
+
+
+@pytest.fixture(scope="session")
+def cdnow(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Several feature groups (profile, activity, labels) derived from one input file, region-agnostic."""
+    data = tmp_path_factory.mktemp("cdnow-data") / "CDNOW_sample.txt"
+    data.write_text("00001 19970101  1   11.77\n00002 19970112  1   12.00\n")
+    return synthesize(tmp_path_factory.mktemp("cdnow"), {"spec": str(CDNOW_SPEC), "data": str(data)})
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def failures(report: dict) -> list[str]:
     return [f"{f['check_id']} {f['resource']}: {f['check_name']}" for f in report["results"]["failed_checks"]]
 
 
-@pytest.mark.parametrize("name", ["main", "variant"])
+@pytest.mark.parametrize("name", ["main", "variant", "cdnow"])
 def test_checkov_finds_nothing(checkov_bin, request, name):
     synthesized = request.getfixturevalue(name)
     report = run_checkov(checkov_bin, synthesized.template_path)
@@ -64,7 +64,7 @@ def test_checkov_finds_nothing(checkov_bin, request, name):
     assert summary["passed"] > 100  # it did check something
 
 
-@pytest.mark.parametrize("name", ["main", "variant"])
+@pytest.mark.parametrize("name", ["main", "variant", "cdnow"])
 def test_every_skip_is_justified_in_the_resource_metadata(request, name):
     synthesized = request.getfixturevalue(name)
     for logical_id, resource in synthesized.json["Resources"].items():

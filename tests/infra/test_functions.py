@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from churn.config import PipelineSettings
-from churn.schema import Feature, FeatureSpec
+from churn.schema import Feature, FeatureGroupSpec, FeatureSpec
 from stacks.functions import (
     ENVIRONMENT_LIMIT_BYTES,
     POWERTOOLS_LAYER_PARAMETER,
@@ -13,12 +13,9 @@ from stacks.functions import (
     check_environment,
     environment_size,
 )
+from stacks.pipeline_functions import DERIVE_SOURCES, FUNCTIONS
 
-HANDLERS = {
-    "churn.handlers.validate_input.handler",
-    "churn.handlers.ingest.handler",
-    "churn.handlers.evaluate.handler",
-}
+HANDLERS = {f.handler for f in FUNCTIONS}
 
 
 def pipeline_functions(synthesized) -> dict[str, dict]:
@@ -27,6 +24,23 @@ def pipeline_functions(synthesized) -> dict[str, dict]:
         for f in synthesized.resources("AWS::Lambda::Function").values()
         if f["Properties"].get("Handler") in HANDLERS
     }
+
+
+def test_the_table_names_every_pipeline_handler_and_the_stack_builds_what_the_spec_needs(main, cdnow):
+    assert HANDLERS == {
+        "churn.handlers.derive_sources.handler",
+        "churn.handlers.validate_input.handler",
+        "churn.handlers.ingest.handler",
+        "churn.handlers.summarise_ingest.handler",
+        "churn.handlers.evaluate.handler",
+        "churn.handlers.rank_scores.handler",
+    }
+    # Derive sources only for a spec that derives its groups' files from one input
+    assert set(pipeline_functions(main)) == HANDLERS - {DERIVE_SOURCES.handler}
+    assert set(pipeline_functions(cdnow)) == HANDLERS
+    for declared in FUNCTIONS:
+        function = pipeline_functions(cdnow)[declared.handler]["Properties"]
+        assert (function["Timeout"], function["MemorySize"]) == (declared.timeout_seconds, declared.memory_mb)
 
 
 def policy_of(synthesized, role_ref: dict) -> list[dict]:
@@ -44,7 +58,6 @@ def actions(statement: dict) -> list[str]:
 
 def test_one_function_per_handler_with_python_312_and_powertools(main):
     functions = pipeline_functions(main)
-    assert set(functions) == HANDLERS
     ((parameter_id, parameter),) = [
         (k, v) for k, v in main.json["Parameters"].items() if v["Default"] == POWERTOOLS_LAYER_PARAMETER
     ]
@@ -59,10 +72,10 @@ def test_one_function_per_handler_with_python_312_and_powertools(main):
 
 
 def test_environment_carries_the_spec_and_settings(main, spec):
-    _, group = main.one("AWS::SageMaker::FeatureGroup")
     for handler, function in pipeline_functions(main).items():
         variables = function["Properties"]["Environment"]["Variables"]
-        assert variables["FEATURE_GROUP_NAME"] == group["Properties"]["FeatureGroupName"], handler
+        # the feature group a batch writes to comes with the batch (the Map's BatchInput)
+        assert "FEATURE_GROUP_NAME" not in variables, handler
         assert variables["FEATURE_SPEC"] == spec.to_json(), handler
         assert FeatureSpec.from_json(variables["FEATURE_SPEC"]) == spec
         assert variables["INGEST_WORKERS"] == str(PipelineSettings().ingest_workers)
@@ -76,22 +89,34 @@ def test_each_function_logs_to_its_own_encrypted_group(main):
         assert target["Ref"] in groups, handler
 
 
+def role_of(synthesized, handler: str) -> dict:
+    return {"Ref": pipeline_functions(synthesized)[handler]["Properties"]["Role"]["Fn::GetAtt"][0]}
+
+
+@pytest.mark.parametrize("name", ["main", "cdnow"])
+def test_ingest_may_batch_write_into_every_feature_group_and_nothing_else(request, name):
+    """BatchWriteRecord is authorised as sagemaker:BatchWriteRecord and sagemaker:PutRecord on the group."""
+    synthesized = request.getfixturevalue(name)
+    groups = [g["Properties"]["FeatureGroupName"]
+              for g in synthesized.resources("AWS::SageMaker::FeatureGroup").values()]
+    ingest = policy_of(synthesized, role_of(synthesized, "churn.handlers.ingest.handler"))
+    (write,) = [s for s in ingest if any(a.startswith("sagemaker:") for a in actions(s))]
+    assert sorted(actions(write)) == ["sagemaker:BatchWriteRecord", "sagemaker:PutRecord"]
+    resources = write["Resource"] if isinstance(write["Resource"], list) else [write["Resource"]]
+    assert sorted(r["Fn::Join"][1][-1] for r in resources) == sorted(f":feature-group/{g}" for g in groups)
+    assert not any(a.startswith("s3:") for s in ingest for a in actions(s))
+    assert any("kms:GenerateDataKey" in actions(s) for s in ingest)
+
+
 def test_grants_are_scoped(main):
     functions = pipeline_functions(main)
-    _, group = main.one("AWS::SageMaker::FeatureGroup")
-    name = group["Properties"]["FeatureGroupName"]
-
-    ingest = policy_of(main, {"Ref": functions["churn.handlers.ingest.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]})
-    put = [s for s in ingest if "sagemaker:PutRecord" in actions(s)]
-    assert len(put) == 1
-    assert put[0]["Resource"]["Fn::Join"][1][-1] == f":feature-group/{name}"
-    assert not any(a.startswith("s3:") for s in ingest for a in actions(s))
 
     validate = policy_of(
         main, {"Ref": functions["churn.handlers.validate_input.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]}
     )
     reads = [s for s in validate if actions(s) == ["s3:GetObject"] or actions(s) == "s3:GetObject"]
-    assert [s["Resource"]["Fn::Join"][1][-1] for s in reads] == ["/raw/*"]
+    (read,) = reads
+    assert sorted(r["Fn::Join"][1][-1] for r in read["Resource"]) == ["/raw/*", "/staging/*"]
     assert not any("s3:PutObject" in actions(s) for s in validate)
 
     evaluate = policy_of(
@@ -104,6 +129,10 @@ def test_grants_are_scoped(main):
     }
     assert object_resources == {"/models/*"}
 
+    summarise = policy_of(main, role_of(main, "churn.handlers.summarise_ingest.handler"))
+    assert {s["Resource"]["Fn::Join"][1][-1] for s in summarise
+            if any(a in ("s3:GetObject", "s3:PutObject") for a in actions(s))} == {"/ingest/*"}
+
 
 def test_roles_use_no_managed_policies(main):
     for logical_id, role in main.resources("AWS::IAM::Role").items():
@@ -111,13 +140,14 @@ def test_roles_use_no_managed_policies(main):
 
 
 def test_environment_over_4_kb_fails_synth():
-    long_spec = FeatureSpec(
+    long_spec = FeatureSpec(groups=(FeatureGroupSpec(
+        name="churn",
         record_identifier=Feature("customer_id", "String", "id"),
         event_time=Feature("event_time", "String"),
         label=Feature("churn", "Integral", "Churn"),
         features=tuple(Feature(f"feature_number_{i:03d}_with_a_long_name", "Fractional", f"Col{i}") for i in range(80)),
-    )
-    environment = {"FEATURE_SPEC": long_spec.to_json(), "FEATURE_GROUP_NAME": "x"}
+    ),))
+    environment = {"FEATURE_SPEC": long_spec.to_json(), "INGEST_WORKERS": "8"}
     assert environment_size(environment) > ENVIRONMENT_LIMIT_BYTES
     with pytest.raises(EnvironmentTooLarge, match="over the 4096-byte limit"):
         check_environment("IngestFunction", environment)

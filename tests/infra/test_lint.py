@@ -9,7 +9,7 @@ import pytest
 from aws_cdk import App, RemovalPolicy, Stack
 from aws_cdk import aws_s3 as s3
 from cfnlint.api import ManualArgs, lint
-from conftest import VARIANT_ENV, synthesize
+from conftest import CDNOW_SPEC, VARIANT_ENV, synthesize
 
 from stacks.nag import add_security_checks
 
@@ -43,14 +43,16 @@ def state_machine_template(definition: dict) -> dict:
     }
 
 
-def test_templates_pass_cfn_lint_without_errors_or_warnings(main, variant):
+def test_templates_pass_cfn_lint_without_errors_or_warnings(main, variant, cdnow):
     assert cfn_lint(main.json) == []
     assert cfn_lint(variant.json, [VARIANT_ENV.region]) == []
+    assert cfn_lint(cdnow.json) == []
 
 
-def test_resolved_state_machine_definition_passes_cfn_lint(main, variant):
+def test_resolved_state_machine_definition_passes_cfn_lint(main, variant, cdnow):
     assert cfn_lint(state_machine_template(main.definition)) == []
     assert cfn_lint(state_machine_template(variant.definition), [VARIANT_ENV.region]) == []
+    assert cfn_lint(state_machine_template(cdnow.definition)) == []
 
 
 def test_cfn_lint_does_check_the_definition(main):
@@ -60,13 +62,16 @@ def test_cfn_lint_does_check_the_definition(main):
     assert any(m.startswith("E3601 'Teleport'") for m in cfn_lint(state_machine_template(broken)))
 
 
-@pytest.mark.parametrize("name", ["default", "variant"])
+@pytest.mark.parametrize("name", ["default", "variant", "cdnow"])
 def test_cdk_nag_has_no_unacknowledged_findings(tmp_path, name, variant_context):
-    """Separate apps with the checks registered: `cdk synth` as shipped, and with every option on."""
+    """Separate apps with the checks registered: `cdk synth` as shipped, with every option on, and with
+    several feature groups."""
     if name == "default":
         synthesized = synthesize(tmp_path, security_checks=True)
-    else:
+    elif name == "variant":
         synthesized = synthesize(tmp_path, variant_context, env=VARIANT_ENV, security_checks=True)
+    else:
+        synthesized = synthesize(tmp_path, {"spec": str(CDNOW_SPEC)}, security_checks=True)
     assert synthesized.template_path.exists()
     assert violations(tmp_path) == []
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from aws_cdk.assertions import Match
+from conftest import CDNOW_SPEC
 
 OUTPUTS = {
     "BucketName",
@@ -15,15 +19,18 @@ OUTPUTS = {
     "LogGroup",
     "IngestLogGroup",
     "AlarmTopicArn",
+    "FeatureGroups",
 }
 
 
-def test_outputs(main, spec):
+def test_outputs(main, group):
     outputs = main.json["Outputs"]
     assert set(outputs) == OUTPUTS
-    assert outputs["FeatureGroupName"]["Value"] == f"churnpipeline-churn-{spec.fingerprint()}"
+    assert outputs["FeatureGroupName"]["Value"] == f"churnpipeline-churn-{group.fingerprint()}"
     assert outputs["GlueDatabase"]["Value"] == "churn_pipeline_feature_store"
-    assert outputs["GlueTable"]["Value"] == f"churn_features_{spec.fingerprint()}"
+    assert outputs["GlueTable"]["Value"] == f"churn_features_{group.fingerprint()}"
+    assert json.loads(outputs["FeatureGroups"]["Value"]) == {"churn": {
+        "feature_group": outputs["FeatureGroupName"]["Value"], "table": outputs["GlueTable"]["Value"]}}
     assert outputs["AthenaWorkGroup"]["Value"] == "churnpipeline-churn"
     assert outputs["ModelPackageGroupName"]["Value"] == "churnpipeline-churn-models"
     ingest_logs = main.json["Resources"][outputs["IngestLogGroup"]["Value"]["Ref"]]
@@ -126,6 +133,37 @@ def test_destroy_empties_the_model_registry_before_deleting_its_group(main):
              "Resource": {"Fn::Join": ["", Match.array_with([Match.string_like_regexp(
                  "model-package/churnpipeline-churn-models/\\*")])]}})])}},
     )
+
+
+def test_destroy_deletes_the_models_that_interrupted_executions_left(main):
+    """A stopped or timed-out execution runs no catcher, so "Delete scoring model" never ran: on destroy a
+    custom resource deletes the models named after such executions (churn.handlers.scoring_model_cleanup)."""
+    machine_id, _ = main.one("AWS::StepFunctions::StateMachine")
+    (sweep,) = main.resources("Custom::ScoringModelCleanup").values()
+    # it references the state machine: CloudFormation deletes it (running the sweep) before the machine
+    assert sweep["Properties"]["StateMachineArn"] == {"Ref": machine_id}
+    function_id = sweep["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
+    provider = main.json["Resources"][function_id]["Properties"]["Environment"]["Variables"]
+    handler_id = provider["USER_ON_EVENT_FUNCTION_ARN"]["Fn::GetAtt"][0]
+    handler = main.json["Resources"][handler_id]
+    assert handler["Properties"]["Handler"] == "churn.handlers.scoring_model_cleanup.handler"
+    role = {"Ref": handler["Properties"]["Role"]["Fn::GetAtt"][0]}
+    statements = [s for p in main.resources("AWS::IAM::Policy").values() if role in p["Properties"]["Roles"]
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    granted = {s["Action"]: s["Resource"] for s in statements if isinstance(s["Action"], str)}
+    assert granted["states:ListExecutions"] == {"Ref": machine_id}
+    assert granted["sagemaker:DeleteModel"]["Fn::Join"][1][-1] == ":model/*"
+
+
+def test_the_s3_trigger_needs_one_file_per_run(tmp_path):
+    from app import build_app
+
+    spec = json.loads(CDNOW_SPEC.read_text())
+    del spec["derive"]
+    path = tmp_path / "sources.spec.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="enable_s3_trigger starts a run from one uploaded file"):
+        build_app({"spec": str(path), "enable_s3_trigger": "true"}, outdir=str(tmp_path), security_checks=False)
 
 
 def test_no_resource_is_retained(main):

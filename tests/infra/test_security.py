@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.parametrize("name", ["main", "variant"])
+@pytest.mark.parametrize("name", ["main", "variant", "cdnow"])
 def test_every_function_logs_to_an_encrypted_expiring_group_of_the_stack(request, name):
     """aws-cdk-lib's own handlers included: none may fall back to an implicit /aws/lambda group
     (unencrypted, kept forever, left behind by `cdk destroy`)."""

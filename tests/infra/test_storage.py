@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+
+import pytest
 from aws_cdk.assertions import Match
 
 from churn import naming
-from stacks.storage import RAW_DATA_NAME, _stage_file
+from churn.layout import SAMPLE_DATA_NAME
+from stacks.storage import _stage_file
 
 
 def test_key_rotates_and_is_deleted_with_the_stack(main):
@@ -58,11 +63,41 @@ def test_bucket_is_private_ssl_only_and_kms_encrypted(main):
             },
         },
     )
-    # auto_delete_objects: the bucket empties itself on destroy, after the feature group is gone.
     ((cleanup_id, cleanup),) = main.resources("Custom::S3AutoDeleteObjects").items()
     assert cleanup["Properties"]["BucketName"] == {"Ref": bucket_id}
-    feature_group_id, _ = main.one("AWS::SageMaker::FeatureGroup")
-    assert feature_group_id in cleanup["DependsOn"]
+
+
+def _depends_on(synthesized, logical_id: str) -> set[str]:
+    """Every resource `logical_id` depends on, directly or through others (DependsOn, Ref, GetAtt)."""
+    resources = synthesized.json["Resources"]
+
+    def direct(rid: str) -> set[str]:
+        text = json.dumps({k: v for k, v in resources[rid].items() if k != "DependsOn"})
+        named = {m for m in re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"([A-Za-z0-9]+)"', text) if m in resources}
+        return named | set(resources[rid].get("DependsOn", []))
+
+    seen, todo = set(), [logical_id]
+    while todo:
+        for found in direct(todo.pop()) - seen:
+            seen.add(found)
+            todo.append(found)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["main", "cdnow"])
+def test_destroy_deletes_the_feature_groups_then_empties_the_bucket(request, name):
+    """CloudFormation deletes a resource before what it depends on. Feature Store writes the offline store
+    until its group is gone, so every feature group depends on the custom resource that empties the bucket:
+    the groups go first, then the bucket is emptied, then deleted."""
+    synthesized = request.getfixturevalue(name)
+    (empty_id,) = synthesized.resources("Custom::S3AutoDeleteObjects")
+    bucket_id, _ = synthesized.one("AWS::S3::Bucket")
+    groups = synthesized.resources("AWS::SageMaker::FeatureGroup")
+    assert len(groups) == (1 if name == "main" else 3)
+    for group_id in groups:
+        assert empty_id in synthesized.json["Resources"][group_id]["DependsOn"], group_id
+        assert group_id not in _depends_on(synthesized, empty_id), group_id
+    assert bucket_id in _depends_on(synthesized, empty_id)
 
 
 def test_nothing_is_retained_on_destroy(main, variant):
@@ -82,7 +117,7 @@ def test_sample_csv_is_deployed_into_raw(main):
 def test_staged_data_keeps_the_name_churn_csv(tmp_path):
     source = tmp_path / "customers-2026.csv"
     source.write_text("customerID,Churn\nA,No\n")
-    folder = _stage_file(source, RAW_DATA_NAME)
+    folder = _stage_file(source, SAMPLE_DATA_NAME)
     assert [p.name for p in folder.iterdir()] == ["churn.csv"]
     assert (folder / "churn.csv").read_text() == source.read_text()
 

@@ -23,15 +23,28 @@ def aws(s3):
 def test_validate_input_counts_rows_and_canonicalises_event_time(aws, data_path):
     aws.upload_file(str(data_path), BUCKET, "raw/churn.csv")
     result = validate_input.handler(
-        {"bucket": BUCKET, "key": "raw/churn.csv", "event_time": "2026-11-26T07:07:54.12Z"}, FakeContext()
+        {"bucket": BUCKET, "key": "raw/churn.csv", "group": "churn", "event_time": "2026-11-26T07:07:54.12Z",
+         "execution_input": {"input_key": "raw/churn.csv"}}, FakeContext()
     )
     assert result == {
         "records": 7043,
         "event_time": "2026-11-26T07:07:54.120Z",
         "event_time_sql": "'2026-11-26T07:07:54.120Z'",
+        "run_started_sql": "'2026-11-26 07:07:54.120'",
+        "knowledge_cutoff_sql": "'9999-12-31 23:59:59.999'",  # the execution input names none
         "source": f"s3://{BUCKET}/raw/churn.csv",
         "version_id": "null",  # the bucket is not versioned here: its objects have the null version
     }
+
+
+def test_validate_input_takes_the_knowledge_cutoff_from_the_execution_input(aws, data_path):
+    aws.upload_file(str(data_path), BUCKET, "raw/churn.csv")
+    event = {"bucket": BUCKET, "key": "raw/churn.csv", "group": "churn", "event_time": "2026-11-26T07:07:54Z",
+             "execution_input": {"input_key": "raw/churn.csv", "knowledge_cutoff": "2026-11-01 00:00:00.000"}}
+    assert validate_input.handler(event, FakeContext())["knowledge_cutoff_sql"] == "'2026-11-01 00:00:00.000'"
+    event["execution_input"]["knowledge_cutoff"] = "2026-11-01"
+    with pytest.raises(InputValidationError, match=r"^the execution input: knowledge_cutoff '2026-11-01' is not"):
+        validate_input.handler(event, FakeContext())
 
 
 def test_validate_input_returns_the_version_it_read(aws, data_path):
@@ -39,7 +52,7 @@ def test_validate_input_returns_the_version_it_read(aws, data_path):
     aws.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     lines = data_path.read_text().splitlines(keepends=True)
     validated = aws.put_object(Bucket=BUCKET, Key="raw/churn.csv", Body="".join(lines[:11]).encode())["VersionId"]
-    event = {"bucket": BUCKET, "key": "raw/churn.csv", "event_time": "2026-11-26T07:07:54Z"}
+    event = {"bucket": BUCKET, "key": "raw/churn.csv", "group": "churn", "event_time": "2026-11-26T07:07:54Z"}
 
     result = validate_input.handler(event, FakeContext())
     newer = aws.put_object(Bucket=BUCKET, Key="raw/churn.csv", Body="".join(lines[:6]).encode())["VersionId"]
@@ -55,15 +68,15 @@ def test_validate_input_names_object_line_and_column(aws, data_path):
     lines[3] = lines[3].replace(",2,", ",two,", 1)
     aws.put_object(Bucket=BUCKET, Key="raw/bad.csv", Body="\n".join(lines).encode())
     with pytest.raises(InputValidationError) as info:
-        validate_input.handler({"bucket": BUCKET, "key": "raw/bad.csv", "event_time": "2026-11-26T07:07:54Z"},
-                               FakeContext())
+        validate_input.handler({"bucket": BUCKET, "key": "raw/bad.csv", "group": "churn",
+                                "event_time": "2026-11-26T07:07:54Z"}, FakeContext())
     assert str(info.value).startswith(f"s3://{BUCKET}/raw/bad.csv, line 4, column 'tenure'")
 
 
 def test_validate_input_missing_object(aws):
     with pytest.raises(InputValidationError, match="object not found"):
-        validate_input.handler({"bucket": BUCKET, "key": "raw/none.csv", "event_time": "2026-11-26T07:07:54Z"},
-                               FakeContext())
+        validate_input.handler({"bucket": BUCKET, "key": "raw/none.csv", "group": "churn",
+                                "event_time": "2026-11-26T07:07:54Z"}, FakeContext())
 
 
 def model_tarball(evaluation: dict | None) -> bytes:
@@ -163,3 +176,28 @@ def test_registry_cleanup_of_a_missing_group_is_clean():
     stubber.add_client_error("list_model_packages", "ResourceNotFound", "group not found")
     with stubber:
         assert delete_model_packages(sagemaker, "gone") == 0
+
+
+def test_scoring_model_cleanup_deletes_the_models_interrupted_executions_left(aws):
+    """A stopped execution runs no catcher: its model (named after it) is deleted on stack deletion only;
+    a running execution's model and unrelated models stay."""
+    from churn.handlers import scoring_model_cleanup
+
+    sfn, sagemaker = boto3.client("stepfunctions"), boto3.client("sagemaker")
+    wait = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}
+    machine = sfn.create_state_machine(name="pipeline", definition=json.dumps(wait),
+                                       roleArn="arn:aws:iam::123456789012:role/pipeline")["stateMachineArn"]
+    stopped = sfn.start_execution(stateMachineArn=machine, name="run-stopped")["executionArn"]
+    sfn.start_execution(stateMachineArn=machine, name="run-running")
+    sfn.start_execution(stateMachineArn=machine, name="run-stopped-without-model")
+    sfn.stop_execution(executionArn=stopped)
+    sfn.stop_execution(executionArn=machine.replace(":stateMachine:", ":execution:") + ":run-stopped-without-model")
+    for name in ("run-stopped", "run-running", "someone-elses"):
+        sagemaker.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/scoring",
+                               PrimaryContainer={"Image": "xgboost:3.2-0"})
+    event = {"ResourceProperties": {"StateMachineArn": machine}}
+
+    scoring_model_cleanup.handler({**event, "RequestType": "Create"}, FakeContext())
+    assert len(sagemaker.list_models()["Models"]) == 3
+    scoring_model_cleanup.handler({**event, "RequestType": "Delete", "PhysicalResourceId": "p"}, FakeContext())
+    assert sorted(m["ModelName"] for m in sagemaker.list_models()["Models"]) == ["run-running", "someone-elses"]

@@ -15,6 +15,7 @@ from churn.sql import (
     KNOWLEDGE_CUTOFF,
     NO_CUTOFF,
     RUN_STARTED,
+    knowledge_cutoff,
     offline_count_sql,
     scoring_set_sql,
     sql_timestamp,
@@ -225,3 +226,12 @@ def test_single_group_training_set_is_the_latest_version_as_of_the_run(spec) -> 
 def test_parameters_name_every_placeholder(build) -> None:
     query = build(SPEC, TABLES)
     assert query.text.count("?") == len(query.parameters)
+
+
+def test_the_knowledge_cutoff_is_the_runs_or_none() -> None:
+    assert knowledge_cutoff(None) == NO_CUTOFF
+    assert knowledge_cutoff("1997-12-31 23:59:59.999") == "1997-12-31 23:59:59.999"
+    for bad in ("1997-12-31", "1997-12-31T23:59:59.999Z", "1997-12-31 23:59:59", "1997-02-30 00:00:00.000",
+                "1997-12-31 24:00:00.000", 19971231, ""):
+        with pytest.raises(ValueError, match="is not a UTC time written 'YYYY-MM-DD HH:MM:SS.fff'"):
+            knowledge_cutoff(bad)

@@ -7,16 +7,22 @@ from typing import Any
 from churn.csv_input import InputValidationError, validate_stream
 from churn.features import canonical_event_time, parse_event_time
 from churn.handlers._runtime import client, feature_spec, logger, tracer
-from churn.sql import athena_parameter, sql_timestamp
+from churn.sql import athena_parameter, knowledge_cutoff, sql_timestamp
 
 
-def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str) -> dict[str, Any]:
+def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str,
+                    execution_input: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate the object's current version for `group`; `version_id` names that version, which the
     Distributed Map then reads ("null" for an object written while the bucket was unversioned).
 
     Also returns the run's values the SQL takes, as Athena parameter literals: its event time (the
-    training set's as-of) and when it started (what the offline-store count of history starts from).
+    training set's as-of), when it started (what the offline-store count of history starts from) and
+    the knowledge cutoff the execution input may name (checked before the file is read).
     """
+    try:
+        cutoff = knowledge_cutoff((execution_input or {}).get("knowledge_cutoff"))
+    except ValueError as exc:
+        raise InputValidationError("the execution input", str(exc)) from None
     source = f"s3://{bucket}/{key}"
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
@@ -30,6 +36,7 @@ def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str)
         "event_time": canonical,
         "event_time_sql": athena_parameter(canonical),
         "run_started_sql": athena_parameter(sql_timestamp(parse_event_time(canonical))),
+        "knowledge_cutoff_sql": athena_parameter(cutoff),
         "source": source,
         "version_id": version_id,
     }
@@ -38,6 +45,7 @@ def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str)
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = validate_object(client("s3"), event["bucket"], event["key"], event["group"], event["event_time"])
+    result = validate_object(client("s3"), event["bucket"], event["key"], event["group"], event["event_time"],
+                             event.get("execution_input"))
     logger.info("input validated", extra=result)
     return result

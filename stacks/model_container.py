@@ -1,0 +1,107 @@
+"""ModelContainer: what every SageMaker job of the pipeline runs (the XGBoost image in script mode with the
+training script bundle), and the rights a job role needs to run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import ArnFormat, Aws, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks import nag
+from stacks.training_code import ENTRY_POINT
+from stacks.xgboost_image import ContainerImage
+
+
+class S3Uri(tasks.S3Location):
+    """An s3:// URI as is (S3Location.from_bucket renders an https:// URL). Grants are made explicitly."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self._uri = uri
+
+    def bind(self, task: Any, *, for_reading: bool | None = None, for_writing: bool | None = None):
+        return tasks.S3LocationConfig(uri=self._uri)
+
+
+class ModelContainer(Construct):
+    """The image and the script bundle (an asset in the CDK bootstrap bucket).
+
+    Script mode (sagemaker-containers' run_module/import_module): at start the container itself
+    downloads the bundle from `sagemaker_submit_directory` (training) or SAGEMAKER_SUBMIT_DIRECTORY
+    (serving) and runs `pip install .` on it, which may fetch pip's build backend from PyPI. So the
+    jobs run without network isolation and need egress (S3 and PyPI); in a VPC without it they fail at
+    start (README)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, image: ContainerImage, code_bundle: Path) -> None:
+        super().__init__(scope, construct_id)
+        self.image = image
+        self.asset = s3_assets.Asset(self, "TrainingCode", path=str(code_bundle))
+        self.code_uri = self.asset.s3_object_url
+
+    def script_hyperparameters(self, hyperparameters: dict[str, Any]) -> dict[str, str]:
+        """Script-mode hyperparameters: SageMaker's own keys, then ours; every value JSON-encoded, as
+        the SageMaker SDK sends them."""
+        values = {
+            "sagemaker_program": ENTRY_POINT,
+            "sagemaker_submit_directory": self.code_uri,
+            "sagemaker_region": Aws.REGION,
+            "sagemaker_container_log_level": 20,
+            **hyperparameters,
+        }
+        return {name: json.dumps(value) for name, value in values.items()}
+
+    def serving_environment(self) -> dict[str, str]:
+        """Script-mode serving: the container runs the training script's model_fn/input_fn/... only
+        when SAGEMAKER_PROGRAM is set, with the code from SAGEMAKER_SUBMIT_DIRECTORY."""
+        return {
+            "SAGEMAKER_PROGRAM": ENTRY_POINT,
+            "SAGEMAKER_SUBMIT_DIRECTORY": self.code_uri,
+            "SAGEMAKER_REGION": Aws.REGION,
+        }
+
+    def job_role(self, scope: Construct, construct_id: str, *, description: str, jobs: str) -> iam.Role:
+        """A role for one kind of SageMaker job ("TrainingJobs", "TransformJobs"): its logs and metrics,
+        the image, the script bundle."""
+        role = iam.Role(scope, construct_id, assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+                        description=description)
+        log_group = Stack.of(self).format_arn(service="logs", resource="log-group",
+                                              resource_name=f"/aws/sagemaker/{jobs}",
+                                              arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[log_group]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            resources=[f"{log_group}:*"],
+        ))
+        nag.wildcard_resource(role, nag.as_finding(self, f"{log_group}:*"),
+                              f"SageMaker writes one log stream per job (instance) into /aws/sagemaker/{jobs}")
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["cloudwatch:PutMetricData"],
+            resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it
+            conditions={"StringEquals": {"cloudwatch:namespace": f"/aws/sagemaker/{jobs}"}},
+        ))
+        # The XGBoost image lives in an AWS-owned registry. Pulling it needs an ECR token (which has no
+        # resource type) and read access to that one repository.
+        role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        nag.wildcard_resource(
+            role, "*",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions "
+            f"(PutMetricData is limited to the /aws/sagemaker/{jobs} namespace by condition)",
+        )
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+            resources=[f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{self.image.registry_account}:repository/"
+                       f"{self.image.repository}"],
+        ))
+        # Exactly the code bundle (asset.grant_read would open the whole bootstrap bucket). A bootstrap
+        # bucket encrypted with a customer-managed key would need kms:Decrypt on that key as well (README).
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"],
+            resources=[f"arn:{Aws.PARTITION}:s3:::{self.asset.s3_bucket_name}/{self.asset.s3_object_key}"],
+        ))
+        return role

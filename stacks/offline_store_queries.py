@@ -1,0 +1,118 @@
+"""OfflineStoreQueries: Athena states over the feature groups' offline store, and the state machine's right
+to run them (granted once, whichever phases query)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Aws, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from churn.layout import OFFLINE_STORE_PREFIX, QUERY_PREFIX
+from churn.sql import AS_OF, KNOWLEDGE_CUTOFF, RUN_STARTED, Query, table_reference
+from stacks import nag, retries
+from stacks.feature_store import FeatureStore
+
+# Where a state finds each SQL parameter (churn.sql names them): the run's values, which "Validate
+# input" returns as Athena literals (the Parallel state of several groups puts them in the same place).
+RUN_VALUES = {
+    AS_OF: "$.validation.event_time_sql",
+    KNOWLEDGE_CUTOFF: "$.validation.knowledge_cutoff_sql",
+    RUN_STARTED: "$.validation.run_started_sql",
+}
+# The scoring set's as-of: the moment its state starts, as an Athena string literal.
+NOW = {AS_OF: "States.Format('\\'{}\\'', $$.State.EnteredTime)"}
+
+
+def states_arn(integration: str) -> str:
+    return f"arn:{Aws.PARTITION}:states:::{integration}"
+
+
+def _athena_task(scope: Construct, state_name: str, action: str, failure: sfn.IChainable | None,
+                 fields: dict) -> sfn.CustomState:
+    state = sfn.CustomState(scope, state_name, state_json={
+        "Type": "Task", "Resource": states_arn(f"athena:{action}"), **fields,
+    })
+    return retries.guard(state, retries.ATHENA, failure)
+
+
+class OfflineStoreQueries:
+    """Makes the Athena states of every phase; grants the state machine's role what they need, once."""
+
+    def __init__(self, *, feature_store: FeatureStore, work_group_name: str, role: iam.IRole) -> None:
+        self.store = feature_store.store
+        self.database = feature_store.database_name
+        self.work_group_name = work_group_name
+        self.tables = {name: table_reference(self.database, g.table) for name, g in feature_store.groups.items()}
+        self._grant(role, [g.table for g in feature_store.groups.values()])
+
+    def query(self, scope: Construct, state_name: str, query: Query, *, result_path: str,
+              values: Mapping[str, str] = RUN_VALUES, failure: sfn.IChainable | None) -> sfn.CustomState:
+        """Athena StartQueryExecution (.sync) of `query`, each `?` bound to the value its name maps to.
+
+        Written as ASL rather than AthenaStartQueryExecution because that task grants s3 reads on every
+        bucket and Glue create/delete rights; this state machine's role gets exact grants instead."""
+        return _athena_task(scope, state_name, "startQueryExecution.sync", failure, {
+            "Parameters": {
+                "QueryString": query.text,
+                "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": self.database},
+                "WorkGroup": self.work_group_name,
+                # Athena substitutes parameters as SQL literals; Validate input quotes the values.
+                "ExecutionParameters.$": f"States.Array({', '.join(values[p] for p in query.parameters)})",
+            },
+            "ResultSelector": {
+                "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
+                # The workgroup enforces its result location: query/<QueryExecutionId>.csv
+                "output_uri.$": (
+                    f"States.Format('s3://{self.store.bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv', "
+                    "$.QueryExecution.QueryExecutionId)"
+                ),
+            },
+            "ResultPath": result_path,
+        })
+
+    def first_value(self, scope: Construct, state_name: str, *, query_path: str, result_path: str,
+                    failure: sfn.IChainable | None) -> sfn.CustomState:
+        """GetQueryResults of a one-number query: `result_path`.records is that number."""
+        return _athena_task(scope, state_name, "getQueryResults", failure, {
+            "Parameters": {"QueryExecutionId.$": f"{query_path}.query_execution_id", "MaxResults": 2},
+            # Row 0 is the header; the count arrives as a string.
+            "ResultSelector": {"records.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},
+            "ResultPath": result_path,
+        })
+
+    def _grant(self, role: iam.IRole, tables: list[str]) -> None:
+        stack = Stack.of(role)
+        store = self.store
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults",
+                     "athena:StopQueryExecution"],
+            resources=[stack.format_arn(service="athena", resource="workgroup", resource_name=self.work_group_name)],
+        ))
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["athena:GetDataCatalog"],
+            resources=[stack.format_arn(service="athena", resource="datacatalog", resource_name="AwsDataCatalog")],
+        ))
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["glue:GetDatabase", "glue:GetTable", "glue:GetPartition", "glue:GetPartitions",
+                     "glue:BatchGetPartition"],
+            resources=[
+                stack.format_arn(service="glue", resource="catalog"),
+                stack.format_arn(service="glue", resource="database", resource_name=self.database),
+                *(stack.format_arn(service="glue", resource="table", resource_name=f"{self.database}/{t}")
+                  for t in tables),
+            ],
+        ))
+        # Where Lake Formation governs the catalog it vends the credentials for the tables' S3 data, and
+        # Athena asks for them as the caller (aws-cdk-lib's own Athena task grants the same).
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["lakeformation:GetDataAccess"], resources=["*"]))
+        nag.wildcard_resource(role, "*", "lakeformation:GetDataAccess has no resource-level permissions")
+        # Athena reads the offline store and writes/reads results as the state machine's role.
+        store.grant_read(role, OFFLINE_STORE_PREFIX, "Athena reads the feature groups' offline-store files")
+        store.grant_read(role, QUERY_PREFIX, "Athena reads its query results")
+        store.grant_write(role, QUERY_PREFIX, "Athena writes query results")
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"], resources=[store.bucket.bucket_arn],
+        ))

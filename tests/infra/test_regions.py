@@ -1,0 +1,44 @@
+"""The stack goes only where both the Powertools layer parameter and the XGBoost image exist."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk import Environment
+from conftest import synthesize
+
+from stacks.regions import POWERTOOLS_PARAMETER_REGIONS, UnsupportedRegion, supported_regions
+from stacks.xgboost_image import xgboost_image_uris
+
+SUPPORTED = supported_regions(xgboost_image_uris("3.2-0"))
+
+
+def test_the_supported_regions_have_the_layer_parameter_and_the_image():
+    assert "us-east-1" in SUPPORTED and "eu-west-1" in SUPPORTED
+    assert set(SUPPORTED) <= POWERTOOLS_PARAMETER_REGIONS & set(xgboost_image_uris("3.2-0"))
+    # the image exists there, the layer parameter does not (China, GovCloud; me-* have layers only)
+    for region in ("cn-north-1", "us-gov-west-1", "me-central-1"):
+        assert region in xgboost_image_uris("3.2-0") and region not in SUPPORTED, region
+
+
+@pytest.mark.parametrize("region", ["cn-north-1", "me-central-1", "us-gov-west-1"])
+def test_synthesis_for_an_unsupported_region_fails_naming_the_supported_ones(tmp_path, region):
+    with pytest.raises(UnsupportedRegion) as info:
+        synthesize(tmp_path, env=Environment(account="123456789012", region=region))
+    message = str(info.value)
+    assert message.startswith(f"region {region} is not supported: the stack needs the Powertools layer's SSM "
+                              "parameter and the SageMaker XGBoost image, found together in: ")
+    assert message.endswith(", ".join(SUPPORTED))
+
+
+def test_a_region_agnostic_template_refuses_other_regions_before_creating_anything(main):
+    """A CloudFormation Rule: evaluated when the stack is created or updated, before any resource."""
+    rule = main.json["Rules"]["SupportedRegion"]
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Contains": [SUPPORTED, {"Ref": "AWS::Region"}]}
+    assert assertion["AssertDescription"].startswith("This region is not supported")
+    assert assertion["AssertDescription"].endswith(", ".join(SUPPORTED))
+    assert sorted(main.json["Mappings"]["XGBoostImage"]) == SUPPORTED
+
+
+def test_a_concrete_region_needs_no_rule(variant):
+    assert "SupportedRegion" not in variant.json.get("Rules", {})

@@ -1,0 +1,22 @@
+"""What the training script receives: the operator's overrides, then the spec's columns and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from churn.config import PipelineSettings, training_hyperparameters
+from churn.schema import FeatureSpec
+
+CDNOW = Path(__file__).resolve().parents[2] / "data" / "cdnow.spec.json"
+
+
+def test_a_single_group_spec_names_its_id_and_label(spec):
+    settings = PipelineSettings(hyperparameters={"max_depth": 4})
+    assert training_hyperparameters(settings, spec) == {"max_depth": 4, "id_column": "customer_id",
+                                                        "label_column": "churn"}
+
+
+def test_several_groups_add_the_observation_time_and_the_specs_validation_split():
+    assert training_hyperparameters(PipelineSettings(), FeatureSpec.load(CDNOW)) == {
+        "id_column": "customer_id", "label_column": "churned", "time_column": "observation_time",
+        "validation_split": "out_of_time", "validation_periods": 1}
