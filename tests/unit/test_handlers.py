@@ -134,7 +134,7 @@ def test_glue_cleanup_deletes_the_offline_store_table_on_delete_only(aws):
 
 
 def test_registry_cleanup_deletes_every_model_package_on_delete_only(monkeypatch):
-    """moto has no DeleteModelPackage: botocore's Stubber checks the exact calls, two list pages included."""
+    """moto has no DeleteModelPackage: botocore's Stubber checks the exact calls, in order."""
     from botocore.stub import Stubber
 
     from churn.handlers import registry_cleanup
@@ -147,14 +147,16 @@ def test_registry_cleanup_deletes_every_model_package_on_delete_only(monkeypatch
                 "CreationTime": "2026-01-01T00:00:00Z", "ModelPackageGroupName": "churn-models"}
 
     stubber = Stubber(sagemaker)
+    group = {"ModelPackageGroupName": "churn-models"}
+    # every page is listed before anything is deleted (deleting while paginating can skip packages) ...
     stubber.add_response("list_model_packages", {"ModelPackageSummaryList": [summary(a) for a in arns[:2]],
-                                                 "NextToken": "page-2"},
-                         {"ModelPackageGroupName": "churn-models"})
-    stubber.add_response("delete_model_package", {}, {"ModelPackageName": arns[0]})
-    stubber.add_response("delete_model_package", {}, {"ModelPackageName": arns[1]})
+                                                 "NextToken": "page-2"}, group)
     stubber.add_response("list_model_packages", {"ModelPackageSummaryList": [summary(arns[2])]},
-                         {"ModelPackageGroupName": "churn-models", "NextToken": "page-2"})
-    stubber.add_response("delete_model_package", {}, {"ModelPackageName": arns[2]})
+                         {**group, "NextToken": "page-2"})
+    for arn in arns:
+        stubber.add_response("delete_model_package", {}, {"ModelPackageName": arn})
+    # ... then the group is listed again until it is empty
+    stubber.add_response("list_model_packages", {"ModelPackageSummaryList": []}, group)
     monkeypatch.setattr(registry_cleanup, "client", lambda service: sagemaker)
     event = {"ResourceProperties": {"ModelPackageGroupName": "churn-models"}}
     with stubber:
@@ -201,3 +203,78 @@ def test_scoring_model_cleanup_deletes_the_models_interrupted_executions_left(aw
     assert len(sagemaker.list_models()["Models"]) == 3
     scoring_model_cleanup.handler({**event, "RequestType": "Delete", "PhysicalResourceId": "p"}, FakeContext())
     assert sorted(m["ModelName"] for m in sagemaker.list_models()["Models"]) == ["run-running", "someone-elses"]
+
+
+def _results_file(aws, key: str, entries: list[dict]) -> dict:
+    body = "".join(json.dumps(entry) + "\n" for entry in entries).encode()
+    aws.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return {"Key": key, "Size": len(body)}
+
+
+def _batch_output(ingested: int, failed: list[dict]) -> dict:
+    return {"Status": "SUCCEEDED", "Output": json.dumps({"ingested": ingested, "failed_count": len(failed),
+                                                         "failed": failed, "calls": 1})}
+
+
+def _manifest(aws, files: dict) -> dict:
+    key = "ingest/run-1/churn/abcd/manifest.json"
+    aws.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({"DestinationBucket": BUCKET, "MapRunArn": "arn",
+                                                             "ResultFiles": files}).encode())
+    return {"Bucket": BUCKET, "Key": key}
+
+
+def test_summarise_ingest_adds_up_the_batches(aws):
+    from churn.handlers import summarise_ingest
+
+    ok = _results_file(aws, "ingest/run-1/churn/abcd/SUCCEEDED_0.json", [_batch_output(500, []), _batch_output(7, [])])
+    details = _manifest(aws, {"SUCCEEDED": [ok], "FAILED": [], "PENDING": []})
+    event = {"result_writer": details, "failures_uri": f"s3://{BUCKET}/ingest/run-1/churn/failed-records.json",
+             "group": "churn"}
+    assert summarise_ingest.handler(event, FakeContext()) == {"records": 507, "calls": 2}
+
+
+def test_summarise_ingest_names_every_failed_record_and_keeps_them_all(aws):
+    """Records a batch reported, a batch that failed whole (timed out) and one never started: each is a
+    failed record with its file line; the error names the first ones and where all of them are."""
+    from churn.handlers import summarise_ingest
+    from churn.ingest import IngestError
+
+    rejected = {"line": 12, "record_id": "0001-A", "error_code": "ValidationError", "message": "bad tenure"}
+    timed_out = {"Status": "FAILED", "Error": "Lambda.Timeout", "Cause": "Task timed out after 90 s",
+                 "Input": json.dumps({"Items": [{"index": 500, "row": {"customerID": "0002-B"}}],
+                                      "BatchInput": {}})}
+    never = {"Status": "PENDING", "Input": json.dumps({"Items": [{"index": 600, "row": {"customerID": "0003-C"}}]})}
+    details = _manifest(aws, {
+        "SUCCEEDED": [_results_file(aws, "r/SUCCEEDED_0.json", [_batch_output(499, [rejected])])],
+        "FAILED": [_results_file(aws, "r/FAILED_0.json", [timed_out])],
+        "PENDING": [_results_file(aws, "r/PENDING_0.json", [never])],
+    })
+    failures = f"s3://{BUCKET}/ingest/run-1/churn/failed-records.json"
+    with pytest.raises(IngestError) as info:
+        summarise_ingest.handler({"result_writer": details, "failures_uri": failures, "group": "churn"},
+                                 FakeContext())
+    message = str(info.value)
+    assert message.startswith("3 record(s) failed: line 12 0001-A (ValidationError: bad tenure), "
+                              "line 502 0002-B (Lambda.Timeout: Task timed out after 90 s), "
+                              "line 602 0003-C (NotStarted: the batch was not started)")
+    assert message.endswith(f"all of them in {failures}")
+    kept = json.loads(aws.get_object(Bucket=BUCKET, Key="ingest/run-1/churn/failed-records.json")["Body"].read())
+    assert kept["failed_count"] == 3 and kept["ingested"] == 499 and len(kept["failed"]) == 3
+
+
+def test_derive_sources_writes_one_csv_per_group(aws, monkeypatch):
+    from pathlib import Path
+
+    from churn.handlers import _runtime, derive_sources
+    from churn.schema import FeatureSpec
+
+    spec = FeatureSpec.load(Path(__file__).resolve().parents[2] / "data" / "cdnow.spec.json")
+    monkeypatch.setenv("FEATURE_SPEC", spec.to_json())
+    _runtime.feature_spec.cache_clear()
+    purchases = " customer_id  date number_of_cds  dollar_value\r\n 00001 19970101  1   11.77\r\n"
+    aws.put_object(Bucket=BUCKET, Key="raw/CDNOW_master.txt", Body=purchases.encode())
+    keys = derive_sources.handler({"bucket": BUCKET, "key": "raw/CDNOW_master.txt", "execution": "run-1"},
+                                  FakeContext())
+    assert keys == {group: f"staging/run-1/{group}.csv" for group in ("profile", "activity", "labels")}
+    profile = aws.get_object(Bucket=BUCKET, Key=keys["profile"])["Body"].read().decode()
+    assert profile.splitlines()[1].startswith("00001,1997-01-02T00:00:00.000Z,1997-01,1,11.77")
