@@ -633,7 +633,7 @@ def predict(
         store_root = Workspace(workspace).feature_store
         if not store_root.is_dir():
             fail(f"no local feature store in {workspace}", "train one with `python -m pipeline run --local`")
-        from pipeline.feature_store import LocalFeatureStore
+        from pipeline.local_aws.feature_store import LocalFeatureStore
 
         try:
             with LocalFeatureStore(store_root) as store:

@@ -118,7 +118,7 @@ def _worker(store_args: dict[str, Any], job: dict[str, Any], tasks, results) -> 
         from churn.csv_input import iter_raw_rows
         from churn.ingest import ingest_batch
         from churn.schema import FeatureSpec
-        from pipeline.feature_store import LocalFeatureStore
+        from pipeline.local_aws.feature_store import LocalFeatureStore
 
         spec = FeatureSpec.from_json(job["spec_json"], origin="ingest worker")
         header: bytes = job["header"]

@@ -47,11 +47,11 @@ from churn.scoring import (
     write_scores,
 )
 from churn.sql import offline_count_sql, table_reference, training_set_sql
-from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.fast_validate import validate_file_fast
-from pipeline.feature_store import LocalFeatureStore
 from pipeline.ingest_workers import batches, ingest_in_processes
-from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
+from pipeline.local_aws.feature_store import LocalFeatureStore
+from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = PROJECT_ROOT / "training"

@@ -42,7 +42,7 @@ MAX_BATCH_BYTES = 200_000
 # container's model server refuses bodies above 6 MiB by default), the header only in the first;
 # input_fn reads the others by position, and AssembleWith Line joins the responses, whose repeated
 # headers Rank scores skips. Any number of customers then scores in requests of bounded size
-# (pipeline/batch_transform.py does the same cutting for local runs and the moto harness).
+# (pipeline/local_aws/batch_transform.py does the same cutting for local runs and the moto harness).
 SCORING_INPUT_FILE = "scoring-set.csv"
 SCORING_INVOCATION_TIMEOUT = Duration.minutes(10)  # a 5 MiB request is served in ~0.3 s here
 SCORING_BUDGET_MINUTES = 60  # transform jobs have no stopping condition; the state machine's timeout bounds them

@@ -24,7 +24,7 @@ interprets Amazon States Language for real. What it cannot do, and what stands i
   - `SageMakerTransform`: Batch Transform with the model's own serving functions
     (`model_fn`/`input_fn`/`predict_fn`/`output_fn`) in a subprocess, writing `<input name>.out`.
 - **Feature Store runtime**: moto has none; PutRecord from the in-process handlers goes to a real
-  `pipeline.feature_store.LocalFeatureStore` (or a test's wrapper of it).
+  `pipeline.local_aws.feature_store.LocalFeatureStore` (or a test's wrapper of it).
 - **ItemBatcher**: moto rejects it at parse time. It is taken out of the definition, the items
   are cut into batches by its own limits before the Map Run starts, and an ItemSelector
   `{"Items.$": "$$.Map.Item.Value", "BatchInput": <the batcher's BatchInput>}` gives each child the
@@ -99,9 +99,9 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from churn.handlers import _runtime
 from churn.schema import FeatureSpec
-from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
-from pipeline.feature_store import LocalFeatureStore
 from pipeline.local import hyperparameter_args, sagemaker_training_env
+from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
+from pipeline.local_aws.feature_store import LocalFeatureStore
 
 MOTO_VERSION = "5.2.5"  # requirements-dev.txt pins it; the patched internals are this release's
 if moto.__version__ != MOTO_VERSION:  # pragma: no cover - fails loudly instead of misbehaving
@@ -685,7 +685,7 @@ class SageMakerTransform:
 
 def _split_records(body: bytes, split: str, max_payload_mb: int, source: str) -> list[bytes]:
     """SplitType=Line cuts the object into mini-batches of whole lines (a header is just a line), as
-    the local pipeline does (pipeline.batch_transform); SplitType=None sends it whole."""
+    the local pipeline does (pipeline.local_aws.batch_transform); SplitType=None sends it whole."""
     if split != "Line":
         return [body]
     return list(mini_batches(io.BytesIO(body), max_payload_mb * 2**20, source))

@@ -31,7 +31,7 @@ from churn.handlers import _runtime
 from churn.handlers import ingest as ingest_handler
 from churn.ingest import FAILED_BATCH_LOG_MESSAGE, IngestError, ingest_batch
 from churn.sql import table_reference, training_set_sql
-from pipeline.feature_store import LocalFeatureStore
+from pipeline.local_aws.feature_store import LocalFeatureStore
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "test-churn-features"

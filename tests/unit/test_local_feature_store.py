@@ -23,7 +23,7 @@ from churn.features import from_feature_store_record, to_feature_store_record
 from churn.ingest import ingest_batch
 from churn.schema import FeatureSpec
 from churn.sql import offline_count_sql, table_reference, training_set_sql
-from pipeline.feature_store import ONLINE_PAGE_BYTES, LocalFeatureStore
+from pipeline.local_aws.feature_store import ONLINE_PAGE_BYTES, LocalFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = FeatureSpec.load(REPO / "data" / "churn.spec.json")
@@ -553,7 +553,7 @@ def test_a_closed_store_releases_its_shard(tmp_path):
 _WRITER = """
 import os, sys
 from churn.features import to_feature_store_record
-from pipeline.feature_store import LocalFeatureStore
+from pipeline.local_aws.feature_store import LocalFeatureStore
 store = LocalFeatureStore(sys.argv[1])
 store.put_record(FeatureGroupName=sys.argv[2], Record=to_feature_store_record(eval(sys.argv[3])))
 store.flush()
