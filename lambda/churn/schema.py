@@ -61,6 +61,14 @@ class FeatureSpec:
         """The `FeatureDefinitions` of a SageMaker feature group."""
         return [{"FeatureName": f.name, "FeatureType": f.type} for f in self.all_features]
 
+    def feature_group_definition(self) -> dict[str, Any]:
+        """CreateFeatureGroup's schema arguments (no name, stores or role): pass them with `**`."""
+        return {
+            "RecordIdentifierFeatureName": self.record_identifier.name,
+            "EventTimeFeatureName": self.event_time.name,
+            "FeatureDefinitions": self.feature_definitions(),
+        }
+
     def fingerprint(self) -> str:
         """Short hash of what a feature group cannot change in place (names, types, keys)."""
         canonical = json.dumps(

@@ -1,67 +1,57 @@
-"""A local SageMaker Feature Store: the service's semantics on one machine, no AWS account.
+"""A local SageMaker Feature Store: the service's control plane and runtime on one machine, no AWS account.
 
-The runtime methods (`put_record`, `get_record`, `delete_record`) take the same keyword arguments
-and raise the same `botocore.exceptions.ClientError` codes as the boto3
-`sagemaker-featurestore-runtime` client, so `churn.ingest.ingest_batch` runs unchanged against it.
+The methods take boto3's keyword arguments and raise the `botocore.exceptions.ClientError` codes the
+service raises, so handler code written for the `sagemaker` and `sagemaker-featurestore-runtime`
+clients runs unchanged against it. Only AWS's shapes are known here (no project types).
 
 What it mirrors, and how:
-- **Online store** (SQLite under the root, WAL, one table per group): the latest record per
-  identifier by event time. A put with an *older* event time than the stored one does not
-  overwrite it (equal or newer does). SoftDelete leaves a tombstone carrying the deletion's event
-  time (so older puts still lose to it); HardDelete removes the record.
-  It is sharded by writer: each open store that writes claims a free slot (an advisory lock on
-  `.online-<slot>.lock`, released when the store closes or its process ends) and writes only
-  `online.sqlite` (slot 0) or `online-<slot>.sqlite`, so processes ingesting side by side never
-  wait for each other's write lock or invalidate each other's page cache. Every row carries its
-  write time (`write_us`, the put's API call time); a read looks a record up in every shard and
-  takes the newest by event time, then by write time -- the same "equal or newer event time
-  wins" rule a single file applies. A HardDelete removes the record from every shard.
-- **Offline store**: append-only Parquet in SageMaker's S3 layout,
+- **Control plane**: `create_feature_group` (ResourceInUse if the name exists), `describe_feature_group`,
+  `delete_feature_group`. A group has an online store (`OnlineStoreConfig.EnableOnlineStore`), an
+  offline store (an `OfflineStoreConfig` is given; its content is not used), or both.
+- **Online store**: one SQLite file (WAL) that any number of stores, in any processes, write at once
+  (SQLite's own locking, with a busy timeout). It keeps the latest record per identifier: a write
+  with an *older* event time never overwrites, an equal or newer one does (at an equal event time
+  the later API call wins, whichever process flushes first). SoftDelete leaves a tombstone (older
+  writes still lose to it); HardDelete removes the record.
+- **TTL** (online store): `ExpiresAt = EventTime + TtlDuration`, as botocore's model documents for
+  PutRecord, BatchWriteRecord and `OnlineStoreConfig.TtlDuration`: the duration comes from the
+  entry, else the BatchWriteRecord request, else the group. An expired record is treated as hard
+  deleted: GetRecord returns `{}` for it and any write replaces it. AWS deletes expired records
+  "typically within a few days" and then appends a deletion marker to the offline store; locally
+  no marker is written (the moment is not defined), and whether GetRecord hides an expired record
+  not yet deleted is not documented by AWS (assumed: it does, since AWS says a hard-deleted record
+  is inaccessible at once).
+- **Offline store**: append-only Parquet in Feature Store's S3 layout,
   `<root>/offline-store/<account>/sagemaker/<region>/offline-store/<group>-<created unix>/data/
-  year=YYYY/month=MM/day=DD/hour=HH/<file>.parquet`, partitioned by each record's *event time*.
-  Every put (older ones too) and every deletion marker is appended with the columns
-  `write_time`, `api_invocation_time` (UTC timestamps) and `is_deleted` (bool).
-- Column types follow the spec: String -> string, Integral -> int64, Fractional -> float64, a
-  feature left out of a record -> null. A String event time stays a string (as in the Glue table).
+  year=YYYY/month=MM/day=DD/hour=HH/<file>.parquet`, partitioned by each record's event time, with
+  `write_time`, `api_invocation_time` (UTC, timestamps without zone, as Athena's Glue table types
+  them) and `is_deleted` added to every row. String -> string, Integral -> int64, Fractional ->
+  float64, a feature left out of a record -> null; the event time keeps its feature type.
+- `attach_duckdb` makes `"database"."table"` a DuckDB view over the offline store, so the project's
+  Athena SQL runs verbatim.
 
-Durability: puts are kept in memory and written at `flush()` -- pending online rows in one
-SQLite transaction, buffered offline rows as one Parquet file per group and event-time partition --
-and automatically every `flush_rows` writes, which bounds memory. `close()` (or leaving the `with`
-block) flushes. Reads see unflushed writes (`get_record` merges pending rows by the online rule;
-`offline_files`/`connect_duckdb` flush first). Writes after the last flush are lost if the
-process dies -- the real offline store is "eventually consistent" too, only slower.
+Writes are buffered in memory and written at `flush()`, automatically every `flush_rows` writes, and
+on `close()`; reads see this store's unflushed writes, other processes see them after its flush.
+One store may be shared by any number of threads.
 
-Thread safety: one instance may be shared by any number of threads (the ingest code puts from a
-thread pool). Validation runs outside any lock; the in-memory online merge and offline append run
-under one short lock, so the online "last write wins" order and the offline
-`api_invocation_time` order agree. SQLite and Parquet are written by whichever thread flushes.
-Several *processes* may open the same root (one online shard each, uniquely named Parquet files
-renamed into place), but one process does not see another's unflushed writes, and
-creating/deleting the same group from two processes at once is not coordinated. Where advisory
-file locks are unavailable (`fcntl`), every store writes slot 0, which SQLite's WAL locking still
-keeps correct, only slower.
-
-Deliberate differences from the service: a String event time must be `YYYY-MM-DDTHH:MM:SS.sssZ`
-(what `churn.features` writes, so event times also sort as strings in the SQL; the service also
-takes whole seconds); `delete_feature_group` also deletes the offline data (the service leaves
-the S3 objects); rows reach the offline store at `flush()` rather than minutes later.
+Differences from the service: records reach the offline store at `flush()` rather than minutes
+later; a group is looked up by name only (not by ARN); deleting a group another process is writing
+is not coordinated. Assumed where AWS documents nothing: a BatchWriteRecord entry's `ErrorCode` is
+the code PutRecord would raise for it (ValidationException, ResourceNotFound); `UnprocessedEntries`
+is always empty (the service fills it when throttled); `ExpiresAt` is written
+`YYYY-MM-DDTHH:MM:SS.sssZ`.
 """
 
 from __future__ import annotations
 
-import errno
 import itertools
 import json
-import math
 import os
-import re
-import shutil
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,576 +62,102 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from churn.features import EVENT_TIME_RE, parse_event_time
-from churn.schema import FeatureSpec
 from churn.sql import quote
+from pipeline.local_aws.feature_group import (
+    NAME_RE,
+    ONLINE_STORE,
+    ROW_CALL,
+    ROW_DELETED,
+    ROW_EVENT,
+    ROW_EXPIRES,
+    ROW_KEY,
+    ROW_VALUES,
+    TIMESTAMP,
+    FeatureGroup,
+    check_definition,
+    client_error,
+    invalid,
+    ttl_us,
+)
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: every store writes slot 0
-    fcntl = None  # type: ignore[assignment]
-
-ONLINE_STORE = "OnlineStore"
-OFFLINE_STORE = "OfflineStore"
-_ALL_STORES = frozenset({ONLINE_STORE, OFFLINE_STORE})
 DELETION_MODES = ("SoftDelete", "HardDelete")
-# Columns Feature Store appends to every offline-store row, in its order.
-EXTRA_COLUMNS = ("write_time", "api_invocation_time", "is_deleted")
-# The online store's shard files: slot 0 is `online.sqlite`, slot n `online-<n>.sqlite`.
-_SHARD_FILE_RE = re.compile(r"^online(?:-[1-9][0-9]*)?\.sqlite$")
-ONLINE_PAGE_BYTES = 32_768
-# CreateFeatureGroup's FeatureGroupName pattern.
-GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")
-
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-_ARROW_TYPES = {"String": pa.string(), "Integral": pa.int64(), "Fractional": pa.float64()}
-_DUCKDB_TYPES = {
-    pa.string(): "VARCHAR",
-    pa.int64(): "BIGINT",
-    pa.float64(): "DOUBLE",
-    pa.bool_(): "BOOLEAN",
-    _TIMESTAMP: "TIMESTAMP WITH TIME ZONE",
-}
-# Strict number syntax (what the service's parsers accept): no spaces, no `_` separators.
-_INTEGRAL_RE = re.compile(r"^[+-]?[0-9]+$")
-_FRACTIONAL_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
-_TEXT_TYPES = frozenset({str, type(None)})
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_EVENT_TIME_FORM = "YYYY-MM-DDTHH:MM:SS.sssZ (UTC)"
+MAX_BATCH_ENTRIES = 25  # BatchWriteRecordEntries: min 1, max 25 (botocore's model)
+ONLINE_FILE = "online-store.sqlite"
+STORE_FORMAT = "local-feature-store 2"  # written to <root>/FORMAT; older layouts are refused, not migrated
+_DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+                 TIMESTAMP: "TIMESTAMP"}
+# A 32 KiB page instead of 4 KiB: a flush commits far fewer WAL frames (commit CPU halved at 500k rows).
+_PAGE_BYTES = 32_768
+# Rows per INSERT up to this many parameters (SQLite allows 32,766): the GIL is released per statement.
+_STATEMENT_PARAMETERS = 30_000
 
 
-def client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
-    """A ClientError shaped like the one boto3 raises for a service error response."""
-    return ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        operation,
+class StoreLayoutError(RuntimeError):
+    """The root holds a store in another layout (older versions sharded the online store): delete it."""
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _wins(new: tuple, current: tuple | None) -> bool:
+    """The online rule: `new` replaces `current` unless current is newer by event time (then by API
+    call) and still alive at new's call. The upsert's WHERE clause says the same in SQL."""
+    return (
+        current is None
+        or (new[ROW_EVENT], new[ROW_CALL]) >= (current[ROW_EVENT], current[ROW_CALL])
+        or (current[ROW_EXPIRES] is not None and current[ROW_EXPIRES] <= new[ROW_CALL])
     )
 
 
-def _ok(status: int = 200) -> dict[str, Any]:
-    return {"ResponseMetadata": {"HTTPStatusCode": status}}
+def _table(group: FeatureGroup) -> str:
+    """The group's table in the online store (its columns: the row layout, ROW_* in feature_group)."""
+    return quote(f"fg_{group.name}")
 
 
-# -- value parsing (raise ValueError; the caller turns it into a ValidationException) -----------
-def _parse_string(text: str) -> str:
-    return text
-
-
-def _parse_integral(text: str) -> int:
-    if not _INTEGRAL_RE.match(text):
-        raise ValueError("not a valid Integral")
-    number = int(text)
-    if not _INT64_MIN <= number <= _INT64_MAX:
-        raise ValueError("out of the 64-bit Integral range")
-    return number
-
-
-def _parse_fractional(text: str) -> float:
-    if not _FRACTIONAL_RE.match(text):
-        raise ValueError("not a valid Fractional")
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError("not a finite Fractional")
-    return number
-
-
-_PARSERS = {"String": _parse_string, "Integral": _parse_integral, "Fractional": _parse_fractional}
-
-
-def _in_int64(text: str) -> bool:
-    return _INT64_MIN <= int(text) <= _INT64_MAX
-
-
-def _row_key(row: tuple[Any, ...]) -> Any:
-    return row[0]
-
-
-def _partition(moment: datetime) -> str:
-    return f"year={moment.year:04d}/month={moment.month:02d}/day={moment.day:02d}/hour={moment.hour:02d}"
-
-
-@dataclass(frozen=True)
-class FeatureGroupInfo:
-    """What `describe_feature_group` returns: the group's spec and where its data lives."""
-
-    name: str
-    spec: FeatureSpec
-    fingerprint: str
-    created_at: datetime  # UTC, whole seconds
-    offline_dir: Path  # .../offline-store/<group>-<created unix>
-    account: str
-    region: str
-
-    @property
-    def created_unix(self) -> int:
-        return int(self.created_at.timestamp())
-
-    @property
-    def data_dir(self) -> Path:
-        return self.offline_dir / "data"
-
-    @property
-    def offline_glob(self) -> str:
-        return str(self.data_dir / "year=*" / "month=*" / "day=*" / "hour=*" / "*.parquet")
-
-    @property
-    def arn(self) -> str:
-        return f"arn:aws:sagemaker:{self.region}:{self.account}:feature-group/{self.name.lower()}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A subset of DescribeFeatureGroup's response."""
-        return {
-            "FeatureGroupName": self.name,
-            "FeatureGroupArn": self.arn,
-            "RecordIdentifierFeatureName": self.spec.record_identifier.name,
-            "EventTimeFeatureName": self.spec.event_time.name,
-            "FeatureDefinitions": self.spec.feature_definitions(),
-            "CreationTime": self.created_at,
-            "FeatureGroupStatus": "Created",
-            "OnlineStoreConfig": {"EnableOnlineStore": True},
-            "OfflineStoreConfig": {
-                "S3StorageConfig": {
-                    "S3Uri": self.offline_dir.parents[4].as_uri(),
-                    "ResolvedOutputS3Uri": self.data_dir.as_uri(),
-                },
-                "TableFormat": "Glue",
-            },
-        }
-
-
-class _Invalid(Exception):
-    """Internal: the fast validation path found a problem; the slow path explains it."""
-
-
-class _Group:
-    """Per-group runtime state: parsers, column layout, pending online rows, the offline buffer."""
-
-    def __init__(self, info: FeatureGroupInfo):
-        spec = info.spec
-        self.info = info
-        self.name = info.name
-        self.table = quote(f"fg_{info.name}")
-        self.id_name = spec.record_identifier.name
-        self.id_type = spec.record_identifier.type
-        self.event_name = spec.event_time.name
-        self.event_type = spec.event_time.type
-        self.columns = [f.name for f in spec.all_features]
-        self.types = {f.name: f.type for f in spec.all_features}
-        self.width = len(self.columns)
-        self.index = {name: i for i, name in enumerate(self.columns)}
-        self.id_index = self.index[self.id_name]
-        self.event_index = self.index[self.event_name]
-        # column indexes of the numeric features other than the identifier and event time
-        keys = (self.id_name, self.event_name)
-        self.integral = [self.index[f.name] for f in spec.all_features if f.type == "Integral" and f.name not in keys]
-        self.fractional = [
-            self.index[f.name] for f in spec.all_features if f.type == "Fractional" and f.name not in keys
-        ]
-        self.schema = pa.schema(
-            [pa.field(f.name, _ARROW_TYPES[f.type]) for f in spec.all_features]
-            + [
-                pa.field("write_time", _TIMESTAMP),
-                pa.field("api_invocation_time", _TIMESTAMP),
-                pa.field("is_deleted", pa.bool_()),
-            ]
-        )
-        # Online writes not yet in SQLite: key -> (key, event key, is_deleted, *texts, write µs),
-        # already reduced by the online rule (an older event time never replaces a newer one).
-        self.pending: dict[str, tuple[Any, ...]] = {}
-        # Offline rows not yet in Parquet: partition -> rows shaped like the pending ones (their
-        # last item is the api_invocation_time). Values stay text until written (Arrow casts them).
-        self.buffer: dict[str, list[tuple[Any, ...]]] = {}
-        # event time text -> (sort key: unix seconds, stored value, partition)
-        self._event_times: dict[str, tuple[float, Any, str]] = {}
-        names = ", ".join(quote(c) for c in self.columns)
-        updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in self.columns)
-        self.select_sql = (
-            f"SELECT record_id, event_key, is_deleted, {names}, write_us FROM {self.table} WHERE record_id = ?"
-        )
-        self._upsert_head = (
-            f"INSERT INTO {self.table} (record_id, event_key, is_deleted, {names}, write_us) VALUES "
-        )
-        # the online rule: a newer event time wins, and at an equal one the later write
-        self._upsert_tail = (
-            f" ON CONFLICT (record_id) DO UPDATE SET event_key = excluded.event_key, "
-            f"is_deleted = excluded.is_deleted, {updates}, write_us = excluded.write_us "
-            f"WHERE excluded.event_key > {self.table}.event_key OR (excluded.event_key = {self.table}.event_key "
-            f"AND excluded.write_us >= {self.table}.write_us)"
-        )
-        self._upsert_sql: dict[int, str] = {}
-
-    def create_table_sql(self) -> str:
-        columns = ", ".join(f"{quote(c)} TEXT" for c in self.columns)
-        return (
-            f"CREATE TABLE IF NOT EXISTS {self.table} (record_id TEXT PRIMARY KEY, event_key REAL NOT NULL, "
-            f"is_deleted INTEGER NOT NULL, {columns}, write_us INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
-        )
-
-    def upsert_sql(self, rows: int) -> str:
-        """One INSERT .. ON CONFLICT statement for `rows` rows: SQLite then runs a whole chunk in
-        one step, and the GIL is released once per chunk instead of once per row."""
-        sql = self._upsert_sql.get(rows)
-        if sql is None:
-            one = "(" + ", ".join("?" * (self.width + 4)) + ")"
-            sql = self._upsert_head + ", ".join([one] * rows) + self._upsert_tail
-            self._upsert_sql[rows] = sql
-        return sql
-
-    # -- validation -------------------------------------------------------------------------
-    def record_id(self, value: Any, operation: str) -> tuple[str, Any]:
-        """(online key, offline value) of an identifier, or a ValidationException."""
-        if not isinstance(value, str) or value == "":
-            raise client_error(
-                "ValidationException",
-                f"Feature group '{self.name}': record identifier '{self.id_name}' has value {value!r}, "
-                "which is not a non-empty string",
-                operation,
-            )
-        if self.id_type == "String":
-            return value, value
-        try:
-            number = _parse_integral(value)
-        except ValueError as exc:
-            raise client_error(
-                "ValidationException",
-                f"Feature group '{self.name}': record identifier '{self.id_name}' has value {value!r}, which is {exc}",
-                operation,
-            ) from None
-        return str(number), number
-
-    def event_time(self, value: Any, record_id: str, operation: str) -> tuple[float, Any, str]:
-        """(sort key, stored value, partition) of an event time, or a ValidationException."""
-        cached = self._event_times.get(value) if isinstance(value, str) else None
-        if cached is not None:
-            return cached
-        try:
-            if not isinstance(value, str):
-                raise ValueError("not a string")
-            if self.event_type == "String":
-                if not EVENT_TIME_RE.match(value):
-                    raise ValueError(f"not in the form {_EVENT_TIME_FORM}")
-                try:
-                    moment = parse_event_time(value)
-                except ValueError:
-                    raise ValueError(f"not a valid date and time in the form {_EVENT_TIME_FORM}") from None
-                parsed: tuple[float, Any, str] = (moment.timestamp(), value, _partition(moment))
-            else:  # Fractional: unix seconds
-                seconds = _parse_fractional(value)
-                moment = datetime.fromtimestamp(seconds, UTC)
-                parsed = (seconds, seconds, _partition(moment))
-        except (ValueError, OverflowError, OSError) as exc:
-            reason = str(exc) if self.event_type == "String" else f"{exc} (unix seconds)"
-            raise client_error(
-                "ValidationException",
-                f"Record {record_id!r} (feature group '{self.name}'): event time feature "
-                f"'{self.event_name}' has value {value!r}, which is {reason}",
-                operation,
-            ) from None
-        if len(self._event_times) > 4096:
-            self._event_times.clear()
-        self._event_times[value] = parsed
-        return parsed
-
-    def validate(self, record: Any, operation: str = "PutRecord") -> tuple[tuple[Any, ...], str]:
-        """(row, partition) of a PutRecord `Record`, or a ValidationException.
-
-        The row is `(online key, event sort key, is_deleted 0, *values as text in column order)`,
-        the shape of the online table and of the buffered offline rows. The fast path assumes the
-        record is valid; on any problem `explain` finds the first one and words the message.
-        """
-        texts: list[Any] = [None] * self.width
-        try:
-            index = self.index
-            for item in record:
-                texts[index[item["FeatureName"]]] = item["ValueAsString"]
-            # a duplicate name or a None value leaves one None too many
-            if len(record) + texts.count(None) != self.width or not _TEXT_TYPES.issuperset(map(type, texts)):
-                raise _Invalid
-            integral = _INTEGRAL_RE.match
-            for position in self.integral:
-                value = texts[position]
-                if value is not None and (integral(value) is None or (len(value) > 18 and not _in_int64(value))):
-                    raise _Invalid
-            fractional = _FRACTIONAL_RE.match
-            for position in self.fractional:
-                value = texts[position]
-                if value is not None and (fractional(value) is None or not math.isfinite(float(value))):
-                    raise _Invalid
-            key = texts[self.id_index]
-            if not key:
-                raise _Invalid
-            if self.id_type == "Integral":
-                key = str(_parse_integral(key))
-            event_text = texts[self.event_index]
-            if event_text is None:
-                raise _Invalid
-            parsed = self._event_times.get(event_text)
-            if parsed is None:
-                parsed = self.event_time(event_text, key, operation)
-        except (_Invalid, KeyError, TypeError, ValueError, OverflowError):
-            raise self.explain(record, operation) from None
-        return (key, parsed[0], 0, *texts), parsed[2]
-
-    def explain(self, record: Any, operation: str) -> ClientError:
-        """The ValidationException for an invalid record, naming record id, feature and value."""
-
-        def invalid(message: str) -> ClientError:
-            return client_error("ValidationException", message, operation)
-
-        if not isinstance(record, list) or not record:
-            return invalid(f"Feature group '{self.name}': Record must be a non-empty list, got {record!r}")
-        values: dict[str, Any] = {}
-        items = []
-        for item in record:
-            try:
-                name, value = item["FeatureName"], item["ValueAsString"]
-            except (TypeError, KeyError):
-                return invalid(
-                    f"Feature group '{self.name}': every Record item needs FeatureName and ValueAsString, got {item!r}"
-                )
-            items.append((name, value))
-            if isinstance(name, str) and name not in values:
-                values[name] = value
-        raw_id = values.get(self.id_name)
-        shown_id = repr(raw_id) if isinstance(raw_id, str) and raw_id else "<missing id>"
-        where = f"Record {shown_id} (feature group '{self.name}')"
-        seen: dict[str, Any] = {}
-        for name, value in items:
-            if not isinstance(name, str) or name not in self.index:
-                return invalid(f"{where}: feature {name!r} (value {value!r}) is not defined in the feature group")
-            if name in seen:
-                return invalid(
-                    f"{where}: feature '{name}' appears more than once (values {seen[name]!r} and {value!r})"
-                )
-            seen[name] = value
-            if not isinstance(value, str):
-                return invalid(f"{where}: feature '{name}' has value {value!r}, but ValueAsString must be a string")
-        if raw_id is None:
-            return invalid(f"{where}: the record identifier feature '{self.id_name}' is missing")
-        try:
-            key, _ = self.record_id(raw_id, operation)
-        except ClientError as exc:
-            return exc
-        if self.event_name not in values:
-            return invalid(f"{where}: the event time feature '{self.event_name}' is missing")
-        try:
-            self.event_time(values[self.event_name], key, operation)
-        except ClientError as exc:
-            return exc
-        for name, value in items:
-            feature_type = self.types[name]
-            if name in (self.id_name, self.event_name) or feature_type == "String":
-                continue
-            try:
-                _PARSERS[feature_type](value)
-            except ValueError as exc:
-                return invalid(f"{where}: feature '{name}' has value {value!r}, which is {exc}")
-        return invalid(f"{where}: the record is invalid")  # not reached for records the fast path rejects
-
-    def tombstone(self, key: str, event_key: float, event_text: str) -> tuple[Any, ...]:
-        """The row of a deletion: online a tombstone, offline the deletion marker."""
-        texts: list[Any] = [None] * self.width
-        texts[self.id_index] = key
-        texts[self.event_index] = event_text
-        return (key, event_key, 1, *texts)
-
-    def online_record(self, row: tuple[Any, ...] | None, wanted: set[str] | None) -> dict[str, Any]:
-        if row is None or row[2]:
-            return {}
-        record = [
-            {"FeatureName": name, "ValueAsString": value}
-            for name, value in zip(self.columns, row[3 : 3 + self.width], strict=True)
-            if value is not None and (wanted is None or name in wanted)
-        ]
-        return {"Record": record}
-
-
-def _shard_name(slot: int) -> str:
-    return "online.sqlite" if slot == 0 else f"online-{slot}.sqlite"
-
-
-def _claim_slot(root: Path) -> tuple[int, int | None]:
-    """(slot, locked file descriptor) of the first online shard no open store holds.
-
-    The lock is a `flock` on `.online-<slot>.lock`; the operating system releases it when the
-    descriptor is closed or the process ends, so a crashed writer never leaves a slot taken.
-    """
-    if fcntl is None:  # pragma: no cover - not POSIX
-        return 0, None
-    for slot in itertools.count():
-        fd = os.open(root / f".online-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                continue  # held by another open store
-            return 0, None  # no advisory locks here (e.g. some network file systems): share slot 0
-        return slot, fd
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _missing_table(exc: sqlite3.OperationalError) -> bool:
-    return str(exc).startswith("no such table")
-
-
-class _OnlineShards:
-    """The online store's SQLite files under `root`: this store writes one (claimed on its first
-    write) and reads all of them. The caller holds the store's `_db_lock` for every method."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.writer: sqlite3.Connection | None = None
-        self._writer_name = ""
-        self._slot_fd: int | None = None
-        self._tables: set[str] = set()  # tables created in the writer's file by this store
-        self._readers: dict[str, sqlite3.Connection] = {}  # other shards, autocommit
-
-    def _connect(self, path: Path, *, autocommit: bool) -> sqlite3.Connection:
-        con = sqlite3.connect(
-            path, check_same_thread=False, timeout=30.0, **({"isolation_level": None} if autocommit else {})
-        )
-        try:
-            # Pages of 32 KiB instead of 4 KiB for a new file (an existing one keeps its own): a flush
-            # of 50k upserts then commits far fewer WAL frames (measured on 500k rows in flushes of
-            # 50k: commit CPU 2.4-2.8 s -> 1.3-1.5 s; the upserts themselves unchanged).
-            con.execute(f"PRAGMA page_size={ONLINE_PAGE_BYTES}")
-            con.execute("PRAGMA journal_mode=WAL")
-            _add_write_time_column(con)
-        except BaseException:
-            con.close()
-            raise
-        return con
-
-    def writer_for(self, group: _Group) -> sqlite3.Connection:
-        """This store's own shard, with the group's table in it."""
-        if self.writer is None:
-            slot, fd = _claim_slot(self.root)
-            name = _shard_name(slot)
-            try:
-                reader = self._readers.pop(name, None)
-                if reader is not None:
-                    reader.close()
-                writer = self._connect(self.root / name, autocommit=False)
-            except BaseException:
-                if fd is not None:
-                    os.close(fd)
-                raise
-            writer.execute("PRAGMA synchronous=NORMAL")
-            # A page cache of up to 256 MiB instead of SQLite's 2 MiB: an upsert touches a B-tree leaf
-            # per row, and with 1M records the table is ~300 MB (measured: 16 -> 12 us of CPU per upsert).
-            writer.execute("PRAGMA cache_size=-262144")
-            self.writer, self._writer_name, self._slot_fd = writer, name, fd
-        if group.table not in self._tables:
-            self.writer.execute(group.create_table_sql())
-            self._tables.add(group.table)
-        return self.writer
-
-    def connections(self) -> list[sqlite3.Connection]:
-        """A connection to every shard file now under the root, this store's own first."""
-        found = []
-        for entry in os.scandir(self.root):
-            name = entry.name
-            if name != self._writer_name and _SHARD_FILE_RE.match(name):
-                reader = self._readers.get(name)
-                if reader is None:
-                    reader = self._readers[name] = self._connect(self.root / name, autocommit=True)
-                found.append((name, reader))
-        found.sort()
-        own = [self.writer] if self.writer is not None else []
-        return own + [reader for _, reader in found]
-
-    def lookup(self, group: _Group, key: str) -> tuple[Any, ...] | None:
-        """The stored row of `key`: the newest of the shards' rows by event time, then write time."""
-        best = None
-        for con in self.connections():
-            try:
-                row = con.execute(group.select_sql, (key,)).fetchone()
-            except sqlite3.OperationalError as exc:
-                if _missing_table(exc):
-                    continue  # nothing of this group was ever written to that shard
-                raise
-            best = _online_rule(row, best) if row is not None else best
-        return best
-
-    def execute_everywhere(self, group: _Group, sql: str, parameters: tuple[Any, ...] = ()) -> None:
-        """Run a DELETE/DROP on the group's table in every shard (this store's own commits at the
-        next flush; the others at once)."""
-        for con in self.connections():
-            try:
-                con.execute(sql, parameters)
-            except sqlite3.OperationalError as exc:
-                if not _missing_table(exc):
-                    raise
-
-    def forget_table(self, group: _Group) -> None:
-        self._tables.discard(group.table)
-
-    def commit(self) -> None:
-        if self.writer is not None:
-            self.writer.commit()
-
-    def close(self) -> None:
-        for con in [*self._readers.values(), *([self.writer] if self.writer is not None else [])]:
-            con.close()
-        self._readers.clear()
-        self.writer = None
-        if self._slot_fd is not None:
-            os.close(self._slot_fd)  # releases the slot
-            self._slot_fd = None
-
-
-def _add_write_time_column(con: sqlite3.Connection) -> None:
-    """Give group tables of an online store written before shards existed the write-time column
-    (their rows get write time 0: any later write at an equal event time replaces them)."""
-    listed = con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fg!_%' ESCAPE '!'")
-    tables = [name for (name,) in listed]
-    for table in tables:
-        columns = {row[1] for row in con.execute(f"PRAGMA table_info({quote(table)})")}
-        if "write_us" not in columns:
-            con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN write_us INTEGER NOT NULL DEFAULT 0")
-    if con.in_transaction:
-        con.commit()
+def _upsert(group: FeatureGroup, rows: list[tuple]) -> tuple[str, list[Any]]:
+    """One INSERT of rows that applies the online rule (`_wins`) on conflict."""
+    t = _table(group)
+    names = ["_event_time", "_is_deleted", "_expires_us", *group.columns, "_call_us"]
+    updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names)
+    values = ", ".join(["(" + ", ".join("?" * len(rows[0])) + ")"] * len(rows))
+    return (f"INSERT INTO {t} VALUES {values} ON CONFLICT (_record_id) DO UPDATE SET {updates} "
+            f"WHERE (excluded._event_time, excluded._call_us) >= ({t}._event_time, {t}._call_us) "
+            f"OR {t}._expires_us <= excluded._call_us", list(itertools.chain.from_iterable(rows)))
 
 
 class LocalFeatureStore:
     """SageMaker Feature Store (control plane + runtime) persisted under `root`.
 
-    Locks, always taken in this order: `_io_lock` (one flush at a time, so a flush returns only
-    when everything put before it is on disk), `_db_lock` (the SQLite connections), `_lock`
-    (pending rows, buffers, counters, group cache; held only for short in-memory work).
+    Locks, always taken in this order: `_flush_lock` (one flush at a time: a flush returns when
+    everything put before it is on disk), `_db_lock` (the SQLite connection; a reader holds it so a
+    flush cannot move rows from memory to SQLite under it), `_lock` (in-memory state, held briefly).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        account: str = "000000000000",
-        region: str = "us-east-1",
-        flush_rows: int = 50_000,
-    ):
+    def __init__(self, root: str | Path, *, account: str = "000000000000", region: str = "us-east-1",
+                 flush_rows: int = 50_000, clock: Callable[[], float] = time.time):
         self.root = Path(root).resolve()
-        self.account = account
-        self.region = region
+        self.account, self.region = account, region
         self.flush_rows = max(1, flush_rows)
+        self.clock = clock  # unix seconds: API call and write times, TTL expiry
+        self.offline_prefix = self.root / "offline-store" / account / "sagemaker" / region / "offline-store"
         self._meta_dir = self.root / "feature-groups"
-        self._meta_dir.mkdir(parents=True, exist_ok=True)
-        self.offline_prefix = self.root / "offline-store"
-        self._io_lock = threading.Lock()
-        self._db_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._groups: dict[str, _Group] = {}
+        _claim_format(self.root)
+        self._meta_dir.mkdir(exist_ok=True)
+        self._flush_lock, self._db_lock, self._lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self._groups: dict[str, FeatureGroup] = {}
         self._unflushed = 0
-        self._last_api_us = 0
+        self._last_call_us = 0
         self._closed = False
-        self._shards = _OnlineShards(self.root)
-        probe = sqlite3.connect(":memory:")
-        try:
-            self._max_statement_params = min(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32_000)
-        finally:
-            probe.close()
+        # Autocommit: transactions are explicit (BEGIN IMMEDIATE), so a writer waits for another
+        # process's write lock in the busy timeout instead of failing on a read-to-write upgrade.
+        self._db = sqlite3.connect(self.root / ONLINE_FILE, timeout=60.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute(f"PRAGMA page_size={_PAGE_BYTES}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA cache_size=-262144")  # 256 MiB: 16 -> 12 µs of CPU per upsert at 1M rows
 
-    # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> LocalFeatureStore:
         return self
 
@@ -653,31 +169,236 @@ class LocalFeatureStore:
         if self._closed:
             return
         self.flush()
-        with self._io_lock, self._db_lock, self._lock:
+        with self._flush_lock, self._db_lock, self._lock:
             if not self._closed:
                 self._closed = True
-                self._shards.close()
+                self._db.close()
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the local feature store at {self.root} is closed")
+
+    # -- control plane (boto3 `sagemaker` shape) --------------------------------------------------
+    def create_feature_group(self, **request: Any) -> dict[str, Any]:
+        """CreateFeatureGroup: ResourceInUse if the name is taken (by this or any other process)."""
+        check_definition(request)
+        name = request["FeatureGroupName"]
+        created = datetime.fromtimestamp(int(self.clock()), UTC)
+        directory = self.offline_prefix / f"{name}-{int(created.timestamp())}"
+        description = {**request, "CreationTime": created.isoformat(),
+                       "offline_dir": directory.relative_to(self.root).as_posix()}
+        group = self._load(description)
+        with self._db_lock, self._lock:
+            self._check_open()
+            if group.online:  # before the group is visible: a writer in another process finds the table
+                features = ", ".join(f"{quote(c)} TEXT" for c in group.columns)
+                # The bookkeeping columns start with "_", which no feature name can.
+                self._db.execute(f"CREATE TABLE IF NOT EXISTS {_table(group)} (_record_id TEXT PRIMARY KEY, _event_time"
+                                 f" REAL NOT NULL, _is_deleted INTEGER NOT NULL, _expires_us INTEGER, {features}, "
+                                 "_call_us INTEGER NOT NULL) WITHOUT ROWID")
+            path = self._meta_dir / f"{name}.json"
+            tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps(description, indent=2), encoding="utf-8")
+            try:
+                os.link(tmp, path)  # atomic and exclusive: exactly one creator wins
+            except FileExistsError:
+                raise client_error("ResourceInUse", f"feature group '{name}' already exists",
+                                   "CreateFeatureGroup") from None
+            finally:
+                tmp.unlink()
+            self._groups[name] = group
+        return {"FeatureGroupArn": self._arn(name)}
+
+    def describe_feature_group(self, *, FeatureGroupName: str) -> dict[str, Any]:
+        group = self._group(FeatureGroupName, "DescribeFeatureGroup")
+        described = {k: v for k, v in group.description.items() if k != "offline_dir"}
+        described.update(FeatureGroupArn=self._arn(group.name), FeatureGroupStatus="Created",
+                         CreationTime=datetime.fromisoformat(group.description["CreationTime"]))
+        if group.offline:
+            s3 = {**described["OfflineStoreConfig"].get("S3StorageConfig", {}),
+                  "S3Uri": self.root.joinpath("offline-store").as_uri(), "ResolvedOutputS3Uri": group.data_dir.as_uri()}
+            described["OfflineStoreConfig"] = {**described["OfflineStoreConfig"], "S3StorageConfig": s3}
+        return described
+
+    def delete_feature_group(self, *, FeatureGroupName: str) -> None:
+        """DeleteFeatureGroup: the group and its online records go; its offline data stays."""
+        group = self._group(FeatureGroupName, "DeleteFeatureGroup")
+        with self._flush_lock, self._db_lock, self._lock:
+            self._check_open()
+            self._db.execute(f"DROP TABLE IF EXISTS {_table(group)}")
+            (self._meta_dir / f"{group.name}.json").unlink(missing_ok=True)
+            self._groups.pop(group.name, None)
+
+    def _load(self, description: dict[str, Any]) -> FeatureGroup:
+        return FeatureGroup(description, self.root / description["offline_dir"] / "data")
+
+    def _arn(self, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{self.account}:feature-group/{name.lower()}"
+
+    def _group(self, name: Any, operation: str) -> FeatureGroup:
+        group = self._groups.get(name) if isinstance(name, str) else None
+        if group is not None:
+            return group
+        path = self._meta_dir / f"{name}.json" if isinstance(name, str) and NAME_RE.match(name) else None
+        if path is not None and path.exists():  # created by another store
+            loaded = self._load(json.loads(path.read_text(encoding="utf-8")))
+            with self._lock:
+                return self._groups.setdefault(name, loaded)
+        raise client_error("ResourceNotFound", f"Resource not found: feature group '{name}'", operation, 404)
+
+    # -- runtime (boto3 `sagemaker-featurestore-runtime` shape) -----------------------------------
+    def put_record(self, *, FeatureGroupName: str, Record: list[dict[str, str]], TargetStores: Any = None,
+                   TtlDuration: Any = None) -> dict[str, Any]:
+        """PutRecord: online, replace the record unless the stored one is newer; offline, append."""
+        self._write([self._prepare(FeatureGroupName, Record, TargetStores, TtlDuration, None, "PutRecord")])
+        return {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    def batch_write_record(self, *, Entries: list[dict[str, Any]], TtlDuration: Any = None) -> dict[str, Any]:
+        """BatchWriteRecord: 1-25 entries, each written as PutRecord would; a bad entry goes to
+        `Errors` (with the entry itself) while the others are written. `UnprocessedEntries` is
+        always empty here (the service fills it when throttled)."""
+        operation = "BatchWriteRecord"
+        if not isinstance(Entries, list) or not 1 <= len(Entries) <= MAX_BATCH_ENTRIES:
+            raise invalid(f"Entries must be a list of 1 to {MAX_BATCH_ENTRIES} entries", operation)
+        if not all(isinstance(e, dict) and "FeatureGroupName" in e and "Record" in e for e in Entries):
+            raise invalid("every entry needs FeatureGroupName and Record", operation)
+        request_ttl = ttl_us(TtlDuration, operation)
+        writes, errors = [], []
+        for entry in Entries:
+            try:
+                writes.append(self._prepare(entry["FeatureGroupName"], entry["Record"], entry.get("TargetStores"),
+                                            entry.get("TtlDuration"), request_ttl, operation))
+            except ClientError as exc:
+                error = exc.response["Error"]
+                errors.append({"Entry": entry, "ErrorCode": error["Code"], "ErrorMessage": error["Message"]})
+        self._write(writes)
+        return {"Errors": errors, "UnprocessedEntries": [], "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    def _prepare(self, name: Any, record: Any, stores: Any, ttl: Any, request_ttl_us: int | None,
+                 operation: str) -> tuple:
+        group = self._group(name, operation)
+        online, offline = group.targets(stores, operation)
+        ttl = ttl_us(ttl, operation)  # the entry's own TTL, else the request's, else the group's
+        ttl = ttl if ttl is not None else request_ttl_us if request_ttl_us is not None else group.ttl_us
+        row, partition = group.row(record, ttl, operation)
+        return group, row, partition, online, offline
+
+    def _write(self, writes: list[tuple]) -> None:
+        """Stamp each write with its API call time (strictly increasing) and buffer it."""
+        with self._lock:
+            self._check_open()
+            last = self._last_call_us
+            for group, row, partition, online, offline in writes:
+                now = int(self.clock() * 1e6)
+                last = now if now > last else last + 1
+                stamped = (*row, last)
+                if online:
+                    # A tuple, not a list: the garbage collector stops tracking tuples of plain values,
+                    # so a flush's worth of buffered writes does not slow down every collection.
+                    key = stamped[ROW_KEY]
+                    group.pending[key] = (*group.pending.get(key, ()), stamped)
+                if offline:
+                    group.buffer.setdefault(partition, []).append(stamped)
+            self._last_call_us = last
+            self._unflushed += len(writes)
+            flush = self._unflushed >= self.flush_rows
+        if flush:
+            self.flush()
+
+    def get_record(self, *, FeatureGroupName: str, RecordIdentifierValueAsString: str, FeatureNames: Any = None,
+                   ExpirationTimeResponse: str = "Disabled") -> dict[str, Any]:
+        """GetRecord: `{"Record": [...]}` (and `ExpiresAt` if asked and set), or `{}` when the record
+        is absent, deleted or expired."""
+        group = self._group(FeatureGroupName, "GetRecord")
+        if not group.online:
+            raise invalid(f"feature group '{group.name}' has no {ONLINE_STORE}", "GetRecord")
+        key = group.record_id(RecordIdentifierValueAsString, "GetRecord")
+        if FeatureNames is not None and not set(FeatureNames) <= set(group.columns):
+            raise invalid(f"FeatureNames {FeatureNames!r} must name features of '{group.name}'", "GetRecord")
+        if ExpirationTimeResponse not in ("Enabled", "Disabled"):
+            raise invalid(f"ExpirationTimeResponse {ExpirationTimeResponse!r} must be Enabled or Disabled",
+                          "GetRecord")
+        with self._db_lock:
+            row = self._current(group, key)
+        expires = None if row is None else row[ROW_EXPIRES]
+        if row is None or row[ROW_DELETED] or (expires is not None and expires <= self.clock() * 1e6):
+            return {}
+        wanted = set(FeatureNames or group.columns)
+        values = zip(group.columns, row[ROW_VALUES], strict=True)
+        response: dict[str, Any] = {"Record": [{"FeatureName": n, "ValueAsString": v}
+                                               for n, v in values if v is not None and n in wanted]}
+        if ExpirationTimeResponse == "Enabled" and expires is not None:
+            response["ExpiresAt"] = _iso(expires)
+        return response
+
+    def _current(self, group: FeatureGroup, key: str) -> tuple | None:
+        """The online row of `key` as a flush would leave it (caller holds _db_lock)."""
+        self._check_open()
+        # SELECT *: the table's columns are the row layout
+        stored = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
+        current = stored
+        with self._lock:
+            pending = list(group.pending.get(key, ()))
+        for row in pending:
+            current = row if _wins(row, current) else current
+        return current
+
+    def delete_record(self, *, FeatureGroupName: str, RecordIdentifierValueAsString: str, EventTime: str,
+                      DeletionMode: str = "SoftDelete", TargetStores: Any = None) -> dict[str, Any]:
+        """DeleteRecord, as the service documents it.
+
+        Online, the record is deleted only if EventTime is not older than its event time. SoftDelete
+        leaves a tombstone and always appends the deletion marker offline (record id, event time =
+        EventTime, other features null, is_deleted true). HardDelete removes the online record, or
+        raises ValidationException and writes no marker when EventTime is older than the record's.
+        """
+        operation = "DeleteRecord"
+        group = self._group(FeatureGroupName, operation)
+        if DeletionMode not in DELETION_MODES:
+            raise invalid(f"DeletionMode {DeletionMode!r} must be one of {DELETION_MODES}", operation)
+        online, offline = group.targets(TargetStores, operation)
+        key = group.record_id(RecordIdentifierValueAsString, operation)
+        tombstone, partition = group.tombstone(key, EventTime, operation)
+        if online and DeletionMode == "HardDelete":
+            with self._db_lock:
+                self._hard_delete(group, tombstone)
+            online = False  # nothing is left online to leave a tombstone in
+        self._write([(group, tombstone, partition, online, offline)])
+        return {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    def _hard_delete(self, group: FeatureGroup, tombstone: tuple) -> None:
+        key = tombstone[ROW_KEY]
+        self._db.execute("BEGIN IMMEDIATE")  # no other process writes this record in between
+        try:
+            current = self._current(group, key)
+            alive = current is not None and (current[ROW_EXPIRES] is None or current[ROW_EXPIRES] > self.clock() * 1e6)
+            if alive and tombstone[ROW_EVENT] < current[ROW_EVENT]:
+                raise invalid(f"Record {key!r} (feature group '{group.name}'): EventTime "
+                              f"{tombstone[4 + group.event_index]!r} is older than the stored record's; "
+                               "nothing was deleted", "DeleteRecord")
+            self._db.execute(f"DELETE FROM {_table(group)} WHERE _record_id = ?", (key,))
+            with self._lock:
+                group.pending.pop(key, None)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    # -- flushing ---------------------------------------------------------------------------------
     def flush(self) -> int:
-        """Write pending online rows to SQLite and commit, then write buffered offline rows as one
-        Parquet file per group and partition. Returns the number of offline rows written."""
-        with self._io_lock:
+        """Write unflushed online rows to SQLite (one transaction) and offline rows as one Parquet
+        file per group and partition. Returns the number of offline rows written."""
+        with self._flush_lock:
             with self._db_lock:
                 with self._lock:
                     self._check_open()
-                    online = []
-                    offline = []
+                    online = [(g, g.pending) for g in self._groups.values() if g.pending]
+                    offline = [(g, g.buffer) for g in self._groups.values() if g.buffer]
                     for group in self._groups.values():
-                        if group.pending:
-                            online.append((group, group.pending))
-                            group.pending = {}
-                        if group.buffer:
-                            offline.append((group, group.buffer))
-                            group.buffer = {}
+                        group.pending, group.buffer = {}, {}
                     self._unflushed = 0
-                for group, pending in online:
-                    self._upsert(group, list(pending.values()))
-                self._shards.commit()
+                if online:
+                    self._upsert(online)
             written = 0
             for group, buffer in offline:
                 for partition, rows in buffer.items():
@@ -685,365 +406,62 @@ class LocalFeatureStore:
                     written += len(rows)
             return written
 
-    def _upsert(self, group: _Group, rows: list[tuple[Any, ...]]) -> None:
-        """Apply pending rows to this store's online shard (caller holds _db_lock).
+    def _upsert(self, online: list[tuple[FeatureGroup, dict[str, tuple]]]) -> None:
+        """Apply the online writes, each record's in call order, in one transaction (caller holds _db_lock).
 
-        In key order: the B-tree is then updated leaf after leaf instead of at random pages
-        (measured on 1M Telco-like rows, flushes of 50k: 41 -> 22 us of CPU per row)."""
-        rows = sorted(rows, key=_row_key)
-        db = self._shards.writer_for(group)
-        per = max(1, min(1000, self._max_statement_params // (group.width + 4)))
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            db.execute(group.upsert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"the local feature store at {self.root} is closed")
-
-    # -- control plane ----------------------------------------------------------------------
-    def create_feature_group(self, name: str, spec: FeatureSpec) -> FeatureGroupInfo:
-        """Create the group, or return it if it exists with the same spec fingerprint."""
-        if not isinstance(name, str) or not GROUP_NAME_RE.match(name):
-            raise client_error(
-                "ValidationException",
-                f"feature group name {name!r} must match {GROUP_NAME_RE.pattern}",
-                "CreateFeatureGroup",
-            )
-        with self._io_lock, self._db_lock, self._lock:
-            self._check_open()
-            existing = self._load(name)
-            if existing is not None:
-                if existing.info.fingerprint == spec.fingerprint():
-                    return existing.info
-                raise client_error(
-                    "ResourceInUse",
-                    f"feature group '{name}' already exists with a different spec (fingerprint "
-                    f"{existing.info.fingerprint}, created {existing.info.created_at.isoformat()}) than "
-                    f"{spec.origin} (fingerprint {spec.fingerprint()}); a feature group cannot change its "
-                    "features, types or keys in place: delete it or use a new group name",
-                    "CreateFeatureGroup",
-                )
-            created = datetime.now(UTC).replace(microsecond=0)
-            offline_dir = (
-                self.offline_prefix
-                / self.account
-                / "sagemaker"
-                / self.region
-                / "offline-store"
-                / f"{name}-{int(created.timestamp())}"
-            )
-            info = FeatureGroupInfo(
-                name=name,
-                spec=spec,
-                fingerprint=spec.fingerprint(),
-                created_at=created,
-                offline_dir=offline_dir,
-                account=self.account,
-                region=self.region,
-            )
-            (offline_dir / "data").mkdir(parents=True, exist_ok=True)
-            meta = {
-                "name": name,
-                "fingerprint": info.fingerprint,
-                "created_at": created.isoformat(),
-                "offline_dir": offline_dir.relative_to(self.root).as_posix(),
-                "account": self.account,
-                "region": self.region,
-                "spec": spec.to_dict(),
-            }
-            path = self._meta_path(name)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-            os.replace(tmp, path)
-            return self._register(info).info
-
-    def describe_feature_group(self, name: str) -> FeatureGroupInfo:
-        return self._group(name, "DescribeFeatureGroup").info
-
-    def list_feature_groups(self) -> list[FeatureGroupInfo]:
-        with self._db_lock, self._lock:
-            self._check_open()
-            names = sorted(p.stem for p in self._meta_dir.glob("*.json"))
-            groups = [self._load(n) for n in names]
-        return [g.info for g in groups if g is not None]
-
-    def delete_feature_group(self, name: str) -> None:
-        """Delete the group with its online records, offline files and unflushed rows."""
-        with self._io_lock, self._db_lock, self._lock:
-            self._check_open()
-            group = self._load(name)
-            if group is None:
-                raise client_error("ResourceNotFound", f"feature group '{name}' not found", "DeleteFeatureGroup")
-            self._shards.execute_everywhere(group, f"DROP TABLE IF EXISTS {group.table}")
-            self._shards.forget_table(group)
-            self._shards.commit()
-            group.pending = {}
-            group.buffer = {}
-            del self._groups[name]
-            self._meta_path(name).unlink(missing_ok=True)
-            shutil.rmtree(group.info.offline_dir, ignore_errors=True)
-
-    def _meta_path(self, name: str) -> Path:
-        return self._meta_dir / f"{name}.json"
-
-    def _load(self, name: str) -> _Group | None:
-        """The group from the cache or its metadata file (caller holds _db_lock and _lock)."""
-        group = self._groups.get(name)
-        if group is not None:
-            return group
-        if not isinstance(name, str) or not GROUP_NAME_RE.match(name):
-            return None
-        path = self._meta_path(name)
+        In key order, so the B-tree is updated leaf after leaf (41 -> 22 µs of CPU per row at 1M)."""
+        statements = []
+        for group, pending in online:
+            rows = [row for key in sorted(pending) for row in pending[key]]
+            per = _STATEMENT_PARAMETERS // len(rows[0])
+            statements += [_upsert(group, rows[start : start + per]) for start in range(0, len(rows), per)]
+        self._db.execute("BEGIN IMMEDIATE")  # waits in the busy timeout while another process writes
         try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        info = FeatureGroupInfo(
-            name=meta["name"],
-            spec=FeatureSpec.from_dict(meta["spec"], str(path)),
-            fingerprint=meta["fingerprint"],
-            created_at=datetime.fromisoformat(meta["created_at"]),
-            offline_dir=self.root / meta["offline_dir"],
-            account=meta["account"],
-            region=meta["region"],
-        )
-        return self._register(info)
+            for sql, parameters in statements:
+                self._db.execute(sql, parameters)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
-    def _register(self, info: FeatureGroupInfo) -> _Group:
-        group = _Group(info)  # its online table is created in a shard when first written
-        self._groups[info.name] = group
-        return group
-
-    def _group(self, name: Any, operation: str) -> _Group:
-        group = self._groups.get(name) if isinstance(name, str) else None
-        if group is None:
-            with self._db_lock, self._lock:
-                self._check_open()
-                group = self._load(name)
-            if group is None:
-                raise client_error("ResourceNotFound", f"Resource not found: feature group '{name}'", operation)
-        return group
-
-    def _next_api_us(self) -> int:
-        """A strictly increasing call time in µs since the epoch (caller holds _lock)."""
-        now = time.time_ns() // 1000
-        self._last_api_us = now if now > self._last_api_us else self._last_api_us + 1
-        return self._last_api_us
-
-    # -- runtime (boto3 sagemaker-featurestore-runtime shape) ---------------------------------
-    def put_record(
-        self, *, FeatureGroupName: str, Record: list[dict[str, str]], TargetStores: Sequence[str] | None = None
-    ) -> dict[str, Any]:
-        """PutRecord: validate; online, replace the stored record unless it is newer; offline, append."""
-        group = self._group(FeatureGroupName, "PutRecord")
-        online, offline = _targets(TargetStores, "PutRecord")
-        self._write(group, [group.validate(Record, "PutRecord")], online, offline)
-        return _ok()
-
-    def put_records(
-        self, FeatureGroupName: str, Records: Iterable[list[dict[str, str]]], TargetStores: Sequence[str] | None = None
-    ) -> dict[str, Any]:
-        """Many PutRecords in order, with identical semantics (for local bulk paths).
-
-        All records are validated first: if one is invalid, its ValidationException is raised and
-        nothing of the batch is written.
-        """
-        group = self._group(FeatureGroupName, "PutRecord")
-        online, offline = _targets(TargetStores, "PutRecord")
-        validated = [group.validate(record, "PutRecord") for record in Records]
-        if validated:
-            self._write(group, validated, online, offline)
-        return _ok()
-
-    def _write(self, group: _Group, validated: list[tuple[tuple[Any, ...], str]], online: bool, offline: bool) -> None:
-        with self._lock:
-            self._check_open()
-            if self._groups.get(group.name) is not group:
-                raise client_error("ResourceNotFound", f"Resource not found: feature group '{group.name}'", "PutRecord")
-            pending = group.pending
-            buffer = group.buffer
-            last = self._last_api_us
-            for row, partition in validated:
-                now = time.time_ns() // 1000
-                last = now if now > last else last + 1  # strictly increasing, in call order
-                row = (*row, last)  # noqa: PLW2901 - stamped with its API call (= write) time
-                if online:
-                    current = pending.get(row[0])
-                    if current is None or row[1] >= current[1]:
-                        pending[row[0]] = row
-                if offline:
-                    entry = buffer.get(partition)
-                    if entry is None:
-                        entry = buffer[partition] = []
-                    entry.append(row)
-            self._last_api_us = last
-            self._unflushed += len(validated)
-            flush = self._unflushed >= self.flush_rows
-        if flush:
-            self.flush()
-
-    def get_record(
-        self,
-        *,
-        FeatureGroupName: str,
-        RecordIdentifierValueAsString: str,
-        FeatureNames: Sequence[str] | None = None,
-    ) -> dict[str, Any]:
-        """GetRecord: `{"Record": [...]}` from the online store, or `{}` when absent or deleted
-        (boto3's response then has no "Record" key either)."""
-        group = self._group(FeatureGroupName, "GetRecord")
-        key, _ = group.record_id(RecordIdentifierValueAsString, "GetRecord")
-        wanted = None
-        if FeatureNames is not None:
-            unknown = [n for n in FeatureNames if n not in group.index]
-            if unknown:
-                raise client_error(
-                    "ValidationException",
-                    f"Feature group '{group.name}': unknown feature name(s) {unknown} in FeatureNames",
-                    "GetRecord",
-                )
-            wanted = set(FeatureNames)
-        with self._db_lock:
-            row = self._current(group, key)
-        return group.online_record(row, wanted)
-
-    def _current(self, group: _Group, key: str) -> tuple[Any, ...] | None:
-        """The online row of `key` as a flush would leave it (caller holds _db_lock)."""
-        stored = self._stored(group, key)
-        with self._lock:
-            self._check_open()
-            pending = group.pending.get(key)
-        return _online_rule(pending, stored)
-
-    def _stored(self, group: _Group, key: str) -> tuple[Any, ...] | None:
-        """The row of `key` in the online shards (caller holds _db_lock)."""
-        self._check_open()
-        return self._shards.lookup(group, key)
-
-    def delete_record(
-        self,
-        *,
-        FeatureGroupName: str,
-        RecordIdentifierValueAsString: str,
-        EventTime: str,
-        DeletionMode: str = "SoftDelete",
-        TargetStores: Sequence[str] | None = None,
-    ) -> dict[str, Any]:
-        """DeleteRecord, as the service documents it.
-
-        Online, the record is deleted only if EventTime >= its event time. SoftDelete leaves a
-        tombstone (GetRecord returns nothing; older puts still lose to it) and always appends a
-        deletion marker offline (record id, event time = EventTime, other features null,
-        is_deleted true). HardDelete removes the online row, or raises ValidationException and
-        writes no marker when EventTime is older than the stored record.
-        """
-        group = self._group(FeatureGroupName, "DeleteRecord")
-        if DeletionMode not in DELETION_MODES:
-            raise client_error(
-                "ValidationException", f"DeletionMode {DeletionMode!r} must be one of {DELETION_MODES}", "DeleteRecord"
-            )
-        online, offline = _targets(TargetStores, "DeleteRecord")
-        key, _ = group.record_id(RecordIdentifierValueAsString, "DeleteRecord")
-        event_key, _, partition = group.event_time(EventTime, key, "DeleteRecord")
-        tombstone = group.tombstone(key, event_key, EventTime)
-        hard = online and DeletionMode == "HardDelete"
-        with self._db_lock:  # this store's online rows cannot change while it is held
-            stored = self._stored(group, key) if hard else None
-            with self._lock:
-                self._check_open()
-                row = (*tombstone, self._next_api_us())
-                if online:
-                    pending = group.pending.get(key)
-                    if hard:
-                        current = _online_rule(pending, stored)
-                        if current is not None and event_key < current[1]:
-                            raise client_error(
-                                "ValidationException",
-                                f"Record {key!r} (feature group '{group.name}'): EventTime {EventTime!r} is older "
-                                "than the stored record's event time; nothing was deleted",
-                                "DeleteRecord",
-                            )
-                        group.pending.pop(key, None)
-                    elif pending is None or event_key >= pending[1]:
-                        group.pending[key] = row  # a tombstone; applied to SQLite by the same rule
-                if offline:
-                    group.buffer.setdefault(partition, []).append(row)
-                self._unflushed += 1
-                flush = self._unflushed >= self.flush_rows
-            if hard:
-                self._shards.execute_everywhere(group, f"DELETE FROM {group.table} WHERE record_id = ?", (key,))
-        if flush:
-            self.flush()
-        return _ok()
-
-    # -- offline store ------------------------------------------------------------------------
-    def _write_parquet(self, group: _Group, partition: str, rows: list[tuple[Any, ...]]) -> Path:
-        """Write one Parquet file of buffered rows into the event-time partition's directory."""
+    def _write_parquet(self, group: FeatureGroup, partition: str, rows: list[tuple]) -> None:
         columns = list(zip(*rows, strict=True))
         arrays = []
-        for position, field in enumerate(group.schema.field(i) for i in range(group.width)):
-            texts = pa.array(columns[3 + position], type=pa.string())
-            if field.type == pa.string():
-                arrays.append(texts)
-                continue
-            try:
-                arrays.append(pc.cast(texts, field.type))
-            except pa.ArrowInvalid:  # a form Arrow does not parse (e.g. "+5"); validated already
-                parse = _PARSERS[group.types[field.name]]
-                arrays.append(pa.array([None if t is None else parse(t) for t in columns[3 + position]], field.type))
-        write_us = time.time_ns() // 1000
-        arrays.append(pa.array([write_us] * len(rows), type=_TIMESTAMP))
-        arrays.append(pa.array(columns[-1], type=_TIMESTAMP))  # the API call time each row carries
-        arrays.append(pc.cast(pa.array(columns[2], type=pa.int8()), pa.bool_()))
-        table = pa.Table.from_arrays(arrays, schema=group.schema)
-        directory = group.info.data_dir / partition
+        for field, texts in zip(group.schema, columns[ROW_VALUES], strict=False):
+            array = pa.array(texts, type=pa.string())
+            if field.type != pa.string():  # validated already; Arrow's integer parser refuses a leading "+"
+                array = pc.cast(pc.utf8_ltrim(array, characters="+"), field.type)
+            arrays.append(array)
+        write_us = int(self.clock() * 1e6)
+        arrays.append(pa.array([write_us] * len(rows), type=TIMESTAMP))
+        arrays.append(pa.array(columns[ROW_CALL], type=TIMESTAMP))
+        arrays.append(pc.cast(pa.array(columns[ROW_DELETED], type=pa.int8()), pa.bool_()))
+        directory = group.data_dir / partition
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"{datetime.fromtimestamp(write_us / 1e6, UTC):%Y%m%dT%H%M%SZ}_{uuid.uuid4().hex[:16]}.parquet"
+        name = f"{_iso(write_us)[:19].replace('-', '').replace(':', '')}Z_{uuid.uuid4().hex[:16]}.parquet"
         tmp = directory / f".{name}.tmp"  # not matched by the *.parquet glob until renamed
-        pq.write_table(table, tmp)
-        final = directory / name
-        os.replace(tmp, final)
-        return final
+        pq.write_table(pa.Table.from_arrays(arrays, schema=group.schema), tmp)
+        os.replace(tmp, directory / name)
 
-    def offline_files(self, name: str) -> list[Path]:
-        """The group's offline Parquet files (unflushed rows are flushed first)."""
-        group = self._group(name, "ListOfflineFiles")
-        self.flush()
-        return sorted(group.info.data_dir.glob("year=*/month=*/day=*/hour=*/*.parquet"))
-
-    def offline_glob(self, name: str) -> str:
-        """A glob over the group's offline Parquet files that DuckDB's read_parquet accepts."""
-        return self._group(name, "OfflineGlob").info.offline_glob
-
-    def offline_schema(self, name: str) -> pa.Schema:
-        """The Arrow schema of the group's offline rows (features, then the extra columns)."""
-        return self._group(name, "OfflineSchema").schema
-
+    # -- DuckDB over the offline store ------------------------------------------------------------
     def attach_duckdb(self, con: duckdb.DuckDBPyConnection, name: str, database: str, table: str) -> None:
-        """Create schema `database` and view `"database"."table"` over the group's offline store
-        in `con` (unflushed rows are flushed first). Files written later are picked up by the
-        view's glob; a view created while the store had no files stays empty, with typed columns
-        (attach again after ingesting)."""
+        """Create schema `database` and view `"database"."table"` over the group's offline store in
+        `con` (this store's unflushed rows are flushed first). Files written later are picked up by
+        the view's glob; a view created before any file exists stays empty (attach again)."""
         group = self._group(name, "AttachDuckDB")
         self.flush()
-        if any(group.info.data_dir.glob("year=*/month=*/day=*/hour=*/*.parquet")):
-            projection = ", ".join(quote(field.name) for field in group.schema)
-            pattern = group.info.offline_glob.replace("'", "''")
-            source = (
-                f"SELECT {projection} FROM read_parquet('{pattern}', union_by_name = true, hive_partitioning = false)"
-            )
+        typed = ", ".join(f"CAST({quote(f.name)} AS {_DUCKDB_TYPES[f.type]}) AS {quote(f.name)}" for f in group.schema)
+        if any(group.data_dir.glob("year=*/month=*/day=*/hour=*/*.parquet")):
+            pattern = str(group.data_dir / "year=*" / "month=*" / "day=*" / "hour=*" / "*.parquet").replace("'", "''")
+            source = f"SELECT {typed} FROM read_parquet('{pattern}', union_by_name = true, hive_partitioning = false)"
         else:
-            typed = ", ".join(
-                f"CAST(NULL AS {_DUCKDB_TYPES[field.type]}) AS {quote(field.name)}" for field in group.schema
-            )
-            source = f"SELECT {typed} LIMIT 0"
+            nulls = ", ".join(f"NULL AS {quote(f.name)}" for f in group.schema)
+            source = f"SELECT {typed} FROM (SELECT {nulls}) LIMIT 0"
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(database)}")
         con.execute(f"CREATE OR REPLACE VIEW {quote(database)}.{quote(table)} AS {source}")
 
     def connect_duckdb(self, name: str, database: str, table: str) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection where `"database"."table"` is the group's offline store,
-        so `churn.sql.training_set_sql(spec, table_reference(database, table))` runs verbatim."""
+        """An in-memory DuckDB connection with `attach_duckdb` done."""
         con = duckdb.connect(":memory:")
         try:
             self.attach_duckdb(con, name, database, table)
@@ -1053,22 +471,22 @@ class LocalFeatureStore:
         return con
 
 
-def _online_rule(pending: tuple[Any, ...] | None, stored: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
-    """Which of two online rows a read sees: the newer by event time, then by write time (`pending`
-    on a tie). The upsert's WHERE clause applies the same rule inside one shard."""
-    if pending is not None and (stored is None or (pending[1], pending[-1]) >= (stored[1], stored[-1])):
-        return pending
-    return stored
-
-
-def _targets(target_stores: Sequence[str] | None, operation: str) -> tuple[bool, bool]:
-    if target_stores is None:
-        return True, True
-    stores = list(target_stores)
-    if not stores or not set(stores) <= _ALL_STORES:
-        raise client_error(
-            "ValidationException",
-            f"TargetStores {stores!r} must be a non-empty subset of {sorted(_ALL_STORES)}",
-            operation,
-        )
-    return ONLINE_STORE in stores, OFFLINE_STORE in stores
+def _claim_format(root: Path) -> None:
+    """Mark a new store's layout; refuse a root written by an older layout (no migration)."""
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / "FORMAT"
+    if not marker.exists() and any(not p.name.startswith((".FORMAT", "FORMAT")) for p in root.iterdir()):
+        raise StoreLayoutError(f"{root} holds a local feature store written by an older version of this project; "
+                           "delete that directory and ingest again")
+    tmp = root / f".FORMAT.{uuid.uuid4().hex}"
+    tmp.write_text(STORE_FORMAT + "\n", encoding="utf-8")
+    try:
+        os.link(tmp, marker)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    found = marker.read_text(encoding="utf-8").strip()
+    if found != STORE_FORMAT:
+        raise StoreLayoutError(f"{marker}: format {found!r}, expected {STORE_FORMAT!r}; delete {root} and ingest "
+                               "again")

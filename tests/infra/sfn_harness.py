@@ -103,6 +103,8 @@ from pipeline.local import hyperparameter_args, sagemaker_training_env
 from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.local_aws.feature_store import LocalFeatureStore
 
+CREATE_FEATURE_GROUP_ARGS = ("FeatureGroupName", "RecordIdentifierFeatureName", "EventTimeFeatureName",
+                             "FeatureDefinitions", "OnlineStoreConfig", "OfflineStoreConfig", "Description")
 MOTO_VERSION = "5.2.5"  # requirements-dev.txt pins it; the patched internals are this release's
 if moto.__version__ != MOTO_VERSION:  # pragma: no cover - fails loudly instead of misbehaving
     raise ImportError(f"sfn_harness patches moto {MOTO_VERSION} internals; moto {moto.__version__} is installed")
@@ -982,7 +984,10 @@ class PipelineHarness:
             spec_definitions = {(d["FeatureName"], d["FeatureType"]) for d in self.spec.feature_definitions()}
             if definitions != spec_definitions:
                 raise AssertionError("the template's feature group does not match the spec given to the harness")
-            self.feature_store.create_feature_group(props["FeatureGroupName"], self.spec)
+            # CloudFormation's properties are CreateFeatureGroup's arguments (the store ignores the
+            # unresolved KMS key and S3 tokens in the store configs).
+            self.feature_store.create_feature_group(**{key: props[key] for key in CREATE_FEATURE_GROUP_ARGS
+                                                       if key in props})
             catalog = props["OfflineStoreConfig"]["DataCatalogConfig"]
             self.athena.tables[(catalog["Database"], catalog["TableName"])] = props["FeatureGroupName"]
 
