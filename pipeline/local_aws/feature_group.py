@@ -177,10 +177,11 @@ class FeatureGroup:
             complete = False
         if not complete:
             raise self._explain(record, operation)
-        for i in self.integral:
-            if texts[i] is not None and not _is_int64(texts[i]):
+        integral, fractional = _INTEGRAL_RE.match, _FRACTIONAL_RE.match
+        for i in self.integral:  # inline, not _is_int64: this loop runs for every value of every record
+            text = texts[i]
+            if text is not None and (not integral(text) or (len(text) > 18 and not _is_int64(text))):
                 raise self._bad_number(texts, i, "Integral (64-bit)", operation)
-        fractional = _FRACTIONAL_RE.match
         for i in self.fractional:  # "1e999" matches, but is not finite
             text = texts[i]
             if text is not None and (not fractional(text) or not math.isfinite(float(text))):
@@ -213,7 +214,9 @@ class FeatureGroup:
     def row(self, record: Any, ttl: int | None, operation: str) -> tuple[tuple, str]:
         """(row without its call time, partition) of a PutRecord Record; `ttl` in µs or None."""
         texts = self.values(record, operation)
-        key = self.record_id(texts[self.id_index], operation)
+        key = texts[self.id_index]
+        if self.id_integral or not key:  # a String identifier is any non-empty string, already checked a str
+            key = self.record_id(key, operation)
         seconds, partition = self.event_time(texts[self.event_index], key, operation)
         expires = None if ttl is None else round(seconds * 1e6) + ttl
         return (key, seconds, 0, expires, *texts), partition

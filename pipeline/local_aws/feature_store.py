@@ -278,9 +278,8 @@ class LocalFeatureStore:
                  operation: str) -> tuple:
         group = self._group(name, operation)
         online, offline = group.targets(stores, operation)
-        ttl = ttl_us(ttl, operation)  # the entry's own TTL, else the request's, else the group's
-        ttl = ttl if ttl is not None else request_ttl_us if request_ttl_us is not None else group.ttl_us
-        row, partition = group.row(record, ttl, operation)
+        ttl = request_ttl_us if ttl is None else ttl_us(ttl, operation)  # the entry's, the request's, the group's
+        row, partition = group.row(record, group.ttl_us if ttl is None else ttl, operation)
         return group, row, partition, online, offline
 
     def _write(self, writes: list[tuple]) -> None:
