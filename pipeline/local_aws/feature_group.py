@@ -112,8 +112,11 @@ class FeatureGroup:
         self.ttl_us = ttl_us(online.get("TtlDuration"), "CreateFeatureGroup")
         self.schema = pa.schema([pa.field(n, _ARROW_TYPES[t]) for n, t in types.items()] + _EXTRA_FIELDS)
         self.data_dir = data_dir
-        self.pending: dict[str, tuple] = {}  # record id -> its online writes not yet in SQLite, in call order
-        self.buffer: dict[str, list[tuple]] = {}  # partition -> offline rows not yet in Parquet
+        # This store's unflushed writes. Online: one list in call order, not a list per record id,
+        # so a write keeps no container of its own (every container kept makes each garbage
+        # collection longer; a read scans the list). Offline: by event-time partition.
+        self.pending: list[tuple] = []
+        self.buffer: dict[str, list[tuple]] = {}
         self._event_times: dict[str, tuple[float, str]] = {}  # event time text -> (seconds, partition)
 
     def targets(self, stores: Any, operation: str) -> tuple[bool, bool]:

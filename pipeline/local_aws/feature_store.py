@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -292,12 +293,12 @@ class LocalFeatureStore:
                 last = now if now > last else last + 1
                 stamped = (*row, last)
                 if online:
-                    # A tuple, not a list: the garbage collector stops tracking tuples of plain values,
-                    # so a flush's worth of buffered writes does not slow down every collection.
-                    key = stamped[ROW_KEY]
-                    group.pending[key] = (*group.pending.get(key, ()), stamped)
+                    group.pending.append(stamped)
                 if offline:
-                    group.buffer.setdefault(partition, []).append(stamped)
+                    rows = group.buffer.get(partition)
+                    if rows is None:
+                        rows = group.buffer[partition] = []
+                    rows.append(stamped)
             self._last_call_us = last
             self._unflushed += len(writes)
             flush = self._unflushed >= self.flush_rows
@@ -337,7 +338,7 @@ class LocalFeatureStore:
         stored = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
         current = stored
         with self._lock:
-            pending = list(group.pending.get(key, ()))
+            pending = [row for row in group.pending if row[ROW_KEY] == key]  # at most flush_rows to scan
         for row in pending:
             current = row if _wins(row, current) else current
         return current
@@ -377,7 +378,7 @@ class LocalFeatureStore:
                                "nothing was deleted", "DeleteRecord")
             self._db.execute(f"DELETE FROM {_table(group)} WHERE _record_id = ?", (key,))
             with self._lock:
-                group.pending.pop(key, None)
+                group.pending = [row for row in group.pending if row[ROW_KEY] != key]
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -394,7 +395,7 @@ class LocalFeatureStore:
                     online = [(g, g.pending) for g in self._groups.values() if g.pending]
                     offline = [(g, g.buffer) for g in self._groups.values() if g.buffer]
                     for group in self._groups.values():
-                        group.pending, group.buffer = {}, {}
+                        group.pending, group.buffer = [], {}
                     self._unflushed = 0
                 if online:
                     self._upsert(online)
@@ -405,13 +406,13 @@ class LocalFeatureStore:
                     written += len(rows)
             return written
 
-    def _upsert(self, online: list[tuple[FeatureGroup, dict[str, tuple]]]) -> None:
+    def _upsert(self, online: list[tuple[FeatureGroup, list[tuple]]]) -> None:
         """Apply the online writes, each record's in call order, in one transaction (caller holds _db_lock).
 
         In key order, so the B-tree is updated leaf after leaf (41 -> 22 µs of CPU per row at 1M)."""
         statements = []
         for group, pending in online:
-            rows = [row for key in sorted(pending) for row in pending[key]]
+            rows = sorted(pending, key=operator.itemgetter(ROW_KEY))  # stable: each record's writes in call order
             per = _STATEMENT_PARAMETERS // len(rows[0])
             statements += [_upsert(group, rows[start : start + per]) for start in range(0, len(rows), per)]
         self._db.execute("BEGIN IMMEDIATE")  # waits in the busy timeout while another process writes
