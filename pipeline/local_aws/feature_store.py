@@ -335,8 +335,7 @@ class LocalFeatureStore:
         """The online row of `key` as a flush would leave it (caller holds _db_lock)."""
         self._check_open()
         # SELECT *: the table's columns are the row layout
-        stored = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
-        current = stored
+        current = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
         with self._lock:
             pending = [row for row in group.pending if row[ROW_KEY] == key]  # at most flush_rows to scan
         for row in pending:
@@ -361,21 +360,20 @@ class LocalFeatureStore:
         tombstone, partition = group.tombstone(key, EventTime, operation)
         if online and DeletionMode == "HardDelete":
             with self._db_lock:
-                self._hard_delete(group, tombstone)
+                self._hard_delete(group, tombstone, EventTime)
             online = False  # nothing is left online to leave a tombstone in
         self._write([(group, tombstone, partition, online, offline)])
         return {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
-    def _hard_delete(self, group: FeatureGroup, tombstone: tuple) -> None:
+    def _hard_delete(self, group: FeatureGroup, tombstone: tuple, event_time: str) -> None:
         key = tombstone[ROW_KEY]
         self._db.execute("BEGIN IMMEDIATE")  # no other process writes this record in between
         try:
             current = self._current(group, key)
             alive = current is not None and (current[ROW_EXPIRES] is None or current[ROW_EXPIRES] > self.clock() * 1e6)
             if alive and tombstone[ROW_EVENT] < current[ROW_EVENT]:
-                raise invalid(f"Record {key!r} (feature group '{group.name}'): EventTime "
-                              f"{tombstone[4 + group.event_index]!r} is older than the stored record's; "
-                               "nothing was deleted", "DeleteRecord")
+                raise invalid(f"Record {key!r} (feature group '{group.name}'): EventTime {event_time!r} is older "
+                              "than the stored record's; nothing was deleted", "DeleteRecord")
             self._db.execute(f"DELETE FROM {_table(group)} WHERE _record_id = ?", (key,))
             with self._lock:
                 group.pending = [row for row in group.pending if row[ROW_KEY] != key]
