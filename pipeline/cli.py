@@ -633,13 +633,15 @@ def predict(
         store_root = Workspace(workspace).feature_store
         if not store_root.is_dir():
             fail(f"no local feature store in {workspace}", "train one with `python -m pipeline run --local`")
-        from pipeline.feature_store import LocalFeatureStore
+        from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
 
         try:
             with LocalFeatureStore(store_root) as store:
                 response = store.get_record(FeatureGroupName=group, RecordIdentifierValueAsString=record_id)
         except ClientError as exc:
             fail(aws.explain(exc).message)
+        except StoreLayoutError as exc:
+            fail(str(exc), "train again with `python -m pipeline run --local`")
         record = response.get("Record")
         model_label, model_version, artifact = entry.model_artifact, str(entry.version), Path(entry.model_artifact)
     else:

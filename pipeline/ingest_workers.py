@@ -3,9 +3,8 @@
 On AWS each Distributed Map batch runs in its own Lambda container. Locally, threads cannot do
 that: converting rows and validating records is Python work that holds the GIL, so a thread pool
 uses one core however many it has. Here each worker process is one "container": it opens its own
-`LocalFeatureStore` on the shared root (the store supports several processes: each writes its own
-online-store shard, so the workers never wait for one SQLite write lock, and uniquely named
-Parquet files for the offline store), runs
+`LocalFeatureStore` on the shared root (the store supports several processes: one SQLite file that
+they write in turn, and uniquely named Parquet files for the offline store), runs
 `churn.ingest.ingest_batch` -- the handler's code -- on batches of the state machine's batch size,
 and flushes its store when the input ends. The parent only cuts the file into chunks of whole CSV
 records (`split_csv`, a few MiB each) and hands them out through a bounded queue: each worker
@@ -118,7 +117,7 @@ def _worker(store_args: dict[str, Any], job: dict[str, Any], tasks, results) -> 
         from churn.csv_input import iter_raw_rows
         from churn.ingest import ingest_batch
         from churn.schema import FeatureSpec
-        from pipeline.feature_store import LocalFeatureStore
+        from pipeline.local_aws.feature_store import LocalFeatureStore
 
         spec = FeatureSpec.from_json(job["spec_json"], origin="ingest worker")
         header: bytes = job["header"]

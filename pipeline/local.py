@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from churn import naming
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.csv_input import iter_raw_rows
@@ -47,11 +49,11 @@ from churn.scoring import (
     write_scores,
 )
 from churn.sql import offline_count_sql, table_reference, training_set_sql
-from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.fast_validate import validate_file_fast
-from pipeline.feature_store import LocalFeatureStore
 from pipeline.ingest_workers import batches, ingest_in_processes
-from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
+from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
+from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = PROJECT_ROOT / "training"
@@ -185,6 +187,20 @@ def sagemaker_training_env(root: Path, hyperparameters: dict[str, Any],
     return env
 
 
+def create_feature_group(store: LocalFeatureStore, name: str, spec: FeatureSpec) -> None:
+    """The spec's feature group with an online and an offline store, unless it exists (its name
+    carries the spec's fingerprint, so an existing group has these very definitions)."""
+    try:
+        store.create_feature_group(
+            FeatureGroupName=name, **spec.feature_group_definition(),
+            OnlineStoreConfig={"EnableOnlineStore": True},
+            OfflineStoreConfig={"S3StorageConfig": {"S3Uri": store.offline_prefix.as_uri()}},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUse":
+            raise
+
+
 class LocalPipeline:
     def __init__(
         self,
@@ -203,6 +219,13 @@ class LocalPipeline:
         self.table_name = naming.offline_table_name(spec.fingerprint())
         self.table = table_reference(self.database, self.table_name)
 
+    def open_feature_store(self) -> LocalFeatureStore:
+        """The workspace's feature store; one in an older layout fails the run with what to do."""
+        try:
+            return LocalFeatureStore(self.workspace.feature_store)
+        except StoreLayoutError as exc:
+            raise PipelineFailed("FeatureStoreLayoutError", str(exc)) from None
+
     # -- steps ---------------------------------------------------------------------------
     def validate_input(self, data: Path) -> int:
         """A vectorised pre-check; whatever it cannot vouch for gets validate_file's own answer."""
@@ -215,7 +238,7 @@ class LocalPipeline:
         one Lambda container per batch on AWS): conversion and validation hold the GIL, so threads
         would use one core. Small files stay on threads, which start instantly.
         """
-        store.create_feature_group(self.group, self.spec)
+        create_feature_group(store, self.group, self.spec)
         size = self.settings.ingest_batch_size
         concurrency = max(1, min(self.settings.ingest_max_concurrency, os.cpu_count() or 1))
         ingested = 0
@@ -394,7 +417,7 @@ class LocalPipeline:
         with self._step("Validate input", outcome, lambda: f"{expected} rows"):
             expected = self.validate_input(data)
         run_dir.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
-        with LocalFeatureStore(self.workspace.feature_store) as store:
+        with self.open_feature_store() as store:
             with self._step("Ingest features", outcome, lambda: f"{outcome.records_ingested} records"):
                 outcome.records_ingested = self.ingest_features(store, data, event_time)
             with self._step("Wait for offline store", outcome, lambda: f"{expected} records visible"):
@@ -474,7 +497,7 @@ class LocalPipeline:
         scores_dir = run_dir / SCORES_DIR
         scoring_input = scores_dir / "input" / SCORING_INPUT_FILE
         as_of = now_event_time()
-        with LocalFeatureStore(self.workspace.feature_store) as store:
+        with self.open_feature_store() as store:
             with self._step("Build scoring set", outcome, lambda: f"{customers} customers as of {as_of}"):
                 customers = self.build_scoring_set(store, as_of, scoring_input)
         with self._step("Score customers", outcome, lambda: str(transform_output)):

@@ -13,8 +13,8 @@ import pytest
 from churn.config import PipelineSettings
 from churn.features import now_event_time
 from pipeline import local
-from pipeline.feature_store import LocalFeatureStore, client_error
 from pipeline.local import LocalPipeline, PipelineFailed, Workspace
+from pipeline.local_aws.feature_store import LocalFeatureStore, client_error
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300

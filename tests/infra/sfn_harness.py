@@ -24,7 +24,7 @@ interprets Amazon States Language for real. What it cannot do, and what stands i
   - `SageMakerTransform`: Batch Transform with the model's own serving functions
     (`model_fn`/`input_fn`/`predict_fn`/`output_fn`) in a subprocess, writing `<input name>.out`.
 - **Feature Store runtime**: moto has none; PutRecord from the in-process handlers goes to a real
-  `pipeline.feature_store.LocalFeatureStore` (or a test's wrapper of it).
+  `pipeline.local_aws.feature_store.LocalFeatureStore` (or a test's wrapper of it).
 - **ItemBatcher**: moto rejects it at parse time. It is taken out of the definition, the items
   are cut into batches by its own limits before the Map Run starts, and an ItemSelector
   `{"Items.$": "$$.Map.Item.Value", "BatchInput": <the batcher's BatchInput>}` gives each child the
@@ -99,13 +99,15 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from churn.handlers import _runtime
 from churn.schema import FeatureSpec
-from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
-from pipeline.feature_store import LocalFeatureStore
 from pipeline.local import sagemaker_training_env
+from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
+from pipeline.local_aws.feature_store import LocalFeatureStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from training_helpers import toolkit_args  # noqa: E402 - sagemaker-containers' argument format
 
+CREATE_FEATURE_GROUP_ARGS = ("FeatureGroupName", "RecordIdentifierFeatureName", "EventTimeFeatureName",
+                             "FeatureDefinitions", "OnlineStoreConfig", "OfflineStoreConfig", "Description")
 MOTO_VERSION = "5.2.5"  # requirements-dev.txt pins it; the patched internals are this release's
 if moto.__version__ != MOTO_VERSION:  # pragma: no cover - fails loudly instead of misbehaving
     raise ImportError(f"sfn_harness patches moto {MOTO_VERSION} internals; moto {moto.__version__} is installed")
@@ -692,7 +694,7 @@ class SageMakerTransform:
 
 def _split_records(body: bytes, split: str, max_payload_mb: int, source: str) -> list[bytes]:
     """SplitType=Line cuts the object into mini-batches of whole lines (a header is just a line), as
-    the local pipeline does (pipeline.batch_transform); SplitType=None sends it whole."""
+    the local pipeline does (pipeline.local_aws.batch_transform); SplitType=None sends it whole."""
     if split != "Line":
         return [body]
     return list(mini_batches(io.BytesIO(body), max_payload_mb * 2**20, source))
@@ -989,7 +991,10 @@ class PipelineHarness:
             spec_definitions = {(d["FeatureName"], d["FeatureType"]) for d in self.spec.feature_definitions()}
             if definitions != spec_definitions:
                 raise AssertionError("the template's feature group does not match the spec given to the harness")
-            self.feature_store.create_feature_group(props["FeatureGroupName"], self.spec)
+            # CloudFormation's properties are CreateFeatureGroup's arguments (the store ignores the
+            # unresolved KMS key and S3 tokens in the store configs).
+            self.feature_store.create_feature_group(**{key: props[key] for key in CREATE_FEATURE_GROUP_ARGS
+                                                       if key in props})
             catalog = props["OfflineStoreConfig"]["DataCatalogConfig"]
             self.athena.tables[(catalog["Database"], catalog["TableName"])] = props["FeatureGroupName"]
 

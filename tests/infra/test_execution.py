@@ -204,7 +204,8 @@ def test_a_bad_csv_fails_at_validate_input_and_nothing_is_written(harness):
     assert recorded_failure(execution)["failure"]["Error"] == "InputValidationError"
     assert recorded_failure(execution)["execution"] == "run-bad-csv"
     assert ingest_invocations(harness) == [] and writes.calls == 0  # no PutRecord at all
-    assert harness.feature_store.offline_files(next(iter(harness.athena.tables.values()))) == []
+    offline = harness.feature_store.connect_duckdb(next(iter(harness.athena.tables.values())), "db", "features")
+    assert offline.execute('SELECT count(*) FROM "db"."features"').fetchone() == (0,)
 
 
 def test_the_map_ingests_the_version_that_validate_input_read(harness, monkeypatch):

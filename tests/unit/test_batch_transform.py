@@ -1,5 +1,5 @@
 """Batch Transform's SplitType Line + MultiRecord cutting and AssembleWith Line joining
-(pipeline.batch_transform), which the local pipeline and the moto harness both use."""
+(pipeline.local_aws.batch_transform), which the local pipeline and the moto harness both use."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from pipeline import batch_transform
-from pipeline.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
+from pipeline.local_aws import batch_transform
+from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 
 
 def greedy_reference(body: bytes, limit: int) -> list[bytes]:

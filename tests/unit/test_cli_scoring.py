@@ -22,7 +22,7 @@ from moto import mock_aws
 from churn.scoring import rank, scores_csv
 from pipeline import aws
 from pipeline.local import load_training_module
-from pipeline.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "training"))

@@ -31,7 +31,8 @@ from churn.handlers import _runtime
 from churn.handlers import ingest as ingest_handler
 from churn.ingest import FAILED_BATCH_LOG_MESSAGE, IngestError, ingest_batch
 from churn.sql import table_reference, training_set_sql
-from pipeline.feature_store import LocalFeatureStore
+from pipeline.local import create_feature_group
+from pipeline.local_aws.feature_store import LocalFeatureStore
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "test-churn-features"
@@ -61,7 +62,7 @@ def raw_rows(data_path, spec) -> list[dict[str, str]]:
 @pytest.fixture
 def store(tmp_path, spec):
     with LocalFeatureStore(tmp_path / "fs") as local:
-        local.create_feature_group(GROUP, spec)
+        create_feature_group(local, GROUP, spec)
         yield local
 
 

@@ -1,18 +1,16 @@
-"""LocalFeatureStore: SageMaker Feature Store semantics on one machine, exercised for real."""
+"""LocalFeatureStore: SageMaker Feature Store's semantics (boto3 shapes and error codes) on one machine."""
 
 from __future__ import annotations
 
 import csv
-import os
-import re
-import sqlite3
+import json
 import subprocess
 import sys
 import threading
-from contextlib import closing
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +21,7 @@ from churn.features import from_feature_store_record, to_feature_store_record
 from churn.ingest import ingest_batch
 from churn.schema import FeatureSpec
 from churn.sql import offline_count_sql, table_reference, training_set_sql
-from pipeline.feature_store import ONLINE_PAGE_BYTES, LocalFeatureStore
+from pipeline.local_aws.feature_store import LocalFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = FeatureSpec.load(REPO / "data" / "churn.spec.json")
@@ -31,40 +29,33 @@ GROUP = "churn-features"
 T1 = "2026-01-01T10:00:00.000Z"
 T2 = "2026-01-02T11:30:00.000Z"
 T3 = "2026-01-03T12:45:00.500Z"
+T1_UNIX = datetime(2026, 1, 1, 10, tzinfo=UTC).timestamp()
+BOTH_STORES = {"OnlineStoreConfig": {"EnableOnlineStore": True},
+               "OfflineStoreConfig": {"S3StorageConfig": {"S3Uri": "s3://bucket/offline-store"}}}
 
 
 def record(customer_id: str, event_time: str, /, **overrides: str | None) -> dict[str, str]:
     """A complete, valid churn record (feature name -> Feature Store string)."""
     values: dict[str, str | None] = {
-        "customer_id": customer_id,
-        "event_time": event_time,
-        "gender": "Female",
-        "senior_citizen": "0",
-        "partner": "Yes",
-        "dependents": "No",
-        "tenure": "12",
-        "phone_service": "Yes",
-        "multiple_lines": "No",
-        "internet_service": "DSL",
-        "online_security": "No",
-        "online_backup": "Yes",
-        "device_protection": "No",
-        "tech_support": "No",
-        "streaming_tv": "No",
-        "streaming_movies": "No",
-        "contract": "Month-to-month",
-        "paperless_billing": "Yes",
-        "payment_method": "Electronic check",
-        "monthly_charges": "29.85",
-        "total_charges": "358.2",
-        "churn": "0",
+        "customer_id": customer_id, "event_time": event_time, "gender": "Female", "senior_citizen": "0",
+        "partner": "Yes", "dependents": "No", "tenure": "12", "phone_service": "Yes", "multiple_lines": "No",
+        "internet_service": "DSL", "online_security": "No", "online_backup": "Yes", "device_protection": "No",
+        "tech_support": "No", "streaming_tv": "No", "streaming_movies": "No", "contract": "Month-to-month",
+        "paperless_billing": "Yes", "payment_method": "Electronic check", "monthly_charges": "29.85",
+        "total_charges": "358.2", "churn": "0",
     }
     values.update(overrides)
     return {k: v for k, v in values.items() if v is not None}
 
 
-def put(store: LocalFeatureStore, rec: dict[str, str], group: str = GROUP) -> None:
-    store.put_record(FeatureGroupName=group, Record=to_feature_store_record(rec))
+def create(store: LocalFeatureStore, group: str = GROUP, **config) -> dict:
+    """The churn spec's group with both stores, unless `config` replaces a store config (None: no such store)."""
+    stores = {k: v for k, v in {**BOTH_STORES, **config}.items() if v is not None}
+    return store.create_feature_group(FeatureGroupName=group, **SPEC.feature_group_definition(), **stores)
+
+
+def put(store: LocalFeatureStore, rec: dict[str, str], group: str = GROUP, **kwargs) -> None:
+    store.put_record(FeatureGroupName=group, Record=to_feature_store_record(rec), **kwargs)
 
 
 def online(store: LocalFeatureStore, customer_id: str, group: str = GROUP) -> dict[str, str] | None:
@@ -72,8 +63,18 @@ def online(store: LocalFeatureStore, customer_id: str, group: str = GROUP) -> di
     return from_feature_store_record(response["Record"]) if "Record" in response else None
 
 
+def data_dir(store: LocalFeatureStore, group: str = GROUP) -> Path:
+    described = store.describe_feature_group(FeatureGroupName=group)
+    return Path(urlparse(described["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]).path)
+
+
+def offline_files(store: LocalFeatureStore, group: str = GROUP) -> list[Path]:
+    store.flush()
+    return sorted(data_dir(store, group).rglob("*.parquet"))
+
+
 def offline_rows(store: LocalFeatureStore, group: str = GROUP) -> list[dict]:
-    files = store.offline_files(group)
+    files = offline_files(store, group)
     if not files:
         return []
     table = pa.concat_tables(pq.read_table(f) for f in files)
@@ -87,61 +88,145 @@ def training_set(store: LocalFeatureStore, as_of: str) -> dict[str, dict]:
     return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with LocalFeatureStore(tmp_path / "feature-store") as fs:
-        fs.create_feature_group(GROUP, SPEC)
-        yield fs
-
-
-def hard_delete(store: LocalFeatureStore, customer_id: str, event_time: str) -> None:
-    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString=customer_id, EventTime=event_time,
-                        DeletionMode="HardDelete")
-
-
 def error_of(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
     error = exc_info.value.response["Error"]
     return error["Code"], error["Message"]
 
 
-# -- validation ---------------------------------------------------------------------------------
+class Clock:
+    """An injected clock (unix seconds) that moves only when told to."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with LocalFeatureStore(tmp_path / "feature-store") as fs:
+        create(fs)
+        yield fs
+
+
+# -- control plane --------------------------------------------------------------------------------
+def test_create_and_describe_in_boto3_shapes(tmp_path):
+    clock = Clock(1_767_225_600.75)
+    with LocalFeatureStore(tmp_path / "fs", account="123456789012", region="eu-west-1", clock=clock) as fs:
+        response = create(fs)
+        assert response == {"FeatureGroupArn": f"arn:aws:sagemaker:eu-west-1:123456789012:feature-group/{GROUP}"}
+        described = fs.describe_feature_group(FeatureGroupName=GROUP)
+    assert described["FeatureGroupName"] == GROUP and described["FeatureGroupStatus"] == "Created"
+    assert described["RecordIdentifierFeatureName"] == "customer_id"
+    assert described["EventTimeFeatureName"] == "event_time"
+    assert described["FeatureDefinitions"] == SPEC.feature_definitions()
+    assert described["OnlineStoreConfig"] == {"EnableOnlineStore": True}
+    assert described["CreationTime"] == datetime(2026, 1, 1, tzinfo=UTC)
+    resolved = urlparse(described["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]).path
+    assert resolved == (tmp_path / "fs" / "offline-store" / "123456789012" / "sagemaker" / "eu-west-1" /
+                        "offline-store" / f"{GROUP}-1767225600" / "data").as_posix()
+
+
+def test_create_of_an_existing_name_is_resource_in_use_from_any_store(tmp_path):
+    with LocalFeatureStore(tmp_path) as first, LocalFeatureStore(tmp_path) as second:
+        create(first)
+        for fs in (first, second):
+            with pytest.raises(ClientError) as exc_info:
+                create(fs)
+            assert error_of(exc_info)[0] == "ResourceInUse" and GROUP in error_of(exc_info)[1]
+        assert second.describe_feature_group(FeatureGroupName=GROUP)["FeatureGroupName"] == GROUP
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"FeatureGroupName": "no spaces"}, "FeatureGroupName"),
+        ({"FeatureDefinitions": [*SPEC.feature_definitions(), {"FeatureName": "is_deleted",
+                                                               "FeatureType": "Integral"}]}, "is_deleted"),
+        ({"FeatureDefinitions": [*SPEC.feature_definitions(), {"FeatureName": "x", "FeatureType": "Text"}]}, "type"),
+        ({"FeatureDefinitions": [*SPEC.feature_definitions(), {"FeatureName": "tenure",
+                                                               "FeatureType": "Integral"}]}, "used once"),
+        ({"RecordIdentifierFeatureName": "monthly_charges"}, "RecordIdentifierFeatureName"),
+        ({"EventTimeFeatureName": "tenure"}, "EventTimeFeatureName"),
+        ({"OnlineStoreConfig": None, "OfflineStoreConfig": None}, "at least one"),
+        ({"OnlineStoreConfig": {"EnableOnlineStore": True, "TtlDuration": {"Unit": "Years", "Value": 1}}},
+         "TtlDuration"),
+    ],
+    ids=["name", "reserved-feature", "feature-type", "duplicate-feature", "identifier-type", "event-time-type",
+         "no-store", "ttl-unit"],
+)
+def test_create_validates_like_the_service(tmp_path, change, fragment):
+    request = {"FeatureGroupName": GROUP, **SPEC.feature_group_definition(), **BOTH_STORES, **change}
+    with LocalFeatureStore(tmp_path) as fs:
+        with pytest.raises(ClientError) as exc_info:
+            fs.create_feature_group(**{k: v for k, v in request.items() if v is not None})
+        assert error_of(exc_info)[0] == "ValidationException" and fragment in error_of(exc_info)[1]
+        with pytest.raises(ClientError):
+            fs.describe_feature_group(FeatureGroupName=request["FeatureGroupName"])
+
+
+def test_delete_feature_group_drops_online_records_and_leaves_offline_data(store):
+    put(store, record("C-1", T1))
+    files = offline_files(store)
+    store.delete_feature_group(FeatureGroupName=GROUP)
+    assert all(f.exists() for f in files)  # DeleteFeatureGroup leaves the S3 objects
+    for call in (lambda: store.describe_feature_group(FeatureGroupName=GROUP),
+                 lambda: store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1")):
+        with pytest.raises(ClientError) as exc_info:
+            call()
+        assert error_of(exc_info)[0] == "ResourceNotFound"
+    create(store)
+    assert online(store, "C-1") is None
+
+
+def test_unknown_feature_group_is_resource_not_found(store):
+    calls = [
+        lambda: store.put_record(FeatureGroupName="nope", Record=to_feature_store_record(record("C-1", T1))),
+        lambda: store.get_record(FeatureGroupName="nope", RecordIdentifierValueAsString="C-1"),
+        lambda: store.delete_record(FeatureGroupName="nope", RecordIdentifierValueAsString="C-1", EventTime=T1),
+        lambda: store.describe_feature_group(FeatureGroupName="nope"),
+        lambda: store.delete_feature_group(FeatureGroupName="nope"),
+    ]
+    for call in calls:
+        with pytest.raises(ClientError) as exc_info:
+            call()
+        assert error_of(exc_info)[0] == "ResourceNotFound"
+
+
+def test_a_root_written_by_the_sharded_layout_is_refused_with_a_clear_error(tmp_path):
+    (tmp_path / "online.sqlite").write_bytes(b"")
+    with pytest.raises(RuntimeError, match="older version.*delete that directory"):
+        LocalFeatureStore(tmp_path)
+
+
+# -- record validation ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("rec", "expected"),
     [
         (record("C-1", T1, loyalty_points="7"), ["'C-1'", "loyalty_points", "'7'", "not defined"]),
         (record("C-2", T1, tenure="twelve"), ["'C-2'", "tenure", "'twelve'", "Integral"]),
         (record("C-3", T1, tenure="12.5"), ["'C-3'", "tenure", "'12.5'", "Integral"]),
-        (record("C-4", T1, monthly_charges="29,85"), ["'C-4'", "monthly_charges", "'29,85'", "Fractional"]),
-        (record("C-5", T1, monthly_charges="nan"), ["'C-5'", "monthly_charges", "'nan'", "Fractional"]),
-        (record("C-6", T1, total_charges="1e999"), ["'C-6'", "total_charges", "'1e999'", "finite"]),
-        (record("C-7", T1, total_charges=" "), ["'C-7'", "total_charges", "' '", "Fractional"]),
-        (record("C-8", T1, customer_id=None), ["<missing id>", "customer_id", "missing"]),
-        (record("C-9", "2026-01-01T10:00:00Z"), ["'C-9'", "event_time", "'2026-01-01T10:00:00Z'"]),
-        (record("C-10", "2026-01-01"), ["'C-10'", "event_time", "'2026-01-01'", "YYYY-MM-DDTHH:MM:SS.sssZ"]),
+        (record("C-4", T1, tenure="9223372036854775808"), ["'C-4'", "tenure", "64-bit"]),
+        (record("C-5", T1, monthly_charges="29,85"), ["'C-5'", "monthly_charges", "'29,85'", "Fractional"]),
+        (record("C-6", T1, monthly_charges="nan"), ["'C-6'", "monthly_charges", "'nan'", "Fractional"]),
+        (record("C-7", T1, total_charges="1e999"), ["'C-7'", "total_charges", "'1e999'", "finite"]),
+        (record("C-8", T1, total_charges=" "), ["'C-8'", "total_charges", "' '", "Fractional"]),
+        (record("C-9", T1, customer_id=None), ["customer_id", "missing"]),
+        (record("C-10", "2026-01-01"), ["'C-10'", "event_time", "'2026-01-01'", "yyyy-MM-ddTHH:mm:ss.SSSZ"]),
         (record("C-11", "2026-13-01T10:00:00.000Z"), ["'C-11'", "event_time", "'2026-13-01T10:00:00.000Z'"]),
-        (record("C-12", T1, event_time=None), ["'C-12'", "event_time", "missing"]),
+        (record("C-12", "2026-01-01T10:00:00.5Z"), ["'C-12'", "event_time"]),
+        (record("C-13", T1, event_time=None), ["'C-13'", "event_time", "missing"]),
     ],
-    ids=[
-        "unknown-feature",
-        "bad-integral",
-        "fractional-as-integral",
-        "bad-fractional",
-        "nan-fractional",
-        "infinite-fractional",
-        "blank-fractional",
-        "missing-id",
-        "event-time-without-millis",
-        "event-time-date-only",
-        "event-time-month-13",
-        "missing-event-time",
-    ],
+    ids=["unknown-feature", "bad-integral", "fractional-as-integral", "integral-overflow", "bad-fractional",
+         "nan-fractional", "infinite-fractional", "blank-fractional", "missing-id", "event-time-date-only",
+         "event-time-month-13", "event-time-one-fraction-digit", "missing-event-time"],
 )
 def test_invalid_records_raise_validation_exception_naming_id_feature_value(store, rec, expected):
     with pytest.raises(ClientError) as exc_info:
         put(store, rec)
     code, message = error_of(exc_info)
-    assert code == "ValidationException"
-    assert exc_info.value.operation_name == "PutRecord"
+    assert code == "ValidationException" and exc_info.value.operation_name == "PutRecord"
     for fragment in expected:
         assert fragment in message, (fragment, message)
     assert offline_rows(store) == []  # nothing of an invalid record is written
@@ -151,87 +236,70 @@ def test_duplicate_feature_and_non_string_value_are_rejected(store):
     items = to_feature_store_record(record("C-1", T1)) + [{"FeatureName": "tenure", "ValueAsString": "13"}]
     with pytest.raises(ClientError) as exc_info:
         store.put_record(FeatureGroupName=GROUP, Record=items)
-    code, message = error_of(exc_info)
-    assert code == "ValidationException" and "'C-1'" in message and "tenure" in message and "more than once" in message
-
+    assert error_of(exc_info)[0] == "ValidationException" and "more than once" in error_of(exc_info)[1]
     items = to_feature_store_record(record("C-2", T1))
     items[4] = {"FeatureName": items[4]["FeatureName"], "ValueAsString": 12}
     with pytest.raises(ClientError) as exc_info:
         store.put_record(FeatureGroupName=GROUP, Record=items)
-    assert error_of(exc_info)[0] == "ValidationException"
+    assert error_of(exc_info)[0] == "ValidationException" and "'C-2'" in error_of(exc_info)[1]
     assert online(store, "C-1") is None and online(store, "C-2") is None
 
 
-def test_unknown_feature_group_is_resource_not_found(store):
-    calls = [
-        lambda: store.put_record(FeatureGroupName="nope", Record=to_feature_store_record(record("C-1", T1))),
-        lambda: store.get_record(FeatureGroupName="nope", RecordIdentifierValueAsString="C-1"),
-        lambda: store.delete_record(FeatureGroupName="nope", RecordIdentifierValueAsString="C-1", EventTime=T1),
-        lambda: store.describe_feature_group("nope"),
-    ]
-    for call in calls:
-        with pytest.raises(ClientError) as exc_info:
-            call()
-        assert error_of(exc_info)[0] == "ResourceNotFound"
+def test_both_documented_event_time_forms_are_accepted(store):
+    put(store, record("C-1", "2026-01-01T10:00:00Z"))  # yyyy-MM-dd'T'HH:mm:ssZ
+    put(store, record("C-2", T1))  # yyyy-MM-dd'T'HH:mm:ss.SSSZ
+    assert online(store, "C-1")["event_time"] == "2026-01-01T10:00:00Z"
+    assert len(offline_rows(store)) == 2
 
 
-# -- online store -------------------------------------------------------------------------------
-def test_online_store_keeps_the_latest_record_by_event_time(store):
-    put(store, record("C-1", T1, tenure="1"))
-    put(store, record("C-1", T2, tenure="2"))
+# -- online store ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("flush_between", [False, True], ids=["in-memory", "after-flush"])
+def test_online_store_keeps_the_latest_record_by_event_time(store, flush_between):
+    def write(rec: dict[str, str]) -> None:
+        put(store, rec)
+        if flush_between:
+            store.flush()
+
+    write(record("C-1", T1, tenure="1"))
+    write(record("C-1", T2, tenure="2"))
     assert online(store, "C-1")["tenure"] == "2"
-    put(store, record("C-1", T2, tenure="3"))  # equal event time: the later call wins
+    write(record("C-1", T1, tenure="0"))  # a late arrival: offline only
+    assert online(store, "C-1")["tenure"] == "2"
+    write(record("C-1", T2, tenure="3"))  # an equal event time: the later call wins
     assert online(store, "C-1")["tenure"] == "3"
-
-
-def test_older_event_time_does_not_overwrite_online_but_is_appended_offline(store):
-    put(store, record("C-1", T2, tenure="2"))
-    put(store, record("C-1", T1, tenure="1"))  # late arrival
-    assert online(store, "C-1")["tenure"] == "2"
     store.flush()
-    put(store, record("C-1", T1, tenure="0"))  # late arrival against the *flushed* (SQLite) record
-    assert online(store, "C-1")["tenure"] == "2"
-    store.flush()
-    assert online(store, "C-1")["tenure"] == "2"
-    rows = offline_rows(store)
-    assert [(r["event_time"], r["tenure"]) for r in rows] == [(T2, 2), (T1, 1), (T1, 0)]
+    assert online(store, "C-1")["tenure"] == "3"
+    assert [(r["event_time"], r["tenure"]) for r in offline_rows(store)] == [(T1, 1), (T2, 2), (T1, 0), (T2, 3)]
 
 
 def test_get_record_of_missing_record_is_empty_and_feature_names_filter(store):
     assert store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="nobody") == {}
     put(store, record("C-1", T1, total_charges=None))
-    response = store.get_record(
-        FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", FeatureNames=["tenure", "total_charges"]
-    )
+    response = store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1",
+                                FeatureNames=["tenure", "total_charges"])
     assert response == {"Record": [{"FeatureName": "tenure", "ValueAsString": "12"}]}  # missing stays missing
-    full = online(store, "C-1")
-    assert full == record("C-1", T1, total_charges=None)
-    with pytest.raises(ClientError):
+    assert online(store, "C-1") == record("C-1", T1, total_charges=None)
+    with pytest.raises(ClientError) as exc_info:
         store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", FeatureNames=["nope"])
+    assert error_of(exc_info)[0] == "ValidationException"
 
 
-def test_delete_record_removes_online_and_appends_a_marker_offline(store):
+def test_soft_delete_leaves_a_tombstone_and_a_marker_offline(store):
     put(store, record("C-1", T1))
     put(store, record("C-2", T1))
     store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
-    assert online(store, "C-1") is None
-    assert online(store, "C-2") is not None
-    put(store, record("C-1", T1, tenure="99"))  # older than the deletion: not resurrected online
-    assert online(store, "C-1") is None
+    assert online(store, "C-1") is None and online(store, "C-2") is not None
+    put(store, record("C-1", T1, tenure="99"))  # older than the deletion: not resurrected
     store.flush()
     assert online(store, "C-1") is None
-
-    marker = [r for r in offline_rows(store) if r["is_deleted"]]
-    assert len(marker) == 1
-    assert marker[0]["customer_id"] == "C-1" and marker[0]["event_time"] == T2
-    features = set(SPEC.by_name) - {"customer_id", "event_time"}
-    assert all(marker[0][name] is None for name in features)
-
+    (marker,) = [r for r in offline_rows(store) if r["is_deleted"]]
+    assert marker["customer_id"] == "C-1" and marker["event_time"] == T2
+    assert all(marker[name] is None for name in set(SPEC.by_name) - {"customer_id", "event_time"})
     put(store, record("C-1", T3, tenure="5"))  # newer than the deletion: back online
     assert online(store, "C-1")["tenure"] == "5"
 
 
-def test_older_soft_delete_keeps_online_record_but_still_writes_marker(store):
+def test_an_older_soft_delete_keeps_the_record_but_still_writes_a_marker(store):
     put(store, record("C-1", T2))
     store.flush()
     store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T1)
@@ -241,11 +309,14 @@ def test_older_soft_delete_keeps_online_record_but_still_writes_marker(store):
 
 def test_hard_delete(store):
     put(store, record("C-1", T2))
+    store.flush()
     with pytest.raises(ClientError) as exc_info:  # older than the stored record: refused, no marker
-        hard_delete(store, "C-1", T1)
+        store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T1,
+                            DeletionMode="HardDelete")
     assert error_of(exc_info)[0] == "ValidationException"
     assert online(store, "C-1") is not None
-    hard_delete(store, "C-1", T3)
+    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T3,
+                        DeletionMode="HardDelete")
     assert online(store, "C-1") is None
     put(store, record("C-1", T1, tenure="7"))  # a hard delete leaves no tombstone
     assert online(store, "C-1")["tenure"] == "7"
@@ -253,157 +324,222 @@ def test_hard_delete(store):
 
 
 def test_target_stores(store):
-    rec = to_feature_store_record(record("C-1", T1))
-    store.put_record(FeatureGroupName=GROUP, Record=rec, TargetStores=["OnlineStore"])
+    put(store, record("C-1", T1), TargetStores=["OnlineStore"])
     assert online(store, "C-1") is not None and offline_rows(store) == []
-    store.put_record(
-        FeatureGroupName=GROUP, Record=to_feature_store_record(record("C-2", T1)), TargetStores=["OfflineStore"]
-    )
+    put(store, record("C-2", T1), TargetStores=["OfflineStore"])
     assert online(store, "C-2") is None and [r["customer_id"] for r in offline_rows(store)] == ["C-2"]
-    with pytest.raises(ClientError):
-        store.put_record(FeatureGroupName=GROUP, Record=rec, TargetStores=["Elsewhere"])
+    for stores in (["Elsewhere"], []):
+        with pytest.raises(ClientError) as exc_info:
+            put(store, record("C-3", T1), TargetStores=stores)
+        assert error_of(exc_info)[0] == "ValidationException"
 
 
-# -- offline store ------------------------------------------------------------------------------
-def test_offline_layout_matches_sagemaker_and_is_partitioned_by_event_time(store, tmp_path):
-    put(store, record("C-1", "2025-12-31T23:59:59.999Z"))
-    put(store, record("C-2", "2026-02-03T04:05:06.007Z"))
-    files = store.offline_files(GROUP)
-    info = store.describe_feature_group(GROUP)
-    pattern = re.compile(
-        r"offline-store/000000000000/sagemaker/us-east-1/offline-store/"
-        rf"{GROUP}-(\d{{10}})/data/year=(\d{{4}})/month=(\d{{2}})/day=(\d{{2}})/hour=(\d{{2}})/[^/]+\.parquet$"
-    )
-    found = set()
-    for f in files:
-        relative = f.relative_to(tmp_path / "feature-store").as_posix()
-        match = pattern.search(relative)
-        assert match, relative
-        assert int(match.group(1)) == info.created_unix
-        found.add(match.groups()[1:])
-    assert found == {("2025", "12", "31", "23"), ("2026", "02", "03", "04")}
-    assert store.offline_glob(GROUP).endswith("year=*/month=*/day=*/hour=*/*.parquet")
-
-
-def test_offline_columns_and_types(store):
-    put(store, record("C-1", T1, total_charges=None))
-    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
-    (file,) = [f for f in store.offline_files(GROUP) if "day=01" in str(f)]
-    schema = pq.read_schema(file)
-    assert schema.names == [*(f.name for f in SPEC.all_features), "write_time", "api_invocation_time", "is_deleted"]
-    expected = {"String": pa.string(), "Integral": pa.int64(), "Fractional": pa.float64()}
-    for feature in SPEC.all_features:
-        assert schema.field(feature.name).type == expected[feature.type], feature.name
-    assert schema.field("event_time").type == pa.string()  # a String event time stays a string
-    assert schema.field("write_time").type == pa.timestamp("us", tz="UTC")
-    assert schema.field("api_invocation_time").type == pa.timestamp("us", tz="UTC")
-    assert schema.field("is_deleted").type == pa.bool_()
-    put_row, marker = offline_rows(store)
-    assert put_row["total_charges"] is None and put_row["tenure"] == 12 and put_row["monthly_charges"] == 29.85
-    assert put_row["is_deleted"] is False and marker["is_deleted"] is True
-    assert put_row["api_invocation_time"] < marker["api_invocation_time"]
-    assert put_row["write_time"] >= put_row["api_invocation_time"]
-    assert put_row["write_time"].tzinfo is not None
-
-
-def test_auto_flush_bounds_the_buffer(tmp_path):
-    with LocalFeatureStore(tmp_path, flush_rows=10) as fs:
-        fs.create_feature_group(GROUP, SPEC)
-        for i in range(25):
-            put(fs, record(f"C-{i}", T1))
-        files = sorted(fs.create_feature_group(GROUP, SPEC).data_dir.rglob("*.parquet"))
-        assert sum(pq.read_metadata(f).num_rows for f in files) == 20  # two automatic flushes
-        assert len(offline_rows(fs)) == 25
-
-
-# -- control plane and persistence -----------------------------------------------------------------
-def test_persistence_across_reopen_and_idempotent_create(tmp_path):
-    root = tmp_path / "fs"
-    with LocalFeatureStore(root) as fs:
-        first = fs.create_feature_group(GROUP, SPEC)
-        put(fs, record("C-1", T1, tenure="3"))
-    with LocalFeatureStore(root) as fs:
-        again = fs.create_feature_group(GROUP, SPEC)  # same fingerprint: the existing group
-        assert again.offline_dir == first.offline_dir and again.created_at == first.created_at
-        assert [g.name for g in fs.list_feature_groups()] == [GROUP]
-        assert fs.describe_feature_group(GROUP).fingerprint == SPEC.fingerprint()
-        assert online(fs, "C-1")["tenure"] == "3"
-        assert len(offline_rows(fs)) == 1
-        put(fs, record("C-1", T2, tenure="4"))
-    with LocalFeatureStore(root) as fs:
-        assert online(fs, "C-1")["tenure"] == "4"
-        assert len(offline_rows(fs)) == 2
-
-
-def test_create_with_a_different_spec_is_a_clear_error(store):
-    data = SPEC.to_dict()
-    data["features"] = [*data["features"], {"name": "region", "type": "String"}]
-    changed = FeatureSpec.from_dict(data, "changed.spec.json")
-    with pytest.raises(ClientError) as exc_info:
-        store.create_feature_group(GROUP, changed)
-    code, message = error_of(exc_info)
-    assert code == "ResourceInUse"
-    assert GROUP in message and SPEC.fingerprint() in message and changed.fingerprint() in message
-
-
-def test_delete_feature_group_removes_online_and_offline_data(store):
-    put(store, record("C-1", T1))
-    info = store.describe_feature_group(GROUP)
-    assert store.offline_files(GROUP)
-    store.delete_feature_group(GROUP)
-    assert not info.offline_dir.exists()
-    assert store.list_feature_groups() == []
-    with pytest.raises(ClientError):
-        store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1")
-    store.create_feature_group(GROUP, SPEC)
-    assert online(store, "C-1") is None and offline_rows(store) == []
+def test_an_offline_only_group_refuses_online_writes_and_reads(tmp_path):
+    with LocalFeatureStore(tmp_path) as fs:
+        create(fs, OnlineStoreConfig=None)
+        put(fs, record("C-1", T1))  # by default: every store the group has
+        assert [r["customer_id"] for r in offline_rows(fs)] == ["C-1"]
+        for call in (lambda: put(fs, record("C-2", T1), TargetStores=["OnlineStore", "OfflineStore"]),
+                     lambda: fs.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1")):
+            with pytest.raises(ClientError) as exc_info:
+                call()
+            assert error_of(exc_info)[0] == "ValidationException" and "no OnlineStore" in error_of(exc_info)[1]
+        fs.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
+        assert [r["is_deleted"] for r in offline_rows(fs)] == [False, True]
 
 
 def test_integral_identifier_and_fractional_event_time(tmp_path):
-    spec = FeatureSpec.from_dict(
-        {
-            "record_identifier": {"name": "account_id", "type": "Integral"},
-            "event_time": {"name": "updated_at", "type": "Fractional"},
-            "label": {"name": "churned", "type": "Integral"},
-            "features": [{"name": "balance", "type": "Fractional"}],
-        }
-    )
     with LocalFeatureStore(tmp_path) as fs:
-        fs.create_feature_group("accounts", spec)
-        rec = {"account_id": "42", "updated_at": "1767225600.5", "balance": "10.5", "churned": "1"}
-        put(fs, rec, group="accounts")
+        fs.create_feature_group(
+            FeatureGroupName="accounts", RecordIdentifierFeatureName="account_id", EventTimeFeatureName="updated_at",
+            FeatureDefinitions=[{"FeatureName": "account_id", "FeatureType": "Integral"},
+                                {"FeatureName": "updated_at", "FeatureType": "Fractional"},
+                                {"FeatureName": "balance", "FeatureType": "Fractional"}],
+            OnlineStoreConfig={"EnableOnlineStore": True}, OfflineStoreConfig={},
+        )
+        put(fs, {"account_id": "+42", "updated_at": "1767225600.5", "balance": "10.5"}, group="accounts")
+        assert fs.get_record(FeatureGroupName="accounts", RecordIdentifierValueAsString="042")["Record"][1] == {
+            "FeatureName": "updated_at", "ValueAsString": "1767225600.5"}
         fs.delete_record(FeatureGroupName="accounts", RecordIdentifierValueAsString="42", EventTime="1767225601")
         assert fs.get_record(FeatureGroupName="accounts", RecordIdentifierValueAsString="42") == {}
-        (file,) = fs.offline_files("accounts")
+        (file,) = offline_files(fs, "accounts")
         assert "/year=2026/month=01/day=01/hour=00/" in file.as_posix()
-        rows = pq.read_table(file).to_pylist()
-        assert [(r["account_id"], r["updated_at"], r["is_deleted"]) for r in rows] == [
-            (42, 1767225600.5, False),
-            (42, 1767225601.0, True),
-        ]
+        assert [(r["account_id"], r["updated_at"], r["is_deleted"]) for r in pq.read_table(file).to_pylist()] == [
+            (42, 1767225600.5, False), (42, 1767225601.0, True)]
         with pytest.raises(ClientError):
-            put(fs, {**rec, "account_id": "4x2"}, group="accounts")
+            put(fs, {"account_id": "4x2", "updated_at": "1767225600"}, group="accounts")
 
 
-# -- bulk and concurrency ---------------------------------------------------------------------------
-def test_put_records_has_put_record_semantics_and_is_all_or_nothing(tmp_path):
-    with LocalFeatureStore(tmp_path) as fs:
-        fs.create_feature_group(GROUP, SPEC)
-        batch = [record("C-1", T2, tenure="2"), record("C-1", T1, tenure="1"), record("C-2", T1)]
-        fs.put_records(GROUP, [to_feature_store_record(r) for r in batch])
-        assert online(fs, "C-1")["tenure"] == "2"
-        assert len(offline_rows(fs)) == 3
-        bad = [record("C-3", T1), record("C-4", T1, tenure="x")]
+# -- BatchWriteRecord -------------------------------------------------------------------------------
+def entry(rec: dict[str, str], group: str = GROUP, **extra) -> dict:
+    return {"FeatureGroupName": group, "Record": to_feature_store_record(rec), **extra}
+
+
+@pytest.mark.parametrize("count", [0, 26])
+def test_batch_write_record_takes_1_to_25_entries(store, count):
+    with pytest.raises(ClientError) as exc_info:
+        store.batch_write_record(Entries=[entry(record(f"C-{i}", T1)) for i in range(count)])
+    assert error_of(exc_info)[0] == "ValidationException"
+    assert exc_info.value.operation_name == "BatchWriteRecord"
+    assert offline_rows(store) == []
+
+
+def test_batch_write_record_writes_the_good_entries_and_reports_the_bad_ones(store, tmp_path):
+    create(store, "other-features")
+    entries = [entry(record(f"C-{i}", T1)) for i in range(23)]
+    entries[5] = entry(record("C-5", T1, tenure="five"))
+    entries[9] = entry(record("C-9", T1), group="missing-group")
+    entries.append(entry(record("C-1", T2), TargetStores=["Elsewhere"]))
+    entries.append(entry(record("O-1", T1), group="other-features", TargetStores=["OnlineStore"]))
+
+    response = store.batch_write_record(Entries=entries)
+
+    assert response["UnprocessedEntries"] == []
+    assert [e["Entry"] for e in response["Errors"]] == [entries[5], entries[9], entries[23]]
+    assert [e["ErrorCode"] for e in response["Errors"]] == ["ValidationException", "ResourceNotFound",
+                                                            "ValidationException"]
+    assert "'C-5'" in response["Errors"][0]["ErrorMessage"] and "tenure" in response["Errors"][0]["ErrorMessage"]
+    written = sorted(r["customer_id"] for r in offline_rows(store))
+    assert written == sorted(f"C-{i}" for i in range(23) if i not in (5, 9))
+    assert online(store, "C-1")["event_time"] == T1
+    assert online(store, "O-1", group="other-features") is not None
+    assert offline_rows(store, "other-features") == []
+
+
+def test_batch_write_record_entries_keep_put_record_semantics_in_order(store):
+    response = store.batch_write_record(Entries=[entry(record("C-1", T2, tenure="2")),
+                                                 entry(record("C-1", T1, tenure="1")),
+                                                 entry(record("C-1", T2, tenure="3"))])
+    assert response["Errors"] == []
+    assert online(store, "C-1")["tenure"] == "3"
+    rows = offline_rows(store)
+    assert [r["tenure"] for r in rows] == [2, 1, 3]
+    assert rows[0]["api_invocation_time"] < rows[1]["api_invocation_time"] < rows[2]["api_invocation_time"]
+
+
+# -- TTL (online store) --------------------------------------------------------------------------------
+def expires_at(store: LocalFeatureStore, customer_id: str) -> str | None:
+    response = store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString=customer_id,
+                                ExpirationTimeResponse="Enabled")
+    return response.get("ExpiresAt", "absent") if response else None
+
+
+@pytest.mark.parametrize("flush_between", [False, True], ids=["in-memory", "after-flush"])
+def test_a_record_expires_its_ttl_after_its_event_time(tmp_path, flush_between):
+    clock = Clock(T1_UNIX)
+    with LocalFeatureStore(tmp_path, clock=clock) as fs:
+        create(fs, OnlineStoreConfig={"EnableOnlineStore": True, "TtlDuration": {"Unit": "Hours", "Value": 2}})
+        put(fs, record("C-1", T1))
+        put(fs, record("C-2", T1), TtlDuration={"Unit": "Minutes", "Value": 30})  # the request's own TTL wins
+        if flush_between:
+            fs.flush()
+        clock.now = T1_UNIX + 1_799
+        assert expires_at(fs, "C-1") == "2026-01-01T12:00:00.000Z"  # ExpiresAt = EventTime + TtlDuration
+        assert expires_at(fs, "C-2") == "2026-01-01T10:30:00.000Z"
+        assert "ExpiresAt" not in fs.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1")
+        clock.now = T1_UNIX + 1_800
+        assert expires_at(fs, "C-1") is not None and expires_at(fs, "C-2") is None  # gone, like an absent one
+        clock.now = T1_UNIX + 7_200
+        assert online(fs, "C-1") is None
+        # an expired record is deleted: an older event time is written again, a hard delete succeeds
+        put(fs, record("C-1", "2026-01-01T09:00:00.000Z", tenure="3"),
+            TtlDuration={"Unit": "Days", "Value": 1})
+        if flush_between:
+            fs.flush()
+        assert online(fs, "C-1")["tenure"] == "3" and expires_at(fs, "C-1") == "2026-01-02T09:00:00.000Z"
+        fs.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-2",
+                         EventTime="2026-01-01T09:00:00.000Z", DeletionMode="HardDelete")
+        assert len(offline_rows(fs)) == 4  # the offline store keeps every write and the marker
+
+
+def test_expiry_counts_from_the_event_time_not_the_write(tmp_path):
+    clock = Clock(T1_UNIX + 86_400)  # written a day after its event time, with a TTL of an hour
+    with LocalFeatureStore(tmp_path, clock=clock) as fs:
+        create(fs, OnlineStoreConfig={"EnableOnlineStore": True, "TtlDuration": {"Unit": "Hours", "Value": 1}})
+        put(fs, record("C-1", T1))
+        assert online(fs, "C-1") is None
+        assert [r["customer_id"] for r in offline_rows(fs)] == ["C-1"]
+
+
+def test_without_ttl_a_record_never_expires_and_has_no_expires_at(tmp_path):
+    clock = Clock(T1_UNIX)
+    with LocalFeatureStore(tmp_path, clock=clock) as fs:
+        create(fs)
+        put(fs, record("C-1", T1))
+        clock.now += 10 * 365 * 86_400
+        assert expires_at(fs, "C-1") == "absent"
+
+
+def test_batch_write_record_ttl_entry_overrides_request(tmp_path):
+    clock = Clock(T1_UNIX)
+    with LocalFeatureStore(tmp_path, clock=clock) as fs:
+        create(fs, OnlineStoreConfig={"EnableOnlineStore": True, "TtlDuration": {"Unit": "Weeks", "Value": 1}})
+        response = fs.batch_write_record(
+            Entries=[entry(record("C-1", T1)), entry(record("C-2", T1), TtlDuration={"Unit": "Seconds", "Value": 5}),
+                     entry(record("C-3", T1), TtlDuration={"Unit": "Seconds", "Value": 0})],
+            TtlDuration={"Unit": "Days", "Value": 1})
+        assert [e["Entry"]["Record"][0]["ValueAsString"] for e in response["Errors"]] == ["C-3"]
+        assert expires_at(fs, "C-1") == "2026-01-02T10:00:00.000Z"  # the request's TTL over the group's
+        assert expires_at(fs, "C-2") == "2026-01-01T10:00:05.000Z"
         with pytest.raises(ClientError) as exc_info:
-            fs.put_records(GROUP, [to_feature_store_record(r) for r in bad])
-        assert "'C-4'" in error_of(exc_info)[1]
-        assert online(fs, "C-3") is None and len(offline_rows(fs)) == 3
+            fs.batch_write_record(Entries=[entry(record("C-4", T1))], TtlDuration={"Unit": "Days"})
+        assert error_of(exc_info)[0] == "ValidationException"
+
+
+# -- offline store ----------------------------------------------------------------------------------
+def test_offline_layout_is_feature_stores_partitioned_by_event_time(store, tmp_path):
+    put(store, record("C-1", "2025-12-31T23:59:59.999Z"))
+    put(store, record("C-2", "2026-02-03T04:05:06.007Z"))
+    partitions = {f.parent.relative_to(data_dir(store)).as_posix() for f in offline_files(store)}
+    assert partitions == {"year=2025/month=12/day=31/hour=23", "year=2026/month=02/day=03/hour=04"}
+    assert data_dir(store).parent.name.startswith(f"{GROUP}-")
+    assert data_dir(store).relative_to(tmp_path / "feature-store").parts[:5] == (
+        "offline-store", "000000000000", "sagemaker", "us-east-1", "offline-store")
+
+
+def test_offline_columns_and_types(tmp_path):
+    clock = Clock(T1_UNIX)
+    with LocalFeatureStore(tmp_path, clock=clock) as fs:
+        create(fs)
+        put(fs, record("C-1", T1, total_charges=None, tenure="+12"))
+        clock.now += 1.5
+        fs.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
+        clock.now += 1
+        (file, _) = offline_files(fs)
+        schema = pq.read_schema(file)
+        assert schema.names == [*(f.name for f in SPEC.all_features), "write_time", "api_invocation_time",
+                                "is_deleted"]
+        expected = {"String": pa.string(), "Integral": pa.int64(), "Fractional": pa.float64()}
+        assert all(schema.field(f.name).type == expected[f.type] for f in SPEC.all_features)
+        assert schema.field("write_time").type == schema.field("api_invocation_time").type == pa.timestamp("us")
+        assert schema.field("is_deleted").type == pa.bool_()
+        put_row, marker = offline_rows(fs)
+    assert put_row["total_charges"] is None and put_row["tenure"] == 12 and put_row["monthly_charges"] == 29.85
+    assert put_row["is_deleted"] is False and marker["is_deleted"] is True
+    assert put_row["api_invocation_time"] == datetime(2026, 1, 1, 10)  # UTC, without a zone, as in Athena
+    assert marker["api_invocation_time"] == datetime(2026, 1, 1, 10, 0, 1, 500_000)
+    assert put_row["write_time"] == marker["write_time"] == datetime(2026, 1, 1, 10, 0, 2, 500_000)
+
+
+# -- buffering, persistence, threads and processes ------------------------------------------------------
+def test_reads_see_unflushed_writes_and_flushes_bound_the_buffer(tmp_path):
+    with LocalFeatureStore(tmp_path, flush_rows=10) as fs:
+        create(fs)
+        for i in range(25):
+            put(fs, record(f"C-{i}", T1))
+        files = sorted(data_dir(fs).rglob("*.parquet"))
+        assert sum(pq.read_metadata(f).num_rows for f in files) == 20  # two automatic flushes
+        assert online(fs, "C-24") is not None  # unflushed, yet visible to this store
+        with LocalFeatureStore(tmp_path) as other:
+            assert online(other, "C-19") is not None and online(other, "C-24") is None
+    with LocalFeatureStore(tmp_path) as reopened:  # closing flushed the rest
+        assert online(reopened, "C-24") is not None and len(offline_rows(reopened)) == 25
 
 
 def test_concurrent_puts_from_threads_are_consistent(tmp_path):
     threads, per_thread, ids = 8, 400, 150
     with LocalFeatureStore(tmp_path, flush_rows=1000) as fs:  # automatic flushes during the run
-        fs.create_feature_group(GROUP, SPEC)
+        create(fs)
         errors: list[BaseException] = []
 
         def work(t: int) -> None:
@@ -411,7 +547,10 @@ def test_concurrent_puts_from_threads_are_consistent(tmp_path):
                 for i in range(per_thread):
                     n = t * per_thread + i
                     event_time = f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}.{t:03d}Z"
-                    put(fs, record(f"C-{n % ids}", event_time, tenure=str(n)))
+                    if i % 2:
+                        put(fs, record(f"C-{n % ids}", event_time, tenure=str(n)))
+                    else:
+                        fs.batch_write_record(Entries=[entry(record(f"C-{n % ids}", event_time, tenure=str(n)))])
                     if i % 50 == 0:
                         fs.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString=f"C-{n % ids}")
             except BaseException as exc:  # noqa: BLE001
@@ -431,177 +570,87 @@ def test_concurrent_puts_from_threads_are_consistent(tmp_path):
             current = latest.get(r["customer_id"])
             if current is None or r["event_time"] >= current["event_time"]:
                 latest[r["customer_id"]] = r
-        assert len(latest) == ids
-        for customer_id, r in latest.items():
-            assert online(fs, customer_id)["tenure"] == str(r["tenure"])
-        # the point-in-time SQL agrees with the online store
-        newest = training_set(fs, "2999-01-01T00:00:00.000Z")
+        assert {k: online(fs, k)["tenure"] for k in latest} == {k: str(r["tenure"]) for k, r in latest.items()}
+        newest = training_set(fs, "2999-01-01T00:00:00.000Z")  # the point-in-time SQL agrees
         assert {k: v["tenure"] for k, v in newest.items()} == {k: r["tenure"] for k, r in latest.items()}
 
 
-
-# -- online shards: one SQLite file per writing store, reads take the newest ------------------------
-def shard_files(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if re.fullmatch(r"online(-\d+)?\.sqlite", p.name))
-
-
-def shard_rows(path: Path) -> list[tuple]:
-    with closing(sqlite3.connect(path)) as con:
-        return con.execute('SELECT record_id, event_time, tenure, is_deleted FROM "fg_churn-features" '
-                           "ORDER BY record_id").fetchall()
-
-
-def page_size(path: Path) -> int:
-    with closing(sqlite3.connect(path)) as con:
-        return con.execute("PRAGMA page_size").fetchone()[0]
+def test_at_an_equal_event_time_the_later_call_wins_whichever_store_flushes_first(tmp_path):
+    clock_a, clock_b = Clock(100.0), Clock(200.0)
+    with LocalFeatureStore(tmp_path, clock=clock_a) as a, LocalFeatureStore(tmp_path, clock=clock_b) as b:
+        create(a)
+        put(a, record("C-1", T1, tenure="1"))  # called first
+        put(b, record("C-1", T1, tenure="2"))  # called later
+        b.flush()
+        a.flush()
+        assert online(a, "C-1")["tenure"] == online(b, "C-1")["tenure"] == "2"
 
 
-@pytest.fixture
-def two_stores(tmp_path: Path):
-    root = tmp_path / "fs"
-    with LocalFeatureStore(root) as a, LocalFeatureStore(root) as b:
-        a.create_feature_group(GROUP, SPEC)
-        b.create_feature_group(GROUP, SPEC)
-        yield root, a, b
-
-
-def test_stores_open_at_once_write_their_own_shard_and_read_each_others(two_stores):
-    root, a, b = two_stores
-    assert shard_files(root) == []  # a shard is claimed by the first write, not by opening
-    put(a, record("C-1", T1, tenure="1"))
-    put(b, record("C-2", T1, tenure="2"))
-    a.flush()
-    b.flush()
-    assert shard_files(root) == ["online-1.sqlite", "online.sqlite"]
-    assert shard_rows(root / "online.sqlite") == [("C-1", T1, "1", 0)]
-    assert shard_rows(root / "online-1.sqlite") == [("C-2", T1, "2", 0)]
-    assert [page_size(root / name) for name in shard_files(root)] == [ONLINE_PAGE_BYTES] * 2 != [4096] * 2
-    for store in (a, b):
-        assert online(store, "C-1")["tenure"] == "1" and online(store, "C-2")["tenure"] == "2"
-
-
-def test_across_shards_the_newer_event_time_wins_then_the_later_write(two_stores):
-    _, a, b = two_stores
-    put(a, record("C-1", T2, tenure="11"))
-    a.flush()
-    put(b, record("C-1", T1, tenure="12"))  # older event time, written later: loses
-    b.flush()
-    assert online(a, "C-1")["tenure"] == "11" and online(b, "C-1")["tenure"] == "11"
-    put(b, record("C-1", T2, tenure="13"))  # equal event time, written later: wins
-    assert online(b, "C-1")["tenure"] == "13"  # b's own unflushed write
-    b.flush()
-    assert online(a, "C-1")["tenure"] == "13"
-    put(a, record("C-1", T2, tenure="14"))  # a's unflushed write is later still
-    assert online(a, "C-1")["tenure"] == "14"
-    a.flush()
-    assert online(b, "C-1")["tenure"] == "14"
-    # the offline store holds every version, and the point-in-time SQL agrees with the online store
-    assert training_set(a, "2999-01-01T00:00:00.000Z")["C-1"]["tenure"] == 14
-    assert len(offline_rows(a)) == 4
-
-
-def test_deletes_across_shards(two_stores):
-    root, a, b = two_stores
-    put(a, record("C-1", T2))
-    put(a, record("C-2", T2))
-    a.flush()
-    b.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T3)  # soft, newer
-    b.flush()
-    assert online(a, "C-1") is None and online(b, "C-1") is None
-    put(a, record("C-1", T1, tenure="99"))  # older than b's tombstone: stays deleted
-    a.flush()
-    assert online(b, "C-1") is None
-    with pytest.raises(ClientError) as exc_info:  # older than the record in a's shard: refused
-        hard_delete(b, "C-2", T1)
-    assert error_of(exc_info)[0] == "ValidationException"
-    assert online(b, "C-2") is not None
-    hard_delete(b, "C-2", T3)
-    b.flush()
-    assert online(a, "C-2") is None
-    assert [r[0] for r in shard_rows(root / "online.sqlite")] == ["C-1"]  # removed from a's shard too
-    put(a, record("C-2", T1, tenure="7"))  # a hard delete leaves no tombstone anywhere
-    assert online(b, "C-2") is None  # not flushed yet: b cannot see a's pending write
-    a.flush()
-    assert online(b, "C-2")["tenure"] == "7"
-
-
-def test_delete_feature_group_empties_every_shard(two_stores):
-    root, a, b = two_stores
-    put(a, record("C-1", T1))
-    put(b, record("C-2", T1))
-    a.flush()
-    b.flush()
-    a.delete_feature_group(GROUP)
-    with LocalFeatureStore(root) as c:
-        c.create_feature_group(GROUP, SPEC)
-        assert online(c, "C-1") is None and online(c, "C-2") is None
-        put(c, record("C-3", T1))
-        assert online(c, "C-3") is not None
-
-
-def test_a_closed_store_releases_its_shard(tmp_path):
-    root = tmp_path / "fs"
-    for tenure in ("1", "2"):
-        with LocalFeatureStore(root) as fs:
-            fs.create_feature_group(GROUP, SPEC)
-            put(fs, record("C-1", T1, tenure=tenure))
-    assert shard_files(root) == ["online.sqlite"]
-    with LocalFeatureStore(root) as fs:
-        assert online(fs, "C-1")["tenure"] == "2"
-
-
-_WRITER = """
-import os, sys
+WRITER = """
+import sys
 from churn.features import to_feature_store_record
-from pipeline.feature_store import LocalFeatureStore
-store = LocalFeatureStore(sys.argv[1])
-store.put_record(FeatureGroupName=sys.argv[2], Record=to_feature_store_record(eval(sys.argv[3])))
-store.flush()
-os._exit(0)  # dies without closing: the operating system releases its shard
+from pipeline.local_aws.feature_store import LocalFeatureStore
+from test_local_feature_store import GROUP, entry, record
+root, writer = sys.argv[1], int(sys.argv[2])
+with LocalFeatureStore(root, flush_rows=97) as store:  # many small transactions, interleaved
+    for n in range(600):
+        event_time = f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}.{writer:03d}Z"
+        rec = record(f"C-{n % 200}", event_time, tenure=str(writer))
+        if n % 3:
+            store.put_record(FeatureGroupName=GROUP, Record=to_feature_store_record(rec))
+        else:
+            response = store.batch_write_record(Entries=[entry(rec)])
+            assert response["Errors"] == [], response
 """
 
 
-def test_a_process_that_dies_releases_its_shard(tmp_path):
-    root = tmp_path / "fs"
-    with LocalFeatureStore(root) as fs:
-        fs.create_feature_group(GROUP, SPEC)
-        put(fs, record("C-1", T1, tenure="21"))
-        fs.flush()  # this store holds slot 0
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "lambda")])}
-        for tenure in ("22", "23"):
-            rec = record("C-2", T1, tenure=tenure)
-            subprocess.run([sys.executable, "-c", _WRITER, str(root), GROUP, repr(rec)], env=env, check=True)
-        assert shard_files(root) == ["online-1.sqlite", "online.sqlite"]  # the second child reused slot 1
-        assert online(fs, "C-2")["tenure"] == "23" and online(fs, "C-1")["tenure"] == "21"
+def test_several_processes_write_one_root_at_once(tmp_path):
+    writers = 4
+    with LocalFeatureStore(tmp_path) as fs:
+        create(fs)
+    env = {"PYTHONPATH": f"{REPO / 'lambda'}:{REPO}:{Path(__file__).parent}"}
+    processes = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w)], env=env,
+                                  stderr=subprocess.PIPE, text=True) for w in range(writers)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+    with LocalFeatureStore(tmp_path) as fs:
+        assert len(offline_rows(fs)) == writers * 600
+        # each id's newest event time is n = 400 + id (ms = the writer): the last writer's wins
+        assert {online(fs, f"C-{i}")["tenure"] for i in range(200)} == {str(writers - 1)}
+        assert online(fs, "C-7")["event_time"] == f"2026-01-01T00:06:47.{writers - 1:03d}Z"
 
 
-def test_an_online_store_written_before_shards_is_read_and_updated(tmp_path):
-    root = tmp_path / "fs"
-    with LocalFeatureStore(root) as fs:
-        fs.create_feature_group(GROUP, SPEC)
-    # the table as it was before rows carried their write time
-    columns = ", ".join(f'"{f.name}" TEXT' for f in SPEC.all_features)
-    names = ", ".join(f'"{f.name}"' for f in SPEC.all_features)
-    old = record("C-1", T2, tenure="31")
-    with closing(sqlite3.connect(root / "online.sqlite")) as con:
-        con.execute(f'CREATE TABLE "fg_churn-features" (record_id TEXT PRIMARY KEY, event_key REAL NOT NULL, '
-                    f"is_deleted INTEGER NOT NULL, {columns}) WITHOUT ROWID")
-        values = [old.get(f.name) for f in SPEC.all_features]
-        con.execute(f'INSERT INTO "fg_churn-features" (record_id, event_key, is_deleted, {names}) '
-                    f"VALUES (?, ?, 0, {', '.join('?' * len(values))})",
-                    ["C-1", datetime.fromisoformat(T2).timestamp(), *values])
-        con.commit()
-    with LocalFeatureStore(root) as fs:
-        assert online(fs, "C-1")["tenure"] == "31"
-        put(fs, record("C-1", T1, tenure="32"))
-        fs.flush()
-        assert online(fs, "C-1")["tenure"] == "31"
-        put(fs, record("C-1", T2, tenure="33"))
-        fs.flush()
-        assert online(fs, "C-1")["tenure"] == "33"
-    assert page_size(root / "online.sqlite") == 4096  # an existing file keeps its page size
+# -- the offline store in DuckDB, and the project's SQL over it ---------------------------------------
+def test_duckdb_view_has_athenas_column_types_before_and_after_data(store):
+    con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
+    empty = dict(con.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
+                 .fetchall())
+    assert con.execute(training_set_sql(SPEC, table_reference("churn_db", "churn_features")), [T1]).fetchall() == []
+    put(store, record("A", T1))
+    filled = store.connect_duckdb(GROUP, "churn_db", "churn_features")
+    types = dict(filled.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
+                 .fetchall())
+    assert types == empty
+    assert [types["write_time"], types["api_invocation_time"], types["is_deleted"]] == ["TIMESTAMP", "TIMESTAMP",
+                                                                                     "BOOLEAN"]
+    assert [types["customer_id"], types["tenure"], types["monthly_charges"]] == ["VARCHAR", "BIGINT", "DOUBLE"]
 
-# -- the point-in-time SQL on DuckDB ----------------------------------------------------------------
+
+def test_duckdb_compares_write_times_with_athenas_timestamp_parameter(tmp_path):
+    clock = Clock(T1_UNIX)
+    with LocalFeatureStore(tmp_path, clock=clock) as fs:
+        create(fs)
+        put(fs, record("A", T1))
+        fs.flush()  # written at 10:00:00.000
+        clock.now += 60
+        put(fs, record("B", T1))
+        con = fs.connect_duckdb(GROUP, "db", "features")  # B written at 10:01:00.000
+        sql = 'SELECT customer_id FROM "db"."features" WHERE write_time >= CAST(? AS TIMESTAMP) ORDER BY 1'
+        assert con.execute(sql, ["2026-01-01 10:00:30.000"]).fetchall() == [("B",)]
+        assert con.execute(sql, ["2026-01-01 10:00:00.000"]).fetchall() == [("A",), ("B",)]
+
+
 def test_training_set_sql_point_in_time_semantics(store):
     put(store, record("reingested", T1, tenure="1", monthly_charges="10.0"))
     put(store, record("reingested", T2, tenure="2", monthly_charges="20.0"))
@@ -616,14 +665,10 @@ def test_training_set_sql_point_in_time_semantics(store):
     assert sorted(at_t2) == ["late", "missing-charges", "reingested"]
     assert list(at_t2["reingested"]) == list(SPEC.model_columns)
     assert at_t2["reingested"]["tenure"] == 2 and at_t2["reingested"]["monthly_charges"] == 20.0
-    assert at_t2["late"]["tenure"] == 20
-    assert at_t2["missing-charges"]["total_charges"] is None
-
+    assert at_t2["late"]["tenure"] == 20 and at_t2["missing-charges"]["total_charges"] is None
     at_t1 = training_set(store, T1)  # before the re-ingest, the deletion and the future record
     assert sorted(at_t1) == ["deleted", "late", "missing-charges", "reingested"]
-    assert at_t1["reingested"]["tenure"] == 1 and at_t1["deleted"]["tenure"] == 5
-    assert at_t1["late"]["tenure"] == 10
-
+    assert at_t1["reingested"]["tenure"] == 1 and at_t1["deleted"]["tenure"] == 5 and at_t1["late"]["tenure"] == 10
     assert sorted(training_set(store, T3)) == ["future", "late", "missing-charges", "reingested"]
     assert training_set(store, "2025-12-31T00:00:00.000Z") == {}
 
@@ -635,20 +680,7 @@ def test_offline_count_sql_counts_distinct_records_of_one_event_time(store):
     put(store, record("D", T2))
     con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
     sql = offline_count_sql(SPEC, table_reference("churn_db", "churn_features"))
-    assert con.execute(sql, [T1]).fetchone() == (3,)
-    assert con.execute(sql, [T2]).fetchone() == (1,)
-    assert con.execute(sql, [T3]).fetchone() == (0,)
-
-
-def test_duckdb_view_exists_with_typed_columns_before_any_data(store):
-    con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
-    empty = con.execute('DESCRIBE "churn_db"."churn_features"').fetchall()
-    assert con.execute(training_set_sql(SPEC, table_reference("churn_db", "churn_features")), [T1]).fetchall() == []
-    assert con.execute(offline_count_sql(SPEC, table_reference("churn_db", "churn_features")), [T1]).fetchone() == (0,)
-    put(store, record("A", T1))
-    filled = store.connect_duckdb(GROUP, "churn_db", "churn_features")
-    assert filled.execute('DESCRIBE "churn_db"."churn_features"').fetchall() == empty
-    assert filled.execute('SELECT count(*) FROM "churn_db"."churn_features"').fetchone() == (1,)
+    assert [con.execute(sql, [t]).fetchone() for t in (T1, T2, T3)] == [(3,), (1,), (0,)]
 
 
 # -- the shared ingest code against the local store ------------------------------------------------
@@ -661,23 +693,14 @@ def test_ingest_batch_runs_unchanged_against_the_local_store(store):
 
     result = ingest_batch(rows, spec=SPEC, feature_group_name=GROUP, event_time=T1, client=store, max_workers=8)
     assert result.ingested == 500
-    assert [f["record_id"] for f in result.failed] == ["BAD-ROW"]
-    assert "tenure" in result.failed[0]["error"]
-
-    for customer_id in blank:
-        stored = online(store, customer_id)
-        assert stored is not None and "total_charges" not in stored
-    con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
-    training = con.execute(training_set_sql(SPEC, table_reference("churn_db", "churn_features")), [T1]).fetchall()
+    assert [f["record_id"] for f in result.failed] == ["BAD-ROW"] and "tenure" in result.failed[0]["error"]
+    assert all("total_charges" not in online(store, customer_id) for customer_id in blank)
+    training = training_set(store, T1)
     assert len(training) == 500
-    total_charges = SPEC.model_columns.index("total_charges")
-    assert sorted(r[0] for r in training if r[total_charges] is None) == sorted(blank)
-    assert con.execute(offline_count_sql(SPEC, table_reference("churn_db", "churn_features")), [T1]).fetchone() == (
-        500,
-    )
+    assert sorted(k for k, v in training.items() if v["total_charges"] is None) == sorted(blank)
 
     # the store's own ValidationException reaches the caller per record, like the service's
     again = ingest_batch(rows[:3], spec=SPEC, feature_group_name=GROUP, event_time="2026-01-01", client=store)
-    assert again.ingested == 0
-    assert [f["record_id"] for f in again.failed] == [r["customerID"] for r in rows[:3]]
+    assert again.ingested == 0 and [f["record_id"] for f in again.failed] == [r["customerID"] for r in rows[:3]]
     assert all(f["error"].startswith("ValidationException: ") for f in again.failed)
+    assert json.loads(json.dumps(again.to_dict()))["failed_count"] == 3

@@ -1,15 +1,19 @@
 """The local model registry: one JSON file listing every run's model, metrics and approval.
 
 It mirrors a SageMaker model package group: approved models get increasing version numbers,
-rejected ones are kept for the record (with the gate's reason) but get no version.
+rejected ones are kept for the record (with the gate's reason) but get no version. Two runs
+registering at once (threads or processes) never get the same version: every read-modify-write
+holds an exclusive `flock` on `<registry>.lock`, and the file is replaced atomically.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,6 @@ class ModelEntry:
 class LocalModelRegistry:
     def __init__(self, path: Path):
         self.path = path
-        self._lock = threading.Lock()
 
     def entries(self) -> list[ModelEntry]:
         if not self.path.exists():
@@ -51,8 +54,17 @@ class LocalModelRegistry:
         approved = [e for e in self.entries() if e.status == APPROVED]
         return max(approved, key=lambda e: e.version or 0) if approved else None
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive across threads and processes: every registry object opens its own descriptor,
+        and the lock is released when it is closed (or its process ends)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def add(self, entry: ModelEntry) -> ModelEntry:
-        with self._lock:
+        with self._locked():
             entries = self.entries()
             if entry.status == APPROVED:
                 entry.version = 1 + max((e.version or 0 for e in entries), default=0)
@@ -61,8 +73,7 @@ class LocalModelRegistry:
         return entry
 
     def _write(self, entries: list[ModelEntry]) -> None:
-        """Atomic replace: a crash never leaves a half-written registry."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Atomic replace: a crash never leaves a half-written registry (caller holds the lock)."""
         payload = json.dumps({"models": [asdict(e) for e in entries]}, indent=2)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".registry-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

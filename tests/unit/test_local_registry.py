@@ -1,0 +1,70 @@
+"""LocalModelRegistry: versions stay unique when several threads and processes register at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+
+REPO = Path(__file__).resolve().parents[2]
+ADDS = 15
+
+# Each process waits for the start signal (a file), then registers ADDS models through a new
+# registry object every time, as the local pipeline does (one object per access).
+REGISTRANT = """
+import sys, time
+from pathlib import Path
+from pipeline.local_aws.registry import LocalModelRegistry, ModelEntry
+path, start, name, adds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+while not start.exists():
+    time.sleep(0.005)
+for i in range(adds):
+    LocalModelRegistry(path).add(ModelEntry(run_id=f"{name}-{i}", created="", status="Approved", validation_auc=0.9,
+                                            threshold=0.8, model_artifact="", evaluation="", report=""))
+"""
+
+
+def entry(run_id: str, status: str = APPROVED) -> ModelEntry:
+    return ModelEntry(run_id=run_id, created="2026-12-07T00:00:00Z", status=status, validation_auc=0.9,
+                      threshold=0.8, model_artifact="model.tar.gz", evaluation="evaluation.json", report="report.html")
+
+
+def test_approved_models_get_increasing_versions_and_rejected_ones_none(tmp_path):
+    path = tmp_path / "registry.json"
+    assert LocalModelRegistry(path).add(entry("a")).version == 1
+    assert LocalModelRegistry(path).add(entry("b", REJECTED)).version is None
+    assert LocalModelRegistry(path).add(entry("c")).version == 2
+    assert [(e.run_id, e.version) for e in LocalModelRegistry(path).entries()] == [("a", 1), ("b", None), ("c", 2)]
+    assert LocalModelRegistry(path).latest_approved().run_id == "c"
+
+
+def test_concurrent_processes_and_threads_never_share_a_version(tmp_path):
+    path, start = tmp_path / "workspace" / "registry.json", tmp_path / "start"
+    env = {"PYTHONPATH": f"{REPO / 'lambda'}:{REPO}"}
+    processes = [subprocess.Popen([sys.executable, "-c", REGISTRANT, str(path), str(start), f"p{n}", str(ADDS)],
+                                  env=env, stderr=subprocess.PIPE, text=True) for n in range(3)]
+
+    def in_thread(name: str) -> None:
+        start_event.wait()
+        for i in range(ADDS):
+            LocalModelRegistry(path).add(entry(f"{name}-{i}"))
+
+    start_event = threading.Event()
+    threads = [threading.Thread(target=in_thread, args=(f"t{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    start.touch()
+    start_event.set()
+    for thread in threads:
+        thread.join()
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+
+    entries = LocalModelRegistry(path).entries()
+    assert len(entries) == 5 * ADDS  # no registration lost to a concurrent rewrite
+    assert sorted(e.version for e in entries) == list(range(1, 5 * ADDS + 1))
+    assert not list(path.parent.glob(".registry-*"))  # no temporary file left behind
