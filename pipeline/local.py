@@ -15,7 +15,6 @@ import io
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -36,6 +35,7 @@ from churn.config import PipelineSettings, training_hyperparameters
 from churn.csv_input import iter_raw_rows
 from churn.features import now_event_time
 from churn.ingest import ingest_batch
+from churn.layout import TRAINING_ENTRY_POINT
 from churn.model_quality import quality_gate, read_evaluation_from_model_tarball
 from churn.schema import FeatureSpec
 from churn.scoring import (
@@ -54,10 +54,11 @@ from pipeline.ingest_workers import batches, ingest_in_processes
 from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
 from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+from pipeline.local_aws.training_job import pack_model, run_training
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = PROJECT_ROOT / "training"
-TRAINING_PROGRAM = "train_model"
+TRAINING_PROGRAM = Path(TRAINING_ENTRY_POINT).stem
 DEFAULT_DATA = PROJECT_ROOT / "data" / "churn.csv"
 DEFAULT_SPEC = PROJECT_ROOT / "data" / "churn.spec.json"
 DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
@@ -158,33 +159,6 @@ class RunOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def hyperparameter_args(hyperparameters: dict[str, Any]) -> list[str]:
-    """`--name value` pairs, as the SageMaker training toolkit passes hyperparameters."""
-    args: list[str] = []
-    for name, value in hyperparameters.items():
-        args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
-    return args
-
-
-def sagemaker_training_env(root: Path, hyperparameters: dict[str, Any],
-                           channels: tuple[str, ...] = ("train",)) -> dict[str, str]:
-    """SageMaker's training environment contract under `root` (an /opt/ml-like tree), dirs created."""
-    env = {
-        **{f"SM_CHANNEL_{c.upper()}": str(root / "input" / "data" / c) for c in channels},
-        "SM_CHANNELS": json.dumps(list(channels)),
-        "SM_MODEL_DIR": str(root / "model"),
-        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
-        "SM_OUTPUT_DIR": str(root / "output"),
-        "SM_HPS": json.dumps(hyperparameters),
-        "SM_CURRENT_HOST": "algo-1",
-        "SM_HOSTS": json.dumps(["algo-1"]),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
-        Path(env[key]).mkdir(parents=True, exist_ok=True)
-    return env
 
 
 def create_feature_group(store: LocalFeatureStore, name: str, spec: FeatureSpec) -> None:
@@ -370,31 +344,17 @@ class LocalPipeline:
         return scores
 
     def train_model(self, run_dir: Path, extra_hyperparameters: dict[str, Any] | None = None) -> Path:
-        """Run training/train_model.py as the SageMaker container would, then pack model.tar.gz."""
+        """Run the training script as the SageMaker container would, then pack model.tar.gz."""
         hyperparameters = {**training_hyperparameters(self.settings, self.spec), **(extra_hyperparameters or {})}
-        env = {**os.environ, **sagemaker_training_env(run_dir, hyperparameters)}
-        command = [sys.executable, "-m", TRAINING_PROGRAM, *hyperparameter_args(hyperparameters)]
-        log_path = run_dir / "training.log"
         # Score customers imports the training script here (xgboost, scikit-learn, SciPy: ~2 s); do
         # it while the training process runs, which boosts on one CPU below 100k fit rows.
         preload = threading.Thread(target=_preload_training_module, name="preload-train_model", daemon=True)
         preload.start()
-        with open(log_path, "w", encoding="utf-8") as log:
-            completed = subprocess.run(command, cwd=TRAINING_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       check=False)
+        run = run_training(TRAINING_DIR, TRAINING_ENTRY_POINT, run_dir, hyperparameters)
         preload.join()
-        if completed.returncode != 0:
-            failure = run_dir / "output" / "failure"
-            reason = failure.read_text(encoding="utf-8").strip() if failure.exists() else ""
-            if not reason:
-                lines = log_path.read_text(encoding="utf-8").strip().splitlines()
-                reason = lines[-1] if lines else f"exit code {completed.returncode}"
-            raise PipelineFailed("TrainingFailed", f"{reason} (log: {log_path})")
-        artifact = run_dir / "model.tar.gz"
-        with tarfile.open(artifact, "w:gz") as archive:
-            for path in sorted((run_dir / "model").iterdir()):
-                archive.add(path, arcname=path.name)
-        return artifact
+        if not run.succeeded:
+            raise PipelineFailed("TrainingFailed", f"{run.script_failure()} (log: {run.log})")
+        return pack_model(run_dir, run_dir / "model.tar.gz")
 
     def cross_validate(self, data: Path, folds: int) -> dict[str, Any]:
         """Stratified K-fold ROC AUC of the same script and settings on the same training set.

@@ -10,7 +10,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-ENTRY_POINT = "train_model.py"
+from churn.layout import TRAINING_ENTRY_POINT as ENTRY_POINT
 
 
 def training_tarball_bytes(source_dir: Path) -> bytes:

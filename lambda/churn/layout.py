@@ -12,6 +12,7 @@ MODELS_PREFIX = "models"  # training job outputs and evaluations
 SCORES_PREFIX = "scores"  # <execution>/: scoring input, transform output, scores.csv
 
 SAMPLE_DATA_NAME = "churn.csv"
+TRAINING_ENTRY_POINT = "train_model.py"  # in training/: SAGEMAKER_PROGRAM, the module the container runs
 TRAINING_SET_FILE = "training-set.csv"
 SCORING_INPUT_FILE = "scoring-set.csv"
 TRANSFORM_OUTPUT_SUFFIX = ".out"  # Batch Transform names its output <input file name>.out

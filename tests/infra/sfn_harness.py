@@ -99,12 +99,9 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from churn.handlers import _runtime
 from churn.schema import FeatureSpec
-from pipeline.local import sagemaker_training_env
 from pipeline.local_aws.batch_transform import PayloadTooLarge, assemble_lines, mini_batches
 from pipeline.local_aws.feature_store import LocalFeatureStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from training_helpers import toolkit_args  # noqa: E402 - sagemaker-containers' argument format
+from pipeline.local_aws.training_job import toolkit_args, training_env
 
 CREATE_FEATURE_GROUP_ARGS = ("FeatureGroupName", "RecordIdentifierFeatureName", "EventTimeFeatureName",
                              "FeatureDefinitions", "OnlineStoreConfig", "OfflineStoreConfig", "Description")
@@ -562,7 +559,7 @@ class SageMakerTraining:
         user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_"))},
-            **sagemaker_training_env(root, user, tuple(channels)),
+            **training_env(root, user, tuple(channels)),
         }
         limit = min(self.timeout_seconds, request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400))
         command = [sys.executable, program, *toolkit_args(user)]

@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.local_aws.training_job import toolkit_args
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAINING_DIR = ROOT / "training"
 RAW_CSV = ROOT / "data" / "churn.csv"
@@ -19,12 +21,6 @@ _SPEC = json.loads(SPEC.read_text(encoding="utf-8"))
 # What the pipeline passes for the bundled spec (churn.config.training_hyperparameters).
 TELCO_COLUMNS = {"id_column": _SPEC["record_identifier"]["name"], "label_column": _SPEC["label"]["name"],
                  "categorical_columns": [f["name"] for f in _SPEC["features"] if f["type"] == "String"]}
-
-
-def toolkit_args(hyperparameters: dict) -> list[str]:
-    """The script's arguments as sagemaker-containers 2.8.6 builds them (`_mapping.to_cmd_args`): sorted
-    names, each value str() of its JSON-decoded form, so a list arrives as ['a', 'b'], not as JSON."""
-    return [token for name in sorted(hyperparameters) for token in (f"--{name}", str(hyperparameters[name]))]
 
 
 def _quote(value: str | None) -> str:
