@@ -33,9 +33,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from churn.ingest import FAILED_BATCH_LOG_MESSAGE
-from churn.scoring import SCORES_FILE, ScoreRow, ScoringError, read_scores
+from churn.layout import SCORES_FILE
+from churn.scoring import ScoreRow, ScoringError, read_scores
 
+FAILED_BATCH_LOG_MESSAGE = "ingest batch had failed records"  # the ingest handler's log line
 DEFAULT_STACK_NAME = "ChurnPipeline"
 RAW_PREFIX = "raw"
 SCORES_PREFIX = "scores"

@@ -20,19 +20,16 @@ from churn.schema import FeatureSpec, SpecError
 from pipeline import aws
 from pipeline.aws import AwsError, AwsSession, Deployment, ProgressTracker
 from pipeline.fast_validate import validate_file_fast
-from pipeline.local import (
+from pipeline.local_aws.batch_transform import extracted_model
+from pipeline.prediction import Prediction, predict_record, record_values
+from pipeline.runner import (
     DEFAULT_DATA,
     DEFAULT_SPEC,
     DEFAULT_WORKSPACE,
-    SCORES_DIR,
     LocalPipeline,
     PipelineFailed,
-    Prediction,
     Reporter,
     Workspace,
-    extracted_model,
-    predict_record,
-    record_values,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -228,7 +225,8 @@ def _run_local(data: Path, spec: Path, workspace: Path, threshold: float | None,
         settings = PipelineSettings(**{**settings.to_dict(), "quality_threshold": threshold})
     pipeline = LocalPipeline(spec=feature_spec, settings=settings, workspace=Workspace(workspace),
                              reporter=ConsoleReporter(out))
-    out.print(f"[bold]Local run[/] on {data} (feature group {pipeline.group})", highlight=False)
+    groups = ", ".join(pipeline.feature_groups.values())
+    out.print(f"[bold]Local run[/] on {data} (feature group {groups})", highlight=False)
     try:
         outcome = pipeline.run(data, run_id=name)
     except InputValidationError as exc:
@@ -576,7 +574,8 @@ def scores(
 
 
 def _local_scores(workspace: Path, run_id: str | None, top: int) -> tuple[str, str, str, list[Any]]:
-    from churn.scoring import SCORES_FILE, ScoringError, read_scores
+    from churn.layout import SCORES_FILE, SCORES_PREFIX
+    from churn.scoring import ScoringError, read_scores
 
     runs_dir = Workspace(workspace).runs
     if run_id is None:
@@ -584,7 +583,7 @@ def _local_scores(workspace: Path, run_id: str | None, top: int) -> tuple[str, s
         run_id = entry.run_id
     elif run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id:
         fail(f"no local run '{run_id}' in {runs_dir}", "list them with `python -m pipeline runs --local`")
-    path = runs_dir / run_id / SCORES_DIR / SCORES_FILE
+    path = runs_dir / run_id / SCORES_PREFIX / SCORES_FILE
     if not path.is_file():
         fail(f"run '{run_id}' has no scores ({path} does not exist)",
              "scores are written by a run that passed the quality gate; list runs with "

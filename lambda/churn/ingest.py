@@ -61,6 +61,14 @@ class BatchResult:
         if len(self.failed) < REPORTED_FAILURES:
             self.failed.append({"line": line, "record_id": record_id, "error_code": error_code, "message": message})
 
+    def add(self, other: dict[str, Any]) -> None:
+        """Count another batch's result (`to_dict()` of it) in."""
+        self.ingested += other["ingested"]
+        self.calls += other.get("calls", 0)
+        for failure in other["failed"]:
+            self.fail(**failure)
+        self.failed_count += other["failed_count"] - len(other["failed"])
+
     def to_dict(self) -> dict[str, Any]:
         return {"ingested": self.ingested, "failed_count": self.failed_count, "failed": self.failed,
                 "calls": self.calls}
@@ -165,11 +173,7 @@ def ingest_batch(
     slices = [entries[i:i + BATCH_WRITE_MAX_ENTRIES] for i in range(0, len(entries), BATCH_WRITE_MAX_ENTRIES)]
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(slices) or 1))) as pool:
         for part in pool.map(lambda entries: _write(client, entries, lines, group, backoff), slices):
-            result.ingested += part.ingested
-            result.calls += part.calls
-            for failure in part.failed:
-                result.fail(**failure)
-            result.failed_count += part.failed_count - len(part.failed)
+            result.add(part.to_dict())
     return result
 
 

@@ -37,12 +37,7 @@ def summarise(s3: Any, manifest_uri: str, failures_uri: str, id_column: str) -> 
     files = manifest.get("ResultFiles", {})
     total = BatchResult()
     for entry in _results(s3, bucket, files.get("SUCCEEDED", [])):
-        output = json.loads(entry["Output"])
-        total.ingested += output["ingested"]
-        total.calls += output.get("calls", 0)
-        for failure in output["failed"]:
-            total.fail(**failure)
-        total.failed_count += output["failed_count"] - len(output["failed"])
+        total.add(json.loads(entry["Output"]))
     for entry in _results(s3, bucket, files.get("FAILED", [])):
         _fail_batch(total, entry, id_column, entry.get("Error") or "BatchFailed", entry.get("Cause") or "failed")
     for entry in _results(s3, bucket, files.get("PENDING", [])):
