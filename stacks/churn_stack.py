@@ -4,8 +4,9 @@ chains the phases (ingest, training, scoring) with the one failure path."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
-from aws_cdk import CfnOutput, Duration, Environment, Stack
+from aws_cdk import CfnOutput, CfnResource, Duration, Environment, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -125,6 +126,10 @@ class ChurnPipelineStack(Stack):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
         )
+        # Execution history belongs to the state machine: keep the logical IDs the Telco stack was first
+        # deployed with, so an upgrade updates the machine and its log group instead of replacing them.
+        cast(CfnResource, self.state_machine.node.default_child).override_logical_id("PipelineStateMachine1814BD05")
+        cast(CfnResource, self.log_group.node.default_child).override_logical_id("PipelineStateMachineLogsC1114D0C")
         nag.wildcard_resource(machine_role, "*", "X-Ray tracing and CloudWatch Logs delivery (logs:CreateLogDelivery "
                               "and related) have no resource-level permissions")
         ingest.acknowledge_map_policy(self.state_machine)

@@ -13,6 +13,8 @@ STATEFUL_IDS = {
     "AWS::Athena::WorkGroup": "StorageWorkGroupD451C10E",
     "AWS::SageMaker::FeatureGroup": "FeatureStoreFeatureGroupCE1132D9",
     "AWS::SageMaker::ModelPackageGroup": "PipelineModelPackageGroup26A0C73B",
+    # The state machine holds the execution history, its log group the execution logs.
+    "AWS::StepFunctions::StateMachine": "PipelineStateMachine1814BD05",
     # Custom resources whose Delete removes data: under a new logical ID CloudFormation would delete the
     # old one, emptying the bucket, dropping the live Glue table or deleting the registered models.
     "Custom::S3AutoDeleteObjects": "StorageBucketAutoDeleteObjectsCustomResource778EAED0",
@@ -38,6 +40,13 @@ TELCO_FEATURE_GROUP = {
 def test_stateful_resources_keep_their_logical_ids(main):
     for resource_type, logical_id in STATEFUL_IDS.items():
         assert list(main.resources(resource_type)) == [logical_id], resource_type
+
+
+def test_the_state_machine_log_group_keeps_its_logical_id(main):
+    (machine,) = main.resources("AWS::StepFunctions::StateMachine").values()
+    destination = machine["Properties"]["LoggingConfiguration"]["Destinations"][0]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {
+        "Fn::GetAtt": ["PipelineStateMachineLogsC1114D0C", "Arn"]}
 
 
 def test_custom_resources_keep_their_providers(main):
