@@ -22,8 +22,8 @@ the endpoint counts the distinct records written, and that count is checked agai
 The handler's batches are read and cut before the clock starts (on AWS the item reader does this),
 converting rows is timed; the SDKs' DataFrames are built before their clocks start. CPU per record
 is the CPU of the process(es) doing the ingest (all their threads) over the timed part; the
-endpoint's own CPU is shown apart. Prints a table and derived AWS figures; writes
-bench/out/ingest-<time>.json.
+endpoint's own CPU is shown apart, and so is "other CPU": what the machine was busy with besides
+(others share it). Prints a table and derived AWS figures; writes bench/out/ingest-<time>.json.
 """
 
 from __future__ import annotations
@@ -192,11 +192,11 @@ def run_ours(endpoint: Endpoint, data: Path, rows: int, group: str, *, lambdas: 
     endpoint.reset()
     with context.Pool(lambdas, initializer=_worker_init, initargs=(environment, ready, retry_mode)) as pool:
         ready.wait()  # every container is warm: imports done, client created
-        cpu = endpoint.cpu_seconds()
+        busy, cpu = cpu_times()["busy"], endpoint.cpu_seconds()
         started = time.perf_counter()
         outcomes = list(pool.imap_unordered(_invoke, events, chunksize=1))
         seconds = time.perf_counter() - started
-        endpoint_cpu = endpoint.cpu_seconds() - cpu
+        endpoint_cpu, busy = endpoint.cpu_seconds() - cpu, cpu_times()["busy"] - busy
     return {
         "records": rows, "ingested": sum(o["ingested"] for o in outcomes),
         "failed_count": sum(o["failed_count"] for o in outcomes),
@@ -205,7 +205,7 @@ def run_ours(endpoint: Endpoint, data: Path, rows: int, group: str, *, lambdas: 
         "seconds": seconds, "lambdas": lambdas, "workers": workers, "batch_size": batch_size,
         "retry_mode": retry_mode or "adaptive (the Lambda's client)",
         "cpu_seconds": sum(o["cpu_seconds"] for o in outcomes), "endpoint_cpu_seconds": endpoint_cpu,
-        "endpoint": endpoint.stats(),
+        "machine_busy_seconds": busy, "endpoint": endpoint.stats(),
     }
 
 
@@ -215,17 +215,23 @@ def rate(result: dict[str, Any]) -> float:
     return result["endpoint"]["distinct_records"] / result["seconds"]
 
 
+def other_cpu(result: dict[str, Any]) -> float:
+    """CPU seconds the machine was busy with something else during the timed part: its busy time less
+    the ingest's and the endpoint's (others share this machine; a large figure means a disturbed run)."""
+    return max(0.0, result["machine_busy_seconds"] - result["cpu_seconds"] - result["endpoint_cpu_seconds"])
+
+
 def report_row(label: str, result: dict[str, Any], in_flight: int, seed: float | None,
                peer: float | None) -> list[Any]:
     records, stats = result["records"], result["endpoint"]
     return [label, in_flight, records, stats["distinct_records"], result["seconds"], rate(result),
             1000 * result["cpu_seconds"] / records, 1000 * result["endpoint_cpu_seconds"] / records,
-            1000 * stats["write_calls"] / records,
+            1000 * stats["write_calls"] / records, other_cpu(result),
             (rate(result) / seed) if seed else "-", (rate(result) / peer) if peer else "-"]
 
 
-HEADERS = ["method", "in flight (max)", "rows", "records written", "wall s", "records/s",
-           "ingest CPU ms/record", "endpoint CPU ms/record", "calls per 1,000 records", "x seed", "x peer"]
+HEADERS = ["method", "in flight (max)", "rows", "records written", "wall s", "records/s", "ingest CPU ms/record",
+           "endpoint CPU ms/record", "calls per 1,000 records", "other CPU s", "x seed", "x peer"]
 
 
 def report_table(results: dict[str, Any]) -> str:
@@ -247,9 +253,9 @@ def report_table(results: dict[str, Any]) -> str:
 
 def grid_table(grid: list[dict[str, Any]]) -> str:
     rows = [[r["max_processes"], r["max_workers"], r["records"], r["endpoint"]["distinct_records"], r["seconds"],
-             rate(r), 1000 * r["cpu_seconds"] / r["records"]] for r in grid]
+             rate(r), 1000 * r["cpu_seconds"] / r["records"], other_cpu(r)] for r in grid]
     return table(["max_processes", "max_workers", "rows", "records written", "wall s", "records/s",
-                  "ingest CPU ms/record"], rows)
+                  "ingest CPU ms/record", "other CPU s"], rows)
 
 
 def warnings(results: dict[str, Any]) -> list[str]:

@@ -2,7 +2,7 @@
 DataFrame of the records our ingest writes, the fake endpoint's environment, and a timer that
 counts wall seconds and the CPU of the process, its threads and its reaped child processes.
 
-Imports nothing from this project (those venvs do not have it); pandas only.
+Imports nothing from this project (those venvs do not have it); pandas and bench/common.py only.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import resource
 import time
 from collections.abc import Callable
 from typing import Any
+
+from common import cpu_times
 
 EVENT_TIME = "2026-11-26T07:07:54.120Z"
 
@@ -60,8 +62,9 @@ def cpu_seconds() -> float:
 
 def timed(call: Callable[[], Any]) -> dict[str, float]:
     """Wall seconds and CPU seconds of `call()` (a pool of worker processes counts once it is joined),
-    and how many rows the SDK reported failed (its IngestionError carries them)."""
-    cpu, started = cpu_seconds(), time.perf_counter()
+    the whole machine's busy CPU seconds meanwhile, and how many rows the SDK reported failed (its
+    IngestionError carries them)."""
+    busy, cpu, started = cpu_times()["busy"], cpu_seconds(), time.perf_counter()
     failed = 0
     try:
         call()
@@ -69,4 +72,5 @@ def timed(call: Callable[[], Any]) -> dict[str, float]:
         if not hasattr(exc, "failed_rows"):
             raise
         failed = len(exc.failed_rows)
-    return {"seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu, "failed_count": failed}
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu,
+            "machine_busy_seconds": cpu_times()["busy"] - busy, "failed_count": failed}
