@@ -85,6 +85,7 @@ lock: $(DEV_STAMP)
 	$(LOCK) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 	$(LOCK) requirements-checkov.txt -o requirements-checkov.lock
 	$(LOCK) bench/requirements-seed.txt -o bench/requirements-seed.lock
+	$(LOCK) bench/requirements-peer.txt -o bench/requirements-peer.lock
 
 clean:
 	rm -rf cdk.out .local .pytest_cache .ruff_cache .venv-checkov

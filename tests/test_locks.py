@@ -25,6 +25,7 @@ LOCKS = {
     "requirements-dev.lock": ("requirements-dev.txt", Path(sys.executable)),
     "requirements-checkov.lock": ("requirements-checkov.txt", ROOT / ".venv-checkov" / "bin" / "python"),
     "bench/requirements-seed.lock": ("bench/requirements-seed.txt", None),
+    "bench/requirements-peer.lock": ("bench/requirements-peer.txt", None),
 }
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
 
