@@ -2,8 +2,8 @@
 
 `client` is anything with the Feature Store runtime's `batch_write_record(Entries=...)`: the boto3
 `sagemaker-featurestore-runtime` client on AWS, the local feature store locally. Calls run in
-parallel on the one client; entries the service leaves unprocessed are sent again with backoff;
-every entry it rejects (`Errors`) is reported as a failed record with its file line.
+parallel on the one client; the entries the service leaves unprocessed are sent again together
+after a backoff; every entry it rejects (`Errors`) is reported as a failed record with its file line.
 """
 
 from __future__ import annotations
@@ -98,42 +98,47 @@ def _error_code(exc: Exception) -> tuple[str, str]:
     return type(exc).__name__, str(exc)
 
 
-def _entry_key(entry: Mapping[str, Any], id_name: str, time_name: str) -> tuple[str, str]:
-    values = {item["FeatureName"]: item.get("ValueAsString") for item in entry["Record"]}
-    return values.get(id_name, ""), values.get(time_name, "")
+class _Writer:
+    """BatchWriteRecord calls of up to 25 entries, in parallel; what they leave unprocessed is sent again,
+    all together and in calls of 25 again, after a backoff."""
 
+    def __init__(self, client: FeatureStoreRuntime, group: FeatureGroupSpec, lines: dict[tuple[str, str], int],
+                 result: BatchResult):
+        self.client, self.lines, self.result = client, lines, result
+        self.id_name, self.time_name = group.record_identifier.name, group.event_time.name
 
-def _write(client: FeatureStoreRuntime, entries: list[dict[str, Any]], lines: dict[tuple[str, str], int],
-           group: FeatureGroupSpec, backoff: Backoff) -> BatchResult:
-    """One slice of at most 25 entries, with its unprocessed entries sent again."""
-    result = BatchResult()
-    id_name, time_name = group.record_identifier.name, group.event_time.name
-    pending = entries
-    for attempt in range(backoff.attempts):
-        if attempt:
-            backoff.wait(attempt)
-        result.calls += 1
+    def fail(self, entry: Mapping[str, Any], code: str, message: str) -> None:
+        values = {item["FeatureName"]: item.get("ValueAsString") for item in entry["Record"]}
+        key = (values.get(self.id_name, ""), values.get(self.time_name, ""))
+        self.result.fail(self.lines.get(key), key[0], code, message)
+
+    def call(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One call; returns the entries left unprocessed."""
         try:
-            response = client.batch_write_record(Entries=pending)
+            response = self.client.batch_write_record(Entries=entries)
         except Exception as exc:  # noqa: BLE001 - the client retried throttling already; report every entry
             code, message = _error_code(exc)
-            for entry in pending:
-                key = _entry_key(entry, id_name, time_name)
-                result.fail(lines.get(key), key[0], code, message)
-            return result
-        errors = response.get("Errors", [])
+            for entry in entries:
+                self.fail(entry, code, message)
+            return []
+        errors, unprocessed = response.get("Errors", []), response.get("UnprocessedEntries", [])
         for error in errors:
-            key = _entry_key(error["Entry"], id_name, time_name)
-            result.fail(lines.get(key), key[0], error.get("ErrorCode", ""), error.get("ErrorMessage", ""))
-        unprocessed = response.get("UnprocessedEntries", [])
-        result.ingested += len(pending) - len(errors) - len(unprocessed)
-        if not unprocessed:
-            return result
-        pending = unprocessed
-    for entry in pending:
-        key = _entry_key(entry, id_name, time_name)
-        result.fail(lines.get(key), key[0], "Unprocessed", f"still unprocessed after {backoff.attempts} attempts")
-    return result
+            self.fail(error["Entry"], error.get("ErrorCode", ""), error.get("ErrorMessage", ""))
+        self.result.ingested += len(entries) - len(errors) - len(unprocessed)
+        return unprocessed
+
+    def write(self, entries: list[dict[str, Any]], pool: ThreadPoolExecutor, backoff: Backoff) -> None:
+        pending = entries
+        for attempt in range(backoff.attempts):
+            if not pending:
+                return
+            if attempt:
+                backoff.wait(attempt)
+            calls = [pending[i:i + BATCH_WRITE_MAX_ENTRIES] for i in range(0, len(pending), BATCH_WRITE_MAX_ENTRIES)]
+            self.result.calls += len(calls)
+            pending = [entry for unprocessed in pool.map(self.call, calls) for entry in unprocessed]
+        for entry in pending:
+            self.fail(entry, "Unprocessed", f"still unprocessed after {backoff.attempts} attempts")
 
 
 def ingest_batch(
@@ -170,10 +175,9 @@ def ingest_batch(
          "TargetStores": stores}
         for record, stores in zip(records, target_stores(records, group), strict=True)
     ]
-    slices = [entries[i:i + BATCH_WRITE_MAX_ENTRIES] for i in range(0, len(entries), BATCH_WRITE_MAX_ENTRIES)]
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(slices) or 1))) as pool:
-        for part in pool.map(lambda entries: _write(client, entries, lines, group, backoff), slices):
-            result.add(part.to_dict())
+    calls = -(-len(entries) // BATCH_WRITE_MAX_ENTRIES)
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, calls))) as pool:
+        _Writer(client, group, lines, result).write(entries, pool, backoff)
     return result
 
 

@@ -27,14 +27,15 @@ def feature_spec() -> FeatureSpec:
 
 @cache
 def client(service: str, max_pool_connections: int = 10, parameter_validation: bool = True) -> Any:
-    """One shared client per service, adaptive retries with backoff on throttling.
+    """One shared client per service; throttling and transient errors are retried with exponential
+    backoff ("standard" mode: "adaptive" also rate-limits the client itself, which made throttled
+    ingest 3.5x slower, bench/README.md).
 
     `parameter_validation=False` skips botocore's client-side check of the request against the
-    service model (the service checks it anyway): for PutRecord that check is ~18 % of the
-    client's CPU per call (bench/README.md), and the ingest Lambda is CPU-bound.
+    service model (the service checks it anyway), a part of the client's CPU per call.
     """
     config = Config(
-        retries={"mode": "adaptive", "max_attempts": 10},
+        retries={"mode": "standard", "max_attempts": 10},
         max_pool_connections=max_pool_connections,
         parameter_validation=parameter_validation,
     )

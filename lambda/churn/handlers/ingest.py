@@ -21,7 +21,7 @@ def clean_item(item: dict[str, Any]) -> dict[str, str | None]:
 
 
 def featurestore_client() -> Any:
-    """The container's one Feature Store client: a connection per worker, adaptive retries. Records are
+    """The container's one Feature Store client: a connection per worker, retries with backoff. Records are
     built by churn.ingest (names from the spec, every value a str) and the service validates them
     anyway (a rejected record is reported with its line), so botocore's client-side check is skipped:
     the Lambda spends its CPU building and signing requests."""
