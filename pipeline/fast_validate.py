@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,48 +217,51 @@ def _scan_bytes(path: str, limit: int) -> None:
 
     Blocks end after a newline, and a simple quoted field holds none, so every block's quotes pair up.
     """
-    pending = b""
     blank_seen = False  # a blank line may only end the file
+    for block in _blocks(path):
+        if blank_seen and block.strip():
+            raise _CannotVouch("a blank line inside the data")
+        blank_seen = _check_block(block, limit) or blank_seen
+
+
+def _blocks(path: str) -> Iterator[bytes]:
+    """The file in blocks of whole lines (a BOM dropped: the reference decodes with utf-8-sig and
+    pyarrow skips it); the last block is whatever follows the last newline."""
+    pending = b""
     with open(path, "rb") as stream:
         first = True
-        while True:
-            chunk = stream.read(_SCAN_BLOCK)
+        while chunk := stream.read(_SCAN_BLOCK):
             data = pending + chunk
             if first:
-                data = data.removeprefix(_BOM)  # the reference decodes with utf-8-sig; pyarrow skips it
-                first = False
-            final = not chunk
-            if final:
-                block, pending = data, b""
-            else:
-                cut = data.rfind(b"\n") + 1
-                block, pending = data[:cut], data[cut:]
-            if b'"' in block:
-                if not _simple_quotes(block, limit):
-                    raise _CannotVouch("quotes other than simple one-line quoted fields")
-            elif not final and cut == 0:
-                if len(data) >= _SCAN_MAX_BLOCK:
-                    raise _CannotVouch(f"a line of {_SCAN_MAX_BLOCK} bytes or more")
-                continue
-            if blank_seen and block.strip():
-                raise _CannotVouch("a blank line inside the data")
-            blank = _BLANK_LINE.search(block)
-            if blank:
-                if block[blank.end():].strip():
-                    raise _CannotVouch("a blank line inside the data")
-                blank_seen = True
-            if b"\x00" in block:
-                raise _CannotVouch("a NUL byte")
-            if b"\r" in block and _BARE_CR.search(block):
-                raise _CannotVouch("a carriage return outside a CRLF line ending")
-            if not block.isascii():
-                try:
-                    block.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise _CannotVouch("not UTF-8") from None
-            _check_line_lengths(block, limit)
-            if final:
-                return
+                data, first = data.removeprefix(_BOM), False
+            cut = data.rfind(b"\n") + 1
+            if cut == 0 and len(data) >= _SCAN_MAX_BLOCK:
+                raise _CannotVouch(f"a line of {_SCAN_MAX_BLOCK} bytes or more")
+            if cut:
+                yield data[:cut]
+            pending = data[cut:]
+    yield pending
+
+
+def _check_block(block: bytes, limit: int) -> bool:
+    """Raise _CannotVouch for what the two readers could split differently; True if the block ends
+    with blank lines (a blank line followed by data is refused here)."""
+    if b'"' in block and not _simple_quotes(block, limit):
+        raise _CannotVouch("quotes other than simple one-line quoted fields")
+    blank = _BLANK_LINE.search(block)
+    if blank and block[blank.end():].strip():
+        raise _CannotVouch("a blank line inside the data")
+    if b"\x00" in block:
+        raise _CannotVouch("a NUL byte")
+    if b"\r" in block and _BARE_CR.search(block):
+        raise _CannotVouch("a carriage return outside a CRLF line ending")
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _CannotVouch("not UTF-8") from None
+    _check_line_lengths(block, limit)
+    return blank is not None
 
 
 _BARE_CR = re.compile(rb"\r(?!\n)")
