@@ -23,7 +23,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import ANY, Stubber
-from lambda_support import FakeContext
 
 from churn.csv_input import iter_raw_rows
 from churn.features import from_feature_store_record, to_feature_store_record, to_record
@@ -33,6 +32,7 @@ from churn.ingest import FAILED_BATCH_LOG_MESSAGE, IngestError, ingest_batch
 from churn.sql import table_reference, training_set_sql
 from pipeline.local import create_feature_group
 from pipeline.local_aws.feature_store import LocalFeatureStore
+from tests.unit.lambda_support import FakeContext
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "test-churn-features"
