@@ -21,7 +21,8 @@ What moto 5.2.5 does, and what this changes:
   OutputType JSON), one child execution each, in DescribeExecution's fields (Input and Output as JSON
   text, Error and Cause for a failed child), then `manifest.json` listing them with their sizes. A file
   that would be empty is not written and not listed (AWS's own example manifests list empty arrays).
-  A Map Run that exceeds its thresholds exports, then fails (research.md point 1).
+  A Map Run that exceeds its thresholds exports, then fails (research.md point 1; its history still
+  shows moto's MapRunSucceeded, which moto writes before the ResultWriter runs).
   ASSUMED where AWS shows no example: an EXPRESS child's ARN is `...:express:<machine>/<label>:<map run
   uuid>:<child uuid>`, its Name the child uuid; dates are ISO 8601 UTC with milliseconds; a failed
   child's RedriveStatus is REDRIVABLE_BY_MAP_RUN.
@@ -155,7 +156,6 @@ def batch_items(items: list[Any], batcher: dict[str, Any], batch_input: Any) -> 
 # -- the Map Run ---------------------------------------------------------------------------------
 _original_map_run = DistributedIterationComponent._map_run
 _original_eval_job = DistributedItemProcessorWorker._eval_job
-_original_put_object = ResourceEvalS3._handle_put_object
 
 
 def _select(env: Any, selector: Any, index: int, value: Any) -> Any:

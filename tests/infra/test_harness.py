@@ -1,17 +1,25 @@
-"""The moto harness's own stand-ins where no execution shows them whole: the Feature Store runtime's
-request validation (what AWS rejects is rejected, whatever the client checks) and the ItemBatcher's limits."""
+"""The moto harness's own stand-ins where the pipeline's executions do not show them whole: the Feature
+Store runtime's request validation (what AWS rejects is rejected, whatever the client checks), the
+ItemBatcher's limits, and a Distributed Map that exceeds its tolerated failures."""
 
 from __future__ import annotations
 
+import json
+import time
+from contextlib import ExitStack
+
+import boto3
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
+from moto import mock_aws
 
 from churn.features import to_feature_store_record
 from pipeline.local_aws.feature_store import LocalFeatureStore
+from tests.infra import distributed_map
 from tests.infra.distributed_map import batch_items
 from tests.infra.featurestore_runtime import RoutedFeatureStoreRuntime
 from tests.infra.in_process_lambda import REAL_CLIENT
-from tests.support.moto import fake_aws  # noqa: F401 - a fixture
+from tests.support.moto import ACCOUNT, fake_aws, step_functions_patches  # noqa: F401 - fake_aws: a fixture
 
 GROUP = "customers"
 
@@ -71,3 +79,57 @@ def test_the_item_batcher_cuts_by_count_and_by_bytes_the_batch_input_counted_in(
     assert [len(b) for b in batch_items(items, {"MaxItemsPerBatch": 3}, {})] == [3, 3, 1]
     size = len('{"BatchInput": {"a": "b"}, "Items": []}') + 2 * (len('{"index": 0, "row": {"x": "yyyyyyyyyy"}}') + 1)
     assert [len(b) for b in batch_items(items, {"MaxInputBytesPerBatch": size}, {"a": "b"})] == [2, 2, 2, 1]
+
+
+FAILING_MAP = {
+    "StartAt": "Each item",
+    "States": {"Each item": {
+        "Type": "Map", "ItemsPath": "$.items", "End": True, "Label": "Items",
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"},
+            "StartAt": "Good?",
+            "States": {
+                "Good?": {"Type": "Choice", "Choices": [{"Variable": "$", "StringEquals": "bad", "Next": "Refuse"}],
+                          "Default": "Accept"},
+                "Refuse": {"Type": "Fail", "Error": "BadItem", "Cause": "the item is bad"},
+                "Accept": {"Type": "Pass", "End": True},
+            },
+        },
+        "ResultWriter": {"Resource": "arn:aws:states:::s3:putObject",
+                         "Parameters": {"Bucket": "results", "Prefix": "out"},
+                         "WriterConfig": {"OutputType": "JSONL", "Transformation": "NONE"}},
+    }},
+}
+
+
+def test_a_map_run_over_its_tolerated_failures_exports_its_results_then_fails(fake_aws):  # noqa: F811
+    """No threshold set: one failed child fails the Map Run, after the ResultWriter wrote every child."""
+    runnable = json.loads(json.dumps(FAILING_MAP))
+    states: dict[str, distributed_map.MapState] = {}
+    distributed_map.runnable_on_moto(runnable["States"], states)
+    with ExitStack() as stack:
+        stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        for patcher in [*step_functions_patches(), *distributed_map.patches(states)]:
+            stack.enter_context(patcher)
+        s3, sfn = boto3.client("s3"), boto3.client("stepfunctions")
+        s3.create_bucket(Bucket="results")
+        machine = sfn.create_state_machine(name="items", definition=json.dumps(runnable),
+                                           roleArn=f"arn:aws:iam::{ACCOUNT}:role/items")["stateMachineArn"]
+        arn = sfn.start_execution(stateMachineArn=machine, name="run-1",
+                                  input=json.dumps({"items": ["a", "bad", "c"]}))["executionArn"]
+        while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+            time.sleep(0.05)
+
+        assert described["status"] == "FAILED"
+        assert described["error"] == "States.ExceededToleratedFailureThreshold"
+        (manifest_key,) = [o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="out/")["Contents"]
+                           if o["Key"].endswith("/manifest.json")]
+        manifest = json.loads(s3.get_object(Bucket="results", Key=manifest_key)["Body"].read())
+        files = {status: [json.loads(line) for f in listed for line in
+                          s3.get_object(Bucket="results", Key=f["Key"])["Body"].read().decode().splitlines()]
+                 for status, listed in manifest["ResultFiles"].items()}
+        assert [json.loads(c["Input"]) for c in files["SUCCEEDED"]] == ["a", "c"]
+        (failed,) = files["FAILED"]
+        assert (failed["Status"], failed["Error"], failed["Cause"], failed["Input"]) == (
+            "FAILED", "BadItem", "the item is bad", '"bad"')
+        assert files["PENDING"] == [] and manifest["ResultFiles"]["PENDING"] == []
