@@ -1,8 +1,9 @@
 """Turn a synthesised DefinitionString (an Fn::Join of text and references) into plain ASL JSON.
 
 References become deterministic stand-ins: pseudo parameters their us-east-1 values, Fn::GetAtt
-Arn an ARN of the right service, Ref a name, Fn::FindInMap the us-east-1 row of the mapping. The
-stand-ins contain no quotes, so the joined text parses as JSON.
+Arn an ARN of the right service, Ref a name (an ARN for the types whose Ref is their ARN),
+Fn::FindInMap the us-east-1 row of the mapping. The stand-ins contain no quotes, so the joined text
+parses as JSON.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import json
 import re
 from typing import Any
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
+from tests.support.moto import ACCOUNT, REGION
+
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
 ARN_BY_TYPE = {
     "AWS::Lambda::Function": "arn:aws:lambda:{region}:{account}:function:{name}",
@@ -22,6 +23,7 @@ ARN_BY_TYPE = {
     "AWS::StepFunctions::StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
     "AWS::SNS::Topic": "arn:aws:sns:{region}:{account}:{name}",
 }
+REF_IS_ARN = ("AWS::StepFunctions::StateMachine", "AWS::SNS::Topic")  # CloudFormation's Ref of these
 
 
 def _name(logical_id: str) -> str:
@@ -33,7 +35,12 @@ def resolve(template: dict[str, Any], value: Any) -> str:
         return value
     ((function, args),) = value.items()
     if function == "Ref":
-        return PSEUDO.get(args) or _name(args)
+        if args in PSEUDO:
+            return PSEUDO[args]
+        resource_type = template["Resources"].get(args, {}).get("Type")
+        if resource_type in REF_IS_ARN:
+            return ARN_BY_TYPE[resource_type].format(region=REGION, account=ACCOUNT, name=_name(args))
+        return _name(args)
     if function == "Fn::GetAtt":
         logical_id, attribute = args
         resource_type = template["Resources"][logical_id]["Type"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,13 @@ import pytest
 # jsii prints a banner on every start under Node 20 (end of life); it is noise in test output.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from asl_resolver import resolve_definition  # noqa: E402
-from aws_cdk import Environment  # noqa: E402
+from aws_cdk import Environment  # noqa: E402 - after the variable above, which jsii reads at start
 from aws_cdk.assertions import Template  # noqa: E402
 
 from app import build_app  # noqa: E402
+from tests.infra.asl_resolver import resolve_definition  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 VARIANT_SPEC = {
     "description": "A smaller schema: a new fingerprint, so a new feature group",

@@ -6,10 +6,10 @@ import json
 import re
 
 import pytest
-from conftest import CDNOW_SPEC, synthesize
 
 from churn import naming
 from churn.schema import FeatureSpec
+from tests.infra.conftest import CDNOW_SPEC, synthesize
 
 FEATURE_GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9]([_-]*[a-zA-Z0-9]){0,63}$")
 MODEL_PACKAGE_GROUP_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")

@@ -9,9 +9,9 @@ import pytest
 from aws_cdk import App, RemovalPolicy, Stack
 from aws_cdk import aws_s3 as s3
 from cfnlint.api import ManualArgs, lint
-from conftest import CDNOW_SPEC, VARIANT_ENV, synthesize
 
 from stacks.nag import add_security_checks
+from tests.infra.conftest import CDNOW_SPEC, VARIANT_ENV, synthesize
 
 LINT_REGIONS = ["us-east-1", "eu-west-1"]
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from aws_cdk.assertions import Match
-from conftest import CDNOW_SPEC
+
+from tests.infra.conftest import CDNOW_SPEC
 
 OUTPUTS = {
     "BucketName",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from aws_cdk import Environment
-from conftest import synthesize
 
 from stacks.regions import POWERTOOLS_PARAMETER_REGIONS, UnsupportedRegion, supported_regions
 from stacks.xgboost_image import xgboost_image_uris
+from tests.infra.conftest import synthesize
 
 SUPPORTED = supported_regions(xgboost_image_uris("3.2-0"))
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from asl_resolver import all_states
-from conftest import CDNOW_SPEC, synthesize
-from test_state_machine import actions, machine_statements, resources
 
 from churn import steps
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.schema import FeatureSpec
 from churn.sql import offline_count_sql, scoring_set_sql, table_reference, training_set_sql
+from tests.infra.asl_resolver import all_states
+from tests.infra.conftest import CDNOW_SPEC, synthesize
+from tests.infra.test_state_machine import actions, machine_statements, resources
 
 SPEC = FeatureSpec.load(CDNOW_SPEC)
 GROUPS = [g.name for g in SPEC.all_groups]

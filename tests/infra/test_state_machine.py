@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from asl_resolver import all_states
-from conftest import ROOT
 
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.scoring import TRANSFORM_MAX_PAYLOAD_MB
 from churn.sql import offline_count_sql, scoring_set_sql, table_reference, training_set_sql
 from stacks import retries
+from tests.infra.asl_resolver import all_states
+from tests.infra.conftest import ROOT
 
 HAPPY_PATH = [
     "Validate input",

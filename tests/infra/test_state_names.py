@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from asl_resolver import all_states
 
 from churn import steps
 from churn.schema import FeatureSpec
+from tests.infra.asl_resolver import all_states
 
 
 def known_names(spec: FeatureSpec) -> set[str]:

@@ -6,7 +6,8 @@ import importlib
 import sys
 
 import pytest
-from training_helpers import TRAINING_DIR, to_csv_text, training_set_rows
+
+from tests.training.training_helpers import TRAINING_DIR, to_csv_text, training_set_rows
 
 
 @pytest.fixture(scope="session")

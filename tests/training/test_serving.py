@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
-from training_helpers import fit_small_model, to_csv_text, training_set_rows
+
+from tests.training.training_helpers import fit_small_model, to_csv_text, training_set_rows
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
-from training_helpers import TELCO_COLUMNS, run_training, to_csv_text, training_set_rows
 
-from stacks.training_pipeline import METRIC_DEFINITIONS
+from stacks.training import METRIC_DEFINITIONS
+from tests.training.training_helpers import TELCO_COLUMNS, run_training, to_csv_text, training_set_rows
 
 pytestmark = pytest.mark.slow
 

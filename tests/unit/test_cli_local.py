@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import invoke, last_json
+
+from tests.unit.cli_support import invoke, last_json
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300

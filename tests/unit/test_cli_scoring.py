@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -16,17 +15,16 @@ import botocore.loaders
 import botocore.session
 import pytest
 from botocore.stub import Stubber
-from cli_support import invoke, last_json
 from moto import mock_aws
 
 from churn.scoring import rank, scores_csv
 from pipeline import aws
 from pipeline.local import load_training_module
 from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+from tests.training.training_helpers import fit_small_model, training_set_rows
+from tests.unit.cli_support import invoke, last_json
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "training"))
-from training_helpers import fit_small_model, training_set_rows  # noqa: E402
 
 REGION = "us-east-1"
 STACK = "ChurnPipeline"

@@ -8,11 +8,11 @@ import tarfile
 
 import boto3
 import pytest
-from lambda_support import BUCKET, FakeContext
 
 from churn.csv_input import InputValidationError
 from churn.handlers import evaluate, glue_cleanup, validate_input
 from churn.model_quality import EvaluationMissing
+from tests.unit.lambda_support import BUCKET, FakeContext
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lambda_support import FakeContext
 
 from churn.csv_input import FIRST_DATA_LINE, iter_raw_rows
 from churn.handlers import _runtime
@@ -26,6 +25,7 @@ from churn.ingest import BATCH_WRITE_MAX_ENTRIES, Backoff, ingest_batch, target_
 from churn.schema import FeatureSpec
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.runner import create_feature_group
+from tests.unit.lambda_support import FakeContext
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "test-churn-features"

@@ -4,14 +4,12 @@ and the training script's serving functions as Batch Transform calls them."""
 from __future__ import annotations
 
 import io
-import sys
 import tarfile
 from itertools import accumulate, takewhile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from lambda_support import BUCKET, FakeContext
 
 from churn.handlers import rank_scores
 from churn.scoring import (
@@ -24,10 +22,10 @@ from churn.scoring import (
     score_columns,
     scores_csv,
 )
+from tests.training.training_helpers import fit_small_model, to_csv_text, training_set_rows
+from tests.unit.lambda_support import BUCKET, FakeContext
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "training"))
-from training_helpers import fit_small_model, to_csv_text, training_set_rows  # noqa: E402
 
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-churn-models/7"
 

@@ -1,0 +1,1 @@
+"""tests/e2e as a package (imported as tests.e2e.<module>)."""

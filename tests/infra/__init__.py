@@ -1,0 +1,1 @@
+"""tests/infra as a package (imported as tests.infra.<module>)."""

@@ -1,0 +1,1 @@
+"""Test support shared across tests/ folders (moto patches, fake AWS environments)."""

@@ -1,0 +1,1 @@
+"""tests/training as a package (imported as tests.training.<module>)."""

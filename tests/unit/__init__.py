@@ -1,0 +1,1 @@
+"""tests/unit as a package (imported as tests.unit.<module>)."""
