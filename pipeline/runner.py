@@ -408,8 +408,10 @@ class LocalPipeline:
 def create_feature_group(store: LocalFeatureStore, name: str, group: FeatureGroupSpec) -> None:
     """The group's feature group (its stores as the stack creates them), unless it exists: its name
     carries the group's fingerprint, so an existing one has these very definitions."""
+    online = group.online_store_config()
     try:
         store.create_feature_group(FeatureGroupName=name, **group.feature_group_definition(),
+                                   **({"OnlineStoreConfig": online} if online else {}),
                                    OfflineStoreConfig={"DisableGlueTableCreation": False})
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUse":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from datetime import date
@@ -58,7 +59,10 @@ def _read_purchases(lines: Iterable[str], source: str) -> dict[str, list[tuple[i
         try:
             customer, day, cds, dollars = fields
             when = date(int(day[:4]), int(day[4:6]), int(day[6:8])).toordinal()
-            purchases.setdefault(customer, []).append((when, int(cds), float(dollars)))
+            value = float(dollars)
+            if not math.isfinite(value):
+                raise ValueError(dollars)
+            purchases.setdefault(customer, []).append((when, int(cds), value))
         except ValueError:
             raise DerivationError(f"{source}, line {number}: expected 'customer_id YYYYMMDD cds dollars', "
                                   f"got {line.strip()!r}") from None

@@ -21,7 +21,7 @@ from churn.schema import FeatureGroupSpec
 BATCH_WRITE_MAX_ENTRIES = 25  # BatchWriteRecord takes 1-25 entries a call
 ONLINE_AND_OFFLINE = ["OnlineStore", "OfflineStore"]
 OFFLINE_ONLY = ["OfflineStore"]
-REPORTED_FAILURES = 100  # per batch: the count is exact, the list keeps the first ones
+REPORTED_FAILURES = 100  # a batch's result lists the first ones (its output must stay small); the count is exact
 
 
 class FeatureStoreRuntime(Protocol):
@@ -55,10 +55,11 @@ class BatchResult:
     failed_count: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)  # line, record_id, error_code, message
     calls: int = 0
+    listed: int | None = REPORTED_FAILURES  # how many failures `failed` keeps (None: all)
 
     def fail(self, line: int | None, record_id: str, error_code: str, message: str) -> None:
         self.failed_count += 1
-        if len(self.failed) < REPORTED_FAILURES:
+        if self.listed is None or len(self.failed) < self.listed:
             self.failed.append({"line": line, "record_id": record_id, "error_code": error_code, "message": message})
 
     def add(self, other: dict[str, Any]) -> None:

@@ -93,16 +93,12 @@ class FeatureGroupSpec:
         return [{"FeatureName": f.name, "FeatureType": f.type} for f in self.all_features]
 
     def feature_group_definition(self) -> dict[str, Any]:
-        """CreateFeatureGroup's schema and online-store arguments (no name, offline store or role), for `**`."""
-        definition: dict[str, Any] = {
+        """CreateFeatureGroup's schema arguments (no name, stores or role), for `**`."""
+        return {
             "RecordIdentifierFeatureName": self.record_identifier.name,
             "EventTimeFeatureName": self.event_time.name,
             "FeatureDefinitions": self.feature_definitions(),
         }
-        online = self.online_store_config()
-        if online is not None:
-            definition["OnlineStoreConfig"] = online
-        return definition
 
     def online_store_config(self) -> dict[str, Any] | None:
         """CreateFeatureGroup's OnlineStoreConfig (None: an offline-only group), without the key."""

@@ -1,7 +1,7 @@
 """A feature group as Feature Store defines it: CreateFeatureGroup's checks, and Records made rows.
 
 Shared by the local feature store's online and offline stores: `FeatureGroup.row` validates a
-PutRecord `Record` as the service does (a ValidationException naming record, feature and value) and
+PutRecord `Record` as the service does (a ValidationError naming record, feature and value) and
 returns the flat tuple both stores keep, `ROW_*` below.
 """
 
@@ -43,8 +43,13 @@ def client_error(code: str, message: str, operation: str, status: int = 400) -> 
     )
 
 
+# The runtime's model names its validation error ValidationError; the control plane's is ValidationException.
+RUNTIME_OPERATIONS = frozenset({"PutRecord", "BatchWriteRecord", "GetRecord", "DeleteRecord"})
+
+
 def invalid(message: str, operation: str) -> ClientError:
-    return client_error("ValidationException", message, operation)
+    code = "ValidationError" if operation in RUNTIME_OPERATIONS else "ValidationException"
+    return client_error(code, message, operation)
 
 
 def ttl_us(ttl: Any, operation: str) -> int | None:

@@ -37,7 +37,7 @@ One store may be shared by any number of threads.
 Differences from the service: records reach the offline store at `flush()` rather than minutes
 later; a group is looked up by name only (not by ARN); deleting a group another process is writing
 is not coordinated. Assumed where AWS documents nothing: a BatchWriteRecord entry's `ErrorCode` is
-the code PutRecord would raise for it (ValidationException, ResourceNotFound); `UnprocessedEntries`
+the code PutRecord would raise for it (ValidationError, ResourceNotFound); `UnprocessedEntries`
 is always empty (the service fills it when throttled); `ExpiresAt` is written
 `YYYY-MM-DDTHH:MM:SS.sssZ`.
 """
@@ -349,7 +349,7 @@ class LocalFeatureStore:
         Online, the record is deleted only if EventTime is not older than its event time. SoftDelete
         leaves a tombstone and always appends the deletion marker offline (record id, event time =
         EventTime, other features null, is_deleted true). HardDelete removes the online record, or
-        raises ValidationException and writes no marker when EventTime is older than the record's.
+        raises ValidationError and writes no marker when EventTime is older than the record's.
         """
         operation = "DeleteRecord"
         group = self._group(FeatureGroupName, operation)

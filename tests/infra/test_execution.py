@@ -353,9 +353,6 @@ def test_an_interrupted_ingest_fails_at_summarise_ingest_and_a_rerun_converges(h
     assert len(ids) == len(set(ids)) == ROWS  # each customer exactly once
 
 
-@pytest.mark.xfail(strict=True, reason="product: Summarise ingest keeps at most REPORTED_FAILURES (100) failed "
-                   "records in failed-records.json (churn.ingest.BatchResult.fail caps the run's list as it caps a "
-                   "batch's), though its docstring says everything that failed is written there")
 def test_the_failures_file_lists_every_failed_record(harness):
     harness.put_raw("raw/churn.csv", customers())
     harness.feature_store_runtime = InterruptedRuntime(harness.feature_store, after=ROWS // 2)

@@ -135,9 +135,6 @@ def test_a_map_run_over_its_tolerated_failures_exports_its_results_then_fails(fa
         assert files["PENDING"] == [] and manifest["ResultFiles"]["PENDING"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="product: pipeline/local_aws/feature_group.py answers a bad record with "
-                   "ValidationException; the Feature Store runtime's model names the error ValidationError, so "
-                   "client.exceptions.ValidationError does not catch the local store's")
 def test_a_record_the_runtime_refuses_is_its_models_validation_error(fake_aws, store):  # noqa: F811
     client = RoutedFeatureStoreRuntime(REAL_CLIENT.__wrapped__, lambda: store).client(4, True)
     bad = [*entry(0)["Record"][:2], {"FeatureName": "spend", "ValueAsString": "a lot"}]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,13 +15,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from churn.features import from_feature_store_record, to_feature_store_record
-from churn.ingest import ingest_batch
 from churn.schema import FeatureSpec
-from churn.sql import offline_count_sql, table_reference, training_set_sql
+from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = FeatureSpec.load(REPO / "data" / "churn.spec.json")
+TELCO = FeatureSpec.load(REPO / "data" / "churn.spec.json")
+SPEC = TELCO.groups[0]  # the one feature group of the bundled spec
 GROUP = "churn-features"
 T1 = "2026-01-01T10:00:00.000Z"
 T2 = "2026-01-02T11:30:00.000Z"
@@ -83,7 +80,8 @@ def offline_rows(store: LocalFeatureStore, group: str = GROUP) -> list[dict]:
 
 def training_set(store: LocalFeatureStore, as_of: str) -> dict[str, dict]:
     con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
-    cursor = con.execute(training_set_sql(SPEC, table_reference("churn_db", "churn_features")), [as_of])
+    query = training_set_sql(TELCO, {SPEC.name: table_reference("churn_db", "churn_features")})
+    cursor = con.execute(query.text, [as_of, NO_CUTOFF])
     names = [d[0] for d in cursor.description]
     return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 
@@ -222,11 +220,11 @@ def test_a_root_written_by_the_sharded_layout_is_refused_with_a_clear_error(tmp_
          "nan-fractional", "infinite-fractional", "blank-fractional", "missing-id", "event-time-date-only",
          "event-time-month-13", "event-time-one-fraction-digit", "missing-event-time"],
 )
-def test_invalid_records_raise_validation_exception_naming_id_feature_value(store, rec, expected):
+def test_invalid_records_raise_validation_error_naming_id_feature_value(store, rec, expected):
     with pytest.raises(ClientError) as exc_info:
         put(store, rec)
     code, message = error_of(exc_info)
-    assert code == "ValidationException" and exc_info.value.operation_name == "PutRecord"
+    assert code == "ValidationError" and exc_info.value.operation_name == "PutRecord"
     for fragment in expected:
         assert fragment in message, (fragment, message)
     assert offline_rows(store) == []  # nothing of an invalid record is written
@@ -236,12 +234,12 @@ def test_duplicate_feature_and_non_string_value_are_rejected(store):
     items = to_feature_store_record(record("C-1", T1)) + [{"FeatureName": "tenure", "ValueAsString": "13"}]
     with pytest.raises(ClientError) as exc_info:
         store.put_record(FeatureGroupName=GROUP, Record=items)
-    assert error_of(exc_info)[0] == "ValidationException" and "more than once" in error_of(exc_info)[1]
+    assert error_of(exc_info)[0] == "ValidationError" and "more than once" in error_of(exc_info)[1]
     items = to_feature_store_record(record("C-2", T1))
     items[4] = {"FeatureName": items[4]["FeatureName"], "ValueAsString": 12}
     with pytest.raises(ClientError) as exc_info:
         store.put_record(FeatureGroupName=GROUP, Record=items)
-    assert error_of(exc_info)[0] == "ValidationException" and "'C-2'" in error_of(exc_info)[1]
+    assert error_of(exc_info)[0] == "ValidationError" and "'C-2'" in error_of(exc_info)[1]
     assert online(store, "C-1") is None and online(store, "C-2") is None
 
 
@@ -281,7 +279,7 @@ def test_get_record_of_missing_record_is_empty_and_feature_names_filter(store):
     assert online(store, "C-1") == record("C-1", T1, total_charges=None)
     with pytest.raises(ClientError) as exc_info:
         store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", FeatureNames=["nope"])
-    assert error_of(exc_info)[0] == "ValidationException"
+    assert error_of(exc_info)[0] == "ValidationError"
 
 
 def test_soft_delete_leaves_a_tombstone_and_a_marker_offline(store):
@@ -294,7 +292,7 @@ def test_soft_delete_leaves_a_tombstone_and_a_marker_offline(store):
     assert online(store, "C-1") is None
     (marker,) = [r for r in offline_rows(store) if r["is_deleted"]]
     assert marker["customer_id"] == "C-1" and marker["event_time"] == T2
-    assert all(marker[name] is None for name in set(SPEC.by_name) - {"customer_id", "event_time"})
+    assert all(marker[name] is None for name in {f.name for f in SPEC.all_features} - {"customer_id", "event_time"})
     put(store, record("C-1", T3, tenure="5"))  # newer than the deletion: back online
     assert online(store, "C-1")["tenure"] == "5"
 
@@ -313,7 +311,7 @@ def test_hard_delete(store):
     with pytest.raises(ClientError) as exc_info:  # older than the stored record: refused, no marker
         store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T1,
                             DeletionMode="HardDelete")
-    assert error_of(exc_info)[0] == "ValidationException"
+    assert error_of(exc_info)[0] == "ValidationError"
     assert online(store, "C-1") is not None
     store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T3,
                         DeletionMode="HardDelete")
@@ -331,7 +329,7 @@ def test_target_stores(store):
     for stores in (["Elsewhere"], []):
         with pytest.raises(ClientError) as exc_info:
             put(store, record("C-3", T1), TargetStores=stores)
-        assert error_of(exc_info)[0] == "ValidationException"
+        assert error_of(exc_info)[0] == "ValidationError"
 
 
 def test_an_offline_only_group_refuses_online_writes_and_reads(tmp_path):
@@ -343,7 +341,7 @@ def test_an_offline_only_group_refuses_online_writes_and_reads(tmp_path):
                      lambda: fs.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1")):
             with pytest.raises(ClientError) as exc_info:
                 call()
-            assert error_of(exc_info)[0] == "ValidationException" and "no OnlineStore" in error_of(exc_info)[1]
+            assert error_of(exc_info)[0] == "ValidationError" and "no OnlineStore" in error_of(exc_info)[1]
         fs.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
         assert [r["is_deleted"] for r in offline_rows(fs)] == [False, True]
 
@@ -379,7 +377,7 @@ def entry(rec: dict[str, str], group: str = GROUP, **extra) -> dict:
 def test_batch_write_record_takes_1_to_25_entries(store, count):
     with pytest.raises(ClientError) as exc_info:
         store.batch_write_record(Entries=[entry(record(f"C-{i}", T1)) for i in range(count)])
-    assert error_of(exc_info)[0] == "ValidationException"
+    assert error_of(exc_info)[0] == "ValidationError"
     assert exc_info.value.operation_name == "BatchWriteRecord"
     assert offline_rows(store) == []
 
@@ -396,8 +394,8 @@ def test_batch_write_record_writes_the_good_entries_and_reports_the_bad_ones(sto
 
     assert response["UnprocessedEntries"] == []
     assert [e["Entry"] for e in response["Errors"]] == [entries[5], entries[9], entries[23]]
-    assert [e["ErrorCode"] for e in response["Errors"]] == ["ValidationException", "ResourceNotFound",
-                                                            "ValidationException"]
+    assert [e["ErrorCode"] for e in response["Errors"]] == ["ValidationError", "ResourceNotFound",
+                                                            "ValidationError"]
     assert "'C-5'" in response["Errors"][0]["ErrorMessage"] and "tenure" in response["Errors"][0]["ErrorMessage"]
     written = sorted(r["customer_id"] for r in offline_rows(store))
     assert written == sorted(f"C-{i}" for i in range(23) if i not in (5, 9))
@@ -483,7 +481,7 @@ def test_batch_write_record_ttl_entry_overrides_request(tmp_path):
         assert expires_at(fs, "C-2") == "2026-01-01T10:00:05.000Z"
         with pytest.raises(ClientError) as exc_info:
             fs.batch_write_record(Entries=[entry(record("C-4", T1))], TtlDuration={"Unit": "Days"})
-        assert error_of(exc_info)[0] == "ValidationException"
+        assert error_of(exc_info)[0] == "ValidationError"
 
 
 # -- offline store ----------------------------------------------------------------------------------
@@ -626,7 +624,8 @@ def test_duckdb_view_has_athenas_column_types_before_and_after_data(store):
     con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
     empty = dict(con.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
                  .fetchall())
-    assert con.execute(training_set_sql(SPEC, table_reference("churn_db", "churn_features")), [T1]).fetchall() == []
+    query = training_set_sql(TELCO, {SPEC.name: table_reference("churn_db", "churn_features")})
+    assert con.execute(query.text, [T1, NO_CUTOFF]).fetchall() == []
     put(store, record("A", T1))
     filled = store.connect_duckdb(GROUP, "churn_db", "churn_features")
     types = dict(filled.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
@@ -663,7 +662,7 @@ def test_training_set_sql_point_in_time_semantics(store):
 
     at_t2 = training_set(store, T2)
     assert sorted(at_t2) == ["late", "missing-charges", "reingested"]
-    assert list(at_t2["reingested"]) == list(SPEC.model_columns)
+    assert list(at_t2["reingested"]) == list(TELCO.training_columns)
     assert at_t2["reingested"]["tenure"] == 2 and at_t2["reingested"]["monthly_charges"] == 20.0
     assert at_t2["late"]["tenure"] == 20 and at_t2["missing-charges"]["total_charges"] is None
     at_t1 = training_set(store, T1)  # before the re-ingest, the deletion and the future record
@@ -679,28 +678,7 @@ def test_offline_count_sql_counts_distinct_records_of_one_event_time(store):
     put(store, record("A", T1, tenure="2"))  # a retried put: same record, same event time
     put(store, record("D", T2))
     con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
-    sql = offline_count_sql(SPEC, table_reference("churn_db", "churn_features"))
+    sql = offline_count_sql(SPEC, table_reference("churn_db", "churn_features")).text
     assert [con.execute(sql, [t]).fetchone() for t in (T1, T2, T3)] == [(3,), (1,), (0,)]
 
 
-# -- the shared ingest code against the local store ------------------------------------------------
-def test_ingest_batch_runs_unchanged_against_the_local_store(store):
-    with (REPO / "data" / "churn.csv").open(newline="", encoding="utf-8") as f:
-        rows = list(islice(csv.DictReader(f), 500))
-    blank = [r["customerID"] for r in rows if not r["TotalCharges"].strip()]
-    assert blank, "the sample should contain a blank TotalCharges row"
-    rows.append({**rows[0], "customerID": "BAD-ROW", "tenure": "many"})
-
-    result = ingest_batch(rows, spec=SPEC, feature_group_name=GROUP, event_time=T1, client=store, max_workers=8)
-    assert result.ingested == 500
-    assert [f["record_id"] for f in result.failed] == ["BAD-ROW"] and "tenure" in result.failed[0]["error"]
-    assert all("total_charges" not in online(store, customer_id) for customer_id in blank)
-    training = training_set(store, T1)
-    assert len(training) == 500
-    assert sorted(k for k, v in training.items() if v["total_charges"] is None) == sorted(blank)
-
-    # the store's own ValidationException reaches the caller per record, like the service's
-    again = ingest_batch(rows[:3], spec=SPEC, feature_group_name=GROUP, event_time="2026-01-01", client=store)
-    assert again.ingested == 0 and [f["record_id"] for f in again.failed] == [r["customerID"] for r in rows[:3]]
-    assert all(f["error"].startswith("ValidationException: ") for f in again.failed)
-    assert json.loads(json.dumps(again.to_dict()))["failed_count"] == 3

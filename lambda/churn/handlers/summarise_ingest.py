@@ -26,7 +26,12 @@ def _results(s3: Any, bucket: str, files: list[dict[str, Any]]) -> Iterator[dict
 
 
 def _fail_batch(total: BatchResult, entry: dict[str, Any], id_column: str, error: str, message: str) -> None:
-    """Every record of a batch that wrote nothing it could report."""
+    """Every record of a batch that wrote nothing it could report. A Lambda's failure cause is its error
+    payload as JSON: its errorMessage is what says why."""
+    try:
+        message = str(json.loads(message).get("errorMessage") or message)
+    except (ValueError, AttributeError):
+        pass
     for item in json.loads(entry.get("Input") or "{}").get("Items", []):
         total.fail(item["index"] + FIRST_DATA_LINE, str(item["row"].get(id_column, "")), error, message)
 
@@ -35,7 +40,7 @@ def summarise(s3: Any, manifest_uri: str, failures_uri: str, id_column: str) -> 
     bucket, key = split_s3_uri(manifest_uri)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     files = manifest.get("ResultFiles", {})
-    total = BatchResult()
+    total = BatchResult(listed=None)  # the failures file keeps every failed record
     for entry in _results(s3, bucket, files.get("SUCCEEDED", [])):
         total.add(json.loads(entry["Output"]))
     for entry in _results(s3, bucket, files.get("FAILED", [])):
