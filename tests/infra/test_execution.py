@@ -155,7 +155,7 @@ def test_success_path_ingests_trains_registers_and_scores(harness, spec):
         assert isinstance(child["Input"], str) and isinstance(child["Output"], str)
         assert json.loads(child["Output"]) == {"ingested": BATCH, "failed_count": 0, "failed": [], "calls": 4}
         assert json.loads(child["Input"])["BatchInput"]["event_time"] == validation["event_time"]
-        assert child["StateMachineArn"].endswith(":stateMachine:statemachine2e01a3a5/IngestFeatures")
+        assert child["StateMachineArn"] == f"{harness.state_machine_arn}/IngestFeatures"
         assert child["ExecutionArn"].startswith(child["StateMachineArn"].replace(":stateMachine:", ":express:"))
         assert child["StartDate"] <= child["StopDate"] and child["StopDate"].endswith("Z")
 

@@ -43,7 +43,7 @@ def entry(n: int) -> dict:
 
 def test_the_routed_runtime_is_the_products_client_answered_by_the_local_store(fake_aws, store):  # noqa: F811
     client = RoutedFeatureStoreRuntime(REAL_CLIENT.__wrapped__, lambda: store).client(4, False)
-    assert client.meta.config.retries["mode"] == "adaptive"  # the product's own client configuration
+    assert client.meta.config.retries["mode"] == "standard"  # the product's own client configuration
 
     response = client.batch_write_record(Entries=[entry(n) for n in range(3)])
     assert (response["Errors"], response["UnprocessedEntries"]) == ([], [])

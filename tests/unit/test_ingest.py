@@ -114,7 +114,7 @@ def test_a_rejected_entry_is_reported_by_file_line_and_the_rest_is_written(store
     assert result.ingested == 59 and result.failed_count == 1
     (failure,) = result.failed
     assert (failure["line"], failure["record_id"], failure["error_code"]) == (line, row["customerID"],
-                                                                             "ValidationException")
+                                                                             "ValidationError")
     assert "tenure" in failure["message"]
     assert online(store, GROUP, row["customerID"]) == {}
 
