@@ -20,6 +20,7 @@ from cli_support import REGION, invoke, last_json, one_error_line, use_fake_aws
 from moto import mock_aws
 
 from churn.features import now_event_time
+from churn.layout import TRAINING_ENTRY_POINT
 from churn.scoring import rank, scores_csv
 from pipeline.aws_session import AwsSession
 from pipeline.local_aws.batch_transform import serving_module
@@ -62,8 +63,8 @@ def scores_text(pairs: list[tuple[str, float]], version: str) -> str:
 def model_artifact(tmp_path_factory) -> dict:
     serving = serving_module(TRAINING_DIR, SERVING_MODULE)
     columns, rows = training_set_rows(limit=300)
-    model_dir, frame = fit_small_model(serving_module(TRAINING_DIR, "train_model"), tmp_path_factory.mktemp("model"),
-                                       rows=300)
+    entry_point = serving_module(TRAINING_DIR, TRAINING_ENTRY_POINT)
+    model_dir, frame = fit_small_model(entry_point, tmp_path_factory.mktemp("model"), rows=300)
     payload = io.BytesIO()
     with tarfile.open(fileobj=payload, mode="w:gz") as archive:
         for name in (serving.MODEL_FILE, serving.ENCODING_FILE):
