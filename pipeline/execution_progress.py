@@ -124,7 +124,6 @@ class ExecutionFacts:
     ingested: dict[str, int] = field(default_factory=dict)  # group -> records written ("Summarise ingest")
     training_job_name: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)  # "Evaluate model"'s output
-    failed_state: str = ""  # the first state that failed
 
     @property
     def records_ingested(self) -> int | None:
@@ -257,7 +256,6 @@ class ProgressTracker:
             self._end(_END_EVENTS[kind], details, at)
         elif kind.endswith(("Failed", "TimedOut", "Aborted")) and self.open:
             self.open[-1].failure = (details.get("error", kind), details.get("cause", ""))
-            self.facts.failed_state = self.facts.failed_state or self.open[-1].name
         elif kind.endswith("Succeeded") and self.open:
             self.open[-1].failure = None  # a retry after a transient error went through
 
