@@ -13,7 +13,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 from training_helpers import TELCO_COLUMNS, run_training, to_csv_text, training_set_rows
 
-from stacks.training_pipeline import METRIC_DEFINITIONS
+from stacks.training import METRIC_DEFINITIONS
 
 pytestmark = pytest.mark.slow
 

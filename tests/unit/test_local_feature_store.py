@@ -20,11 +20,12 @@ from botocore.exceptions import ClientError
 from churn.features import from_feature_store_record, to_feature_store_record
 from churn.ingest import ingest_batch
 from churn.schema import FeatureSpec
-from churn.sql import offline_count_sql, table_reference, training_set_sql
+from churn.sql import AS_OF, KNOWLEDGE_CUTOFF, NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = FeatureSpec.load(REPO / "data" / "churn.spec.json")
+CHURN = SPEC.groups[0]  # the spec's one feature group
 GROUP = "churn-features"
 T1 = "2026-01-01T10:00:00.000Z"
 T2 = "2026-01-02T11:30:00.000Z"
@@ -50,8 +51,8 @@ def record(customer_id: str, event_time: str, /, **overrides: str | None) -> dic
 
 def create(store: LocalFeatureStore, group: str = GROUP, **config) -> dict:
     """The churn spec's group with both stores, unless `config` replaces a store config (None: no such store)."""
-    stores = {k: v for k, v in {**BOTH_STORES, **config}.items() if v is not None}
-    return store.create_feature_group(FeatureGroupName=group, **SPEC.feature_group_definition(), **stores)
+    request = {**CHURN.feature_group_definition(), **BOTH_STORES, **config}
+    return store.create_feature_group(FeatureGroupName=group, **{k: v for k, v in request.items() if v is not None})
 
 
 def put(store: LocalFeatureStore, rec: dict[str, str], group: str = GROUP, **kwargs) -> None:
@@ -81,9 +82,14 @@ def offline_rows(store: LocalFeatureStore, group: str = GROUP) -> list[dict]:
     return sorted(table.to_pylist(), key=lambda r: r["api_invocation_time"])
 
 
+def training_set_query():
+    return training_set_sql(SPEC, {CHURN.name: table_reference("churn_db", "churn_features")})
+
+
 def training_set(store: LocalFeatureStore, as_of: str) -> dict[str, dict]:
     con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
-    cursor = con.execute(training_set_sql(SPEC, table_reference("churn_db", "churn_features")), [as_of])
+    query, values = training_set_query(), {AS_OF: as_of, KNOWLEDGE_CUTOFF: NO_CUTOFF}
+    cursor = con.execute(query.text, [values[name] for name in query.parameters])
     names = [d[0] for d in cursor.description]
     return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 
@@ -120,7 +126,7 @@ def test_create_and_describe_in_boto3_shapes(tmp_path):
     assert described["FeatureGroupName"] == GROUP and described["FeatureGroupStatus"] == "Created"
     assert described["RecordIdentifierFeatureName"] == "customer_id"
     assert described["EventTimeFeatureName"] == "event_time"
-    assert described["FeatureDefinitions"] == SPEC.feature_definitions()
+    assert described["FeatureDefinitions"] == CHURN.feature_definitions()
     assert described["OnlineStoreConfig"] == {"EnableOnlineStore": True}
     assert described["CreationTime"] == datetime(2026, 1, 1, tzinfo=UTC)
     resolved = urlparse(described["OfflineStoreConfig"]["S3StorageConfig"]["ResolvedOutputS3Uri"]).path
@@ -142,10 +148,10 @@ def test_create_of_an_existing_name_is_resource_in_use_from_any_store(tmp_path):
     ("change", "fragment"),
     [
         ({"FeatureGroupName": "no spaces"}, "FeatureGroupName"),
-        ({"FeatureDefinitions": [*SPEC.feature_definitions(), {"FeatureName": "is_deleted",
+        ({"FeatureDefinitions": [*CHURN.feature_definitions(), {"FeatureName": "is_deleted",
                                                                "FeatureType": "Integral"}]}, "is_deleted"),
-        ({"FeatureDefinitions": [*SPEC.feature_definitions(), {"FeatureName": "x", "FeatureType": "Text"}]}, "type"),
-        ({"FeatureDefinitions": [*SPEC.feature_definitions(), {"FeatureName": "tenure",
+        ({"FeatureDefinitions": [*CHURN.feature_definitions(), {"FeatureName": "x", "FeatureType": "Text"}]}, "type"),
+        ({"FeatureDefinitions": [*CHURN.feature_definitions(), {"FeatureName": "tenure",
                                                                "FeatureType": "Integral"}]}, "used once"),
         ({"RecordIdentifierFeatureName": "monthly_charges"}, "RecordIdentifierFeatureName"),
         ({"EventTimeFeatureName": "tenure"}, "EventTimeFeatureName"),
@@ -157,7 +163,7 @@ def test_create_of_an_existing_name_is_resource_in_use_from_any_store(tmp_path):
          "no-store", "ttl-unit"],
 )
 def test_create_validates_like_the_service(tmp_path, change, fragment):
-    request = {"FeatureGroupName": GROUP, **SPEC.feature_group_definition(), **BOTH_STORES, **change}
+    request = {"FeatureGroupName": GROUP, **CHURN.feature_group_definition(), **BOTH_STORES, **change}
     with LocalFeatureStore(tmp_path) as fs:
         with pytest.raises(ClientError) as exc_info:
             fs.create_feature_group(**{k: v for k, v in request.items() if v is not None})
@@ -294,7 +300,7 @@ def test_soft_delete_leaves_a_tombstone_and_a_marker_offline(store):
     assert online(store, "C-1") is None
     (marker,) = [r for r in offline_rows(store) if r["is_deleted"]]
     assert marker["customer_id"] == "C-1" and marker["event_time"] == T2
-    assert all(marker[name] is None for name in set(SPEC.by_name) - {"customer_id", "event_time"})
+    assert all(marker[name] is None for name in {f.name for f in CHURN.all_features} - {"customer_id", "event_time"})
     put(store, record("C-1", T3, tenure="5"))  # newer than the deletion: back online
     assert online(store, "C-1")["tenure"] == "5"
 
@@ -507,10 +513,10 @@ def test_offline_columns_and_types(tmp_path):
         clock.now += 1
         (file, _) = offline_files(fs)
         schema = pq.read_schema(file)
-        assert schema.names == [*(f.name for f in SPEC.all_features), "write_time", "api_invocation_time",
+        assert schema.names == [*(f.name for f in CHURN.all_features), "write_time", "api_invocation_time",
                                 "is_deleted"]
         expected = {"String": pa.string(), "Integral": pa.int64(), "Fractional": pa.float64()}
-        assert all(schema.field(f.name).type == expected[f.type] for f in SPEC.all_features)
+        assert all(schema.field(f.name).type == expected[f.type] for f in CHURN.all_features)
         assert schema.field("write_time").type == schema.field("api_invocation_time").type == pa.timestamp("us")
         assert schema.field("is_deleted").type == pa.bool_()
         put_row, marker = offline_rows(fs)
@@ -626,7 +632,7 @@ def test_duckdb_view_has_athenas_column_types_before_and_after_data(store):
     con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
     empty = dict(con.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
                  .fetchall())
-    assert con.execute(training_set_sql(SPEC, table_reference("churn_db", "churn_features")), [T1]).fetchall() == []
+    assert con.execute(training_set_query().text, [T1, NO_CUTOFF]).fetchall() == []
     put(store, record("A", T1))
     filled = store.connect_duckdb(GROUP, "churn_db", "churn_features")
     types = dict(filled.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
@@ -663,7 +669,7 @@ def test_training_set_sql_point_in_time_semantics(store):
 
     at_t2 = training_set(store, T2)
     assert sorted(at_t2) == ["late", "missing-charges", "reingested"]
-    assert list(at_t2["reingested"]) == list(SPEC.model_columns)
+    assert list(at_t2["reingested"]) == list(SPEC.training_columns)
     assert at_t2["reingested"]["tenure"] == 2 and at_t2["reingested"]["monthly_charges"] == 20.0
     assert at_t2["late"]["tenure"] == 20 and at_t2["missing-charges"]["total_charges"] is None
     at_t1 = training_set(store, T1)  # before the re-ingest, the deletion and the future record
@@ -679,28 +685,30 @@ def test_offline_count_sql_counts_distinct_records_of_one_event_time(store):
     put(store, record("A", T1, tenure="2"))  # a retried put: same record, same event time
     put(store, record("D", T2))
     con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
-    sql = offline_count_sql(SPEC, table_reference("churn_db", "churn_features"))
-    assert [con.execute(sql, [t]).fetchone() for t in (T1, T2, T3)] == [(3,), (1,), (0,)]
+    query = offline_count_sql(CHURN, table_reference("churn_db", "churn_features"))
+    assert query.parameters == (AS_OF,)
+    assert [con.execute(query.text, [t]).fetchone() for t in (T1, T2, T3)] == [(3,), (1,), (0,)]
 
 
 # -- the shared ingest code against the local store ------------------------------------------------
 def test_ingest_batch_runs_unchanged_against_the_local_store(store):
     with (REPO / "data" / "churn.csv").open(newline="", encoding="utf-8") as f:
-        rows = list(islice(csv.DictReader(f), 500))
-    blank = [r["customerID"] for r in rows if not r["TotalCharges"].strip()]
+        rows = [(line, row) for line, row in enumerate(islice(csv.DictReader(f), 500), start=2)]
+    blank = [r["customerID"] for _, r in rows if not r["TotalCharges"].strip()]
     assert blank, "the sample should contain a blank TotalCharges row"
-    rows.append({**rows[0], "customerID": "BAD-ROW", "tenure": "many"})
+    rows.append((502, {**rows[0][1], "customerID": "BAD-ROW", "tenure": "many"}))
 
-    result = ingest_batch(rows, spec=SPEC, feature_group_name=GROUP, event_time=T1, client=store, max_workers=8)
+    result = ingest_batch(rows, group=CHURN, feature_group_name=GROUP, event_time=T1, client=store, max_workers=8)
     assert result.ingested == 500
-    assert [f["record_id"] for f in result.failed] == ["BAD-ROW"] and "tenure" in result.failed[0]["error"]
+    assert [(f["line"], f["record_id"]) for f in result.failed] == [(502, "BAD-ROW")]
+    assert "tenure" in result.failed[0]["message"]
     assert all("total_charges" not in online(store, customer_id) for customer_id in blank)
     training = training_set(store, T1)
     assert len(training) == 500
     assert sorted(k for k, v in training.items() if v["total_charges"] is None) == sorted(blank)
 
     # the store's own ValidationException reaches the caller per record, like the service's
-    again = ingest_batch(rows[:3], spec=SPEC, feature_group_name=GROUP, event_time="2026-01-01", client=store)
-    assert again.ingested == 0 and [f["record_id"] for f in again.failed] == [r["customerID"] for r in rows[:3]]
-    assert all(f["error"].startswith("ValidationException: ") for f in again.failed)
+    again = ingest_batch(rows[:3], group=CHURN, feature_group_name=GROUP, event_time="2026-01-01", client=store)
+    assert again.ingested == 0 and [f["record_id"] for f in again.failed] == [r["customerID"] for _, r in rows[:3]]
+    assert all(f["error_code"] == "ValidationException" for f in again.failed)
     assert json.loads(json.dumps(again.to_dict()))["failed_count"] == 3
