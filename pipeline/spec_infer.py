@@ -6,6 +6,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from churn.csv_input import InputValidationError
 from churn.features import LABEL_FALSE, LABEL_TRUE, normalise_name
@@ -58,96 +59,114 @@ class Inference:
 def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int = 200_000) -> Inference:
     """Read up to `max_rows` rows and propose a spec. Raises InputValidationError on unusable input."""
     source = str(path)
+    stats, rows = _read_columns(path, (id_column, label_column), max_rows)
+    by_source = {s.source: s for s in stats}
+    problems = _label_problems(source, label_column, by_source[label_column])
+    names = _Names(problems)
+    id_stats = by_source[id_column]
+    id_feature = {"name": names.of(id_column), "source": id_column,
+                  "type": "Integral" if id_stats.feature_type == "Integral" else "String"}
+    if id_stats.blanks:
+        problems.append(f"id column '{id_column}' is blank in {id_stats.blanks} rows: those rows cannot be ingested")
+    label = {"name": names.of(label_column), "source": label_column, "type": "Integral"}
+    event_name = names.of("event_time")
+    features = [_feature(stat, names, problems) for stat in stats if stat.source not in (id_column, label_column)]
+    data = {
+        "description": f"Inferred from {path.name} ({rows} rows read)",
+        "record_identifier": id_feature,
+        "event_time": {"name": event_name, "type": "String"},
+        "label": label,
+        "features": [feature for feature in features if feature],
+    }
+    return Inference(spec=FeatureSpec.from_dict(data, origin=f"spec inferred from {path}"), problems=problems,
+                     rows=rows)
+
+
+def _read_columns(path: Path, required: tuple[str, ...], max_rows: int) -> tuple[list[ColumnStats], int]:
+    """Each column's statistics over the first `max_rows` data rows, and how many rows were read."""
+    source = str(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise InputValidationError(source, "file not found") from None
     with stream:
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
+        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise InputValidationError(source, "the file is empty (no header row)") from None
         except UnicodeDecodeError as exc:
             raise InputValidationError(source, f"not UTF-8 text ({exc.reason})", line=1) from None
-        for column in (id_column, label_column):
+        for column in required:
             if column not in header:
                 raise InputValidationError(source, f"no column named '{column}' (columns: {header})", line=1)
         stats = [ColumnStats(h) for h in header]
-        rows = 0
         try:
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != len(header):
-                    raise InputValidationError(
-                        source, f"expected {len(header)} fields as in the header, found {len(row)}",
-                        line=reader.line_num)
-                for stat, value in zip(stats, row, strict=False):
-                    stat.add(value)
-                rows += 1
-                if rows >= max_rows:
-                    break
+            rows = _count_rows(reader, stats, source, max_rows)
         except UnicodeDecodeError as exc:
             raise InputValidationError(source, f"not UTF-8 text ({exc.reason})", line=reader.line_num + 1) from None
     if rows == 0:
         raise InputValidationError(source, "the file has a header but no data rows")
+    return stats, rows
 
-    problems: list[str] = []
-    by_source = {s.source: s for s in stats}
-    label_stats = by_source[label_column]
+
+def _count_rows(reader: Any, stats: list[ColumnStats], source: str, max_rows: int) -> int:
+    rows = 0
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != len(stats):
+            raise InputValidationError(source, f"expected {len(stats)} fields as in the header, found {len(row)}",
+                                       line=reader.line_num)
+        for stat, value in zip(stats, row, strict=False):
+            stat.add(value)
+        rows += 1
+        if rows >= max_rows:
+            break
+    return rows
+
+
+def _label_problems(source: str, label_column: str, label_stats: ColumnStats) -> list[str]:
     bad_labels = sorted(v for v in label_stats.distinct if v.strip().lower() not in LABEL_TRUE | LABEL_FALSE)
     if bad_labels:
         raise InputValidationError(
             source, f"label values {bad_labels[:5]} are not Yes/No, True/False or 1/0", column=label_column)
     if label_stats.blanks:
-        problems.append(f"label '{label_column}' is blank in {label_stats.blanks} rows: those rows cannot be ingested")
+        return [f"label '{label_column}' is blank in {label_stats.blanks} rows: those rows cannot be ingested"]
+    return []
 
-    used: set[str] = set()
 
-    def name_for(raw: str) -> str:
+class _Names:
+    """Feature names from column names: snake_case, reserved names and collisions renamed (and reported)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        self.used: set[str] = set()
+
+    def of(self, raw: str) -> str:
         name = normalise_name(raw) or "column"
         if name in RESERVED_NAMES:
-            problems.append(f"column '{raw}' normalises to reserved name '{name}': renamed to '{name}_value'")
+            self.problems.append(f"column '{raw}' normalises to reserved name '{name}': renamed to '{name}_value'")
             name = f"{name}_value"
         base, n = name, 2
-        while name in used:
+        while name in self.used:
             name = f"{base}_{n}"
             n += 1
         if name != base:
-            problems.append(f"column '{raw}' normalises to '{base}', already taken: renamed to '{name}'")
-        used.add(name)
+            self.problems.append(f"column '{raw}' normalises to '{base}', already taken: renamed to '{name}'")
+        self.used.add(name)
         return name
 
-    id_stats = by_source[id_column]
-    id_feature = {"name": name_for(id_column), "source": id_column,
-                  "type": "Integral" if id_stats.feature_type == "Integral" else "String"}
-    if id_stats.blanks:
-        problems.append(f"id column '{id_column}' is blank in {id_stats.blanks} rows: those rows cannot be ingested")
-    label = {"name": name_for(label_column), "source": label_column, "type": "Integral"}
-    event_name = name_for("event_time")
-    features = []
-    for stat in stats:
-        if stat.source in (id_column, label_column):
-            continue
-        if stat.values == 0:
-            problems.append(f"column '{stat.source}' is empty in every row: left out")
-            continue
-        if stat.feature_type == "String" and stat.distinct_capped:
-            problems.append(
-                f"column '{stat.source}' has over 1000 distinct text values: an identifier or free text? "
-                "It is kept as a String feature; remove it from the spec if it carries no signal")
-        if stat.blanks:
-            problems.append(f"column '{stat.source}' is blank in {stat.blanks} rows: stored as missing")
-        features.append({"name": name_for(stat.source), "source": stat.source, "type": stat.feature_type})
-    data = {
-        "description": f"Inferred from {path.name} ({rows} rows read)",
-        "record_identifier": id_feature,
-        "event_time": {"name": event_name, "type": "String"},
-        "label": label,
-        "features": features,
-    }
-    return Inference(spec=FeatureSpec.from_dict(data, origin=f"spec inferred from {path}"), problems=problems,
-                     rows=rows)
 
+def _feature(stat: ColumnStats, names: _Names, problems: list[str]) -> dict[str, str] | None:
+    """A column's feature, None for a column empty in every row; what looks wrong goes to `problems`."""
+    if stat.values == 0:
+        problems.append(f"column '{stat.source}' is empty in every row: left out")
+        return None
+    if stat.feature_type == "String" and stat.distinct_capped:
+        problems.append(
+            f"column '{stat.source}' has over 1000 distinct text values: an identifier or free text? "
+            "It is kept as a String feature; remove it from the spec if it carries no signal")
+    if stat.blanks:
+        problems.append(f"column '{stat.source}' is blank in {stat.blanks} rows: stored as missing")
+    return {"name": names.of(stat.source), "source": stat.source, "type": stat.feature_type}
