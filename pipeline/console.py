@@ -19,7 +19,7 @@ from pipeline.backends import EXIT_FAILED, OnlinePrediction, RunListing, RunResu
 from pipeline.failure_explanations import error_text
 from pipeline.runner import Reporter
 
-STEP_WIDTH = 30  # the longest name of a single group's run, "Model below quality threshold", fits
+STEP_WIDTH = 30  # the step column: every step of a single group's local run fits (a few AWS states overflow it)
 LABEL_WIDTH = 20
 
 console = Console()

@@ -42,6 +42,8 @@ SPEC = ROOT / "data" / "churn.spec.json"
 STACK = "ChurnPipeline"
 GROUPS_STACK = "CdnowPipeline"  # the same machine, deployed for a spec with several groups
 MACHINE_NAME = "ChurnPipeline-Pipeline"
+BUCKET = "churn-pipeline-bucket"
+EVALUATION_KEY = "models/run-ok/evaluation.json"  # where "Evaluate model" copies evaluation.json
 AUC = 0.8512
 WEAK_INPUT = "raw/weak.csv"  # the test machine fails its quality gate for this key
 BAD_RECORDS_INPUT = "raw/bad-records.csv"  # ... its ingest for this one
@@ -92,7 +94,8 @@ def definition(ingest_cause: str) -> dict:
             steps.EVALUATE_MODEL: {
                 "Type": "Pass",
                 "Result": {"passed": True, "validation_auc": AUC, "threshold": 0.8,
-                           "reason": f"validation AUC {AUC:.4f} meets the threshold 0.8000"},
+                           "reason": f"validation AUC {AUC:.4f} meets the threshold 0.8000",
+                           "evaluation_uri": f"s3://{BUCKET}/{EVALUATION_KEY}"},
                 "ResultPath": "$.evaluation",
                 "Next": steps.SUMMARISE_RUN,
             },
@@ -174,7 +177,7 @@ def stack(spec, monkeypatch):
         session = boto3.Session(region_name=REGION)
         s3, sfn, cloudformation = session.client("s3"), session.client("stepfunctions"), session.client(
             "cloudformation")
-        bucket = "churn-pipeline-bucket"
+        bucket = BUCKET
         s3.create_bucket(Bucket=bucket)
         machine = sfn.create_state_machine(name=MACHINE_NAME, definition=json.dumps(definition(failed_ingest(
             s3, bucket))), roleArn="arn:aws:iam::123456789012:role/pipeline")["stateMachineArn"]
@@ -359,6 +362,10 @@ def test_run_generates_a_name_that_can_name_a_training_job(stack, cli):
 
 def test_run_follows_the_execution_to_success(stack, cli):
     put_raw(stack, "raw/customers.csv")
+    split = {"kind": "out_of_time", "time_column": "observation_time",
+             "train_periods": {"first": "1997-04-15", "last": "1997-12-15", "count": 5},
+             "validation_periods": {"first": "1998-02-15", "last": "1998-02-15", "count": 1}}
+    stack.s3.put_object(Bucket=BUCKET, Key=EVALUATION_KEY, Body=json.dumps({"validation_auc": AUC, "split": split}))
     result = cli("run", "--data-key", "raw/customers.csv", "--name", "run-ok", "--poll-seconds", "0.01")
     assert result.exit_code == 0, result.output
     out = result.stdout
@@ -373,6 +380,8 @@ def test_run_follows_the_execution_to_success(stack, cli):
     assert summary_value(out, "status") == "SUCCEEDED"
     assert summary_value(out, "records ingested") == "300"  # what "Summarise ingest" counted
     assert summary_value(out, "input") == f"s3://{stack['BucketName']}/raw/customers.csv"
+    assert summary_value(out, "validation split") == ("out of time on observation_time: trained on 1997-04-15 … "
+                                                      "1997-12-15 (5 periods), validated on 1998-02-15 (1 period)")
     assert f"validation AUC {AUC:.4f} meets the threshold" in out
     assert "s3://churn-bucket/models/run-ok/output/model.tar.gz" in out
     assert PACKAGE_ARN in out
