@@ -17,10 +17,11 @@ LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --pytho
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install demo test lint synth deploy destroy bench lock clean
+.PHONY: help install demo cdnow test lint synth deploy destroy bench lock clean
 
 help:
 	@echo "make demo     train a churn model locally on the bundled data and show its metrics"
+	@echo "make cdnow    fetch the CDNOW purchase log and run its three feature groups locally"
 	@echo "make test     linters, security gates and all tests (what CI runs)"
 	@echo "make lint     ruff + cfn-lint on the synthesized template (cdk-nag runs during synth)"
 	@echo "make synth    npx cdk synth (offline)"
@@ -56,6 +57,23 @@ install: $(DEV_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 
 demo: $(RUNTIME_STAMP)
 	$(PY) -m pipeline run --local
+
+# CDNOW: not bundled; the pinned wheel that ships it is downloaded once (data/README.md).
+CDNOW_DATA := .local/data/CDNOW_master.txt
+CDNOW_WHEEL := .local/downloads/Lifetimes-0.11.3-py3-none-any.whl
+
+$(CDNOW_WHEEL): data/cdnow-source.lock | $(VENV)/bin/python
+	$(PY) -m pip download --quiet --no-deps --require-hashes -r data/cdnow-source.lock -d $(@D)
+	touch $@
+
+$(CDNOW_DATA): $(CDNOW_WHEEL)
+	mkdir -p $(@D)
+	$(PY) -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+		$< lifetimes/datasets/CDNOW_master.txt > $@.part
+	mv $@.part $@
+
+cdnow: $(RUNTIME_STAMP) $(CDNOW_DATA)
+	$(PY) -m pipeline run --local --spec data/cdnow.spec.json --data $(CDNOW_DATA)
 
 test: $(DEV_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 	$(PY) -m ruff check .

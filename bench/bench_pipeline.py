@@ -41,7 +41,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def child(data: Path, workspace: Path) -> int:
     from churn.config import PipelineSettings
     from churn.schema import FeatureSpec
-    from pipeline.local import LocalPipeline, PipelineFailed, Reporter, Workspace
+    from pipeline.runner import LocalPipeline, PipelineFailed, Reporter, Workspace
 
     class Recorder(Reporter):
         def __init__(self) -> None:

@@ -30,21 +30,21 @@ def records(rows: int) -> list[list[dict[str, str]]]:
     from churn.features import to_feature_store_record, to_record
     from churn.schema import FeatureSpec
 
-    spec = FeatureSpec.load(SPEC_PATH)
+    group = FeatureSpec.load(SPEC_PATH).groups[0]
     data = generate_data.ensure(OUT / f"telco-{rows}.csv", rows, 7)
     with open(data, "rb") as stream:
-        return [to_feature_store_record(to_record(row, spec, EVENT_TIME))
-                for _, row in iter_raw_rows(stream, str(data), spec)]
+        return [to_feature_store_record(to_record(row, group, EVENT_TIME))
+                for _, row in iter_raw_rows(stream, str(data), group)]
 
 
 def run(mode: str, batch: list[list[dict[str, str]]], root: Path) -> dict[str, float]:
     from churn.schema import FeatureSpec
-    from pipeline.local import create_feature_group
     from pipeline.local_aws.feature_store import MAX_BATCH_ENTRIES, LocalFeatureStore
+    from pipeline.runner import create_feature_group
 
     shutil.rmtree(root, ignore_errors=True)
     store = LocalFeatureStore(root)
-    create_feature_group(store, GROUP, FeatureSpec.load(SPEC_PATH))
+    create_feature_group(store, GROUP, FeatureSpec.load(SPEC_PATH).groups[0])
     started, cpu = time.perf_counter(), time.process_time()
     if mode == "PutRecord":
         for record in batch:

@@ -6,11 +6,13 @@ from a model artifact the caller unpacked; the features are each online feature 
 
 from __future__ import annotations
 
+import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.local_aws.batch_transform import serving_module
+from pipeline.backends import OperatorError
+from pipeline.local_aws.batch_transform import extracted_model, serving_module
 from pipeline.runner import TRAINING_DIR
 
 SERVING_MODULE = "serving"  # training/serving.py: load_model, predict_frame, contributions
@@ -38,6 +40,52 @@ class Prediction:
 def record_values(record: list[dict[str, str]]) -> dict[str, str]:
     """GetRecord's `Record` ([{FeatureName, ValueAsString}]) as a dict; absent features are missing."""
     return {item["FeatureName"]: item["ValueAsString"] for item in record}
+
+
+def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], record_id: str,
+                    scores_command: str) -> tuple[dict[str, str], list[str]]:
+    """Every online feature group's latest record of the customer, merged, and the groups read:
+    DescribeFeatureGroup says which groups have an online store (not the labels group) and for how long
+    they keep a record (TtlDuration); GetRecord reads it. `catalog`/`runtime` are boto3's
+    sagemaker/featurestore-runtime clients, or the local feature store (both)."""
+    values: dict[str, str] = {}
+    read: list[str] = []
+    for name in feature_groups.values():
+        online = catalog.describe_feature_group(FeatureGroupName=name).get("OnlineStoreConfig") or {}
+        if not online.get("EnableOnlineStore"):
+            continue
+        record = runtime.get_record(FeatureGroupName=name, RecordIdentifierValueAsString=record_id).get("Record")
+        if not record:
+            raise _missing_record(record_id, name, online.get("TtlDuration"), scores_command)
+        values.update(record_values(record))
+        read.append(name)
+    return values, read
+
+
+def _missing_record(record_id: str, name: str, ttl: dict[str, Any] | None,
+                    scores_command: str) -> OperatorError:
+    """GetRecord answers nothing for an id never ingested and for a record past its TTL alike."""
+    where = f"the online store of feature group {name}"  # the name carries the spec group's (churn.naming)
+    hint = f"check the id; `{scores_command}` lists scored customers"
+    if not ttl:
+        return OperatorError(f"customer '{record_id}' is not in {where}", hint, error="RecordNotFound")
+    unit = str(ttl.get("Unit", "")).lower()
+    kept = f"{ttl.get('Value')} {unit.removesuffix('s') if ttl.get('Value') == 1 else unit}"
+    return OperatorError(
+        f"customer '{record_id}' is not in {where}: the customer is unknown, or the record expired "
+        f"(the group keeps a record {kept} after its event time)",
+        f"{hint}; ingesting the customer's data again brings an expired record back", error="RecordExpiredOrUnknown")
+
+
+def predict_artifact(artifact: Path | bytes, model_label: str, record_id: str, values: dict[str, Any],
+                     top: int) -> Prediction:
+    """Score one customer with a model.tar.gz as SageMaker unpacks it."""
+    try:
+        with extracted_model(artifact) as model_dir:
+            return predict_record(model_dir, record_id, values, top=top)
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        raise OperatorError(f"could not score customer '{record_id}' with {model_label}: {' '.join(str(exc).split())}",
+                            error="PredictionFailed") from None
 
 
 def predict_record(model_dir: Path, record_id: str, values: dict[str, Any], top: int = 5) -> Prediction:

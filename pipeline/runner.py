@@ -81,10 +81,17 @@ class PipelineFailed(Exception):
 
 
 class Reporter:
-    """Progress callbacks; the CLI prints them, tests may record them."""
+    """Progress callbacks of a local run or a followed AWS execution; the CLI prints them, tests may
+    record them. `since_start`: when an AWS state was entered, relative to the execution's start."""
 
-    def step_started(self, step: str) -> None:  # pragma: no cover - default no-op
+    def step_started(self, step: str, since_start: float | None = None) -> None:  # pragma: no cover
         pass
+
+    def still_running(self, step: str, seconds: float) -> None:  # pragma: no cover - default no-op
+        """Called between polls while following an execution: `step` has been running `seconds`."""
+
+    def run_started(self, description: str, groups: tuple[str, ...] = ()) -> None:  # pragma: no cover
+        """Before the first step: which run, on what, where; `groups` name their own states (several groups)."""
 
     def step_finished(self, step: str, seconds: float, detail: str) -> None:  # pragma: no cover
         pass

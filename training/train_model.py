@@ -60,8 +60,10 @@ class InputError(ValueError):
     """The training input (data or hyperparameters) is unusable; the message is shown to the operator."""
 
 
-def log(message: str, stream: Any = sys.stdout) -> None:
-    print(f"[train_model] {message}", file=stream, flush=True)
+def log(message: str, stream: Any = None) -> None:
+    # sys.stdout as it is when called: a process that imported this module (the local run preloads it
+    # for scoring) may have replaced it since
+    print(f"[train_model] {message}", file=stream or sys.stdout, flush=True)
 
 
 def warn(message: str) -> None:

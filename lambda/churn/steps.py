@@ -54,3 +54,9 @@ def base_step(name: str) -> str:
     """The step a state name stands for: "Ingest features (activity)" -> "Ingest features"."""
     step, _, group = name.partition(" (")
     return step if group.endswith(")") and step in GROUP_STEPS else name
+
+
+def group_of(name: str) -> str | None:
+    """The group a state belongs to: "Ingest features (activity)" -> "activity"; None for a run's state."""
+    step = base_step(name)
+    return name[len(step) + 2:-1] if step != name else None

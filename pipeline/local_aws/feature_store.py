@@ -157,7 +157,7 @@ class LocalFeatureStore:
         self._db.execute(f"PRAGMA page_size={_PAGE_BYTES}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA cache_size=-262144")  # 256 MiB: 16 -> 12 µs of CPU per upsert at 1M rows
+        self._db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
 
     def __enter__(self) -> LocalFeatureStore:
         return self
@@ -407,7 +407,7 @@ class LocalFeatureStore:
     def _upsert(self, online: list[tuple[FeatureGroup, list[tuple]]]) -> None:
         """Apply the online writes, each record's in call order, in one transaction (caller holds _db_lock).
 
-        In key order, so the B-tree is updated leaf after leaf (41 -> 22 µs of CPU per row at 1M)."""
+        In key order, so the B-tree is updated leaf after leaf (about half the CPU per row at 1M, bench/README.md)."""
         statements = []
         for group, pending in online:
             rows = sorted(pending, key=operator.itemgetter(ROW_KEY))  # stable: each record's writes in call order

@@ -12,8 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from churn.config import PipelineSettings
+from churn.layout import SCORES_PREFIX
 from pipeline.cli import app
-from pipeline.local import SCORES_DIR, LocalPipeline, Workspace, load_training_module
+from pipeline.local_aws.batch_transform import serving_module
+from pipeline.prediction import SERVING_MODULE
+from pipeline.runner import TRAINING_DIR, LocalPipeline, Workspace
 
 TOLERANCE = 1e-6
 
@@ -42,7 +45,7 @@ def cli(*args: object):
 
 def test_scores_rank_every_customer_once_by_probability(scored_run, scores, spec):
     _, outcome = scored_run
-    assert Path(outcome.scores) == Path(outcome.run_dir) / SCORES_DIR / "scores.csv"
+    assert Path(outcome.scores) == Path(outcome.run_dir) / SCORES_PREFIX / "scores.csv"
     assert list(scores[0]) == [spec.record_identifier.name, "churn_probability", "rank", "model_version"]
     ids = [row["customer_id"] for row in scores]
     assert len(ids) == len(set(ids)) == outcome.customers_scored == 7043
@@ -58,11 +61,11 @@ def test_scores_rank_every_customer_once_by_probability(scored_run, scores, spec
 def test_scoring_set_is_the_training_set_without_the_label(scored_run, spec):
     _, outcome = scored_run
     run_dir = Path(outcome.run_dir)
-    scoring = (run_dir / SCORES_DIR / "input" / "scoring-set.csv").read_text().splitlines()
+    scoring = (run_dir / SCORES_PREFIX / "input" / "scoring-set.csv").read_text().splitlines()
     training = (run_dir / "input" / "data" / "train" / "training-set.csv").read_text().splitlines()
-    assert scoring[0] == ",".join(f'"{c}"' for c in spec.model_columns if c != spec.label.name)
+    assert scoring[0] == ",".join(f'"{c}"' for c in spec.scoring_columns)
     assert [line.split(",")[0] for line in scoring][1:] == [line.split(",")[0] for line in training][1:]
-    output = (run_dir / SCORES_DIR / "transform" / "scoring-set.csv.out").read_text()
+    output = (run_dir / SCORES_PREFIX / "transform" / "scoring-set.csv.out").read_text()
     assert output.startswith("customer_id,churn_probability\n") and output.count("customer_id") == 1
 
 
@@ -84,7 +87,7 @@ def test_batch_online_and_training_time_predictions_agree(scored_run, scores):
     run_dir = Path(outcome.run_dir)
     batch = {row["customer_id"]: float(row["churn_probability"]) for row in scores}
 
-    serving = load_training_module("serving")
+    serving = serving_module(TRAINING_DIR, SERVING_MODULE)
     model = serving.load_model(run_dir / "model")  # what the training job wrote, before packaging
     training_set = (run_dir / "input" / "data" / "train" / "training-set.csv").read_text(encoding="utf-8")
     frame = serving.read_request(training_set, model.encoding).set_index("customer_id", drop=False)

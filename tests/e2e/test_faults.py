@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 from churn.config import PipelineSettings
-from churn.features import now_event_time
-from pipeline import local
-from pipeline.local import LocalPipeline, PipelineFailed, Workspace
+from churn.features import now_event_time, parse_event_time
+from churn.sql import AS_OF, KNOWLEDGE_CUTOFF, NO_CUTOFF, RUN_STARTED, sql_timestamp, table_reference, training_set_sql
+from pipeline import runner
 from pipeline.local_aws.feature_store import LocalFeatureStore, client_error
+from pipeline.local_ingest import ingest_file
+from pipeline.runner import LocalPipeline, PipelineFailed, Workspace, create_feature_group
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300
-CUT_OFF_AFTER = 120
+CALLS_BEFORE_THE_CUT = 4  # BatchWriteRecord calls of 25 records that go through
 # A small file needs a lower bar than the full data's 0.80; small batches so the cut lands mid-file.
 SETTINGS = PipelineSettings(quality_threshold=0.5, ingest_batch_size=50)
 
@@ -36,28 +38,29 @@ def customer_ids(path: Path, column: str) -> list[str]:
         return [row[column] for row in csv.DictReader(handle)]
 
 
-def cut_off_after(puts: int) -> type[LocalFeatureStore]:
-    """A local feature store whose PutRecord fails once `puts` calls have succeeded (the service
-    becoming unreachable half-way through an ingest)."""
+def cut_off_after(calls: int) -> type[LocalFeatureStore]:
+    """A local feature store whose BatchWriteRecord fails once `calls` calls have gone through (the
+    service becoming unreachable half-way through an ingest)."""
     lock = threading.Lock()
-    calls = [0]
+    made = [0]
 
     class CutOff(LocalFeatureStore):
-        def put_record(self, **kwargs):
+        def batch_write_record(self, **kwargs):
             with lock:
-                calls[0] += 1
-                call = calls[0]
-            if call > puts:
-                raise client_error("ServiceUnavailable", "Service unavailable", "PutRecord", 503)
-            return super().put_record(**kwargs)
+                made[0] += 1
+                call = made[0]
+            if call > calls:
+                raise client_error("ServiceUnavailable", "Service unavailable", "BatchWriteRecord", 503)
+            return super().batch_write_record(**kwargs)
 
     return CutOff
 
 
 def offline_customers(workspace: Workspace, pipeline: LocalPipeline) -> int:
+    (group,) = pipeline.feature_groups.values()
     with LocalFeatureStore(workspace.feature_store) as store:
-        con = store.connect_duckdb(pipeline.group, pipeline.database, pipeline.table_name)
-        (count,) = con.execute(f"SELECT count(DISTINCT customer_id) FROM {pipeline.table}").fetchone()
+        con = store.connect_duckdb(group, "db", "t")
+        (count,) = con.execute('SELECT count(DISTINCT customer_id) FROM "db"."t"').fetchone()
         con.close()
     return count
 
@@ -65,15 +68,17 @@ def offline_customers(workspace: Workspace, pipeline: LocalPipeline) -> int:
 def test_an_ingest_cut_off_half_way_converges_when_run_again(tmp_path, spec, small_csv, monkeypatch):
     workspace = Workspace(tmp_path / "workspace")
     pipeline = LocalPipeline(spec=spec, settings=SETTINGS, workspace=workspace)
-    monkeypatch.setattr(local, "LocalFeatureStore", cut_off_after(CUT_OFF_AFTER))
+    monkeypatch.setattr(runner, "LocalFeatureStore", cut_off_after(CALLS_BEFORE_THE_CUT))
 
     with pytest.raises(PipelineFailed) as cut:
         pipeline.run(small_csv)
 
+    written = CALLS_BEFORE_THE_CUT * 25
     assert cut.value.error == "IngestError" and cut.value.step == "Ingest features"
-    assert f"{ROWS - CUT_OFF_AFTER} records failed" in cut.value.cause and "ServiceUnavailable" in cut.value.cause
+    assert cut.value.cause.startswith(f"{ROWS - written} record(s) failed: line {written + 2} ")
+    assert "ServiceUnavailable" in cut.value.cause
     monkeypatch.undo()
-    assert offline_customers(workspace, pipeline) == CUT_OFF_AFTER  # what was written stays written
+    assert offline_customers(workspace, pipeline) == written  # what was written stays written
     assert workspace.registry.entries() == []
 
     outcome = pipeline.run(small_csv)
@@ -89,17 +94,23 @@ def test_an_ingest_cut_off_half_way_converges_when_run_again(tmp_path, spec, sma
 
 def test_records_written_twice_with_the_same_event_time_count_once(tmp_path, spec, small_csv):
     """A retried batch (Step Functions retries, or an EXPRESS child run twice) writes the same records
-    with the same event time again: the count check and the training set still see each customer once."""
-    workspace = Workspace(tmp_path / "workspace")
-    pipeline = LocalPipeline(spec=spec, settings=SETTINGS, workspace=workspace)
+    with the same event time again: the training set still sees each customer once."""
+    group, name = spec.groups[0], "local-churn-twice"
     event_time = now_event_time()
-    with LocalFeatureStore(workspace.feature_store) as store:
-        assert pipeline.ingest_features(store, small_csv, event_time) == ROWS
-        assert pipeline.ingest_features(store, small_csv, event_time) == ROWS
-        assert pipeline.wait_for_offline_store(store, event_time, ROWS) == ROWS
-        destination = tmp_path / "training-set.csv"
-        assert pipeline.build_training_set(store, event_time, destination) == ROWS
-    ids = customer_ids(destination, spec.record_identifier.name)
+    values = {AS_OF: event_time, RUN_STARTED: sql_timestamp(parse_event_time(event_time)), KNOWLEDGE_CUTOFF: NO_CUTOFF}
+    with LocalFeatureStore(tmp_path / "feature-store") as store:
+        create_feature_group(store, name, group)
+        for _ in range(2):
+            result = ingest_file(store, small_csv, group=group, feature_group_name=name, event_time=event_time,
+                                 batch_size=SETTINGS.ingest_batch_size, processes=1)
+            assert (result.ingested, result.failed_count) == (ROWS, 0)
+        store.flush()
+        con = store.connect_duckdb(name, "db", "t")
+        (written,) = con.execute('SELECT count(*) FROM "db"."t"').fetchone()
+        query = training_set_sql(spec, {group.name: table_reference("db", "t")})
+        ids = [row[0] for row in con.execute(query.text, [values[p] for p in query.parameters]).fetchall()]
+        con.close()
+    assert written == 2 * ROWS  # the offline store is append-only
     assert len(ids) == len(set(ids)) == ROWS
 
 

@@ -1,12 +1,18 @@
-"""Running the operator CLI in tests: in-process, wide console, no traceback allowed."""
+"""Running the operator CLI in tests: in-process, wide console, no traceback allowed; fake AWS settings."""
 
 from __future__ import annotations
 
 import json
 
+import botocore.loaders
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+
+REGION = "us-east-1"
+# Each CLI call makes a fresh boto3 session, which re-reads botocore's JSON models (most of a CLI test's
+# run time on moto); one shared, caching loader keeps the tests fast.
+SHARED_LOADER = botocore.loaders.create_loader()
 
 
 def invoke(*args: object):
@@ -20,3 +26,35 @@ def invoke(*args: object):
 
 def last_json(result) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def one_error_line(result) -> str:
+    """The stderr of a command that failed as the CLI should: `error: ...` and at most a `hint: ...`."""
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:"), result.output
+    assert len(lines) <= 2 and all(line.startswith(("error:", "hint:")) for line in lines), result.output
+    return result.stderr
+
+
+def summary_value(out: str, label: str) -> str:
+    """The value on a summary line ` <label>   <value>`."""
+    line = next(line for line in out.splitlines() if line.startswith(f" {label} "))
+    return line[len(label) + 1:].strip()
+
+
+def use_fake_aws(monkeypatch, tmp_path) -> None:
+    """Fake credentials and region; nothing from the developer's own AWS setup."""
+    import botocore.session
+
+    empty = tmp_path / "empty-aws-config"
+    empty.write_text("")
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(botocore.session, "create_loader", lambda *args, **kwargs: SHARED_LOADER)

@@ -2,7 +2,9 @@
 
 The stack is a real CloudFormation stack (bucket, role, state machine, the project's outputs), so
 the CLI finds everything through `describe_stacks` as it does against AWS. The state machine
-mimics the pipeline's ends: a success output like "Summarise run", or the quality gate's Fail.
+mimics the pipeline's ends under the pipeline's state names: a success output like "Summarise run",
+the quality gate's Fail, a failed ingest (the cause "Summarise ingest" gives, its failures file in S3)
+and a failed training job (the generic reason SageMaker gives; the script's own line in CloudWatch Logs).
 """
 
 from __future__ import annotations
@@ -15,131 +17,123 @@ from typing import Any
 
 import boto3
 import botocore.httpsession
-import botocore.loaders
-import botocore.session
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 from moto.stepfunctions.parser.asl.component.common.error_name.error_name import ErrorName
 from moto.stepfunctions.parser.asl.component.state.fail import state_fail
-from typer.testing import CliRunner
 
-from churn.ingest import FAILED_BATCH_LOG_MESSAGE
+from churn import steps
+from churn.handlers.summarise_ingest import summarise
+from churn.ingest import IngestError
+from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS, TRAINING_ENTRY_POINT
 from churn.schema import FeatureSpec
-from pipeline import aws
-from pipeline.cli import app
+from pipeline import aws_backend, aws_objects
+from pipeline.aws_session import AwsSession, ConsoleLinks, Deployment
+from pipeline.backends import RUN_NAME
+from pipeline.execution_progress import Execution, HistoryReader, ProgressTracker, follow
+from pipeline.failure_explanations import TRAINING_JOB_LOG_GROUP, readable_cause, training_script_error
+from pipeline.local_aws.training_job import run_training
+from pipeline.runner import TRAINING_DIR
+from tests.unit.cli_support import REGION, invoke, last_json, one_error_line, summary_value, use_fake_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "data" / "churn.spec.json"
-REGION = "us-east-1"
 STACK = "ChurnPipeline"
+GROUPS_STACK = "CdnowPipeline"  # the same machine, deployed for a spec with several groups
 MACHINE_NAME = "ChurnPipeline-Pipeline"
+BUCKET = "churn-pipeline-bucket"
+EVALUATION_KEY = "models/run-ok/evaluation.json"  # where "Evaluate model" copies evaluation.json
 AUC = 0.8512
 WEAK_INPUT = "raw/weak.csv"  # the test machine fails its quality gate for this key
-BAD_BATCHES_INPUT = "raw/bad-batches.csv"  # ... and its "Ingest features" for this one
+BAD_RECORDS_INPUT = "raw/bad-records.csv"  # ... its ingest for this one
+FAILING_TRAINING_INPUT = "raw/failing-training.csv"  # ... and its training job for this one
+BAD_RECORDS_RUN = "run-bad-records"  # the execution whose failures file the bucket holds
+FAILING_TRAINING_RUN = "run-bad-training"
 EVENT_TIME = "2026-11-27T00:00:00.000Z"
-INGEST_LOG_GROUP = "/aws/lambda/churn-ingest"
 GATE_CAUSE = "validation AUC 0.6100 is below the threshold 0.8000"
-SHARED_LOADER = botocore.loaders.create_loader()
 PACKAGE_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-churn-models/1"
-
-DEFINITION = {
-    "Comment": "The pipeline's states that shape its outcome; the work states are Pass states here",
-    "StartAt": "Validate input",
-    "States": {
-        "Validate input": {"Type": "Pass", "Result": {"records": 300, "event_time": EVENT_TIME},
-                           "ResultPath": "$.validation", "Next": "Model good enough?"},
-        "Model good enough?": {
-            "Type": "Choice",
-            "Choices": [{"Variable": "$.input_key", "StringEquals": WEAK_INPUT,
-                         "Next": "Model below quality threshold"},
-                        {"Variable": "$.input_key", "StringEquals": BAD_BATCHES_INPUT,
-                         "Next": "Ingest features"}],
-            "Default": "Evaluate model",
-        },
-        "Model below quality threshold": {"Type": "Fail", "Error": "ModelQualityBelowThreshold",
-                                          "Cause": GATE_CAUSE},
-        # How the pipeline ends when the "Ingest features" Distributed Map failed: its error is caught
-        # into $.failure and "Pipeline failed" fails with it (the Map itself runs in tests/infra).
-        "Ingest features": {
-            "Type": "Pass",
-            "Result": {"Error": "States.ExceededToleratedFailureThreshold",
-                       "Cause": "The specified tolerated failure threshold was exceeded"},
-            "ResultPath": "$.failure",
-            "Next": "Pipeline failed",
-        },
-        "Pipeline failed": {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"},
-        "Evaluate model": {
-            "Type": "Pass",
-            "Result": {"passed": True, "validation_auc": AUC, "threshold": 0.8,
-                       "reason": f"validation AUC {AUC:.4f} meets the threshold 0.8000"},
-            "ResultPath": "$.evaluation",
-            "Next": "Summarise run",
-        },
-        "Summarise run": {
-            "Type": "Pass",
-            "Parameters": {
-                "model_artifact.$": "States.Format('s3://churn-bucket/models/{}/output/model.tar.gz', "
-                                    "$$.Execution.Name)",
-                "validation_auc.$": "$.evaluation.validation_auc",
-                "model_package_arn": PACKAGE_ARN,
-                "training_job_name.$": "$$.Execution.Name",
-                "execution.$": "$$.Execution.Name",
-            },
-            "Next": "Pipeline succeeded",
-        },
-        "Pipeline succeeded": {"Type": "Succeed"},
-    },
-}
+# SageMaker's reason when the script exits non-zero: the toolkit's, not the script's own words.
+GENERIC_REASON = ('AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage ""\nCommand '
+                  '"/miniconda3/bin/python3 -m train_model --validation_fraction 0.95"')
 
 
-def template(spec: FeatureSpec) -> dict:
+def fail_with(error: str, cause: str) -> dict:
+    """How the pipeline ends after a failed step: its error caught into $.failure, re-raised by "Pipeline failed"."""
+    return {"Type": "Pass", "Result": {"Error": error, "Cause": cause}, "ResultPath": "$.failure",
+            "Next": steps.PIPELINE_FAILED}
+
+
+def when_input(key: str, then: str) -> dict:
+    return {"And": [{"Variable": "$.input_key", "IsPresent": True},
+                    {"Variable": "$.input_key", "StringEquals": key}], "Next": then}
+
+
+def definition(ingest_cause: str) -> dict:
+    training_cause = json.dumps({"TrainingJobName": FAILING_TRAINING_RUN, "TrainingJobStatus": "Failed",
+                                 "FailureReason": GENERIC_REASON})
     return {
-        "Resources": {
-            "Bucket": {"Type": "AWS::S3::Bucket"},
-            "Role": {
-                "Type": "AWS::IAM::Role",
-                "Properties": {"AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
-                    {"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                ]}},
+        "Comment": "The pipeline's states that shape its outcome; the work states are Pass states here",
+        "StartAt": steps.VALIDATE_INPUT,
+        "States": {
+            steps.VALIDATE_INPUT: {"Type": "Pass", "Result": {"records": 300, "event_time": EVENT_TIME},
+                                   "ResultPath": "$.validation", "Next": steps.SUMMARISE_INGEST},
+            steps.SUMMARISE_INGEST: {"Type": "Pass", "Result": {"records": 300, "calls": 12}, "ResultPath": "$.ingest",
+                                     "Next": steps.MODEL_GOOD_ENOUGH},
+            steps.MODEL_GOOD_ENOUGH: {
+                "Type": "Choice",
+                "Choices": [when_input(WEAK_INPUT, steps.MODEL_BELOW_THRESHOLD),
+                            when_input(BAD_RECORDS_INPUT, steps.RECORD_FAILURE),
+                            when_input(FAILING_TRAINING_INPUT, steps.TRAIN_MODEL)],
+                "Default": steps.EVALUATE_MODEL,
             },
-            "Machine": {
-                "Type": "AWS::StepFunctions::StateMachine",
-                "Properties": {"StateMachineName": MACHINE_NAME, "DefinitionString": json.dumps(DEFINITION),
-                               "RoleArn": {"Fn::GetAtt": ["Role", "Arn"]}},
+            steps.MODEL_BELOW_THRESHOLD: {"Type": "Fail", "Error": "ModelQualityBelowThreshold", "Cause": GATE_CAUSE},
+            steps.RECORD_FAILURE: fail_with(IngestError.__name__, ingest_cause),
+            steps.TRAIN_MODEL: fail_with("States.TaskFailed", training_cause),
+            steps.PIPELINE_FAILED: {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"},
+            steps.EVALUATE_MODEL: {
+                "Type": "Pass",
+                "Result": {"passed": True, "validation_auc": AUC, "threshold": 0.8,
+                           "reason": f"validation AUC {AUC:.4f} meets the threshold 0.8000",
+                           "evaluation_uri": f"s3://{BUCKET}/{EVALUATION_KEY}"},
+                "ResultPath": "$.evaluation",
+                "Next": steps.SUMMARISE_RUN,
             },
-        },
-        "Outputs": {
-            "BucketName": {"Value": {"Ref": "Bucket"}},
-            "StateMachineArn": {"Value": {"Ref": "Machine"}},
-            "FeatureGroupName": {"Value": f"churnpipeline-churn-{spec.fingerprint()}"},
-            "ModelPackageGroupName": {"Value": "churnpipeline-churn-models"},
-            "AthenaWorkGroup": {"Value": "churnpipeline-churn"},
-            "GlueDatabase": {"Value": "churn_pipeline_feature_store"},
-            "GlueTable": {"Value": f"churn_features_{spec.fingerprint()}"},
-            "IngestLogGroup": {"Value": INGEST_LOG_GROUP},
+            steps.SUMMARISE_RUN: {
+                "Type": "Pass",
+                "Parameters": {
+                    "model_artifact.$": "States.Format('s3://churn-bucket/models/{}/output/model.tar.gz', "
+                                        "$$.Execution.Name)",
+                    "validation_auc.$": "$.evaluation.validation_auc",
+                    "model_package_arn": PACKAGE_ARN,
+                    "training_job_name.$": "$$.Execution.Name",
+                    "execution.$": "$$.Execution.Name",
+                },
+                "Next": steps.PIPELINE_SUCCEEDED,
+            },
+            steps.PIPELINE_SUCCEEDED: {"Type": "Succeed"},
         },
     }
 
 
+def template(bucket: str, machine: str, feature_groups: dict[str, str]) -> dict:
+    """The project's stack outputs (an SNS topic stands in for the resources: moto keeps CloudFormation's
+    state machines apart from its interpreter, so the machine is created directly)."""
+    outputs = {
+        "BucketName": bucket,
+        "StateMachineArn": machine,
+        "FeatureGroupName": next(iter(feature_groups.values())),
+        "FeatureGroups": json.dumps({g: {"feature_group": n, "table": f"{g}_features"}
+                                     for g, n in feature_groups.items()}),
+        "ModelPackageGroupName": "churnpipeline-churn-models",
+    }
+    return {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()}}
+
+
 @pytest.fixture(autouse=True)
 def fake_aws(monkeypatch, tmp_path):
-    """Fake credentials and region; nothing from the developer's own AWS setup."""
-    empty = tmp_path / "empty-aws-config"
-    empty.write_text("")
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    # Each CLI call makes a fresh boto3 session, which re-reads botocore's JSON models (most of
-    # this file's run time); one shared, caching loader keeps the tests fast.
-    monkeypatch.setattr(botocore.session, "create_loader", lambda *args, **kwargs: SHARED_LOADER)
+    use_fake_aws(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -159,39 +153,47 @@ class _ReraisedErrorName(ErrorName):
     ErrorPath); moto 5.2.5 refuses such names (tests/infra/sfn_harness.py patches the same)."""
 
 
+def failed_ingest(s3: Any, bucket: str) -> str:
+    """What "Summarise ingest" does with a Map whose batches reported failed records: it writes the
+    failures file and raises IngestError; returns the cause the execution fails with."""
+    prefix = INGEST_RESULTS.format(execution=BAD_RECORDS_RUN, group="churn")
+    failed = [{"line": 2 + i, "record_id": f"A-{i}", "error_code": "ValidationError",
+               "message": f"feature 'tenure' has value 'x{i}'"} for i in range(7)]
+    batch = {"ingested": 493, "failed_count": 7, "failed": failed, "calls": 20}
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/SUCCEEDED_0.json", Body=json.dumps({"Output": json.dumps(batch)}))
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(
+        {"ResultFiles": {"SUCCEEDED": [{"Key": f"{prefix}/SUCCEEDED_0.json"}], "FAILED": [], "PENDING": []}}))
+    with pytest.raises(IngestError) as raised:
+        summarise(s3, f"s3://{bucket}/{prefix}/manifest.json", f"s3://{bucket}/{prefix}/{FAILED_RECORDS_FILE}",
+                  "customerID")
+    return json.dumps({"errorMessage": str(raised.value), "errorType": "IngestError", "stackTrace": ["..."]})
+
+
 @pytest.fixture
 def stack(spec, monkeypatch):
     """The stack "deployed" in moto, with moto's Step Functions interpreter running executions."""
     monkeypatch.setattr(state_fail, "CustomErrorName", _ReraisedErrorName)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         session = boto3.Session(region_name=REGION)
-        cloudformation = session.client("cloudformation")
-        cloudformation.create_stack(StackName=STACK, TemplateBody=json.dumps(template(spec)),
-                                    Capabilities=["CAPABILITY_IAM"])
+        s3, sfn, cloudformation = session.client("s3"), session.client("stepfunctions"), session.client(
+            "cloudformation")
+        bucket = BUCKET
+        s3.create_bucket(Bucket=bucket)
+        machine = sfn.create_state_machine(name=MACHINE_NAME, definition=json.dumps(definition(failed_ingest(
+            s3, bucket))), roleArn="arn:aws:iam::123456789012:role/pipeline")["stateMachineArn"]
+        for name, groups in ((STACK, {"churn": f"churnpipeline-churn-{spec.groups[0].fingerprint()}"}),
+                             (GROUPS_STACK, {g: f"cdnowpipeline-{g}-0000beef" for g in ("profile", "activity",
+                                                                                       "labels")})):
+            cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(template(bucket, machine, groups)))
         outputs = Stack((o["OutputKey"], o["OutputValue"])
                         for o in cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]["Outputs"])
-        outputs.s3, outputs.sfn = session.client("s3"), session.client("stepfunctions")
-        # moto keeps CloudFormation's state machines apart from its interpreter; registering the
-        # same definition under the same name gives the interpreter the ARN the outputs name.
-        created = outputs.sfn.create_state_machine(name=MACHINE_NAME, definition=json.dumps(DEFINITION),
-                                                   roleArn="arn:aws:iam::123456789012:role/pipeline")
-        assert created["stateMachineArn"] == outputs["StateMachineArn"]
+        outputs.s3, outputs.sfn = s3, sfn
         put_raw(outputs, "raw/churn.csv")  # the stack deploys the sample data there
         yield outputs
 
 
 @pytest.fixture
 def cli():
-    runner = CliRunner(env={"COLUMNS": "250"})
-
-    def invoke(*args: str):
-        result = runner.invoke(app, [str(a) for a in args])
-        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), (
-            f"uncaught {result.exception!r}\n{result.output}"
-        )
-        assert "Traceback" not in result.output
-        return result
-
     return invoke
 
 
@@ -208,12 +210,28 @@ def put_raw(outputs: Stack, key: str, body: bytes = b"customerID\n") -> None:
 
 
 def raw_keys(outputs: Stack) -> list[str]:
-    listing = outputs.s3.list_objects_v2(Bucket=outputs["BucketName"])
+    listing = outputs.s3.list_objects_v2(Bucket=outputs["BucketName"], Prefix="raw/")
     return [o["Key"] for o in listing.get("Contents", [])]
 
 
 def executions(outputs: Stack) -> list[dict]:
     return outputs.sfn.list_executions(stateMachineArn=outputs["StateMachineArn"])["executions"]
+
+
+def deny(monkeypatch, service: str, operation: str, action: str) -> None:
+    """The CLI's `service` client answers `operation` with AccessDenied, as for an identity without `action`."""
+    original = AwsSession.client
+
+    def client(self, name):
+        made = original(self, name)
+        if name == service and not hasattr(made, "_stubbed"):
+            made._stubbed = Stubber(made)
+            denied = f"User: arn:aws:iam::123456789012:user/dev is not authorized to perform: {action}"
+            made._stubbed.add_client_error(operation, "AccessDeniedException", denied)
+            made._stubbed.activate()
+        return made
+
+    monkeypatch.setattr(AwsSession, "client", client)
 
 
 def wait_finished(outputs: Stack, arn: str) -> dict:
@@ -225,32 +243,16 @@ def wait_finished(outputs: Stack, arn: str) -> dict:
     raise AssertionError(f"{arn} did not finish")
 
 
-def last_json(result) -> dict:
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def summary_value(out: str, label: str) -> str:
-    """The value on a summary line ` <label>   <value>`."""
-    line = next(line for line in out.splitlines() if line.startswith(f" {label} "))
-    return line[len(label) + 1:].strip()
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert lines and lines[0].startswith("error:"), result.output
-    assert len(lines) <= 2 and all(line.startswith(("error:", "hint:")) for line in lines), result.output
-    return result.stderr
-
-
 # -- the stack's outputs --------------------------------------------------------------------------
-def test_deployment_reads_the_stack_outputs(stack):
-    deployment = aws.Deployment.load(boto3.Session(region_name=REGION).client("cloudformation"), STACK)
+def test_deployment_reads_the_stack_outputs(stack, spec):
+    deployment = Deployment.load(boto3.Session(region_name=REGION).client("cloudformation"), STACK)
     assert deployment.bucket == stack["BucketName"]
     assert deployment.state_machine_arn == stack["StateMachineArn"]
     assert deployment.model_package_group == "churnpipeline-churn-models"
     assert deployment.region == REGION
-    assert deployment.spec_matches(FeatureSpec.load(SPEC).fingerprint()) is True
-    assert deployment.spec_matches("0000beef") is False
+    assert deployment.feature_groups == {"churn": stack["FeatureGroupName"]}
+    assert deployment.spec_matches(spec) is True
+    assert deployment.spec_matches(FeatureSpec.load(ROOT / "data" / "cdnow.spec.json")) is False
 
 
 # -- upload ---------------------------------------------------------------------------------------
@@ -281,7 +283,7 @@ def test_upload_rejects_a_bad_csv_and_uploads_nothing(stack, cli, small_csv):
     assert raw_keys(stack) == ["raw/churn.csv"]
 
 
-def test_upload_refuses_a_spec_the_stack_was_not_deployed_with(stack, cli, small_csv, tmp_path, spec):
+def test_upload_refuses_a_spec_the_stack_was_not_deployed_with(stack, cli, small_csv, tmp_path):
     other = json.loads(SPEC.read_text())
     other["description"] = "the same columns, one feature fewer"
     other["features"] = other["features"][:-1]
@@ -289,7 +291,22 @@ def test_upload_refuses_a_spec_the_stack_was_not_deployed_with(stack, cli, small
     other_spec.write_text(json.dumps(other))
     result = cli("upload", "--data", small_csv, "--spec", other_spec)
     assert result.exit_code == 2
-    assert "not the feature spec" in one_error_line(result)
+    assert "not the feature spec" in result.stderr and stack["FeatureGroupName"] in result.stderr
+    assert raw_keys(stack) == ["raw/churn.csv"]
+
+
+def test_upload_checks_a_derivations_input_by_deriving_and_a_groups_csv_by_its_group(stack, cli, cdnow_log,
+                                                                                        tmp_path):
+    cdnow = ROOT / "data" / "cdnow.spec.json"
+    derived = cli("upload", "--spec", cdnow, "--data", cdnow_log)  # not a .csv: a derivation reads it
+    assert "validated" in derived.stdout and "derives profile, activity, labels" in derived.stdout
+    assert derived.exit_code == 2 and "not the feature spec stack 'ChurnPipeline' was deployed with" in derived.stderr
+    spec = json.loads(cdnow.read_text())
+    del spec["derive"]
+    groups_spec = tmp_path / "groups.spec.json"
+    groups_spec.write_text(json.dumps(spec))
+    which = cli("upload", "--spec", groups_spec, "--data", cdnow_log, "--key", "x.csv")
+    assert which.exit_code == 2 and "pass --group NAME, one of profile, activity, labels" in one_error_line(which)
     assert raw_keys(stack) == ["raw/churn.csv"]
 
 
@@ -300,14 +317,14 @@ def test_raw_trigger_is_detected_from_the_bucket_notifications():
                           {"Bucket": "data-bucket"})
         stub.add_response("get_bucket_notification_configuration", {}, {"Bucket": "data-bucket"})
         stub.add_client_error("get_bucket_notification_configuration", "AccessDenied", http_status_code=403)
-        assert aws.raw_trigger_enabled(s3, "data-bucket") is True
-        assert aws.raw_trigger_enabled(s3, "data-bucket") is False
-        assert aws.raw_trigger_enabled(s3, "data-bucket") is None
+        assert aws_objects.raw_trigger_enabled(s3, "data-bucket") is True
+        assert aws_objects.raw_trigger_enabled(s3, "data-bucket") is False
+        assert aws_objects.raw_trigger_enabled(s3, "data-bucket") is None
 
 
 def test_upload_with_the_raw_trigger_says_the_run_starts_by_itself(stack, cli, small_csv, monkeypatch):
     # moto does not echo EventBridgeConfiguration back, so the detection is stubbed above and here.
-    monkeypatch.setattr(aws, "raw_trigger_enabled", lambda s3, bucket: True)
+    monkeypatch.setattr(aws_objects, "raw_trigger_enabled", lambda s3, bucket: True)
     result = cli("upload", "--data", small_csv, "--region", REGION)
     assert result.exit_code == 0, result.output
     assert "starts a run for new raw/*.csv files" in result.stdout
@@ -330,7 +347,7 @@ def test_run_no_wait_starts_an_execution_and_prints_its_arn(stack, cli):
     assert started[0]["executionArn"] in result.stdout
     described = wait_finished(stack, started[0]["executionArn"])
     assert json.loads(described["input"]) == {"input_key": "raw/churn.csv"}
-    assert "python -m pipeline status nightly-1 --follow" in result.stdout
+    assert "follow it: python -m pipeline status nightly-1 --follow" in result.stdout
 
 
 def test_run_generates_a_name_that_can_name_a_training_job(stack, cli):
@@ -338,24 +355,33 @@ def test_run_generates_a_name_that_can_name_a_training_job(stack, cli):
     assert result.exit_code == 0, result.output
     summary = last_json(result)
     assert summary["status"] == "RUNNING"
-    name = summary["execution_name"]
-    assert aws.EXECUTION_NAME.match(name) and name.startswith("run-") and len(name) == len("run-20240101-120000-abcd")
+    name = summary["run_id"]
+    assert RUN_NAME.match(name) and name.startswith("run-") and len(name) == len("run-20240101-120000-abcd")
     wait_finished(stack, summary["execution_arn"])
 
 
 def test_run_follows_the_execution_to_success(stack, cli):
     put_raw(stack, "raw/customers.csv")
+    split = {"kind": "out_of_time", "time_column": "observation_time",
+             "train_periods": {"first": "1997-04-15", "last": "1997-12-15", "count": 5},
+             "validation_periods": {"first": "1998-02-15", "last": "1998-02-15", "count": 1}}
+    stack.s3.put_object(Bucket=BUCKET, Key=EVALUATION_KEY, Body=json.dumps({"validation_auc": AUC, "split": split}))
     result = cli("run", "--data-key", "raw/customers.csv", "--name", "run-ok", "--poll-seconds", "0.01")
     assert result.exit_code == 0, result.output
     out = result.stdout
     lines = out.splitlines()
-    for state in ("Validate input", "Model good enough?", "Evaluate model", "Summarise run", "Pipeline succeeded"):
+    for state in (steps.VALIDATE_INPUT, steps.MODEL_GOOD_ENOUGH, steps.EVALUATE_MODEL, steps.SUMMARISE_RUN,
+                  steps.PIPELINE_SUCCEEDED):
         # A state still running at a poll is announced (▶) once; every state ends with one ✓ line.
         assert sum(line.startswith(f"✓ {state}") for line in lines) == 1, (state, out)
         assert sum(line.startswith(f"▶ {state}") for line in lines) <= 1, (state, out)
     assert "300 rows" in out and "→ Evaluate model" in out
     assert summary_value(out, "validation ROC AUC") == "0.8512"
     assert summary_value(out, "status") == "SUCCEEDED"
+    assert summary_value(out, "records ingested") == "300"  # what "Summarise ingest" counted
+    assert summary_value(out, "input") == f"s3://{stack['BucketName']}/raw/customers.csv"
+    assert summary_value(out, "validation split") == ("out of time on observation_time: trained on 1997-04-15 … "
+                                                      "1997-12-15 (5 periods), validated on 1998-02-15 (1 period)")
     assert f"validation AUC {AUC:.4f} meets the threshold" in out
     assert "s3://churn-bucket/models/run-ok/output/model.tar.gz" in out
     assert PACKAGE_ARN in out
@@ -373,9 +399,10 @@ def test_run_json_ends_with_one_summary_line(stack, cli):
     assert summary["auc"] == pytest.approx(AUC)
     assert summary["model_artifact"] == "s3://churn-bucket/models/run-json/output/model.tar.gz"
     assert summary["model_package_arn"] == PACKAGE_ARN
-    assert summary["execution_arn"].endswith(":run-json")
+    assert summary["execution_arn"].endswith(":run-json") and summary["run_id"] == "run-json"
     assert summary["error"] == "" and summary["cause"] == ""
     assert summary["records_ingested"] == 300
+    assert summary["feature_groups"] == {"churn": stack["FeatureGroupName"]}
     assert "Validate input" in result.stderr  # progress goes to stderr with --json
 
 
@@ -384,8 +411,7 @@ def test_run_that_fails_the_quality_gate_exits_1_with_error_and_cause(stack, cli
     result = cli("run", "--data-key", WEAK_INPUT, "--name", "run-weak", "--poll-seconds", "0.01")
     assert result.exit_code == 1
     assert "ModelQualityBelowThreshold" in result.stderr and GATE_CAUSE in result.stderr
-    assert "✗ Model below quality threshold" in result.stdout
-    assert "Traceback" not in result.output
+    assert f"✗ {steps.MODEL_BELOW_THRESHOLD}" in result.stdout
 
 
 def test_run_json_reports_the_failure(stack, cli):
@@ -399,56 +425,83 @@ def test_run_json_reports_the_failure(stack, cli):
     assert summary["auc"] is None
 
 
-def log_failed_batches(batches: list[tuple[str, list[str]]]) -> None:
-    """Log lines as the ingest Lambda writes them for failed batches: (event time, failed record ids)."""
-    logs = boto3.client("logs", region_name=REGION)
-    logs.create_log_group(logGroupName=INGEST_LOG_GROUP)
-    logs.create_log_stream(logGroupName=INGEST_LOG_GROUP, logStreamName="2026/11/27/[$LATEST]abc")
-    now = int(time.time() * 1000)
-    events = [{"timestamp": now, "message": "START RequestId: 1 Version: $LATEST"}]
-    for event_time, ids in batches:
-        failed = [{"record_id": i, "error": "ValidationException: feature 'tenure' has value 'x'"} for i in ids]
-        events.append({"timestamp": now, "message": json.dumps({
-            "level": "ERROR", "message": FAILED_BATCH_LOG_MESSAGE, "service": "churn-pipeline",
-            "failed_count": len(ids), "batch_items": 500, "event_time": event_time, "failed_records": failed})})
-    logs.put_log_events(logGroupName=INGEST_LOG_GROUP, logStreamName="2026/11/27/[$LATEST]abc", logEvents=events)
-
-
-def test_run_that_fails_at_ingest_names_the_failed_records_from_the_lambdas_log(stack, cli):
-    put_raw(stack, BAD_BATCHES_INPUT)
-    log_failed_batches([(EVENT_TIME, ["A-1", "A-2", "A-3", "A-4"]), (EVENT_TIME, ["B-1", "B-2", "B-3"]),
-                        ("2026-01-01T00:00:00.000Z", ["OTHER-RUN"])])  # another run's batch
-    result = cli("run", "--data-key", BAD_BATCHES_INPUT, "--name", "run-bad-batches", "--poll-seconds", "0.01")
+def test_run_that_fails_at_ingest_names_the_failed_records_and_where_all_of_them_are(stack, cli):
+    put_raw(stack, BAD_RECORDS_INPUT)
+    result = cli("run", "--data-key", BAD_RECORDS_INPUT, "--name", BAD_RECORDS_RUN, "--poll-seconds", "0.01")
     assert result.exit_code == 1
-    error = one_error_line(result)
-    assert "States.ExceededToleratedFailureThreshold" in error
-    assert ("7 records failed: A-1 (ValidationException: feature 'tenure' has value 'x'); A-2 (" in error
-            and "A-4 (" in error and "B-1 (" in error and "B-2" not in error and "and 2 more" in error)
-    assert "OTHER-RUN" not in error and f"CloudWatch log group {INGEST_LOG_GROUP}" in error
+    error = result.stderr
+    failures = f"s3://{stack['BucketName']}/ingest/{BAD_RECORDS_RUN}/churn/{FAILED_RECORDS_FILE}"
+    assert error.startswith("error: IngestError: 7 record(s) failed: line 2 A-0 (ValidationError: feature 'tenure' "
+                            "has value 'x0'), line 3 A-1 (")
+    assert "and 2 more" in error and failures in error and "errorMessage" not in error
+    assert "hint: fix those rows and run again" in error
 
-    as_json = cli("status", "run-bad-batches", "--json")
+    as_json = cli("status", BAD_RECORDS_RUN, "--json")
     assert as_json.exit_code == 1
-    assert [r["record_id"] for r in last_json(as_json)["failed_records"]] == ["A-1", "A-2", "A-3", "A-4", "B-1"]
+    records = last_json(as_json)["failed_records"]
+    assert [r["record_id"] for r in records] == [f"A-{i}" for i in range(7)]  # all of them, from the file
+    assert records[6] == {"group": "churn", "line": 8, "record_id": "A-6", "error_code": "ValidationError",
+                          "message": "feature 'tenure' has value 'x6'"}
 
 
-def test_run_that_fails_at_ingest_without_log_lines_says_where_they_will_be(stack, cli):
-    put_raw(stack, BAD_BATCHES_INPUT)
-    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=INGEST_LOG_GROUP)
-    result = cli("run", "--data-key", BAD_BATCHES_INPUT, "--name", "run-no-logs", "--poll-seconds", "0.01")
+@pytest.fixture(scope="module")
+def training_log(tmp_path_factory) -> list[str]:
+    """The lines a training job's container writes when the script rejects its input: the script itself,
+    run under SageMaker's contract with a hyperparameter it refuses."""
+    run = run_training(TRAINING_DIR, TRAINING_ENTRY_POINT, tmp_path_factory.mktemp("job"),
+                       {"validation_fraction": 0.95})
+    assert not run.succeeded
+    return run.log.read_text(encoding="utf-8").splitlines()
+
+
+def put_training_log(lines: list[str]) -> None:
+    """SageMaker ships each line of the container's output as one event of the job's stream."""
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=TRAINING_JOB_LOG_GROUP)
+    stream = f"{FAILING_TRAINING_RUN}/algo-1-1764201600"
+    logs.create_log_stream(logGroupName=TRAINING_JOB_LOG_GROUP, logStreamName=stream)
+    now = int(time.time() * 1000)
+    logs.put_log_events(logGroupName=TRAINING_JOB_LOG_GROUP, logStreamName=stream,
+                        logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)])
+    other = "run-other/algo-1-1764201600"  # another job's stream in the same log group
+    logs.create_log_stream(logGroupName=TRAINING_JOB_LOG_GROUP, logStreamName=other)
+    logs.put_log_events(logGroupName=TRAINING_JOB_LOG_GROUP, logStreamName=other,
+                        logEvents=[{"timestamp": now, "message": "ERROR: Training failed: another job"}])
+
+
+def test_a_failed_training_job_shows_the_scripts_own_error_from_its_log(stack, cli, training_log):
+    put_raw(stack, FAILING_TRAINING_INPUT)
+    put_training_log(training_log)
+    result = cli("run", "--data-key", FAILING_TRAINING_INPUT, "--name", FAILING_TRAINING_RUN, "--poll-seconds", "0.01")
     assert result.exit_code == 1
     error = one_error_line(result)
-    assert "none found for this run: logs can lag a minute, and a batch that timed out or crashed logs none" in error
-    assert INGEST_LOG_GROUP in error
+    assert error.startswith(f"error: States.TaskFailed: training job {FAILING_TRAINING_RUN} failed: Training input "
+                            "error: hyperparameter validation_fraction=0.95")
+    assert "ExecuteUserScriptError" not in error and "another job" not in error
+    assert f"log group {TRAINING_JOB_LOG_GROUP}, log stream {FAILING_TRAINING_RUN}/algo-1-" in error
+    # the step line keeps what Step Functions said
+    failed = next(line for line in result.stdout.splitlines() if line.startswith(f"✗ {steps.PIPELINE_FAILED}"))
+    assert "ExecuteUserScriptError" in failed
 
 
-def test_ingest_failure_hint_when_the_log_cannot_be_read():
+def test_a_failed_training_job_whose_log_cannot_be_read_says_where_to_look(stack, cli, monkeypatch):
+    put_raw(stack, FAILING_TRAINING_INPUT)
+    deny(monkeypatch, "logs", "describe_log_streams", "logs:DescribeLogStreams")
+    result = cli("run", "--data-key", FAILING_TRAINING_INPUT, "--name", FAILING_TRAINING_RUN, "--poll-seconds", "0.01")
+    assert result.exit_code == 1
+    error = one_error_line(result)
+    assert f"training job {FAILING_TRAINING_RUN} failed: AlgorithmError: ExecuteUserScriptError: ExitCode 1" in error
+    assert ("the training script's own error is the last 'ERROR:' line in CloudWatch log group "
+            f"{TRAINING_JOB_LOG_GROUP}, log stream {FAILING_TRAINING_RUN}/algo-1-… (access denied calling "
+            "DescribeLogStreams") in error
+
+
+def test_training_script_error_of_a_job_that_wrote_no_log(stack):
     logs = boto3.client("logs", region_name=REGION)
-    execution = aws.Execution(name="run", arn="arn", status="FAILED", error=aws.MAP_FAILURE_ERROR)
-    with Stubber(logs) as stub:
-        stub.add_client_error("filter_log_events", "AccessDeniedException", "not authorized to logs:FilterLogEvents")
-        hint, records = aws.ingest_failure_hint(logs, INGEST_LOG_GROUP, execution, EVENT_TIME)
-    assert records == [] and f"logged in CloudWatch log group {INGEST_LOG_GROUP}" in hint
-    assert "could not read it" in hint and "logs:FilterLogEvents" in hint
+    assert "ResourceNotFoundException" in training_script_error(logs, "never-started").problem  # no log group yet
+    logs.create_log_group(logGroupName=TRAINING_JOB_LOG_GROUP)
+    found = training_script_error(logs, "never-started")
+    assert found.line == "" and found.problem == "the job wrote no log stream"
 
 
 def test_run_on_a_missing_key_says_to_upload_first(stack, cli):
@@ -458,6 +511,40 @@ def test_run_on_a_missing_key_says_to_upload_first(stack, cli):
     assert executions(stack) == []
 
 
+def test_run_with_sources_and_a_knowledge_cutoff_sends_them_as_the_execution_input(stack, cli):
+    for group in ("profile", "activity", "labels"):
+        put_raw(stack, f"raw/{group}.csv")
+    result = cli("run", "--stack-name", GROUPS_STACK, "--source", "profile=raw/profile.csv", "--source",
+                 f"activity=s3://{stack['BucketName']}/raw/activity.csv", "--source", "labels=raw/labels.csv",
+                 "--knowledge-cutoff", "2026-01-31 23:59:59.999", "--name", "run-groups", "--no-wait")
+    assert result.exit_code == 0, result.output
+    described = wait_finished(stack, executions(stack)[0]["executionArn"])
+    assert json.loads(described["input"]) == {
+        "sources": {"profile": "raw/profile.csv", "activity": "raw/activity.csv", "labels": "raw/labels.csv"},
+        "knowledge_cutoff": "2026-01-31 23:59:59.999"}
+    assert "python -m pipeline status run-groups --follow --stack-name CdnowPipeline" in result.stdout
+    shown = cli("status", "run-groups", "--stack-name", GROUPS_STACK)
+    groups = summary_value(shown.stdout, "feature groups")
+    assert groups == "cdnowpipeline-profile-0000beef, cdnowpipeline-activity-0000beef, cdnowpipeline-labels-0000beef"
+    assert summary_value(shown.stdout, "knowledge cutoff") == "2026-01-31 23:59:59.999"
+
+
+def test_run_sources_must_name_every_group_of_the_stack(stack, cli):
+    result = cli("run", "--stack-name", GROUPS_STACK, "--source", "profile=raw/profile.csv", "--source",
+                 "extra=raw/x.csv")
+    assert result.exit_code == 2
+    assert "missing activity, labels; unknown extra" in one_error_line(result)
+    assert cli("run", "--source", "profile").exit_code == 2  # not GROUP=KEY
+    assert cli("run", "--source", "a=b", "--data-key", "raw/x.csv").exit_code == 2
+    assert executions(stack) == []
+
+
+def test_a_knowledge_cutoff_of_another_form_is_refused_before_anything_runs(cli):
+    result = cli("run", "--knowledge-cutoff", "2026-01-31")
+    assert result.exit_code == 2
+    assert "--knowledge-cutoff" in one_error_line(result) and "YYYY-MM-DD HH:MM:SS.fff" in result.stderr
+
+
 def test_run_rejects_a_name_sagemaker_would_refuse(stack, cli):
     result = cli("run", "--name", "my_run!")
     assert result.exit_code == 2
@@ -465,8 +552,9 @@ def test_run_rejects_a_name_sagemaker_would_refuse(stack, cli):
 
 
 def test_run_options_of_the_other_mode_are_errors(cli, tmp_path):
-    assert cli("run", "--data", tmp_path / "x.csv").exit_code == 2
+    assert "--data is only used with --local" in cli("run", "--data", tmp_path / "x.csv").stderr
     assert cli("run", "--local", "--no-wait").exit_code == 2
+    assert cli("run", "--local", "--source", "a=b").exit_code == 2
     assert cli("run", "--threshold", "0.7").exit_code == 2
 
 
@@ -521,7 +609,7 @@ def test_runs_before_any_execution(stack, cli):
 
 
 def test_console_links_follow_the_partition():
-    china = aws.ConsoleLinks.for_arn("arn:aws-cn:states:cn-north-1:123456789012:stateMachine:m")
+    china = ConsoleLinks.for_arn("arn:aws-cn:states:cn-north-1:123456789012:stateMachine:m")
     assert china.training_job("j") == "https://cn-north-1.console.amazonaws.cn/sagemaker/home?region=cn-north-1#/jobs/j"
 
 
@@ -569,13 +657,7 @@ def test_no_region_is_one_line(cli, monkeypatch):
 
 
 def test_access_denied_is_one_line(stack, cli, monkeypatch):
-    from botocore.exceptions import ClientError
-
-    def denied(self, **kwargs):
-        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "User: arn:aws:iam::123456789012:"
-                           "user/dev is not authorized to perform: states:StartExecution"}}, "StartExecution")
-
-    monkeypatch.setattr(aws, "start_execution", lambda sfn, *a: denied(sfn))
+    deny(monkeypatch, "stepfunctions", "start_execution", "states:StartExecution")
     result = cli("run", "--name", "denied")
     assert result.exit_code == 1
     message = one_error_line(result)
@@ -585,15 +667,17 @@ def test_access_denied_is_one_line(stack, cli, monkeypatch):
 def test_explain_covers_what_users_meet():
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    from pipeline.aws_errors import explain
+
     def client_error(code: str, message: str = "") -> ClientError:
         return ClientError({"Error": {"Code": code, "Message": message}}, "DescribeStacks")
 
-    assert aws.explain(NoCredentialsError()).error == "NoCredentials"
-    assert aws.explain(client_error("ExpiredToken")).message == "your AWS credentials have expired"
-    assert aws.explain(client_error("AccessDenied", "nope")).error == "AccessDenied"
-    assert aws.explain(client_error("ThrottlingException")).error == "Throttled"
-    assert "could not reach AWS" in aws.explain(EndpointConnectionError(endpoint_url="https://x")).message
-    assert aws.explain(client_error("Weird", "odd")).message == "DescribeStacks failed: Weird: odd"
+    assert explain(NoCredentialsError()).error == "NoCredentials"
+    assert explain(client_error("ExpiredToken")).message == "your AWS credentials have expired"
+    assert explain(client_error("AccessDenied", "nope")).error == "AccessDenied"
+    assert explain(client_error("ThrottlingException")).error == "Throttled"
+    assert "could not reach AWS" in explain(EndpointConnectionError(endpoint_url="https://x")).message
+    assert explain(client_error("Weird", "odd")).message == "DescribeStacks failed: Weird: odd"
 
 
 # -- following history: pagination and no duplicate lines -----------------------------------------
@@ -623,12 +707,15 @@ class Recorder:
     def step_failed(self, step, seconds, error):
         self.lines.append(f"fail {step} {seconds:.0f} {error}")
 
+    def still_running(self, step, seconds):
+        self.lines.append(f"running {step}")
+
 
 def test_history_reader_pages_backwards_and_returns_each_event_once():
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = f"arn:aws:states:{REGION}:123456789012:execution:m:run-1"
     history = [event(i, "PassStateEntered", i, name=f"s{i}") for i in range(1, 8)]
-    reader = aws.HistoryReader(sfn, arn, page_size=3)
+    reader = HistoryReader(sfn, arn, page_size=3)
     with Stubber(sfn) as stub:
         first = {"executionArn": arn, "reverseOrder": True, "maxResults": 3}
         stub.add_response("get_execution_history", {"events": history[4::-1][:3], "nextToken": "t1"}, first)
@@ -644,20 +731,20 @@ def test_history_reader_pages_backwards_and_returns_each_event_once():
 
 def test_tracker_prints_each_state_once_with_its_time():
     recorder = Recorder()
-    tracker = aws.ProgressTracker(recorder)
+    tracker = ProgressTracker(recorder)
     tracker.feed([
         event(1, "ExecutionStarted", 0),
-        event(2, "TaskStateEntered", 0, name="Validate input"),
-        event(3, "TaskStateExited", 4, name="Validate input", output=json.dumps({"validation": {"records": 7043}})),
-        event(4, "TaskStateEntered", 4, name="Train model"),
+        event(2, "TaskStateEntered", 0, name=steps.VALIDATE_INPUT),
+        event(3, "TaskStateExited", 4, name=steps.VALIDATE_INPUT, output=json.dumps({"validation": {"records": 7043}})),
+        event(4, "TaskStateEntered", 4, name=steps.TRAIN_MODEL),
     ])
     tracker.feed([])  # a poll with nothing new prints nothing
     tracker.feed([
-        event(5, "TaskStateExited", 304, name="Train model",
+        event(5, "TaskStateExited", 304, name=steps.TRAIN_MODEL,
               output=json.dumps({"training": {"training_job_name": "run-1"}})),
-        event(6, "WaitStateEntered", 304, name="Wait for offline store"),
-        event(7, "WaitStateExited", 364, name="Wait for offline store"),
-        event(8, "WaitStateEntered", 364, name="Wait for offline store"),
+        event(6, "WaitStateEntered", 304, name=steps.WAIT_FOR_OFFLINE_STORE),
+        event(7, "WaitStateExited", 364, name=steps.WAIT_FOR_OFFLINE_STORE),
+        event(8, "WaitStateEntered", 364, name=steps.WAIT_FOR_OFFLINE_STORE),
     ])
     assert recorder.lines == [
         "done Validate input 4 7043 rows",
@@ -668,16 +755,52 @@ def test_tracker_prints_each_state_once_with_its_time():
     ]
 
 
-def test_tracker_marks_a_caught_failure_and_the_fail_state():
+def test_tracker_shows_each_groups_states_and_their_details_side_by_side():
+    """With several groups, the Parallel state's branches interleave their events in one history."""
     recorder = Recorder()
-    tracker = aws.ProgressTracker(recorder)
+    tracker = ProgressTracker(recorder)
+    validate = {g: steps.for_group(steps.VALIDATE_INPUT, g) for g in ("profile", "activity")}
+    summarise_ = {g: steps.for_group(steps.SUMMARISE_INGEST, g) for g in ("profile", "activity")}
+    read = steps.for_group(steps.READ_OFFLINE_COUNT, "activity")
     tracker.feed([
         event(1, "ExecutionStarted", 0),
-        event(2, "TaskStateEntered", 0, name="Train model"),
+        event(2, "ParallelStateEntered", 0, name=steps.INGEST_GROUPS),
+        event(3, "TaskStateEntered", 0, name=validate["profile"]),
+        event(4, "TaskStateEntered", 0, name=validate["activity"]),
+        event(5, "TaskStateExited", 2, name=validate["activity"],
+              output=json.dumps({"validation": {"records": 401288}})),
+        event(6, "TaskStateExited", 3, name=validate["profile"], output=json.dumps({"validation": {"records": 23570}})),
+        event(7, "TaskStateEntered", 3, name=summarise_["profile"]),
+        event(8, "TaskStateExited", 4, name=summarise_["profile"], output=json.dumps({"ingest": {"records": 23570}})),
+        event(9, "TaskStateEntered", 5, name=summarise_["activity"]),
+        event(10, "TaskStateExited", 9, name=summarise_["activity"],
+              output=json.dumps({"ingest": {"records": 401288}})),
+        event(11, "TaskStateEntered", 9, name=read),
+        event(12, "TaskStateExited", 9, name=read, output=json.dumps(
+            {"validation": {"records": 401288}, "offline_count": {"records": 400000}})),
+        event(13, "ParallelStateExited", 70, name=steps.INGEST_GROUPS),
+    ])
+    assert recorder.lines == [
+        "done Validate input (activity) 2 401288 rows",
+        "done Validate input (profile) 3 23570 rows",
+        "done Summarise ingest (profile) 1 23570 records",
+        "done Summarise ingest (activity) 4 401288 records",
+        "done Read offline count (activity) 0 400000 of 401288 records in the offline store",
+        "done Ingest feature groups 70",
+    ]
+    assert tracker.facts.records_ingested == 23570 + 401288
+
+
+def test_tracker_marks_a_caught_failure_and_the_fail_state():
+    recorder = Recorder()
+    tracker = ProgressTracker(recorder)
+    tracker.feed([
+        event(1, "ExecutionStarted", 0),
+        event(2, "TaskStateEntered", 0, name=steps.TRAIN_MODEL),
         event(3, "TaskFailed", 50, error="SageMaker.AmazonSageMakerException", cause="capacity"),
-        event(4, "PassStateEntered", 50, name="Record failure"),
-        event(5, "PassStateExited", 50, name="Record failure"),
-        event(6, "FailStateEntered", 50, name="Pipeline failed"),
+        event(4, "PassStateEntered", 50, name=steps.RECORD_FAILURE),
+        event(5, "PassStateExited", 50, name=steps.RECORD_FAILURE),
+        event(6, "FailStateEntered", 50, name=steps.PIPELINE_FAILED),
         event(7, "ExecutionFailed", 51, error="SageMaker.AmazonSageMakerException", cause="capacity"),
     ])
     assert recorder.lines == [
@@ -690,21 +813,23 @@ def test_tracker_marks_a_caught_failure_and_the_fail_state():
 
 def test_tracker_names_the_branch_a_choice_took_even_across_polls():
     recorder = Recorder()
-    tracker = aws.ProgressTracker(recorder)
-    tracker.feed([event(1, "ExecutionStarted", 0), event(2, "ChoiceStateEntered", 0, name="Model good enough?"),
-                  event(3, "ChoiceStateExited", 0, name="Model good enough?")])
+    tracker = ProgressTracker(recorder)
+    tracker.feed([event(1, "ExecutionStarted", 0), event(2, "ChoiceStateEntered", 0, name=steps.MODEL_GOOD_ENOUGH),
+                  event(3, "ChoiceStateExited", 0, name=steps.MODEL_GOOD_ENOUGH)])
     assert recorder.lines == []
-    tracker.feed([event(4, "TaskStateEntered", 0, name="Register model")])
+    tracker.feed([event(4, "TaskStateEntered", 0, name=steps.REGISTER_MODEL)])
     assert recorder.lines == ["done Model good enough? 0 → Register model", "start Register model"]
 
 
-def test_a_lambda_error_shows_its_message_not_its_json():
+def test_causes_read_as_messages_not_json():
     cause = json.dumps({"errorMessage": "s3://b/raw/x.csv, line 8, column 'tenure': not an integer",
                         "errorType": "InputValidationError", "stackTrace": ["  File ..."]})
-    execution = aws.Execution.from_description({"executionArn": "arn:x", "status": "FAILED",
-                                                "error": "InputValidationError", "cause": cause})
-    assert execution.cause == "s3://b/raw/x.csv, line 8, column 'tenure': not an integer"
-    assert aws.readable_cause("plain text") == "plain text"
+    assert readable_cause(cause) == "s3://b/raw/x.csv, line 8, column 'tenure': not an integer"
+    job = json.dumps({"TrainingJobName": "run-1", "TrainingJobStatus": "Failed",
+                      "FailureReason": "CapacityError: Unable to provision requested ML compute capacity."})
+    assert readable_cause(job) == ("training job run-1 failed: CapacityError: Unable to provision requested ML "
+                                   "compute capacity.")
+    assert readable_cause("plain text") == "plain text"
 
 
 def test_follow_polls_until_the_execution_ends():
@@ -714,9 +839,9 @@ def test_follow_polls_until_the_execution_ends():
 
         def get_execution_history(self, **kwargs):
             self.polls += 1
-            events = [event(1, "ExecutionStarted", 0), event(2, "PassStateEntered", 0, name="Train model")]
+            events = [event(1, "ExecutionStarted", 0), event(2, "PassStateEntered", 0, name=steps.TRAIN_MODEL)]
             if self.polls >= 3:
-                events += [event(3, "PassStateExited", 9, name="Train model"), event(4, "ExecutionSucceeded", 9)]
+                events += [event(3, "PassStateExited", 9, name=steps.TRAIN_MODEL), event(4, "ExecutionSucceeded", 9)]
             return {"events": events[::-1]}
 
         def describe_execution(self, executionArn):
@@ -724,7 +849,13 @@ def test_follow_polls_until_the_execution_ends():
                     "stopDate": T0 + timedelta(seconds=9), "output": json.dumps({"validation_auc": 0.9})}
 
     recorder, sleeps = Recorder(), []
-    execution = aws.follow(FakeSfn(), "arn:x", aws.ProgressTracker(recorder), sleep=sleeps.append, poll_seconds=2)
+    execution = follow(FakeSfn(), "arn:x", ProgressTracker(recorder), sleep=sleeps.append, poll_seconds=2)
+    assert isinstance(execution, Execution)
     assert execution.status == "SUCCEEDED" and execution.auc == 0.9 and execution.duration_seconds == 9
     assert sleeps == [2, 2]
-    assert recorder.lines == ["start Train model", "done Train model 9"]
+    assert recorder.lines == ["start Train model", "running Train model", "running Train model", "done Train model 9"]
+
+
+def test_new_execution_names_fit_a_training_job():
+    name = aws_backend.new_execution_name(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert name.startswith("run-20260102-030405-") and RUN_NAME.match(name)

@@ -1,5 +1,6 @@
 """The operator CLI's local commands (`run --local`, `runs --local`, `status --local`, `models`,
-`spec infer`) on a small slice of the bundled data, in a temporary workspace."""
+`spec infer`, `predict --local`) on a small slice of the bundled data and on a small CDNOW-like log
+(several feature groups), in temporary workspaces."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.cli_support import invoke, last_json
+from churn.derivations import derive_cdnow
+from tests.unit.cli_support import invoke, last_json, one_error_line, summary_value
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300
@@ -127,7 +129,7 @@ def test_spec_infer_then_train_on_other_column_names(small_csv, workspace, first
     assert summary["run_id"] == "renamed-columns"
     again = invoke(*args)  # a run's name is never reused: its directory holds a registered model
     assert again.exit_code == 2 and "already exists" in again.stderr
-    assert summary["feature_group"] != first_run["feature_group"]  # another schema, another group
+    assert summary["feature_groups"] != first_run["feature_groups"]  # another schema, another group
 
     models = invoke("models", "--workspace", workspace)
     assert first_run["run_id"] in models.stdout and summary["run_id"] in models.stdout
@@ -137,6 +139,22 @@ def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     result = invoke("run", "--local", "--data-key", "raw/churn.csv", "--workspace", tmp_path)
     assert result.exit_code == 2
     assert "--data-key is only used on AWS" in result.stderr
+
+
+@pytest.mark.parametrize("threshold", ["0.3", "1.2", "-1"])
+def test_a_threshold_the_stack_would_refuse_is_refused_before_anything_runs(small_csv, tmp_path, threshold):
+    workspace = tmp_path / "workspace"
+    result = invoke("run", "--local", "--data", small_csv, "--workspace", workspace, "--threshold", threshold)
+    assert result.exit_code == 2
+    message = one_error_line(result)
+    assert f"--threshold: quality_threshold must be between 0.5 and 1.0, got {float(threshold)}" in message
+    assert not workspace.exists()
+
+
+def test_a_missing_input_is_one_line(tmp_path):
+    result = invoke("run", "--local", "--data", tmp_path / "nothing.csv", "--workspace", tmp_path)
+    assert result.exit_code == 2
+    assert "is not a file" in one_error_line(result)
 
 
 def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
@@ -150,3 +168,76 @@ def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
     # cross-validation registers nothing
     registry = json.loads((workspace / "registry.json").read_text()) if (workspace / "registry.json").exists() else {}
     assert not any(m["run_id"] == Path(cv["run_dir"]).name for m in registry.get("models", []))
+
+
+# -- several feature groups ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def groups_workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("groups")
+
+
+@pytest.fixture(scope="module")
+def derived_run(cdnow_log, groups_workspace) -> tuple[dict, str]:
+    """`run --local --spec data/cdnow.spec.json --data <purchase log>`: a derivation, three groups."""
+    result = invoke("run", "--local", "--spec", ROOT / "data" / "cdnow.spec.json", "--data", cdnow_log,
+                    "--workspace", groups_workspace, "--threshold", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    return last_json(result), result.stderr
+
+
+def test_a_derived_run_names_every_feature_group_and_the_out_of_time_split(derived_run, cdnow_spec):
+    summary, shown = derived_run
+    assert summary["status"] == "SUCCEEDED"
+    assert set(summary["feature_groups"]) == {"profile", "activity", "labels"}
+    for name in summary["feature_groups"].values():
+        assert name in summary_value(shown, "feature groups")
+    for group in ("profile", "activity", "labels"):
+        assert f"✓ Validate input ({group})" in shown and f"✓ Ingest features ({group})" in shown
+    split = summary["split"]
+    assert split["kind"] == "out_of_time" and split["validation_periods"]["first"].startswith("1998-02-15")
+    assert summary_value(shown, "validation split") == (
+        f"out of time on observation_time: trained on {split['train_periods']['first']} … "
+        f"{split['train_periods']['last']} ({split['train_periods']['count']} periods), validated on "
+        f"{split['validation_periods']['first']} (1 period)")
+
+
+def test_predict_merges_every_online_groups_record(derived_run, groups_workspace):
+    summary, _ = derived_run
+    result = invoke("predict", "--local", "--workspace", groups_workspace, "--id", "00001", "--features", "50",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    shown = last_json(result)
+    groups = summary["feature_groups"]
+    assert shown["feature_groups"] == [groups["profile"], groups["activity"]]  # the labels group is offline only
+    features = {c["feature"] for c in shown["up"] + shown["down"]}
+    assert "first_purchase_month" in features or "first_purchase_cds" in features  # from profile
+    assert "recency_days" in features  # from activity
+
+
+def test_a_knowledge_cutoff_keeps_later_writes_out_of_the_training_set(derived_run, groups_workspace, cdnow_log):
+    result = invoke("run", "--local", "--spec", ROOT / "data" / "cdnow.spec.json", "--data", cdnow_log,
+                    "--workspace", groups_workspace, "--threshold", "0.5", "--knowledge-cutoff",
+                    "2001-01-01 00:00:00.000")
+    assert result.exit_code == 1  # nothing was written by then
+    assert "EmptyTrainingSet" in result.stderr
+    assert invoke("run", "--local", "--knowledge-cutoff", "yesterday").exit_code == 2
+
+
+def test_several_groups_without_a_derivation_read_a_folder_of_group_files(cdnow_log, tmp_path):
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for group, text in derive_cdnow(cdnow_log.read_text().splitlines(), str(cdnow_log)).items():
+        (folder / f"{group}.csv").write_text(text, encoding="utf-8")
+    spec = json.loads((ROOT / "data" / "cdnow.spec.json").read_text())
+    del spec["derive"]
+    spec_path = tmp_path / "groups.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    args = ("run", "--local", "--spec", spec_path, "--workspace", tmp_path / "ws", "--threshold", "0.5")
+    result = invoke(*args, "--data", folder, "--json")
+    assert result.exit_code == 0, result.output
+    assert last_json(result)["training_rows"] > 0
+    not_a_folder = invoke(*args, "--data", folder / "profile.csv")
+    assert not_a_folder.exit_code == 2
+    assert "is not a folder" in one_error_line(not_a_folder) and "profile.csv, activity.csv, labels.csv" in \
+        not_a_folder.stderr
+    assert invoke(*args).exit_code == 2  # --data is needed with another spec

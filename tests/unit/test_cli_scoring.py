@@ -1,6 +1,7 @@
 """`python -m pipeline scores` and `predict`: locally on a hand-made workspace, and on AWS against a
 stack in moto (S3, Step Functions, the SageMaker model registry) with the Feature Store runtime's
-GetRecord stubbed (moto does not implement it)."""
+GetRecord stubbed (moto does not implement it) and DescribeFeatureGroup answered in the service's shape
+(moto's leaves out the online store's configuration)."""
 
 from __future__ import annotations
 
@@ -11,27 +12,28 @@ import time
 from pathlib import Path
 
 import boto3
-import botocore.loaders
-import botocore.session
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from churn.features import now_event_time
+from churn.layout import TRAINING_ENTRY_POINT
 from churn.scoring import rank, scores_csv
-from pipeline import aws
-from pipeline.local import load_training_module
+from pipeline.aws_session import AwsSession
+from pipeline.local_aws.batch_transform import serving_module
 from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+from pipeline.prediction import SERVING_MODULE
+from pipeline.runner import TRAINING_DIR
 from tests.training.training_helpers import fit_small_model, training_set_rows
-from tests.unit.cli_support import invoke, last_json
+from tests.unit.cli_support import REGION, invoke, last_json, one_error_line, use_fake_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 
-REGION = "us-east-1"
 STACK = "ChurnPipeline"
 BUCKET = "churn-scores-bucket"
 GROUP = "churnpipeline-churn-65cc790c"
 PACKAGE_GROUP = "churnpipeline-churn-models"
-SHARED_LOADER = botocore.loaders.create_loader()
 TOP = [{"record_id": "0107-YHINA", "churn_probability": 0.913402, "rank": 1},
        {"record_id": "5419-JPRRN", "churn_probability": 0.911301, "rank": 2}]
 # The end of a successful execution, as "Summarise run" shapes it (the work states are not needed here).
@@ -50,13 +52,6 @@ PASSING = {"StartAt": "Summarise run", "States": {"Summarise run": {
 }}}
 
 
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert lines and lines[0].startswith("error:"), result.output
-    assert len(lines) <= 2 and all(line.startswith(("error:", "hint:")) for line in lines), result.output
-    return result.stderr
-
-
 def scores_text(pairs: list[tuple[str, float]], version: str) -> str:
     return scores_csv(rank(pairs), "customer_id", version)
 
@@ -64,9 +59,10 @@ def scores_text(pairs: list[tuple[str, float]], version: str) -> str:
 # -- a small real model, packaged as SageMaker packages it ------------------------------------------
 @pytest.fixture(scope="module")
 def model_artifact(tmp_path_factory) -> dict:
-    serving = load_training_module("serving")
+    serving = serving_module(TRAINING_DIR, SERVING_MODULE)
     columns, rows = training_set_rows(limit=300)
-    model_dir, frame = fit_small_model(load_training_module(), tmp_path_factory.mktemp("model"), rows=300)
+    entry_point = serving_module(TRAINING_DIR, TRAINING_ENTRY_POINT)
+    model_dir, frame = fit_small_model(entry_point, tmp_path_factory.mktemp("model"), rows=300)
     payload = io.BytesIO()
     with tarfile.open(fileobj=payload, mode="w:gz") as archive:
         for name in (serving.MODEL_FILE, serving.ENCODING_FILE):
@@ -90,7 +86,7 @@ def workspace(tmp_path) -> Path:
 def add_run(workspace: Path, run_id: str, status: str, scores: str | None) -> None:
     run_dir = workspace / "runs" / run_id
     run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "feature_group": "local-churn-x"}))
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "feature_groups": {"churn": "local-churn-x"}}))
     if scores is not None:
         (run_dir / "scores").mkdir()
         (run_dir / "scores" / "scores.csv").write_text(scores)
@@ -141,16 +137,7 @@ def test_local_predict_without_a_model_is_one_line_with_a_hint(workspace):
 # -- AWS (moto) -------------------------------------------------------------------------------------
 @pytest.fixture
 def fake_aws(monkeypatch, tmp_path):
-    empty = tmp_path / "empty-aws-config"
-    empty.write_text("")
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ROLE_ARN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setattr(botocore.session, "create_loader", lambda *args, **kwargs: SHARED_LOADER)
+    use_fake_aws(monkeypatch, tmp_path)
 
 
 class Stack(dict):
@@ -158,6 +145,14 @@ class Stack(dict):
     sfn: object
     sagemaker: object
     records: dict
+
+
+def described_feature_group(name: str) -> dict:
+    """DescribeFeatureGroup's answer for an online group, as the service gives it (the parts read here)."""
+    return {"FeatureGroupArn": f"arn:aws:sagemaker:{REGION}:123456789012:feature-group/{name}",
+            "FeatureGroupName": name, "RecordIdentifierFeatureName": "customer_id",
+            "EventTimeFeatureName": "event_time", "FeatureDefinitions": [], "CreationTime": "2026-01-01T00:00:00Z",
+            "OnlineStoreConfig": {"EnableOnlineStore": True}, "FeatureGroupStatus": "Created"}
 
 
 @pytest.fixture
@@ -170,6 +165,7 @@ def stack(fake_aws, monkeypatch):
         machine = sfn.create_state_machine(name="ChurnPipeline-Pipeline", definition=json.dumps(PASSING),
                                            roleArn="arn:aws:iam::123456789012:role/pipeline")["stateMachineArn"]
         outputs = {"BucketName": BUCKET, "StateMachineArn": machine, "FeatureGroupName": GROUP,
+                   "FeatureGroups": json.dumps({"churn": {"feature_group": GROUP, "table": "churn_features_x"}}),
                    "ModelPackageGroupName": PACKAGE_GROUP}
         template = {
             "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
@@ -180,7 +176,7 @@ def stack(fake_aws, monkeypatch):
         deployed.s3, deployed.sfn, deployed.sagemaker = s3, sfn, session.client("sagemaker")
         deployed.records = {}
 
-        original = aws.AwsSession.client
+        original = AwsSession.client
 
         def client(self, service):
             made = original(self, service)
@@ -192,9 +188,14 @@ def stack(fake_aws, monkeypatch):
                                          {"FeatureGroupName": GROUP, "RecordIdentifierValueAsString": record_id})
                 stubber.activate()
                 made._stubbed = stubber
+            if service == "sagemaker":
+                made.meta.events.register(  # answered before the request is sent (a botocore before-call hook)
+                    "before-call.sagemaker.DescribeFeatureGroup",
+                    lambda params, **kwargs: (AWSResponse("", 200, {}, None),
+                                              described_feature_group(json.loads(params["body"])["FeatureGroupName"])))
             return made
 
-        monkeypatch.setattr(aws.AwsSession, "client", client)
+        monkeypatch.setattr(AwsSession, "client", client)
         yield deployed
 
 
@@ -267,7 +268,7 @@ def test_aws_predict_uses_get_record_and_the_latest_approved_package(stack, mode
     expected = model_artifact["serving"].predict_frame(model_artifact["model"], model_artifact["frame"].iloc[[17]])
     assert shown["churn_probability"] == pytest.approx(float(expected[0]), abs=1e-9)
     assert shown["model"] == approved and shown["model_version"] == "2"
-    assert shown["feature_group"] == GROUP and shown["record_id"] == customer[0]
+    assert shown["feature_groups"] == [GROUP] and shown["record_id"] == customer[0]
     assert shown["up"] or shown["down"]
 
 
@@ -295,3 +296,36 @@ def test_aws_run_summary_shows_the_scores_and_the_top_customers(stack):
     assert f"s3://{BUCKET}/scores/run-scored/scores.csv" in result.stderr
     assert "Highest churn risk (model version 2)" in result.stderr
     assert "0107-YHINA" in result.stderr and "0.9134" in result.stderr
+
+
+def test_local_predict_says_when_the_customers_record_has_expired(workspace, model_artifact, group):
+    """A group whose online store keeps records a day (TtlDuration): GetRecord answers nothing for a record
+    past it, as for an unknown id; the CLI says which group and that the record expired or is unknown."""
+    from dataclasses import replace
+
+    from churn.schema import OnlineTtl
+    from pipeline.local_aws.feature_store import LocalFeatureStore
+    from pipeline.runner import create_feature_group
+
+    name = "local-churn-ttl"
+    add_run(workspace, "local-a", APPROVED, None)
+    run_dir = workspace / "runs" / "local-a"
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "local-a", "feature_groups": {"churn": name}}))
+    (run_dir / "model.tar.gz").write_bytes(model_artifact["bytes"])
+    columns, rows = model_artifact["columns"], model_artifact["rows"]
+    with LocalFeatureStore(workspace / "feature-store") as store:
+        create_feature_group(store, name, replace(group, online_ttl=OnlineTtl(1, "Days")))
+        for row, event_time in ((rows[0], "2020-01-01T00:00:00.000Z"), (rows[1], now_event_time())):
+            record = online_record(columns, row)
+            record[-1]["ValueAsString"] = event_time
+            store.put_record(FeatureGroupName=name, Record=record)
+
+    fresh = invoke("predict", "--local", "--workspace", workspace, "--id", rows[1][0], "--json")
+    assert fresh.exit_code == 0, fresh.output
+    assert last_json(fresh)["feature_groups"] == [name]
+    expired = invoke("predict", "--local", "--workspace", workspace, "--id", rows[0][0])
+    assert expired.exit_code == 1
+    assert (f"error: customer '{rows[0][0]}' is not in the online store of feature group {name}: the customer is "
+            "unknown, or the record expired (the group keeps a record 1 day after its event time)") in \
+        one_error_line(expired)
+    assert "ingesting the customer's data again" in expired.stderr

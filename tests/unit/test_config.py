@@ -10,13 +10,18 @@ from churn.schema import FeatureSpec
 CDNOW = Path(__file__).resolve().parents[2] / "data" / "cdnow.spec.json"
 
 
-def test_a_single_group_spec_names_its_id_and_label(spec):
+def test_a_single_group_spec_names_its_id_label_and_categorical_columns(spec):
     settings = PipelineSettings(hyperparameters={"max_depth": 4})
-    assert training_hyperparameters(settings, spec) == {"max_depth": 4, "id_column": "customer_id",
-                                                        "label_column": "churn"}
+    assert training_hyperparameters(settings, spec) == {
+        "max_depth": 4, "id_column": "customer_id", "label_column": "churn",
+        # the String features of data/churn.spec.json
+        "categorical_columns": ["gender", "partner", "dependents", "phone_service", "multiple_lines",
+                                "internet_service", "online_security", "online_backup", "device_protection",
+                                "tech_support", "streaming_tv", "streaming_movies", "contract", "paperless_billing",
+                                "payment_method"]}
 
 
 def test_several_groups_add_the_observation_time_and_the_specs_validation_split():
     assert training_hyperparameters(PipelineSettings(), FeatureSpec.load(CDNOW)) == {
-        "id_column": "customer_id", "label_column": "churned", "time_column": "observation_time",
-        "validation_split": "out_of_time", "validation_periods": 1}
+        "id_column": "customer_id", "label_column": "churned", "categorical_columns": ["first_purchase_month"],
+        "time_column": "observation_time", "validation_split": "out_of_time", "validation_periods": 1}

@@ -124,18 +124,23 @@ def test_bundled_file_without_the_reference(group, data_path, monkeypatch):
     assert validate_file_fast(str(data_path), group) == CsvSummary(rows=7043)
 
 
-def test_local_pipeline_uses_the_fast_check(group, data_path, tmp_path, monkeypatch, telco_rows):
-    from pipeline.local import LocalPipeline, Workspace  # here: the rest of this file does not need it
+def test_local_pipeline_uses_the_fast_check(spec, tmp_path, monkeypatch, telco_rows):
+    """Validate input runs the fast check; the reference only for a file it cannot vouch for."""
+    from pipeline.runner import LocalPipeline, PipelineFailed, Workspace  # here: the rest of this file does not need it
 
-    pipeline = LocalPipeline(group=group, settings=PipelineSettings(), workspace=Workspace(tmp_path / "ws"))
+    pipeline = LocalPipeline(spec=spec, settings=PipelineSettings(), workspace=Workspace(tmp_path / "ws"))
     calls = []
     monkeypatch.setattr(csv_input, "validate_file", lambda path, s: calls.append(path) or validate_file(path, s))
-    assert pipeline.validate_input(data_path) == 7043
-    assert calls == []
+    good = tmp_path / "good.csv"
+    good.write_text(csv_text(telco_rows[:6]))
+    with pytest.raises(PipelineFailed) as later:  # six customers pass validation, then cannot train a model
+        pipeline.run(good)
+    assert calls == [] and later.value.step != "Validate input"
+    assert later.value.outcome.step_seconds["Validate input"] >= 0
     bad = tmp_path / "bad.csv"
     bad.write_text(csv_text(with_cell(telco_rows[:6], 4, "tenure", "ten")))
     with pytest.raises(InputValidationError, match=r"line 5, column 'tenure': expected a whole number \(value 'ten'\)"):
-        pipeline.validate_input(bad)
+        pipeline.run(bad)
     assert calls == [str(bad)]
 
 

@@ -33,8 +33,8 @@ ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-chur
 # -- ranking ---------------------------------------------------------------------------------------
 def test_rank_orders_by_probability_then_id_and_numbers_from_one():
     ranked = rank([("c", 0.2), ("b", 0.9), ("a", 0.2), ("d", 0.5)])
-    assert [(s.record_id, s.rank) for s in ranked] == [("b", 1), ("d", 2), ("a", 3), ("c", 4)]
-    assert ranked[0] == Score("b", 0.9, 1)
+    assert [(s.record_id, s.rank) for s in ranked.top(len(ranked))] == [("b", 1), ("d", 2), ("a", 3), ("c", 4)]
+    assert ranked.top(1) == [Score("b", 0.9, 1)]
 
 
 @pytest.mark.parametrize(
@@ -200,12 +200,15 @@ def test_rank_scores_handler_without_transform_output_fails_clearly(s3):
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory):
     """A small model trained by the script's own functions, saved as the job saves it, loaded by model_fn."""
-    from pipeline.local import load_training_module
+    from churn.layout import TRAINING_ENTRY_POINT
+    from pipeline.local_aws.batch_transform import serving_module
+    from pipeline.prediction import SERVING_MODULE
+    from pipeline.runner import TRAINING_DIR
 
-    entry_point = load_training_module()
+    entry_point = serving_module(TRAINING_DIR, TRAINING_ENTRY_POINT)
     columns, rows = training_set_rows(limit=400)
     model_dir, _ = fit_small_model(entry_point, tmp_path_factory.mktemp("model"))
-    return load_training_module("serving"), entry_point.model_fn(str(model_dir)), columns, rows
+    return serving_module(TRAINING_DIR, SERVING_MODULE), entry_point.model_fn(str(model_dir)), columns, rows
 
 
 def serve(serving, model, request: bytes) -> str:
@@ -260,7 +263,7 @@ def local_scoring(served_model, tmp_path_factory):
     (~1.2 MB: more than one request of 1 MiB)."""
     from churn.config import PipelineSettings
     from churn.schema import FeatureSpec
-    from pipeline.local import LocalPipeline, Workspace
+    from pipeline.runner import LocalPipeline, Workspace
 
     serving, model, _, _ = served_model
     columns, rows = training_set_rows()
@@ -295,7 +298,7 @@ def test_local_score_customers_sends_requests_of_at_most_the_payload_and_ranks_a
 
 
 def test_local_score_customers_names_the_request_and_lines_that_failed_and_writes_nothing(local_scoring, tmp_path):
-    from pipeline.local import PipelineFailed
+    from pipeline.runner import PipelineFailed
 
     pipeline, artifact, scoring_set, _ = local_scoring
     lines = scoring_set.read_bytes().splitlines(keepends=True)

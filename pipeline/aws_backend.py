@@ -1,0 +1,290 @@
+"""The CLI's AWS backend: executions of the deployed state machine (started, followed, listed), their
+scores, and one customer predicted from the online store with the latest approved model package."""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from churn.layout import RUN_SCORES, SCORES_FILE
+from churn.model_quality import ModelQualityBelowThreshold
+from pipeline import aws_objects
+from pipeline.aws_errors import aws_errors
+from pipeline.aws_session import AwsSession, Deployment
+from pipeline.backends import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    OnlinePrediction,
+    OperatorError,
+    RunListing,
+    RunRequest,
+    RunResult,
+    Scores,
+    check_run_name,
+)
+from pipeline.execution_progress import (
+    Execution,
+    ExecutionFacts,
+    HistoryReader,
+    ProgressTracker,
+    describe_execution,
+    execution_arn,
+    follow,
+    recent_executions,
+)
+from pipeline.failure_explanations import (
+    SCRIPT_ERROR_PREFIX,
+    failed_ingest_records,
+    failed_training_job,
+    is_ingest_failure,
+    parse_json,
+    readable_cause,
+    training_script_error,
+)
+from pipeline.prediction import online_features, predict_artifact
+from pipeline.runner import Reporter
+
+Result = TypeVar("Result")
+
+
+def new_execution_name(now: datetime | None = None) -> str:
+    return f"run-{(now or datetime.now(UTC)):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _aws_call(method: Callable[..., Result]) -> Callable[..., Result]:
+    """Any botocore error a command meets becomes one OperatorError (a line and a hint)."""
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Result:
+        with aws_errors():
+            return method(*args, **kwargs)
+
+    return call
+
+
+class AwsBackend:
+    def __init__(self, stack_name: str, region: str | None, default_stack: str, poll_seconds: float = 3.0):
+        self.stack_name = stack_name
+        self.region = region
+        self.poll_seconds = poll_seconds
+        # The options to repeat in a suggested next command.
+        self.flags = ("" if stack_name == default_stack else f" --stack-name {stack_name}") + (
+            f" --region {region}" if region else "")
+        self._connected: tuple[AwsSession, Deployment] | None = None
+
+    @property
+    def session(self) -> AwsSession:
+        return self._connect()[0]
+
+    @property
+    def deployment(self) -> Deployment:
+        return self._connect()[1]
+
+    def _connect(self) -> tuple[AwsSession, Deployment]:
+        if self._connected is None:
+            session = AwsSession.create(self.region)
+            self._connected = session, Deployment.load(session.client("cloudformation"), self.stack_name)
+        return self._connected
+
+    @property
+    def _labelled_groups(self) -> tuple[str, ...]:
+        """With several feature groups, each group's states carry its name."""
+        groups = tuple(self.deployment.feature_groups)
+        return groups if len(groups) > 1 else ()
+
+    # -- run, status, runs --------------------------------------------------------------------
+    @_aws_call
+    def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
+        name = check_run_name(request.name) if request.name else new_execution_name()
+        payload = self._execution_input(request)
+        sfn = self.session.client("stepfunctions")
+        arn = sfn.start_execution(stateMachineArn=self.deployment.state_machine_arn, name=name,
+                                  input=json.dumps(payload))["executionArn"]
+        reporter.run_started(f"AWS run {name} on {self._input(payload)} (stack {self.stack_name}, "
+                             f"{self.deployment.region})\n console: {self.deployment.console.execution(arn)}",
+                             self._labelled_groups)
+        if not request.wait:
+            return self._result(Execution(name=name, arn=arn, status="RUNNING", input=payload), ExecutionFacts())
+        return self._follow(reporter, arn, name)
+
+    def _execution_input(self, request: RunRequest) -> dict[str, Any]:
+        """`{"input_key": key}` (one group, or a derivation), or `{"sources": {group: key}}` (several groups
+        without one); each object must exist."""
+        bucket = self.deployment.bucket
+        if request.sources:
+            sources = {group: aws_objects.data_key(key, bucket, "--source") for group, key in request.sources.items()}
+            self._check_groups(sources)
+            payload: dict[str, Any] = {"sources": sources}
+        else:
+            sources = {"": aws_objects.data_key(request.data_key or aws_objects.DEFAULT_DATA_KEY, bucket)}
+            payload = {"input_key": sources[""]}
+        for key in sources.values():
+            if aws_objects.object_exists(self.session.client("s3"), bucket, key) is False:
+                raise OperatorError(f"s3://{bucket}/{key} does not exist",
+                                    f"upload it with `python -m pipeline upload --data PATH`{self.flags}",
+                                    error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+        if request.knowledge_cutoff:
+            payload["knowledge_cutoff"] = request.knowledge_cutoff
+        return payload
+
+    def _check_groups(self, sources: dict[str, str]) -> None:
+        deployed = set(self.deployment.feature_groups)
+        missing, unknown = sorted(deployed - set(sources)), sorted(set(sources) - deployed)
+        if missing or unknown:
+            problem = "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
+                                                  unknown and f"unknown {', '.join(unknown)}") if part)
+            raise OperatorError(f"--source must name every feature group of stack '{self.stack_name}' ({problem})",
+                                "one --source GROUP=KEY for each of " + ", ".join(sorted(deployed)),
+                                error="InvalidSources", exit_code=EXIT_BAD_INPUT)
+
+    def _follow(self, reporter: Reporter, arn: str, name: str, tracker: ProgressTracker | None = None,
+                reader: HistoryReader | None = None) -> RunResult:
+        """Follow live; Ctrl-C stops following, never the execution."""
+        tracker = tracker or ProgressTracker(reporter)
+        try:
+            execution = follow(self.session.client("stepfunctions"), arn, tracker, reader=reader,
+                               poll_seconds=self.poll_seconds)
+        except KeyboardInterrupt:
+            raise OperatorError("stopped following; the execution keeps running on AWS",
+                                f"python -m pipeline status {name} --follow{self.flags}",
+                                error="Interrupted", exit_code=EXIT_INTERRUPTED) from None
+        return self._result(execution, tracker.facts)
+
+    @_aws_call
+    def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
+        sfn = self.session.client("stepfunctions")
+        arn = execution_arn(self.deployment.state_machine_arn, name)
+        described = describe_execution(sfn, arn)
+        reporter.run_started(f"AWS run {described.name} (stack {self.stack_name}, {self.deployment.region})",
+                             self._labelled_groups)
+        tracker, reader = ProgressTracker(reporter), HistoryReader(sfn, arn)
+        tracker.feed(reader.new_events())
+        if follow and not described.finished:
+            return self._follow(reporter, arn, described.name, tracker, reader)
+        return self._result(described, tracker.facts)
+
+    @_aws_call
+    def runs(self, limit: int) -> RunListing:
+        executions = recent_executions(self.session.client("stepfunctions"), self.deployment.state_machine_arn,
+                                       limit)
+        return RunListing(f"Executions of stack {self.stack_name} ({self.deployment.region})",
+                          [self._result(e, ExecutionFacts(), explain=False) for e in executions],
+                          f"no executions yet; start one with: python -m pipeline run{self.flags}")
+
+    # -- what a result says ---------------------------------------------------------------------
+    def _result(self, execution: Execution, facts: ExecutionFacts, explain: bool = True) -> RunResult:
+        out, deployment = execution.output, self.deployment
+        links = deployment.console
+        job = str(out.get("training_job_name") or facts.training_job_name)
+        result = RunResult(
+            status=execution.status, run_id=execution.name, input=self._input(execution.input),
+            feature_groups=deployment.feature_groups,
+            knowledge_cutoff=str(execution.input.get("knowledge_cutoff") or ""),
+            records_ingested=facts.records_ingested, auc=execution.auc, gate=_gate(execution, facts.evaluation),
+            model_version=str(out.get("model_version") or ""), model_artifact=out.get("model_artifact", ""),
+            model_package_arn=out.get("model_package_arn", ""), training_job_name=job,
+            customers_scored=out.get("customers_scored"), scores_uri=out.get("scores_uri", ""),
+            top_customers=out.get("top_customers") or [], error=execution.error,
+            cause=readable_cause(execution.cause), started=execution.started,
+            duration_seconds=execution.duration_seconds, execution_arn=execution.arn, region=links.region,
+            console_url=links.execution(execution.arn), training_job_url=links.training_job(job) if job else "",
+            model_package_group_url=(links.model_package_group(deployment.model_package_group)
+                                     if deployment.model_package_group else ""),
+        )
+        if not execution.finished:
+            result.next_command = f"python -m pipeline status {execution.name} --follow{self.flags}"
+        if explain:
+            result.split = self._split(facts.evaluation)
+            if execution.status != "SUCCEEDED" and execution.finished:
+                self._explain_failure(execution, result)
+        return result
+
+    def _input(self, payload: dict[str, Any]) -> str:
+        keys = [payload["input_key"]] if payload.get("input_key") else list(payload.get("sources", {}).values())
+        return ", ".join(f"s3://{self.deployment.bucket}/{key}" for key in keys)
+
+    def _split(self, evaluation: dict[str, Any]) -> dict[str, Any]:
+        """How the validation rows were chosen: evaluation.json's `split` ("Evaluate model" copies the file
+        to S3); best effort, the summary only shows it."""
+        uri = evaluation.get("evaluation_uri")
+        if not uri:
+            return {}
+        try:
+            return parse_json(aws_objects.read_object(self.session.client("s3"), uri).decode("utf-8")).get("split", {})
+        except (OperatorError, ClientError, BotoCoreError, UnicodeDecodeError):
+            return {}
+
+    def _explain_failure(self, execution: Execution, result: RunResult) -> None:
+        """The failure's own words, the records or log line behind it, and where to look."""
+        result.hint = f"see the execution in the console: {result.console_url}"
+        if is_ingest_failure(execution.error):
+            result.failed_records = failed_ingest_records(self.session.client("s3"), self.deployment.bucket,
+                                                          execution.name, list(self.deployment.feature_groups))
+            result.hint = f"fix those rows and run again (records already written are rewritten); {result.hint}"
+        job = failed_training_job(execution.cause)
+        if job:
+            found = training_script_error(self.session.client("logs"), job)
+            if found.line:
+                result.cause = f"training job {job} failed: {found.line}"
+                result.hint = f"the job's log: {found.where}; {result.hint}"
+            else:
+                result.hint = (f"the training script's own error is the last '{SCRIPT_ERROR_PREFIX.strip()}' line in "
+                               f"{found.where} ({found.problem}); {result.hint}")
+
+    # -- scores and predictions ------------------------------------------------------------------
+    @_aws_call
+    def scores(self, run_id: str | None, top: int) -> Scores:
+        sfn = self.session.client("stepfunctions")
+        if not run_id:
+            page = sfn.list_executions(stateMachineArn=self.deployment.state_machine_arn, statusFilter="SUCCEEDED",
+                                       maxResults=1)  # newest first
+            run_id = next((e["name"] for e in page.get("executions", [])), None)
+        if not run_id:
+            raise OperatorError("no succeeded execution yet, so no scores",
+                                f"start one with `python -m pipeline run{self.flags}`", error="ScoresNotFound")
+        key = f"{RUN_SCORES.format(execution=run_id)}/{SCORES_FILE}"
+        id_column, rows = aws_objects.read_scores_object(self.session.client("s3"), self.deployment.bucket, key, top)
+        return Scores(run_id, f"s3://{self.deployment.bucket}/{key}", id_column, rows)
+
+    @_aws_call
+    def predict(self, record_id: str, features: int) -> OnlinePrediction:
+        deployment = self.deployment
+        if not deployment.feature_groups or not deployment.model_package_group:
+            raise OperatorError(f"stack '{self.stack_name}' has no FeatureGroups/ModelPackageGroupName output",
+                                "redeploy it with `make deploy`", error="StackNotReady")
+        sagemaker = self.session.client("sagemaker")
+        model = aws_objects.latest_approved_model(sagemaker, deployment.model_package_group)
+        if model is None:
+            raise OperatorError(f"no approved model in model package group {deployment.model_package_group}",
+                                f"train one with `python -m pipeline run{self.flags}`", error="NoApprovedModel")
+        values, read = online_features(sagemaker, self.session.client("sagemaker-featurestore-runtime"),
+                                 deployment.feature_groups, record_id, f"python -m pipeline scores{self.flags}")
+        artifact = aws_objects.read_object(self.session.client("s3"), model.model_data_url)
+        prediction = predict_artifact(artifact, model.arn, record_id, values, features)
+        return OnlinePrediction(prediction, str(model.version), model.arn, read)
+
+    # -- upload -----------------------------------------------------------------------------------
+    @_aws_call
+    def upload(self, path: Path, key: str) -> tuple[str, bool | None, bool | None]:
+        """Put the file at s3://bucket/key (multipart when large; the bucket's default key encrypts it):
+        its URI, whether it replaced an object, whether the bucket starts runs by itself."""
+        s3, bucket = self.session.client("s3"), self.deployment.bucket
+        replaced = aws_objects.object_exists(s3, bucket, key)
+        s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "text/csv"})
+        return f"s3://{bucket}/{key}", replaced, aws_objects.raw_trigger_enabled(s3, bucket)
+
+
+def _gate(execution: Execution, evaluation: dict[str, Any]) -> str:
+    if evaluation.get("reason"):
+        return str(evaluation["reason"])
+    if execution.status == "SUCCEEDED":
+        return "passed: the model was registered"
+    if execution.error == ModelQualityBelowThreshold.__name__:
+        return readable_cause(execution.cause) or "below the threshold"
+    return "-"

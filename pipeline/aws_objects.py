@@ -1,0 +1,118 @@
+"""What the CLI reads and writes in a deployed stack besides executions: raw inputs in the bucket,
+scores files, the model registry's latest approved package and its artifact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from churn.layout import RAW_PREFIX, SAMPLE_DATA_NAME
+from churn.scoring import ScoreRow, ScoringError, read_scores
+from pipeline.aws_errors import ACCESS_DENIED, NOT_FOUND
+from pipeline.backends import EXIT_BAD_INPUT, OperatorError
+
+DEFAULT_DATA_KEY = f"{RAW_PREFIX}/{SAMPLE_DATA_NAME}"  # the stack deploys the sample data there
+
+
+def _invalid_key(message: str, hint: str) -> OperatorError:
+    return OperatorError(message, hint, error="InvalidKey", exit_code=EXIT_BAD_INPUT)
+
+
+def raw_key(path: Path, name: str | None = None, *, csv_only: bool = True) -> str:
+    """`raw/<name>`: the file's own name by default; a leading `raw/` in `name` is accepted. The pipeline
+    reads raw/*.csv, except the one input file of a spec with a derivation."""
+    name = (name or path.name).strip().lstrip("/").removeprefix(f"{RAW_PREFIX}/")
+    if not name or name.endswith("/"):
+        raise _invalid_key(f"--key {name!r} is not a file name", "e.g. --key customers-2024.csv")
+    if csv_only and not name.lower().endswith(".csv"):
+        raise _invalid_key(f"--key {name!r} must end in .csv", "the pipeline reads raw/*.csv")
+    return f"{RAW_PREFIX}/{name}"
+
+
+def data_key(value: str, bucket: str, option: str = "--data-key") -> str:
+    """Accept `raw/x.csv` or `s3://<the stack's bucket>/raw/x.csv`."""
+    if value.startswith("s3://"):
+        other, _, key = value[len("s3://"):].partition("/")
+        if other != bucket:
+            raise _invalid_key(f"{value} is not in the stack's bucket {bucket}",
+                               "upload it first with `python -m pipeline upload --data PATH`")
+        value = key
+    value = value.lstrip("/")
+    if not value:
+        raise _invalid_key(f"{option} is empty", f"e.g. {option} {DEFAULT_DATA_KEY}")
+    return value
+
+
+def object_exists(s3: Any, bucket: str, key: str) -> bool | None:
+    """True/False, or None when we may not look (HeadObject denied)."""
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in NOT_FOUND:
+            return False
+        if code in ACCESS_DENIED:
+            return None
+        raise
+    return True
+
+
+def raw_trigger_enabled(s3: Any, bucket: str) -> bool | None:
+    """Whether the bucket sends events to EventBridge (the stack's opt-in "new raw CSV" trigger)."""
+    try:
+        config = s3.get_bucket_notification_configuration(Bucket=bucket)
+    except (ClientError, BotoCoreError):
+        return None
+    return "EventBridgeConfiguration" in config
+
+
+def read_scores_object(s3: Any, bucket: str, key: str, limit: int) -> tuple[str, list[ScoreRow]]:
+    """(id column, the top `limit` rows) of a scores.csv in S3, reading no further than needed."""
+    uri = f"s3://{bucket}/{key}"
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND:
+            raise OperatorError(f"no scores at {uri}", "scores are written by a run that passed the quality gate; "
+                                "list runs with `python -m pipeline runs`", error="ScoresNotFound") from None
+        raise
+    try:
+        return read_scores((line.decode("utf-8") for line in body.iter_lines()), uri, limit)
+    except ScoringError as exc:
+        raise OperatorError(str(exc), error="InvalidScores") from None
+    finally:
+        body.close()
+
+
+def read_object(s3: Any, uri: str) -> bytes:
+    if not uri.startswith("s3://") or "/" not in uri[len("s3://"):]:
+        raise OperatorError(f"not an s3:// object URI: {uri}", error="InvalidUri")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@dataclass(frozen=True)
+class ApprovedModel:
+    arn: str
+    version: int
+    model_data_url: str
+
+
+def latest_approved_model(sagemaker: Any, group: str) -> ApprovedModel | None:
+    """The highest-versioned Approved package of the group, with its model artifact."""
+    summaries = [summary
+                 for page in sagemaker.get_paginator("list_model_packages").paginate(
+                     ModelPackageGroupName=group, ModelApprovalStatus="Approved")
+                 for summary in page.get("ModelPackageSummaryList", [])]
+    if not summaries:
+        return None
+    newest = max(summaries, key=lambda summary: summary.get("ModelPackageVersion", 0))
+    described = sagemaker.describe_model_package(ModelPackageName=newest["ModelPackageArn"])
+    containers = described.get("InferenceSpecification", {}).get("Containers", [])
+    if not containers or not containers[0].get("ModelDataUrl"):
+        raise OperatorError(f"model package {newest['ModelPackageArn']} names no model artifact", error="NoModelData")
+    return ApprovedModel(arn=newest["ModelPackageArn"], version=int(newest.get("ModelPackageVersion", 0)),
+                         model_data_url=containers[0]["ModelDataUrl"])

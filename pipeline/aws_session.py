@@ -1,0 +1,148 @@
+"""The AWS side's starting point: a boto3 session with its region, and the deployed stack as its
+outputs describe it (bucket, state machine, feature groups, model package group) with console links."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, NoRegionError
+
+from churn import naming
+from churn.schema import SINGLE_GROUP_NAME, FeatureSpec
+from pipeline.aws_errors import DEPLOY_HINT, REGION_HINT, aws_errors, explain
+from pipeline.backends import OperatorError
+
+_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=10,
+    read_timeout=60,
+    user_agent_extra="churn-pipeline-cli",
+)
+
+
+class AwsSession:
+    """A boto3 session with the region resolved and one client per service."""
+
+    def __init__(self, session: boto3.Session):
+        if not session.region_name:
+            raise explain(NoRegionError())
+        self.session = session
+        self.region: str = session.region_name
+        self._clients: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, region: str | None = None) -> AwsSession:
+        """--region, else AWS_REGION (as the AWS CLI reads it; boto3 alone does not), else the profile's."""
+        with aws_errors():
+            return cls(boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None))
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, config=_CLIENT_CONFIG)
+        return self._clients[service]
+
+
+@dataclass(frozen=True)
+class ConsoleLinks:
+    region: str
+    partition: str = "aws"
+
+    @classmethod
+    def for_arn(cls, arn: str) -> ConsoleLinks:
+        parts = arn.split(":")
+        return cls(region=parts[3], partition=parts[1]) if len(parts) > 4 else cls(region="us-east-1")
+
+    @property
+    def base(self) -> str:
+        if self.partition == "aws-cn":
+            return f"https://{self.region}.console.amazonaws.cn"
+        if self.partition == "aws-us-gov":
+            return "https://console.amazonaws-us-gov.com"
+        return f"https://{self.region}.console.aws.amazon.com"
+
+    def execution(self, execution_arn: str) -> str:
+        return f"{self.base}/states/home?region={self.region}#/v2/executions/details/{execution_arn}"
+
+    def training_job(self, name: str) -> str:
+        return f"{self.base}/sagemaker/home?region={self.region}#/jobs/{name}"
+
+    def model_package_group(self, name: str) -> str:
+        return f"{self.base}/sagemaker/home?region={self.region}#/model-registry/{name}"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The deployed stack, as its outputs describe it."""
+
+    stack_name: str
+    region: str
+    status: str
+    outputs: dict[str, str]
+
+    REQUIRED = ("BucketName", "StateMachineArn")
+
+    @classmethod
+    def load(cls, cloudformation: Any, stack_name: str) -> Deployment:
+        region = cloudformation.meta.region_name
+        not_found = OperatorError(
+            f"stack '{stack_name}' not found in region {region}",
+            f"{DEPLOY_HINT}; if it is in another region, {REGION_HINT} (--stack-name if you deployed it under "
+            "another name)", error="StackNotFound")
+        try:
+            stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message", "")):
+                raise not_found from None
+            raise explain(exc) from None
+        if not stacks:
+            raise not_found
+        stack = stacks[0]
+        status = stack.get("StackStatus", "")
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) if "OutputValue" in o}
+        missing = [key for key in cls.REQUIRED if key not in outputs]
+        if missing and status.endswith("_IN_PROGRESS"):
+            raise OperatorError(f"stack '{stack_name}' is {status}", "wait for the deployment to finish",
+                                error="StackNotReady")
+        if missing:
+            raise OperatorError(f"stack '{stack_name}' ({status}) has no output {', '.join(missing)}",
+                                "is it this project's stack? pass --stack-name, or redeploy with `make deploy`",
+                                error="StackNotReady")
+        return cls(stack_name=stack_name, region=region, status=status, outputs=outputs)
+
+    @property
+    def bucket(self) -> str:
+        return self.outputs["BucketName"]
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.outputs["StateMachineArn"]
+
+    @property
+    def feature_groups(self) -> dict[str, str]:
+        """Spec group -> feature group name, labels included (the `FeatureGroups` output; a stack deployed
+        before it had one group, `FeatureGroupName`)."""
+        if "FeatureGroups" in self.outputs:
+            described = json.loads(self.outputs["FeatureGroups"])
+            return {group: str(value["feature_group"]) for group, value in described.items()}
+        first = self.outputs.get("FeatureGroupName")
+        return {SINGLE_GROUP_NAME: first} if first else {}
+
+    @property
+    def model_package_group(self) -> str | None:
+        return self.outputs.get("ModelPackageGroupName")
+
+    @property
+    def console(self) -> ConsoleLinks:
+        return ConsoleLinks.for_arn(self.state_machine_arn)
+
+    def spec_matches(self, spec: FeatureSpec) -> bool:
+        """Was the stack deployed with this feature spec? Each group's name carries its schema's fingerprint."""
+        expected = {g.name: naming.feature_group_name(self.stack_name, g.name, g.fingerprint())
+                    for g in spec.all_groups}
+        return self.feature_groups == expected

@@ -1,0 +1,160 @@
+"""The operator CLI's one backend interface: what a command asks of the local run or of AWS, and the
+results both return, so each command renders one result type whichever backend produced it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from churn.scoring import ScoreRow
+    from pipeline.prediction import Prediction
+    from pipeline.runner import Reporter
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+# A run's name is also its SageMaker training job's name on AWS (and a local run is named the same way),
+# so it must satisfy the stricter of the execution and training job patterns.
+RUN_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class OperatorError(Exception):
+    """Something a user can fix: `message` is one line, `hint` says how; `error` is a short name for --json."""
+
+    def __init__(self, message: str, hint: str = "", *, error: str = "Error", exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.error = error
+        self.exit_code = exit_code
+
+
+def check_run_name(name: str) -> str:
+    if not RUN_NAME.match(name):
+        raise OperatorError(
+            f"--name {name!r} is not a valid run name",
+            "use 1-63 letters, digits and hyphens (it also names the SageMaker training job)",
+            error="InvalidName", exit_code=EXIT_BAD_INPUT,
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `run` was asked for; each backend reads its own part (the CLI rejects the other's options)."""
+
+    name: str | None = None
+    knowledge_cutoff: str | None = None  # "YYYY-MM-DD HH:MM:SS.fff" UTC, already checked
+    # local
+    spec: Path | None = None
+    data: Path | None = None
+    threshold: float | None = None
+    # AWS
+    data_key: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # group -> key, for several groups without derivation
+    wait: bool = True
+
+
+@dataclass
+class RunResult:
+    """One run, local or an AWS execution; empty fields are what that backend does not know."""
+
+    status: str
+    run_id: str
+    input: str = ""
+    feature_groups: dict[str, str] = field(default_factory=dict)  # spec group -> feature group name
+    knowledge_cutoff: str = ""
+    records_ingested: int | None = None
+    training_rows: int | None = None
+    auc: float | None = None
+    gate: str = ""
+    split: dict[str, Any] = field(default_factory=dict)  # evaluation.json's: how validation rows were chosen
+    model_version: str = ""
+    model_artifact: str = ""
+    model_package_arn: str = ""
+    training_job_name: str = ""
+    report: str = ""
+    customers_scored: int | None = None
+    scores_uri: str = ""
+    id_column: str = "customer"
+    top_customers: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    cause: str = ""
+    failed_records: list[dict[str, Any]] = field(default_factory=list)
+    hint: str = ""  # after a failure: where to look, what to do
+    started: datetime | None = None
+    duration_seconds: float | None = None
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    run_dir: str = ""  # local
+    execution_arn: str = ""  # AWS, and the console links
+    region: str = ""
+    console_url: str = ""
+    training_job_url: str = ""
+    model_package_group_url: str = ""
+    next_command: str = ""  # e.g. how to follow a run that is still going
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        result.pop("next_command")
+        result["started"] = self.started.isoformat() if self.started else None
+        if self.duration_seconds is not None:
+            result["duration_seconds"] = round(self.duration_seconds, 1)
+        return result
+
+
+@dataclass
+class RunListing:
+    title: str
+    runs: list[RunResult]
+    empty: str  # what to say (and do) when there are none
+
+
+@dataclass
+class Scores:
+    run_id: str
+    source: str
+    id_column: str
+    rows: list[ScoreRow]
+
+    @property
+    def model_version(self) -> str:
+        return self.rows[0].model_version if self.rows else "-"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run_id, "scores_uri": self.source, "model_version": self.model_version,
+                "id_column": self.id_column, "customers": [row.to_dict() for row in self.rows]}
+
+
+@dataclass
+class OnlinePrediction:
+    prediction: Prediction
+    model_version: str
+    model: str  # the model package ARN, or the local artifact
+    feature_groups: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.prediction.to_dict(), "model_version": self.model_version, "model": self.model,
+                "feature_groups": self.feature_groups}
+
+
+class Backend(Protocol):
+    """What the CLI's shared commands need; `--local` picks LocalBackend, else AwsBackend."""
+
+    def run(self, request: RunRequest, reporter: Reporter) -> RunResult: ...
+
+    def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult: ...
+
+    def runs(self, limit: int) -> RunListing: ...
+
+    def scores(self, run_id: str | None, top: int) -> Scores: ...
+
+    def predict(self, record_id: str, features: int) -> OnlinePrediction: ...

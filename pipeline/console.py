@@ -1,0 +1,241 @@
+"""How the CLI shows things: step lines as a run goes, and each result type rendered once (a run, a list
+of runs, scores, a prediction), whichever backend produced it. Errors are one line and a hint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+from rich.table import Table
+
+from churn import steps
+from pipeline.backends import EXIT_FAILED, OnlinePrediction, RunListing, RunResult, Scores
+from pipeline.failure_explanations import error_text
+from pipeline.runner import Reporter
+
+STEP_WIDTH = 30  # the step column: every step of a single group's local run fits (a few AWS states overflow it)
+LABEL_WIDTH = 20
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, hint: str = "", code: int = EXIT_FAILED) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    if hint:
+        err_console.print(f"[dim]hint:[/] {hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _auc(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+def _status_markup(status: str) -> str:
+    colour = {"SUCCEEDED": "green", "RUNNING": "cyan"}.get(status, "red")
+    return f"[{colour}]{status}[/]"
+
+
+class ConsoleReporter(Reporter):
+    """Step lines, the same for a local run and an AWS execution; while an execution is followed on a
+    terminal, a spinner says which state is running."""
+
+    def __init__(self, out: Console):
+        self.out = out
+        self.width = STEP_WIDTH
+        self._spinner: Status | None = None
+
+    def run_started(self, description: str, groups: tuple[str, ...] = ()) -> None:
+        # A group's states carry its name: the column fits the longest of them.
+        self.width = max([STEP_WIDTH, *(len(steps.for_group(s, g)) for s in steps.GROUP_STEPS for g in groups)])
+        head, _, more = description.partition("\n")
+        words = head.split(" ", 2)  # "Local run …", "AWS run …": the first two in bold
+        self.out.print(f"[bold]{escape(' '.join(words[:2]))}[/] {escape(' '.join(words[2:]))}", highlight=False,
+                       soft_wrap=True)
+        if more:
+            self.out.print(escape(more), highlight=False, soft_wrap=True)
+
+    def step_started(self, step: str, since_start: float | None = None) -> None:
+        at = f"  [dim]at +{duration(since_start)}[/]" if since_start is not None else ""
+        self.out.print(f"[cyan]▶[/] {step} …{at}", highlight=False)
+
+    def step_finished(self, step: str, seconds: float, detail: str) -> None:
+        self.out.print(f"[green]✓[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {detail}", highlight=False,
+                       soft_wrap=True)
+
+    def step_failed(self, step: str, seconds: float, error: str) -> None:
+        self.out.print(f"[red]✗[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {error}", highlight=False,
+                       soft_wrap=True)
+
+    def still_running(self, step: str, seconds: float) -> None:
+        if not self.out.is_terminal:
+            return
+        if self._spinner is None:
+            self._spinner = self.out.status("")
+            self._spinner.start()
+        self._spinner.update(f"{step} … {duration(seconds)}")
+
+    def close(self) -> None:
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+
+
+def print_rows(out: Console, rows: list[tuple[str, Any]]) -> None:
+    """`label  value` lines; values are never wrapped or cut, so paths and links stay copyable. Rows
+    without a value are left out."""
+    for label, value in rows:
+        if value not in (None, "", [], {}):
+            out.print(f" {label:<{LABEL_WIDTH}} {value}", highlight=False, soft_wrap=True)
+
+
+def _feature_groups(groups: dict[str, str]) -> tuple[str, str]:
+    if len(groups) == 1:
+        return "feature group", next(iter(groups.values()))
+    return "feature groups", ", ".join(groups.values())  # each name carries its spec group's (churn.naming)
+
+
+def split_text(split: dict[str, Any]) -> str:
+    """An out-of-time split as the periods on each side (evaluation.json's `split`)."""
+    if split.get("kind") != "out_of_time":
+        return ""
+
+    def periods(part: dict[str, Any]) -> str:
+        span = part["first"] if part["first"] == part["last"] else f"{part['first']} … {part['last']}"
+        return f"{span} ({part['count']} period{'s' if part['count'] != 1 else ''})"
+
+    return (f"out of time on {split['time_column']}: trained on {periods(split['train_periods'])}, "
+            f"validated on {periods(split['validation_periods'])}")
+
+
+def _run_rows(run: RunResult) -> list[tuple[str, Any]]:
+    ended = run.finished
+    return [
+        ("status", _status_markup(run.status)),
+        ("run", run.run_id),
+        ("execution", run.execution_arn),
+        ("input", run.input),
+        _feature_groups(run.feature_groups) if run.feature_groups else ("feature group", ""),
+        ("knowledge cutoff", run.knowledge_cutoff),
+        ("records ingested", run.records_ingested),
+        ("training rows", run.training_rows),
+        ("validation ROC AUC", _auc(run.auc) if ended else ""),
+        ("validation split", split_text(run.split)),
+        ("quality gate", (run.gate or "-") if ended else ""),
+        ("model version", run.model_version),
+        ("model artifact", run.model_artifact),
+        ("model package", run.model_package_arn),
+        ("training job", run.training_job_name),
+        ("report", run.report),
+        ("customers scored", run.customers_scored),
+        ("scores", run.scores_uri),
+        ("started", _when(run.started) if run.started else ""),
+        ("duration", duration(run.duration_seconds) if run.duration_seconds is not None else ""),
+        ("execution console", run.console_url),
+        ("training job console", run.training_job_url),
+        ("model registry", run.model_package_group_url if run.status == "SUCCEEDED" else ""),
+        ("run directory", run.run_dir),
+    ]
+
+
+def print_top(out: Console, title: str, id_column: str, rows: list[dict[str, Any]]) -> None:
+    """The highest-risk customers, rank first (the title is a line of its own: never wrapped into the table)."""
+    out.print(f"[bold]{title}[/]", highlight=False, soft_wrap=True)
+    table = Table()
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column(id_column, no_wrap=True)
+    table.add_column("churn probability", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(str(row["rank"]), str(row["record_id"]), f"{float(row['churn_probability']):.4f}")
+    out.print(table)
+
+
+def render_run(out: Console, run: RunResult, as_json: bool) -> None:
+    """A run's summary, its top customers, then: the JSON line, how to follow it, or its failure (exit 1)."""
+    print_rows(out, _run_rows(run))
+    if run.top_customers:
+        print_top(out, f"Highest churn risk (model version {run.model_version or '-'})", run.id_column,
+                  run.top_customers)
+    if as_json:
+        emit_json(run.to_dict())
+    if run.next_command:
+        out.print(f"follow it: {run.next_command}", highlight=False, soft_wrap=True)
+    elif run.status != "SUCCEEDED":
+        fail(error_text(run.error or run.status, run.cause), run.hint)
+
+
+def render_runs(out: Console, listing: RunListing, as_json: bool) -> None:
+    if not listing.runs:
+        out.print(listing.empty, highlight=False, soft_wrap=True)
+    else:
+        table = Table(title=listing.title)
+        for column, justify in (("run", "left"), ("status", "left"), ("started", "left"), ("duration", "right"),
+                                ("AUC", "right")):
+            table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column("error")
+        for run in listing.runs:
+            table.add_row(run.run_id, _status_markup(run.status), _when(run.started), duration(run.duration_seconds),
+                          _auc(run.auc), run.error)
+        out.print(table)
+    if as_json:
+        emit_json({"runs": [run.to_dict() for run in listing.runs]})
+
+
+def render_scores(out: Console, scores: Scores, as_json: bool) -> None:
+    print_top(out, f"Highest churn risk: run {scores.run_id} (model version {scores.model_version})",
+              scores.id_column, [row.to_dict() for row in scores.rows])
+    print_rows(out, [("scores", scores.source)])
+    if as_json:
+        emit_json(scores.to_dict())
+
+
+def render_prediction(out: Console, online: OnlinePrediction, as_json: bool) -> None:
+    prediction = online.prediction
+    print_rows(out, [
+        ("customer", prediction.record_id),
+        ("churn probability", f"{prediction.churn_probability:.4f}"),
+        ("model version", online.model_version),
+        ("model", online.model),
+        ("feature group" if len(online.feature_groups) == 1 else "feature groups", ", ".join(online.feature_groups)),
+    ])
+    out.print("[bold]What moves this customer's churn risk[/] (XGBoost contributions, in log-odds)",
+              highlight=False, soft_wrap=True)
+    table = Table()
+    table.add_column("", no_wrap=True)
+    table.add_column("feature", no_wrap=True)
+    table.add_column("value")
+    table.add_column("contribution", justify="right", no_wrap=True)
+    for direction, items in (("[red]▲ up[/]", prediction.up), ("[green]▼ down[/]", prediction.down)):
+        for item in items:
+            table.add_row(direction, item.feature, "(missing)" if item.value is None else str(item.value),
+                          f"{item.contribution:+.4f}")
+    out.print(table)
+    if as_json:
+        emit_json(online.to_dict())

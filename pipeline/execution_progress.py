@@ -1,0 +1,327 @@
+"""Following a Step Functions execution: its history read page by page, each event turned into the same
+step lines a local run prints (state names and their details from `churn.steps`), until it ends."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from churn import steps
+from pipeline.backends import TERMINAL_STATUSES
+from pipeline.failure_explanations import error_text, parse_json, readable_cause
+from pipeline.runner import Reporter
+
+_END_EVENTS = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED", "ExecutionTimedOut": "TIMED_OUT",
+               "ExecutionAborted": "ABORTED"}
+
+
+@dataclass
+class Execution:
+    """What describe_execution tells about one run."""
+
+    name: str
+    arn: str
+    status: str
+    started: datetime | None = None
+    stopped: datetime | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    cause: str = ""  # as the execution reports it (a Lambda's or a job's JSON included)
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any]) -> Execution:
+        return cls(name=d.get("name", ""), arn=d["executionArn"], status=d.get("status", ""),
+                   started=d.get("startDate"), stopped=d.get("stopDate"), input=parse_json(d.get("input")),
+                   output=parse_json(d.get("output")), error=d.get("error") or "", cause=d.get("cause") or "")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def auc(self) -> float | None:
+        value = self.output.get("validation_auc")
+        try:
+            return float(value) if value is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started:
+            return None
+        end = self.stopped or datetime.now(self.started.tzinfo or UTC)
+        return max(0.0, (end - self.started).total_seconds())
+
+
+def execution_arn(state_machine_arn: str, name_or_arn: str) -> str:
+    """An execution ARN from its name (executions live under their state machine's ARN)."""
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    prefix, _, machine = state_machine_arn.rpartition(":stateMachine:")
+    return f"{prefix}:execution:{machine}:{name_or_arn}"
+
+
+def describe_execution(sfn: Any, arn: str) -> Execution:
+    return Execution.from_description(sfn.describe_execution(executionArn=arn))
+
+
+def recent_executions(sfn: Any, state_machine_arn: str, limit: int = 10) -> list[Execution]:
+    """The newest `limit` executions; finished ones are described for their AUC or error."""
+    found: list[Execution] = []
+    kwargs: dict[str, Any] = {"stateMachineArn": state_machine_arn, "maxResults": max(1, min(limit, 1000))}
+    while len(found) < limit:
+        page = sfn.list_executions(**kwargs)
+        found += [Execution(name=item["name"], arn=item["executionArn"], status=item["status"],
+                            started=item.get("startDate"), stopped=item.get("stopDate"))
+                  for item in page.get("executions", [])]
+        kwargs["nextToken"] = page.get("nextToken")
+        if not kwargs["nextToken"]:
+            break
+    return [describe_execution(sfn, e.arn) if e.finished else e for e in found[:limit]]
+
+
+class HistoryReader:
+    """New history events since the last call, oldest first, each exactly once.
+
+    Reads newest-first (reverseOrder) and stops at the first event already seen, so a poll costs one
+    page however long the history grows; a burst of more than a page is paged through.
+    """
+
+    def __init__(self, sfn: Any, arn: str, page_size: int = 100):
+        self.sfn = sfn
+        self.arn = arn
+        self.page_size = page_size
+        self.last_id = 0
+
+    def new_events(self) -> list[dict[str, Any]]:
+        fresh: dict[int, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"executionArn": self.arn, "reverseOrder": True, "maxResults": self.page_size}
+        while True:
+            page = self.sfn.get_execution_history(**kwargs)
+            events = page.get("events", [])
+            fresh.update((event["id"], event) for event in events if event["id"] > self.last_id)
+            reached_seen = any(event["id"] <= self.last_id for event in events)
+            if reached_seen or not page.get("nextToken") or not events:
+                break
+            kwargs["nextToken"] = page["nextToken"]
+        ordered = [fresh[i] for i in sorted(fresh)]
+        if ordered:
+            self.last_id = ordered[-1]["id"]
+        return ordered
+
+
+@dataclass
+class ExecutionFacts:
+    """What the summary needs from the states' outputs (best effort: outputs may be withheld)."""
+
+    validated: dict[str, int] = field(default_factory=dict)  # state's group ("" for one group) -> rows
+    ingested: dict[str, int] = field(default_factory=dict)  # group -> records written ("Summarise ingest")
+    training_job_name: str = ""
+    evaluation: dict[str, Any] = field(default_factory=dict)  # "Evaluate model"'s output
+
+    @property
+    def records_ingested(self) -> int | None:
+        return sum(self.ingested.values()) if self.ingested else None
+
+
+def _dig(data: Any, *path: str) -> Any:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _counted(path: tuple[str, str], counts: str, unit: str) -> Callable[[dict[str, Any], str, ExecutionFacts], str]:
+    """A per-group count: shown, and kept in `facts.<counts>` by group."""
+    def detail(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+        count = _dig(output, *path)
+        if count is None:
+            return ""
+        getattr(facts, counts)[group] = count
+        return f"{count} {unit}"
+
+    return detail
+
+
+def _offline_count(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+    visible = _dig(output, "offline_count", "records")
+    expected = _dig(output, "validation", "records")
+    if visible is None:
+        return ""
+    return f"{visible} of {'?' if expected is None else expected} records in the offline store"
+
+
+def _derived(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+    sources = output.get("sources")
+    return f"{len(sources)} files" if isinstance(sources, dict) else ""
+
+
+def _training_job(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+    facts.training_job_name = str(_dig(output, "training", "training_job_name") or "")
+    return f"training job {facts.training_job_name}" if facts.training_job_name else ""
+
+
+def _evaluated(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+    evaluation = output.get("evaluation")
+    facts.evaluation = evaluation if isinstance(evaluation, dict) else {}
+    return str(facts.evaluation.get("reason", ""))
+
+
+def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any], str, ExecutionFacts], str]:
+    def detail(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+        value = _dig(output, *path)
+        return "" if value is None else template.format(value)
+
+    return detail
+
+
+# What a person wants to see after each step, by the step a state stands for.
+DETAILS: dict[str, Callable[[dict[str, Any], str, ExecutionFacts], str]] = {
+    steps.DERIVE_SOURCES: _derived,
+    steps.VALIDATE_INPUT: _counted(("validation", "records"), "validated", "rows"),
+    steps.SUMMARISE_INGEST: _counted(("ingest", "records"), "ingested", "records"),
+    steps.READ_OFFLINE_COUNT: _offline_count,
+    steps.BUILD_TRAINING_SET: _field("training_set", "output_uri"),
+    steps.TRAIN_MODEL: _training_job,
+    steps.EVALUATE_MODEL: _evaluated,
+    steps.REGISTER_MODEL: _field("registration", "model_package_arn"),
+    steps.BUILD_SCORING_SET: _field("scoring_set", "output_uri"),
+    steps.SCORE_CUSTOMERS: _field("scoring", "transform_job_name", template="transform job {}"),
+    steps.RANK_SCORES: _field("scores", "customers", template="{} customers ranked"),
+}
+
+
+@dataclass
+class _OpenState:
+    name: str
+    label: str
+    kind: str
+    entered: datetime
+    announced: bool = False
+    failure: tuple[str, str] | None = None
+
+
+def _event_details(event: dict[str, Any]) -> dict[str, Any]:
+    return next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
+
+
+class ProgressTracker:
+    """Turns history events into step lines: entered, exited (with its time), failed.
+
+    A state that is entered and exited within one batch of events gets one line (its exit); one
+    still running at the end of a batch is announced as started. With several feature groups the
+    groups' states run side by side (a Parallel state's branches) and are matched by name.
+    """
+
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+        self.started: datetime | None = None
+        self.open: list[_OpenState] = []
+        self.visits: Counter[str] = Counter()
+        self.status: str | None = None
+        self.error = ""
+        self.cause = ""
+        self.facts = ExecutionFacts()
+        self._choice: tuple[str, float] | None = None  # a Choice's line waits to name the branch taken
+
+    @property
+    def current(self) -> _OpenState | None:
+        return self.open[-1] if self.open else None
+
+    def feed(self, events: Iterable[dict[str, Any]]) -> None:
+        for event in events:
+            self._event(event)
+        for state in self.open:
+            if not state.announced:
+                state.announced = True
+                since = (state.entered - self.started).total_seconds() if self.started else None
+                self.reporter.step_started(state.label, since)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "")
+        at: datetime = event.get("timestamp") or datetime.now(UTC)
+        details = _event_details(event)
+        if kind == "ExecutionStarted":
+            self.started = at
+        elif kind.endswith("StateEntered"):
+            self._enter(details.get("name", "?"), kind.removesuffix("StateEntered"), at)
+        elif kind.endswith("StateExited"):
+            self._exit(details.get("name", "?"), at, parse_json(details.get("output")))
+        elif kind in _END_EVENTS:
+            self._end(_END_EVENTS[kind], details, at)
+        elif kind.endswith(("Failed", "TimedOut", "Aborted")) and self.open:
+            self.open[-1].failure = (details.get("error", kind), details.get("cause", ""))
+        elif kind.endswith("Succeeded") and self.open:
+            self.open[-1].failure = None  # a retry after a transient error went through
+
+    def _enter(self, name: str, kind: str, at: datetime) -> None:
+        self._close_caught(at)
+        self._flush_choice(f"→ {name}")
+        self.visits[name] += 1
+        label = name if self.visits[name] == 1 else f"{name} (#{self.visits[name]})"
+        self.open.append(_OpenState(name, label, kind, at))
+
+    def _end(self, status: str, details: dict[str, Any], at: datetime) -> None:
+        self.status = status
+        self.error = details.get("error") or ("" if status == "SUCCEEDED" else status)
+        self.cause = readable_cause(details.get("cause") or "")
+        self._flush_choice("")
+        for state in reversed(self.open):
+            seconds = (at - state.entered).total_seconds()
+            if status == "SUCCEEDED":
+                self.reporter.step_finished(state.label, seconds, "")
+            else:
+                self.reporter.step_failed(state.label, seconds, error_text(*(state.failure or (self.error,
+                                                                                              self.cause))))
+        self.open.clear()
+
+    def _close_caught(self, at: datetime) -> None:
+        """A state that failed and was left for a Catch handler without an exit event."""
+        for state in [s for s in self.open if s.failure]:
+            self.open.remove(state)
+            self.reporter.step_failed(state.label, (at - state.entered).total_seconds(), error_text(*state.failure))
+
+    def _flush_choice(self, detail: str) -> None:
+        if self._choice:
+            label, seconds = self._choice
+            self._choice = None
+            self.reporter.step_finished(label, seconds, detail)
+
+    def _exit(self, name: str, at: datetime, output: dict[str, Any]) -> None:
+        state = next((s for s in reversed(self.open) if s.name == name), None)
+        if state is None:
+            return
+        self.open.remove(state)
+        seconds = (at - state.entered).total_seconds()
+        if state.failure:
+            self.reporter.step_failed(state.label, seconds, error_text(*state.failure))
+        elif state.kind == "Choice":
+            self._choice = (state.label, seconds)
+        else:
+            detail = DETAILS.get(steps.base_step(name))
+            group = steps.group_of(name) or ""
+            self.reporter.step_finished(state.label, seconds, detail(output, group, self.facts) if detail else "")
+
+
+def follow(sfn: Any, arn: str, tracker: ProgressTracker, *, reader: HistoryReader | None = None,
+           poll_seconds: float = 3.0, sleep: Callable[[float], None] = time.sleep) -> Execution:
+    """Poll the execution's history until it ends; return its description. Between polls the reporter
+    hears which state is running and for how long."""
+    reader = reader or HistoryReader(sfn, arn)
+    polls = 0
+    while True:
+        tracker.feed(reader.new_events())
+        polls += 1
+        # History is the source of progress; describe is the safety net that it ended.
+        if tracker.status is not None or (polls % 10 == 0 and describe_execution(sfn, arn).finished):
+            tracker.feed(reader.new_events())
+            return describe_execution(sfn, arn)
+        current = tracker.current
+        if current:
+            tracker.reporter.still_running(current.label, (datetime.now(UTC) - current.entered).total_seconds())
+        sleep(poll_seconds)

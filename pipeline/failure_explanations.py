@@ -1,0 +1,105 @@
+"""Why an AWS execution failed, in words (issue 16): a Lambda's error message instead of its JSON, a
+SageMaker job's own reason, the training script's error line from the job's log (the container's
+toolkit replaces it with a generic `ExecuteUserScriptError`), and the records a failed ingest names
+(`ingest/<execution>/<group>/failed-records.json`, written by "Summarise ingest")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from churn.ingest import IngestError
+from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS
+from pipeline.aws_errors import NOT_FOUND, explain
+
+# SageMaker's own log group for every training job of the account; a job's streams are <job>/algo-<n>-<epoch>.
+TRAINING_JOB_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# training/train_model.py main() prints its failure as one stderr line with this prefix (tested together).
+SCRIPT_ERROR_PREFIX = "ERROR: "
+
+
+def parse_json(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def readable_cause(cause: str) -> str:
+    """A Lambda's error arrives as JSON (errorMessage, errorType, stackTrace): keep the message. A failed
+    SageMaker job's arrives as its whole description: keep its name and FailureReason."""
+    parsed = parse_json(cause) if cause.lstrip().startswith("{") else {}
+    if parsed.get("errorMessage"):
+        return str(parsed["errorMessage"])
+    for kind, key in (("training job", "TrainingJobName"), ("transform job", "TransformJobName")):
+        if parsed.get(key):
+            return f"{kind} {parsed[key]} failed: {' '.join(str(parsed.get('FailureReason') or '-').split())}"
+    return cause
+
+
+def error_text(error: str, cause: str) -> str:
+    cause = readable_cause(cause)
+    return f"{error}: {cause}" if cause else (error or "failed")
+
+
+def failed_training_job(cause: str) -> str:
+    """The training job an execution's cause describes ("" when it is not a training job's failure)."""
+    parsed = parse_json(cause) if cause.lstrip().startswith("{") else {}
+    return str(parsed.get("TrainingJobName") or "")
+
+
+@dataclass
+class ScriptError:
+    """What the training job's log says about its failure, or where to look when it could not be read."""
+
+    line: str  # the script's own error (without its prefix), "" when not found
+    where: str  # the log group and stream(s)
+    problem: str = ""  # why the log could not be read
+
+
+def training_script_error(logs: Any, job_name: str) -> ScriptError:
+    """The last `ERROR: ...` line the training script wrote to the job's log streams."""
+    where = f"CloudWatch log group {TRAINING_JOB_LOG_GROUP}, log stream {job_name}/algo-1-…"
+    try:
+        streams = [s["logStreamName"] for s in logs.describe_log_streams(
+            logGroupName=TRAINING_JOB_LOG_GROUP, logStreamNamePrefix=f"{job_name}/").get("logStreams", [])]
+        if not streams:
+            return ScriptError("", where, "the job wrote no log stream")
+        found = ""
+        pages = logs.get_paginator("filter_log_events").paginate(
+            logGroupName=TRAINING_JOB_LOG_GROUP, logStreamNames=streams[:100],
+            filterPattern=f'"{SCRIPT_ERROR_PREFIX.strip()}"')
+        for page in pages:
+            for event in page.get("events", []):
+                message = str(event.get("message", "")).strip()
+                if message.startswith(SCRIPT_ERROR_PREFIX):
+                    found = message.removeprefix(SCRIPT_ERROR_PREFIX)
+        return ScriptError(found, where, "" if found else "no error line in the log")
+    except (ClientError, BotoCoreError) as exc:
+        return ScriptError("", where, explain(exc).message)
+
+
+def failed_ingest_records(s3: Any, bucket: str, execution: str, groups: list[str]) -> list[dict[str, Any]]:
+    """Every failed record "Summarise ingest" wrote for this execution, each with its group: one file a
+    group (the groups that did not fail have none)."""
+    records: list[dict[str, Any]] = []
+    for group in groups:
+        key = f"{INGEST_RESULTS.format(execution=execution, group=group)}/{FAILED_RECORDS_FILE}"
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND:
+                continue
+            raise
+        records += [{"group": group, **record} for record in parse_json(body.decode("utf-8")).get("failed", [])]
+    return records
+
+
+def is_ingest_failure(error: str) -> bool:
+    return error == IngestError.__name__

@@ -1,0 +1,265 @@
+"""The CLI's local backend: runs of the local pipeline in a workspace (`.local/`), read back from their
+run.json, their scores, the local model registry, and one customer predicted from the local online store."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from churn.config import PipelineSettings
+from churn.csv_input import InputValidationError
+from churn.derivations import DERIVATIONS, DerivationError
+from churn.layout import SCORES_FILE, SCORES_PREFIX
+from churn.schema import FeatureSpec, SpecError
+from churn.scoring import ScoringError, read_scores
+from churn.sql import NO_CUTOFF
+from pipeline.backends import (
+    EXIT_BAD_INPUT,
+    OnlinePrediction,
+    OperatorError,
+    RunListing,
+    RunRequest,
+    RunResult,
+    Scores,
+    check_run_name,
+)
+from pipeline.fast_validate import validate_file_fast
+from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
+from pipeline.local_aws.registry import ModelEntry
+from pipeline.prediction import online_features, predict_artifact
+from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, LocalPipeline, PipelineFailed, Reporter, Workspace
+
+RUN_FILE = "run.json"  # what the runner writes in each run's directory
+FIX_THE_FILE = "fix the file and run again; nothing was written"
+RUN_LOCALLY = "train one with `python -m pipeline run --local`"
+
+
+def _bad_input(exc: Exception) -> OperatorError:
+    return OperatorError(str(exc), FIX_THE_FILE, error="InputValidationError", exit_code=EXIT_BAD_INPUT)
+
+
+def load_spec(path: Path) -> FeatureSpec:
+    try:
+        return FeatureSpec.load(path)
+    except SpecError as exc:
+        raise OperatorError(str(exc), "create one with `python -m pipeline spec infer PATH --id COLUMN --label "
+                            "COLUMN`", error="SpecError", exit_code=EXIT_BAD_INPUT) from None
+
+
+def settings_with(threshold: float | None) -> PipelineSettings:
+    """The default settings, with the quality threshold a user gave if it is one the stack would accept."""
+    settings = PipelineSettings()
+    if threshold is None:
+        return settings
+    settings = PipelineSettings(**{**settings.to_dict(), "quality_threshold": threshold})
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise OperatorError(f"--threshold: {exc}", "e.g. --threshold 0.8 (the stack's quality_threshold takes the "
+                            "same)", error="InvalidThreshold", exit_code=EXIT_BAD_INPUT) from None
+    return settings
+
+
+def input_path(spec: FeatureSpec, spec_path: Path, data: Path | None) -> Path:
+    """The run's input: a CSV (one group), the file a derivation reads, or a folder of `<group>.csv`."""
+    several = not spec.is_single_group and not spec.derive
+    if data is None:
+        if spec_path.resolve() != DEFAULT_SPEC.resolve():
+            raise OperatorError(f"--data is needed with --spec {spec_path}",
+                                "a folder of <group>.csv, one a feature group" if several else
+                                "the file the spec's feature groups are read from", error="InputNotFound",
+                                exit_code=EXIT_BAD_INPUT)
+        return DEFAULT_DATA
+    if several and not data.is_dir():
+        names = ", ".join(f"{g.name}.csv" for g in spec.all_groups)
+        raise OperatorError(f"--data {data} is not a folder", f"the spec has several feature groups: pass a folder "
+                            f"holding {names}", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+    if not several and not data.is_file():
+        raise OperatorError(f"--data {data} is not a file", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+    return data
+
+
+def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
+    """Validate one input file here, as the run would: the spec's one group's CSV, the file its derivation
+    reads, or (several groups) the CSV of `group`. Returns what was checked."""
+    try:
+        if spec.derive:
+            with open(path, encoding="utf-8-sig") as lines:
+                derived = DERIVATIONS[spec.derive](lines, str(path))
+            return f"derives {', '.join(derived)}"
+        if group is None and not spec.is_single_group:
+            raise OperatorError(f"{spec.origin} has several feature groups: which one is {path} for?",
+                                "pass --group NAME, one of " + ", ".join(g.name for g in spec.all_groups),
+                                error="InvalidGroup", exit_code=EXIT_BAD_INPUT)
+        return f"{validate_file_fast(str(path), spec.group(group) if group else spec.groups[0]).rows} rows"
+    except (ValueError, OSError) as exc:  # InputValidationError, DerivationError, undecodable bytes
+        raise OperatorError(str(exc), "fix the file and try again; nothing was uploaded", error="InputValidationError",
+                            exit_code=EXIT_BAD_INPUT) from None
+    except KeyError as exc:
+        raise OperatorError(str(exc.args[0]), error="InvalidGroup", exit_code=EXIT_BAD_INPUT) from None
+
+
+def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResult:
+    """A local run as the CLI shows it, from the runner's outcome (its run.json)."""
+    failed = run.get("status") == "FAILED"
+    seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
+    return RunResult(
+        status=run.get("status", "?"), run_id=run.get("run_id", "?"), feature_groups=run.get("feature_groups", {}),
+        knowledge_cutoff="" if run.get("knowledge_cutoff", NO_CUTOFF) == NO_CUTOFF else run["knowledge_cutoff"],
+        records_ingested=run.get("records_ingested"), training_rows=run.get("training_rows"), auc=run.get("auc"),
+        gate=run.get("gate") or "", split=run.get("split") or {}, model_version=str(run.get("model_version") or ""),
+        model_artifact=run.get("model_artifact") or "", report=run.get("report") or "",
+        customers_scored=run.get("customers_scored") or None, scores_uri=run.get("scores") or "",
+        top_customers=run.get("top_customers") or [], error=run.get("error") or "", cause=run.get("cause") or "",
+        hint=f"run directory: {run.get('run_dir')}" if failed else "", started=started, duration_seconds=seconds,
+        step_seconds=run.get("step_seconds", {}), run_dir=run.get("run_dir", ""),
+    )
+
+
+class LocalBackend:
+    def __init__(self, workspace: Path):
+        self.workspace = Workspace(workspace)
+
+    # -- run, status, runs --------------------------------------------------------------------
+    def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
+        spec = load_spec(request.spec or DEFAULT_SPEC)
+        settings = settings_with(request.threshold)
+        data = input_path(spec, request.spec or DEFAULT_SPEC, request.data)
+        if request.name:
+            check_run_name(request.name)
+            if (self.workspace.runs / request.name).exists():
+                raise OperatorError(f"a local run named '{request.name}' already exists in {self.workspace.runs}",
+                                    "choose another --name, or leave it out to get a generated one",
+                                    error="RunExists", exit_code=EXIT_BAD_INPUT)
+        pipeline = LocalPipeline(spec=spec, settings=settings, workspace=self.workspace, reporter=reporter)
+        groups = ", ".join(pipeline.feature_groups.values())
+        reporter.run_started(f"Local run on {data} (feature group{'s' if len(pipeline.feature_groups) > 1 else ''} "
+                             f"{groups})", () if spec.is_single_group else tuple(pipeline.feature_groups))
+        began = datetime.now(UTC)
+        try:
+            outcome = pipeline.run(data, run_id=request.name, knowledge_cutoff=request.knowledge_cutoff)
+        except (InputValidationError, DerivationError) as exc:
+            raise _bad_input(exc) from None
+        except PipelineFailed as exc:
+            outcome = exc.outcome  # type: ignore[attr-defined]
+        except StoreLayoutError as exc:
+            raise OperatorError(str(exc), error="StoreLayoutError") from None
+        result = _run_result(outcome.to_dict(), began)
+        result.id_column = spec.record_identifier.name
+        return result
+
+    def _load(self, path: Path) -> RunResult | None:
+        """A run.json, with its start: when it was written less the time its steps took."""
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        result = _run_result(run)
+        result.started = datetime.fromtimestamp(path.stat().st_mtime - (result.duration_seconds or 0), tz=UTC)
+        return result
+
+    def _run_dir(self, run_id: str) -> Path:
+        if run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id:
+            raise OperatorError(f"no local run '{run_id}' in {self.workspace.runs}",
+                                "list them with `python -m pipeline runs --local`", error="RunNotFound")
+        return self.workspace.runs / run_id
+
+    def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
+        result = self._load(self._run_dir(name) / RUN_FILE)
+        if result is None:
+            raise OperatorError(f"no local run '{name}' in {self.workspace.runs}",
+                                "list them with `python -m pipeline runs --local`", error="RunNotFound")
+        groups = result.feature_groups
+        reporter.run_started(f"Local run {name} (feature group{'s' if len(groups) > 1 else ''} "
+                             f"{', '.join(groups.values()) or '-'})", tuple(groups) if len(groups) > 1 else ())
+        steps = list(result.step_seconds.items())
+        for i, (step, seconds) in enumerate(steps):
+            if result.status == "FAILED" and i == len(steps) - 1:
+                reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
+            else:
+                reporter.step_finished(step, seconds, "")
+        return result
+
+    def runs(self, limit: int) -> RunListing:
+        found = [run for run in map(self._load, self.workspace.runs.glob(f"*/{RUN_FILE}")) if run]
+        found.sort(key=lambda run: run.started or datetime.min.replace(tzinfo=UTC), reverse=True)
+        if not found:
+            raise OperatorError(f"no local runs in {self.workspace.runs}",
+                                "start one with `python -m pipeline run --local`", error="RunNotFound")
+        return RunListing(f"Local runs in {self.workspace.root}", found[:limit], "")
+
+    # -- scores and predictions ------------------------------------------------------------------
+    def latest_approved(self) -> ModelEntry:
+        try:
+            entry = self.workspace.registry.latest_approved()
+        except RuntimeError as exc:
+            raise OperatorError(str(exc), error="RegistryError") from None
+        if entry is None:
+            raise OperatorError(f"no approved model in {self.workspace.registry.path}", RUN_LOCALLY,
+                                error="NoApprovedModel")
+        return entry
+
+    def scores(self, run_id: str | None, top: int) -> Scores:
+        run_id = run_id or self.latest_approved().run_id
+        path = self._run_dir(run_id) / SCORES_PREFIX / SCORES_FILE
+        if not path.is_file():
+            raise OperatorError(f"run '{run_id}' has no scores ({path} does not exist)",
+                                "scores are written by a run that passed the quality gate; list runs with "
+                                "`python -m pipeline runs --local`", error="ScoresNotFound")
+        try:
+            with open(path, encoding="utf-8", newline="") as lines:
+                id_column, rows = read_scores(lines, str(path), top)
+        except ScoringError as exc:
+            raise OperatorError(str(exc), error="InvalidScores") from None
+        return Scores(run_id, str(path), id_column, rows)
+
+    def predict(self, record_id: str, features: int) -> OnlinePrediction:
+        entry = self.latest_approved()
+        groups = self._feature_groups(entry.run_id)
+        if not self.workspace.feature_store.is_dir():
+            raise OperatorError(f"no local feature store in {self.workspace.root}", RUN_LOCALLY,
+                                error="NoFeatureStore")
+        try:
+            with LocalFeatureStore(self.workspace.feature_store) as store:
+                values, read = online_features(store, store, groups, record_id, "python -m pipeline scores --local")
+        except ClientError as exc:
+            raise OperatorError(exc.response["Error"].get("Message", str(exc)), RUN_LOCALLY,
+                                error=exc.response["Error"].get("Code", "Error")) from None
+        except StoreLayoutError as exc:
+            raise OperatorError(str(exc), "train again with `python -m pipeline run --local`",
+                                error="StoreLayoutError") from None
+        prediction = predict_artifact(Path(entry.model_artifact), entry.model_artifact, record_id, values, features)
+        return OnlinePrediction(prediction, str(entry.version), entry.model_artifact, read)
+
+    def _feature_groups(self, run_id: str) -> dict[str, str]:
+        path = self._run_dir(run_id) / RUN_FILE
+        try:
+            groups = json.loads(path.read_text(encoding="utf-8")).get("feature_groups")
+        except (OSError, ValueError):
+            groups = None
+        if not groups:
+            raise OperatorError(f"cannot tell which feature groups the approved model's run used ({path} is "
+                                "missing or names none)", "train a new model with `python -m pipeline run --local`",
+                                error="RunNotFound")
+        return dict(groups)
+
+    # -- local only ---------------------------------------------------------------------------------
+    def cross_validate(self, spec_path: Path, data: Path | None, folds: int, reporter: Reporter) -> dict[str, Any]:
+        spec = load_spec(spec_path)
+        pipeline = LocalPipeline(spec=spec, settings=PipelineSettings(), workspace=self.workspace, reporter=reporter)
+        try:
+            return pipeline.cross_validate(input_path(spec, spec_path, data), folds)
+        except (InputValidationError, DerivationError) as exc:
+            raise _bad_input(exc) from None
+        except PipelineFailed as exc:
+            raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
+
+    def models(self) -> list[ModelEntry]:
+        entries = self.workspace.registry.entries()
+        if not entries:
+            raise OperatorError("no models registered yet", RUN_LOCALLY, error="NoModels")
+        return entries
