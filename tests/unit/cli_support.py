@@ -8,8 +8,8 @@ import botocore.loaders
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-
-REGION = "us-east-1"
+from tests.support.moto import REGION as REGION  # the CLI tests' region
+from tests.support.moto import fake_aws_environment
 # Each CLI call makes a fresh boto3 session, which re-reads botocore's JSON models (most of a CLI test's
 # run time on moto); one shared, caching loader keeps the tests fast.
 SHARED_LOADER = botocore.loaders.create_loader()
@@ -43,18 +43,8 @@ def summary_value(out: str, label: str) -> str:
 
 
 def use_fake_aws(monkeypatch, tmp_path) -> None:
-    """Fake credentials and region; nothing from the developer's own AWS setup."""
+    """Fake credentials and region (tests/support/moto.py), and one botocore loader for every session."""
     import botocore.session
 
-    empty = tmp_path / "empty-aws-config"
-    empty.write_text("")
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fake_aws_environment(monkeypatch, tmp_path)
     monkeypatch.setattr(botocore.session, "create_loader", lambda *args, **kwargs: SHARED_LOADER)

@@ -20,7 +20,6 @@ import botocore.httpsession
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
-from moto.stepfunctions.parser.asl.component.common.error_name.error_name import ErrorName
 from moto.stepfunctions.parser.asl.component.state.fail import state_fail
 
 from churn import steps
@@ -35,6 +34,7 @@ from pipeline.execution_progress import Execution, HistoryReader, ProgressTracke
 from pipeline.failure_explanations import TRAINING_JOB_LOG_GROUP, readable_cause, training_script_error
 from pipeline.local_aws.training_job import run_training
 from pipeline.runner import TRAINING_DIR
+from tests.support.moto import ReraisedErrorName
 from tests.unit.cli_support import REGION, invoke, last_json, one_error_line, summary_value, use_fake_aws
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,11 +148,6 @@ class Stack(dict):
     sfn: Any
 
 
-class _ReraisedErrorName(ErrorName):
-    """A Fail state may re-raise a caught `States.*` error (the pipeline's "Pipeline failed" does, by
-    ErrorPath); moto 5.2.5 refuses such names (tests/infra/sfn_harness.py patches the same)."""
-
-
 def failed_ingest(s3: Any, bucket: str) -> str:
     """What "Summarise ingest" does with a Map whose batches reported failed records: it writes the
     failures file and raises IngestError; returns the cause the execution fails with."""
@@ -172,7 +167,7 @@ def failed_ingest(s3: Any, bucket: str) -> str:
 @pytest.fixture
 def stack(spec, monkeypatch):
     """The stack "deployed" in moto, with moto's Step Functions interpreter running executions."""
-    monkeypatch.setattr(state_fail, "CustomErrorName", _ReraisedErrorName)
+    monkeypatch.setattr(state_fail, "CustomErrorName", ReraisedErrorName)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         session = boto3.Session(region_name=REGION)
         s3, sfn, cloudformation = session.client("s3"), session.client("stepfunctions"), session.client(
