@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from tests.support.moto import REGION as REGION  # the CLI tests' region
 from tests.support.moto import fake_aws_environment
+
 # Each CLI call makes a fresh boto3 session, which re-reads botocore's JSON models (most of a CLI test's
 # run time on moto); one shared, caching loader keeps the tests fast.
 SHARED_LOADER = botocore.loaders.create_loader()
