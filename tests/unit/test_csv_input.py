@@ -3,7 +3,7 @@
 import pytest
 
 from churn.csv_input import InputValidationError, iter_raw_rows, validate_file
-from churn.schema import FeatureSpec
+from tests.support.specs import HISTORY
 
 HEADER = None
 
@@ -148,14 +148,6 @@ def test_a_value_with_a_line_break_is_rejected_at_its_first_line(group, tmp_path
     expect_error(group, write(tmp_path, "\n".join(lines) + "\n"), line=4, column="Contract", match="line break")
 
 
-HISTORY = FeatureSpec.from_dict({
-    "feature_groups": [{"name": "activity", "record_identifier": {"name": "customer_id", "type": "String"},
-                        "event_time": {"name": "event_time", "source": "snapshot", "type": "String"},
-                        "features": [{"name": "visits", "type": "Integral"}]}],
-    "labels": {"record_identifier": {"name": "customer_id", "type": "String"},
-               "event_time": {"name": "observed", "source": "observed", "type": "String"},
-               "label": {"name": "churned", "type": "Integral"}},
-}).group("activity")
 
 
 def test_a_history_has_one_row_per_record_and_event_time(tmp_path):

@@ -8,8 +8,6 @@ through churn.ingest.ingest_batch.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from itertools import islice
 from pathlib import Path
 
@@ -21,22 +19,14 @@ from botocore.exceptions import ClientError
 from churn.csv_input import iter_raw_rows
 from churn.features import to_feature_store_record, to_record
 from churn.ingest import Backoff, ingest_batch
+from tests.support.specs import fake_featurestore_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "fake-endpoint-test"
 T1 = "2026-11-26T07:07:54.120Z"
 
 
-def _load_fake_endpoint():
-    path = ROOT / "bench" / "fake_featurestore_endpoint.py"
-    spec = importlib.util.spec_from_file_location("fake_featurestore_endpoint", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_fake_endpoint()
+fake = fake_featurestore_endpoint()
 
 
 @pytest.fixture

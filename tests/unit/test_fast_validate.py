@@ -20,8 +20,9 @@ import pipeline.fast_validate as fv
 from churn import csv_input
 from churn.config import PipelineSettings
 from churn.csv_input import CsvSummary, InputValidationError, validate_file
-from churn.schema import Feature, FeatureSpec
+from churn.schema import Feature
 from pipeline.fast_validate import PY_WHITESPACE, precheck, validate_file_fast
+from tests.support.specs import HISTORY
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "data" / "churn.spec.json"
 
@@ -408,14 +409,6 @@ def test_generated_files_agree(group, tmp_path, telco_rows):
     assert min(seen.values()) >= 20, seen
 
 
-HISTORY = FeatureSpec.from_dict({
-    "feature_groups": [{"name": "activity", "record_identifier": {"name": "customer_id", "type": "String"},
-                        "event_time": {"name": "event_time", "source": "snapshot", "type": "String"},
-                        "features": [{"name": "visits", "type": "Integral"}]}],
-    "labels": {"record_identifier": {"name": "customer_id", "type": "String"},
-               "event_time": {"name": "observed", "source": "observed", "type": "String"},
-               "label": {"name": "churned", "type": "Integral"}},
-}).group("activity")
 
 
 @pytest.mark.parametrize(("rows", "expected", "vouched"), [

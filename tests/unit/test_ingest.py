@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -22,35 +20,18 @@ from churn.csv_input import FIRST_DATA_LINE, iter_raw_rows
 from churn.handlers import _runtime
 from churn.handlers import ingest as ingest_handler
 from churn.ingest import BATCH_WRITE_MAX_ENTRIES, Backoff, ingest_batch, target_stores
-from churn.schema import FeatureSpec
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.runner import create_feature_group
+from tests.support.specs import HISTORY, HISTORY_SPEC, fake_featurestore_endpoint
 from tests.unit.lambda_support import FakeContext
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "test-churn-features"
 T1 = "2026-11-26T07:07:54.120Z"
 NO_WAIT = Backoff(sleep=lambda seconds: None)
-HISTORY = FeatureSpec.from_dict({
-    "feature_groups": [{"name": "activity", "record_identifier": {"name": "customer_id", "type": "String"},
-                        "event_time": {"name": "event_time", "source": "snapshot", "type": "String"},
-                        "features": [{"name": "visits", "type": "Integral"}]}],
-    "labels": {"record_identifier": {"name": "customer_id", "type": "String"},
-               "event_time": {"name": "observed", "source": "observed", "type": "String"},
-               "label": {"name": "churned", "type": "Integral"}},
-})
 
 
-def _load_fake_endpoint():
-    path = ROOT / "bench" / "fake_featurestore_endpoint.py"
-    spec = importlib.util.spec_from_file_location("fake_featurestore_endpoint", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_fake_endpoint()
+fake = fake_featurestore_endpoint()
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +137,7 @@ def test_the_same_batch_twice_is_idempotent(store, group, rows):
 
 
 def test_history_goes_offline_and_each_entity_latest_version_online_too(tmp_path):
-    group = HISTORY.group("activity")
+    group = HISTORY
     snapshots = [("a", "2026-01-01", 1), ("a", "2026-03-01", 3), ("b", "2026-02-01", 7), ("a", "2026-02-01", 2)]
     rows = [(FIRST_DATA_LINE + i, {"customer_id": c, "snapshot": t, "visits": str(v)})
             for i, (c, t, v) in enumerate(snapshots)]
@@ -171,7 +152,7 @@ def test_history_goes_offline_and_each_entity_latest_version_online_too(tmp_path
 
 
 def test_an_offline_only_group_never_writes_online():
-    labels = HISTORY.labels
+    labels = HISTORY_SPEC.labels
     assert target_stores([{"customer_id": "a", "observed": "t"}], labels) == [["OfflineStore"]]
 
 

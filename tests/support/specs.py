@@ -1,0 +1,34 @@
+"""Feature specs and test doubles the tests share: a history group, the fake Feature Store endpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from churn.schema import FeatureSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Two groups: `activity` is a history (its rows carry their own event times, column `snapshot`), and the
+# labels are observed at `observed`.
+HISTORY_SPEC = FeatureSpec.from_dict({
+    "feature_groups": [{"name": "activity", "record_identifier": {"name": "customer_id", "type": "String"},
+                        "event_time": {"name": "event_time", "source": "snapshot", "type": "String"},
+                        "features": [{"name": "visits", "type": "Integral"}]}],
+    "labels": {"record_identifier": {"name": "customer_id", "type": "String"},
+               "event_time": {"name": "observed", "source": "observed", "type": "String"},
+               "label": {"name": "churned", "type": "Integral"}},
+})
+HISTORY = HISTORY_SPEC.group("activity")
+
+
+def fake_featurestore_endpoint() -> ModuleType:
+    """bench/fake_featurestore_endpoint.py (the benchmark's Feature Store runtime over HTTP) as a module."""
+    path = ROOT / "bench" / "fake_featurestore_endpoint.py"
+    spec = importlib.util.spec_from_file_location("fake_featurestore_endpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
