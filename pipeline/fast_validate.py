@@ -248,8 +248,8 @@ def _check_block(block: bytes, limit: int) -> bool:
     with blank lines (a blank line followed by data is refused here)."""
     if b'"' in block and not _simple_quotes(block, limit):
         raise _CannotVouch("quotes other than simple one-line quoted fields")
-    blank = _BLANK_LINE.search(block)
-    if blank and block[blank.end():].strip():
+    blank = _blank_line_end(block)
+    if blank is not None and block[blank:].strip():
         raise _CannotVouch("a blank line inside the data")
     if b"\x00" in block:
         raise _CannotVouch("a NUL byte")
@@ -264,8 +264,16 @@ def _check_block(block: bytes, limit: int) -> bool:
     return blank is not None
 
 
+def _blank_line_end(block: bytes) -> int | None:
+    """Where the block's first empty line ends (a block starts at the start of a line), None if none.
+    A line of only spaces or tabs is not looked for: pyarrow refuses it, so the reference judges it."""
+    if block.startswith((b"\n", b"\r\n")):
+        return block.index(b"\n") + 1
+    ends = [at + len(gap) for gap in (b"\n\n", b"\n\r\n") if (at := block.find(gap)) >= 0]
+    return min(ends) if ends else None
+
+
 _BARE_CR = re.compile(rb"\r(?!\n)")
-_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t]*\r?\n")  # a block starts at the start of a line
 _QUOTE, _COMMA, _LF, _CR = (ord(c) for c in '",\n\r')
 
 

@@ -1,12 +1,12 @@
 """Local "Ingest features": the ingest Lambda's batch code over a feature group's validated file.
 
 On AWS each Distributed Map batch runs in a Lambda container of its own. Here a large file is cut
-into chunks of whole lines and the chunks go to worker processes (converting rows and validating
-records is Python work that holds the GIL, so threads would use one core); each worker is one
-"container" with its own local feature store on the shared root, running `churn.ingest.ingest_batch`
-on batches of the state machine's size, and flushing what it wrote at the end of every chunk. A small
-file is ingested in this process: starting workers would cost more than a second core saves. Lines
-can be cut anywhere because "Validate input" admits no value with a line break.
+into one share of whole lines a worker process (converting rows and validating records is Python
+work that holds the GIL, so threads would use one core); each worker is one "container" with its own
+local feature store on the shared root, reads its share of the file itself and runs
+`churn.ingest.ingest_batch` on batches of the state machine's size. A small file is ingested in this
+process: starting workers would cost more than a second core saves. Lines can be cut anywhere
+because "Validate input" admits no value with a line break.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,6 @@ from pipeline.local_aws.feature_store import LocalFeatureStore
 
 # Files this big or larger go to worker processes (bench/README.md: where threads and processes cross).
 PARALLEL_INGEST_MIN_BYTES = 5 * 2**20
-CHUNK_BYTES = 4 * 2**20  # a worker's unit of work: small enough to keep both cores busy to the end
-
-_store: LocalFeatureStore | None = None  # a worker process's own store
 
 
 def _batches(rows: Iterator[tuple[int, dict[str, str]]], size: int) -> Iterator[list[tuple[int, dict[str, str]]]]:
@@ -49,55 +46,62 @@ def _ingest_stream(store: LocalFeatureStore, stream: io.BufferedIOBase, job: dic
     return total
 
 
-def _open_worker_store(root: str, store_args: dict[str, Any]) -> None:
-    global _store  # noqa: PLW0603 - one store per worker process, like one client per Lambda container
-    _store = LocalFeatureStore(root, **store_args)
+class _Share(io.RawIOBase):
+    """The file's header line, then its bytes [start, end): a share read as a CSV file of its own."""
+
+    def __init__(self, stream: io.BufferedIOBase, start: int, end: int):
+        self.stream, self.pending, self.left = stream, stream.readline(), end - start
+        stream.seek(start)
+
+    def read(self, size: int = -1) -> bytes:
+        if self.pending:
+            head, self.pending = self.pending, b""
+            return head
+        data = self.stream.read(self.left if size < 0 else min(size, self.left))
+        self.left -= len(data)
+        return data
 
 
-def _ingest_chunk(job: dict[str, Any], header: bytes, chunk: bytes, first_line: int) -> dict[str, Any]:
-    assert _store is not None
-    result = _ingest_stream(_store, io.BytesIO(header + chunk), job, first_line)
-    _store.flush()  # the pool has no end-of-worker hook: everything a chunk wrote is on disk when it returns
-    return result.to_dict()
+def _ingest_share(job: dict[str, Any], store_args: dict[str, Any], start: int, end: int, first_line: int
+                  ) -> dict[str, Any]:
+    """A worker process: the lines in bytes [start, end) of the file, into a store of its own."""
+    with open(job["source"], "rb") as stream, LocalFeatureStore(**store_args) as store:
+        return _ingest_stream(store, _Share(stream, start, end), job, first_line).to_dict()
 
 
-def _chunks(stream: io.BufferedIOBase) -> Iterator[tuple[bytes, int]]:
-    """(chunk of whole lines, the file line it starts on) after the header, CHUNK_BYTES at a time."""
-    pending, line = b"", FIRST_DATA_LINE
-    while block := stream.read(CHUNK_BYTES):
-        pending += block
-        cut = pending.rfind(b"\n") + 1
-        if cut:
-            yield pending[:cut], line
-            line += pending.count(b"\n", 0, cut)
-            pending = pending[cut:]
-    if pending:
-        yield pending, line
+def _shares(path: Path, parts: int) -> list[tuple[int, int, int]]:
+    """(start, end, first line) of `parts` byte ranges of whole lines after the header."""
+    with open(path, "rb") as stream:
+        stream.readline()
+        begin, size = stream.tell(), path.stat().st_size
+        cuts = [begin]
+        for part in range(1, parts):
+            stream.seek(max(cuts[-1], begin + (size - begin) * part // parts))
+            stream.readline()  # on to the end of the line the cut fell into
+            cuts.append(stream.tell())
+        cuts.append(size)
+        shares, line = [], FIRST_DATA_LINE
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            stream.seek(start)
+            shares.append((start, end, line))
+            line += stream.read(end - start).count(b"\n")
+    return [share for share in shares if share[0] < share[1]]
 
 
 def ingest_file(store: LocalFeatureStore, path: Path, *, group: FeatureGroupSpec, feature_group_name: str,
                 event_time: str, batch_size: int, processes: int) -> BatchResult:
-    """Ingest a validated CSV into the group, in worker processes when it is large; the totals."""
+    """Ingest a validated CSV into the group, a share of its lines a worker process when it is large."""
     job = {"source": str(path), "group": group, "feature_group_name": feature_group_name, "event_time": event_time,
            "batch_size": batch_size}
     if processes < 2 or path.stat().st_size < PARALLEL_INGEST_MIN_BYTES:
         with open(path, "rb") as stream:
             return _ingest_stream(store, stream, job)
     store.flush()  # the workers' stores read the group's state from disk
+    store_args = {"root": str(store.root), "account": store.account, "region": store.region,
+                  "flush_rows": store.flush_rows}
     total = BatchResult()
-    settings = {"account": store.account, "region": store.region, "flush_rows": store.flush_rows}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each, as a Lambda container is
-    with open(path, "rb") as stream, ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_open_worker_store, initargs=(str(store.root), settings)
-    ) as pool:
-        header = stream.readline()
-        pending: set[Future[dict[str, Any]]] = set()
-        for chunk, line in _chunks(stream):
-            pending.add(pool.submit(_ingest_chunk, job, header, chunk, line))
-            if len(pending) >= 2 * processes:  # bounded: the file is streamed, not loaded
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    total.add(future.result())
-        for future in pending:
-            total.add(future.result())
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        for result in [pool.submit(_ingest_share, job, store_args, *share) for share in _shares(path, processes)]:
+            total.add(result.result())
     return total

@@ -98,13 +98,15 @@ def iter_raw_rows(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> Ite
                 raise InputValidationError(
                     source, "a blank line inside the data (blank lines may only end the file)", line=blank
                 )
-            _check_row(row, header, source, line)
+            if len(row) != len(header) or previous != line:
+                _check_row(row, header, source, line)
             yield line, dict(zip(header, row, strict=True))
     except csv.Error as exc:
         raise InputValidationError(source, f"malformed CSV ({exc})", line=reader.line_num) from None
 
 
 def _check_row(row: list[str], header: list[str], source: str, line: int) -> None:
+    """A row that is not one line of the header's width (a quoted value may go on over lines) fails here."""
     if len(row) != len(header):
         raise InputValidationError(source, f"expected {len(header)} fields as in the header, found {len(row)}",
                                    line=line)
@@ -159,6 +161,8 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> C
     id_name, time_name = group.record_identifier.name, group.event_time.name
     raw = iter_raw_rows(stream, source, group)
     for line, record in iter_records(raw, source, group, "1970-01-01T00:00:00.000Z"):
+        if "\r" in "".join(record.values()):
+            _carriage_return(record, source, group, line)
         key = (record[id_name], record[time_name])
         if key in first_line:
             at = f" at {key[1]}" if group.has_history else ""
@@ -172,6 +176,14 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> C
     if not first_line:
         raise InputValidationError(source, "the file has a header but no data rows")
     return CsvSummary(rows=len(first_line))
+
+
+def _carriage_return(record: dict[str, str], source: str, group: FeatureGroupSpec, line: int) -> None:
+    """A quoted value may hold a carriage return on one line; batch scoring would cut it like a line break."""
+    columns = {f.name: f.source_column for f in group.all_features}
+    name, value = next((n, v) for n, v in record.items() if "\r" in v)
+    raise InputValidationError(source, f"the value holds a line break (value {value!r}); every record must fit on "
+                               "one line", line=line, column=columns.get(name, name))
 
 
 def validate_file(path: str, group: FeatureGroupSpec) -> CsvSummary:

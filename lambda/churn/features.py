@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from churn.schema import Feature, FeatureGroupSpec
 
@@ -119,6 +120,23 @@ def _event_time_of(row: Mapping[str, str | None], group: FeatureGroupSpec) -> st
     return canonical
 
 
+_Conversions = tuple[tuple[str, str, Any, Feature], ...]
+_CONVERSIONS: dict[int, tuple[FeatureGroupSpec, _Conversions]] = {}
+
+
+def _conversions(group: FeatureGroupSpec) -> _Conversions:
+    """(source column, feature name, converter, feature) of each feature: to_record runs once a row, so
+    the lookups are made once a group (a spec is immutable). Kept by identity: hashing a group's fields
+    would cost more than the lookups."""
+    cached = _CONVERSIONS.get(id(group))
+    if cached is None or cached[0] is not group:
+        if len(_CONVERSIONS) > 64:
+            _CONVERSIONS.clear()
+        cached = _CONVERSIONS[id(group)] = (group, tuple((f.source_column, f.name, _CONVERTERS[f.type], f)
+                                                         for f in group.features))
+    return cached[1]
+
+
 def to_record(row: Mapping[str, str | None], group: FeatureGroupSpec, event_time: str) -> dict[str, str]:
     """Convert one raw row (CSV column -> text) to a record (feature name -> Feature Store string).
 
@@ -131,10 +149,11 @@ def to_record(row: Mapping[str, str | None], group: FeatureGroupSpec, event_time
         raise RowError("the record identifier is empty", column=id_feature.source_column, value="")
     own_time = _event_time_of(row, group) if group.has_history else event_time
     record = {id_feature.name: record_id, group.event_time.name: own_time}
-    for feature in group.features:
-        value = parse_value(feature, row.get(feature.source_column))
-        if value is not None:
-            record[feature.name] = value
+    get = row.get
+    for source, name, convert, feature in _conversions(group):
+        value = get(source)
+        if value is not None and (text := value.strip()):
+            record[name] = text if convert is None else convert(text, feature, value)
     label = group.label
     if label is not None:
         label_value = row.get(label.source_column)
