@@ -37,6 +37,14 @@ def test_rank_orders_by_probability_then_id_and_numbers_from_one():
     assert ranked.top(1) == [Score("b", 0.9, 1)]
 
 
+def test_rank_with_many_ties_is_probability_descending_then_id():
+    rng = np.random.default_rng(3)
+    ids = [f"{i:05d}" for i in rng.permutation(5_000)]
+    pairs = list(zip(ids, rng.choice([0.0, 0.25, 0.5, 1.0, *rng.random(20)], size=5_000).tolist(), strict=True))
+    ranked = rank(pairs)
+    assert list(zip(ranked.record_ids, ranked.probabilities, strict=True)) == sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+
 @pytest.mark.parametrize(
     ("pairs", "message"),
     [
