@@ -203,7 +203,7 @@ def run_ours(endpoint: Endpoint, data: Path, rows: int, group: str, *, lambdas: 
         "failed_examples": [f for o in outcomes for f in o["failed"]][:5],
         "handler_calls": sum(o["calls"] for o in outcomes),
         "seconds": seconds, "lambdas": lambdas, "workers": workers, "batch_size": batch_size,
-        "retry_mode": retry_mode or "adaptive (the Lambda's client)",
+        "retry_mode": retry_mode or "standard (the Lambda's client as deployed)",
         "cpu_seconds": sum(o["cpu_seconds"] for o in outcomes), "endpoint_cpu_seconds": endpoint_cpu,
         "machine_busy_seconds": busy, "endpoint": endpoint.stats(),
     }

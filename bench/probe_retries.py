@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/probe_retries.py
 
-botocore's adaptive mode (what the ingest Lambda's client uses) adds a client-side token bucket to
-the standard mode's backoff: each throttled response sets the allowed send rate to 0.7 x the
-measured rate (CUBIC), floor 0.5 request/s, and the rate is measured in 0.5 s buckets. So a
-client throttled before it has measured any rate -- a cold Lambda container -- or throttled on
-many requests at once is held to a few requests per second until CUBIC regrows the rate. This
-probe puts N records through 8 threads sharing one client (as one Lambda invocation does),
-every record's first attempt throttled by the fake endpoint, and prints the time.
+botocore's adaptive mode (once the ingest Lambda's client; it uses standard mode since this probe
+and bench/README.md showed what follows) adds a client-side token bucket to the standard mode's
+backoff: each throttled response sets the allowed send rate to 0.7 x the measured rate (CUBIC),
+floor 0.5 request/s, and the rate is measured in 0.5 s buckets. So a client throttled before it has
+measured any rate -- a cold Lambda container -- or throttled on many requests at once is held to a
+few requests per second until CUBIC regrows the rate. This probe puts N records through 8 threads
+sharing one client (as one Lambda invocation does), every record's first attempt throttled by the
+fake endpoint, and prints the time.
 """
 
 from __future__ import annotations

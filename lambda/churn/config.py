@@ -17,7 +17,7 @@ class PipelineSettings:
     quality_threshold: float = 0.80  # minimum validation ROC AUC to register a model
     ingest_batch_size: int = 500  # rows per ingest Lambda invocation / local batch
     ingest_max_concurrency: int = 10  # Distributed Map child executions at once
-    ingest_workers: int = 8  # concurrent PutRecord calls inside one batch
+    ingest_workers: int = 8  # BatchWriteRecord calls (25 records each) in flight inside one batch
     training_instance_type: str = "ml.m5.large"
     training_instance_count: int = 1
     training_max_runtime_minutes: int = 60
