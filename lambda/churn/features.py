@@ -168,10 +168,6 @@ def to_feature_store_record(record: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"FeatureName": k, "ValueAsString": v} for k, v in record.items()]
 
 
-def from_feature_store_record(record: list[dict[str, str]]) -> dict[str, str]:
-    return {item["FeatureName"]: item["ValueAsString"] for item in record}
-
-
 def format_event_time(moment: datetime) -> str:
     """A UTC ISO-8601 event time with milliseconds and `Z`, e.g. 2026-11-26T07:07:54.123Z."""
     if moment.tzinfo is None:

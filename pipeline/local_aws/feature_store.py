@@ -459,16 +459,6 @@ class LocalFeatureStore:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(database)}")
         con.execute(f"CREATE OR REPLACE VIEW {quote(database)}.{quote(table)} AS {source}")
 
-    def connect_duckdb(self, name: str, database: str, table: str) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with `attach_duckdb` done."""
-        con = duckdb.connect(":memory:")
-        try:
-            self.attach_duckdb(con, name, database, table)
-        except BaseException:
-            con.close()
-            raise
-        return con
-
 
 def _claim_format(root: Path) -> None:
     """Mark a new store's layout; refuse a root written by an older layout (no migration)."""

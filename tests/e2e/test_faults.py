@@ -17,6 +17,7 @@ from pipeline import runner
 from pipeline.local_aws.feature_store import LocalFeatureStore, client_error
 from pipeline.local_ingest import ingest_file
 from pipeline.runner import LocalPipeline, PipelineFailed, Workspace, create_feature_group
+from tests.support.feature_store import offline_store
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300
@@ -59,7 +60,7 @@ def cut_off_after(calls: int) -> type[LocalFeatureStore]:
 def offline_customers(workspace: Workspace, pipeline: LocalPipeline) -> int:
     (group,) = pipeline.feature_groups.values()
     with LocalFeatureStore(workspace.feature_store) as store:
-        con = store.connect_duckdb(group, "db", "t")
+        con = offline_store(store, group, "db", "t")
         (count,) = con.execute('SELECT count(DISTINCT customer_id) FROM "db"."t"').fetchone()
         con.close()
     return count
@@ -105,7 +106,7 @@ def test_records_written_twice_with_the_same_event_time_count_once(tmp_path, spe
                                  batch_size=SETTINGS.ingest_batch_size, processes=1)
             assert (result.ingested, result.failed_count) == (ROWS, 0)
         store.flush()
-        con = store.connect_duckdb(name, "db", "t")
+        con = offline_store(store, name, "db", "t")
         (written,) = con.execute('SELECT count(*) FROM "db"."t"').fetchone()
         query = training_set_sql(spec, {group.name: table_reference("db", "t")})
         ids = [row[0] for row in con.execute(query.text, [values[p] for p in query.parameters]).fetchall()]

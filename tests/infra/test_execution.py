@@ -24,6 +24,7 @@ from tests.infra.conftest import synthesize
 from tests.infra.featurestore_runtime import InterruptedRuntime, RejectingRuntime
 from tests.infra.sfn_harness import Execution, PipelineHarness
 from tests.infra.sync_jobs import JobOutcome
+from tests.support.feature_store import offline_store
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 300
@@ -80,7 +81,7 @@ def lambda_error(cause: str) -> dict[str, Any]:
 def offline_rows(harness: PipelineHarness, event_time: str | None = None) -> list[tuple]:
     """(customer_id, event_time) of every offline row of the one feature group."""
     ((database, table), (group, _)), = harness.athena.tables.items()
-    con = harness.feature_store.connect_duckdb(group, database, table)
+    con = offline_store(harness.feature_store, group, database, table)
     try:
         where = "WHERE event_time = ?" if event_time else ""
         return con.execute(f'SELECT customer_id, event_time FROM "{database}"."{table}" {where}',

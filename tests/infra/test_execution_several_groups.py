@@ -19,6 +19,7 @@ from churn.sql import AS_OF, KNOWLEDGE_CUTOFF, sql_timestamp, table_reference, t
 from tests.infra.conftest import CDNOW_SPEC, synthesize
 from tests.infra.sfn_harness import PipelineHarness
 from tests.infra.test_execution import CONTEXT
+from tests.support.feature_store import offline_store
 
 SPEC = FeatureSpec.load(CDNOW_SPEC)
 GROUPS = [g.name for g in SPEC.all_groups]  # profile, activity, labels
@@ -76,7 +77,7 @@ def sources_stack(tmp_path_factory, sources_spec):
 
 def offline(harness: PipelineHarness, group: str) -> list[dict[str, object]]:
     ((database, table), (name, _)), = [(k, v) for k, v in harness.athena.tables.items() if f"-{group}-" in v[0]]
-    con = harness.feature_store.connect_duckdb(name, database, table)
+    con = offline_store(harness.feature_store, name, database, table)
     try:
         cursor = con.execute(f'SELECT * FROM "{database}"."{table}"')
         columns = [d[0] for d in cursor.description]

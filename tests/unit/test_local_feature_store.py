@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
-from churn.features import from_feature_store_record, to_feature_store_record
+from churn.features import to_feature_store_record
 from churn.schema import FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore
+from tests.support.feature_store import offline_store, record_values
 
 REPO = Path(__file__).resolve().parents[2]
 TELCO = FeatureSpec.load(REPO / "data" / "churn.spec.json")
@@ -57,7 +58,7 @@ def put(store: LocalFeatureStore, rec: dict[str, str], group: str = GROUP, **kwa
 
 def online(store: LocalFeatureStore, customer_id: str, group: str = GROUP) -> dict[str, str] | None:
     response = store.get_record(FeatureGroupName=group, RecordIdentifierValueAsString=customer_id)
-    return from_feature_store_record(response["Record"]) if "Record" in response else None
+    return record_values(response["Record"]) if "Record" in response else None
 
 
 def data_dir(store: LocalFeatureStore, group: str = GROUP) -> Path:
@@ -79,7 +80,7 @@ def offline_rows(store: LocalFeatureStore, group: str = GROUP) -> list[dict]:
 
 
 def training_set(store: LocalFeatureStore, as_of: str) -> dict[str, dict]:
-    con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
+    con = offline_store(store, GROUP, "churn_db", "churn_features")
     query = training_set_sql(TELCO, {SPEC.name: table_reference("churn_db", "churn_features")})
     cursor = con.execute(query.text, [as_of, NO_CUTOFF])
     names = [d[0] for d in cursor.description]
@@ -621,13 +622,13 @@ def test_several_processes_write_one_root_at_once(tmp_path):
 
 # -- the offline store in DuckDB, and the project's SQL over it ---------------------------------------
 def test_duckdb_view_has_athenas_column_types_before_and_after_data(store):
-    con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
+    con = offline_store(store, GROUP, "churn_db", "churn_features")
     empty = dict(con.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
                  .fetchall())
     query = training_set_sql(TELCO, {SPEC.name: table_reference("churn_db", "churn_features")})
     assert con.execute(query.text, [T1, NO_CUTOFF]).fetchall() == []
     put(store, record("A", T1))
-    filled = store.connect_duckdb(GROUP, "churn_db", "churn_features")
+    filled = offline_store(store, GROUP, "churn_db", "churn_features")
     types = dict(filled.execute('SELECT column_name, column_type FROM (DESCRIBE "churn_db"."churn_features")')
                  .fetchall())
     assert types == empty
@@ -644,7 +645,7 @@ def test_duckdb_compares_write_times_with_athenas_timestamp_parameter(tmp_path):
         fs.flush()  # written at 10:00:00.000
         clock.now += 60
         put(fs, record("B", T1))
-        con = fs.connect_duckdb(GROUP, "db", "features")  # B written at 10:01:00.000
+        con = offline_store(fs, GROUP, "db", "features")  # B written at 10:01:00.000
         sql = 'SELECT customer_id FROM "db"."features" WHERE write_time >= CAST(? AS TIMESTAMP) ORDER BY 1'
         assert con.execute(sql, ["2026-01-01 10:00:30.000"]).fetchall() == [("B",)]
         assert con.execute(sql, ["2026-01-01 10:00:00.000"]).fetchall() == [("A",), ("B",)]
@@ -677,7 +678,7 @@ def test_offline_count_sql_counts_distinct_records_of_one_event_time(store):
         put(store, record(customer_id, T1))
     put(store, record("A", T1, tenure="2"))  # a retried put: same record, same event time
     put(store, record("D", T2))
-    con = store.connect_duckdb(GROUP, "churn_db", "churn_features")
+    con = offline_store(store, GROUP, "churn_db", "churn_features")
     sql = offline_count_sql(SPEC, table_reference("churn_db", "churn_features")).text
     assert [con.execute(sql, [t]).fetchone() for t in (T1, T2, T3)] == [(3,), (1,), (0,)]
 
