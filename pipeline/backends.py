@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from churn.scoring import ScoreRow
-    from pipeline.prediction import Prediction
     from pipeline.runner import Reporter
 
 EXIT_FAILED = 1
@@ -132,6 +131,25 @@ class Scores:
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run_id, "scores_uri": self.source, "model_version": self.model_version,
                 "id_column": self.id_column, "customers": [row.to_dict() for row in self.rows]}
+
+
+@dataclass(frozen=True)
+class FeatureContribution:
+    feature: str
+    value: Any
+    contribution: float  # log-odds; positive pushes the churn probability up
+
+
+@dataclass
+class Prediction:
+    record_id: str
+    churn_probability: float
+    base: float  # the model's log-odds before any feature (XGBoost's bias term)
+    up: list[FeatureContribution]
+    down: list[FeatureContribution]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass

@@ -7,34 +7,14 @@ from a model artifact the caller unpacked; the features are each online feature 
 from __future__ import annotations
 
 import tarfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.backends import OperatorError
+from pipeline.backends import FeatureContribution, OperatorError, Prediction
 from pipeline.local_aws.batch_transform import extracted_model, serving_module
 from pipeline.runner import TRAINING_DIR
 
 SERVING_MODULE = "serving"  # training/serving.py: load_model, predict_frame, contributions
-
-
-@dataclass(frozen=True)
-class FeatureContribution:
-    feature: str
-    value: Any
-    contribution: float  # log-odds; positive pushes the churn probability up
-
-
-@dataclass
-class Prediction:
-    record_id: str
-    churn_probability: float
-    base: float  # the model's log-odds before any feature (XGBoost's bias term)
-    up: list[FeatureContribution]
-    down: list[FeatureContribution]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def record_values(record: list[dict[str, str]]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Reading the local feature store back in tests: a DuckDB view of a group's offline store, a Record as a dict."""
+"""Reading the local feature store's offline store back in tests, as a DuckDB view."""
 
 from __future__ import annotations
 
@@ -17,7 +17,3 @@ def offline_store(store: LocalFeatureStore, name: str, database: str, table: str
         raise
     return con
 
-
-def record_values(record: list[dict[str, str]]) -> dict[str, str]:
-    """A runtime `Record` (FeatureName / ValueAsString items) as feature name -> value."""
-    return {item["FeatureName"]: item["ValueAsString"] for item in record}

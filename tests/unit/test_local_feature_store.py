@@ -18,7 +18,8 @@ from churn.features import to_feature_store_record
 from churn.schema import FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore
-from tests.support.feature_store import offline_store, record_values
+from pipeline.prediction import record_values
+from tests.support.feature_store import offline_store
 
 REPO = Path(__file__).resolve().parents[2]
 TELCO = FeatureSpec.load(REPO / "data" / "churn.spec.json")
