@@ -20,23 +20,16 @@ Imports nothing from this project (that venv does not have it). Prints one JSON 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from importlib.metadata import version
 
-from sdk_frame import point_sdk_at, records_frame, timed
+from sdk_frame import point_sdk_at, records_frame, sdk_options, timed
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--csv", required=True)
-    parser.add_argument("--rows", type=int, required=True)
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--max-workers", type=int, default=1)
+    parser = sdk_options(max_workers=1)
     parser.add_argument("--max-processes", type=int, default=1)
     args = parser.parse_args()
 

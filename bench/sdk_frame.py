@@ -1,12 +1,13 @@
-"""What the SDK ingest scripts share (seed_ingest.py in SDK v2's venv, peer_ingest.py in SDK v3's): the
-DataFrame of the records our ingest writes, the fake endpoint's environment, and a timer that
-counts wall seconds and the CPU of the process, its threads and its reaped child processes.
+"""What the SDK ingest scripts share (seed_ingest.py in SDK v2's venv, peer_ingest.py in SDK v3's): their
+command-line options, the DataFrame of the records our ingest writes, the fake endpoint's environment,
+and a timer that counts wall seconds and the CPU of the process, its threads and its reaped child processes.
 
 Imports nothing from this project (those venvs do not have it); pandas and bench/common.py only.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -17,6 +18,19 @@ from typing import Any
 from common import cpu_times
 
 EVENT_TIME = "2026-11-26T07:07:54.120Z"
+
+
+def sdk_options(max_workers: int) -> argparse.ArgumentParser:
+    """The options both scripts take: the endpoint, the CSV and how many of its rows, the spec, the
+    feature group, and the SDK's thread count (`max_workers`, defaulting to the method's own)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--csv", required=True)
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--max-workers", type=int, default=max_workers)
+    return parser
 
 
 def point_sdk_at(endpoint: str) -> None:
