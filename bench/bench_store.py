@@ -38,8 +38,9 @@ def records(rows: int) -> list[list[dict[str, str]]]:
 
 
 def run(mode: str, batch: list[list[dict[str, str]]], root: Path) -> dict[str, float]:
+    from churn.ingest import BATCH_WRITE_MAX_ENTRIES
     from churn.schema import FeatureSpec
-    from pipeline.local_aws.feature_store import MAX_BATCH_ENTRIES, LocalFeatureStore
+    from pipeline.local_aws.feature_store import LocalFeatureStore
     from pipeline.runner import create_feature_group
 
     shutil.rmtree(root, ignore_errors=True)
@@ -50,8 +51,8 @@ def run(mode: str, batch: list[list[dict[str, str]]], root: Path) -> dict[str, f
         for record in batch:
             store.put_record(FeatureGroupName=GROUP, Record=record)
     else:
-        for start in range(0, len(batch), MAX_BATCH_ENTRIES):
-            entries = [{"FeatureGroupName": GROUP, "Record": r} for r in batch[start : start + MAX_BATCH_ENTRIES]]
+        for start in range(0, len(batch), BATCH_WRITE_MAX_ENTRIES):
+            entries = [{"FeatureGroupName": GROUP, "Record": r} for r in batch[start : start + BATCH_WRITE_MAX_ENTRIES]]
             response = store.batch_write_record(Entries=entries)
             if response["Errors"]:
                 raise RuntimeError(response["Errors"][0])

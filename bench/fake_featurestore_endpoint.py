@@ -63,9 +63,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from botocore.session import get_session
+
 PREFIX = "/FeatureGroup/"
 BATCH_WRITE_PATH = "/BatchWriteRecord"
-BATCH_WRITE_MAX_ENTRIES = 25  # BatchWriteRecordEntries: min 1, max 25
+# BatchWriteRecordEntries' length limits, as the service's model states them (1-25 entries)
+_ENTRIES = get_session().get_service_model("sagemaker-featurestore-runtime").shape_for("BatchWriteRecordEntries")
+BATCH_WRITE_MIN_ENTRIES, BATCH_WRITE_MAX_ENTRIES = _ENTRIES.metadata["min"], _ENTRIES.metadata["max"]
 STORES = frozenset({"OnlineStore", "OfflineStore"})
 TTL_UNITS = frozenset({"Seconds", "Minutes", "Hours", "Days", "Weeks"})
 
@@ -110,9 +114,10 @@ def check_ttl(ttl: Any, where: str) -> None:
 def check_batch_write(request: Any) -> list[dict[str, Any]]:
     """A BatchWriteRecord body's entries, each as the service model requires; else RequestInvalid."""
     entries = request.get("Entries") if isinstance(request, dict) else None
-    if not isinstance(entries, list) or not 1 <= len(entries) <= BATCH_WRITE_MAX_ENTRIES:
+    if not isinstance(entries, list) or not BATCH_WRITE_MIN_ENTRIES <= len(entries) <= BATCH_WRITE_MAX_ENTRIES:
         count = len(entries) if isinstance(entries, list) else "no"
-        raise RequestInvalid(f"Entries must hold 1 to {BATCH_WRITE_MAX_ENTRIES} entries, got {count}")
+        raise RequestInvalid(f"Entries must hold {BATCH_WRITE_MIN_ENTRIES} to {BATCH_WRITE_MAX_ENTRIES} entries, "
+                             f"got {count}")
     check_ttl(request.get("TtlDuration"), "request")
     for position, entry in enumerate(entries):
         where = f"Entries[{position}]"

@@ -15,10 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from botocore.session import get_session
+
 from churn.features import RowError, to_feature_store_record, to_record
 from churn.schema import FeatureGroupSpec
 
-BATCH_WRITE_MAX_ENTRIES = 25  # BatchWriteRecord takes 1-25 entries a call
+# BatchWriteRecord takes 1-25 entries a call: the limits as the service's model states them
+_ENTRIES = get_session().get_service_model("sagemaker-featurestore-runtime").shape_for("BatchWriteRecordEntries")
+BATCH_WRITE_MIN_ENTRIES, BATCH_WRITE_MAX_ENTRIES = _ENTRIES.metadata["min"], _ENTRIES.metadata["max"]
 ONLINE_AND_OFFLINE = ["OnlineStore", "OfflineStore"]
 OFFLINE_ONLY = ["OfflineStore"]
 REPORTED_FAILURES = 100  # a batch's result lists the first ones (its output must stay small); the count is exact

@@ -63,6 +63,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
+from churn.ingest import BATCH_WRITE_MAX_ENTRIES, BATCH_WRITE_MIN_ENTRIES
 from churn.sql import quote
 from pipeline.local_aws.feature_group import (
     NAME_RE,
@@ -82,7 +83,6 @@ from pipeline.local_aws.feature_group import (
 )
 
 DELETION_MODES = ("SoftDelete", "HardDelete")
-MAX_BATCH_ENTRIES = 25  # BatchWriteRecordEntries: min 1, max 25 (botocore's model)
 ONLINE_FILE = "online-store.sqlite"
 STORE_FORMAT = "local-feature-store 2"  # written to <root>/FORMAT; older layouts are refused, not migrated
 _DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
@@ -259,8 +259,9 @@ class LocalFeatureStore:
         `Errors` (with the entry itself) while the others are written. `UnprocessedEntries` is
         always empty here (the service fills it when throttled)."""
         operation = "BatchWriteRecord"
-        if not isinstance(Entries, list) or not 1 <= len(Entries) <= MAX_BATCH_ENTRIES:
-            raise invalid(f"Entries must be a list of 1 to {MAX_BATCH_ENTRIES} entries", operation)
+        if not isinstance(Entries, list) or not BATCH_WRITE_MIN_ENTRIES <= len(Entries) <= BATCH_WRITE_MAX_ENTRIES:
+            raise invalid(f"Entries must be a list of {BATCH_WRITE_MIN_ENTRIES} to {BATCH_WRITE_MAX_ENTRIES} "
+                          "entries", operation)
         if not all(isinstance(e, dict) and "FeatureGroupName" in e and "Record" in e for e in Entries):
             raise invalid("every entry needs FeatureGroupName and Record", operation)
         request_ttl = ttl_us(TtlDuration, operation)
