@@ -269,10 +269,11 @@ def _blank_line_end(block: bytes) -> int | None:
     A line of only spaces or tabs is not looked for: pyarrow refuses it, so the reference judges it."""
     if block.startswith((b"\n", b"\r\n")):
         return block.index(b"\n") + 1
-    ends = [at + len(gap) for gap in (b"\n\n", b"\n\r\n") if (at := block.find(gap)) >= 0]
-    return min(ends) if ends else None
+    found = _EMPTY_LINE.search(block)  # the leftmost match ends first: a match is 2 or 3 bytes long
+    return found.end() if found else None
 
 
+_EMPTY_LINE = re.compile(rb"\n\r?\n")  # an empty line after a line, LF or CRLF, in one pass over the block
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _QUOTE, _COMMA, _LF, _CR = (ord(c) for c in '",\n\r')
 
