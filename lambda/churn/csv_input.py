@@ -39,6 +39,12 @@ class InputValidationError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
+def map_item_row(row: dict[str, object]) -> dict[str, str | None]:
+    """A Distributed Map item's row (its CSV item reader keys it by the header as written) as
+    iter_raw_rows reads it: a BOM and stray spaces dropped from the column names."""
+    return {str(k).lstrip("\ufeff").strip(): (None if v is None else str(v)) for k, v in row.items()}
+
+
 @dataclass(frozen=True)
 class CsvSummary:
     rows: int

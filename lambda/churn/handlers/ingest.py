@@ -7,17 +7,12 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from churn.csv_input import FIRST_DATA_LINE
+from churn.csv_input import FIRST_DATA_LINE, map_item_row
 from churn.features import canonical_event_time
 from churn.handlers._runtime import client, feature_spec, logger, metrics, tracer
 from churn.ingest import ingest_batch
 
 WORKERS = int(os.environ.get("INGEST_WORKERS", "8"))
-
-
-def clean_item(item: dict[str, Any]) -> dict[str, str | None]:
-    """The CSV item reader keys rows by the header as written: drop a BOM and stray spaces."""
-    return {str(k).lstrip("\ufeff").strip(): (None if v is None else str(v)) for k, v in item.items()}
 
 
 def featurestore_client() -> Any:
@@ -36,7 +31,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     BatchInput names the feature group and the run's event time. Failed records are returned, not
     raised: "Summarise ingest" reads every batch's result and names them."""
     batch = event["BatchInput"]
-    rows = [(item["index"] + FIRST_DATA_LINE, clean_item(item["row"])) for item in event["Items"]]
+    rows = [(item["index"] + FIRST_DATA_LINE, map_item_row(item["row"])) for item in event["Items"]]
     result = ingest_batch(
         rows,
         group=feature_spec().group(batch["group"]),

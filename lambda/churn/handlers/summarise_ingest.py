@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from churn.csv_input import FIRST_DATA_LINE
+from churn.csv_input import FIRST_DATA_LINE, map_item_row
 from churn.handlers._runtime import client, feature_spec, logger, split_s3_uri, tracer
 from churn.ingest import BatchResult, IngestError, describe_failures
 
@@ -33,7 +33,8 @@ def _fail_batch(total: BatchResult, entry: dict[str, Any], id_column: str, error
     except (ValueError, AttributeError):
         pass
     for item in json.loads(entry.get("Input") or "{}").get("Items", []):
-        total.fail(item["index"] + FIRST_DATA_LINE, str(item["row"].get(id_column, "")), error, message)
+        record_id = map_item_row(item["row"]).get(id_column) or ""
+        total.fail(item["index"] + FIRST_DATA_LINE, record_id, error, message)
 
 
 def summarise(s3: Any, manifest_uri: str, failures_uri: str, id_column: str) -> dict[str, Any]:
