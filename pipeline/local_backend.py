@@ -89,7 +89,7 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
     try:
         if spec.derive:
             with open(path, encoding="utf-8-sig") as lines:
-                derived = DERIVATIONS[spec.derive](lines, str(path))
+                derived = DERIVATIONS[spec.derive].derive(lines, str(path))
             return f"derives {', '.join(derived)}"
         if group is None and not spec.is_single_group:
             raise OperatorError(f"{spec.origin} has several feature groups: which one is {path} for?",

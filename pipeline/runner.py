@@ -233,7 +233,7 @@ class LocalPipeline:
             return {g.name: data / f"{g.name}.csv" for g in self.spec.all_groups}
         with self._step(steps.DERIVE_SOURCES, outcome, lambda: f"{len(derived)} files"):
             with open(data, encoding="utf-8-sig") as lines:
-                derived = DERIVATIONS[self.spec.derive](lines, str(data))
+                derived = DERIVATIONS[self.spec.derive].derive(lines, str(data))
             for name, text in derived.items():
                 (scratch / f"{name}.csv").write_text(text, encoding="utf-8")
         return {name: scratch / f"{name}.csv" for name in derived}

@@ -24,6 +24,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from datetime import date
+from typing import NamedTuple
 
 WINDOWS = (30, 90, 365)
 CHURN_HORIZON_DAYS = 90
@@ -113,6 +114,9 @@ def _label_rows(customer: str, history: list[tuple[int, int, float]], last_day: 
         yield [customer, _event_time(observed), 0 if bought_after else 1]
 
 
+CDNOW_GROUPS = ("profile", "activity", "labels")  # the feature groups derive_cdnow writes a CSV for
+
+
 def derive_cdnow(lines: Iterable[str], source: str) -> dict[str, str]:
     """CDNOW purchases -> {"profile": csv, "activity": csv, "labels": csv}."""
     purchases = _read_purchases(lines, source)
@@ -125,9 +129,16 @@ def derive_cdnow(lines: Iterable[str], source: str) -> dict[str, str]:
                     (row for c in customers for row in _activity_rows(c, purchases[c], last_day)))
     labels = _csv(["customer_id", "observation_time", "churned"],
                   (row for c in customers for row in _label_rows(c, purchases[c], last_day)))
-    return {"profile": profile, "activity": activity, "labels": labels}
+    return dict(zip(CDNOW_GROUPS, (profile, activity, labels), strict=True))
 
 
-# What a spec's "derive" names: the input's lines and its name -> {feature group: CSV text}.
-DERIVATIONS: dict[str, Callable[[Iterable[str], str], dict[str, str]]] = {"cdnow": derive_cdnow}
+class Derivation(NamedTuple):
+    """What a spec's "derive" names: the feature groups it writes, and the function that writes them
+    (the input's lines and its name -> {feature group: CSV text})."""
+
+    groups: tuple[str, ...]
+    derive: Callable[[Iterable[str], str], dict[str, str]]
+
+
+DERIVATIONS = {"cdnow": Derivation(CDNOW_GROUPS, derive_cdnow)}
 

@@ -269,10 +269,19 @@ class FeatureSpec:
         if self.validation_split == "out_of_time" and self.observation_time is None:
             raise SpecError(f"{where}: out-of-time validation needs a labels source with observation times")
         if self.derive:
-            from churn.derivations import DERIVATIONS  # noqa: PLC0415 - the derivations import nothing of this
+            _validate_derivation(self.derive, [g.name for g in self.all_groups], where)
 
-            if self.derive not in DERIVATIONS:
-                raise SpecError(f"{where}: unknown derivation '{self.derive}'; known: {sorted(DERIVATIONS)}")
+
+def _validate_derivation(derive: str, groups: list[str], where: str) -> None:
+    """The derivation exists and writes exactly the spec's feature groups."""
+    from churn.derivations import DERIVATIONS  # noqa: PLC0415 - the derivations import nothing of this
+
+    if derive not in DERIVATIONS:
+        raise SpecError(f"{where}: unknown derivation '{derive}'; known: {sorted(DERIVATIONS)}")
+    derived = DERIVATIONS[derive].groups
+    if sorted(derived) != sorted(groups):
+        raise SpecError(f"{where}: derivation '{derive}' writes the feature groups {list(derived)}; the spec "
+                        f"names {groups}")
 
 
 def _validate_group(group: FeatureGroupSpec, where: str) -> None:

@@ -151,6 +151,9 @@ def _entity_other_name(d):
         (lambda d: d["feature_groups"][0].update(name="Profile"), "lower-case"),
         (lambda d: d.pop("labels"), "needs a 'labels' object"),
         (lambda d: d.update(derive="nope"), "unknown derivation"),
+        (lambda d: d.update(derive="cdnow") or d["feature_groups"][0].update(name="customer"),
+         r"derivation 'cdnow' writes the feature groups \['profile', 'activity', 'labels'\]; the spec names "
+         r"\['customer', 'activity', 'labels'\]"),
         (lambda d: d["validation"].update(split="sideways"), "must be one of"),
         (lambda d: d["validation"].update(periods=0), "at least 1"),
         (lambda d: d["feature_groups"][0].update(online_ttl={"value": 1, "unit": "Years"}), "'unit' must be"),

@@ -23,7 +23,7 @@ def derive_sources(s3: Any, *, bucket: str, key: str, execution: str) -> dict[st
     except UnicodeDecodeError as exc:
         raise DerivationError(f"{source}: not UTF-8 text (byte {exc.start + 1})") from None
     keys = {}
-    for group, csv_text in DERIVATIONS[spec.derive](io.StringIO(text), source).items():
+    for group, csv_text in DERIVATIONS[spec.derive].derive(io.StringIO(text), source).items():
         keys[group] = STAGED_SOURCE.format(execution=execution, group=group)
         s3.put_object(Bucket=bucket, Key=keys[group], Body=csv_text.encode("utf-8"), ContentType="text/csv")
     return keys
