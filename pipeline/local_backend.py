@@ -42,6 +42,11 @@ def _bad_input(exc: Exception) -> OperatorError:
     return OperatorError(str(exc), FIX_THE_FILE, error="InputValidationError", exit_code=EXIT_BAD_INPUT)
 
 
+def _old_store(exc: StoreLayoutError) -> OperatorError:
+    return OperatorError(str(exc), "then `python -m pipeline run --local`, or pass another --workspace",
+                         error="StoreLayoutError")
+
+
 def load_spec(path: Path) -> FeatureSpec:
     try:
         return FeatureSpec.load(path)
@@ -147,7 +152,7 @@ class LocalBackend:
         except PipelineFailed as exc:
             outcome = exc.outcome  # type: ignore[attr-defined]
         except StoreLayoutError as exc:
-            raise OperatorError(str(exc), error="StoreLayoutError") from None
+            raise _old_store(exc) from None
         result = _run_result(outcome.to_dict(), began)
         result.id_column = spec.record_identifier.name
         return result
@@ -230,8 +235,7 @@ class LocalBackend:
             raise OperatorError(exc.response["Error"].get("Message", str(exc)), RUN_LOCALLY,
                                 error=exc.response["Error"].get("Code", "Error")) from None
         except StoreLayoutError as exc:
-            raise OperatorError(str(exc), "train again with `python -m pipeline run --local`",
-                                error="StoreLayoutError") from None
+            raise _old_store(exc) from None
         prediction = predict_artifact(Path(entry.model_artifact), entry.model_artifact, record_id, values, features)
         return OnlinePrediction(prediction, str(entry.version), entry.model_artifact, read)
 
@@ -255,6 +259,8 @@ class LocalBackend:
             return pipeline.cross_validate(input_path(spec, spec_path, data), folds)
         except (InputValidationError, DerivationError) as exc:
             raise _bad_input(exc) from None
+        except StoreLayoutError as exc:
+            raise _old_store(exc) from None
         except PipelineFailed as exc:
             raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
 

@@ -207,13 +207,14 @@ class LocalPipeline:
         with tempfile.TemporaryDirectory(prefix="churn-sources-") as scratch:
             sources = self._sources(data, Path(scratch), outcome)
             expected = {g.name: self._validate(g, sources[g.name], outcome) for g in self.spec.all_groups}
+            store = self.open_feature_store()  # a store in an older layout is refused before the run writes
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.spec.derive:
                 shutil.copytree(scratch, run_dir / SOURCES_DIR)
                 sources = {name: run_dir / SOURCES_DIR / path.name for name, path in sources.items()}
         values = {AS_OF: event_time, RUN_STARTED: sql_timestamp(parse_event_time(event_time)),
                   KNOWLEDGE_CUTOFF: outcome.knowledge_cutoff}
-        with self.open_feature_store() as store:
+        with store:
             for group in self.spec.all_groups:
                 self._ingest(store, group, sources[group.name], event_time, outcome)
                 self._wait_for_offline_store(store, group, expected[group.name], values, outcome)

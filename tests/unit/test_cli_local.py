@@ -157,6 +157,18 @@ def test_a_missing_input_is_one_line(tmp_path):
     assert "is not a file" in one_error_line(result)
 
 
+@pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
+def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(small_csv, tmp_path, command):
+    old_store = tmp_path / "workspace" / "feature-store"
+    (old_store / "online").mkdir(parents=True)  # an older version's layout: no FORMAT file
+    args = [*command.split(), "--data", small_csv]
+    result = invoke(*args, "--workspace", tmp_path / "workspace")
+    assert result.exit_code == 1
+    assert "holds a local feature store written by an older version" in one_error_line(result)
+    assert "hint:" in result.stderr
+    assert not (tmp_path / "workspace" / "runs").exists()
+
+
 def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
     result = invoke("evaluate", "--folds", "3", "--json", "--data", small_csv, "--workspace", workspace)
     assert result.exit_code == 0, result.output
