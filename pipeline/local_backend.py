@@ -11,7 +11,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from churn.config import PipelineSettings
-from churn.csv_input import InputValidationError
+from churn.csv_input import InputValidationError, text_lines
 from churn.derivations import DERIVATIONS, DerivationError
 from churn.layout import SCORES_FILE, SCORES_PREFIX
 from churn.schema import FeatureSpec, SpecError
@@ -93,8 +93,8 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
     reads, or (several groups) the CSV of `group`. Returns what was checked."""
     try:
         if spec.derive:
-            with open(path, encoding="utf-8-sig") as lines:
-                derived = DERIVATIONS[spec.derive].derive(lines, str(path))
+            with open(path, "rb") as stream:
+                derived = DERIVATIONS[spec.derive].derive(text_lines(stream, str(path)), str(path))
             return f"derives {', '.join(derived)}"
         if group is None and not spec.is_single_group:
             raise OperatorError(f"{spec.origin} has several feature groups: which one is {path} for?",

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 
 from churn import naming, steps
 from churn.config import PipelineSettings, training_hyperparameters
+from churn.csv_input import text_lines
 from churn.derivations import DERIVATIONS
 from churn.features import now_event_time, parse_event_time
 from churn.ingest import OfflineStoreTimeout, describe_failures
@@ -233,8 +234,8 @@ class LocalPipeline:
         if not self.spec.derive:
             return {g.name: data / f"{g.name}.csv" for g in self.spec.all_groups}
         with self._step(steps.DERIVE_SOURCES, outcome, lambda: f"{len(derived)} files"):
-            with open(data, encoding="utf-8-sig") as lines:
-                derived = DERIVATIONS[self.spec.derive].derive(lines, str(data))
+            with open(data, "rb") as stream:  # decoded line by line: a bad byte is reported with its line
+                derived = DERIVATIONS[self.spec.derive].derive(text_lines(stream, str(data)), str(data))
             for name, text in derived.items():
                 (scratch / f"{name}.csv").write_text(text, encoding="utf-8")
         return {name: scratch / f"{name}.csv" for name in derived}

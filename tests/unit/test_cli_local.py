@@ -197,6 +197,18 @@ def derived_run(cdnow_log, groups_workspace) -> tuple[dict, str]:
     return last_json(result), result.stderr
 
 
+@pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
+def test_a_derivation_input_that_is_not_utf8_is_one_error_naming_its_line(cdnow_log, tmp_path, command):
+    lines = cdnow_log.read_bytes().splitlines(keepends=True)
+    bad = tmp_path / "purchases.txt"
+    bad.write_bytes(b"".join(lines[:4]) + lines[4].replace(b".", b"\xff", 1) + b"".join(lines[5:]))
+    result = invoke(*command.split(), "--spec", ROOT / "data" / "cdnow.spec.json", "--data", bad,
+                    "--workspace", tmp_path / "workspace")
+    assert result.exit_code == 2
+    assert f"error: {bad}, line 5: not UTF-8 text (byte 0xff" in one_error_line(result)
+    assert not (tmp_path / "workspace").exists()
+
+
 def test_a_derived_run_names_every_feature_group_and_the_out_of_time_split(derived_run, cdnow_spec):
     summary, shown = derived_run
     assert summary["status"] == "SUCCEEDED"

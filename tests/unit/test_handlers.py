@@ -280,3 +280,9 @@ def test_derive_sources_writes_one_csv_per_group(aws, monkeypatch):
     assert keys == {group: f"staging/run-1/{group}.csv" for group in ("profile", "activity", "labels")}
     profile = aws.get_object(Bucket=BUCKET, Key=keys["profile"])["Body"].read().decode()
     assert profile.splitlines()[1].startswith("00001,1997-01-02T00:00:00.000Z,1997-01,1,11.77")
+
+    # a byte that is not UTF-8 is reported with its line, and nothing is staged
+    aws.put_object(Bucket=BUCKET, Key="raw/bad.txt", Body=purchases.encode() + b" 00002 19970101  1   1\xff.0\r\n")
+    with pytest.raises(ValueError, match=r"s3://[^,]+/raw/bad.txt, line 3: not UTF-8 text \(byte 0xff"):
+        derive_sources.handler({"bucket": BUCKET, "key": "raw/bad.txt", "execution": "run-2"}, FakeContext())
+    assert "Contents" not in aws.list_objects_v2(Bucket=BUCKET, Prefix="staging/run-2/")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
+from churn.csv_input import text_lines
 from churn.derivations import DERIVATIONS, DerivationError
 from churn.handlers._runtime import client, feature_spec, logger, tracer
 from churn.layout import STAGED_SOURCE
@@ -15,15 +15,11 @@ def derive_sources(s3: Any, *, bucket: str, key: str, execution: str) -> dict[st
     spec = feature_spec()
     source = f"s3://{bucket}/{key}"
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     except s3.exceptions.NoSuchKey:
         raise DerivationError(f"{source}: object not found") from None
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DerivationError(f"{source}: not UTF-8 text (byte {exc.start + 1})") from None
     keys = {}
-    for group, csv_text in DERIVATIONS[spec.derive].derive(io.StringIO(text), source).items():
+    for group, csv_text in DERIVATIONS[spec.derive].derive(text_lines(body, source), source).items():
         keys[group] = STAGED_SOURCE.format(execution=execution, group=group)
         s3.put_object(Bucket=bucket, Key=keys[group], Body=csv_text.encode("utf-8"), ContentType="text/csv")
     return keys
