@@ -325,7 +325,10 @@ def spec_infer(
     except (InputValidationError, SpecError) as exc:
         fail(str(exc), code=EXIT_BAD_INPUT)
     target = out or path.with_suffix(".spec.json")
-    target.write_text(inference.spec.to_json(indent=2) + "\n", encoding="utf-8")
+    try:
+        target.write_text(inference.spec.to_json(indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        fail(f"--out {target}: cannot be written ({exc.strerror or exc})", code=EXIT_BAD_INPUT)
     features = inference.spec.groups[0].all_features  # an inferred spec has one feature group
     table = Table(title=f"{len(features)} features from {inference.rows} rows")
     for column in ("feature", "type", "from column"):

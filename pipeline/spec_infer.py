@@ -63,6 +63,8 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
         stream = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise InputValidationError(source, "file not found") from None
+    except OSError as exc:  # a directory, no permission
+        raise InputValidationError(source, f"cannot be read ({exc.strerror or exc})") from None
     with stream:
         reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
         try:

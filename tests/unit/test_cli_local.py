@@ -135,6 +135,16 @@ def test_spec_infer_then_train_on_other_column_names(small_csv, workspace, first
     assert first_run["run_id"] in models.stdout and summary["run_id"] in models.stdout
 
 
+def test_spec_infer_on_a_folder_or_into_a_missing_folder_is_one_error(small_csv, tmp_path):
+    folder = invoke("spec", "infer", tmp_path, "--id", "customerID", "--label", "Churn")
+    assert folder.exit_code == 2
+    assert one_error_line(folder).startswith(f"error: {tmp_path}: cannot be read")
+    target = tmp_path / "missing" / "my.spec.json"
+    nowhere = invoke("spec", "infer", small_csv, "--id", "customerID", "--label", "Churn", "--out", target)
+    assert nowhere.exit_code == 2
+    assert one_error_line(nowhere).startswith(f"error: --out {target}: cannot be written")
+
+
 def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     result = invoke("run", "--local", "--data-key", "raw/churn.csv", "--workspace", tmp_path)
     assert result.exit_code == 2
