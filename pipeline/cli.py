@@ -60,6 +60,7 @@ MODE_OPTIONS: dict[str, tuple[bool, str]] = {
     "--data-key": (AWS, "use --data PATH with --local"),
     "--source": (AWS, "use --data FOLDER (holding <group>.csv) with --local"),
     "--no-wait": (AWS, ""),
+    "--follow": (AWS, "a local run has finished when `run --local` returns"),
     "--region": (AWS, ""),
     "--stack-name": (AWS, ""),
 }
@@ -70,6 +71,11 @@ def _check_mode(local: bool, given: dict[str, object]) -> None:
         mode, hint = MODE_OPTIONS[option]
         if value not in (None, False, [], "") and mode != local:
             fail(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint, EXIT_BAD_INPUT)
+
+
+def _aws_only(stack_name: str, region: str | None) -> dict[str, object]:
+    """--stack-name (unless it is the default) and --region, for _check_mode."""
+    return {"--stack-name": "" if stack_name == DEFAULT_STACK_NAME else stack_name, "--region": region}
 
 
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
@@ -145,8 +151,8 @@ def run(
     `upload`) and follows it; with --local everything runs on this machine.
     """
     _check_mode(local, {"--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold,
-                        "--data-key": data_key, "--source": source, "--no-wait": no_wait, "--region": region,
-                        "--stack-name": "" if stack_name == DEFAULT_STACK_NAME else stack_name})
+                        "--data-key": data_key, "--source": source, "--no-wait": no_wait,
+                        **_aws_only(stack_name, region)})
     if data_key and source:
         fail("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a spec with several "
              "groups and no derivation; --data-key otherwise", EXIT_BAD_INPUT)
@@ -170,6 +176,7 @@ def status(
     poll_seconds: PollOption = 3.0,
 ) -> None:
     """Show one run: its steps, result, and links. Exit 1 if it failed."""
+    _check_mode(local, {**_aws_only(stack_name, region), "--follow": follow})
     backend = _backend(local, workspace, stack_name, region, poll_seconds)
     with _command(as_json) as reporter:
         result = backend.status(execution, reporter, follow)
@@ -186,6 +193,7 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """List recent runs: name, status, start, duration, validation AUC."""
+    _check_mode(local, _aws_only(stack_name, region))
     backend = _backend(local, workspace, stack_name, region)
     with _command(as_json):
         listing = backend.runs(max_runs)
@@ -244,6 +252,7 @@ def scores(
     as_json: JsonOption = False,
 ) -> None:
     """Show the highest-risk customers: the batch scores a successful run wrote (scores.csv)."""
+    _check_mode(local, _aws_only(stack_name, region))
     backend = _backend(local, workspace, stack_name, region)
     with _command(as_json) as reporter:
         found = backend.scores(run_name, top)
@@ -264,6 +273,7 @@ def predict(
 ) -> None:
     """Score one customer now: every online feature group's latest record and the latest approved model give
     the churn probability and the features that push it up or down most (XGBoost contributions)."""
+    _check_mode(local, _aws_only(stack_name, region))
     backend = _backend(local, workspace, stack_name, region)
     with _command(as_json) as reporter:
         prediction = backend.predict(record_id, features)

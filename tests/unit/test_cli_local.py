@@ -151,6 +151,16 @@ def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     assert "--data-key is only used on AWS" in result.stderr
 
 
+@pytest.mark.parametrize(("command", "option"), [
+    ("status some-run --local --follow", "--follow"), ("runs --local --region eu-west-1", "--region"),
+    ("scores --local --stack-name other", "--stack-name"), ("predict --local --id 1 --region eu-west-1", "--region"),
+])
+def test_local_commands_reject_aws_only_options(tmp_path, command, option):
+    result = invoke(*command.split(), "--workspace", tmp_path)
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: {option} is only used on AWS")
+
+
 @pytest.mark.parametrize("threshold", ["0.3", "1.2", "-1"])
 def test_a_threshold_the_stack_would_refuse_is_refused_before_anything_runs(small_csv, tmp_path, threshold):
     workspace = tmp_path / "workspace"
