@@ -164,7 +164,7 @@ def to_record(row: Mapping[str, str | None], group: FeatureGroupSpec, event_time
 
 
 def to_feature_store_record(record: Mapping[str, str]) -> list[dict[str, str]]:
-    """The `Record` argument of the Feature Store runtime's PutRecord."""
+    """A Feature Store `Record` (a BatchWriteRecord entry's, as PutRecord's)."""
     return [{"FeatureName": k, "ValueAsString": v} for k, v in record.items()]
 
 

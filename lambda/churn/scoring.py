@@ -86,6 +86,9 @@ def _bad_row(row: list[str], number: int, id_column: str, source: str) -> None:
     where = f"{source} line {number}"
     if len(row) != 2:
         raise ScoringError(f"{where}: expected 2 columns ({id_column},{PROBABILITY_COLUMN}), got {len(row)}")
+    if row[0].strip().lstrip("\ufeff") == id_column:
+        raise ScoringError(f"{where}: a header {row[0].strip()},{row[1].strip()} where {id_column},"
+                           f"{PROBABILITY_COLUMN} was expected")
     raise ScoringError(f"{where}: the {id_column} is empty (did the scoring input lose its id column?)")
 
 

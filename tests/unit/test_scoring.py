@@ -84,6 +84,8 @@ def test_mini_batch_outputs_repeat_the_header_and_it_is_skipped():
         ("customer_id,churn_probability\nA,1.5\n", "not between 0 and 1"),
         ("customer_id,churn_probability\nA,nan\n", "not between 0 and 1"),
         ("customer_id,churn_probability\n,0.5\n", "the customer_id is empty"),
+        ("customer_id,probability\nA,0.5\n", r"x\.out line 1: a header customer_id,probability where "
+         "customer_id,churn_probability was expected"),
     ],
 )
 def test_bad_transform_output_names_file_and_line(text, message):
