@@ -120,7 +120,6 @@ class HistoryReader:
 class ExecutionFacts:
     """What the summary needs from the states' outputs (best effort: outputs may be withheld)."""
 
-    validated: dict[str, int] = field(default_factory=dict)  # state's group ("" for one group) -> rows
     ingested: dict[str, int] = field(default_factory=dict)  # group -> records written ("Summarise ingest")
     training_job_name: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)  # "Evaluate model"'s output
@@ -136,16 +135,13 @@ def _dig(data: Any, *path: str) -> Any:
     return data
 
 
-def _counted(path: tuple[str, str], counts: str, unit: str) -> Callable[[dict[str, Any], str, ExecutionFacts], str]:
-    """A per-group count: shown, and kept in `facts.<counts>` by group."""
-    def detail(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
-        count = _dig(output, *path)
-        if count is None:
-            return ""
-        getattr(facts, counts)[group] = count
-        return f"{count} {unit}"
-
-    return detail
+def _ingested(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+    """A group's records written, shown and kept by group for the run's total."""
+    count = _dig(output, "ingest", "records")
+    if count is None:
+        return ""
+    facts.ingested[group] = count
+    return f"{count} records"
 
 
 def _offline_count(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
@@ -183,8 +179,8 @@ def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any], str, E
 # What a person wants to see after each step, by the step a state stands for.
 DETAILS: dict[str, Callable[[dict[str, Any], str, ExecutionFacts], str]] = {
     steps.DERIVE_SOURCES: _derived,
-    steps.VALIDATE_INPUT: _counted(("validation", "records"), "validated", "rows"),
-    steps.SUMMARISE_INGEST: _counted(("ingest", "records"), "ingested", "records"),
+    steps.VALIDATE_INPUT: _field("validation", "records", template="{} rows"),
+    steps.SUMMARISE_INGEST: _ingested,
     steps.READ_OFFLINE_COUNT: _offline_count,
     steps.BUILD_TRAINING_SET: _field("training_set", "output_uri"),
     steps.TRAIN_MODEL: _training_job,

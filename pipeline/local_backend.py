@@ -31,9 +31,8 @@ from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
 from pipeline.local_aws.registry import ModelEntry
 from pipeline.prediction import online_features, predict_artifact
-from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, LocalPipeline, PipelineFailed, Reporter, Workspace
+from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, RUN_FILE, LocalPipeline, PipelineFailed, Reporter, Workspace
 
-RUN_FILE = "run.json"  # what the runner writes in each run's directory
 FIX_THE_FILE = "fix the file and run again; nothing was written"
 RUN_LOCALLY = "train one with `python -m pipeline run --local`"
 

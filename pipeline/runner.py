@@ -69,6 +69,7 @@ DEFAULT_SPEC = PROJECT_ROOT / "data" / "churn.spec.json"
 DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
 SOURCES_DIR = "sources"  # a run's derived CSVs, one a feature group
+RUN_FILE = "run.json"  # the run's outcome, in its directory: what `runs --local` and `status --local` read
 
 
 class PipelineFailed(Exception):
@@ -411,7 +412,7 @@ class LocalPipeline:
     @staticmethod
     def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
         if run_dir.exists():
-            (run_dir / "run.json").write_text(json.dumps(outcome.to_dict(), indent=2), encoding="utf-8")
+            (run_dir / RUN_FILE).write_text(json.dumps(outcome.to_dict(), indent=2), encoding="utf-8")
 
 
 def create_feature_group(store: LocalFeatureStore, name: str, group: FeatureGroupSpec) -> None:
