@@ -29,7 +29,6 @@ class FeatureGroup:
     name: str
     arn: str
     table: str
-    resource: sagemaker.CfnFeatureGroup
 
 
 class FeatureStore(Construct):
@@ -164,4 +163,4 @@ class FeatureStore(Construct):
         )
         cleanup.node.add_dependency(resource)
         arn = Stack.of(self).format_arn(service="sagemaker", resource="feature-group", resource_name=name)
-        return FeatureGroup(spec=group, name=name, arn=arn, table=table, resource=resource)
+        return FeatureGroup(spec=group, name=name, arn=arn, table=table)
