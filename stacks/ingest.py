@@ -17,7 +17,7 @@ from constructs import Construct
 from churn import steps
 from churn.config import PipelineSettings
 from churn.ingest import OfflineStoreTimeout
-from churn.layout import FAILED_RECORDS_FILE, INGEST_PREFIX, INGEST_RESULTS, RAW_PREFIX, STAGING_PREFIX
+from churn.layout import FAILED_RECORDS_FILE, INGEST_PREFIX, INGEST_RESULTS, input_prefix
 from churn.sql import offline_count_sql
 from stacks import nag, retries
 from stacks.feature_store import FeatureGroup, FeatureStore
@@ -201,9 +201,10 @@ class IngestPhase(Phase):
                  services: IngestServices, failure: sfn.IChainable) -> None:
         super().__init__(scope, construct_id)
         spec = feature_store.spec
+        source_prefix = input_prefix(bool(spec.derive))
         if spec.is_single_group:
             only = IngestFeatureGroup(self, "Group", group=feature_store.first, services=services,
-                                      key_path="$.input_key", source_prefix=RAW_PREFIX, labelled=False,
+                                      key_path="$.input_key", source_prefix=source_prefix, labelled=False,
                                       failure=failure)
             self._bounds(only.start_state, only.end_states)
             self._map_labels = [only.map_label]
@@ -216,7 +217,7 @@ class IngestPhase(Phase):
         for group in feature_store.groups.values():
             branch = IngestFeatureGroup(
                 self, group.spec.name.capitalize(), group=group, services=services,
-                key_path=f"$.sources.{group.spec.name}", source_prefix=STAGING_PREFIX if spec.derive else RAW_PREFIX,
+                key_path=f"$.sources.{group.spec.name}", source_prefix=source_prefix,
                 labelled=True, failure=None,
             )
             self._map_labels.append(branch.map_label)

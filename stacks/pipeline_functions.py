@@ -15,7 +15,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from churn.config import PipelineSettings
-from churn.layout import INGEST_PREFIX, MODELS_PREFIX, RAW_PREFIX, SCORES_PREFIX, STAGING_PREFIX
+from churn.layout import INGEST_PREFIX, MODELS_PREFIX, RAW_PREFIX, SCORES_PREFIX, STAGING_PREFIX, input_prefix
 from churn.schema import FeatureSpec
 from stacks import nag, retries
 from stacks.feature_store import FeatureStore
@@ -42,6 +42,7 @@ class PipelineFunction:
     memory_mb: int
     reads: tuple[Access, ...] = ()
     writes: tuple[Access, ...] = ()
+    reads_input: str = ""  # why it reads the run's CSVs (granted on the one prefix the spec reads them from)
     writes_features: bool = False  # BatchWriteRecord into every feature group of the spec
 
 
@@ -54,8 +55,7 @@ DERIVE_SOURCES = PipelineFunction(
 VALIDATE_INPUT = PipelineFunction(
     "ValidateInputFunction", "churn.handlers.validate_input.handler",
     "Validate input: check a feature group's CSV against the feature spec before ingesting", 300, 1024,
-    reads=(Access(RAW_PREFIX, "Validate input reads the CSV an execution names"),
-           Access(STAGING_PREFIX, "Validate input reads the CSVs Derive sources wrote")),
+    reads_input="Validate input reads the CSVs of the run's feature groups",
 )
 # An EXPRESS child runs at most 5 minutes, retries included: keep each attempt short. 1,769 MB is one
 # full vCPU for the batch's concurrent BatchWriteRecord calls (building and signing them is CPU work).
@@ -109,6 +109,8 @@ class PipelineFunctions(Construct):
             )
             for access in declared.reads:
                 kit.store.grant_read(function.role, access.prefix, access.why)
+            if declared.reads_input:
+                kit.store.grant_read(function.role, input_prefix(bool(spec.derive)), declared.reads_input)
             for access in declared.writes:
                 kit.store.grant_write(function.role, access.prefix, access.why)
             if declared.writes_features:

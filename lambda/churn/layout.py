@@ -11,6 +11,12 @@ QUERY_PREFIX = "query"  # Athena results
 MODELS_PREFIX = "models"  # training job outputs and evaluations
 SCORES_PREFIX = "scores"  # <execution>/: scoring input, transform output, scores.csv
 
+
+def input_prefix(derives: bool) -> str:
+    """Where a run's feature-group CSVs are read from: what a derivation staged, else the raw inputs."""
+    return STAGING_PREFIX if derives else RAW_PREFIX
+
+
 SAMPLE_DATA_NAME = "churn.csv"
 TRAINING_ENTRY_POINT = "train_model.py"  # in training/: SAGEMAKER_PROGRAM, the module the container runs
 TRAINING_SET_FILE = "training-set.csv"

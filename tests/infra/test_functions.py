@@ -108,16 +108,19 @@ def test_ingest_may_batch_write_into_every_feature_group_and_nothing_else(reques
     assert any("kms:GenerateDataKey" in actions(s) for s in ingest)
 
 
+@pytest.mark.parametrize(("name", "prefix"), [("main", "/raw/*"), ("cdnow", "/staging/*")])
+def test_validate_input_reads_only_where_the_spec_reads_its_csvs(request, name, prefix):
+    synthesized = request.getfixturevalue(name)
+    role = pipeline_functions(synthesized)["churn.handlers.validate_input.handler"]["Properties"]["Role"]
+    validate = policy_of(synthesized, {"Ref": role["Fn::GetAtt"][0]})
+    (read,) = [s for s in validate if actions(s) == ["s3:GetObject"] or actions(s) == "s3:GetObject"]
+    resources = read["Resource"] if isinstance(read["Resource"], list) else [read["Resource"]]
+    assert [r["Fn::Join"][1][-1] for r in resources] == [prefix]
+    assert not any("s3:PutObject" in actions(s) for s in validate)
+
+
 def test_grants_are_scoped(main):
     functions = pipeline_functions(main)
-
-    validate = policy_of(
-        main, {"Ref": functions["churn.handlers.validate_input.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]}
-    )
-    reads = [s for s in validate if actions(s) == ["s3:GetObject"] or actions(s) == "s3:GetObject"]
-    (read,) = reads
-    assert sorted(r["Fn::Join"][1][-1] for r in read["Resource"]) == ["/raw/*", "/staging/*"]
-    assert not any("s3:PutObject" in actions(s) for s in validate)
 
     evaluate = policy_of(
         main, {"Ref": functions["churn.handlers.evaluate.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]}
