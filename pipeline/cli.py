@@ -73,13 +73,11 @@ def _check_mode(local: bool, given: dict[str, object]) -> None:
             fail(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint, EXIT_BAD_INPUT)
 
 
-def _aws_only(stack_name: str, region: str | None) -> dict[str, object]:
-    """--stack-name (unless it is the default) and --region, for _check_mode."""
-    return {"--stack-name": "" if stack_name == DEFAULT_STACK_NAME else stack_name, "--region": region}
-
-
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
-             poll_seconds: float = 3.0) -> Backend:
+             poll_seconds: float = 3.0, mode_options: dict[str, object] | None = None) -> Backend:
+    """The backend --local chooses, once the options of the other mode (MODE_OPTIONS) are refused."""
+    stack = "" if stack_name == DEFAULT_STACK_NAME else stack_name  # the default is not a choice
+    _check_mode(local, {**(mode_options or {}), "--stack-name": stack, "--region": region})
     if local:
         return LocalBackend(workspace or DEFAULT_WORKSPACE)
     return AwsBackend(stack_name, region, DEFAULT_STACK_NAME, poll_seconds)
@@ -150,15 +148,14 @@ def run(
     On AWS (default) it starts the deployed state machine on input already in the bucket (see
     `upload`) and follows it; with --local everything runs on this machine.
     """
-    _check_mode(local, {"--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold,
-                        "--data-key": data_key, "--source": source, "--no-wait": no_wait,
-                        **_aws_only(stack_name, region)})
+    backend = _backend(local, workspace, stack_name, region, poll_seconds, {
+        "--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold, "--data-key": data_key,
+        "--source": source, "--no-wait": no_wait})
     if data_key and source:
         fail("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a spec with several "
              "groups and no derivation; --data-key otherwise", EXIT_BAD_INPUT)
     request = RunRequest(name=name, knowledge_cutoff=_cutoff(knowledge_cutoff), spec=spec, data=data,
                          threshold=threshold, data_key=data_key, sources=_sources(source or []), wait=not no_wait)
-    backend = _backend(local, workspace, stack_name, region, poll_seconds)
     with _command(as_json) as reporter:
         result = backend.run(request, reporter)
     render_run(reporter.out, result, as_json)
@@ -176,8 +173,7 @@ def status(
     poll_seconds: PollOption = 3.0,
 ) -> None:
     """Show one run: its steps, result, and links. Exit 1 if it failed."""
-    _check_mode(local, {**_aws_only(stack_name, region), "--follow": follow})
-    backend = _backend(local, workspace, stack_name, region, poll_seconds)
+    backend = _backend(local, workspace, stack_name, region, poll_seconds, {"--follow": follow})
     with _command(as_json) as reporter:
         result = backend.status(execution, reporter, follow)
     render_run(reporter.out, result, as_json)
@@ -193,7 +189,6 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """List recent runs: name, status, start, duration, validation AUC."""
-    _check_mode(local, _aws_only(stack_name, region))
     backend = _backend(local, workspace, stack_name, region)
     with _command(as_json):
         listing = backend.runs(max_runs)
@@ -252,7 +247,6 @@ def scores(
     as_json: JsonOption = False,
 ) -> None:
     """Show the highest-risk customers: the batch scores a successful run wrote (scores.csv)."""
-    _check_mode(local, _aws_only(stack_name, region))
     backend = _backend(local, workspace, stack_name, region)
     with _command(as_json) as reporter:
         found = backend.scores(run_name, top)
@@ -273,7 +267,6 @@ def predict(
 ) -> None:
     """Score one customer now: every online feature group's latest record and the latest approved model give
     the churn probability and the features that push it up or down most (XGBoost contributions)."""
-    _check_mode(local, _aws_only(stack_name, region))
     backend = _backend(local, workspace, stack_name, region)
     with _command(as_json) as reporter:
         prediction = backend.predict(record_id, features)
