@@ -3,20 +3,17 @@ scores, and one customer predicted from the online store with the latest approve
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.layout import RUN_SCORES, SCORES_FILE
 from churn.model_quality import ModelQualityBelowThreshold
 from pipeline import aws_objects
-from pipeline.aws_errors import aws_errors
 from pipeline.aws_session import AwsSession, Deployment
 from pipeline.backends import (
     EXIT_BAD_INPUT,
@@ -51,21 +48,9 @@ from pipeline.failure_explanations import (
 from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import Reporter
 
-Result = TypeVar("Result")
-
 
 def new_execution_name(now: datetime | None = None) -> str:
     return f"run-{(now or datetime.now(UTC)):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def _aws_call(method: Callable[..., Result]) -> Callable[..., Result]:
-    """Any botocore error a command meets becomes one OperatorError (a line and a hint)."""
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Result:
-        with aws_errors():
-            return method(*args, **kwargs)
-
-    return call
 
 
 class AwsBackend:
@@ -99,7 +84,6 @@ class AwsBackend:
         return groups if len(groups) > 1 else ()
 
     # -- run, status, runs --------------------------------------------------------------------
-    @_aws_call
     def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
         name = check_run_name(request.name) if request.name else new_execution_name()
         payload = self._execution_input(request)
@@ -156,7 +140,6 @@ class AwsBackend:
                                 error="Interrupted", exit_code=EXIT_INTERRUPTED) from None
         return self._result(execution, tracker.facts)
 
-    @_aws_call
     def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
         sfn = self.session.client("stepfunctions")
         arn = execution_arn(self.deployment.state_machine_arn, name)
@@ -169,7 +152,6 @@ class AwsBackend:
             return self._follow(reporter, arn, described.name, tracker, reader)
         return self._result(described, tracker.facts)
 
-    @_aws_call
     def runs(self, limit: int) -> RunListing:
         executions = recent_executions(self.session.client("stepfunctions"), self.deployment.state_machine_arn,
                                        limit)
@@ -238,7 +220,6 @@ class AwsBackend:
                                f"{found.where} ({found.problem}); {result.hint}")
 
     # -- scores and predictions ------------------------------------------------------------------
-    @_aws_call
     def scores(self, run_id: str | None, top: int) -> Scores:
         sfn = self.session.client("stepfunctions")
         if not run_id:
@@ -252,7 +233,6 @@ class AwsBackend:
         id_column, rows = aws_objects.read_scores_object(self.session.client("s3"), self.deployment.bucket, key, top)
         return Scores(run_id, f"s3://{self.deployment.bucket}/{key}", id_column, rows)
 
-    @_aws_call
     def predict(self, record_id: str, features: int) -> OnlinePrediction:
         deployment = self.deployment
         if not deployment.feature_groups or not deployment.model_package_group:
@@ -270,7 +250,6 @@ class AwsBackend:
         return OnlinePrediction(prediction, str(model.version), model.arn, read)
 
     # -- upload -----------------------------------------------------------------------------------
-    @_aws_call
     def upload(self, path: Path, key: str) -> tuple[str, bool | None, bool | None]:
         """Put the file at s3://bucket/key (multipart when large; the bucket's default key encrypts it):
         its URI, whether it replaced an object, whether the bucket starts runs by itself."""

@@ -4,8 +4,6 @@ OperatorError naming what failed and how to fix it."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -103,18 +101,3 @@ def _explain_client_error(exc: ClientError) -> OperatorError:
 def _quoted_arn(message: str) -> str:
     found = re.search(r"'(arn:[^']+)'", message)
     return found.group(1) if found else message
-
-
-@contextmanager
-def aws_errors() -> Iterator[None]:
-    """Re-raise any botocore error as an OperatorError (one line and a hint)."""
-    try:
-        yield
-    except OperatorError:
-        raise
-    except (BotoCoreError, ClientError) as exc:
-        raise explain(exc) from None
-    except Exception as exc:
-        if type(exc).__name__ == "S3UploadFailedError":
-            raise explain(exc) from None
-        raise

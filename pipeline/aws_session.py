@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError, NoRegionError
 
 from churn import naming
 from churn.schema import SINGLE_GROUP_NAME, FeatureSpec
-from pipeline.aws_errors import DEPLOY_HINT, REGION_HINT, aws_errors, explain
+from pipeline.aws_errors import DEPLOY_HINT, REGION_HINT
 from pipeline.backends import OperatorError
 
 _CLIENT_CONFIG = Config(
@@ -30,7 +30,7 @@ class AwsSession:
 
     def __init__(self, session: boto3.Session):
         if not session.region_name:
-            raise explain(NoRegionError())
+            raise NoRegionError()
         self.session = session
         self.region: str = session.region_name
         self._clients: dict[str, Any] = {}
@@ -38,8 +38,7 @@ class AwsSession:
     @classmethod
     def create(cls, region: str | None = None) -> AwsSession:
         """--region, else AWS_REGION (as the AWS CLI reads it; boto3 alone does not), else the profile's."""
-        with aws_errors():
-            return cls(boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None))
+        return cls(boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None))
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -99,7 +98,7 @@ class Deployment:
             error = exc.response.get("Error", {})
             if error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message", "")):
                 raise not_found from None
-            raise explain(exc) from None
+            raise
         if not stacks:
             raise not_found
         stack = stacks[0]

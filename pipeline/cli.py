@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.table import Table
 
 from churn.naming import DEFAULT_STACK_NAME
 from churn.sql import knowledge_cutoff as checked_cutoff
 from pipeline import aws_objects
 from pipeline.aws_backend import AwsBackend
+from pipeline.aws_errors import explain
 from pipeline.backends import EXIT_BAD_INPUT, Backend, OperatorError, RunRequest
 from pipeline.console import (
     ConsoleReporter,
@@ -85,13 +88,15 @@ def _backend(local: bool, workspace: Path | None, stack_name: str, region: str |
 
 @contextmanager
 def _command(as_json: bool) -> Iterator[ConsoleReporter]:
-    """Progress to stdout (stderr with --json: its last stdout line is the summary); an OperatorError
-    becomes one line and a hint (and a JSON line with --json), never a traceback."""
+    """Progress to stdout (stderr with --json: its last stdout line is the summary); an OperatorError, or
+    any botocore error (explained as one), becomes one line and a hint (and a JSON line with --json), never
+    a traceback."""
     reporter = ConsoleReporter(err_console if as_json else console)
     try:
         yield reporter
-    except OperatorError as exc:
+    except (OperatorError, BotoCoreError, ClientError, S3UploadFailedError) as raised:
         reporter.close()
+        exc = explain(raised)
         if as_json:
             emit_json({"status": "FAILED", "error": exc.error, "cause": exc.message})
         fail(exc.message, exc.hint, exc.exit_code)
