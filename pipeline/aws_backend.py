@@ -18,8 +18,8 @@ from pipeline.aws_session import AwsSession, Deployment
 from pipeline.backends import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
-    OnlinePrediction,
     OperatorError,
+    Prediction,
     RunListing,
     RunRequest,
     RunResult,
@@ -233,7 +233,7 @@ class AwsBackend:
         id_column, rows = aws_objects.read_scores_object(self.session.client("s3"), self.deployment.bucket, key, top)
         return Scores(run_id, f"s3://{self.deployment.bucket}/{key}", id_column, rows)
 
-    def predict(self, record_id: str, features: int) -> OnlinePrediction:
+    def predict(self, record_id: str, features: int) -> Prediction:
         deployment = self.deployment
         if not deployment.feature_groups or not deployment.model_package_group:
             raise OperatorError(f"stack '{self.stack_name}' has no FeatureGroups/ModelPackageGroupName output",
@@ -246,8 +246,7 @@ class AwsBackend:
         values, read = online_features(sagemaker, self.session.client("sagemaker-featurestore-runtime"),
                                  deployment.feature_groups, record_id, f"python -m pipeline scores{self.flags}")
         artifact = aws_objects.read_object(self.session.client("s3"), model.model_data_url)
-        prediction = predict_artifact(artifact, model.arn, record_id, values, features)
-        return OnlinePrediction(prediction, str(model.version), model.arn, read)
+        return predict_artifact(artifact, model.arn, str(model.version), read, record_id, values, features)
 
     # -- upload -----------------------------------------------------------------------------------
     def upload(self, path: Path, key: str) -> tuple[str, bool | None, bool | None]:

@@ -147,21 +147,12 @@ class Prediction:
     base: float  # the model's log-odds before any feature (XGBoost's bias term)
     up: list[FeatureContribution]
     down: list[FeatureContribution]
+    model_version: str
+    model: str  # the model package ARN, or the local artifact
+    feature_groups: list[str]  # the online feature groups read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class OnlinePrediction:
-    prediction: Prediction
-    model_version: str
-    model: str  # the model package ARN, or the local artifact
-    feature_groups: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.prediction.to_dict(), "model_version": self.model_version, "model": self.model,
-                "feature_groups": self.feature_groups}
 
 
 class Backend(Protocol):
@@ -175,4 +166,4 @@ class Backend(Protocol):
 
     def scores(self, run_id: str | None, top: int) -> Scores: ...
 
-    def predict(self, record_id: str, features: int) -> OnlinePrediction: ...
+    def predict(self, record_id: str, features: int) -> Prediction: ...

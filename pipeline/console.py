@@ -15,7 +15,7 @@ from rich.status import Status
 from rich.table import Table
 
 from churn import steps
-from pipeline.backends import EXIT_FAILED, OnlinePrediction, RunListing, RunResult, Scores
+from pipeline.backends import EXIT_FAILED, Prediction, RunListing, RunResult, Scores
 from pipeline.failure_explanations import error_text
 from pipeline.runner import Reporter
 
@@ -216,14 +216,14 @@ def render_scores(out: Console, scores: Scores, as_json: bool) -> None:
         emit_json(scores.to_dict())
 
 
-def render_prediction(out: Console, online: OnlinePrediction, as_json: bool) -> None:
-    prediction = online.prediction
+def render_prediction(out: Console, prediction: Prediction, as_json: bool) -> None:
     print_rows(out, [
         ("customer", prediction.record_id),
         ("churn probability", f"{prediction.churn_probability:.4f}"),
-        ("model version", online.model_version),
-        ("model", online.model),
-        ("feature group" if len(online.feature_groups) == 1 else "feature groups", ", ".join(online.feature_groups)),
+        ("model version", prediction.model_version),
+        ("model", prediction.model),
+        ("feature group" if len(prediction.feature_groups) == 1 else "feature groups",
+         ", ".join(prediction.feature_groups)),
     ])
     out.print("[bold]What moves this customer's churn risk[/] (XGBoost contributions, in log-odds)",
               highlight=False, soft_wrap=True)
@@ -238,4 +238,4 @@ def render_prediction(out: Console, online: OnlinePrediction, as_json: bool) -> 
                           f"{item.contribution:+.4f}")
     out.print(table)
     if as_json:
-        emit_json(online.to_dict())
+        emit_json(prediction.to_dict())

@@ -19,8 +19,8 @@ from churn.scoring import ScoringError, read_scores
 from churn.sql import NO_CUTOFF
 from pipeline.backends import (
     EXIT_BAD_INPUT,
-    OnlinePrediction,
     OperatorError,
+    Prediction,
     RunListing,
     RunRequest,
     RunResult,
@@ -221,7 +221,7 @@ class LocalBackend:
             raise OperatorError(str(exc), error="InvalidScores") from None
         return Scores(run_id, str(path), id_column, rows)
 
-    def predict(self, record_id: str, features: int) -> OnlinePrediction:
+    def predict(self, record_id: str, features: int) -> Prediction:
         entry = self.latest_approved()
         groups = self._feature_groups(entry.run_id)
         if not self.workspace.feature_store.is_dir():
@@ -235,8 +235,8 @@ class LocalBackend:
                                 error=exc.response["Error"].get("Code", "Error")) from None
         except StoreLayoutError as exc:
             raise _old_store(exc) from None
-        prediction = predict_artifact(Path(entry.model_artifact), entry.model_artifact, record_id, values, features)
-        return OnlinePrediction(prediction, str(entry.version), entry.model_artifact, read)
+        return predict_artifact(Path(entry.model_artifact), entry.model_artifact, str(entry.version), read, record_id,
+                                values, features)
 
     def _feature_groups(self, run_id: str) -> dict[str, str]:
         path = self._run_dir(run_id) / RUN_FILE

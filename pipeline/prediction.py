@@ -57,30 +57,25 @@ def _missing_record(record_id: str, name: str, ttl: dict[str, Any] | None,
         f"{hint}; ingesting the customer's data again brings an expired record back", error="RecordExpiredOrUnknown")
 
 
-def predict_artifact(artifact: Path | bytes, model_label: str, record_id: str, values: dict[str, Any],
-                     top: int) -> Prediction:
-    """Score one customer with a model.tar.gz as SageMaker unpacks it."""
-    try:
-        with extracted_model(artifact) as model_dir:
-            return predict_record(model_dir, record_id, values, top=top)
-    except (OSError, ValueError, tarfile.TarError) as exc:
-        raise OperatorError(f"could not score customer '{record_id}' with {model_label}: {' '.join(str(exc).split())}",
-                            error="PredictionFailed") from None
-
-
-def predict_record(model_dir: Path, record_id: str, values: dict[str, Any], top: int = 5) -> Prediction:
-    """Score one customer's features with the model in `model_dir`, with per-feature contributions
-    (XGBoost `pred_contribs`, in log-odds)."""
+def predict_artifact(artifact: Path | bytes, model: str, model_version: str, feature_groups: list[str],
+                     record_id: str, values: dict[str, Any], top: int) -> Prediction:
+    """Score one customer's features with a model.tar.gz as SageMaker unpacks it, with per-feature
+    contributions (XGBoost `pred_contribs`, in log-odds)."""
     import pandas as pd
 
-    serving = serving_module(TRAINING_DIR, SERVING_MODULE)
-    model = serving.load_model(model_dir)
-    frame = pd.DataFrame([{name: values.get(name) for name in model.feature_names}], dtype=object)
-    probability = float(serving.predict_frame(model, frame)[0])
-    explained = serving.contributions(model, frame)
-    row = explained.features.iloc[0]
-    ranked = sorted(((name, float(row[name])) for name in model.feature_names), key=lambda item: item[1])
+    try:
+        with extracted_model(artifact) as model_dir:
+            serving = serving_module(TRAINING_DIR, SERVING_MODULE)
+            booster = serving.load_model(model_dir)
+            frame = pd.DataFrame([{name: values.get(name) for name in booster.feature_names}], dtype=object)
+            probability = float(serving.predict_frame(booster, frame)[0])
+            explained = serving.contributions(booster, frame)
+            row = explained.features.iloc[0]
+            ranked = sorted(((name, float(row[name])) for name in booster.feature_names), key=lambda item: item[1])
+            base = float(explained.bias.iloc[0])
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        raise OperatorError(f"could not score customer '{record_id}' with {model}: {' '.join(str(exc).split())}",
+                            error="PredictionFailed") from None
     up = [FeatureContribution(n, values.get(n), c) for n, c in reversed(ranked) if c > 0][:top]
     down = [FeatureContribution(n, values.get(n), c) for n, c in ranked if c < 0][:top]
-    return Prediction(record_id=record_id, churn_probability=probability, base=float(explained.bias.iloc[0]),
-                      up=up, down=down)
+    return Prediction(record_id, probability, base, up, down, model_version, model, feature_groups)
