@@ -116,10 +116,9 @@ def print_rows(out: Console, rows: list[tuple[str, Any]]) -> None:
             out.print(f" {label:<{LABEL_WIDTH}} {value}", highlight=False, soft_wrap=True)
 
 
-def _feature_groups(groups: dict[str, str]) -> tuple[str, str]:
-    if len(groups) == 1:
-        return "feature group", next(iter(groups.values()))
-    return "feature groups", ", ".join(groups.values())  # each name carries its spec group's (churn.naming)
+def _feature_groups(names: list[str]) -> tuple[str, str]:
+    """A summary row; each name carries its spec group's (churn.naming)."""
+    return "feature group" if len(names) == 1 else "feature groups", ", ".join(names)
 
 
 def split_text(split: dict[str, Any]) -> str:
@@ -142,7 +141,7 @@ def _run_rows(run: RunResult) -> list[tuple[str, Any]]:
         ("run", run.run_id),
         ("execution", run.execution_arn),
         ("input", run.input),
-        _feature_groups(run.feature_groups) if run.feature_groups else ("feature group", ""),
+        _feature_groups(list(run.feature_groups.values())),
         ("knowledge cutoff", run.knowledge_cutoff),
         ("records ingested", run.records_ingested),
         ("training rows", run.training_rows),
@@ -222,8 +221,7 @@ def render_prediction(out: Console, prediction: Prediction, as_json: bool) -> No
         ("churn probability", f"{prediction.churn_probability:.4f}"),
         ("model version", prediction.model_version),
         ("model", prediction.model),
-        ("feature group" if len(prediction.feature_groups) == 1 else "feature groups",
-         ", ".join(prediction.feature_groups)),
+        _feature_groups(prediction.feature_groups),
     ])
     out.print("[bold]What moves this customer's churn risk[/] (XGBoost contributions, in log-odds)",
               highlight=False, soft_wrap=True)
