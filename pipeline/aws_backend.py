@@ -11,6 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from churn.ingest import IngestError
 from churn.layout import RUN_SCORES, SCORES_FILE
 from churn.model_quality import ModelQualityBelowThreshold
 from pipeline import aws_objects
@@ -39,8 +40,6 @@ from pipeline.execution_progress import (
 from pipeline.failure_explanations import (
     SCRIPT_ERROR_PREFIX,
     failed_ingest_records,
-    failed_training_job,
-    is_ingest_failure,
     parse_json,
     readable_cause,
     training_script_error,
@@ -205,11 +204,11 @@ class AwsBackend:
     def _explain_failure(self, execution: Execution, result: RunResult) -> None:
         """The failure's own words, the records or log line behind it, and where to look."""
         result.hint = f"see the execution in the console: {result.console_url}"
-        if is_ingest_failure(execution.error):
+        if execution.error == IngestError.__name__:
             result.failed_records = failed_ingest_records(self.session.client("s3"), self.deployment.bucket,
                                                           execution.name, list(self.deployment.feature_groups))
             result.hint = f"fix those rows and run again (records already written are rewritten); {result.hint}"
-        job = failed_training_job(execution.cause)
+        job = str(parse_json(execution.cause).get("TrainingJobName") or "")  # a training job's failure
         if job:
             found = training_script_error(self.session.client("logs"), job)
             if found.line:

@@ -220,8 +220,6 @@ class ProgressTracker:
         self.open: list[_OpenState] = []
         self.visits: Counter[str] = Counter()
         self.status: str | None = None
-        self.error = ""
-        self.cause = ""
         self.facts = ExecutionFacts()
         self._choice: tuple[str, float] | None = None  # a Choice's line waits to name the branch taken
 
@@ -264,16 +262,15 @@ class ProgressTracker:
 
     def _end(self, status: str, details: dict[str, Any], at: datetime) -> None:
         self.status = status
-        self.error = details.get("error") or ("" if status == "SUCCEEDED" else status)
-        self.cause = readable_cause(details.get("cause") or "")
+        error = details.get("error") or ("" if status == "SUCCEEDED" else status)
+        cause = readable_cause(details.get("cause") or "")
         self._flush_choice("")
         for state in reversed(self.open):
             seconds = (at - state.entered).total_seconds()
             if status == "SUCCEEDED":
                 self.reporter.step_finished(state.label, seconds, "")
             else:
-                self.reporter.step_failed(state.label, seconds, error_text(*(state.failure or (self.error,
-                                                                                              self.cause))))
+                self.reporter.step_failed(state.label, seconds, error_text(*(state.failure or (error, cause))))
         self.open.clear()
 
     def _close_caught(self, at: datetime) -> None:

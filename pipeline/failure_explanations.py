@@ -11,7 +11,6 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from churn.ingest import IngestError
 from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS
 from pipeline.aws_errors import NOT_FOUND, explain
 
@@ -21,9 +20,7 @@ TRAINING_JOB_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 SCRIPT_ERROR_PREFIX = "ERROR: "
 
 
-def parse_json(text: Any) -> dict[str, Any]:
-    if isinstance(text, dict):
-        return text
+def parse_json(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text) if text else {}
     except (TypeError, ValueError):
@@ -34,7 +31,7 @@ def parse_json(text: Any) -> dict[str, Any]:
 def readable_cause(cause: str) -> str:
     """A Lambda's error arrives as JSON (errorMessage, errorType, stackTrace): keep the message. A failed
     SageMaker job's arrives as its whole description: keep its name and FailureReason."""
-    parsed = parse_json(cause) if cause.lstrip().startswith("{") else {}
+    parsed = parse_json(cause)
     if parsed.get("errorMessage"):
         return str(parsed["errorMessage"])
     for kind, key in (("training job", "TrainingJobName"), ("transform job", "TransformJobName")):
@@ -46,12 +43,6 @@ def readable_cause(cause: str) -> str:
 def error_text(error: str, cause: str) -> str:
     cause = readable_cause(cause)
     return f"{error}: {cause}" if cause else (error or "failed")
-
-
-def failed_training_job(cause: str) -> str:
-    """The training job an execution's cause describes ("" when it is not a training job's failure)."""
-    parsed = parse_json(cause) if cause.lstrip().startswith("{") else {}
-    return str(parsed.get("TrainingJobName") or "")
 
 
 @dataclass
@@ -99,7 +90,3 @@ def failed_ingest_records(s3: Any, bucket: str, execution: str, groups: list[str
             raise
         records += [{"group": group, **record} for record in parse_json(body.decode("utf-8")).get("failed", [])]
     return records
-
-
-def is_ingest_failure(error: str) -> bool:
-    return error == IngestError.__name__
