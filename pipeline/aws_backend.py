@@ -3,6 +3,7 @@ scores, and one customer predicted from the online store with the latest approve
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from datetime import UTC, datetime
@@ -60,21 +61,14 @@ class AwsBackend:
         # The options to repeat in a suggested next command.
         self.flags = ("" if stack_name == default_stack else f" --stack-name {stack_name}") + (
             f" --region {region}" if region else "")
-        self._connected: tuple[AwsSession, Deployment] | None = None
 
-    @property
+    @functools.cached_property
     def session(self) -> AwsSession:
-        return self._connect()[0]
+        return AwsSession(self.region)
 
-    @property
+    @functools.cached_property
     def deployment(self) -> Deployment:
-        return self._connect()[1]
-
-    def _connect(self) -> tuple[AwsSession, Deployment]:
-        if self._connected is None:
-            session = AwsSession.create(self.region)
-            self._connected = session, Deployment.load(session.client("cloudformation"), self.stack_name)
-        return self._connected
+        return Deployment.load(self.session.client("cloudformation"), self.stack_name)
 
     @property
     def _labelled_groups(self) -> tuple[str, ...]:

@@ -26,19 +26,14 @@ _CLIENT_CONFIG = Config(
 
 
 class AwsSession:
-    """A boto3 session with the region resolved and one client per service."""
+    """A boto3 session with one client per service; its region is --region, else AWS_REGION (as the AWS CLI
+    reads it; boto3 alone does not), else the profile's."""
 
-    def __init__(self, session: boto3.Session):
-        if not session.region_name:
+    def __init__(self, region: str | None = None):
+        self.session = boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None)
+        if not self.session.region_name:
             raise NoRegionError()
-        self.session = session
-        self.region: str = session.region_name
         self._clients: dict[str, Any] = {}
-
-    @classmethod
-    def create(cls, region: str | None = None) -> AwsSession:
-        """--region, else AWS_REGION (as the AWS CLI reads it; boto3 alone does not), else the profile's."""
-        return cls(boto3.Session(region_name=region or os.environ.get("AWS_REGION") or None))
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -80,7 +75,6 @@ class Deployment:
 
     stack_name: str
     region: str
-    status: str
     outputs: dict[str, str]
 
     REQUIRED = ("BucketName", "StateMachineArn")
@@ -112,7 +106,7 @@ class Deployment:
             raise OperatorError(f"stack '{stack_name}' ({status}) has no output {', '.join(missing)}",
                                 "is it this project's stack? pass --stack-name, or redeploy with `make deploy`",
                                 error="StackNotReady")
-        return cls(stack_name=stack_name, region=region, status=status, outputs=outputs)
+        return cls(stack_name=stack_name, region=region, outputs=outputs)
 
     @property
     def bucket(self) -> str:
