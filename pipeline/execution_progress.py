@@ -73,17 +73,12 @@ def describe_execution(sfn: Any, arn: str) -> Execution:
 
 def recent_executions(sfn: Any, state_machine_arn: str, limit: int = 10) -> list[Execution]:
     """The newest `limit` executions; finished ones are described for their AUC or error."""
-    found: list[Execution] = []
-    kwargs: dict[str, Any] = {"stateMachineArn": state_machine_arn, "maxResults": max(1, min(limit, 1000))}
-    while len(found) < limit:
-        page = sfn.list_executions(**kwargs)
-        found += [Execution(name=item["name"], arn=item["executionArn"], status=item["status"],
-                            started=item.get("startDate"), stopped=item.get("stopDate"))
-                  for item in page.get("executions", [])]
-        kwargs["nextToken"] = page.get("nextToken")
-        if not kwargs["nextToken"]:
-            break
-    return [describe_execution(sfn, e.arn) if e.finished else e for e in found[:limit]]
+    pages = sfn.get_paginator("list_executions").paginate(
+        stateMachineArn=state_machine_arn, PaginationConfig={"MaxItems": limit, "PageSize": min(limit, 1000)})
+    found = [Execution(name=item["name"], arn=item["executionArn"], status=item["status"],
+                       started=item.get("startDate"), stopped=item.get("stopDate"))
+             for page in pages for item in page.get("executions", [])]
+    return [describe_execution(sfn, e.arn) if e.finished else e for e in found]
 
 
 class HistoryReader:
