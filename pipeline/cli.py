@@ -217,7 +217,7 @@ def upload(
         feature_spec = load_spec(spec)
         object_key = aws_objects.raw_key(data, key, csv_only=not feature_spec.derive)
         checked = check_input_file(feature_spec, data, group)
-        console.print(f"[green]✓[/] validated {data}: {checked}", highlight=False, soft_wrap=True)
+        console.print(f"[green]✓[/] validated {data}: {checked}", soft_wrap=True)
         if not backend.deployment.spec_matches(feature_spec):
             raise OperatorError(
                 f"{spec} is not the feature spec stack '{stack_name}' was deployed with (feature groups "
@@ -226,16 +226,15 @@ def upload(
                 error="SpecMismatch", exit_code=EXIT_BAD_INPUT)
         uri, replaced, trigger = backend.upload(data, object_key)
     console.print(f"[green]✓[/] uploaded {uri}" + (" (replaced the existing object)" if replaced else ""),
-                  highlight=False, soft_wrap=True)
+                  soft_wrap=True)
     if trigger:
         console.print("the stack starts a run for new raw/*.csv files; watch it with: python -m pipeline runs"
-                      f"{backend.flags}", highlight=False, soft_wrap=True)
+                      f"{backend.flags}", soft_wrap=True)
     elif group:
         console.print(f"next: python -m pipeline run --source {group}={object_key} --source …{backend.flags}",
-                      highlight=False, soft_wrap=True)
-    else:
-        console.print(f"next: python -m pipeline run --data-key {object_key}{backend.flags}", highlight=False,
                       soft_wrap=True)
+    else:
+        console.print(f"next: python -m pipeline run --data-key {object_key}{backend.flags}", soft_wrap=True)
 
 
 # -- scores and predictions -------------------------------------------------------------------------
@@ -345,6 +344,6 @@ def spec_infer(
         table.add_row(f.name, f.type, f.source or "(set at ingestion)")
     console.print(table)
     for problem in inference.problems:
-        console.print(f"[yellow]![/] {problem}", highlight=False)
-    console.print(f"wrote {target}", highlight=False)
-    console.print(f"next: python -m pipeline run --local --data {path} --spec {target}", highlight=False)
+        console.print(f"[yellow]![/] {problem}")
+    console.print(f"wrote {target}")
+    console.print(f"next: python -m pipeline run --local --data {path} --spec {target}")

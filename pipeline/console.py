@@ -22,14 +22,14 @@ from pipeline.runner import Reporter
 STEP_WIDTH = 30  # the step column: every step of a single group's local run fits (a few AWS states overflow it)
 LABEL_WIDTH = 20
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(highlight=False)  # our lines are plain text: no number or path colouring
+err_console = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, hint: str = "", code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -77,22 +77,19 @@ class ConsoleReporter(Reporter):
         self.width = max([STEP_WIDTH, *(len(steps.for_group(s, g)) for s in steps.GROUP_STEPS for g in groups)])
         head, _, more = description.partition("\n")
         words = head.split(" ", 2)  # "Local run …", "AWS run …": the first two in bold
-        self.out.print(f"[bold]{escape(' '.join(words[:2]))}[/] {escape(' '.join(words[2:]))}", highlight=False,
-                       soft_wrap=True)
+        self.out.print(f"[bold]{escape(' '.join(words[:2]))}[/] {escape(' '.join(words[2:]))}", soft_wrap=True)
         if more:
-            self.out.print(escape(more), highlight=False, soft_wrap=True)
+            self.out.print(escape(more), soft_wrap=True)
 
     def step_started(self, step: str, since_start: float | None = None) -> None:
         at = f"  [dim]at +{duration(since_start)}[/]" if since_start is not None else ""
-        self.out.print(f"[cyan]▶[/] {step} …{at}", highlight=False)
+        self.out.print(f"[cyan]▶[/] {step} …{at}")
 
     def step_finished(self, step: str, seconds: float, detail: str) -> None:
-        self.out.print(f"[green]✓[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {detail}", highlight=False,
-                       soft_wrap=True)
+        self.out.print(f"[green]✓[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {detail}", soft_wrap=True)
 
     def step_failed(self, step: str, seconds: float, error: str) -> None:
-        self.out.print(f"[red]✗[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {error}", highlight=False,
-                       soft_wrap=True)
+        self.out.print(f"[red]✗[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {error}", soft_wrap=True)
 
     def still_running(self, step: str, seconds: float) -> None:
         if not self.out.is_terminal:
@@ -113,7 +110,7 @@ def print_rows(out: Console, rows: list[tuple[str, Any]]) -> None:
     without a value are left out."""
     for label, value in rows:
         if value not in (None, "", [], {}):
-            out.print(f" {label:<{LABEL_WIDTH}} {value}", highlight=False, soft_wrap=True)
+            out.print(f" {label:<{LABEL_WIDTH}} {value}", soft_wrap=True)
 
 
 def _feature_groups(names: list[str]) -> tuple[str, str]:
@@ -166,7 +163,7 @@ def _run_rows(run: RunResult) -> list[tuple[str, Any]]:
 
 def print_top(out: Console, title: str, id_column: str, rows: list[dict[str, Any]]) -> None:
     """The highest-risk customers, rank first (the title is a line of its own: never wrapped into the table)."""
-    out.print(f"[bold]{title}[/]", highlight=False, soft_wrap=True)
+    out.print(f"[bold]{title}[/]", soft_wrap=True)
     table = Table()
     table.add_column("rank", justify="right", no_wrap=True)
     table.add_column(id_column, no_wrap=True)
@@ -185,14 +182,14 @@ def render_run(out: Console, run: RunResult, as_json: bool) -> None:
     if as_json:
         emit_json(run.to_dict())
     if run.next_command:
-        out.print(f"follow it: {run.next_command}", highlight=False, soft_wrap=True)
+        out.print(f"follow it: {run.next_command}", soft_wrap=True)
     elif run.status != "SUCCEEDED":
         fail(error_text(run.error or run.status, run.cause), run.hint)
 
 
 def render_runs(out: Console, listing: RunListing, as_json: bool) -> None:
     if not listing.runs:
-        out.print(listing.empty, highlight=False, soft_wrap=True)
+        out.print(listing.empty, soft_wrap=True)
     else:
         table = Table(title=listing.title)
         for column, justify in (("run", "left"), ("status", "left"), ("started", "left"), ("duration", "right"),
@@ -223,8 +220,7 @@ def render_prediction(out: Console, prediction: Prediction, as_json: bool) -> No
         ("model", prediction.model),
         _feature_groups(prediction.feature_groups),
     ])
-    out.print("[bold]What moves this customer's churn risk[/] (XGBoost contributions, in log-odds)",
-              highlight=False, soft_wrap=True)
+    out.print("[bold]What moves this customer's churn risk[/] (XGBoost contributions, in log-odds)", soft_wrap=True)
     table = Table()
     table.add_column("", no_wrap=True)
     table.add_column("feature", no_wrap=True)
