@@ -33,12 +33,6 @@ class Execution:
     error: str = ""
     cause: str = ""  # as the execution reports it (a Lambda's or a job's JSON included)
 
-    @classmethod
-    def from_description(cls, d: dict[str, Any]) -> Execution:
-        return cls(name=d.get("name", ""), arn=d["executionArn"], status=d.get("status", ""),
-                   started=d.get("startDate"), stopped=d.get("stopDate"), input=parse_json(d.get("input")),
-                   output=parse_json(d.get("output")), error=d.get("error") or "", cause=d.get("cause") or "")
-
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
@@ -68,7 +62,10 @@ def execution_arn(state_machine_arn: str, name_or_arn: str) -> str:
 
 
 def describe_execution(sfn: Any, arn: str) -> Execution:
-    return Execution.from_description(sfn.describe_execution(executionArn=arn))
+    d = sfn.describe_execution(executionArn=arn)
+    return Execution(name=d.get("name", ""), arn=d["executionArn"], status=d.get("status", ""),
+                     started=d.get("startDate"), stopped=d.get("stopDate"), input=parse_json(d.get("input")),
+                     output=parse_json(d.get("output")), error=d.get("error") or "", cause=d.get("cause") or "")
 
 
 def recent_executions(sfn: Any, state_machine_arn: str, limit: int = 10) -> list[Execution]:
