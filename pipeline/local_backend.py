@@ -59,7 +59,7 @@ def settings_with(threshold: float | None) -> PipelineSettings:
     settings = PipelineSettings()
     if threshold is None:
         return settings
-    settings = PipelineSettings(**{**settings.to_dict(), "quality_threshold": threshold})
+    settings = PipelineSettings(quality_threshold=threshold)
     try:
         settings.validate()
     except ValueError as exc:

@@ -366,7 +366,7 @@ class LocalPipeline:
             outcome.scores = str(scores_dir / SCORES_FILE)
             ranking = self.rank_scores(output, Path(outcome.scores), str(outcome.model_version))
             outcome.customers_scored = len(ranking)
-            outcome.top_customers = [score.to_dict() for score in ranking.top(TOP_CUSTOMERS)]
+            outcome.top_customers = ranking.top(TOP_CUSTOMERS)
 
     def score_customers(self, model_artifact: Path, scoring_input: Path, transform_dir: Path,
                         max_payload_mb: int = TRANSFORM_MAX_PAYLOAD_MB) -> Path:

@@ -96,26 +96,18 @@ def encode(frame: pd.DataFrame, encoding: dict[str, Any]) -> pd.DataFrame:
         raise ValueError(f"missing feature column(s): {absent}")
     columns = {}
     for feature in encoding["features"]:
-        column = frame[feature["name"]]
-        if feature["kind"] == CATEGORICAL:
-            columns[feature["name"]] = _categorical(column, feature["categories"])
-        else:
-            columns[feature["name"]] = _numeric(column, feature["name"])
+        name, column = feature["name"], frame[feature["name"]]
+        if feature["kind"] != CATEGORICAL:
+            try:
+                columns[name] = pd.to_numeric(column).astype(float)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"feature '{name}': {exc}") from None
+        elif isinstance(column.dtype, pd.CategoricalDtype):  # as read_csv reads it: recode the few categories only
+            columns[name] = column.cat.set_categories(feature["categories"])
+        else:  # e.g. JSON numbers: compared as text
+            text = column.where(column.isna(), column.astype(str))
+            columns[name] = pd.Series(pd.Categorical(text, categories=feature["categories"]), index=column.index)
     return pd.DataFrame(columns, index=frame.index)
-
-
-def _categorical(column: pd.Series, categories: list[str]) -> pd.Series:
-    if isinstance(column.dtype, pd.CategoricalDtype):  # as read_csv reads it: recode the few categories only
-        return column.cat.set_categories(categories)
-    text = column.where(column.isna(), column.astype(str))  # e.g. JSON numbers: compared as text
-    return pd.Series(pd.Categorical(text, categories=categories), index=column.index)
-
-
-def _numeric(column: pd.Series, name: str) -> pd.Series:
-    try:
-        return pd.to_numeric(column).astype(float)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"feature '{name}': {exc}") from None
 
 
 # -- the model ---------------------------------------------------------------------------------------

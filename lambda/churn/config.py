@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from churn.schema import FeatureSpec
@@ -42,8 +42,6 @@ class PipelineSettings:
             if isinstance(default, dict):
                 parsed = json.loads(raw) if isinstance(raw, str) else dict(raw)
                 values[f.name] = {**default, **parsed}
-            elif isinstance(default, bool):
-                values[f.name] = raw if isinstance(raw, bool) else str(raw).lower() == "true"
             else:
                 try:
                     values[f.name] = type(default)(raw)
@@ -60,9 +58,6 @@ class PipelineSettings:
                      "training_instance_count", "offline_store_max_checks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -118,11 +118,13 @@ def _check_row(row: list[str], header: list[str], source: str, line: int) -> Non
                                    line=line)
     for column, value in zip(header, row, strict=True):
         if "\n" in value or "\r" in value:
-            # Ingest numbers each record by its line, and batch scoring reads customers line by line.
-            raise InputValidationError(
-                source, f"the value holds a line break (value {value!r}); every record must fit on one line",
-                line=line, column=column,
-            )
+            raise _line_break(source, value, line, column)
+
+
+def _line_break(source: str, value: str, line: int, column: str) -> InputValidationError:
+    # Ingest numbers each record by its line, and batch scoring reads customers line by line.
+    return InputValidationError(source, f"the value holds a line break (value {value!r}); every record must fit on "
+                                "one line", line=line, column=column)
 
 
 def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> None:
@@ -144,18 +146,6 @@ def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> Non
         )
 
 
-def iter_records(
-    rows: Iterable[tuple[int, dict[str, str]]], source: str, group: FeatureGroupSpec, event_time: str
-) -> Iterator[tuple[int, dict[str, str]]]:
-    """Convert raw rows to records, turning a RowError into a located InputValidationError."""
-    for line, row in rows:
-        try:
-            yield line, to_record(row, group, event_time)
-        except RowError as exc:
-            shown = "" if exc.value is None else f" (value {exc.value!r})"
-            raise InputValidationError(source, exc.reason + shown, line=line, column=exc.column) from None
-
-
 def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> CsvSummary:
     """Read the whole file and fail on the first problem; nothing is written anywhere.
 
@@ -165,10 +155,14 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> C
     """
     first_line: dict[tuple[str, str], int] = {}
     id_name, time_name = group.record_identifier.name, group.event_time.name
-    raw = iter_raw_rows(stream, source, group)
-    for line, record in iter_records(raw, source, group, "1970-01-01T00:00:00.000Z"):
-        if "\r" in "".join(record.values()):
-            _carriage_return(record, source, group, line)
+    for line, row in iter_raw_rows(stream, source, group):
+        try:
+            record = to_record(row, group, "1970-01-01T00:00:00.000Z")
+        except RowError as exc:
+            raise InputValidationError(source, exc.detail, line=line, column=exc.column) from None
+        if "\r" in "".join(record.values()):  # a quoted value may hold one on a line: batch scoring would cut it
+            feature = next(f for f in group.all_features if "\r" in record.get(f.name, ""))
+            raise _line_break(source, record[feature.name], line, feature.source_column)
         key = (record[id_name], record[time_name])
         if key in first_line:
             at = f" at {key[1]}" if group.has_history else ""
@@ -182,14 +176,6 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> C
     if not first_line:
         raise InputValidationError(source, "the file has a header but no data rows")
     return CsvSummary(rows=len(first_line))
-
-
-def _carriage_return(record: dict[str, str], source: str, group: FeatureGroupSpec, line: int) -> None:
-    """A quoted value may hold a carriage return on one line; batch scoring would cut it like a line break."""
-    columns = {f.name: f.source_column for f in group.all_features}
-    name, value = next((n, v) for n, v in record.items() if "\r" in v)
-    raise InputValidationError(source, f"the value holds a line break (value {value!r}); every record must fit on "
-                               "one line", line=line, column=columns.get(name, name))
 
 
 def validate_file(path: str, group: FeatureGroupSpec) -> CsvSummary:

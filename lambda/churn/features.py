@@ -40,11 +40,9 @@ class RowError(ValueError):
     """A value in a row cannot become a feature. Callers add the file and line."""
 
     def __init__(self, reason: str, *, column: str, value: str | None = None):
-        self.reason = reason
-        self.column = column
-        self.value = value
-        shown = "" if value is None else f" (value {value!r})"
-        super().__init__(f"column '{column}': {reason}{shown}")
+        self.column, self.value = column, value
+        self.detail = reason if value is None else f"{reason} (value {value!r})"  # the reason, with the value
+        super().__init__(f"column '{column}': {self.detail}")
 
 
 def normalise_name(raw: str) -> str:
@@ -68,16 +66,14 @@ def parse_label(value: str, column: str) -> int:
 
 def _integral(text: str, feature: Feature, raw: str) -> str:
     try:
-        number = int(text)
+        return str(int(text))
     except ValueError:
         try:
-            as_float = float(text)
+            if (number := float(text)).is_integer():
+                return str(int(number))
         except ValueError:
-            raise RowError("expected a whole number", column=feature.source_column, value=raw) from None
-        if not as_float.is_integer():
-            raise RowError("expected a whole number", column=feature.source_column, value=raw) from None
-        number = int(as_float)
-    return str(number)
+            pass
+    raise RowError("expected a whole number", column=feature.source_column, value=raw)
 
 
 def _fractional(text: str, feature: Feature, raw: str) -> str:

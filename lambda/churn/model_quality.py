@@ -6,7 +6,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -35,11 +35,9 @@ class GateDecision:
                 "reason": self.reason}
 
 
-def read_evaluation_from_model_tarball(fileobj: IO[bytes] | bytes, source: str = "model.tar.gz") -> dict[str, Any]:
+def read_evaluation_from_model_tarball(artifact: bytes, source: str = "model.tar.gz") -> dict[str, Any]:
     """evaluation.json from a SageMaker model artifact (model.tar.gz)."""
-    if isinstance(fileobj, bytes):
-        fileobj = io.BytesIO(fileobj)
-    with tarfile.open(fileobj=fileobj, mode="r:gz") as archive:
+    with tarfile.open(fileobj=io.BytesIO(artifact), mode="r:gz") as archive:
         for member in archive.getmembers():
             if member.isfile() and member.name.lstrip("./") == EVALUATION_FILE:
                 extracted = archive.extractfile(member)

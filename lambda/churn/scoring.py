@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import count, repeat
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 PROBABILITY_COLUMN = "churn_probability"  # what the training script's output_fn writes
 RANK_COLUMN = "rank"
@@ -29,15 +29,6 @@ TOP_CUSTOMERS = 5
 
 class ScoringError(ValueError):
     """The transform output cannot be ranked (the message names the source and the row)."""
-
-
-class Score(NamedTuple):
-    record_id: str
-    probability: float
-    rank: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"record_id": self.record_id, PROBABILITY_COLUMN: self.probability, RANK_COLUMN: self.rank}
 
 
 def score_columns(id_column: str) -> list[str]:
@@ -102,9 +93,11 @@ class Ranking:
     def __len__(self) -> int:
         return len(self.record_ids)
 
-    def top(self, count: int) -> list[Score]:
-        return [Score(record_id, probability, position) for position, (record_id, probability)
-                in enumerate(zip(self.record_ids[:count], self.probabilities[:count], strict=True), start=1)]
+    def top(self, count: int) -> list[dict[str, Any]]:
+        """The first `count` customers, as a run's result lists them."""
+        pairs = zip(self.record_ids[:count], self.probabilities[:count], strict=True)
+        return [{"record_id": record_id, PROBABILITY_COLUMN: probability, RANK_COLUMN: position}
+                for position, (record_id, probability) in enumerate(pairs, start=1)]
 
 
 def rank(predictions: Iterable[tuple[str, float]]) -> Ranking:

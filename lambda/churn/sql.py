@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from churn.features import format_event_time
 from churn.schema import FeatureGroupSpec, FeatureSpec
 
 # The parameters, by name: the run's event time (an event-time string, the as-of of the training set),
@@ -46,9 +47,8 @@ def table_reference(database: str, table: str) -> str:
 
 
 def sql_timestamp(moment: datetime) -> str:
-    """The value of a timestamp parameter: `YYYY-MM-DD HH:MM:SS.fff` in UTC."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    """The value of a timestamp parameter: `YYYY-MM-DD HH:MM:SS.fff` in UTC (an event time as SQL writes it)."""
+    return format_event_time(moment)[:-1].replace("T", " ")
 
 
 def knowledge_cutoff(value: object) -> str:
@@ -75,16 +75,20 @@ def _columns(names: list[str], table: str = "", indent: int = 4) -> str:
     return (",\n" + " " * indent).join(prefix + quote(n) for n in names)
 
 
-def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str], condition: str) -> str:
-    """The newest non-deleted version of every record of `table` that meets `condition`."""
+def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str], condition: str, *,
+                     observations: bool = False) -> str:
+    """The newest non-deleted version of every record of `table` that meets `condition` (of the labels
+    group's `observations`: of every entity and observation time)."""
+    key = [group.record_identifier.name] + ([group.event_time.name] if observations else [])
+    newest = "" if observations else f"{quote(group.event_time.name)} DESC, "
     return f"""SELECT
     {_columns(columns)}
 FROM (
     SELECT
         *,
         row_number() OVER (
-            PARTITION BY {quote(group.record_identifier.name)}
-            ORDER BY {quote(group.event_time.name)} DESC, {_RANK_ORDER}
+            PARTITION BY {", ".join(map(quote, key))}
+            ORDER BY {newest}{_RANK_ORDER}
         ) AS "version_rank"
     FROM {table}
     WHERE {condition}
@@ -101,20 +105,9 @@ def training_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
         return Query(f"{text}\nORDER BY {quote(spec.record_identifier.name)}", (AS_OF, KNOWLEDGE_CUTOFF))
     labels = spec.labels
     assert labels is not None and labels.label is not None
-    entity, time = spec.record_identifier.name, labels.event_time.name
-    observations = f"""SELECT
-    {_columns([entity, time, labels.label.name])}
-FROM (
-    SELECT
-        *,
-        row_number() OVER (
-            PARTITION BY {quote(entity)}, {quote(time)}
-            ORDER BY {_RANK_ORDER}
-        ) AS "version_rank"
-    FROM {tables[labels.name]}
-    WHERE {quote(time)} <= ? AND "write_time" <= CAST(? AS TIMESTAMP)
-) AS "versions"
-WHERE "version_rank" = 1 AND NOT "is_deleted\""""
+    time = labels.event_time.name
+    observations = _latest_versions(labels, tables[labels.name], [spec.record_identifier.name, time, labels.label.name],
+                                    f'{quote(time)} <= ? AND "write_time" <= CAST(? AS TIMESTAMP)', observations=True)
     return _joined(spec, tables, observations, (AS_OF, KNOWLEDGE_CUTOFF), with_label=True)
 
 

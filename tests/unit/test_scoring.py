@@ -13,7 +13,6 @@ import pytest
 
 from churn.handlers import rank_scores
 from churn.scoring import (
-    Score,
     ScoringError,
     model_version_from_arn,
     rank,
@@ -33,8 +32,8 @@ ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churnpipeline-chur
 # -- ranking ---------------------------------------------------------------------------------------
 def test_rank_orders_by_probability_then_id_and_numbers_from_one():
     ranked = rank([("c", 0.2), ("b", 0.9), ("a", 0.2), ("d", 0.5)])
-    assert [(s.record_id, s.rank) for s in ranked.top(len(ranked))] == [("b", 1), ("d", 2), ("a", 3), ("c", 4)]
-    assert ranked.top(1) == [Score("b", 0.9, 1)]
+    assert [(s["record_id"], s["rank"]) for s in ranked.top(len(ranked))] == [("b", 1), ("d", 2), ("a", 3), ("c", 4)]
+    assert ranked.top(1) == [{"record_id": "b", "churn_probability": 0.9, "rank": 1}]
 
 
 def test_rank_with_many_ties_is_probability_descending_then_id():

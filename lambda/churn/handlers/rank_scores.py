@@ -47,7 +47,7 @@ def rank_transform_output(
         "scores_uri": scores_uri,
         "customers": len(ranking),
         "model_version": model_version,
-        "top": [score.to_dict() for score in ranking.top(top)],
+        "top": ranking.top(top),
     }
 
 
