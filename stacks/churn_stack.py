@@ -93,7 +93,7 @@ class ChurnPipelineStack(Stack):
             self,
             steps.RECORD_FAILURE,
             comment="Keeps the error and cause of whichever step failed",
-            parameters={"execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+            parameters={"execution": sfn.JsonPath.execution_name,
                         "failure": sfn.JsonPath.object_at(retries.FAILURE_PATH)},
         )
         record_failure.next(sfn.Fail(self, steps.PIPELINE_FAILED, error_path=f"{retries.FAILURE_PATH}.Error",
@@ -153,7 +153,7 @@ class ChurnPipelineStack(Stack):
                 "validation_auc": sfn.JsonPath.number_at("$.evaluation.validation_auc"),
                 "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
                 "training_job_name": sfn.JsonPath.string_at("$.training.training_job_name"),
-                "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "execution": sfn.JsonPath.execution_name,
                 "scores_uri": sfn.JsonPath.string_at("$.scores.scores_uri"),
                 "customers_scored": sfn.JsonPath.number_at("$.scores.customers"),
                 "model_version": sfn.JsonPath.string_at("$.scores.model_version"),

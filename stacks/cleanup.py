@@ -62,7 +62,7 @@ class CleanupOnDelete(Construct):
         )
         nag.wildcard_resource(
             provider_role,
-            f"{nag.ref(self.function.node.default_child, 'Arn')}:*",
+            f"{self.function.function_arn}:*",
             "The custom resource Provider (aws-cdk-lib) may invoke the clean-up function and its versions",
         )
 

@@ -50,13 +50,14 @@ class FeatureStore(Construct):
         self.database_name = store.database_name
         stack = Stack.of(self)
         tables = {g.name: naming.offline_table_name(g.name, g.fingerprint()) for g in spec.all_groups}
-        glue_resources = [
+        # The Glue catalog, database and tables: Feature Store updates them, Athena reads them.
+        self.glue_arns = [
             stack.format_arn(service="glue", resource="catalog"),
             stack.format_arn(service="glue", resource="database", resource_name=store.database_name),
             *(stack.format_arn(service="glue", resource="table", resource_name=f"{store.database_name}/{table}")
               for table in tables.values()),
         ]
-        self.offline_store_role = self._offline_store_role(glue_resources)
+        self.offline_store_role = self._offline_store_role(self.glue_arns)
 
         # DeleteFeatureGroup leaves the Glue table behind. A table's clean-up resource depends on its
         # feature group, so CloudFormation deletes it (dropping the table) first, then the feature group
@@ -70,7 +71,7 @@ class FeatureStore(Construct):
             description="drop the feature groups' Glue tables on stack deletion",
             handler=GLUE_CLEANUP_HANDLER,
             resource_type="Custom::GlueTableCleanup",
-            statements=[iam.PolicyStatement(actions=["glue:DeleteTable"], resources=glue_resources)],
+            statements=[iam.PolicyStatement(actions=["glue:DeleteTable"], resources=self.glue_arns)],
             kit=kit,
             service_name="churn-glue-cleanup",
         )

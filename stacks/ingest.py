@@ -4,11 +4,10 @@ the branches of one Parallel state, after "Derive sources" where the spec derive
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Duration, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
@@ -28,7 +27,6 @@ from stacks.pipeline_functions import DERIVE_SOURCES, INGEST_BATCH, SUMMARISE_IN
 INGEST_MAP_LABEL = "IngestFeatures"
 # Distributed Map hands each child at most 256 KiB; stay below it whatever the batch size says.
 MAX_BATCH_BYTES = 200_000
-EXECUTION = sfn.JsonPath.string_at("$$.Execution.Name")
 
 
 class ValidatedCsvItemReader(sfn.S3CsvItemReader):
@@ -60,7 +58,8 @@ class IngestResultWriter(sfn.ResultWriterV2):
     def __init__(self, *, bucket: s3.IBucket, group: str):
         super().__init__(
             bucket=bucket,
-            prefix=sfn.JsonPath.format(INGEST_RESULTS.format(execution="{}", group=group), EXECUTION),
+            prefix=sfn.JsonPath.format(INGEST_RESULTS.format(execution="{}", group=group),
+                                       sfn.JsonPath.execution_name),
             writer_config=sfn.WriterConfig(output_type=sfn.OutputType.JSONL, transformation=sfn.Transformation.NONE),
         )
         self._objects = bucket.arn_for_objects(f"{INGEST_PREFIX}/*")
@@ -98,8 +97,8 @@ class IngestFeatureGroup(Phase):
             "bucket": services.queries.store.bucket.bucket_name,
             "key": sfn.JsonPath.string_at(key_path),
             "group": group.spec.name,
-            "event_time": sfn.JsonPath.string_at("$$.Execution.StartTime"),
-            "execution_input": sfn.JsonPath.object_at("$$.Execution.Input"),  # its knowledge_cutoff, if any
+            "event_time": sfn.JsonPath.execution_start_time,
+            "execution_input": sfn.JsonPath.execution_input,  # its knowledge_cutoff, if any
         }, result_path="$.validation", failure=failure)
         ingest = self._ingest_map(key_path, source_prefix)
         summarise = services.functions.invoke(self, self._step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST, {
@@ -107,7 +106,7 @@ class IngestFeatureGroup(Phase):
             "failures_uri": sfn.JsonPath.format(
                 f"s3://{services.queries.store.bucket.bucket_name}/"
                 f"{INGEST_RESULTS.format(execution='{}', group=group.spec.name)}/{FAILED_RECORDS_FILE}",
-                EXECUTION),
+                sfn.JsonPath.execution_name),
             "group": group.spec.name,
         }, result_path="$.ingest", failure=failure)
         checked = self._offline_store_wait()
@@ -229,7 +228,7 @@ class IngestPhase(Phase):
             derive = services.functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES, {
                 "bucket": services.queries.store.bucket.bucket_name,
                 "key": sfn.JsonPath.string_at("$.input_key"),
-                "execution": EXECUTION,
+                "execution": sfn.JsonPath.execution_name,
             }, result_path="$.sources", failure=failure)
             derive.next(parallel)
             self._bounds(derive, [parallel])
@@ -239,13 +238,10 @@ class IngestPhase(Phase):
         policy = machine.node.try_find_child("DistributedMapPolicy")
         if policy is None:
             return
-        stack = Stack.of(machine)
-        # The state machine's name, cut out of its ARN with Fn::Select/Fn::Split, as cdk-nag writes it.
-        name = json.dumps({"Fn::Select": [6, {"Fn::Split": [":", {"Ref": stack.resolve(
-            machine.node.default_child.logical_id)}]}]}, separators=(",", ":"))
-        executions = nag.as_finding(machine, stack.format_arn(
-            service="states", resource="execution", resource_name="NAME", arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )).removesuffix("NAME")
-        for finding in [f"{executions}{name}:*", *(f"{executions}{name}/{label}:*" for label in self._map_labels)]:
+        # Executions are named <state machine name>:<execution>; aws-cdk-lib cuts the name out of the ARN.
+        executions = Stack.of(machine).format_arn(
+            service="states", resource="execution", arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            resource_name=Fn.select(6, Fn.split(":", machine.state_machine_arn)))
+        for finding in [f"{executions}:*", *(f"{executions}/{label}:*" for label in self._map_labels)]:
             nag.wildcard_resource(policy, finding, "The Distributed Map (aws-cdk-lib) manages its own child "
                                   "executions")

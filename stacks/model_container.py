@@ -78,7 +78,7 @@ class ModelContainer(Construct):
             actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
             resources=[f"{log_group}:*"],
         ))
-        nag.wildcard_resource(role, nag.as_finding(self, f"{log_group}:*"),
+        nag.wildcard_resource(role, f"{log_group}:*",
                               f"SageMaker writes one log stream per job (instance) into /aws/sagemaker/{jobs}")
         role.add_to_policy(iam.PolicyStatement(
             actions=["cloudwatch:PutMetricData"],

@@ -52,7 +52,7 @@ class ModelRegistry(Construct):
         )
         nag.wildcard_resource(cleanup.function.role, "*",
                               "sagemaker:ListModelPackages does not support resource-level permissions")
-        nag.wildcard_resource(cleanup.function.role, nag.as_finding(self, self.packages_arn),
+        nag.wildcard_resource(cleanup.function.role, self.packages_arn,
                               "Deletes only the packages of this stack's model package group, whatever their "
                               "version numbers")
         resource = cleanup.add_resource("Resource", {"ModelPackageGroupName": name})

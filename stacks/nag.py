@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import Acknowledgment, App, CfnElement, DefaultStackSynthesizer, Stack, Token, Validations
+from aws_cdk import Acknowledgment, App, DefaultStackSynthesizer, Stack, Token, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -33,8 +33,9 @@ def acknowledge(construct: IConstruct, finding: str, reason: str) -> None:
     Validations.of(construct).acknowledge(Acknowledgment(id=finding, reason=reason))
 
 
-def wildcard_resource(construct: IConstruct, finding: str, reason: str) -> None:
-    acknowledge(construct, f"{IAM5}[Resource::{finding}]", reason)
+def wildcard_resource(construct: IConstruct, resource: Any, reason: str) -> None:
+    """`resource` as the template has it (tokens included), or as cdk-nag writes it in a finding."""
+    acknowledge(construct, f"{IAM5}[Resource::{as_finding(construct, resource)}]", reason)
 
 
 def wildcard_action(construct: IConstruct, action: str, reason: str) -> None:
@@ -58,12 +59,6 @@ def _flatten(value: Any) -> str:
         if fn == "Fn::Join":
             return args[0].join(_flatten(part) for part in args[1])
     return json.dumps(value, separators=(",", ":"))
-
-
-def ref(element: CfnElement, attribute: str | None = None) -> str:
-    """<LogicalId> or <LogicalId.Attribute> of a CloudFormation resource, as in findings."""
-    logical_id = Stack.of(element).resolve(element.logical_id)
-    return f"<{logical_id}.{attribute}>" if attribute else f"<{logical_id}>"
 
 
 def asset_bucket_objects(scope: IConstruct) -> str:

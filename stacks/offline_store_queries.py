@@ -46,7 +46,7 @@ class OfflineStoreQueries:
         self.database = feature_store.database_name
         self.work_group_name = work_group_name
         self.tables = {name: table_reference(self.database, g.table) for name, g in feature_store.groups.items()}
-        self._grant(role, [g.table for g in feature_store.groups.values()])
+        self._grant(role, feature_store.glue_arns)
 
     def query(self, scope: Construct, state_name: str, query: Query, *, result_path: str,
               values: Mapping[str, str] = RUN_VALUES, failure: sfn.IChainable | None) -> sfn.CustomState:
@@ -83,7 +83,7 @@ class OfflineStoreQueries:
             "ResultPath": result_path,
         })
 
-    def _grant(self, role: iam.IRole, tables: list[str]) -> None:
+    def _grant(self, role: iam.IRole, glue_arns: list[str]) -> None:
         stack = Stack.of(role)
         store = self.store
         role.add_to_principal_policy(iam.PolicyStatement(
@@ -98,12 +98,7 @@ class OfflineStoreQueries:
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["glue:GetDatabase", "glue:GetTable", "glue:GetPartition", "glue:GetPartitions",
                      "glue:BatchGetPartition"],
-            resources=[
-                stack.format_arn(service="glue", resource="catalog"),
-                stack.format_arn(service="glue", resource="database", resource_name=self.database),
-                *(stack.format_arn(service="glue", resource="table", resource_name=f"{self.database}/{t}")
-                  for t in tables),
-            ],
+            resources=glue_arns,
         ))
         # Where Lake Formation governs the catalog it vends the credentials for the tables' S3 data, and
         # Athena asks for them as the caller (aws-cdk-lib's own Athena task grants the same).

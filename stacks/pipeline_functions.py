@@ -135,7 +135,7 @@ class PipelineFunctions(Construct):
         )
         nag.wildcard_resource(
             self._invoker,
-            f"{nag.ref(function.node.default_child, 'Arn')}:*",
+            f"{function.function_arn}:*",
             "LambdaInvoke (aws-cdk-lib) grants invoke on the function and its versions",
         )
         return retries.guard(task, retries.LAMBDA, failure)

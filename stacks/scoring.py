@@ -37,7 +37,6 @@ from stacks.phase import Phase
 # cuts the same way for local runs and the moto harness).
 SCORING_INVOCATION_TIMEOUT = Duration.minutes(10)  # a 5 MiB request is served in ~0.3 s here
 SCORING_BUDGET_MINUTES = 60  # transform jobs have no stopping condition; the state machine's timeout bounds them
-EXECUTION = sfn.JsonPath.string_at("$$.Execution.Name")
 RUN = RUN_SCORES.format(execution="{}")  # scores/<execution>, the execution filled in by States.Format
 
 
@@ -61,8 +60,8 @@ class ScoringPhase(Phase):
         create_model = retries.guard(self._create_model_task(), retries.SAGEMAKER_JOB, failure)
         transform = retries.guard(self._transform_task(), retries.SAGEMAKER_JOB, None)
         for resource, what in (("model", "Scoring models"), ("transform-job", "Scoring transform jobs")):
-            nag.wildcard_resource(role, nag.as_finding(self, Stack.of(self).format_arn(
-                service="sagemaker", resource=resource, resource_name="*")),
+            nag.wildcard_resource(role, Stack.of(self).format_arn(service="sagemaker", resource=resource,
+                                                                  resource_name="*"),
                 f"{what} are named after the execution at run time (SageMakerCreateModel / "
                 "SageMakerCreateTransformJob in aws-cdk-lib scope the grant to the resource type)")
         delete = retries.guard(self._delete_model_task(steps.DELETE_SCORING_MODEL), retries.SAGEMAKER_SDK, failure)
@@ -83,7 +82,7 @@ class ScoringPhase(Phase):
 
     def _run_uri(self, path: str) -> str:
         """s3://bucket/scores/<this execution>/<path>"""
-        return sfn.JsonPath.format(f"{self.store.uri(RUN)}/{path}", EXECUTION)
+        return sfn.JsonPath.format(f"{self.store.uri(RUN)}/{path}", sfn.JsonPath.execution_name)
 
     def _scoring_role(self) -> iam.Role:
         """The scoring model's execution role: Batch Transform reads the model, the code and the scoring
@@ -120,7 +119,7 @@ class ScoringPhase(Phase):
                 "Bucket": bucket.bucket_name,
                 "CopySource": sfn.JsonPath.format(f"{bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv",
                                                   sfn.JsonPath.string_at("$.scoring_set.query_execution_id")),
-                "Key": sfn.JsonPath.format(f"{RUN}/input/{SCORING_INPUT_FILE}", EXECUTION),
+                "Key": sfn.JsonPath.format(f"{RUN}/input/{SCORING_INPUT_FILE}", sfn.JsonPath.execution_name),
             },
             result_path=sfn.JsonPath.DISCARD,
         )
@@ -129,7 +128,7 @@ class ScoringPhase(Phase):
         return tasks.SageMakerCreateModel(
             self,
             steps.CREATE_SCORING_MODEL,
-            model_name=EXECUTION,
+            model_name=sfn.JsonPath.execution_name,
             primary_container=tasks.ContainerDefinition(
                 image=tasks.DockerImage.from_registry(self.container.image.uri),
                 mode=tasks.Mode.SINGLE_MODEL,
@@ -149,8 +148,8 @@ class ScoringPhase(Phase):
             self,
             steps.SCORE_CUSTOMERS,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            transform_job_name=EXECUTION,
-            model_name=EXECUTION,
+            transform_job_name=sfn.JsonPath.execution_name,
+            model_name=sfn.JsonPath.execution_name,
             role=self.scoring_role,
             transform_input=tasks.TransformInput(
                 transform_data_source=tasks.TransformDataSource(s3_data_source=tasks.TransformS3DataSource(
@@ -190,7 +189,7 @@ class ScoringPhase(Phase):
             action="deleteModel",
             iam_action="sagemaker:DeleteModel",
             iam_resources=[Stack.of(self).format_arn(service="sagemaker", resource="model", resource_name="*")],
-            parameters={"ModelName": EXECUTION},
+            parameters={"ModelName": sfn.JsonPath.execution_name},
             result_path=sfn.JsonPath.DISCARD,
         )
 
@@ -216,7 +215,7 @@ class ScoringModelSweep(Construct):
             kit=kit,
             service_name="churn-scoring-model-cleanup",
         )
-        nag.wildcard_resource(cleanup.function.role, nag.as_finding(self, models),
+        nag.wildcard_resource(cleanup.function.role, models,
                               "Scoring models are named after the executions; the handler deletes only those of "
                               "this state machine's stopped, timed-out and failed executions")
         # Referencing the state machine makes CloudFormation delete this (running the sweep) before it.

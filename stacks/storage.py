@@ -201,7 +201,7 @@ class DataStore(Construct):
             "kms:ReEncrypt*",
         ):
             nag.wildcard_action(role, action, reason)
-        nag.wildcard_resource(role, f"{nag.ref(self.bucket.node.default_child, 'Arn')}/*", reason)
+        nag.wildcard_resource(role, self.bucket.arn_for_objects("*"), reason)
         nag.wildcard_resource(role, nag.asset_bucket_objects(self), reason)
         stack = Stack.of(self)
         for child in stack.node.children:
@@ -241,7 +241,7 @@ class DataStore(Construct):
         """cdk-nag reports a grant on `<bucket>/<prefix>/*` as a wildcard: it is one on purpose."""
         nag.wildcard_resource(
             role,
-            f"{nag.ref(self.bucket.node.default_child, 'Arn')}/{prefix}/*",
+            self.bucket.arn_for_objects(f"{prefix}/*"),
             f"{why}; object keys are generated at run time, so the grant is limited to the {prefix}/ prefix",
         )
 

@@ -50,8 +50,8 @@ class TrainingPhase(Phase):
         build = queries.query(self, steps.BUILD_TRAINING_SET, training_set_sql(spec, queries.tables),
                               result_path="$.training_set", failure=failure)
         train = retries.guard(self._train_task(store.uri(MODELS_PREFIX), store.key), retries.SAGEMAKER_JOB, failure)
-        nag.wildcard_resource(role, nag.as_finding(self, Stack.of(self).format_arn(
-            service="sagemaker", resource="training-job", resource_name="*")),
+        nag.wildcard_resource(role, Stack.of(self).format_arn(service="sagemaker", resource="training-job",
+                                                              resource_name="*"),
             "Training job names come from the execution name at run time")
         nag.wildcard_resource(role, "*", "sagemaker:ListTags is granted on '*' by the CDK training task")
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
@@ -69,7 +69,7 @@ class TrainingPhase(Phase):
                                            sfn.JsonPath.string_at("$.evaluation.validation_auc")),
         )
         register = retries.guard(self._register_task(), retries.SAGEMAKER_SDK, failure)
-        nag.wildcard_resource(role, nag.as_finding(self, registry.packages_arn),
+        nag.wildcard_resource(role, registry.packages_arn,
                               "Model package versions are numbered by SageMaker; the grant is limited to this "
                               "stack's group")
         gate = (sfn.Choice(self, steps.MODEL_GOOD_ENOUGH)
@@ -85,7 +85,7 @@ class TrainingPhase(Phase):
             steps.TRAIN_MODEL,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             # Execution names are unique per state machine; default (UUID) names are valid job names.
-            training_job_name=sfn.JsonPath.string_at("$$.Execution.Name"),
+            training_job_name=sfn.JsonPath.execution_name,
             role=self.training_role,
             algorithm_specification=tasks.AlgorithmSpecification(
                 training_image=tasks.DockerImage.from_registry(self.container.image.uri),
@@ -137,7 +137,7 @@ class TrainingPhase(Phase):
             parameters={
                 "ModelPackageGroupName": group,
                 "ModelPackageDescription": sfn.JsonPath.format(
-                    "Churn model trained by execution {}", sfn.JsonPath.string_at("$$.Execution.Name")
+                    "Churn model trained by execution {}", sfn.JsonPath.execution_name
                 ),
                 "ModelApprovalStatus": "Approved",
                 "InferenceSpecification": {
