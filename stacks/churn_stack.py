@@ -45,18 +45,10 @@ class ChurnPipelineStack(Stack):
         data_file: Path,
         enable_s3_trigger: bool = False,
         alarm_email: str | None = None,
-        lambda_dir: Path = PROJECT_ROOT / "lambda",
-        training_dir: Path = PROJECT_ROOT / "training",
-        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         env: Environment | None = None,
-        description: str | None = None,
     ) -> None:
-        super().__init__(
-            scope,
-            construct_id,
-            env=env,
-            description=description or "Churn prediction training pipeline on SageMaker Feature Store",
-        )
+        super().__init__(scope, construct_id, env=env,
+                         description="Churn prediction training pipeline on SageMaker Feature Store")
         if enable_s3_trigger and not (spec.is_single_group or spec.derive):
             raise ValueError("enable_s3_trigger starts a run from one uploaded file: the spec needs one feature "
                              "group or a derivation ('derive'), not several groups with a file each")
@@ -70,10 +62,10 @@ class ChurnPipelineStack(Stack):
             data_file=data_file,
             work_group_name=naming.work_group_name(stack_name),
             database_name=naming.glue_database_name(stack_name),
-            log_retention=log_retention,
+            log_retention=logs.RetentionDays.ONE_MONTH,
             event_bridge_enabled=enable_s3_trigger,
         )
-        kit = LambdaKit(code=lambda_asset(lambda_dir), layer=powertools_layer(self), store=store)
+        kit = LambdaKit(code=lambda_asset(PROJECT_ROOT / "lambda"), layer=powertools_layer(self), store=store)
         feature_store = FeatureStore(self, "FeatureStore", spec=spec, stack_name=stack_name, store=store, kit=kit)
         registry = ModelRegistry(self, "ModelRegistry", name=naming.model_package_group_name(stack_name), kit=kit)
         # The state machine's role exists first, so that each phase grants it what its states need.
@@ -81,10 +73,9 @@ class ChurnPipelineStack(Stack):
                                 description="The churn pipeline's state machine")
         functions = PipelineFunctions(self, "Functions", spec=spec, settings=settings, kit=kit,
                                       feature_store=feature_store, invoker=machine_role)
-        queries = OfflineStoreQueries(feature_store=feature_store, work_group_name=store.work_group_name,
-                                      role=machine_role)
+        queries = OfflineStoreQueries(feature_store=feature_store, role=machine_role)
         container = ModelContainer(
-            self, "ModelContainer", code_bundle=build_training_tarball(training_dir),
+            self, "ModelContainer", code_bundle=build_training_tarball(PROJECT_ROOT / "training"),
             image=xgboost_image(self, version=settings.xgboost_version, region=self.region, regions=supported),
         )
 
@@ -170,7 +161,7 @@ class ChurnPipelineStack(Stack):
             "FeatureGroups": self.feature_store.outputs(),  # {group: {feature_group, table}}, labels included
             "ModelPackageGroupName": self.registry.name,
             "AthenaWorkGroup": self.store.work_group_name,
-            "GlueDatabase": self.feature_store.database_name,
+            "GlueDatabase": self.store.database_name,
             "GlueTable": first.table,
             "LogGroup": self.log_group.log_group_name,
             # where a failed batch's Lambda logs its failed records

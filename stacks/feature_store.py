@@ -47,7 +47,6 @@ class FeatureStore(Construct):
         super().__init__(scope, construct_id)
         self.spec = spec
         self.store = store
-        self.database_name = store.database_name
         stack = Stack.of(self)
         tables = {g.name: naming.offline_table_name(g.name, g.fingerprint()) for g in spec.all_groups}
         # The Glue catalog, database and tables: Feature Store updates them, Athena reads them.

@@ -26,14 +26,10 @@ RUN_VALUES = {
 NOW = {AS_OF: "States.Format('\\'{}\\'', $$.State.EnteredTime)"}
 
 
-def states_arn(integration: str) -> str:
-    return f"arn:{Aws.PARTITION}:states:::{integration}"
-
-
 def _athena_task(scope: Construct, state_name: str, action: str, failure: sfn.IChainable | None,
                  fields: dict) -> sfn.CustomState:
     state = sfn.CustomState(scope, state_name, state_json={
-        "Type": "Task", "Resource": states_arn(f"athena:{action}"), **fields,
+        "Type": "Task", "Resource": f"arn:{Aws.PARTITION}:states:::athena:{action}", **fields,
     })
     return retries.guard(state, retries.ATHENA, failure)
 
@@ -41,11 +37,10 @@ def _athena_task(scope: Construct, state_name: str, action: str, failure: sfn.IC
 class OfflineStoreQueries:
     """Makes the Athena states of every phase; grants the state machine's role what they need, once."""
 
-    def __init__(self, *, feature_store: FeatureStore, work_group_name: str, role: iam.IRole) -> None:
+    def __init__(self, *, feature_store: FeatureStore, role: iam.IRole) -> None:
         self.store = feature_store.store
-        self.database = feature_store.database_name
-        self.work_group_name = work_group_name
-        self.tables = {name: table_reference(self.database, g.table) for name, g in feature_store.groups.items()}
+        self.tables = {name: table_reference(self.store.database_name, g.table)
+                       for name, g in feature_store.groups.items()}
         self._grant(role, feature_store.glue_arns)
 
     def query(self, scope: Construct, state_name: str, query: Query, *, result_path: str,
@@ -57,8 +52,8 @@ class OfflineStoreQueries:
         return _athena_task(scope, state_name, "startQueryExecution.sync", failure, {
             "Parameters": {
                 "QueryString": query.text,
-                "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": self.database},
-                "WorkGroup": self.work_group_name,
+                "QueryExecutionContext": {"Catalog": "AwsDataCatalog", "Database": self.store.database_name},
+                "WorkGroup": self.store.work_group_name,
                 # Athena substitutes parameters as SQL literals; Validate input quotes the values.
                 "ExecutionParameters.$": f"States.Array({', '.join(values[p] for p in query.parameters)})",
             },
@@ -66,8 +61,7 @@ class OfflineStoreQueries:
                 "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
                 # The workgroup enforces its result location: query/<QueryExecutionId>.csv
                 "output_uri.$": (
-                    f"States.Format('s3://{self.store.bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv', "
-                    "$.QueryExecution.QueryExecutionId)"
+                    f"States.Format('{self.store.query_results_uri}{{}}.csv', $.QueryExecution.QueryExecutionId)"
                 ),
             },
             "ResultPath": result_path,
@@ -89,7 +83,7 @@ class OfflineStoreQueries:
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults",
                      "athena:StopQueryExecution"],
-            resources=[stack.format_arn(service="athena", resource="workgroup", resource_name=self.work_group_name)],
+            resources=[stack.format_arn(service="athena", resource="workgroup", resource_name=store.work_group_name)],
         ))
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["athena:GetDataCatalog"],

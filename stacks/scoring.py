@@ -16,7 +16,7 @@ from constructs import Construct
 
 from churn import steps
 from churn.config import PipelineSettings
-from churn.layout import MODELS_PREFIX, QUERY_PREFIX, RUN_SCORES, SCORES_FILE, SCORES_PREFIX, SCORING_INPUT_FILE
+from churn.layout import MODELS_PREFIX, RUN_SCORES, SCORES_FILE, SCORES_PREFIX, SCORING_INPUT_FILE
 from churn.schema import FeatureSpec
 from churn.scoring import TRANSFORM_MAX_PAYLOAD_MB
 from churn.sql import scoring_set_sql
@@ -117,7 +117,7 @@ class ScoringPhase(Phase):
             iam_resources=[bucket.arn_for_objects(f"{SCORES_PREFIX}/*")],
             parameters={
                 "Bucket": bucket.bucket_name,
-                "CopySource": sfn.JsonPath.format(f"{bucket.bucket_name}/{QUERY_PREFIX}/{{}}.csv",
+                "CopySource": sfn.JsonPath.format(f"{self.store.query_results_uri.removeprefix('s3://')}{{}}.csv",
                                                   sfn.JsonPath.string_at("$.scoring_set.query_execution_id")),
                 "Key": sfn.JsonPath.format(f"{RUN}/input/{SCORING_INPUT_FILE}", sfn.JsonPath.execution_name),
             },

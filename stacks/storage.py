@@ -164,7 +164,7 @@ class DataStore(Construct):
         )
 
         self.work_group_name = work_group_name
-        self.query_results_uri = f"s3://{self.bucket.bucket_name}/{QUERY_PREFIX}/"
+        self.query_results_uri = f"{self.uri(QUERY_PREFIX)}/"
         self.work_group = athena.CfnWorkGroup(
             self,
             "WorkGroup",
