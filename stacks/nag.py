@@ -9,9 +9,10 @@ construct it is made on and everything below it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from aws_cdk import Acknowledgment, App, DefaultStackSynthesizer, Stack, Token, Validations
+from aws_cdk import Acknowledgment, App, Stack, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -56,26 +57,11 @@ def _flatten(value: Any) -> str:
             return f"<{args}>"
         if fn == "Fn::GetAtt":
             return f"<{args[0]}.{args[1]}>"
+        if fn == "Fn::Sub" and isinstance(args, str):
+            return re.sub(r"\$\{([^}]+)\}", r"<\1>", args)
         if fn == "Fn::Join":
             return args[0].join(_flatten(part) for part in args[1])
     return json.dumps(value, separators=(",", ":"))
-
-
-def asset_bucket_objects(scope: IConstruct) -> str:
-    """The bootstrap asset bucket's objects, written as cdk-nag writes the ARN."""
-    stack = Stack.of(scope)
-    synthesizer = stack.synthesizer
-    if not isinstance(synthesizer, DefaultStackSynthesizer):
-        raise TypeError("only the default stack synthesizer's asset bucket is known")
-    name = DefaultStackSynthesizer.DEFAULT_FILE_ASSETS_BUCKET_NAME.replace(
-        "${Qualifier}", synthesizer.bootstrap_qualifier or DefaultStackSynthesizer.DEFAULT_QUALIFIER
-    )
-    # A concrete account/region is written into the name; otherwise the template keeps Fn::Sub.
-    for placeholder, value in (("${AWS::AccountId}", stack.account), ("${AWS::Region}", stack.region)):
-        name = name.replace(
-            placeholder, placeholder[1:].replace("{", "<").replace("}", ">") if Token.is_unresolved(value) else value
-        )
-    return as_finding(scope, f"arn:{stack.partition}:s3:::{name}/*")
 
 
 def aws_managed_policy(name: str) -> str:

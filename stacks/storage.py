@@ -202,7 +202,9 @@ class DataStore(Construct):
         ):
             nag.wildcard_action(role, action, reason)
         nag.wildcard_resource(role, self.bucket.arn_for_objects("*"), reason)
-        nag.wildcard_resource(role, nag.asset_bucket_objects(self), reason)
+        # The staged CSV: Source.asset adds it to the deployment as "Asset1".
+        asset = self.data_deployment.node.find_child("Asset1")
+        nag.wildcard_resource(role, asset.bucket.arn_for_objects("*"), reason)
         stack = Stack.of(self)
         for child in stack.node.children:
             if child.node.id.startswith("Custom::CDKBucketDeployment"):
