@@ -23,15 +23,15 @@ from stacks import checkov, nag
 NONCURRENT_VERSION_DAYS = 30  # how long an overwritten or deleted object can still be restored
 
 
-def _stage_file(source: Path, name: str) -> Path:
-    """A folder holding only `source` renamed to `name` (BucketDeployment deploys folders or zips).
+def stage(name: str, data: bytes) -> Path:
+    """`data` as the only file, `name`, of a build folder named by the content's hash (an asset's path:
+    BucketDeployment deploys folders, SageMaker's script mode a file).
 
-    The folder is named by the content's hash and appears whole (built aside, then renamed), so
-    concurrent synths never see, or deploy, a partial copy.
+    The folder appears whole (built aside, then renamed), so concurrent synths never see, or deploy, a
+    partial copy.
     """
-    data = source.read_bytes()
     parent = Path(tempfile.gettempdir()) / "churn-cdk-build"
-    folder = parent / f"data-{hashlib.sha256(data).hexdigest()[:16]}"
+    folder = parent / f"{name}-{hashlib.sha256(data).hexdigest()[:16]}"
     if not folder.exists():
         parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
@@ -40,7 +40,7 @@ def _stage_file(source: Path, name: str) -> Path:
             building.rename(folder)
         except OSError:  # another synth staged the same content first
             shutil.rmtree(building, ignore_errors=True)
-    return folder
+    return folder / name
 
 
 class DataStore(Construct):
@@ -140,7 +140,7 @@ class DataStore(Construct):
         self.data_deployment = s3deploy.BucketDeployment(
             self,
             "RawData",
-            sources=[s3deploy.Source.asset(str(_stage_file(Path(data_file), SAMPLE_DATA_NAME)))],
+            sources=[s3deploy.Source.asset(str(stage(SAMPLE_DATA_NAME, data_file.read_bytes()).parent))],
             destination_bucket=self.bucket,
             destination_key_prefix=f"{RAW_PREFIX}/",
             prune=False,  # never delete CSVs users uploaded to raw/ themselves

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 from churn.layout import TRAINING_ENTRY_POINT as ENTRY_POINT
@@ -39,19 +36,3 @@ def training_tarball_bytes(source_dir: Path) -> bytes:
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=9) as gz:
         gz.write(raw.getvalue())
     return compressed.getvalue()
-
-
-def build_training_tarball(source_dir: Path, build_dir: Path | None = None) -> Path:
-    """Write the bundle to `build_dir` (default: a per-user temp folder) under a content-hashed name."""
-    payload = training_tarball_bytes(source_dir)
-    digest = hashlib.sha256(payload).hexdigest()[:16]
-    target_dir = Path(build_dir) if build_dir else Path(tempfile.gettempdir()) / "churn-cdk-build"
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"training-code-{digest}.tar.gz"
-    if not target.exists() or target.read_bytes() != payload:
-        # Write then rename: concurrent synths (tests, `cdk synth`) never see a half-written file.
-        fd, tmp = tempfile.mkstemp(dir=target_dir, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, target)
-    return target
