@@ -31,7 +31,7 @@ def stage(name: str, data: bytes) -> Path:
     partial copy.
     """
     parent = Path(tempfile.gettempdir()) / "churn-cdk-build"
-    folder = parent / f"{name}-{hashlib.sha256(data).hexdigest()[:16]}"
+    folder = parent / hashlib.sha256(name.encode() + b"/" + data).hexdigest()[:16]
     if not folder.exists():
         parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
