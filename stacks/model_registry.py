@@ -7,20 +7,11 @@ from typing import cast
 from aws_cdk import CfnResource, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
-from constructs import Construct, IConstruct
+from constructs import Construct
 
 from stacks import nag
 from stacks.cleanup import CleanupOnDelete
 from stacks.functions import LambdaKit
-
-# The logical IDs these had when the stack was one construct (tests/infra/test_stateful_ids.py pins them):
-# under a new ID CloudFormation would replace the group, delete the old clean-up resource (which deletes
-# every registered model package), and refuse the clean-up's new service token (its provider's function).
-KEPT_LOGICAL_IDS = {
-    "ModelPackageGroup": "PipelineModelPackageGroup26A0C73B",
-    "Cleanup/Resource/Default": "RegistryCleanup5741BC87",
-    "Cleanup/Provider/framework-onEvent/Resource": "RegistryCleanupProviderframeworkonEventE624127E",
-}
 
 
 class ModelRegistry(Construct):
@@ -57,12 +48,11 @@ class ModelRegistry(Construct):
                               "version numbers")
         resource = cleanup.add_resource("Resource", {"ModelPackageGroupName": name})
         resource.node.add_dependency(self.group)
-        for path, logical_id in KEPT_LOGICAL_IDS.items():
-            cast(CfnResource, _at(self, path)).override_logical_id(logical_id)
-
-
-def _at(scope: IConstruct, path: str) -> IConstruct:
-    """The construct at `path` below `scope`."""
-    for part in path.split("/"):
-        scope = scope.node.find_child(part)
-    return scope
+        # The logical IDs these had when the stack was one construct (tests/infra/test_stateful_ids.py pins
+        # them): under a new ID CloudFormation would replace the group, delete the old clean-up resource
+        # (which deletes every registered model package), and refuse the clean-up's new service token (its
+        # provider's function).
+        self.group.override_logical_id("PipelineModelPackageGroup26A0C73B")
+        cast(CfnResource, resource.node.default_child).override_logical_id("RegistryCleanup5741BC87")
+        provider_function = cleanup.provider.node.find_child("framework-onEvent").node.default_child
+        cast(CfnResource, provider_function).override_logical_id("RegistryCleanupProviderframeworkonEventE624127E")
