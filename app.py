@@ -46,10 +46,9 @@ def build_app(
     """The app with its one stack. `env` None means: CDK_DEFAULT_ACCOUNT/REGION where set."""
     app = App(context={**project_context(), **(context or {})}, outdir=outdir)
     get = app.node.try_get_context
-    if env is None:
-        account, region = os.environ.get("CDK_DEFAULT_ACCOUNT"), os.environ.get("CDK_DEFAULT_REGION")
-        # Without them the stack is environment-agnostic: one template for any account and region.
-        env = Environment(account=account or None, region=region or None) if account or region else None
+    if env is None:  # without CDK_DEFAULT_*, the stack is environment-agnostic: one template for any account and region
+        env = Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT") or None,
+                          region=os.environ.get("CDK_DEFAULT_REGION") or None)
     stack = ChurnPipelineStack(
         app,
         str(get("stack_name") or DEFAULT_STACK_NAME),

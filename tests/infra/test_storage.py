@@ -10,7 +10,7 @@ from aws_cdk.assertions import Match
 
 from churn import naming
 from churn.layout import SAMPLE_DATA_NAME
-from stacks.storage import _stage_file
+from stacks.storage import stage
 
 
 def test_key_rotates_and_is_deleted_with_the_stack(main):
@@ -117,7 +117,7 @@ def test_sample_csv_is_deployed_into_raw(main):
 def test_staged_data_keeps_the_name_churn_csv(tmp_path):
     source = tmp_path / "customers-2026.csv"
     source.write_text("customerID,Churn\nA,No\n")
-    folder = _stage_file(source, SAMPLE_DATA_NAME)
+    folder = stage(SAMPLE_DATA_NAME, source.read_bytes()).parent
     assert [p.name for p in folder.iterdir()] == ["churn.csv"]
     assert (folder / "churn.csv").read_text() == source.read_text()
 

@@ -11,7 +11,8 @@ from sagemaker.core import image_uris
 
 from stacks.churn_stack import PROJECT_ROOT
 from stacks.regions import POWERTOOLS_PARAMETER_REGIONS
-from stacks.training_code import build_training_tarball, training_tarball_bytes
+from stacks.storage import stage
+from stacks.training_code import training_tarball_bytes
 from stacks.xgboost_image import xgboost_image_uris
 
 EU_WEST_1 = "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:3.2-0"
@@ -55,10 +56,8 @@ def test_training_bundle_is_deterministic_and_has_the_entry_point(tmp_path):
     assert "train_model.py" in members
     for member in members.values():
         assert "/" not in member.name and member.mtime == 0 and member.uid == member.gid == 0
-    path_a = build_training_tarball(PROJECT_ROOT / "training", tmp_path / "a")
-    path_b = build_training_tarball(PROJECT_ROOT / "training", tmp_path / "b")
-    assert path_a.read_bytes() == path_b.read_bytes() == first
-    assert path_a.name == path_b.name and path_a.name.endswith(".tar.gz")
+    path = stage("training-code.tar.gz", first)
+    assert path.read_bytes() == first and stage("training-code.tar.gz", first) == path
 
 
 def test_bundle_holds_only_top_level_python_files_in_order(tmp_path):
