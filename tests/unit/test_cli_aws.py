@@ -627,7 +627,7 @@ def test_wrong_region_names_the_region_and_the_fix(stack, cli, monkeypatch):
     assert executions(stack) == []
 
 
-def test_no_credentials_is_one_line(cli, monkeypatch):
+def test_no_credentials_is_one_line(cli, monkeypatch, small_csv):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name)
 
@@ -635,7 +635,8 @@ def test_no_credentials_is_one_line(cli, monkeypatch):
         raise AssertionError("the CLI tried to reach the network")
 
     monkeypatch.setattr(botocore.httpsession.URLLib3Session, "send", no_network)
-    for args in (("run", "--no-wait"), ("runs",), ("status", "run-1")):
+    for args in (("run", "--no-wait"), ("runs",), ("status", "run-1"), ("scores",), ("predict", "--id", "c1"),
+                 ("upload", "--data", str(small_csv))):
         result = cli(*args)
         assert result.exit_code == 1, result.output
         assert "no AWS credentials found" in one_error_line(result)
