@@ -4,6 +4,9 @@ run.json, their scores, the local model registry, and one customer predicted fro
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,13 +40,16 @@ FIX_THE_FILE = "fix the file and run again; nothing was written"
 RUN_LOCALLY = "train one with `python -m pipeline run --local`"
 
 
-def _bad_input(exc: Exception) -> OperatorError:
-    return OperatorError(str(exc), FIX_THE_FILE, error="InputValidationError", exit_code=EXIT_BAD_INPUT)
-
-
-def _old_store(exc: StoreLayoutError) -> OperatorError:
-    return OperatorError(str(exc), "then `python -m pipeline run --local`, or pass another --workspace",
-                         error="StoreLayoutError")
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Bad input, and a feature store in an older layout, as what the user can do about them."""
+    try:
+        yield
+    except (InputValidationError, DerivationError) as exc:
+        raise OperatorError(str(exc), FIX_THE_FILE, error="InputValidationError", exit_code=EXIT_BAD_INPUT) from None
+    except StoreLayoutError as exc:
+        raise OperatorError(str(exc), "then `python -m pipeline run --local`, or pass another --workspace",
+                            error="StoreLayoutError") from None
 
 
 def load_spec(path: Path) -> FeatureSpec:
@@ -144,15 +150,12 @@ class LocalBackend:
         reporter.run_started(f"Local run on {data} (feature group{'s' if len(pipeline.feature_groups) > 1 else ''} "
                              f"{groups})", () if spec.is_single_group else tuple(pipeline.feature_groups))
         began = datetime.now(UTC)
-        try:
-            outcome = pipeline.run(data, run_id=request.name, knowledge_cutoff=request.knowledge_cutoff)
-        except (InputValidationError, DerivationError) as exc:
-            raise _bad_input(exc) from None
-        except PipelineFailed as exc:
-            outcome = exc.outcome  # type: ignore[attr-defined]
-        except StoreLayoutError as exc:
-            raise _old_store(exc) from None
-        result = _run_result(outcome.to_dict(), began)
+        with _refusals():
+            try:
+                outcome = pipeline.run(data, run_id=request.name, knowledge_cutoff=request.knowledge_cutoff)
+            except PipelineFailed as exc:
+                outcome = exc.outcome  # type: ignore[attr-defined]
+        result = _run_result(asdict(outcome), began)
         result.id_column = spec.record_identifier.name
         return result
 
@@ -228,38 +231,30 @@ class LocalBackend:
             raise OperatorError(f"no local feature store in {self.workspace.root}", RUN_LOCALLY,
                                 error="NoFeatureStore")
         try:
-            with LocalFeatureStore(self.workspace.feature_store) as store:
+            with _refusals(), LocalFeatureStore(self.workspace.feature_store) as store:
                 values, read = online_features(store, store, groups, record_id, "python -m pipeline scores --local")
         except ClientError as exc:
             raise OperatorError(exc.response["Error"].get("Message", str(exc)), RUN_LOCALLY,
                                 error=exc.response["Error"].get("Code", "Error")) from None
-        except StoreLayoutError as exc:
-            raise _old_store(exc) from None
         return predict_artifact(Path(entry.model_artifact), entry.model_artifact, str(entry.version), read, record_id,
                                 values, features)
 
     def _feature_groups(self, run_id: str) -> dict[str, str]:
         path = self._run_dir(run_id) / RUN_FILE
-        try:
-            groups = json.loads(path.read_text(encoding="utf-8")).get("feature_groups")
-        except (OSError, ValueError):
-            groups = None
-        if not groups:
+        run = self._load(path)
+        if run is None or not run.feature_groups:
             raise OperatorError(f"cannot tell which feature groups the approved model's run used ({path} is "
                                 "missing or names none)", "train a new model with `python -m pipeline run --local`",
                                 error="RunNotFound")
-        return dict(groups)
+        return dict(run.feature_groups)
 
     # -- local only ---------------------------------------------------------------------------------
     def cross_validate(self, spec_path: Path, data: Path | None, folds: int, reporter: Reporter) -> dict[str, Any]:
         spec = load_spec(spec_path)
         pipeline = LocalPipeline(spec=spec, settings=PipelineSettings(), workspace=self.workspace, reporter=reporter)
         try:
-            return pipeline.cross_validate(input_path(spec, spec_path, data), folds)
-        except (InputValidationError, DerivationError) as exc:
-            raise _bad_input(exc) from None
-        except StoreLayoutError as exc:
-            raise _old_store(exc) from None
+            with _refusals():
+                return pipeline.cross_validate(input_path(spec, spec_path, data), folds)
         except PipelineFailed as exc:
             raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
 

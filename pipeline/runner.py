@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from botocore.exceptions import ClientError
 
 from churn import naming, steps
@@ -147,9 +148,6 @@ class RunOutcome:
     error: str = ""
     cause: str = ""
     step_seconds: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class LocalPipeline:
@@ -277,17 +275,11 @@ class LocalPipeline:
     def _duckdb(self, store: LocalFeatureStore, only: str | None = None) -> Iterator[Any]:
         """A DuckDB connection where each group's offline store (or `only` that one's) is
         `"database"."table"`, as in Athena."""
-        import duckdb
-
-        store.flush()
-        con = duckdb.connect(":memory:")
-        try:
+        with duckdb.connect(":memory:") as con:
             for group, name in self.feature_groups.items():
                 if only in (None, group):
                     store.attach_duckdb(con, name, self.database, self.tables[group])
             yield con
-        finally:
-            con.close()
 
     def _query_to_csv(self, store: LocalFeatureStore, query: Query, values: dict[str, str], destination: Path) -> int:
         """The query's rows as Athena writes a result: header, every value quoted, NULL as nothing."""
@@ -412,7 +404,7 @@ class LocalPipeline:
     @staticmethod
     def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
         if run_dir.exists():
-            (run_dir / RUN_FILE).write_text(json.dumps(outcome.to_dict(), indent=2), encoding="utf-8")
+            (run_dir / RUN_FILE).write_text(json.dumps(asdict(outcome), indent=2), encoding="utf-8")
 
 
 def create_feature_group(store: LocalFeatureStore, name: str, group: FeatureGroupSpec) -> None:

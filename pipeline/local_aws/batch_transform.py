@@ -92,10 +92,6 @@ def extracted_model(artifact: Path | bytes) -> Iterator[Path]:
         yield Path(folder)
 
 
-class TransformFailed(ValueError):
-    """A request failed: the message names the input, the request and its lines."""
-
-
 def transform(serving: Any, model_dir: Path, source: Path, output_dir: Path, max_payload_bytes: int) -> Path:
     """Every request of `source` through model_fn/input_fn/predict_fn/output_fn; the responses joined
     line-wise into `<source name>.out`, which appears only once every request has succeeded."""
@@ -123,7 +119,7 @@ def transform(serving: Any, model_dir: Path, source: Path, output_dir: Path, max
     except PayloadTooLarge:
         raise
     except (ValueError, OSError) as exc:
-        raise TransformFailed(f"{where}: {' '.join(str(exc).split())}") from None
+        raise ValueError(f"{where}: {' '.join(str(exc).split())}") from None  # names the request and its lines
     finally:
         partial.unlink(missing_ok=True)
     return output

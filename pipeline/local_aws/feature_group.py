@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ class FeatureGroup:
         # so a write keeps no container of its own (every container kept makes each garbage
         # collection longer; a read scans the list). Offline: by event-time partition.
         self.pending: list[tuple] = []
-        self.buffer: dict[str, list[tuple]] = {}
+        self.buffer: defaultdict[str, list[tuple]] = defaultdict(list)
         self._event_times: dict[str, tuple[float, str]] = {}  # event time text -> (seconds, partition)
 
     def targets(self, stores: Any, operation: str) -> tuple[bool, bool]:

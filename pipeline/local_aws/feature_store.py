@@ -52,6 +52,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,16 +200,8 @@ class LocalFeatureStore:
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS {_table(group)} (_record_id TEXT NOT NULL UNIQUE, "
                                  f"_event_time REAL NOT NULL, _is_deleted INTEGER NOT NULL, _expires_us INTEGER, "
                                  f"{features}, _call_us INTEGER NOT NULL)")
-            path = self._meta_dir / f"{name}.json"
-            tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(description, indent=2), encoding="utf-8")
-            try:
-                os.link(tmp, path)  # atomic and exclusive: exactly one creator wins
-            except FileExistsError:
-                raise client_error("ResourceInUse", f"feature group '{name}' already exists",
-                                   "CreateFeatureGroup") from None
-            finally:
-                tmp.unlink()
+            if not _create_file(self._meta_dir / f"{name}.json", json.dumps(description, indent=2)):
+                raise client_error("ResourceInUse", f"feature group '{name}' already exists", "CreateFeatureGroup")
             self._groups[name] = group
         return {"FeatureGroupArn": self._arn(name)}
 
@@ -298,10 +291,7 @@ class LocalFeatureStore:
                 if online:
                     group.pending.append(stamped)
                 if offline:
-                    rows = group.buffer.get(partition)
-                    if rows is None:
-                        rows = group.buffer[partition] = []
-                    rows.append(stamped)
+                    group.buffer[partition].append(stamped)
             self._last_call_us = last
             self._unflushed += len(writes)
             flush = self._unflushed >= self.flush_rows
@@ -371,7 +361,7 @@ class LocalFeatureStore:
     def _hard_delete(self, group: FeatureGroup, tombstone: tuple, event_time: str) -> None:
         key = tombstone[ROW_KEY]
         self._db.execute("BEGIN IMMEDIATE")  # no other process writes this record in between
-        try:
+        with self._db:  # COMMIT, or ROLLBACK on any exception
             current = self._current(group, key)
             alive = current is not None and (current[ROW_EXPIRES] is None or current[ROW_EXPIRES] > self.clock() * 1e6)
             if alive and tombstone[ROW_EVENT] < current[ROW_EVENT]:
@@ -380,15 +370,11 @@ class LocalFeatureStore:
             self._db.execute(f"DELETE FROM {_table(group)} WHERE _record_id = ?", (key,))
             with self._lock:
                 group.pending = [row for row in group.pending if row[ROW_KEY] != key]
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     # -- flushing ---------------------------------------------------------------------------------
-    def flush(self) -> int:
+    def flush(self) -> None:
         """Write unflushed online rows to SQLite (one transaction) and offline rows as one Parquet
-        file per group and partition. Returns the number of offline rows written."""
+        file per group and partition."""
         with self._flush_lock:
             with self._db_lock:
                 with self._lock:
@@ -396,16 +382,13 @@ class LocalFeatureStore:
                     online = [(g, g.pending) for g in self._groups.values() if g.pending]
                     offline = [(g, g.buffer) for g in self._groups.values() if g.buffer]
                     for group in self._groups.values():
-                        group.pending, group.buffer = [], {}
+                        group.pending, group.buffer = [], defaultdict(list)
                     self._unflushed = 0
                 if online:
                     self._upsert(online)
-            written = 0
             for group, buffer in offline:
                 for partition, rows in buffer.items():
                     self._write_parquet(group, partition, rows)
-                    written += len(rows)
-            return written
 
     def _upsert(self, online: list[tuple[FeatureGroup, list[tuple]]]) -> None:
         """Apply the online writes, each record's in call order, in one transaction (caller holds _db_lock).
@@ -417,13 +400,9 @@ class LocalFeatureStore:
             per = _STATEMENT_PARAMETERS // len(rows[0])
             statements += [_upsert(group, rows[start : start + per]) for start in range(0, len(rows), per)]
         self._db.execute("BEGIN IMMEDIATE")  # waits in the busy timeout while another process writes
-        try:
+        with self._db:  # COMMIT, or ROLLBACK on any exception
             for sql, parameters in statements:
                 self._db.execute(sql, parameters)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def _write_parquet(self, group: FeatureGroup, partition: str, rows: list[tuple]) -> None:
         # pa.array is ~15x faster on a list than on the tuple zip() makes (pyarrow 26: ~25 vs ~400 ns a value)
@@ -470,15 +449,22 @@ def _claim_format(root: Path) -> None:
     if not marker.exists() and any(not p.name.startswith((".FORMAT", "FORMAT")) for p in root.iterdir()):
         raise StoreLayoutError(f"{root} holds a local feature store written by an older version of this project; "
                            "delete that directory and ingest again")
-    tmp = root / f".FORMAT.{uuid.uuid4().hex}"
-    tmp.write_text(STORE_FORMAT + "\n", encoding="utf-8")
-    try:
-        os.link(tmp, marker)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    _create_file(marker, STORE_FORMAT + "\n")  # another store may have just written it
     found = marker.read_text(encoding="utf-8").strip()
     if found != STORE_FORMAT:
         raise StoreLayoutError(f"{marker}: format {found!r}, expected {STORE_FORMAT!r}; delete {root} and ingest "
                                "again")
+
+
+def _create_file(path: Path, text: str) -> bool:
+    """Write `path` whole unless it exists: whether this call created it (os.link is atomic and exclusive,
+    so exactly one of several creators wins, and a reader never sees a partial file)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()

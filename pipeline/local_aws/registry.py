@@ -12,8 +12,6 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,28 +52,20 @@ class LocalModelRegistry:
         approved = [e for e in self.entries() if e.status == APPROVED]
         return max(approved, key=lambda e: e.version or 0) if approved else None
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Exclusive across threads and processes: every registry object opens its own descriptor,
-        and the lock is released when it is closed (or its process ends)."""
+    def add(self, entry: ModelEntry) -> ModelEntry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Exclusive across threads and processes: every call opens its own descriptor, and the lock is
+        # released when it is closed (or its process ends).
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-    def add(self, entry: ModelEntry) -> ModelEntry:
-        with self._locked():
             entries = self.entries()
             if entry.status == APPROVED:
                 entry.version = 1 + max((e.version or 0 for e in entries), default=0)
             entries.append(entry)
-            self._write(entries)
+            payload = json.dumps({"models": [asdict(e) for e in entries]}, indent=2)
+            # Atomic replace: a crash never leaves a half-written registry.
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".registry-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(payload)
+            os.replace(tmp, self.path)
         return entry
-
-    def _write(self, entries: list[ModelEntry]) -> None:
-        """Atomic replace: a crash never leaves a half-written registry (caller holds the lock)."""
-        payload = json.dumps({"models": [asdict(e) for e in entries]}, indent=2)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".registry-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(payload)
-        os.replace(tmp, self.path)
