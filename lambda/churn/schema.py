@@ -193,18 +193,11 @@ class FeatureSpec:
             extra["derive"] = self.derive
         if (self.validation_split, self.validation_periods) != ("random", 1):
             extra["validation"] = {"split": self.validation_split, "periods": self.validation_periods}
-        if self.is_single_group:
-            group = self.groups[0]
-            assert group.label is not None
-            body = {"record_identifier": _feature_dict(group.record_identifier),
-                    "event_time": _feature_dict(group.event_time), "label": _feature_dict(group.label),
-                    "features": [_feature_dict(f) for f in group.features], **_ttl_dict(group)}
+        if self.labels is None:
+            body = _group_dict(self.groups[0])
         else:
-            assert self.labels is not None and self.labels.label is not None
-            body = {"feature_groups": [_group_dict(g) for g in self.groups],
-                    "labels": {"record_identifier": _feature_dict(self.labels.record_identifier),
-                               "event_time": _feature_dict(self.labels.event_time),
-                               "label": _feature_dict(self.labels.label)}}
+            body = {"feature_groups": [{"name": g.name, **_group_dict(g)} for g in self.groups],
+                    "labels": _group_dict(self.labels)}
         return {"description": self.description, **extra, **body}
 
     def to_json(self, indent: int | None = None) -> str:
@@ -418,19 +411,14 @@ def _feature(raw: Any, where: str) -> Feature:
 
 
 def _feature_dict(feature: Feature) -> dict[str, str]:
-    d = {"name": feature.name}
-    if feature.source:
-        d["source"] = feature.source
-    d["type"] = feature.type
-    return d
-
-
-def _ttl_dict(group: FeatureGroupSpec) -> dict[str, Any]:
-    ttl = group.online_ttl
-    return {"online_ttl": {"value": ttl.value, "unit": ttl.unit}} if ttl else {}
+    return {"name": feature.name, **({"source": feature.source} if feature.source else {}), "type": feature.type}
 
 
 def _group_dict(group: FeatureGroupSpec) -> dict[str, Any]:
-    return {"name": group.name, "record_identifier": _feature_dict(group.record_identifier),
-            "event_time": _feature_dict(group.event_time), "features": [_feature_dict(f) for f in group.features],
-            **_ttl_dict(group)}
+    """A group as the spec writes it (without its name): the single-group form's top level, a labels
+    object (no features, no TTL) or an entry of `feature_groups` (no label)."""
+    ttl = group.online_ttl
+    return {"record_identifier": _feature_dict(group.record_identifier), "event_time": _feature_dict(group.event_time),
+            **({"label": _feature_dict(group.label)} if group.label else {}),
+            **({"features": [_feature_dict(f) for f in group.features]} if group.features else {}),
+            **({"online_ttl": {"value": ttl.value, "unit": ttl.unit}} if ttl else {})}
