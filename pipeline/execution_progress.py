@@ -120,6 +120,16 @@ class ExecutionFacts:
     def records_ingested(self) -> int | None:
         return sum(self.ingested.values()) if self.ingested else None
 
+    def note(self, step: str, group: str, output: dict[str, Any]) -> None:
+        """Keep what a finished state's output tells the summary."""
+        if step == steps.SUMMARISE_INGEST and (count := _dig(output, "ingest", "records")) is not None:
+            self.ingested[group] = count
+        elif step == steps.TRAIN_MODEL:
+            self.training_job_name = str(_dig(output, "training", "training_job_name") or "")
+        elif step == steps.EVALUATE_MODEL:
+            evaluation = output.get("evaluation")
+            self.evaluation = evaluation if isinstance(evaluation, dict) else {}
+
 
 def _dig(data: Any, *path: str) -> Any:
     for key in path:
@@ -127,56 +137,33 @@ def _dig(data: Any, *path: str) -> Any:
     return data
 
 
-def _ingested(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
-    """A group's records written, shown and kept by group for the run's total."""
-    count = _dig(output, "ingest", "records")
-    if count is None:
-        return ""
-    facts.ingested[group] = count
-    return f"{count} records"
-
-
-def _offline_count(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
-    visible = _dig(output, "offline_count", "records")
-    expected = _dig(output, "validation", "records")
+def _offline_count(output: dict[str, Any], facts: ExecutionFacts) -> str:
+    visible, expected = _dig(output, "offline_count", "records"), _dig(output, "validation", "records")
     if visible is None:
         return ""
     return f"{visible} of {'?' if expected is None else expected} records in the offline store"
 
 
-def _derived(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
-    sources = output.get("sources")
-    return f"{len(sources)} files" if isinstance(sources, dict) else ""
-
-
-def _training_job(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
-    facts.training_job_name = str(_dig(output, "training", "training_job_name") or "")
-    return f"training job {facts.training_job_name}" if facts.training_job_name else ""
-
-
-def _evaluated(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
-    evaluation = output.get("evaluation")
-    facts.evaluation = evaluation if isinstance(evaluation, dict) else {}
-    return str(facts.evaluation.get("reason", ""))
-
-
-def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any], str, ExecutionFacts], str]:
-    def detail(output: dict[str, Any], group: str, facts: ExecutionFacts) -> str:
+def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any], ExecutionFacts], str]:
+    def detail(output: dict[str, Any], facts: ExecutionFacts) -> str:
         value = _dig(output, *path)
         return "" if value is None else template.format(value)
 
     return detail
 
 
-# What a person wants to see after each step, by the step a state stands for.
-DETAILS: dict[str, Callable[[dict[str, Any], str, ExecutionFacts], str]] = {
-    steps.DERIVE_SOURCES: _derived,
+# What a person wants to see after each step, by the step a state stands for: a function of the state's
+# output and of the facts noted from it.
+DETAILS: dict[str, Callable[[dict[str, Any], ExecutionFacts], str]] = {
+    steps.DERIVE_SOURCES: lambda output, facts: (
+        f"{len(sources)} files" if isinstance(sources := output.get("sources"), dict) else ""),
     steps.VALIDATE_INPUT: _field("validation", "records", template="{} rows"),
-    steps.SUMMARISE_INGEST: _ingested,
+    steps.SUMMARISE_INGEST: _field("ingest", "records", template="{} records"),
     steps.READ_OFFLINE_COUNT: _offline_count,
     steps.BUILD_TRAINING_SET: _field("training_set", "output_uri"),
-    steps.TRAIN_MODEL: _training_job,
-    steps.EVALUATE_MODEL: _evaluated,
+    steps.TRAIN_MODEL: lambda output, facts: (
+        f"training job {facts.training_job_name}" if facts.training_job_name else ""),
+    steps.EVALUATE_MODEL: lambda output, facts: str(facts.evaluation.get("reason", "")),
     steps.REGISTER_MODEL: _field("registration", "model_package_arn"),
     steps.BUILD_SCORING_SET: _field("scoring_set", "output_uri"),
     steps.SCORE_CUSTOMERS: _field("scoring", "transform_job_name", template="transform job {}"),
@@ -288,9 +275,10 @@ class ProgressTracker:
         elif state.kind == "Choice":
             self._choice = (state.label, seconds)
         else:
-            detail = DETAILS.get(steps.base_step(name))
-            group = steps.group_of(name) or ""
-            self.reporter.step_finished(state.label, seconds, detail(output, group, self.facts) if detail else "")
+            step = steps.base_step(name)
+            self.facts.note(step, steps.group_of(name) or "", output)
+            detail = DETAILS.get(step)
+            self.reporter.step_finished(state.label, seconds, detail(output, self.facts) if detail else "")
 
 
 def follow(sfn: Any, arn: str, tracker: ProgressTracker, *, reader: HistoryReader | None = None,
