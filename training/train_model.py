@@ -363,15 +363,17 @@ def cross_validate(data: Data, params: dict[str, Any]) -> dict[str, Any]:
             "aucs": aucs.tolist(), "fold_results": results}
 
 
-def train(data: Data, params: dict[str, Any]) -> tuple[Fit, dict[str, Any], tuple[np.ndarray, np.ndarray]]:
-    """Split, fit, evaluate: the fit, evaluation.json's content, the validation labels and probabilities."""
+def train(data: Data, params: dict[str, Any], split: tuple[np.ndarray, np.ndarray, dict[str, Any]] | None = None
+          ) -> tuple[Fit, dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """Split (unless given the validation split), fit, evaluate: the fit, evaluation.json's content, the
+    validation labels and probabilities."""
     started = time.perf_counter()
-    train_rows, validation_rows, split = validation_split(data, params)
+    train_rows, validation_rows, split_description = split or validation_split(data, params)
     settings = resolve_threads(params, min(len(train_rows), params["max_fit_rows"] or len(train_rows)))
     result = fit(data, train_rows, settings)
     probabilities = predict_rows(result.model, data, validation_rows, params)
     evaluation = evaluate(data, result, train_rows, validation_rows, probabilities, settings)
-    evaluation.update(split=split, training_seconds=round(time.perf_counter() - started, 3))
+    evaluation.update(split=split_description, training_seconds=round(time.perf_counter() - started, 3))
     return result, evaluation, (data.labels[validation_rows], probabilities)
 
 
@@ -424,12 +426,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"xgboost {xgb.__version__}, pandas {pd.__version__}; hyperparameters {json.dumps(params, sort_keys=True)}")
     frame, source = read_training_data(dirs["train"], params)
     data = prepare(frame, params, source)
+    split = validation_split(data, params)  # a split the data cannot give fails before any fold is fitted
     cv = cross_validate(data, params) if params["cv_folds"] else None
     if cv:
         write_json(dirs["output_data"] / CV_FILE, cv)
         log(f"{cv['folds']}-fold CV AUCs: {', '.join(f'{auc:.4f}' for auc in cv['aucs'])}")
         print(f"cv-auc-mean:{cv['auc_mean']:.6f}\ncv-auc-std:{cv['auc_std']:.6f}", flush=True)
-    result, evaluation, validation = train(data, params)
+    result, evaluation, validation = train(data, params, split)
     if cv:
         evaluation.update(cv={key: cv[key] for key in ("folds", "auc_mean", "auc_std", "aucs")},
                           cv_auc_mean=cv["auc_mean"], cv_auc_std=cv["auc_std"])

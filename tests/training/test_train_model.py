@@ -216,11 +216,14 @@ def test_out_of_time_validates_on_the_latest_periods(tmp_path):
     ({"validation_split": "out_of_time", "time_column": "period"}, r"column 'period' is missing"),
     ({"validation_split": "out_of_time", "time_column": "contract", "validation_periods": 3},
      r"'contract' has 3 distinct time\(s\); out_of_time validation on the latest 3 needs at least 4"),
+    ({"validation_split": "out_of_time", "time_column": "contract", "validation_periods": 3, "cv_folds": 3},
+     r"'contract' has 3 distinct time\(s\); out_of_time validation on the latest 3 needs at least 4"),
 ])
 def test_out_of_time_without_enough_periods_fails_clearly(tmp_path, telco_training_csv, hyperparameters, expected):
     run = run_training(tmp_path, {"data.csv": telco_training_csv}, hyperparameters)
     assert run.completed.returncode == 1
     assert re.search(expected, run.failure_file.read_text(encoding="utf-8")), run.stderr
+    assert not (run.output_data_dir / "cv.json").exists()  # it fails before cross-validating
 
 
 def test_max_fit_rows_samples_the_training_part_and_keeps_every_validation_row(train_model, tmp_path):
