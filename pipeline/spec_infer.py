@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ class ColumnStats:
     numeric: bool = True
     distinct: set[str] = field(default_factory=set)
     distinct_capped: bool = False
+    not_finite: str = ""  # the first "nan", "inf"...: float() reads it, ingest refuses it in a number feature
 
     def add(self, value: str) -> None:
         text = value.strip()
@@ -39,6 +41,8 @@ class ColumnStats:
             except ValueError:
                 self.numeric = self.integral = False
                 return
+            if not (math.isfinite(number) or self.not_finite):
+                self.not_finite = text
             if self.integral and not (number.is_integer() and "." not in text and "e" not in text.lower()):
                 self.integral = False
 
@@ -131,6 +135,9 @@ def _feature(stat: ColumnStats, name_for: _Names, problems: list[str]) -> dict[s
             "It is kept as a String feature; remove it from the spec if it carries no signal")
     if stat.blanks:
         problems.append(f"column '{stat.source}' is blank in {stat.blanks} rows: stored as missing")
+    if stat.not_finite and stat.feature_type != "String":
+        problems.append(f"column '{stat.source}' holds {stat.not_finite!r}, not a finite number: ingest refuses such "
+                        f"values in a {stat.feature_type} feature; leave them blank (missing), or make it a String")
     return {"name": name_for(stat.source), "source": stat.source, "type": stat.feature_type}
 
 

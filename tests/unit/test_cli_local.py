@@ -145,6 +145,22 @@ def test_spec_infer_on_a_folder_or_into_a_missing_folder_is_one_error(small_csv,
     assert one_error_line(nowhere).startswith(f"error: --out {target}: cannot be written")
 
 
+def test_spec_infer_warns_of_values_ingest_refuses_in_a_number_column(small_csv, tmp_path):
+    lines = small_csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    column = lines[0].strip().split(",").index("TotalCharges")
+    fields = lines[5].rstrip("\n").split(",")
+    fields[column] = "nan"  # float() reads it; ingest refuses it in a Fractional feature
+    lines[5] = ",".join(fields) + "\n"
+    data = tmp_path / "with-nan.csv"
+    data.write_text("".join(lines), encoding="utf-8")
+    spec = tmp_path / "with-nan.spec.json"
+    inferred = invoke("spec", "infer", data, "--id", "customerID", "--label", "Churn", "--out", spec)
+    assert inferred.exit_code == 0, inferred.output
+    assert "column 'TotalCharges' holds 'nan', not a finite number" in " ".join(inferred.stdout.split())
+    total = next(f for f in json.loads(spec.read_text(encoding="utf-8"))["features"] if f["source"] == "TotalCharges")
+    assert total["type"] == "Fractional"
+
+
 def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     result = invoke("run", "--local", "--data-key", "raw/churn.csv", "--workspace", tmp_path)
     assert result.exit_code == 2
