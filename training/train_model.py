@@ -200,6 +200,7 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
     if not files:
         raise InputError(f"no *.csv file in the training channel {channel}")
     tables: list[pa.Table] = []
+    names: list[str] = []  # of the files in `tables`
     for path in files:
         with open(path, "rb") as stream:
             header = first_row(stream.readline())
@@ -213,10 +214,13 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
             raise InputError(f"{path.name}: columns {table.column_names} differ from {files[0].name}'s")
         else:
             tables.append(table.select((tables or [table])[0].column_names))
+            names.append(path.name)
     source = files[0].name if len(files) == 1 else f"{len(files)} files in {channel}"
     if not tables:
         raise InputError(f"{source}: no data")
     frame = pa.concat_tables(tables).to_pandas()  # the categories of every file, unified
+    if len(tables) > 1:  # for a message that names a row: its file
+        frame.attrs["files"] = [(name, table.num_rows) for name, table in zip(names, tables, strict=True)]
     log(f"read {len(frame)} rows x {frame.shape[1]} columns from {', '.join(path.name for path in files)}")
     return frame, source
 
@@ -237,7 +241,7 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
     bad = np.flatnonzero(~numbers.isin([0, 1]))
     if len(bad):
         raise InputError(f"{source}: label '{name}' must be 0 or 1; {len(bad)} row(s) are not "
-                         f"(the first: row {bad[0] + 1}, {frame[name].iloc[bad[0]]!r})")
+                         f"(the first: {_row(frame, bad[0])}, {frame[name].iloc[bad[0]]!r})")
     counts = np.bincount(numbers.to_numpy(dtype=int), minlength=2)
     if len(frame) < MIN_ROWS:
         raise InputError(f"{source}: only {len(frame)} row(s); at least {MIN_ROWS} are needed")
@@ -254,6 +258,15 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
     if len(pd.unique(ids)) < len(ids):
         log(f"ids repeat in '{params['id_column']}': each id's rows stay on one side of every split")
     return Data(frame, numbers.to_numpy(dtype=int), ids, features, source)
+
+
+def _row(frame: pd.DataFrame, index: int) -> str:
+    """'row N' of the data (1: the first after the header), and its file when the frame joins several."""
+    for name, rows in frame.attrs.get("files", ()):
+        if index < rows:
+            return f"row {index + 1} of {name}"
+        index -= rows
+    return f"row {index + 1}"
 
 
 # -- splits ------------------------------------------------------------------------------------------

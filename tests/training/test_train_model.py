@@ -273,6 +273,17 @@ def _csv(frame: pd.DataFrame) -> str:
     return to_csv_text(list(frame.columns), frame.astype(object).where(frame.notna(), None).values.tolist())
 
 
+def test_a_bad_label_in_a_channel_of_several_files_names_its_file_and_row(tmp_path):
+    columns, rows = training_set_rows(limit=200)
+    frame = pd.DataFrame(rows, columns=columns)
+    second = frame.iloc[100:].copy()
+    second.iloc[2, second.columns.get_loc("churn")] = "2"
+    run = run_training(tmp_path, {"a.csv": _csv(frame.iloc[:100]), "b.csv": _csv(second)})
+    assert run.completed.returncode == 1
+    assert re.search(r"label 'churn' must be 0 or 1; 1 row\(s\) are not \(the first: row 3 of b.csv, '2'\)",
+                     run.failure_file.read_text(encoding="utf-8")), run.stderr
+
+
 @pytest.mark.parametrize(("case", "expected"), [
     ("missing_label", r"data.csv: column 'churn' is missing"),
     ("missing_categorical", r"data.csv: column 'contract' is missing"),
