@@ -19,7 +19,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
-from churn.csv_input import FIRST_DATA_LINE, iter_raw_rows
+from churn.csv_input import FIRST_DATA_LINE, InputValidationError, iter_raw_rows
 from churn.ingest import BatchResult, ingest_batch
 from churn.schema import FeatureGroupSpec
 from pipeline.local_aws.feature_store import LocalFeatureStore
@@ -31,14 +31,18 @@ PARALLEL_INGEST_MIN_BYTES = 5 * 2**20
 def _ingest_stream(store: LocalFeatureStore, stream: io.BufferedIOBase, job: dict[str, Any],
                    first_line: int = FIRST_DATA_LINE) -> BatchResult:
     """Every batch of the CSV `stream` (its header first), numbering its data rows from `first_line`."""
-    total = BatchResult()
-    rows = ((line - FIRST_DATA_LINE + first_line, row) for line, row in iter_raw_rows(stream, job["source"],
-                                                                                           job["group"]))
-    for first in rows:  # a batch's rows are read as it converts them, not held in a list first
-        batch = chain([first], islice(rows, job["batch_size"] - 1))
-        result = ingest_batch(batch, group=job["group"], feature_group_name=job["feature_group_name"],
-                              event_time=job["event_time"], client=store, max_workers=1)
-        total.add(result.to_dict())
+    total, shift = BatchResult(), first_line - FIRST_DATA_LINE
+    rows = ((line + shift, row) for line, row in iter_raw_rows(stream, job["source"], job["group"]))
+    try:
+        for first in rows:  # a batch's rows are read as it converts them, not held in a list first
+            batch = chain([first], islice(rows, job["batch_size"] - 1))
+            result = ingest_batch(batch, group=job["group"], feature_group_name=job["feature_group_name"],
+                                  event_time=job["event_time"], client=store, max_workers=1)
+            total.add(result.to_dict())
+    except InputValidationError as exc:  # the file changed after Validate input; a share numbers lines from 1
+        if not shift or exc.line is None or exc.line < FIRST_DATA_LINE:
+            raise
+        raise InputValidationError(exc.source, exc.reason, line=exc.line + shift, column=exc.column) from None
     return total
 
 

@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from churn import naming, steps
 from churn.config import PipelineSettings, training_hyperparameters
-from churn.csv_input import text_lines
+from churn.csv_input import InputValidationError, text_lines
 from churn.derivations import DERIVATIONS
 from churn.features import now_event_time, parse_event_time
 from churn.ingest import OfflineStoreTimeout, describe_failures
@@ -250,8 +250,11 @@ class LocalPipeline:
         with self._step(self.step(steps.INGEST_FEATURES, group), outcome, lambda: f"{result.ingested} records"):
             create_feature_group(store, name, group)
             processes = max(1, min(self.settings.ingest_max_concurrency, os.cpu_count() or 1))
-            result = ingest_file(store, path, group=group, feature_group_name=name, event_time=event_time,
-                                 batch_size=self.settings.ingest_batch_size, processes=processes)
+            try:
+                result = ingest_file(store, path, group=group, feature_group_name=name, event_time=event_time,
+                                     batch_size=self.settings.ingest_batch_size, processes=processes)
+            except InputValidationError as exc:  # the file changed after Validate input passed it
+                raise PipelineFailed(InputValidationError.__name__, str(exc)) from None
             store.flush()
             if result.failed_count:
                 raise PipelineFailed("IngestError", describe_failures(result.failed, result.failed_count))

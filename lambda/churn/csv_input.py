@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -37,6 +38,9 @@ class InputValidationError(ValueError):
         if column is not None:
             where += f", column '{column}'"
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple:  # rebuilt from its parts: it crosses back intact from an ingest worker process
+        return functools.partial(type(self), line=self.line, column=self.column), (self.source, self.reason)
 
 
 def map_item_row(row: dict[str, object]) -> dict[str, str | None]:
