@@ -38,7 +38,8 @@ _THROTTLED = {"Throttling", "ThrottlingException", "TooManyRequestsException", "
 
 
 def explain(exc: BaseException) -> OperatorError:
-    """Turn a botocore exception into the one line (and hint) a user should see."""
+    """Turn a botocore exception into the one line (and hint) a user should see; any other (an OSError) is
+    named by its type and message."""
     if isinstance(exc, OperatorError):
         return exc
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):

@@ -89,12 +89,12 @@ def _backend(local: bool, workspace: Path | None, stack_name: str, region: str |
 @contextmanager
 def _command(as_json: bool) -> Iterator[ConsoleReporter]:
     """Progress to stdout (stderr with --json: its last stdout line is the summary); an OperatorError, or
-    any botocore error (explained as one), becomes one line and a hint (and a JSON line with --json), never
-    a traceback."""
+    any botocore or OS error (explained as one: a full disk, a path that is not a folder), becomes one line
+    and a hint (and a JSON line with --json), never a traceback."""
     reporter = ConsoleReporter(err_console if as_json else console)
     try:
         yield reporter
-    except (OperatorError, BotoCoreError, ClientError, S3UploadFailedError) as raised:
+    except (OperatorError, BotoCoreError, ClientError, S3UploadFailedError, OSError) as raised:
         reporter.close()
         exc = explain(raised)
         if as_json:

@@ -193,6 +193,15 @@ def test_a_missing_input_is_one_line(tmp_path):
     assert "is not a file" in one_error_line(result)
 
 
+def test_a_workspace_the_run_cannot_write_is_one_error_naming_the_path(small_csv, tmp_path):
+    """The machine's errors (a full disk, a path that is not a folder) are one line too, not a traceback."""
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace" / "runs").write_text("")  # a file where the runs folder goes
+    result = invoke("run", "--local", "--data", small_csv, "--workspace", tmp_path / "workspace")
+    assert result.exit_code == 1
+    assert "Not a directory" in one_error_line(result) and str(tmp_path / "workspace" / "runs") in result.stderr
+
+
 @pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
 def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(small_csv, tmp_path, command):
     old_store = tmp_path / "workspace" / "feature-store"
