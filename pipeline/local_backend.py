@@ -32,7 +32,7 @@ from pipeline.backends import (
 )
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
-from pipeline.local_aws.registry import ModelEntry
+from pipeline.local_aws.registry import ModelEntry, RegistryError
 from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, RUN_FILE, LocalPipeline, PipelineFailed, Reporter, Workspace
 
@@ -42,7 +42,7 @@ RUN_LOCALLY = "train one with `python -m pipeline run --local`"
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    """Bad input, and a feature store in an older layout, as what the user can do about them."""
+    """Bad input, a feature store in an older layout and an unreadable registry, as what the user can do."""
     try:
         yield
     except (InputValidationError, DerivationError) as exc:
@@ -50,6 +50,9 @@ def _refusals() -> Iterator[None]:
     except StoreLayoutError as exc:
         raise OperatorError(str(exc), "then `python -m pipeline run --local`, or pass another --workspace",
                             error="StoreLayoutError") from None
+    except RegistryError as exc:
+        raise OperatorError(str(exc), "restore it, or move it aside to start a new one (runs/ keeps every model)",
+                            error="RegistryError") from None
 
 
 def load_spec(path: Path) -> FeatureSpec:
@@ -201,10 +204,8 @@ class LocalBackend:
 
     # -- scores and predictions ------------------------------------------------------------------
     def latest_approved(self) -> ModelEntry:
-        try:
+        with _refusals():
             entry = self.workspace.registry.latest_approved()
-        except RuntimeError as exc:
-            raise OperatorError(str(exc), error="RegistryError") from None
         if entry is None:
             raise OperatorError(f"no approved model in {self.workspace.registry.path}", RUN_LOCALLY,
                                 error="NoApprovedModel")
@@ -259,7 +260,8 @@ class LocalBackend:
             raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
 
     def models(self) -> list[ModelEntry]:
-        entries = self.workspace.registry.entries()
+        with _refusals():
+            entries = self.workspace.registry.entries()
         if not entries:
             raise OperatorError("no models registered yet", RUN_LOCALLY, error="NoModels")
         return entries

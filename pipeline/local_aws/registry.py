@@ -35,6 +35,10 @@ class ModelEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+class RegistryError(RuntimeError):
+    """The registry file cannot be read; the message names it."""
+
+
 class LocalModelRegistry:
     def __init__(self, path: Path):
         self.path = path
@@ -45,7 +49,7 @@ class LocalModelRegistry:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise RuntimeError(f"{self.path}: the model registry is not valid JSON ({exc})") from None
+            raise RegistryError(f"{self.path}: the model registry is not valid JSON ({exc})") from None
         return [ModelEntry(**item) for item in data.get("models", [])]
 
     def latest_approved(self) -> ModelEntry | None:

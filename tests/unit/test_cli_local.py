@@ -202,6 +202,18 @@ def test_a_workspace_the_run_cannot_write_is_one_error_naming_the_path(small_csv
     assert "Not a directory" in one_error_line(result) and str(tmp_path / "workspace" / "runs") in result.stderr
 
 
+@pytest.mark.parametrize("command", ["models", "predict --local --id 7590-VHVEG", "scores --local",
+                                     "run --local --threshold 0.5"])
+def test_a_model_registry_that_is_not_json_is_one_error_naming_it(small_csv, tmp_path, command):
+    registry = tmp_path / "workspace" / "registry.json"
+    registry.parent.mkdir()
+    registry.write_text("{", encoding="utf-8")  # cut off, or edited by hand
+    args = [*command.split(), *(["--data", small_csv] if command.startswith("run") else [])]
+    result = invoke(*args, "--workspace", tmp_path / "workspace")
+    assert result.exit_code == 1
+    assert f"{registry}: the model registry is not valid JSON" in one_error_line(result)
+
+
 @pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
 def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(small_csv, tmp_path, command):
     old_store = tmp_path / "workspace" / "feature-store"
