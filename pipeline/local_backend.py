@@ -179,7 +179,11 @@ class LocalBackend:
         return self.workspace.runs / run_id
 
     def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
-        result = self._load(self._run_dir(name) / RUN_FILE)
+        path = self._run_dir(name) / RUN_FILE
+        result = self._load(path)
+        if result is None and path.parent.is_dir():  # run.json is written when a run ends
+            raise OperatorError(f"local run '{name}' has no readable {path}: it is still running, or it was "
+                                "stopped (Ctrl-C) before it wrote one", error="RunNotFinished")
         if result is None:
             raise OperatorError(f"no local run '{name}' in {self.workspace.runs}",
                                 "list them with `python -m pipeline runs --local`", error="RunNotFound")

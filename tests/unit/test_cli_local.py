@@ -79,6 +79,15 @@ def test_status_local_of_an_unknown_run(workspace):
     assert "runs --local" in result.stderr
 
 
+def test_status_local_of_a_run_without_its_result_says_why(tmp_path):
+    """A run writes run.json when it ends: before that (running, or stopped by Ctrl-C) it is not unknown."""
+    (tmp_path / "runs" / "local-underway").mkdir(parents=True)
+    result = invoke("status", "local-underway", "--local", "--workspace", tmp_path)
+    assert result.exit_code == 1
+    assert (f"error: local run 'local-underway' has no readable {tmp_path / 'runs' / 'local-underway' / 'run.json'}"
+            in one_error_line(result))
+
+
 def test_a_bad_csv_exits_2_naming_file_and_line_and_writes_nothing(small_csv, tmp_path):
     lines = small_csv.read_text(encoding="utf-8").splitlines(keepends=True)
     lines[7] = lines[7].replace(",No,", ",Nope,", 1).replace(",0,", ",zero,", 1)
