@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,7 +169,8 @@ class LocalPipeline:
     # -- the whole run --------------------------------------------------------------------
     def run(self, data: Path, *, run_id: str | None = None, knowledge_cutoff: str | None = None) -> RunOutcome:
         """Run every step. Bad input (InputValidationError, DerivationError) is raised before anything is
-        written; a failed step raises PipelineFailed with the outcome attached as `exc.outcome`."""
+        written; a failed step raises PipelineFailed (any other error is raised as it is), with the outcome
+        attached as `exc.outcome` and recorded in the run's run.json as FAILED."""
         started = datetime.now(UTC)
         run_id = run_id or f"local-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         run_dir = self.workspace.runs / run_id
@@ -180,10 +181,12 @@ class LocalPipeline:
             self._prepare_training_set(data, run_dir, outcome, now_event_time())
             self._train_and_register(run_dir, outcome, started)
             self._score(run_dir, outcome)
-        except PipelineFailed as exc:
-            outcome.status, outcome.error, outcome.cause = "FAILED", exc.error, exc.cause
+        except Exception as exc:  # on record as failed (a run whose input was refused has written nothing yet)
+            failed = (exc.error, exc.cause) if isinstance(exc, PipelineFailed) else (type(exc).__name__, str(exc))
+            outcome.status, (outcome.error, outcome.cause) = "FAILED", failed
             exc.outcome = outcome  # type: ignore[attr-defined]
-            self._write_summary(run_dir, outcome)
+            with suppress(OSError):  # a full disk must not hide the error itself
+                self._write_summary(run_dir, outcome)
             raise
         outcome.status = "SUCCEEDED"
         self._write_summary(run_dir, outcome)

@@ -221,6 +221,10 @@ def test_a_model_registry_that_is_not_json_is_one_error_naming_it(small_csv, tmp
     result = invoke(*args, "--workspace", tmp_path / "workspace")
     assert result.exit_code == 1
     assert f"{registry}: the model registry is not valid JSON" in one_error_line(result)
+    if command.startswith("run"):  # the run is on record as failed, at the step that met the registry
+        (outcome,) = [json.loads(path.read_text()) for path in (tmp_path / "workspace" / "runs").glob("*/run.json")]
+        assert (outcome["status"], outcome["error"]) == ("FAILED", "RegistryError")
+        assert list(outcome["step_seconds"])[-1] == "Register model"
 
 
 @pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
