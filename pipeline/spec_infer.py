@@ -162,6 +162,9 @@ def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int =
     event_name = name_for("event_time")
     features = [feature for stat in stats if stat.source not in (id_column, label_column)
                 if (feature := _feature(stat, name_for, problems)) is not None]
+    if not features:
+        raise InputValidationError(str(path), f"no feature column: every column but the id '{id_column}' and the "
+                                   f"label '{label_column}' is missing or empty")
     data = {"description": f"Inferred from {path.name} ({rows} rows read)", "record_identifier": id_feature,
             "event_time": {"name": event_name, "type": "String"}, "label": label, "features": features}
     return Inference(spec=FeatureSpec.from_dict(data, origin=f"spec inferred from {path}"), problems=problems,

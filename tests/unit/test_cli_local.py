@@ -154,6 +154,16 @@ def test_spec_infer_on_a_folder_or_into_a_missing_folder_is_one_error(small_csv,
     assert one_error_line(nowhere).startswith(f"error: --out {target}: cannot be written")
 
 
+def test_spec_infer_on_a_csv_without_feature_columns_says_so(tmp_path):
+    data = tmp_path / "ids-and-labels.csv"
+    data.write_text("customer,churned,notes\nA1,Yes,\nA2,No,\n", encoding="utf-8")
+    inferred = invoke("spec", "infer", data, "--id", "customer", "--label", "churned")
+    assert inferred.exit_code == 2
+    assert one_error_line(inferred).startswith(f"error: {data}: no feature column: every column but the id "
+                                               "'customer' and the label 'churned' is missing or empty")
+    assert not data.with_suffix(".spec.json").exists()
+
+
 def test_spec_infer_warns_of_values_ingest_refuses_in_a_number_column(small_csv, tmp_path):
     lines = small_csv.read_text(encoding="utf-8").splitlines(keepends=True)
     column = lines[0].strip().split(",").index("TotalCharges")
