@@ -209,17 +209,19 @@ class LocalPipeline:
         group -> Build training set. Nothing is written until every input is known to be good."""
         with tempfile.TemporaryDirectory(prefix="churn-sources-") as scratch:
             sources = self._sources(data, Path(scratch), outcome)
+            checked = {name: _version(path) for name, path in sources.items()}  # before Validate input reads them
             expected = {g.name: self._validate(g, sources[g.name], outcome) for g in self.spec.all_groups}
             store = self.open_feature_store()  # a store in an older layout is refused before the run writes
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.spec.derive:
                 shutil.copytree(scratch, run_dir / SOURCES_DIR)
                 sources = {name: run_dir / SOURCES_DIR / path.name for name, path in sources.items()}
+                checked = {name: _version(path) for name, path in sources.items()}  # the run's own copies
         values = {AS_OF: event_time, RUN_STARTED: sql_timestamp(parse_event_time(event_time)),
                   KNOWLEDGE_CUTOFF: outcome.knowledge_cutoff}
         with store:
             for group in self.spec.all_groups:
-                self._ingest(store, group, sources[group.name], event_time, outcome)
+                self._ingest(store, group, sources[group.name], event_time, outcome, checked[group.name])
                 self._wait_for_offline_store(store, group, expected[group.name], values, outcome)
             destination = run_dir / "input" / "data" / CHANNEL / TRAINING_SET_FILE
             with self._step(steps.BUILD_TRAINING_SET, outcome, lambda: f"{outcome.training_rows} rows"):
@@ -248,7 +250,7 @@ class LocalPipeline:
         return rows
 
     def _ingest(self, store: LocalFeatureStore, group: FeatureGroupSpec, path: Path, event_time: str,
-                outcome: RunOutcome) -> None:
+                outcome: RunOutcome, checked: tuple[int, int]) -> None:
         name = self.feature_groups[group.name]
         with self._step(self.step(steps.INGEST_FEATURES, group), outcome, lambda: f"{result.ingested} records"):
             create_feature_group(store, name, group)
@@ -258,6 +260,9 @@ class LocalPipeline:
                                      batch_size=self.settings.ingest_batch_size, processes=processes)
             except InputValidationError as exc:  # the file changed after Validate input passed it
                 raise PipelineFailed(InputValidationError.__name__, str(exc)) from None
+            if _version(path) != checked:  # AWS ingests the object version Validate input checked
+                raise PipelineFailed("InputChanged", f"{path} changed after Validate input checked it (another "
+                                     "program wrote it during the run); run again once it is complete")
             store.flush()
             if result.failed_count:
                 raise PipelineFailed("IngestError", describe_failures(result.failed, result.failed_count))
@@ -411,6 +416,12 @@ class LocalPipeline:
     def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
         if run_dir.exists():
             (run_dir / RUN_FILE).write_text(json.dumps(asdict(outcome), indent=2), encoding="utf-8")
+
+
+def _version(path: Path) -> tuple[int, int]:
+    """A file's size and modification time: what tells a rewritten input from the one validated."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def create_feature_group(store: LocalFeatureStore, name: str, group: FeatureGroupSpec) -> None:

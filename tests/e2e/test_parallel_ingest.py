@@ -86,3 +86,24 @@ def test_a_file_changed_after_validation_fails_at_ingest_naming_its_line(tmp_pat
     assert f"{path}, line {line}: not UTF-8 text (byte 0xe9" in raised.value.cause
     outcome = json.loads((tmp_path / "workspace" / "runs" / "changed" / RUN_FILE).read_text(encoding="utf-8"))
     assert (outcome["status"], outcome["error"]) == ("FAILED", "InputValidationError")
+
+
+def test_a_file_changed_after_validation_into_other_valid_rows_fails_at_ingest(tmp_path, spec):
+    """AWS ingests the object version Validate input checked; locally the file is read again, so a file
+    another program rewrote meanwhile (here: one label written 0 instead of No) fails the run instead of
+    feeding unchecked rows on (a file that lost rows would have failed later as an offline-store timeout)."""
+    lines = (ROOT / "data" / "churn.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    path = tmp_path / "customers.csv"
+    path.write_text("".join(lines[:301]), encoding="utf-8")
+
+    class FlipsALabel(Reporter):
+        def step_finished(self, step: str, seconds: float, detail: str) -> None:
+            if step == steps.VALIDATE_INPUT:
+                path.write_text(path.read_text(encoding="utf-8").replace(",No\n", ",0\n", 1), encoding="utf-8")
+
+    pipeline = LocalPipeline(spec=spec, settings=PipelineSettings(), workspace=Workspace(tmp_path / "workspace"),
+                             reporter=FlipsALabel())
+    with pytest.raises(PipelineFailed) as raised:
+        pipeline.run(path, run_id="changed")
+    assert (raised.value.error, raised.value.step) == ("InputChanged", steps.INGEST_FEATURES)
+    assert raised.value.cause.startswith(f"{path} changed after Validate input checked it")
