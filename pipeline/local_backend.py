@@ -87,10 +87,14 @@ def input_path(spec: FeatureSpec, spec_path: Path, data: Path | None) -> Path:
                                 "the file the spec's feature groups are read from", error="InputNotFound",
                                 exit_code=EXIT_BAD_INPUT)
         return DEFAULT_DATA
+    names = [f"{g.name}.csv" for g in spec.all_groups]
     if several and not data.is_dir():
-        names = ", ".join(f"{g.name}.csv" for g in spec.all_groups)
         raise OperatorError(f"--data {data} is not a folder", f"the spec has several feature groups: pass a folder "
-                            f"holding {names}", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+                            f"holding {', '.join(names)}", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+    missing = [name for name in names if several and not (data / name).is_file()]
+    if missing:
+        raise OperatorError(f"--data {data} has no {', '.join(missing)}", f"each feature group reads <group>.csv "
+                            f"from the folder: {', '.join(names)}", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
     if not several and not data.is_file():
         raise OperatorError(f"--data {data} is not a file", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
     return data

@@ -345,3 +345,7 @@ def test_several_groups_without_a_derivation_read_a_folder_of_group_files(cdnow_
     assert "is not a folder" in one_error_line(not_a_folder) and "profile.csv, activity.csv, labels.csv" in \
         not_a_folder.stderr
     assert invoke(*args).exit_code == 2  # --data is needed with another spec
+    (folder / "activity.csv").unlink()
+    incomplete = invoke(*args, "--data", folder)
+    assert incomplete.exit_code == 2
+    assert f"--data {folder} has no activity.csv" in one_error_line(incomplete)
