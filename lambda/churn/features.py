@@ -21,10 +21,12 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from churn.schema import Feature, FeatureGroupSpec
 
+INTEGRAL_MIN, INTEGRAL_MAX = -(2**63), 2**63 - 1  # Feature Store's Integral is a 64-bit integer
 LABEL_TRUE = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
 
@@ -66,14 +68,18 @@ def parse_label(value: str, column: str) -> int:
 
 def _integral(text: str, feature: Feature, raw: str) -> str:
     try:
-        return str(int(text))
+        number: int | Decimal = int(text)
     except ValueError:
-        try:
-            if (number := float(text)).is_integer():
-                return str(int(number))
-        except ValueError:
-            pass
-    raise RowError("expected a whole number", column=feature.source_column, value=raw)
+        try:  # a whole number written otherwise ("5.0", "5e3"), read exactly: a float rounds it past 2**53
+            number = Decimal(text)
+        except InvalidOperation:
+            number = Decimal("NaN")
+        if not number.is_finite() or number != number.to_integral_value():
+            raise RowError("expected a whole number", column=feature.source_column, value=raw) from None
+    if not INTEGRAL_MIN <= number <= INTEGRAL_MAX:
+        raise RowError("expected a whole number that fits in 64 bits (Feature Store's Integral)",
+                       column=feature.source_column, value=raw)
+    return str(int(number))
 
 
 def _fractional(text: str, feature: Feature, raw: str) -> str:

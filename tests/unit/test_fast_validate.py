@@ -152,7 +152,6 @@ ODD_BUT_VALID = {
     "integral arabic digit": ("tenure", "\u0663"),
     "integral nbsp": ("tenure", "\u00a05"),
     "integral over 18 digits": ("tenure", "1" * 19),
-    "integral .5 lost in float": ("tenure", "1" * 19 + ".5"),
     "fractional underscores": ("MonthlyCharges", "1_000.5"),
     "fractional big exponent": ("MonthlyCharges", "1e300"),
     "quote inside a field": ("gender", 'Fe"male'),
@@ -206,6 +205,10 @@ BAD = {
     "blank id": (lambda r: csv_text(with_cell(r[:6], 1, "customerID", " \u00a0")), "the record identifier is empty"),
     "text in integral": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "ten")), "line 4, column 'tenure'"),
     "fraction in integral": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "1.5")), "expected a whole number"),
+    # read exactly, not through a float (which made 1111111111111111111.5 the whole number 1111111111111111112)
+    "fraction in a long integral": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "1" * 19 + ".5")),
+                                    "expected a whole number"),
+    "integral over 64 bits": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "9" * 19)), "fits in 64 bits"),
     "text in fractional": (lambda r: csv_text(with_cell(r[:6], 3, "MonthlyCharges", "fifty")), "'fifty'"),
     "infinite fractional": (lambda r: csv_text(with_cell(r[:6], 3, "MonthlyCharges", "1e400")), "finite number"),
     "inf": (lambda r: csv_text(with_cell(r[:6], 3, "TotalCharges", "inf")), "finite number"),

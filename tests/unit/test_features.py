@@ -117,3 +117,21 @@ def test_event_time_format():
 )
 def test_step_functions_start_time_is_canonicalised(raw, canonical):
     assert canonical_event_time(raw) == canonical
+
+
+@pytest.mark.parametrize(("value", "stored"), [("9223372036854775807", "9223372036854775807"),
+                                               ("-9223372036854775808", "-9223372036854775808"),
+                                               ("9223372036854775807.0", "9223372036854775807")])
+def test_an_integral_feature_takes_any_64_bit_whole_number(group, data_path, value, stored):
+    row = {**first_rows(data_path, 1)[0], "SeniorCitizen": value}
+    assert to_record(row, group, EVENT_TIME)["senior_citizen"] == stored
+
+
+@pytest.mark.parametrize("value", ["9223372036854775808", "-9223372036854775809", "1e20"])
+def test_an_integral_feature_refuses_what_feature_store_cannot_hold(group, data_path, value):
+    """Feature Store's Integral is 64-bit: the service (and the local store) refuse the record, so the row is
+    refused where its file, line and column can still be named, before anything is written."""
+    row = {**first_rows(data_path, 1)[0], "SeniorCitizen": value}
+    with pytest.raises(RowError, match="fits in 64 bits") as info:
+        to_record(row, group, EVENT_TIME)
+    assert (info.value.column, info.value.value) == ("SeniorCitizen", value)

@@ -86,18 +86,41 @@ def test_every_record_is_written_as_converted_in_calls_of_25(store, group, rows)
     assert len(offline_rows(store, GROUP)) == 60
 
 
+class RefusingOne:
+    """The local store, but the service refuses one record in BatchWriteRecord's Errors (to_record already
+    refuses what the store's own checks would, so the refusal is made here, at the service boundary)."""
+
+    def __init__(self, store: LocalFeatureStore, record_id: str):
+        self.store, self.record_id = store, record_id
+
+    def batch_write_record(self, *, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+        refused = [e for e in Entries if {"FeatureName": "customer_id", "ValueAsString": self.record_id} in e["Record"]]
+        response = self.store.batch_write_record(Entries=[e for e in Entries if e not in refused])
+        return {**response, "Errors": [{"Entry": e, "ErrorCode": "ValidationError",
+                                        "ErrorMessage": "feature 'tenure' is not valid"} for e in refused]}
+
+
 def test_a_rejected_entry_is_reported_by_file_line_and_the_rest_is_written(store, group, rows):
-    """A value to_record accepts but the store refuses (an Integral beyond 64 bits) comes back in
-    BatchWriteRecord's Errors; its record is named with its line, the other records are written."""
+    """An entry the service refuses comes back in BatchWriteRecord's Errors; its record is named with its
+    line, the other records are written."""
     line, row = rows[7]
-    bad = [(n, dict(r, tenure="99999999999999999999") if n == line else r) for n, r in rows]
-    result = ingest_batch(bad, group=group, feature_group_name=GROUP, event_time=T1, client=store)
+    client = RefusingOne(store, row["customerID"])
+    result = ingest_batch(rows, group=group, feature_group_name=GROUP, event_time=T1, client=client)
     assert result.ingested == 59 and result.failed_count == 1
     (failure,) = result.failed
     assert (failure["line"], failure["record_id"], failure["error_code"]) == (line, row["customerID"],
                                                                              "ValidationError")
     assert "tenure" in failure["message"]
     assert online(store, GROUP, row["customerID"]) == {}
+
+
+def test_an_integral_beyond_64_bits_is_refused_before_it_is_sent(store, group, rows):
+    line, row = rows[7]
+    bad = [(n, dict(r, tenure="99999999999999999999") if n == line else r) for n, r in rows]
+    client = Counting(store)
+    result = ingest_batch(bad, group=group, feature_group_name=GROUP, event_time=T1, client=client)
+    assert [(f["line"], f["error_code"]) for f in result.failed] == [(line, "InvalidValue")]
+    assert "fits in 64 bits" in result.failed[0]["message"] and sum(client.calls) == 59
 
 
 def test_a_row_that_cannot_become_a_record_is_reported_and_not_sent(store, group, rows):
