@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from churn.csv_input import InputValidationError
-from churn.features import LABEL_FALSE, LABEL_TRUE, normalise_name
+from churn.features import INTEGRAL_MAX, INTEGRAL_MIN, LABEL_FALSE, LABEL_TRUE, normalise_name
 from churn.schema import RESERVED_NAMES, FeatureSpec
 
 
@@ -24,6 +24,7 @@ class ColumnStats:
     distinct: set[str] = field(default_factory=set)
     distinct_capped: bool = False
     not_finite: str = ""  # the first "nan", "inf"...: float() reads it, ingest refuses it in a number feature
+    too_big: str = ""  # the first whole number beyond Feature Store's 64-bit Integral
 
     def add(self, value: str) -> None:
         text = value.strip()
@@ -45,6 +46,8 @@ class ColumnStats:
                 self.not_finite = text
             if self.integral and not (number.is_integer() and "." not in text and "e" not in text.lower()):
                 self.integral = False
+            elif self.integral and not INTEGRAL_MIN <= int(text) <= INTEGRAL_MAX:
+                self.integral, self.too_big = False, text
 
     @property
     def feature_type(self) -> str:
@@ -135,6 +138,9 @@ def _feature(stat: ColumnStats, name_for: _Names, problems: list[str]) -> dict[s
             "It is kept as a String feature; remove it from the spec if it carries no signal")
     if stat.blanks:
         problems.append(f"column '{stat.source}' is blank in {stat.blanks} rows: stored as missing")
+    if stat.too_big and stat.feature_type != "String":
+        problems.append(f"column '{stat.source}' holds {stat.too_big!r}, a whole number beyond 64 bits: inferred "
+                        "Fractional (about 15 significant digits kept); make it a String to keep every digit")
     if stat.not_finite and stat.feature_type != "String":
         problems.append(f"column '{stat.source}' holds {stat.not_finite!r}, not a finite number: ingest refuses such "
                         f"values in a {stat.feature_type} feature; leave them blank (missing), or make it a String")

@@ -164,6 +164,20 @@ def test_spec_infer_on_a_csv_without_feature_columns_says_so(tmp_path):
     assert not data.with_suffix(".spec.json").exists()
 
 
+def test_spec_infer_makes_whole_numbers_beyond_64_bits_fractional_and_says_so(tmp_path):
+    data = tmp_path / "accounts.csv"
+    data.write_text("id,balance,churned\nA1,99999999999999999999,Yes\nA2,5,No\nA3,7,No\n", encoding="utf-8")
+    spec = tmp_path / "accounts.spec.json"
+    inferred = invoke("spec", "infer", data, "--id", "id", "--label", "churned", "--out", spec)
+    assert inferred.exit_code == 0, inferred.output
+    assert "column 'balance' holds '99999999999999999999', a whole number beyond 64 bits" in " ".join(
+        inferred.stdout.split())
+    (balance,) = json.loads(spec.read_text(encoding="utf-8"))["features"]
+    assert balance["type"] == "Fractional"  # an Integral feature refuses it at Validate input
+    run = invoke("run", "--local", "--data", data, "--spec", spec, "--workspace", tmp_path / "ws")
+    assert "fits in 64 bits" not in run.output
+
+
 def test_spec_infer_warns_of_values_ingest_refuses_in_a_number_column(small_csv, tmp_path):
     lines = small_csv.read_text(encoding="utf-8").splitlines(keepends=True)
     column = lines[0].strip().split(",").index("TotalCharges")
