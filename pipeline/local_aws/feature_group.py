@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 from botocore.exceptions import ClientError
 
+from churn.features import INTEGRAL_MAX, INTEGRAL_MIN
 from churn.schema import FEATURE_TYPES, MAX_FEATURES, RESERVED_NAMES
 
 ONLINE_STORE, OFFLINE_STORE = "OnlineStore", "OfflineStore"
@@ -64,7 +65,7 @@ def ttl_us(ttl: Any, operation: str) -> int | None:
 
 
 def _is_int64(text: str) -> bool:
-    return bool(_INTEGRAL_RE.match(text)) and (len(text) < 19 or -(2**63) <= int(text) < 2**63)
+    return bool(_INTEGRAL_RE.match(text)) and (len(text) < 19 or INTEGRAL_MIN <= int(text) <= INTEGRAL_MAX)
 
 
 def check_definition(request: dict[str, Any]) -> None:
