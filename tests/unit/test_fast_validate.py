@@ -205,7 +205,7 @@ BAD = {
     "blank id": (lambda r: csv_text(with_cell(r[:6], 1, "customerID", " \u00a0")), "the record identifier is empty"),
     "text in integral": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "ten")), "line 4, column 'tenure'"),
     "fraction in integral": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "1.5")), "expected a whole number"),
-    # read exactly, not through a float (which made 1111111111111111111.5 the whole number 1111111111111111112)
+    # read exactly, not through a float (which made 1111111111111111111.5 the whole number 1111111111111111168)
     "fraction in a long integral": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "1" * 19 + ".5")),
                                     "expected a whole number"),
     "integral over 64 bits": (lambda r: csv_text(with_cell(r[:6], 3, "tenure", "9" * 19)), "fits in 64 bits"),
