@@ -34,7 +34,16 @@ from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
 from pipeline.local_aws.registry import ModelEntry, RegistryError
 from pipeline.prediction import online_features, predict_artifact
-from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, RUN_FILE, LocalPipeline, PipelineFailed, Reporter, Workspace
+from pipeline.runner import (
+    DEFAULT_DATA,
+    DEFAULT_SPEC,
+    RUN_FILE,
+    LocalPipeline,
+    PipelineFailed,
+    Reporter,
+    Workspace,
+    group_files,
+)
 
 FIX_THE_FILE = "fix the file and run again; nothing was written"
 RUN_LOCALLY = "train one with `python -m pipeline run --local`"
@@ -87,7 +96,7 @@ def input_path(spec: FeatureSpec, spec_path: Path, data: Path | None) -> Path:
                                 "the file the spec's feature groups are read from", error="InputNotFound",
                                 exit_code=EXIT_BAD_INPUT)
         return DEFAULT_DATA
-    names = [f"{g.name}.csv" for g in spec.all_groups]
+    names = [path.name for path in group_files(spec, data).values()]
     if several and not data.is_dir():
         raise OperatorError(f"--data {data} is not a folder", f"the spec has several feature groups: pass a folder "
                             f"holding {', '.join(names)}", error="InputNotFound", exit_code=EXIT_BAD_INPUT)

@@ -236,7 +236,7 @@ class LocalPipeline:
         if self.spec.is_single_group:
             return {self.spec.groups[0].name: data}
         if not self.spec.derive:
-            return {g.name: data / f"{g.name}.csv" for g in self.spec.all_groups}
+            return group_files(self.spec, data)
         with self._step(steps.DERIVE_SOURCES, outcome, lambda: f"{len(derived)} files"):
             with open(data, "rb") as stream:  # decoded line by line: a bad byte is reported with its line
                 derived = DERIVATIONS[self.spec.derive].derive(text_lines(stream, str(data)), str(data))
@@ -416,6 +416,11 @@ class LocalPipeline:
     def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
         if run_dir.exists():
             (run_dir / RUN_FILE).write_text(json.dumps(asdict(outcome), indent=2), encoding="utf-8")
+
+
+def group_files(spec: FeatureSpec, folder: Path) -> dict[str, Path]:
+    """Each group's `<group>.csv` in the input folder of a spec with several groups and no derivation."""
+    return {g.name: folder / f"{g.name}.csv" for g in spec.all_groups}
 
 
 def _version(path: Path) -> tuple[int, int]:
