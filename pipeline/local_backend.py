@@ -22,6 +22,7 @@ from churn.scoring import ScoringError, read_scores
 from churn.sql import NO_CUTOFF
 from pipeline.backends import (
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
     OperatorError,
     Prediction,
     RunListing,
@@ -37,6 +38,7 @@ from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import (
     DEFAULT_DATA,
     DEFAULT_SPEC,
+    INTERRUPTED,
     RUN_FILE,
     LocalPipeline,
     PipelineFailed,
@@ -131,7 +133,7 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
 
 def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResult:
     """A local run as the CLI shows it, from the runner's outcome (its run.json)."""
-    failed = run.get("status") == "FAILED"
+    failed = run.get("status") in ("FAILED", "ABORTED")
     seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
     return RunResult(
         status=run.get("status", "?"), run_id=run.get("run_id", "?"), feature_groups=run.get("feature_groups", {}),
@@ -171,6 +173,13 @@ class LocalBackend:
                 outcome = pipeline.run(data, run_id=request.name, knowledge_cutoff=request.knowledge_cutoff)
             except PipelineFailed as exc:
                 outcome = exc.outcome  # type: ignore[attr-defined]
+            except KeyboardInterrupt as exc:
+                stopped = getattr(exc, "outcome", None)
+                summary = Path(stopped.run_dir) / RUN_FILE if stopped else None
+                where = (f"the run is recorded as ABORTED in {summary}" if summary and summary.is_file()
+                         else "no run was recorded")
+                raise OperatorError(f"{': '.join(INTERRUPTED)}; {where}", error=INTERRUPTED[0],
+                                    exit_code=EXIT_INTERRUPTED) from None
         result = _run_result(asdict(outcome), began)
         result.id_column = spec.record_identifier.name
         return result
@@ -195,8 +204,8 @@ class LocalBackend:
         path = self._run_dir(name) / RUN_FILE
         result = self._load(path)
         if result is None and path.parent.is_dir():  # run.json is written when a run ends
-            raise OperatorError(f"local run '{name}' has no readable {path}: it is still running, or it was "
-                                "stopped (Ctrl-C) before it wrote one", error="RunNotFinished")
+            raise OperatorError(f"local run '{name}' has no readable {path}: it is still running, or its process "
+                                "was killed before it could record how the run ended", error="RunNotFinished")
         if result is None:
             raise OperatorError(f"no local run '{name}' in {self.workspace.runs}",
                                 "list them with `python -m pipeline runs --local`", error="RunNotFound")
@@ -205,7 +214,7 @@ class LocalBackend:
                              f"{', '.join(groups.values()) or '-'})", tuple(groups) if len(groups) > 1 else ())
         steps = list(result.step_seconds.items())
         for i, (step, seconds) in enumerate(steps):
-            if result.status == "FAILED" and i == len(steps) - 1:
+            if result.status in ("FAILED", "ABORTED") and i == len(steps) - 1:
                 reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
             else:
                 reporter.step_finished(step, seconds, "")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import gc
 import io
 import multiprocessing
+import signal
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,26 @@ def ingest_file(store: LocalFeatureStore, path: Path, *, group: FeatureGroupSpec
     total = BatchResult()
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each, as a Lambda container is
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        for result in [pool.submit(_ingest_share, job, store_args, *share) for share in _shares(path, processes)]:
-            total.add(result.result())
+        try:
+            with _workers_deaf_to_ctrl_c():
+                results = [pool.submit(_ingest_share, job, store_args, *share) for share in _shares(path, processes)]
+            for result in results:
+                total.add(result.result())
+        except KeyboardInterrupt:  # the pool would otherwise wait for the workers to finish their shares
+            for worker in multiprocessing.active_children():
+                worker.terminate()
+            raise
     return total
+
+
+@contextmanager
+def _workers_deaf_to_ctrl_c() -> Iterator[None]:
+    """Processes started inside have SIGINT blocked from birth (a signal mask is inherited): Ctrl-C in a
+    terminal reaches the whole process group, and a worker interrupted while starting or idle would print
+    a traceback of its own; this process stops them instead. Blocked, not ignored, so that a Ctrl-C
+    meanwhile still reaches this process (another thread takes it, or it waits until unblocked)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

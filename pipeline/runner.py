@@ -71,6 +71,8 @@ DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
 SOURCES_DIR = "sources"  # a run's derived CSVs, one a feature group
 RUN_FILE = "run.json"  # the run's outcome, in its directory: what `runs --local` and `status --local` read
+# A run stopped by Ctrl-C: recorded as Step Functions records a stopped execution, with this error
+INTERRUPTED = ("Interrupted", "stopped by Ctrl-C (SIGINT)")
 
 
 class PipelineFailed(Exception):
@@ -170,7 +172,7 @@ class LocalPipeline:
     def run(self, data: Path, *, run_id: str | None = None, knowledge_cutoff: str | None = None) -> RunOutcome:
         """Run every step. Bad input (InputValidationError, DerivationError) is raised before anything is
         written; a failed step raises PipelineFailed (any other error is raised as it is), with the outcome
-        attached as `exc.outcome` and recorded in the run's run.json as FAILED."""
+        attached as `exc.outcome` and recorded in the run's run.json as FAILED (ABORTED after Ctrl-C)."""
         started = datetime.now(UTC)
         run_id = run_id or f"local-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         run_dir = self.workspace.runs / run_id
@@ -181,9 +183,9 @@ class LocalPipeline:
             self._prepare_training_set(data, run_dir, outcome, now_event_time())
             self._train_and_register(run_dir, outcome, started)
             self._score(run_dir, outcome)
-        except Exception as exc:  # on record as failed (a run whose input was refused has written nothing yet)
-            failed = (exc.error, exc.cause) if isinstance(exc, PipelineFailed) else (type(exc).__name__, str(exc))
-            outcome.status, (outcome.error, outcome.cause) = "FAILED", failed
+        except (Exception, KeyboardInterrupt) as exc:  # on record (a run whose input was refused has written nothing)
+            outcome.status = "ABORTED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            outcome.error, outcome.cause = _error_of(exc)
             exc.outcome = outcome  # type: ignore[attr-defined]
             with suppress(OSError):  # a full disk must not hide the error itself
                 self._write_summary(run_dir, outcome)
@@ -396,17 +398,16 @@ class LocalPipeline:
     # -- steps ------------------------------------------------------------------------------
     @contextmanager
     def _step(self, name: str, outcome: RunOutcome, detail: Callable[[], str] | None = None) -> Iterator[None]:
-        self.reporter.step_started(name)
         start = time.perf_counter()
-        try:
+        try:  # from its announcement on: a Ctrl-C after "▶ <step>" is recorded against that step
+            self.reporter.step_started(name)
             yield
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             seconds = time.perf_counter() - start
             outcome.step_seconds[name] = round(seconds, 3)
             if isinstance(exc, PipelineFailed):
                 exc.step = exc.step or name
-            message = f"{exc.error}: {exc.cause}" if isinstance(exc, PipelineFailed) else f"{type(exc).__name__}: {exc}"
-            self.reporter.step_failed(name, seconds, message)
+            self.reporter.step_failed(name, seconds, ": ".join(_error_of(exc)))
             raise
         seconds = time.perf_counter() - start
         outcome.step_seconds[name] = round(seconds, 3)
@@ -416,6 +417,13 @@ class LocalPipeline:
     def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
         if run_dir.exists():
             (run_dir / RUN_FILE).write_text(json.dumps(asdict(outcome), indent=2), encoding="utf-8")
+
+
+def _error_of(exc: BaseException) -> tuple[str, str]:
+    """(error, cause) of what ended a step or a run, as the step display and run.json name it."""
+    if isinstance(exc, PipelineFailed):
+        return exc.error, exc.cause
+    return INTERRUPTED if isinstance(exc, KeyboardInterrupt) else (type(exc).__name__, str(exc))
 
 
 def group_files(spec: FeatureSpec, folder: Path) -> dict[str, Path]:

@@ -5,11 +5,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
+from churn import steps
 from churn.derivations import derive_cdnow
+from pipeline.backends import EXIT_INTERRUPTED
+from pipeline.local_ingest import PARALLEL_INGEST_MIN_BYTES
 from tests.unit.cli_support import invoke, last_json, one_error_line, summary_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,12 +89,58 @@ def test_status_local_of_an_unknown_run(workspace):
 
 
 def test_status_local_of_a_run_without_its_result_says_why(tmp_path):
-    """A run writes run.json when it ends: before that (running, or stopped by Ctrl-C) it is not unknown."""
+    """A run writes run.json when it ends: before that (running, or its process killed) it is not unknown."""
     (tmp_path / "runs" / "local-underway").mkdir(parents=True)
     result = invoke("status", "local-underway", "--local", "--workspace", tmp_path)
     assert result.exit_code == 1
     assert (f"error: local run 'local-underway' has no readable {tmp_path / 'runs' / 'local-underway' / 'run.json'}"
             in one_error_line(result))
+
+
+@pytest.fixture(scope="module")
+def csv_for_workers(tmp_path_factory) -> Path:
+    """The bundled rows six times over, ids made unique: large enough to be ingested by worker processes."""
+    header, *rows = (ROOT / "data" / "churn.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    path = tmp_path_factory.mktemp("data") / "churn-6x.csv"
+    path.write_text(header + "".join(f"{copy}{row}" for copy in range(6) for row in rows), encoding="utf-8")
+    assert path.stat().st_size >= PARALLEL_INGEST_MIN_BYTES
+    return path
+
+
+def _children(pid: int) -> int:
+    """How many processes `pid` has started and not yet reaped (Linux /proc)."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            count += int(stat.read_text().rpartition(")")[2].split()[1]) == pid
+    return count
+
+
+@pytest.mark.parametrize("step", [steps.INGEST_FEATURES, steps.TRAIN_MODEL])
+def test_ctrl_c_during_a_local_run_records_it_as_aborted_and_says_so(small_csv, csv_for_workers, tmp_path, step):
+    """Ctrl-C as a terminal sends it (SIGINT to the whole process group) while the step's processes start:
+    one line (no traceback from an ingest worker), exit 130, and run.json says ABORTED at that step."""
+    data = csv_for_workers if step == steps.INGEST_FEATURES else small_csv
+    command = [sys.executable, "-m", "pipeline", "run", "--local", "--data", str(data), "--workspace",
+               str(tmp_path), "--name", "stopped", "--threshold", "0.5"]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as run:
+        for line in run.stdout:
+            if line.startswith(f"▶ {step}"):
+                # now, while the step's processes (two ingest workers, or training) have just started
+                processes, deadline = (2 if step == steps.INGEST_FEATURES else 1), time.monotonic() + 30
+                while _children(run.pid) < processes and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                os.killpg(run.pid, signal.SIGINT)
+                break
+        out, err = run.communicate(timeout=120)
+    assert run.returncode == EXIT_INTERRUPTED, out + err
+    summary = tmp_path / "runs" / "stopped" / "run.json"
+    assert err == f"error: Interrupted: stopped by Ctrl-C (SIGINT); the run is recorded as ABORTED in {summary}\n"
+    outcome = json.loads(summary.read_text(encoding="utf-8"))
+    assert (outcome["status"], outcome["error"], list(outcome["step_seconds"])[-1]) == ("ABORTED", "Interrupted", step)
+    listed = invoke("runs", "--local", "--workspace", tmp_path, "--json")
+    assert [(r["run_id"], r["status"]) for r in last_json(listed)["runs"]] == [("stopped", "ABORTED")]
 
 
 def test_a_bad_csv_exits_2_naming_file_and_line_and_writes_nothing(small_csv, tmp_path):
