@@ -142,7 +142,8 @@ def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResu
         gate=run.get("gate") or "", split=run.get("split") or {}, model_version=str(run.get("model_version") or ""),
         model_artifact=run.get("model_artifact") or "", report=run.get("report") or "",
         customers_scored=run.get("customers_scored") or None, scores_uri=run.get("scores") or "",
-        top_customers=run.get("top_customers") or [], error=run.get("error") or "", cause=run.get("cause") or "",
+        id_column=run.get("id_column") or RunResult.id_column, top_customers=run.get("top_customers") or [],
+        error=run.get("error") or "", cause=run.get("cause") or "",
         hint=f"run directory: {run.get('run_dir')}" if failed else "", started=started, duration_seconds=seconds,
         step_seconds=run.get("step_seconds", {}), run_dir=run.get("run_dir", ""),
     )
@@ -180,9 +181,7 @@ class LocalBackend:
                          else "no run was recorded")
                 raise OperatorError(f"{': '.join(INTERRUPTED)}; {where}", error=INTERRUPTED[0],
                                     exit_code=EXIT_INTERRUPTED) from None
-        result = _run_result(asdict(outcome), began)
-        result.id_column = spec.record_identifier.name
-        return result
+        return _run_result(asdict(outcome), began)
 
     def _load(self, path: Path) -> RunResult | None:
         """A run.json, with its start: when it was written less the time its steps took."""

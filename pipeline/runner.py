@@ -146,6 +146,7 @@ class RunOutcome:
     report: str = ""
     scores: str = ""
     customers_scored: int = 0
+    id_column: str = ""  # the record identifier's name, which heads the top customers' ids
     top_customers: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     cause: str = ""
@@ -178,7 +179,7 @@ class LocalPipeline:
         run_dir = self.workspace.runs / run_id
         outcome = RunOutcome(status="RUNNING", run_id=run_id, run_dir=str(run_dir),
                              threshold=self.settings.quality_threshold, feature_groups=dict(self.feature_groups),
-                             knowledge_cutoff=knowledge_cutoff or NO_CUTOFF)
+                             knowledge_cutoff=knowledge_cutoff or NO_CUTOFF, id_column=self.spec.record_identifier.name)
         try:
             self._prepare_training_set(data, run_dir, outcome, now_event_time())
             self._train_and_register(run_dir, outcome, started)

@@ -77,8 +77,11 @@ def test_runs_local_and_status_local(first_run, workspace):
         assert f"✓ {step}" in shown.stdout
     assert first_run["model_artifact"] in shown.stdout
 
-    as_json = invoke("status", first_run["run_id"], "--local", "--workspace", workspace, "--json")
-    assert last_json(as_json)["auc"] == pytest.approx(first_run["auc"])
+    as_json = last_json(invoke("status", first_run["run_id"], "--local", "--workspace", workspace, "--json"))
+    assert as_json["auc"] == pytest.approx(first_run["auc"])
+    # the top customers as the run showed them, under the record identifier's name
+    assert (as_json["id_column"], as_json["top_customers"]) == ("customer_id", first_run["top_customers"])
+    assert first_run["id_column"] == "customer_id" and "┃ customer_id ┃" in shown.stdout
 
 
 def test_status_local_of_an_unknown_run(workspace):
