@@ -16,7 +16,6 @@ from churn import naming, steps
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
 from stacks import checkov, nag, regions, retries
-from stacks.dependencies import drop_redundant_role_dependencies
 from stacks.feature_store import FeatureStore
 from stacks.functions import LambdaKit, lambda_asset, powertools_layer
 from stacks.ingest import IngestPhase, IngestServices
@@ -133,7 +132,6 @@ class ChurnPipelineStack(Stack):
 
         self.store, self.feature_store, self.functions, self.registry = store, feature_store, functions, registry
         self._outputs()
-        drop_redundant_role_dependencies(self)
         checkov.skip_lambda_checks(self)
 
     def _summary(self) -> sfn.Pass:
