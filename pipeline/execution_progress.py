@@ -92,20 +92,18 @@ class HistoryReader:
         self.last_id = 0
 
     def new_events(self) -> list[dict[str, Any]]:
-        fresh: dict[int, dict[str, Any]] = {}
-        kwargs: dict[str, Any] = {"executionArn": self.arn, "reverseOrder": True, "maxResults": self.page_size}
-        while True:
-            page = self.sfn.get_execution_history(**kwargs)
+        pages = self.sfn.get_paginator("get_execution_history").paginate(
+            executionArn=self.arn, reverseOrder=True, PaginationConfig={"PageSize": self.page_size})
+        fresh: list[dict[str, Any]] = []
+        for page in pages:
             events = page.get("events", [])
-            fresh.update((event["id"], event) for event in events if event["id"] > self.last_id)
-            reached_seen = any(event["id"] <= self.last_id for event in events)
-            if reached_seen or not page.get("nextToken") or not events:
+            fresh += [event for event in events if event["id"] > self.last_id]
+            if any(event["id"] <= self.last_id for event in events):
                 break
-            kwargs["nextToken"] = page["nextToken"]
-        ordered = [fresh[i] for i in sorted(fresh)]
-        if ordered:
-            self.last_id = ordered[-1]["id"]
-        return ordered
+        fresh.sort(key=lambda event: event["id"])
+        if fresh:
+            self.last_id = fresh[-1]["id"]
+        return fresh
 
 
 @dataclass

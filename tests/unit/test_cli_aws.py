@@ -829,23 +829,21 @@ def test_causes_read_as_messages_not_json():
 
 
 def test_follow_polls_until_the_execution_ends():
-    class FakeSfn:
-        def __init__(self):
-            self.polls = 0
-
-        def get_execution_history(self, **kwargs):
-            self.polls += 1
-            events = [event(1, "ExecutionStarted", 0), event(2, "PassStateEntered", 0, name=steps.TRAIN_MODEL)]
-            if self.polls >= 3:
-                events += [event(3, "PassStateExited", 9, name=steps.TRAIN_MODEL), event(4, "ExecutionSucceeded", 9)]
-            return {"events": events[::-1]}
-
-        def describe_execution(self, executionArn):
-            return {"executionArn": executionArn, "name": "run-1", "status": "SUCCEEDED", "startDate": T0,
-                    "stopDate": T0 + timedelta(seconds=9), "output": json.dumps({"validation_auc": 0.9})}
-
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = f"arn:aws:states:{REGION}:123456789012:execution:m:run-1"
+    started = [event(1, "ExecutionStarted", 0), event(2, "PassStateEntered", 0, name=steps.TRAIN_MODEL)]
+    ended = [*started, event(3, "PassStateExited", 9, name=steps.TRAIN_MODEL), event(4, "ExecutionSucceeded", 9)]
+    history = {"executionArn": arn, "reverseOrder": True, "maxResults": 100}
     recorder, sleeps = Recorder(), []
-    execution = follow(FakeSfn(), "arn:x", ProgressTracker(recorder), sleep=sleeps.append, poll_seconds=2)
+    with Stubber(sfn) as stub:
+        for events in (started, started, ended, ended):  # three polls, then the last look once it has ended
+            stub.add_response("get_execution_history", {"events": events[::-1]}, history)
+        stub.add_response("describe_execution", {
+            "executionArn": arn, "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:m",
+            "name": "run-1", "status": "SUCCEEDED", "startDate": T0, "stopDate": T0 + timedelta(seconds=9),
+            "output": json.dumps({"validation_auc": 0.9})}, {"executionArn": arn})
+        execution = follow(sfn, arn, ProgressTracker(recorder), sleep=sleeps.append, poll_seconds=2)
+        stub.assert_no_pending_responses()
     assert isinstance(execution, Execution)
     assert execution.status == "SUCCEEDED" and execution.auc == 0.9 and execution.duration_seconds == 9
     assert sleeps == [2, 2]
