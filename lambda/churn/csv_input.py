@@ -164,9 +164,14 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> C
             record = to_record(row, group, "1970-01-01T00:00:00.000Z")
         except RowError as exc:
             raise InputValidationError(source, exc.detail, line=line, column=exc.column) from None
-        if "\r" in "".join(record.values()):  # a quoted value may hold one on a line: batch scoring would cut it
+        values = "".join(record.values())
+        if "\r" in values:  # a quoted value may hold one on a line: batch scoring would cut it
             feature = next(f for f in group.all_features if "\r" in record.get(f.name, ""))
             raise _line_break(source, record[feature.name], line, feature.source_column)
+        if "\x00" in values:  # XGBoost refuses a category holding one, after the records are in the feature store
+            feature = next(f for f in group.all_features if "\x00" in record.get(f.name, ""))
+            raise InputValidationError(source, f"the value holds a NUL character (value {record[feature.name]!r}), "
+                                       "which no value may hold", line=line, column=feature.source_column)
         key = (record[id_name], record[time_name])
         if key in first_line:
             at = f" at {key[1]}" if group.has_history else ""

@@ -156,7 +156,6 @@ ODD_BUT_VALID = {
     "fractional big exponent": ("MonthlyCharges", "1e300"),
     "quote inside a field": ("gender", 'Fe"male'),
     "doubled quotes": ("PaymentMethod", '"Credit ""card"""'),
-    "nul byte in text": ("gender", "Fe\x00male"),
 }
 
 
@@ -228,6 +227,10 @@ BAD = {
                               "line 3, column 'PaymentMethod': the value holds a line break (value 'two\\nlines')"),
     "crlf in a value": (lambda r: csv_text(with_cell(r[:6], 2, "gender", '"Fe\r\nmale"'), "\r\n"),
                         "line 3, column 'gender': the value holds a line break"),
+    "nul byte in text": (lambda r: csv_text(with_cell(r[:6], 3, "gender", "Fe\x00male")),
+                         "line 4, column 'gender': the value holds a NUL character (value 'Fe\\x00male')"),
+    "nul byte in an id": (lambda r: csv_text(with_cell(r[:6], 5, "customerID", "A\x00B")),
+                          "line 6, column 'customerID': the value holds a NUL character"),
     "line break in an id": (lambda r: csv_text(with_cell(r[:6], 5, "customerID", '"A\nB"')),
                             "line 6, column 'customerID': the value holds a line break"),
     "line breaks stripped off a value": (lambda r: csv_text(with_cell(r[:6], 3, "PaymentMethod",
