@@ -15,6 +15,7 @@ import gc
 import io
 import multiprocessing
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -123,12 +124,21 @@ def ingest_file(store: LocalFeatureStore, path: Path, *, group: FeatureGroupSpec
 
 @contextmanager
 def _workers_deaf_to_ctrl_c() -> Iterator[None]:
-    """Processes started inside have SIGINT blocked from birth (a signal mask is inherited): Ctrl-C in a
-    terminal reaches the whole process group, and a worker interrupted while starting or idle would print
-    a traceback of its own; this process stops them instead. Blocked, not ignored, so that a Ctrl-C
-    meanwhile still reaches this process (another thread takes it, or it waits until unblocked)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Workers started inside never see SIGINT: it is blocked while they start (a signal mask is inherited).
+    Ctrl-C in a terminal reaches the whole process group; a worker interrupted while starting or idle would
+    print a traceback of its own, so this process stops them instead. A Ctrl-C meanwhile is held until the
+    workers have started (interrupting a start half-way leaves a worker without its instructions) and
+    raised then."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    caught: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+    if caught:
+        raise KeyboardInterrupt
