@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # Typer 0.29 keeps its click here
+from typer.core import TyperGroup
+from typer.rich_utils import rich_format_error
 
 from churn.naming import DEFAULT_STACK_NAME
 from churn.sql import knowledge_cutoff as checked_cutoff
@@ -24,6 +28,7 @@ from pipeline.console import (
     emit_json,
     err_console,
     fail,
+    print_error,
     print_rows,
     render_prediction,
     render_run,
@@ -33,7 +38,33 @@ from pipeline.console import (
 from pipeline.local_backend import LocalBackend, check_input_file, load_spec
 from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, DEFAULT_WORKSPACE
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+
+class _UsageErrorsInOneLine(TyperGroup):
+    """The command group: a usage error (an unknown command or option, a value outside an option's range) is
+    one line and a hint, and its JSON line under --json, like every other error (Typer draws a box)."""
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, standalone_mode: bool = True, **options: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, *rest, standalone_mode=False, **options)
+        except UsageError as exc:
+            if isinstance(exc, NoArgsIsHelpError):
+                rich_format_error(exc)  # the help, as Typer shows it
+            else:
+                if "--json" in argv:
+                    emit_json({"status": "FAILED", "error": "UsageError", "cause": exc.format_message()})
+                print_error(exc.format_message(), f"{exc.ctx.command_path if exc.ctx else 'python -m pipeline'} --help")
+            code = exc.exit_code
+        except typer.Abort:  # end of input at a prompt
+            print_error("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_UsageErrorsInOneLine, add_completion=False, no_args_is_help=True, help=__doc__,
+                  pretty_exceptions_enable=False)
 spec_app = typer.Typer(no_args_is_help=True, help="Feature specs: infer one for your own CSV.")
 app.add_typer(spec_app, name="spec")
 
@@ -73,7 +104,8 @@ def _check_mode(local: bool, given: dict[str, object]) -> None:
     for option, value in given.items():
         mode, hint = MODE_OPTIONS[option]
         if value not in (None, False, [], "") and mode != local:
-            fail(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint, EXIT_BAD_INPUT)
+            raise OperatorError(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint,
+                                error="InvalidOption", exit_code=EXIT_BAD_INPUT)
 
 
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
@@ -109,7 +141,8 @@ def _sources(values: list[str]) -> dict[str, str]:
     for value in values:
         group, equals, key = value.partition("=")
         if not equals or not group.strip() or not key.strip():
-            fail(f"--source {value!r} is not GROUP=KEY", "e.g. --source activity=raw/activity.csv", EXIT_BAD_INPUT)
+            raise OperatorError(f"--source {value!r} is not GROUP=KEY", "e.g. --source activity=raw/activity.csv",
+                                error="InvalidOption", exit_code=EXIT_BAD_INPUT)
         sources[group.strip()] = key.strip()
     return sources
 
@@ -118,7 +151,8 @@ def _cutoff(value: str | None) -> str | None:
     try:
         return checked_cutoff(value) if value is not None else None
     except ValueError as exc:
-        fail(f"--knowledge-cutoff: {exc}", "e.g. --knowledge-cutoff '2026-01-31 23:59:59.999' (UTC)", EXIT_BAD_INPUT)
+        raise OperatorError(f"--knowledge-cutoff: {exc}", "e.g. --knowledge-cutoff '2026-01-31 23:59:59.999' (UTC)",
+                            error="InvalidOption", exit_code=EXIT_BAD_INPUT) from None
 
 
 # -- run, status, runs ------------------------------------------------------------------------------
@@ -153,15 +187,16 @@ def run(
     On AWS (default) it starts the deployed state machine on input already in the bucket (see
     `upload`) and follows it; with --local everything runs on this machine.
     """
-    backend = _backend(local, workspace, stack_name, region, poll_seconds, {
-        "--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold, "--data-key": data_key,
-        "--source": source, "--no-wait": no_wait})
-    if data_key and source:
-        fail("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a spec with several "
-             "groups and no derivation; --data-key otherwise", EXIT_BAD_INPUT)
-    request = RunRequest(name=name, knowledge_cutoff=_cutoff(knowledge_cutoff), spec=spec, data=data,
-                         threshold=threshold, data_key=data_key, sources=_sources(source or []), wait=not no_wait)
     with _command(as_json) as reporter:
+        backend = _backend(local, workspace, stack_name, region, poll_seconds, {
+            "--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold,
+            "--data-key": data_key, "--source": source, "--no-wait": no_wait})
+        if data_key and source:
+            raise OperatorError("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a "
+                                "spec with several groups and no derivation; --data-key otherwise",
+                                error="InvalidOption", exit_code=EXIT_BAD_INPUT)
+        request = RunRequest(name=name, knowledge_cutoff=_cutoff(knowledge_cutoff), spec=spec, data=data,
+                             threshold=threshold, data_key=data_key, sources=_sources(source or []), wait=not no_wait)
         result = backend.run(request, reporter)
     render_run(reporter.out, result, as_json)
 
@@ -178,8 +213,8 @@ def status(
     poll_seconds: PollOption = 3.0,
 ) -> None:
     """Show one run: its steps, result, and links. Exit 1 if it failed."""
-    backend = _backend(local, workspace, stack_name, region, poll_seconds, {"--follow": follow})
     with _command(as_json) as reporter:
+        backend = _backend(local, workspace, stack_name, region, poll_seconds, {"--follow": follow})
         result = backend.status(execution, reporter, follow)
     render_run(reporter.out, result, as_json)
 
@@ -194,9 +229,8 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """List recent runs: name, status, start, duration, validation AUC."""
-    backend = _backend(local, workspace, stack_name, region)
     with _command(as_json):
-        listing = backend.runs(max_runs)
+        listing = _backend(local, workspace, stack_name, region).runs(max_runs)
     render_runs(console, listing, as_json)
 
 
@@ -251,9 +285,8 @@ def scores(
     as_json: JsonOption = False,
 ) -> None:
     """Show the highest-risk customers: the batch scores a successful run wrote (scores.csv)."""
-    backend = _backend(local, workspace, stack_name, region)
     with _command(as_json) as reporter:
-        found = backend.scores(run_name, top)
+        found = _backend(local, workspace, stack_name, region).scores(run_name, top)
     render_scores(reporter.out, found, as_json)
 
 
@@ -271,9 +304,8 @@ def predict(
 ) -> None:
     """Score one customer now: every online feature group's latest record and the latest approved model give
     the churn probability and the features that push it up or down most (XGBoost contributions)."""
-    backend = _backend(local, workspace, stack_name, region)
     with _command(as_json) as reporter:
-        prediction = backend.predict(record_id, features)
+        prediction = _backend(local, workspace, stack_name, region).predict(record_id, features)
     render_prediction(reporter.out, prediction, as_json)
 
 

@@ -26,10 +26,14 @@ console = Console(highlight=False)  # our lines are plain text: no number or pat
 err_console = Console(stderr=True, highlight=False)
 
 
-def fail(message: str, hint: str = "", code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+def print_error(message: str, hint: str = "") -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {escape(hint)}", soft_wrap=True)
+
+
+def fail(message: str, hint: str = "", code: int = EXIT_FAILED) -> NoReturn:
+    print_error(message, hint)
     raise typer.Exit(code)
 
 

@@ -268,6 +268,23 @@ def test_local_commands_reject_aws_only_options(tmp_path, command, option):
     assert one_error_line(result).startswith(f"error: {option} is only used on AWS")
 
 
+@pytest.mark.parametrize(("command", "error", "message"), [
+    ("scores --local --top 0", "UsageError", "Invalid value for '--top'"),
+    ("predict --local --id 1 --features abc", "UsageError", "Invalid value for '--features'"),
+    ("evaluate --folds 1", "UsageError", "Invalid value for '--folds'"),
+    ("runs --local --bogus", "UsageError", "No such option: --bogus"),
+    ("run --local --knowledge-cutoff nope", "InvalidOption", "--knowledge-cutoff: knowledge_cutoff 'nope'"),
+    ("run --local --data-key raw/x.csv", "InvalidOption", "--data-key is only used on AWS"),
+])
+def test_a_bad_option_is_one_line_exit_2_and_a_json_line(tmp_path, command, error, message):
+    """Whether the command line's parser or the command refuses it: `error:` and a hint, never a box."""
+    result = invoke(*command.split(), "--workspace", tmp_path, "--json")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: {message}")
+    assert (last_json(result)["status"], last_json(result)["error"]) == ("FAILED", error)
+    assert message in last_json(result)["cause"]
+
+
 @pytest.mark.parametrize("threshold", ["0.3", "1.2", "-1"])
 def test_a_threshold_the_stack_would_refuse_is_refused_before_anything_runs(small_csv, tmp_path, threshold):
     workspace = tmp_path / "workspace"
