@@ -215,7 +215,7 @@ class AwsBackend:
     # -- scores and predictions ------------------------------------------------------------------
     def scores(self, run_id: str | None, top: int) -> Scores:
         sfn = self.session.client("stepfunctions")
-        if not run_id:
+        if run_id is None:
             page = sfn.list_executions(stateMachineArn=self.deployment.state_machine_arn, statusFilter="SUCCEEDED",
                                        maxResults=1)  # newest first
             run_id = next((e["name"] for e in page.get("executions", [])), None)

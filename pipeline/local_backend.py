@@ -23,6 +23,7 @@ from churn.sql import NO_CUTOFF
 from pipeline.backends import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    RUN_NAME,
     OperatorError,
     Prediction,
     RunListing,
@@ -194,8 +195,8 @@ class LocalBackend:
         return result
 
     def _run_dir(self, run_id: str) -> Path:
-        if run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id:
-            raise OperatorError(f"no local run '{run_id}' in {self.workspace.runs}",
+        if not RUN_NAME.match(run_id):  # every run is named so: nothing else is a run (nor a path, nor too long)
+            raise OperatorError(f"no local run {run_id!r} in {self.workspace.runs}",
                                 "list them with `python -m pipeline runs --local`", error="RunNotFound")
         return self.workspace.runs / run_id
 
@@ -237,7 +238,7 @@ class LocalBackend:
         return entry
 
     def scores(self, run_id: str | None, top: int) -> Scores:
-        run_id = run_id or self.latest_approved().run_id
+        run_id = self.latest_approved().run_id if run_id is None else run_id
         path = self._run_dir(run_id) / SCORES_PREFIX / SCORES_FILE
         if not path.is_file():
             raise OperatorError(f"run '{run_id}' has no scores ({path} does not exist)",

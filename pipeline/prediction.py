@@ -48,11 +48,11 @@ def _missing_record(record_id: str, name: str, ttl: dict[str, Any] | None,
     where = f"the online store of feature group {name}"  # the name carries the spec group's (churn.naming)
     hint = f"check the id; `{scores_command}` lists scored customers"
     if not ttl:
-        return OperatorError(f"customer '{record_id}' is not in {where}", hint, error="RecordNotFound")
+        return OperatorError(f"customer {record_id!r} is not in {where}", hint, error="RecordNotFound")
     unit = str(ttl.get("Unit", "")).lower()
     kept = f"{ttl.get('Value')} {unit.removesuffix('s') if ttl.get('Value') == 1 else unit}"
     return OperatorError(
-        f"customer '{record_id}' is not in {where}: the customer is unknown, or the record expired "
+        f"customer {record_id!r} is not in {where}: the customer is unknown, or the record expired "
         f"(the group keeps a record {kept} after its event time)",
         f"{hint}; ingesting the customer's data again brings an expired record back", error="RecordExpiredOrUnknown")
 
@@ -74,7 +74,7 @@ def predict_artifact(artifact: Path | bytes, model: str, model_version: str, fea
             ranked = sorted(((name, float(row[name])) for name in churn_model.feature_names), key=lambda item: item[1])
             base = float(explained.bias.iloc[0])
     except (OSError, ValueError, tarfile.TarError) as exc:
-        raise OperatorError(f"could not score customer '{record_id}' with {model}: {' '.join(str(exc).split())}",
+        raise OperatorError(f"could not score customer {record_id!r} with {model}: {' '.join(str(exc).split())}",
                             error="PredictionFailed") from None
     up = [FeatureContribution(n, values.get(n), c) for n, c in reversed(ranked) if c > 0][:top]
     down = [FeatureContribution(n, values.get(n), c) for n, c in ranked if c < 0][:top]

@@ -91,6 +91,21 @@ def test_status_local_of_an_unknown_run(workspace):
     assert "runs --local" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["status", "a" * 300], ["scores", "--run", ""], ["status", "../runs"]])
+def test_a_run_id_no_run_can_have_is_not_found(workspace, command):
+    """Not a path, nor an OS error about a name too long for a file: no run has that name."""
+    result = invoke(*command, "--local", "--workspace", workspace)
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(f"error: no local run {command[-1]!r} in ")
+
+
+def test_predict_with_an_empty_id_is_a_bad_option(workspace):
+    result = invoke("predict", "--local", "--id", " ", "--workspace", workspace, "--json")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith("error: --id is empty")
+    assert last_json(result)["error"] == "InvalidOption"
+
+
 def test_status_local_of_a_run_without_its_result_says_why(tmp_path):
     """A run writes run.json when it ends: before that (running, or its process killed) it is not unknown."""
     (tmp_path / "runs" / "local-underway").mkdir(parents=True)
