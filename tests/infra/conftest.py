@@ -75,7 +75,7 @@ def synthesize(
 
 @pytest.fixture(scope="session")
 def main(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """The app as `cdk synth` builds it by default: region-agnostic, no trigger, no e-mail."""
+    """The app with no account or region (region-agnostic: `cdk synth` always has one), no trigger, no e-mail."""
     return synthesize(tmp_path_factory.mktemp("main"))
 
 
