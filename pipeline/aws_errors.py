@@ -21,7 +21,8 @@ from pipeline.backends import EXIT_BAD_INPUT, OperatorError
 
 DEPLOY_HINT = "deploy it with `make deploy`"
 CREDENTIALS_HINT = (
-    "configure credentials (`aws configure`, `aws sso login`, or AWS_PROFILE), or run on this machine with --local"
+    "configure credentials (`aws configure`, `aws sso login`, or AWS_PROFILE), or work on this machine: "
+    "`python -m pipeline run --local`"
 )
 REGION_HINT = "pass --region or set AWS_REGION"
 RUNS_HINT = "list recent executions with `python -m pipeline runs`"
