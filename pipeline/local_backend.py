@@ -137,7 +137,8 @@ def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResu
     failed = run.get("status") in ("FAILED", "ABORTED")
     seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
     return RunResult(
-        status=run.get("status", "?"), run_id=run.get("run_id", "?"), feature_groups=run.get("feature_groups", {}),
+        status=run.get("status", "?"), run_id=run.get("run_id", "?"), input=run.get("input") or "",
+        feature_groups=run.get("feature_groups", {}),
         knowledge_cutoff="" if run.get("knowledge_cutoff", NO_CUTOFF) == NO_CUTOFF else run["knowledge_cutoff"],
         records_ingested=run.get("records_ingested"), training_rows=run.get("training_rows"), auc=run.get("auc"),
         gate=run.get("gate") or "", split=run.get("split") or {}, model_version=str(run.get("model_version") or ""),

@@ -132,6 +132,7 @@ class RunOutcome:
     status: str
     run_id: str
     run_dir: str
+    input: str = ""  # the --data path: a file, or a folder of <group>.csv
     feature_groups: dict[str, str] = field(default_factory=dict)  # spec group -> feature group name
     records_ingested: int = 0
     training_rows: int = 0
@@ -177,7 +178,7 @@ class LocalPipeline:
         started = datetime.now(UTC)
         run_id = run_id or f"local-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         run_dir = self.workspace.runs / run_id
-        outcome = RunOutcome(status="RUNNING", run_id=run_id, run_dir=str(run_dir),
+        outcome = RunOutcome(status="RUNNING", run_id=run_id, run_dir=str(run_dir), input=str(data),
                              threshold=self.settings.quality_threshold, feature_groups=dict(self.feature_groups),
                              knowledge_cutoff=knowledge_cutoff or NO_CUTOFF, id_column=self.spec.record_identifier.name)
         try:

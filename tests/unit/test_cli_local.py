@@ -82,6 +82,8 @@ def test_runs_local_and_status_local(first_run, workspace):
     # the top customers as the run showed them, under the record identifier's name
     assert (as_json["id_column"], as_json["top_customers"]) == ("customer_id", first_run["top_customers"])
     assert first_run["id_column"] == "customer_id" and "┃ customer_id ┃" in shown.stdout
+    assert as_json["input"] == first_run["input"] != ""  # the --data it ran on
+    assert summary_value(shown.stdout, "input") == first_run["input"]
 
 
 def test_status_local_of_an_unknown_run(workspace):
