@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,4 +66,7 @@ def build_app(
 
 
 if __name__ == "__main__":
-    build_app()[0].synth()
+    try:
+        build_app()[0].synth()
+    except ValueError as exc:  # a bad -c value, spec or region (SpecError, UnsupportedRegion): one line
+        sys.exit(f"error: {exc}")

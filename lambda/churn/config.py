@@ -39,14 +39,14 @@ class PipelineSettings:
             if raw is None:
                 continue
             default = getattr(cls(), f.name)
-            if isinstance(default, dict):
-                parsed = json.loads(raw) if isinstance(raw, str) else dict(raw)
-                values[f.name] = {**default, **parsed}
-            else:
-                try:
+            try:
+                if isinstance(default, dict):
+                    values[f.name] = {**default, **(json.loads(raw) if isinstance(raw, str) else dict(raw))}
+                else:
                     values[f.name] = type(default)(raw)
-                except (TypeError, ValueError):
-                    raise ValueError(f"setting '{f.name}': {raw!r} is not a valid {type(default).__name__}") from None
+            except (TypeError, ValueError):
+                kind = "JSON object" if isinstance(default, dict) else type(default).__name__
+                raise ValueError(f"setting '{f.name}': {raw!r} is not a valid {kind}") from None
         settings = cls(**values)
         settings.validate()
         return settings

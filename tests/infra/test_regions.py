@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from aws_cdk import Environment
 
@@ -9,6 +15,7 @@ from stacks.regions import POWERTOOLS_PARAMETER_REGIONS, UnsupportedRegion, supp
 from stacks.xgboost_image import xgboost_image_uris
 from tests.infra.conftest import synthesize
 
+ROOT = Path(__file__).resolve().parents[2]
 SUPPORTED = supported_regions(xgboost_image_uris("3.2-0"))
 
 
@@ -42,3 +49,17 @@ def test_a_region_agnostic_template_refuses_other_regions_before_creating_anythi
 
 def test_a_concrete_region_needs_no_rule(variant):
     assert "SupportedRegion" not in variant.json.get("Rules", {})
+
+
+@pytest.mark.parametrize(("context", "region", "message"), [
+    ({}, "me-central-1", "error: region me-central-1 is not supported: the stack needs"),
+    ({"hyperparameters": "{bad"}, "us-east-1", "error: setting 'hyperparameters': '{bad' is not a valid JSON object"),
+])
+def test_cdk_synth_of_a_bad_setting_says_so_in_one_line(tmp_path, context, region, message):
+    """What `npx cdk synth` runs (cdk.json's app), for an unsupported region or a malformed -c value."""
+    env = {**os.environ, "CDK_DEFAULT_REGION": region, "CDK_DEFAULT_ACCOUNT": "123456789012",
+           "CDK_OUTDIR": str(tmp_path), "CDK_CONTEXT_JSON": json.dumps(context)}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
+    assert len(errors) == 1 and errors[0].startswith(message), result.stderr
