@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from churn.csv_input import InputValidationError
-from churn.features import INTEGRAL_MAX, INTEGRAL_MIN, LABEL_FALSE, LABEL_TRUE, normalise_name
+from churn.features import (
+    FEATURE_NAME_MAX,
+    INTEGRAL_MAX,
+    INTEGRAL_MIN,
+    LABEL_FALSE,
+    LABEL_TRUE,
+    fit_name,
+    normalise_name,
+)
 from churn.schema import RESERVED_NAMES, FeatureSpec
 
 
@@ -114,13 +122,18 @@ class _Names:
         self.used: set[str] = set()
 
     def __call__(self, raw: str) -> str:
-        name = normalise_name(raw) or "column"
+        full = normalise_name(raw) or "column"
+        name = fit_name(full)
+        if name != full:
+            self.problems.append(f"column '{raw}' normalises to a name over {FEATURE_NAME_MAX} characters, "
+                                 f"Feature Store's limit: cut to '{name}'")
         if name in RESERVED_NAMES:
-            self.problems.append(f"column '{raw}' normalises to reserved name '{name}': renamed to '{name}_value'")
-            name = f"{name}_value"
+            self.problems.append(f"column '{raw}' normalises to reserved name '{name}': renamed to "
+                                 f"'{fit_name(name, '_value')}'")
+            name = fit_name(name, "_value")
         base, n = name, 2
         while name in self.used:
-            name = f"{base}_{n}"
+            name = fit_name(base, f"_{n}")
             n += 1
         if name != base:
             self.problems.append(f"column '{raw}' normalises to '{base}', already taken: renamed to '{name}'")

@@ -27,6 +27,7 @@ from typing import Any
 from churn.schema import Feature, FeatureGroupSpec
 
 INTEGRAL_MIN, INTEGRAL_MAX = -(2**63), 2**63 - 1  # Feature Store's Integral is a 64-bit integer
+FEATURE_NAME_MAX = 64  # SageMaker Feature Store's FeatureName limit
 LABEL_TRUE = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
 
@@ -48,13 +49,21 @@ class RowError(ValueError):
 
 
 def normalise_name(raw: str) -> str:
-    """`customerID` -> `customer_id`, `StreamingTV` -> `streaming_tv`, `Total Charges` -> `total_charges`."""
+    """`customerID` -> `customer_id`, `StreamingTV` -> `streaming_tv`, `Total Charges` -> `total_charges`.
+
+    Any length: `fit_name` makes it a feature name."""
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", raw.strip())
     name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
     if name and name[0].isdigit():
         name = f"f_{name}"
-    return name[:64]
+    return name
+
+
+def fit_name(name: str, suffix: str = "") -> str:
+    """`name` + `suffix` within FEATURE_NAME_MAX: `name` is cut, and a cut never leaves a trailing `_`
+    (Feature Store's names end in a letter or digit)."""
+    return name[: FEATURE_NAME_MAX - len(suffix)].rstrip("_") + suffix
 
 
 def parse_label(value: str, column: str) -> int:

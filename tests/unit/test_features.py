@@ -6,6 +6,7 @@ import pytest
 from churn.features import (
     RowError,
     canonical_event_time,
+    fit_name,
     format_event_time,
     normalise_name,
     parse_event_time,
@@ -25,6 +26,15 @@ EVENT_TIME = "2026-11-26T07:00:00.000Z"
 )
 def test_normalise_name(raw, name):
     assert normalise_name(raw) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix", "fitted"),
+    [("tenure", "", "tenure"), ("a" * 70, "", "a" * 64), ("a" * 63 + "_b", "", "a" * 63),
+     ("a" * 70, "_2", "a" * 62 + "_2"), ("a" * 61 + "_bc", "_2", "a" * 61 + "_2")],
+)
+def test_fit_name_cuts_within_64_characters_suffix_included_and_never_before_a_separator(name, suffix, fitted):
+    assert fit_name(name, suffix) == fitted
 
 
 @pytest.mark.parametrize("value", ["Yes", "yes", " YES ", "True", "true", "1", "t", "Y"])

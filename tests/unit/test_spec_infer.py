@@ -1,0 +1,48 @@
+"""`spec infer`'s proposals (pipeline.spec_infer): every name it writes is a valid Feature Store name
+for the column it comes from, and every renaming a user would not guess is reported."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from churn.features import FEATURE_NAME_MAX
+from pipeline.spec_infer import Inference, infer_spec
+
+# Feature Store's FeatureName pattern, lower case as the spec requires: no leading or trailing separator.
+VALID_NAME = re.compile(r"^[a-z0-9]([_]?[a-z0-9])*$")
+
+
+def infer(tmp_path: Path, *columns: str) -> Inference:
+    """The spec inferred from a two-row CSV: `id`, the given feature columns (numbers), `churn`."""
+    path = tmp_path / "customers.csv"
+    rows = [["id", *columns, "churn"], ["A1", *("1" for _ in columns), "Yes"], ["A2", *("2" for _ in columns), "No"]]
+    path.write_text("".join(",".join(row) + "\n" for row in rows), encoding="utf-8")
+    return infer_spec(path, id_column="id", label_column="churn")
+
+
+def feature_names(inference: Inference) -> dict[str, str]:
+    """CSV column -> feature name."""
+    return {f.source_column: f.name for f in inference.spec.features}
+
+
+def test_columns_sharing_a_long_prefix_get_distinct_names_within_the_limit(tmp_path):
+    prefix = "metric_" + "x" * 70
+    names = feature_names(infer(tmp_path, prefix + "a", prefix + "b"))
+    assert len(set(names.values())) == 2
+    for name in names.values():
+        assert len(name) <= FEATURE_NAME_MAX and VALID_NAME.match(name), name
+    assert names[prefix + "b"].endswith("_2")
+
+
+def test_a_long_name_cut_at_a_separator_loses_the_separator(tmp_path):
+    column = " ".join("abcdefghijklmnopqrstuvwxyzabcdef") + " f"  # cut at 64, its 64th character is a separator
+    inference = infer(tmp_path, column)
+    (name,) = feature_names(inference).values()
+    assert len(name) <= FEATURE_NAME_MAX and VALID_NAME.match(name), name
+    assert any(f"column '{column}'" in p and f"'{name}'" in p for p in inference.problems), inference.problems
+
+
+def test_a_reserved_name_renamed_stays_valid(tmp_path):
+    names = feature_names(infer(tmp_path, "write_time"))
+    assert names == {"write_time": "write_time_value"}
