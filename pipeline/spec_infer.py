@@ -141,7 +141,10 @@ class _Names:
         return name
 
 
-def _feature(stat: ColumnStats, name_for: _Names, problems: list[str]) -> dict[str, str] | None:
+def _feature(stat: ColumnStats, position: int, name_for: _Names, problems: list[str]) -> dict[str, str] | None:
+    if not stat.source:  # a spec cannot name it: a feature without `source` reads the column of its own name
+        problems.append(f"column {position} has no name in the header: left out (name it to make it a feature)")
+        return None
     if stat.values == 0:
         problems.append(f"column '{stat.source}' is empty in every row: left out")
         return None
@@ -179,8 +182,8 @@ def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int =
         problems.append(f"id column '{id_column}' is blank in {id_stats.blanks} rows: those rows cannot be ingested")
     label = {"name": name_for(label_column), "source": label_column, "type": "Integral"}
     event_name = name_for("event_time")
-    features = [feature for stat in stats if stat.source not in (id_column, label_column)
-                if (feature := _feature(stat, name_for, problems)) is not None]
+    features = [feature for position, stat in enumerate(stats, 1) if stat.source not in (id_column, label_column)
+                if (feature := _feature(stat, position, name_for, problems)) is not None]
     if not features:
         raise InputValidationError(str(path), f"no feature column: every column but the id '{id_column}' and the "
                                    f"label '{label_column}' is missing or empty")

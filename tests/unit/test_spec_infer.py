@@ -46,3 +46,12 @@ def test_a_long_name_cut_at_a_separator_loses_the_separator(tmp_path):
 def test_a_reserved_name_renamed_stays_valid(tmp_path):
     names = feature_names(infer(tmp_path, "write_time"))
     assert names == {"write_time": "write_time_value"}
+
+
+def test_every_feature_reads_a_column_of_the_csv(tmp_path):
+    """A feature without `source` reads the column of its own name: a column named '' cannot be one."""
+    inference = infer(tmp_path, "Größe", "", "tenure")
+    header = ["id", "Größe", "", "tenure", "churn"]
+    assert set(inference.spec.groups[0].source_columns) <= set(header) - {""}
+    assert [f.source_column for f in inference.spec.features] == ["Größe", "tenure"]
+    assert any(p.startswith("column 3 has no name in the header: left out") for p in inference.problems)
