@@ -115,28 +115,34 @@ def _add_rows(reader: Any, stats: list[ColumnStats], source: str, max_rows: int)
 
 
 class _Names:
-    """snake_case feature names, unique and never reserved; what had to be renamed goes to `problems`."""
+    """snake_case feature names, unique and never reserved; a renaming the user would not guess from the
+    documented normalisation (`customerID` -> `customer_id`) goes to `problems`, one line a column."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
         self.used: set[str] = set()
 
     def __call__(self, raw: str) -> str:
-        full = normalise_name(raw) or "column"
-        name = fit_name(full)
-        if name != full:
-            self.problems.append(f"column '{raw}' normalises to a name over {FEATURE_NAME_MAX} characters, "
-                                 f"Feature Store's limit: cut to '{name}'")
+        normalised = normalise_name(raw)
+        name = fit_name(normalised) or "column"
+        why = []
+        if not normalised:
+            why.append("has no letter or digit a feature name can use")
+        elif not raw.isascii():
+            why.append("has characters outside ASCII, which feature names cannot hold")
+        if normalised and name != normalised:
+            why.append(f"normalises to a name over {FEATURE_NAME_MAX} characters, Feature Store's limit")
         if name in RESERVED_NAMES:
-            self.problems.append(f"column '{raw}' normalises to reserved name '{name}': renamed to "
-                                 f"'{fit_name(name, '_value')}'")
+            why.append(f"normalises to the reserved name '{name}'")
             name = fit_name(name, "_value")
         base, n = name, 2
         while name in self.used:
             name = fit_name(base, f"_{n}")
             n += 1
         if name != base:
-            self.problems.append(f"column '{raw}' normalises to '{base}', already taken: renamed to '{name}'")
+            why.append(f"normalises to '{base}', already taken")
+        if why:
+            self.problems.append(f"column '{raw}' {'; '.join(why)}: named '{name}'")
         self.used.add(name)
         return name
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -51,13 +52,29 @@ class RowError(ValueError):
 def normalise_name(raw: str) -> str:
     """`customerID` -> `customer_id`, `StreamingTV` -> `streaming_tv`, `Total Charges` -> `total_charges`.
 
+    Letters lose their accents (`Größe` -> `grosse`); other characters outside ASCII separate words.
     Any length: `fit_name` makes it a feature name."""
-    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", raw.strip())
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", _ascii_letters(raw.strip()))
     name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
     if name and name[0].isdigit():
         name = f"f_{name}"
     return name
+
+
+def _ascii_letters(text: str) -> str:
+    """`text` with its letters' accents and ligatures taken apart (`é` -> `e`, `ß` -> `ss`, `ﬁ` -> `fi`),
+    case kept; characters with no ASCII form are kept as they are (normalise_name makes them separators)."""
+    bare = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return "".join(c if c.isascii() else _ascii_letter(c) for c in bare)
+
+
+def _ascii_letter(char: str) -> str:
+    # Case folding spells out what NFKD leaves whole (ß -> ss); the case is put back for the word splits.
+    folded = "".join(c for c in unicodedata.normalize("NFKD", char.casefold()) if not unicodedata.combining(c))
+    if not folded.isascii():
+        return char
+    return folded.upper() if char.isupper() else folded
 
 
 def fit_name(name: str, suffix: str = "") -> str:

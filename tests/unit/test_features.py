@@ -22,7 +22,9 @@ EVENT_TIME = "2026-11-26T07:00:00.000Z"
     ("raw", "name"),
     [("customerID", "customer_id"), ("SeniorCitizen", "senior_citizen"), ("StreamingTV", "streaming_tv"),
      ("tenure", "tenure"), ("Total Charges", "total_charges"), (" PaymentMethod ", "payment_method"),
-     ("2ndLine", "f_2nd_line"), ("HTTPServer", "http_server")],
+     ("2ndLine", "f_2nd_line"), ("HTTPServer", "http_server"), ("Größe", "grosse"), ("GRÖẞE", "grosse"),
+     ("Crème Brûlée", "creme_brulee"), ("émoji😀", "emoji"), ("PreisÜberÅr", "preis_uber_ar"),
+     ("prix€total", "prix_total"), ("ﬁle", "file"), ("日本", "")],
 )
 def test_normalise_name(raw, name):
     assert normalise_name(raw) == name

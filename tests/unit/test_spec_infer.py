@@ -55,3 +55,19 @@ def test_every_feature_reads_a_column_of_the_csv(tmp_path):
     assert set(inference.spec.groups[0].source_columns) <= set(header) - {""}
     assert [f.source_column for f in inference.spec.features] == ["Größe", "tenure"]
     assert any(p.startswith("column 3 has no name in the header: left out") for p in inference.problems)
+
+
+def test_letters_outside_ascii_lose_their_accents_and_each_renaming_is_reported(tmp_path):
+    inference = infer(tmp_path, "Größe", "émoji😀", "Crème Brûlée", "日本")
+    assert feature_names(inference) == {"Größe": "grosse", "émoji😀": "emoji", "Crème Brûlée": "creme_brulee",
+                                        "日本": "column"}
+    for column, name in (("Größe", "grosse"), ("émoji😀", "emoji"), ("Crème Brûlée", "creme_brulee"),
+                         ("日本", "column")):
+        assert any(p.startswith(f"column '{column}' ") and p.endswith(f": named '{name}'")
+                   for p in inference.problems), (column, inference.problems)
+    assert not any("Crème" in p and "日本" in p for p in inference.problems)  # one line a column
+
+
+def test_a_plain_ascii_column_is_renamed_silently(tmp_path):
+    """customerID -> customer_id is the documented normalisation: the table shows it, no warning."""
+    assert not infer(tmp_path, "MonthlyCharges").problems
