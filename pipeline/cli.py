@@ -363,6 +363,12 @@ def spec_infer(
     from churn.schema import SpecError
     from pipeline.spec_infer import infer_spec
 
+    for option, column in (("--id", id_column), ("--label", label_column)):
+        if not column.strip():
+            fail(f"{option} must name a column of {path}", code=EXIT_BAD_INPUT)
+    if id_column == label_column:
+        fail(f"--id and --label both name the column '{id_column}': the id tells customers apart, the label says "
+             "whether each churned", code=EXIT_BAD_INPUT)
     try:
         inference = infer_spec(path, id_column=id_column, label_column=label_column)
     except (InputValidationError, SpecError) as exc:

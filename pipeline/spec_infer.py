@@ -7,9 +7,10 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from churn.csv_input import InputValidationError
+from churn.csv_input import InputValidationError, check_header
 from churn.features import (
     FEATURE_NAME_MAX,
     INTEGRAL_MAX,
@@ -20,6 +21,10 @@ from churn.features import (
     normalise_name,
 )
 from churn.schema import RESERVED_NAMES, FeatureSpec
+
+# run's rules for a header (not empty, comma-separated, no name twice) before there is a spec: a
+# stand-in feature group that requires no column.
+_NO_GROUP = SimpleNamespace(name="", source_columns=())
 
 
 @dataclass
@@ -84,6 +89,7 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
         reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
         try:
             header = [h.strip() for h in next(reader)]
+            check_header(header, source, _NO_GROUP)  # type: ignore[arg-type]
             missing = [c for c in (id_column, label_column) if c not in header]
             if missing:
                 raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)

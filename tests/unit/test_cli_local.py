@@ -269,6 +269,18 @@ def test_spec_infer_warns_of_values_ingest_refuses_in_a_number_column(small_csv,
     assert total["type"] == "Fractional"
 
 
+@pytest.mark.parametrize(("options", "error"), [
+    (("--id", "Churn", "--label", "Churn"), "error: --id and --label both name the column 'Churn': "),
+    (("--id", "", "--label", "Churn"), "error: --id must name a column"),
+])
+def test_spec_infer_with_options_naming_no_or_one_column_for_two_says_so(small_csv, tmp_path, options, error):
+    spec = tmp_path / "my.spec.json"
+    inferred = invoke("spec", "infer", small_csv, *options, "--out", spec)
+    assert inferred.exit_code == 2
+    assert one_error_line(inferred).startswith(error)
+    assert not spec.exists()
+
+
 def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     result = invoke("run", "--local", "--data-key", "raw/churn.csv", "--workspace", tmp_path)
     assert result.exit_code == 2

@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from churn.csv_input import InputValidationError
 from churn.features import FEATURE_NAME_MAX
 from pipeline.spec_infer import Inference, infer_spec
 
@@ -71,3 +74,9 @@ def test_letters_outside_ascii_lose_their_accents_and_each_renaming_is_reported(
 def test_a_plain_ascii_column_is_renamed_silently(tmp_path):
     """customerID -> customer_id is the documented normalisation: the table shows it, no warning."""
     assert not infer(tmp_path, "MonthlyCharges").problems
+
+
+def test_a_duplicate_column_name_is_refused_as_run_refuses_it(tmp_path):
+    with pytest.raises(InputValidationError) as refused:
+        infer(tmp_path, "x", "x")
+    assert str(refused.value) == f"{tmp_path / 'customers.csv'}, line 1: duplicate column name(s) ['x']"
