@@ -349,6 +349,22 @@ def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE) -> None:
     console.print(table)
 
 
+def _spec_target(path: Path, out: Path | None, force: bool) -> Path:
+    """Where spec infer writes: never over its input, and over an existing file (a spec the user may have
+    reviewed and edited) only with --force."""
+    target = out or path.with_suffix(".spec.json")
+    named = f"--out {target}" if out else str(target)
+    if not target.exists() or target.is_dir():  # a folder: the write says it cannot be written
+        return target
+    if path.exists() and target.samefile(path):
+        fail(f"{named} is the input CSV: writing the spec there would replace your data",
+             "name another file with --out", code=EXIT_BAD_INPUT)
+    if not force:
+        fail(f"{named} already exists", "--force replaces it (edits made to it are lost), or --out names another file",
+             code=EXIT_BAD_INPUT)
+    return target
+
+
 @spec_app.command("infer")
 def spec_infer(
     path: Annotated[Path, typer.Argument(help="A churn-like CSV with a header row.")],
@@ -357,6 +373,7 @@ def spec_infer(
     out: Annotated[
         Path | None, typer.Option("--out", help="Where to write the spec (default: PATH with .spec.json)")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the spec if the file exists.")] = False,
 ) -> None:
     """Write a feature spec for any churn-like CSV (types inferred, names normalised, problems reported)."""
     from churn.csv_input import InputValidationError
@@ -369,11 +386,11 @@ def spec_infer(
     if id_column == label_column:
         fail(f"--id and --label both name the column '{id_column}': the id tells customers apart, the label says "
              "whether each churned", code=EXIT_BAD_INPUT)
+    target = _spec_target(path, out, force)
     try:
         inference = infer_spec(path, id_column=id_column, label_column=label_column)
     except (InputValidationError, SpecError) as exc:
         fail(str(exc), code=EXIT_BAD_INPUT)
-    target = out or path.with_suffix(".spec.json")
     try:
         target.write_text(inference.spec.to_json(indent=2) + "\n", encoding="utf-8")
     except OSError as exc:

@@ -281,6 +281,30 @@ def test_spec_infer_with_options_naming_no_or_one_column_for_two_says_so(small_c
     assert not spec.exists()
 
 
+def test_spec_infer_never_writes_over_its_input(small_csv, tmp_path):
+    data = tmp_path / "customers.csv"
+    data.write_bytes(small_csv.read_bytes())
+    (tmp_path / "elsewhere").mkdir()
+    for out in (data, tmp_path / "elsewhere" / ".." / "customers.csv"):
+        inferred = invoke("spec", "infer", data, "--id", "customerID", "--label", "Churn", "--out", out, "--force")
+        assert inferred.exit_code == 2
+        assert one_error_line(inferred).startswith(f"error: --out {out} is the input CSV")
+        assert data.read_bytes() == small_csv.read_bytes()
+
+
+def test_spec_infer_keeps_an_existing_spec_unless_forced(small_csv, tmp_path):
+    spec = tmp_path / "my.spec.json"
+    spec.write_text("{\"description\": \"reviewed by hand\"}", encoding="utf-8")
+    again = invoke("spec", "infer", small_csv, "--id", "customerID", "--label", "Churn", "--out", spec)
+    assert again.exit_code == 2
+    assert one_error_line(again).startswith(f"error: --out {spec} already exists")
+    assert "--force" in again.stderr
+    assert "reviewed by hand" in spec.read_text(encoding="utf-8")
+    forced = invoke("spec", "infer", small_csv, "--id", "customerID", "--label", "Churn", "--out", spec, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(spec.read_text(encoding="utf-8"))["record_identifier"]["source"] == "customerID"
+
+
 def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     result = invoke("run", "--local", "--data-key", "raw/churn.csv", "--workspace", tmp_path)
     assert result.exit_code == 2
