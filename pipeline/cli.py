@@ -376,6 +376,8 @@ def spec_infer(
     force: Annotated[bool, typer.Option("--force", help="Replace the spec if the file exists.")] = False,
 ) -> None:
     """Write a feature spec for any churn-like CSV (types inferred, names normalised, problems reported)."""
+    from rich.markup import escape
+
     from churn.csv_input import InputValidationError
     from churn.schema import SpecError
     from pipeline.spec_infer import infer_spec
@@ -399,10 +401,11 @@ def spec_infer(
     table = Table(title=f"{len(features)} features from {inference.rows} rows")
     for column in ("feature", "type", "from column"):
         table.add_column(column)
+    # Column names and paths are the user's: a '[' in them is text, not rich markup.
     for f in features:
-        table.add_row(f.name, f.type, f.source or "(set at ingestion)")
+        table.add_row(f.name, f.type, escape(f.source) if f.source else "(set at ingestion)")
     console.print(table)
     for problem in inference.problems:
-        console.print(f"[yellow]![/] {problem}")
-    console.print(f"wrote {target}")
-    console.print(f"next: python -m pipeline run --local --data {path} --spec {target}")
+        console.print(f"[yellow]![/] {escape(problem)}")
+    console.print(f"wrote {escape(str(target))}")
+    console.print(escape(f"next: python -m pipeline run --local --data {path} --spec {target}"))

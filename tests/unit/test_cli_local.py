@@ -305,6 +305,15 @@ def test_spec_infer_keeps_an_existing_spec_unless_forced(small_csv, tmp_path):
     assert json.loads(spec.read_text(encoding="utf-8"))["record_identifier"]["source"] == "customerID"
 
 
+def test_spec_infer_shows_column_names_that_look_like_markup_as_they_are(tmp_path):
+    data = tmp_path / "prices.csv"
+    data.write_text("id,price [red],a[/b],churn\nA1,2,3,Yes\nA2,3,,No\n", encoding="utf-8")
+    inferred = invoke("spec", "infer", data, "--id", "id", "--label", "churn")
+    assert inferred.exit_code == 0, inferred.output
+    assert "price [red]" in inferred.stdout
+    assert "column 'a[/b]' is blank in 1 rows" in inferred.stdout
+
+
 def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
     result = invoke("run", "--local", "--data-key", "raw/churn.csv", "--workspace", tmp_path)
     assert result.exit_code == 2
