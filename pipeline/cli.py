@@ -376,6 +376,8 @@ def spec_infer(
     force: Annotated[bool, typer.Option("--force", help="Replace the spec if the file exists.")] = False,
 ) -> None:
     """Write a feature spec for any churn-like CSV (types inferred, names normalised, problems reported)."""
+    import shlex
+
     from rich.markup import escape
 
     from churn.csv_input import InputValidationError
@@ -405,7 +407,9 @@ def spec_infer(
     for f in features:
         table.add_row(f.name, f.type, escape(f.source) if f.source else "(set at ingestion)")
     console.print(table)
+    # Never wrapped (piped, the console is 80 columns wide): a warning or the command can be copied whole.
     for problem in inference.problems:
-        console.print(f"[yellow]![/] {escape(problem)}")
-    console.print(f"wrote {escape(str(target))}")
-    console.print(escape(f"next: python -m pipeline run --local --data {path} --spec {target}"))
+        console.print(f"[yellow]![/] {escape(problem)}", soft_wrap=True)
+    console.print(f"wrote {escape(str(target))}", soft_wrap=True)
+    command = f"python -m pipeline run --local --data {shlex.quote(str(path))} --spec {shlex.quote(str(target))}"
+    console.print(escape(f"next: {command}"), soft_wrap=True)
