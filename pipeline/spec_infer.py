@@ -137,16 +137,16 @@ class _Names:
         elif not raw.isascii():
             why.append("has characters outside ASCII, which feature names cannot hold")
         if normalised and name != normalised:
-            why.append(f"normalises to a name over {FEATURE_NAME_MAX} characters, Feature Store's limit")
+            why.append(f"makes a name over {FEATURE_NAME_MAX} characters, Feature Store's limit")
         if name in RESERVED_NAMES:
-            why.append(f"normalises to the reserved name '{name}'")
+            why.append(f"makes '{name}', a name Feature Store reserves")
             name = fit_name(name, "_value")
         base, n = name, 2
         while name in self.used:
             name = fit_name(base, f"_{n}")
             n += 1
         if name != base:
-            why.append(f"normalises to '{base}', already taken")
+            why.append(f"makes '{base}', a name already taken")
         if why:
             self.problems.append(f"column '{raw}' {'; '.join(why)}: named '{name}'")
         self.used.add(name)

@@ -80,3 +80,14 @@ def test_a_duplicate_column_name_is_refused_as_run_refuses_it(tmp_path):
     with pytest.raises(InputValidationError) as refused:
         infer(tmp_path, "x", "x")
     assert str(refused.value) == f"{tmp_path / 'customers.csv'}, line 1: duplicate column name(s) ['x']"
+
+
+def test_a_column_renamed_for_several_reasons_gets_one_line_giving_each(tmp_path):
+    first, second = "metric_" + "x" * 70 + "a", "metric_" + "x" * 70 + "b"
+    inference = infer(tmp_path, first, second, "Write Time")
+    assert inference.problems == [
+        f"column '{first}' makes a name over 64 characters, Feature Store's limit: named 'metric_{'x' * 57}'",
+        f"column '{second}' makes a name over 64 characters, Feature Store's limit; makes 'metric_{'x' * 57}', "
+        f"a name already taken: named 'metric_{'x' * 55}_2'",
+        "column 'Write Time' makes 'write_time', a name Feature Store reserves: named 'write_time_value'",
+    ]
