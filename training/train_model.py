@@ -361,6 +361,10 @@ def cross_validate(data: Data, params: dict[str, Any]) -> dict[str, Any]:
     """Stratified K-fold CV of the whole fitting procedure (each fold fits its own encoding and early-stops
     on its own holdout; an id's rows stay in one fold): per-fold AUCs and best iterations, mean and std."""
     folds, rows = params["cv_folds"], len(data.labels)
+    smaller = int(min(np.bincount(data.labels.astype(int), minlength=2)))
+    if folds > smaller:  # stratified: every fold needs a row of each class
+        raise InputError(f"cv_folds={folds}: the training set's smaller class has {smaller} rows, so at most "
+                         f"{smaller} folds")
     settings = resolve_threads(params, min(rows - rows // folds, params["max_fit_rows"] or rows))
     grouped = len(pd.unique(data.ids)) < rows
     splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(folds, shuffle=True, random_state=params["seed"])

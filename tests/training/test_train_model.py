@@ -195,6 +195,15 @@ def test_the_rows_of_one_id_stay_on_one_side_of_every_split(train_model, tmp_pat
     assert [fold["test_rows"] % 3 for fold in cv["fold_results"]] == [0, 0, 0]
 
 
+def test_more_folds_than_the_smaller_class_has_rows_is_refused_naming_the_limit(train_model, tmp_path):
+    columns, rows = training_set_rows(limit=30)
+    data, params = frame_of(train_model, tmp_path, columns, rows, num_round=5, cv_folds=20)
+    smaller = int(min(np.bincount(data.labels.astype(int))))
+    with pytest.raises(train_model.InputError, match=rf"cv_folds=20: the training set's smaller class has {smaller} "
+                                                     rf"rows, so at most {smaller} folds"):
+        train_model.cross_validate(data, params)
+
+
 def test_out_of_time_validates_on_the_latest_periods(tmp_path):
     columns, rows = training_set_rows(limit=1200)
     periods = ["9", "10", "11", "12", "13", "14"]  # ordered as numbers: "9" is the earliest
