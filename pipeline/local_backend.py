@@ -153,6 +153,9 @@ def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResu
 
 class LocalBackend:
     def __init__(self, workspace: Path):
+        if workspace.exists() and not workspace.is_dir():
+            raise OperatorError(f"--workspace {workspace} is not a folder", "pass a folder (made if missing)",
+                                error="InvalidWorkspace", exit_code=EXIT_BAD_INPUT)
         self.workspace = Workspace(workspace)
 
     # -- run, status, runs --------------------------------------------------------------------

@@ -394,6 +394,18 @@ def test_a_workspace_the_run_cannot_write_is_one_error_naming_the_path(small_csv
     assert "Not a directory" in one_error_line(result) and str(tmp_path / "workspace" / "runs") in result.stderr
 
 
+@pytest.mark.parametrize("command", ["models", "runs --local", "scores --local", "predict --local --id 7590-VHVEG",
+                                     "run --local --threshold 0.5", "evaluate"])
+def test_a_workspace_that_is_a_file_is_a_bad_option(small_csv, tmp_path, command):
+    """Not 'no models registered yet' (models, runs, scores, predict said so) nor a failed run (run, evaluate)."""
+    workspace = tmp_path / "notes.txt"
+    workspace.write_text("not a workspace")
+    data = ["--data", small_csv] if command.startswith("run ") else []
+    result = invoke(*command.split(), "--workspace", workspace, *data)
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: --workspace {workspace} is not a folder")
+
+
 @pytest.mark.parametrize("command", ["models", "predict --local --id 7590-VHVEG", "scores --local",
                                      "run --local --threshold 0.5"])
 def test_a_model_registry_that_is_not_json_is_one_error_naming_it(small_csv, tmp_path, command):
