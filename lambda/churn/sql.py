@@ -10,6 +10,9 @@ write), the top one is kept, and only *then* are deletions dropped (filtering de
 resurrect a deleted record's previous version). With several feature groups, every labels row
 (entity, observation time) takes each group's latest version with event time <= its observation
 time and written no later than the knowledge cutoff; an entity a group does not know yields nulls.
+
+Every name the SQL makes up (the rank column, subqueries, CTEs, table aliases, the count) starts with
+"_": a feature name starts with a letter or digit (schema.py), so no feature column can shadow one.
 """
 
 from __future__ import annotations
@@ -89,11 +92,11 @@ FROM (
         row_number() OVER (
             PARTITION BY {", ".join(map(quote, key))}
             ORDER BY {newest}{_RANK_ORDER}
-        ) AS "version_rank"
+        ) AS "_version_rank"
     FROM {table}
     WHERE {condition}
-) AS "versions"
-WHERE "version_rank" = 1 AND NOT "is_deleted\""""
+) AS "_versions"
+WHERE "_version_rank" = 1 AND NOT "is_deleted\""""
 
 
 def training_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
@@ -121,7 +124,8 @@ def scoring_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
         return Query(f"{text}\nORDER BY {quote(entity)}", (AS_OF,))
     time = spec.observation_time.name  # type: ignore[union-attr] - a spec with several groups has labels
     entities = _latest_versions(first, tables[first.name], [entity], f"{quote(first.event_time.name)} <= ?")
-    observations = f"SELECT {quote(entity)}, CAST(? AS VARCHAR) AS {quote(time)}\nFROM (\n{entities}\n) AS \"entities\""
+    observations = (f"SELECT {quote(entity)}, CAST(? AS VARCHAR) AS {quote(time)}\n"
+                    f'FROM (\n{entities}\n) AS "_entities"')
     return _joined(spec, tables, observations, (AS_OF, AS_OF), with_label=False, cutoff=False)
 
 
@@ -129,17 +133,17 @@ def _joined(spec: FeatureSpec, tables: dict[str, str], observations: str, parame
             with_label: bool, cutoff: bool = True) -> Query:
     """`observations` (entity, observation time[, label]) with every group's features as of each row."""
     entity, time = spec.record_identifier.name, spec.observation_time.name  # type: ignore[union-attr]
-    ctes = [f'"observations" AS (\n{observations}\n)']
+    ctes = [f'"_observations" AS (\n{observations}\n)']
     joins = []
     for group in spec.groups:
-        name = quote(f"{group.name}_as_of")
+        name = quote(f"_{group.name}_as_of")
         ctes.append(f"{name} AS (\n{_as_of(group, tables[group.name], entity, time, cutoff)}\n)")
         joins.append(f"LEFT JOIN {name} USING ({quote(entity)}, {quote(time)})")
         parameters += (KNOWLEDGE_CUTOFF,) if cutoff else ()
     columns = [quote(entity), *([quote(time)] if with_label else []), *(quote(f.name) for f in spec.features)]
     if with_label:
         columns.append(quote(spec.label.name))
-    text = (f"WITH {', '.join(ctes)}\nSELECT\n    " + ",\n    ".join(columns) + '\nFROM "observations"\n'
+    text = (f"WITH {', '.join(ctes)}\nSELECT\n    " + ",\n    ".join(columns) + '\nFROM "_observations"\n'
             + "\n".join(joins) + f"\nORDER BY {quote(entity)}" + (f", {quote(time)}" if with_label else ""))
     return Query(text, parameters)
 
@@ -147,25 +151,25 @@ def _joined(spec: FeatureSpec, tables: dict[str, str], observations: str, parame
 def _as_of(group: FeatureGroupSpec, table: str, entity: str, time: str, cutoff: bool) -> str:
     """Each observation with the group's newest non-deleted version whose event time is not after it."""
     names = [entity, time, *(f.name for f in group.features)]
-    written = ' AND "features"."write_time" <= CAST(? AS TIMESTAMP)' if cutoff else ""
+    written = ' AND "_features"."write_time" <= CAST(? AS TIMESTAMP)' if cutoff else ""
     return f"""SELECT
     {_columns(names)}
 FROM (
     SELECT
-        "observations".{quote(entity)},
-        "observations".{quote(time)},
-        {_columns([f.name for f in group.features] + ["is_deleted"], "features", indent=8)},
+        "_observations".{quote(entity)},
+        "_observations".{quote(time)},
+        {_columns([f.name for f in group.features] + ["is_deleted"], "_features", indent=8)},
         row_number() OVER (
-            PARTITION BY "observations".{quote(entity)}, "observations".{quote(time)}
-            ORDER BY "features".{quote(group.event_time.name)} DESC, "features"."api_invocation_time" DESC,
-                "features"."write_time" DESC
-        ) AS "version_rank"
-    FROM "observations"
-    JOIN {table} AS "features"
-        ON "features".{quote(entity)} = "observations".{quote(entity)}
-        AND "features".{quote(group.event_time.name)} <= "observations".{quote(time)}{written}
-) AS "versions"
-WHERE "version_rank" = 1 AND NOT "is_deleted\""""
+            PARTITION BY "_observations".{quote(entity)}, "_observations".{quote(time)}
+            ORDER BY "_features".{quote(group.event_time.name)} DESC, "_features"."api_invocation_time" DESC,
+                "_features"."write_time" DESC
+        ) AS "_version_rank"
+    FROM "_observations"
+    JOIN {table} AS "_features"
+        ON "_features".{quote(entity)} = "_observations".{quote(entity)}
+        AND "_features".{quote(group.event_time.name)} <= "_observations".{quote(time)}{written}
+) AS "_versions"
+WHERE "_version_rank" = 1 AND NOT "is_deleted\""""
 
 
 def offline_count_sql(group: FeatureGroupSpec, table: str) -> Query:
@@ -174,9 +178,9 @@ def offline_count_sql(group: FeatureGroupSpec, table: str) -> Query:
     record_id = quote(group.record_identifier.name)
     if group.has_history:
         return Query(
-            f'SELECT count(*) AS "records" FROM (SELECT DISTINCT {record_id}, {quote(group.event_time.name)} '
-            f'FROM {table} WHERE "api_invocation_time" >= CAST(? AS TIMESTAMP)) AS "written"',
+            f'SELECT count(*) AS "_records" FROM (SELECT DISTINCT {record_id}, {quote(group.event_time.name)} '
+            f'FROM {table} WHERE "api_invocation_time" >= CAST(? AS TIMESTAMP)) AS "_written"',
             (RUN_STARTED,),
         )
-    return Query(f'SELECT count(DISTINCT {record_id}) AS "records" FROM {table} '
+    return Query(f'SELECT count(DISTINCT {record_id}) AS "_records" FROM {table} '
                  f"WHERE {quote(group.event_time.name)} = ?", (AS_OF,))

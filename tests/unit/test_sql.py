@@ -4,12 +4,13 @@ time (or written after the knowledge cutoff) ever reaches a training row."""
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
 
-from churn.schema import FeatureSpec
+from churn.schema import RESERVED_NAMES, FeatureSpec, SpecError
 from churn.sql import (
     AS_OF,
     KNOWLEDGE_CUTOFF,
@@ -36,7 +37,11 @@ SPEC = FeatureSpec.from_dict({
                "event_time": {"name": "observation_time", "source": "observed", "type": "String"},
                "label": {"name": "churned", "type": "Integral"}},
 })
-TABLES = {g.name: table_reference("fs", f"{g.name}_table") for g in SPEC.all_groups}
+def tables(spec: FeatureSpec) -> dict[str, str]:
+    return {g.name: table_reference("fs", f"{g.name}_table") for g in spec.all_groups}
+
+
+TABLES = tables(SPEC)
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 _TYPES = {"String": "VARCHAR", "Integral": "BIGINT", "Fractional": "DOUBLE"}
 
@@ -54,29 +59,30 @@ def written(n: float) -> datetime:
 class Store:
     """Offline-store tables (features + write_time, api_invocation_time, is_deleted) in DuckDB."""
 
-    def __init__(self) -> None:
+    def __init__(self, spec: FeatureSpec = SPEC) -> None:
+        self.spec, self.tables = spec, tables(spec)
         self.con = duckdb.connect(":memory:")
         self.con.execute("CREATE SCHEMA fs")
         self.calls = 0
-        for group in SPEC.all_groups:
+        for group in spec.all_groups:
             columns = ", ".join(f'"{f.name}" {_TYPES[f.type]}' for f in group.all_features)
-            self.con.execute(f'CREATE TABLE {TABLES[group.name]} ({columns}, "write_time" TIMESTAMP, '
+            self.con.execute(f'CREATE TABLE {self.tables[group.name]} ({columns}, "write_time" TIMESTAMP, '
                              '"api_invocation_time" TIMESTAMP, "is_deleted" BOOLEAN)')
 
     def put(self, group: str, record: dict, *, write: float, deleted: bool = False) -> None:
         """One offline row; API calls are numbered in put order, written `write` days after BASE."""
         self.calls += 1
-        names = [f.name for f in SPEC.group(group).all_features]
+        names = [f.name for f in self.spec.group(group).all_features]
         values = [record.get(n) for n in names]
         api = BASE.replace(tzinfo=None) + timedelta(seconds=self.calls)
-        self.con.execute(f"INSERT INTO {TABLES[group]} VALUES ({', '.join('?' * (len(names) + 3))})",
+        self.con.execute(f"INSERT INTO {self.tables[group]} VALUES ({', '.join('?' * (len(names) + 3))})",
                          [*values, written(write), api, deleted])
 
     def query(self, query, **values) -> list[tuple]:
         return self.con.execute(query.text, [values[name] for name in query.parameters]).fetchall()
 
     def training_set(self, as_of: float = 1000, cutoff: str = NO_CUTOFF) -> list[tuple]:
-        return self.query(training_set_sql(SPEC, TABLES), **{AS_OF: day(as_of), KNOWLEDGE_CUTOFF: cutoff})
+        return self.query(training_set_sql(self.spec, self.tables), **{AS_OF: day(as_of), KNOWLEDGE_CUTOFF: cutoff})
 
 
 def label(store: Store, customer: str, observed: float, churned: int, write: float = 0, **kwargs) -> None:
@@ -235,3 +241,61 @@ def test_the_knowledge_cutoff_is_the_runs_or_none() -> None:
                 "1997-12-31 24:00:00.000", 19971231, ""):
         with pytest.raises(ValueError, match="is not a UTC time written 'YYYY-MM-DD HH:MM:SS.fff'"):
             knowledge_cutoff(bad)
+
+
+def _one_feature_spec(name: str, *, several_groups: bool) -> FeatureSpec:
+    """A spec whose only feature is the Integral `name`: in the one group, or in a group beside the labels."""
+    entity, label = {"name": "customer_id", "type": "String"}, {"name": "churned", "type": "Integral"}
+    feature = [{"name": name, "type": "Integral"}]
+    if not several_groups:
+        return FeatureSpec.from_dict({"record_identifier": entity, "label": label, "features": feature,
+                                      "event_time": {"name": "event_time", "type": "String"}})
+    return FeatureSpec.from_dict({
+        "feature_groups": [{"name": "activity", "record_identifier": entity, "features": feature,
+                            "event_time": {"name": "event_time", "source": "t", "type": "String"}}],
+        "labels": {"record_identifier": entity, "label": label,
+                   "event_time": {"name": "observation_time", "source": "o", "type": "String"}},
+    })
+
+
+def _made_up_names(spec: FeatureSpec) -> set[str]:
+    """Every quoted name the SQL of `spec` uses that is not a table, a spec column or a Feature Store one."""
+    texts = [training_set_sql(spec, tables(spec)).text, scoring_set_sql(spec, tables(spec)).text,
+             *(offline_count_sql(g, tables(spec)[g.name]).text for g in spec.all_groups)]
+    quoted = {name for text in texts for name in re.findall(r'"([^"]+)"', text)}
+    known = {"fs", *(f"{g.name}_table" for g in spec.all_groups),
+             *(f.name for g in spec.all_groups for f in g.all_features), *RESERVED_NAMES}
+    return quoted - known
+
+
+# What the SQL called its rank column, subqueries, CTEs, table aliases and count before they took a "_".
+_FORMER_HELPER_NAMES = ("version_rank", "versions", "observations", "features", "entities", "written", "records",
+                        "activity_as_of")
+
+
+@pytest.mark.parametrize("several_groups", [False, True], ids=["one group", "several groups"])
+@pytest.mark.parametrize("name", _FORMER_HELPER_NAMES)
+def test_a_feature_named_like_a_helper_of_the_sql_keeps_every_row(name, several_groups) -> None:
+    spec = _one_feature_spec(name, several_groups=several_groups)
+    store = Store(spec)
+    for n, customer in enumerate(("c1", "c2", "c3")):
+        value = n + 2  # never 1: the rank the SQL keeps
+        if several_groups:
+            store.put("activity", {"customer_id": customer, "event_time": day(1), name: value}, write=0)
+            store.put("labels", {"customer_id": customer, "observation_time": day(5), "churned": n % 2}, write=0)
+        else:
+            store.put("churn", {"customer_id": customer, "event_time": day(1), name: value, "churned": n % 2},
+                      write=0)
+    time = (day(5),) if several_groups else ()
+    assert store.training_set() == [("c1", *time, 2, 0), ("c2", *time, 3, 1), ("c3", *time, 4, 0)]
+    scored = store.query(scoring_set_sql(spec, store.tables), **{AS_OF: day(100)})
+    assert scored == [("c1", 2), ("c2", 3), ("c3", 4)]
+
+
+@pytest.mark.parametrize("several_groups", [False, True], ids=["one group", "several groups"])
+def test_no_feature_can_take_a_name_the_sql_makes_up(several_groups) -> None:
+    made_up = _made_up_names(_one_feature_spec("visits", several_groups=several_groups))
+    assert made_up and all(name.startswith("_") for name in made_up), sorted(made_up)
+    for name in made_up:
+        with pytest.raises(SpecError, match="must be snake_case"):
+            _one_feature_spec(name, several_groups=several_groups)
