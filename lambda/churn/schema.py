@@ -28,7 +28,12 @@ _NAME_RE = re.compile(r"^[a-z0-9]([_]?[a-z0-9]){0,63}$")
 # A group's name is part of its feature group's and Glue table's physical names.
 _GROUP_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,19}$")
 MAX_FEATURES = 2500  # Feature Store's limit per feature group
-TTL_UNITS = ("Seconds", "Minutes", "Hours", "Days", "Weeks")  # OnlineStoreConfig.TtlDuration.Unit
+# OnlineStoreConfig.TtlDuration.Unit, in seconds.
+TTL_UNIT_SECONDS = {"Seconds": 1, "Minutes": 60, "Hours": 3_600, "Days": 86_400, "Weeks": 604_800}
+# Feature Store sets no upper bound on a TTL, but a record's ExpiresAt (event time + TTL) must stay a
+# timestamp: 1,000 years keep it before year 9999 for any event time before 8999, and in int64 µs.
+MAX_TTL_YEARS = 1_000
+MAX_TTL_SECONDS = MAX_TTL_YEARS * 365 * 86_400
 SINGLE_GROUP_NAME = "churn"  # the one group of a single-group spec
 LABELS_GROUP_NAME = "labels"
 VALIDATION_SPLITS = ("random", "out_of_time")
@@ -356,12 +361,15 @@ def _ttl(raw: Any, where: str) -> OnlineTtl | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or set(raw) != {"value", "unit"}:
-        raise SpecError(f"{where}: expected {{\"value\": <whole number>, \"unit\": one of {list(TTL_UNITS)}}}")
+        raise SpecError(f"{where}: expected {{\"value\": <whole number>, \"unit\": one of {list(TTL_UNIT_SECONDS)}}}")
     value, unit = raw["value"], raw["unit"]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{where}: 'value' must be a whole number of at least 1, got {value!r}")
-    if unit not in TTL_UNITS:
-        raise SpecError(f"{where}: 'unit' must be one of {list(TTL_UNITS)}, got {unit!r}")
+    if unit not in TTL_UNIT_SECONDS:
+        raise SpecError(f"{where}: 'unit' must be one of {list(TTL_UNIT_SECONDS)}, got {unit!r}")
+    if value * TTL_UNIT_SECONDS[unit] > MAX_TTL_SECONDS:
+        raise SpecError(f"{where}: {value} {unit} is more than {MAX_TTL_YEARS:,} years, too far for a record's "
+                        f"expiry time; use at most {MAX_TTL_SECONDS // TTL_UNIT_SECONDS[unit]:,} {unit}")
     return OnlineTtl(value=value, unit=unit)
 
 

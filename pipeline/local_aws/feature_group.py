@@ -18,10 +18,9 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from churn.features import INTEGRAL_MAX, INTEGRAL_MIN
-from churn.schema import FEATURE_TYPES, MAX_FEATURES, RESERVED_NAMES
+from churn.schema import FEATURE_TYPES, MAX_FEATURES, MAX_TTL_SECONDS, RESERVED_NAMES, TTL_UNIT_SECONDS
 
 ONLINE_STORE, OFFLINE_STORE = "OnlineStore", "OfflineStore"
-TTL_UNITS = {"Seconds": 1, "Minutes": 60, "Hours": 3_600, "Days": 86_400, "Weeks": 604_800}
 NAME_RE = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")  # FeatureGroupName and FeatureName
 # The two String event time forms CreateFeatureGroup documents.
 _EVENT_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
@@ -36,6 +35,8 @@ _EXTRA_FIELDS = [pa.field("write_time", TIMESTAMP), pa.field("api_invocation_tim
 # (record id, event seconds, is_deleted, expires µs or None, *feature values as text, API call µs).
 ROW_KEY, ROW_EVENT, ROW_DELETED, ROW_EXPIRES, ROW_CALL = 0, 1, 2, 3, -1
 ROW_VALUES = slice(4, -1)
+# The latest ExpiresAt GetRecord can write (as an ISO-8601 time), in µs.
+_LATEST_EXPIRY_US = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 def client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
@@ -55,13 +56,18 @@ def invalid(message: str, operation: str) -> ClientError:
 
 
 def ttl_us(ttl: Any, operation: str) -> int | None:
-    """A TtlDuration in µs (None stays None), or a ValidationException."""
+    """A TtlDuration in µs (None stays None), or a ValidationException (ValidationError at the runtime)."""
     if ttl is None:
         return None
     unit, value = (ttl.get("Unit"), ttl.get("Value")) if isinstance(ttl, dict) else (None, None)
-    if unit not in TTL_UNITS or type(value) is not int or value < 1:
-        raise invalid(f"TtlDuration {ttl!r} must be {{'Unit': one of {list(TTL_UNITS)}, 'Value': >= 1}}", operation)
-    return value * TTL_UNITS[unit] * 1_000_000
+    if unit not in TTL_UNIT_SECONDS or type(value) is not int or value < 1:
+        raise invalid(f"TtlDuration {ttl!r} must be {{'Unit': one of {list(TTL_UNIT_SECONDS)}, 'Value': >= 1}}",
+                      operation)
+    seconds = value * TTL_UNIT_SECONDS[unit]
+    if seconds > MAX_TTL_SECONDS:  # the service has no bound; here ExpiresAt must stay a timestamp
+        raise invalid(f"TtlDuration {ttl!r} is longer than this local store keeps: at most "
+                      f"{MAX_TTL_SECONDS // TTL_UNIT_SECONDS[unit]:,} {unit}", operation)
+    return seconds * 1_000_000
 
 
 def _is_int64(text: str) -> bool:
@@ -229,6 +235,9 @@ class FeatureGroup:
             key = self.record_id(key, operation)
         seconds, partition = self.event_time(texts[self.event_index], key, operation)
         expires = None if ttl is None else round(seconds * 1e6) + ttl
+        if expires is not None and expires > _LATEST_EXPIRY_US:
+            raise invalid(f"Record {key!r} (feature group '{self.name}'): event time {texts[self.event_index]!r} "
+                          "plus its TtlDuration is after 9999-12-31, the latest ExpiresAt", operation)
         return (key, seconds, 0, expires, *texts), partition
 
     def tombstone(self, key: str, event_text: str, operation: str) -> tuple[tuple, str]:

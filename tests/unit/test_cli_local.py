@@ -184,6 +184,27 @@ def test_a_bad_csv_exits_2_naming_file_and_line_and_writes_nothing(small_csv, tm
     assert "line 8" in summary["cause"]
 
 
+# Specs the check refuses, each a change to the bundled one, and what its error line says.
+REFUSED_SPECS = {
+    "ttl-beyond-an-expiry-time": (lambda d: d.update(online_ttl={"value": 2_147_483_647, "unit": "Weeks"}),
+                                  "online_ttl: 2147483647 Weeks is more than 1,000 years"),
+}
+
+
+@pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
+@pytest.mark.parametrize("case", sorted(REFUSED_SPECS))
+def test_a_spec_the_check_refuses_is_one_line_exit_2_and_nothing_written(small_csv, tmp_path, command, case):
+    change, message = REFUSED_SPECS[case]
+    spec = json.loads((ROOT / "data" / "churn.spec.json").read_text(encoding="utf-8"))
+    change(spec)
+    path = tmp_path / "refused.spec.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    workspace = tmp_path / "workspace"
+    result = invoke(*command.split(), "--data", small_csv, "--spec", path, "--workspace", workspace)
+    assert result.exit_code == 2
+    assert f"error: {path}: " in one_error_line(result) and message in result.stderr
+    assert not workspace.exists()
+
 def test_runs_local_in_an_empty_workspace(tmp_path):
     result = invoke("runs", "--local", "--workspace", tmp_path)
     assert result.exit_code == 1

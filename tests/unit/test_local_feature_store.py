@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from churn.features import to_feature_store_record
-from churn.schema import FeatureSpec
+from churn.schema import MAX_TTL_SECONDS, FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.prediction import record_values
@@ -484,6 +484,35 @@ def test_batch_write_record_ttl_entry_overrides_request(tmp_path):
         with pytest.raises(ClientError) as exc_info:
             fs.batch_write_record(Entries=[entry(record("C-4", T1))], TtlDuration={"Unit": "Days"})
         assert error_of(exc_info)[0] == "ValidationError"
+
+
+
+def test_a_ttl_longer_than_the_limit_is_a_validation_error_not_a_crash(tmp_path):
+    """Feature Store sets no upper bound on TtlDuration; here ExpiresAt must stay a timestamp, so a
+    longer one is refused the way the service refuses a bad one, on every operation that takes one."""
+    too_long = {"Unit": "Weeks", "Value": 2_147_483_647}
+    longest = {"Unit": "Days", "Value": MAX_TTL_SECONDS // 86_400}
+    clock = Clock(T1_UNIX)
+    with LocalFeatureStore(tmp_path, clock=clock) as fs:
+        with pytest.raises(ClientError) as exc_info:
+            create(fs, OnlineStoreConfig={"EnableOnlineStore": True, "TtlDuration": too_long})
+        assert error_of(exc_info)[0] == "ValidationException" and "TtlDuration" in error_of(exc_info)[1]
+        create(fs)
+        with pytest.raises(ClientError) as exc_info:
+            put(fs, record("C-1", T1), TtlDuration=too_long)
+        assert error_of(exc_info)[0] == "ValidationError" and "at most" in error_of(exc_info)[1]
+        with pytest.raises(ClientError) as exc_info:
+            fs.batch_write_record(Entries=[entry(record("C-1", T1))], TtlDuration=too_long)
+        assert error_of(exc_info)[0] == "ValidationError"
+        response = fs.batch_write_record(Entries=[entry(record("C-1", T1), TtlDuration=too_long),
+                                                  entry(record("C-2", T1), TtlDuration=longest)])
+        assert [(e["Entry"]["Record"][0]["ValueAsString"], e["ErrorCode"]) for e in response["Errors"]] == [
+            ("C-1", "ValidationError")]
+        assert expires_at(fs, "C-2").startswith("3025-")  # the longest TTL: 1,000 years of 365 days
+        with pytest.raises(ClientError) as exc_info:  # an expiry after year 9999 cannot be written
+            put(fs, record("C-3", "9999-06-01T00:00:00.000Z"), TtlDuration={"Unit": "Days", "Value": 365})
+        assert error_of(exc_info)[0] == "ValidationError" and "after 9999-12-31" in error_of(exc_info)[1]
+        assert online(fs, "C-1") is None and online(fs, "C-3") is None
 
 
 # -- offline store ----------------------------------------------------------------------------------

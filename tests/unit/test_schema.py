@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from churn.schema import RESERVED_NAMES, FeatureSpec, SpecError
+from churn.schema import MAX_TTL_SECONDS, RESERVED_NAMES, FeatureSpec, SpecError
 
 
 def base_spec() -> dict:
@@ -168,6 +168,16 @@ def test_invalid_multi_group_specs_say_what_is_wrong(mutate, message):
         FeatureSpec.from_dict(data, "multi.json")
     assert str(info.value).startswith("multi.json")
 
+
+def test_an_online_ttl_too_long_for_an_expiry_time_is_refused_naming_the_longest():
+    longest = MAX_TTL_SECONDS // 604_800
+    assert FeatureSpec.from_dict(base_spec() | {"online_ttl": {"value": longest, "unit": "Weeks"}})
+    with pytest.raises(SpecError) as info:
+        FeatureSpec.from_dict(base_spec() | {"online_ttl": {"value": 2_147_483_647, "unit": "Weeks"}}, "s.json")
+    assert str(info.value) == (f"s.json: online_ttl: 2147483647 Weeks is more than 1,000 years, too far for a "
+                               f"record's expiry time; use at most {longest:,} Weeks")
+    with pytest.raises(SpecError, match="use at most"):
+        FeatureSpec.from_dict(base_spec() | {"online_ttl": {"value": longest + 1, "unit": "Weeks"}})
 
 def test_out_of_time_validation_needs_observation_times():
     with pytest.raises(SpecError, match="needs a labels source"):
