@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from churn.scoring import SCORE_COLUMNS
+
 FEATURE_TYPES = ("String", "Integral", "Fractional")
 # Feature Store adds these columns to every offline-store row; a feature may not use them.
 RESERVED_NAMES = frozenset({"is_deleted", "write_time", "api_invocation_time"})
@@ -256,6 +258,9 @@ class FeatureSpec:
             if (group.record_identifier.name, group.record_identifier.type) != (entity.name, entity.type):
                 raise SpecError(f"{where}: feature group '{group.name}' must be keyed by the entity "
                                 f"'{entity.name}' ({entity.type}) like the others")
+        if entity.name in SCORE_COLUMNS:  # scores.csv is the record identifier, then these
+            raise SpecError(f"{where}: the record identifier '{entity.name}' would be a second '{entity.name}' "
+                            f"column of scores.csv (<record identifier>,{','.join(SCORE_COLUMNS)}); rename it")
         columns = self.training_columns
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:

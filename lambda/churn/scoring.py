@@ -19,6 +19,7 @@ from typing import IO, Any
 PROBABILITY_COLUMN = "churn_probability"  # what the training script's output_fn writes
 RANK_COLUMN = "rank"
 MODEL_VERSION_COLUMN = "model_version"
+SCORE_COLUMNS = (PROBABILITY_COLUMN, RANK_COLUMN, MODEL_VERSION_COLUMN)  # scores.csv's, after the record id
 # The largest request of the "Score customers" transform (SplitType Line + MultiRecord: whole lines up
 # to this size per request), on AWS and locally. In script mode the XGBoost container's model server
 # sets no body limit (nginx client_max_body_size 0); bounded requests keep each one's memory and time
@@ -32,7 +33,7 @@ class ScoringError(ValueError):
 
 
 def score_columns(id_column: str) -> list[str]:
-    return [id_column, PROBABILITY_COLUMN, RANK_COLUMN, MODEL_VERSION_COLUMN]
+    return [id_column, *SCORE_COLUMNS]
 
 
 def model_version_from_arn(model_package_arn: str) -> str:
@@ -165,7 +166,7 @@ def read_scores(lines: Iterable[str], source: str, limit: int | None = None) -> 
         raise ScoringError(f"{source}: empty file")
     header = [cell.strip() for cell in header]
     header[0] = header[0].lstrip("\ufeff")
-    if len(header) != 4 or header[1:] != [PROBABILITY_COLUMN, RANK_COLUMN, MODEL_VERSION_COLUMN]:
+    if tuple(header[1:]) != SCORE_COLUMNS:
         raise ScoringError(f"{source}: not a scores file (header {header})")
     rows: list[ScoreRow] = []
     if limit is not None and limit <= 0:

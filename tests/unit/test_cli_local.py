@@ -17,6 +17,7 @@ import pytest
 
 from churn import steps
 from churn.derivations import derive_cdnow
+from churn.scoring import SCORE_COLUMNS
 from pipeline.backends import EXIT_INTERRUPTED
 from pipeline.local_ingest import PARALLEL_INGEST_MIN_BYTES
 from tests.unit.cli_support import invoke, last_json, one_error_line, summary_value
@@ -188,6 +189,9 @@ def test_a_bad_csv_exits_2_naming_file_and_line_and_writes_nothing(small_csv, tm
 REFUSED_SPECS = {
     "ttl-beyond-an-expiry-time": (lambda d: d.update(online_ttl={"value": 2_147_483_647, "unit": "Weeks"}),
                                   "online_ttl: 2147483647 Weeks is more than 1,000 years"),
+    **{f"record-identifier-{name}": (lambda d, name=name: d["record_identifier"].update(name=name),
+                                      f"the record identifier '{name}' would be a second '{name}' column")
+       for name in SCORE_COLUMNS},
 }
 
 

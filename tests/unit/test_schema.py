@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from churn.schema import MAX_TTL_SECONDS, RESERVED_NAMES, FeatureSpec, SpecError
+from churn.scoring import SCORE_COLUMNS
 
 
 def base_spec() -> dict:
@@ -178,6 +179,15 @@ def test_an_online_ttl_too_long_for_an_expiry_time_is_refused_naming_the_longest
                                f"record's expiry time; use at most {longest:,} Weeks")
     with pytest.raises(SpecError, match="use at most"):
         FeatureSpec.from_dict(base_spec() | {"online_ttl": {"value": longest + 1, "unit": "Weeks"}})
+
+@pytest.mark.parametrize("name", SCORE_COLUMNS)
+def test_a_record_identifier_named_like_a_scores_csv_column_is_refused(name):
+    data = base_spec()
+    data["record_identifier"]["name"] = name
+    with pytest.raises(SpecError) as info:
+        FeatureSpec.from_dict(data, "s.json")
+    assert str(info.value) == (f"s.json: the record identifier '{name}' would be a second '{name}' column of "
+                               "scores.csv (<record identifier>,churn_probability,rank,model_version); rename it")
 
 def test_out_of_time_validation_needs_observation_times():
     with pytest.raises(SpecError, match="needs a labels source"):
