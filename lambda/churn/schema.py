@@ -244,6 +244,13 @@ class FeatureSpec:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise SpecError(f"{path}: feature spec not found") from None
+        except IsADirectoryError:
+            raise SpecError(f"{path}: is a folder, not a feature spec file") from None
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                            "save the feature spec as UTF-8") from None
+        except OSError as exc:  # a symlink loop, no permission, ...
+            raise SpecError(f"{path}: cannot read the feature spec ({exc.strerror or exc})") from None
         return cls.from_json(text, str(path))
 
     def validate(self) -> None:

@@ -22,6 +22,21 @@ HISTORY_SPEC = FeatureSpec.from_dict({
                "label": {"name": "churned", "type": "Integral"}},
 })
 HISTORY = HISTORY_SPEC.group("activity")
+UNREADABLE_SPEC_KINDS = ("latin-1", "utf-16", "folder", "symlink-loop")
+
+
+def unreadable_spec_file(folder: Path, kind: str) -> Path:
+    """A --spec path in `folder` that cannot be read as UTF-8 text, of one of UNREADABLE_SPEC_KINDS."""
+    path = folder / f"{kind}.spec.json"
+    if kind == "latin-1":
+        path.write_bytes(b'{"a": 1}\xff')
+    elif kind == "utf-16":
+        path.write_text('{"a": 1}', encoding="utf-16")
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(path)
+    return path
 
 
 def fake_featurestore_endpoint() -> ModuleType:

@@ -20,6 +20,7 @@ from churn.derivations import derive_cdnow
 from churn.scoring import SCORE_COLUMNS
 from pipeline.backends import EXIT_INTERRUPTED
 from pipeline.local_ingest import PARALLEL_INGEST_MIN_BYTES
+from tests.support.specs import UNREADABLE_SPEC_KINDS, unreadable_spec_file
 from tests.unit.cli_support import invoke, last_json, one_error_line, summary_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,6 +208,17 @@ def test_a_spec_the_check_refuses_is_one_line_exit_2_and_nothing_written(small_c
     result = invoke(*command.split(), "--data", small_csv, "--spec", path, "--workspace", workspace)
     assert result.exit_code == 2
     assert f"error: {path}: " in one_error_line(result) and message in result.stderr
+    assert not workspace.exists()
+
+
+@pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
+@pytest.mark.parametrize("kind", UNREADABLE_SPEC_KINDS)
+def test_a_spec_file_that_cannot_be_read_is_one_line_exit_2_and_nothing_written(small_csv, tmp_path, command, kind):
+    path = unreadable_spec_file(tmp_path, kind)
+    workspace = tmp_path / "workspace"
+    result = invoke(*command.split(), "--data", small_csv, "--spec", path, "--workspace", workspace)
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: {path}: ")
     assert not workspace.exists()
 
 def test_runs_local_in_an_empty_workspace(tmp_path):

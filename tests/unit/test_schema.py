@@ -5,6 +5,7 @@ import pytest
 
 from churn.schema import MAX_TTL_SECONDS, RESERVED_NAMES, FeatureSpec, SpecError
 from churn.scoring import SCORE_COLUMNS
+from tests.support.specs import unreadable_spec_file
 
 
 def base_spec() -> dict:
@@ -188,6 +189,18 @@ def test_a_record_identifier_named_like_a_scores_csv_column_is_refused(name):
         FeatureSpec.from_dict(data, "s.json")
     assert str(info.value) == (f"s.json: the record identifier '{name}' would be a second '{name}' column of "
                                "scores.csv (<record identifier>,churn_probability,rank,model_version); rename it")
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("latin-1", "not UTF-8 text (byte 0xff at offset 8); save the feature spec as UTF-8"),
+    ("utf-16", "not UTF-8 text (byte 0xff at offset 0); save the feature spec as UTF-8"),
+    ("folder", "is a folder, not a feature spec file"),
+    ("symlink-loop", "cannot read the feature spec (Too many levels of symbolic links)"),
+])
+def test_a_spec_file_that_cannot_be_read_as_text_is_a_spec_error_naming_it(tmp_path, kind, message):
+    path = unreadable_spec_file(tmp_path, kind)
+    with pytest.raises(SpecError) as info:
+        FeatureSpec.load(path)
+    assert str(info.value) == f"{path}: {message}"
 
 def test_out_of_time_validation_needs_observation_times():
     with pytest.raises(SpecError, match="needs a labels source"):
