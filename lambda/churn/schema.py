@@ -24,9 +24,12 @@ from churn.scoring import SCORE_COLUMNS
 FEATURE_TYPES = ("String", "Integral", "Fractional")
 # Feature Store adds these columns to every offline-store row; a feature may not use them.
 RESERVED_NAMES = frozenset({"is_deleted", "write_time", "api_invocation_time"})
-# Feature Store allows ^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}; we also require lower case so the
-# names are the same in Glue/Athena (which lower-cases columns) and DuckDB.
-_NAME_RE = re.compile(r"^[a-z0-9]([_]?[a-z0-9]){0,63}$")
+# Feature Store's FeatureName (and FeatureGroupName) is [a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63} and at most
+# MAX_NAME_LENGTH characters (botocore's sagemaker model; the pattern alone allows longer names with "-"
+# or "_"). We also require lower case, so the names are the same in Glue/Athena (which lower-cases
+# columns) and DuckDB, and single underscores.
+MAX_NAME_LENGTH = 64
+_NAME_RE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 # A group's name is part of its feature group's and Glue table's physical names.
 _GROUP_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,19}$")
 MAX_FEATURES = 2500  # Feature Store's limit per feature group
@@ -418,10 +421,10 @@ def _feature(raw: Any, where: str) -> Feature:
             f"{where}: '{name}' is reserved by SageMaker Feature Store "
             f"({', '.join(sorted(RESERVED_NAMES))}); rename the feature"
         )
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.match(name) or len(name) > MAX_NAME_LENGTH:
         raise SpecError(
             f"{where}: feature name '{name}' must be snake_case: lower-case letters, digits and "
-            "single underscores, at most 64 characters"
+            f"single underscores, at most {MAX_NAME_LENGTH} characters"
         )
     if ftype not in FEATURE_TYPES:
         raise SpecError(f"{where}: feature '{name}' has type {ftype!r}; use one of {FEATURE_TYPES}")

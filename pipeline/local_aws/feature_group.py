@@ -18,10 +18,18 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from churn.features import INTEGRAL_MAX, INTEGRAL_MIN
-from churn.schema import FEATURE_TYPES, MAX_FEATURES, MAX_TTL_SECONDS, RESERVED_NAMES, TTL_UNIT_SECONDS
+from churn.schema import (
+    FEATURE_TYPES,
+    MAX_FEATURES,
+    MAX_NAME_LENGTH,
+    MAX_TTL_SECONDS,
+    RESERVED_NAMES,
+    TTL_UNIT_SECONDS,
+)
 
 ONLINE_STORE, OFFLINE_STORE = "OnlineStore", "OfflineStore"
-NAME_RE = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")  # FeatureGroupName and FeatureName
+_NAME_RE = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")  # FeatureGroupName and FeatureName
+NAME_RULE = f"match {_NAME_RE.pattern} and be at most {MAX_NAME_LENGTH} characters"
 # The two String event time forms CreateFeatureGroup documents.
 _EVENT_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
 _INTEGRAL_RE = re.compile(r"^[+-]?[0-9]+$")
@@ -74,19 +82,24 @@ def _is_int64(text: str) -> bool:
     return bool(_INTEGRAL_RE.match(text)) and (len(text) < 19 or INTEGRAL_MIN <= int(text) <= INTEGRAL_MAX)
 
 
+def is_name(value: Any) -> bool:
+    """A FeatureGroupName or FeatureName the service accepts: the pattern allows more than its length."""
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and bool(_NAME_RE.match(value))
+
+
 def check_definition(request: dict[str, Any]) -> None:
     """CreateFeatureGroup's validation of the definitions, keys and store configs."""
     name = request.get("FeatureGroupName")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise invalid(f"FeatureGroupName {name!r} must match {NAME_RE.pattern}", "CreateFeatureGroup")
+    if not is_name(name):
+        raise invalid(f"FeatureGroupName {name!r} must {NAME_RULE}", "CreateFeatureGroup")
     definitions = request.get("FeatureDefinitions")
     if not isinstance(definitions, list) or not 1 <= len(definitions) <= MAX_FEATURES:
         raise invalid(f"FeatureDefinitions must be a list of 1 to {MAX_FEATURES} definitions", "CreateFeatureGroup")
     types: dict[str, str] = {}
     for item in definitions:
         feature = item.get("FeatureName") if isinstance(item, dict) else None
-        if not isinstance(feature, str) or not NAME_RE.match(feature) or feature in RESERVED_NAMES:
-            raise invalid(f"feature definition {item!r}: the name must match {NAME_RE.pattern} and not be one "
+        if not is_name(feature) or feature in RESERVED_NAMES:
+            raise invalid(f"feature definition {item!r}: the name must {NAME_RULE} and not be one "
                           f"of {sorted(RESERVED_NAMES)}", "CreateFeatureGroup")
         if item.get("FeatureType") not in FEATURE_TYPES or feature in types:
             raise invalid(f"feature definition {item!r}: the type must be one of {FEATURE_TYPES}, the name "

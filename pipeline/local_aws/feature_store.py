@@ -67,7 +67,6 @@ from botocore.exceptions import ClientError
 from churn.ingest import BATCH_WRITE_MAX_ENTRIES, BATCH_WRITE_MIN_ENTRIES
 from churn.sql import quote
 from pipeline.local_aws.feature_group import (
-    NAME_RE,
     ONLINE_STORE,
     ROW_CALL,
     ROW_DELETED,
@@ -80,6 +79,7 @@ from pipeline.local_aws.feature_group import (
     check_definition,
     client_error,
     invalid,
+    is_name,
     ttl_us,
 )
 
@@ -235,7 +235,7 @@ class LocalFeatureStore:
         group = self._groups.get(name) if isinstance(name, str) else None
         if group is not None:
             return group
-        path = self._meta_dir / f"{name}.json" if isinstance(name, str) and NAME_RE.match(name) else None
+        path = self._meta_dir / f"{name}.json" if is_name(name) else None
         if path is not None and path.exists():  # created by another store
             loaded = self._load(json.loads(path.read_text(encoding="utf-8")))
             with self._lock:

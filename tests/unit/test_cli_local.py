@@ -193,6 +193,7 @@ REFUSED_SPECS = {
     **{f"record-identifier-{name}": (lambda d, name=name: d["record_identifier"].update(name=name),
                                       f"the record identifier '{name}' would be a second '{name}' column")
        for name in SCORE_COLUMNS},
+    "feature-name-over-64": (lambda d: d["features"][0].update(name="_".join(["a"] * 64)), "at most 64 characters"),
 }
 
 

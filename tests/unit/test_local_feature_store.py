@@ -152,9 +152,12 @@ def test_create_of_an_existing_name_is_resource_in_use_from_any_store(tmp_path):
         ({"OnlineStoreConfig": None, "OfflineStoreConfig": None}, "at least one"),
         ({"OnlineStoreConfig": {"EnableOnlineStore": True, "TtlDuration": {"Unit": "Years", "Value": 1}}},
          "TtlDuration"),
+        ({"FeatureGroupName": "_".join(["g"] * 33)}, "at most 64 characters"),
+        ({"FeatureDefinitions": [*SPEC.feature_definitions(), {"FeatureName": "_".join(["f"] * 64),
+                                                               "FeatureType": "Integral"}]}, "at most 64 characters"),
     ],
     ids=["name", "reserved-feature", "feature-type", "duplicate-feature", "identifier-type", "event-time-type",
-         "no-store", "ttl-unit"],
+         "no-store", "ttl-unit", "name-over-64", "feature-name-over-64"],
 )
 def test_create_validates_like_the_service(tmp_path, change, fragment):
     request = {"FeatureGroupName": GROUP, **SPEC.feature_group_definition(), **BOTH_STORES, **change}

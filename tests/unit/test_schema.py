@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from churn.schema import MAX_TTL_SECONDS, RESERVED_NAMES, FeatureSpec, SpecError
+from churn.schema import MAX_NAME_LENGTH, MAX_TTL_SECONDS, RESERVED_NAMES, FeatureSpec, SpecError
 from churn.scoring import SCORE_COLUMNS
 from tests.support.specs import unreadable_spec_file
 
@@ -201,6 +201,19 @@ def test_a_spec_file_that_cannot_be_read_as_text_is_a_spec_error_naming_it(tmp_p
     with pytest.raises(SpecError) as info:
         FeatureSpec.load(path)
     assert str(info.value) == f"{path}: {message}"
+
+def test_a_feature_name_is_at_most_64_characters_like_feature_stores():
+    """botocore's FeatureName pattern alone allows 127 characters with underscores; its max is 64."""
+    assert MAX_NAME_LENGTH == 64
+    for name, accepted in (("a" * 64, True), ("a" * 65, False), ("_".join(["a"] * 32) + "b", True),
+                           ("_".join(["a"] * 33), False), ("_".join(["a"] * 64), False)):
+        data = base_spec()
+        data["features"].append({"name": name, "type": "Integral"})
+        if accepted:
+            assert FeatureSpec.from_dict(data).features[-1].name == name
+        else:
+            with pytest.raises(SpecError, match=f"feature name '{name}' must be snake_case: .* at most 64 characters"):
+                FeatureSpec.from_dict(data)
 
 def test_out_of_time_validation_needs_observation_times():
     with pytest.raises(SpecError, match="needs a labels source"):
