@@ -276,9 +276,6 @@ class FeatureSpec:
         if repeated:
             raise SpecError(f"{where}: the training set would have the column(s) {repeated} twice; "
                             "feature names must be unique across groups")
-        if not self.is_single_group and any(g.event_time.type != "String" for g in self.all_groups):
-            raise SpecError(f"{where}: with several feature groups every event time must be String "
-                            "(they are compared with the observation time)")
         if self.validation_split == "out_of_time" and self.observation_time is None:
             raise SpecError(f"{where}: out-of-time validation needs a labels source with observation times")
         if self.derive:
@@ -300,8 +297,10 @@ def _validate_derivation(derive: str, groups: list[str], where: str) -> None:
 def _validate_group(group: FeatureGroupSpec, where: str) -> None:
     if group.record_identifier.type not in ("String", "Integral"):
         raise SpecError(f"{where}: the record identifier must be String or Integral")
-    if group.event_time.type not in ("String", "Fractional"):
-        raise SpecError(f"{where}: the event time must be String or Fractional")
+    if group.event_time.type != "String":
+        raise SpecError(f"{where}: the event time '{group.event_time.name}' must be String, not "
+                        f"{group.event_time.type}: the pipeline writes event times as ISO-8601 UTC text "
+                        "(yyyy-MM-ddTHH:mm:ss.SSSZ), reads a source column's that way and compares them as text")
     if group.label is not None and group.label.type != "Integral":
         raise SpecError(f"{where}: the label '{group.label.name}' must be Integral (0/1)")
     if len(group.all_features) > MAX_FEATURES:

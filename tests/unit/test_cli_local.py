@@ -193,6 +193,8 @@ REFUSED_SPECS = {
     **{f"record-identifier-{name}": (lambda d, name=name: d["record_identifier"].update(name=name),
                                       f"the record identifier '{name}' would be a second '{name}' column")
        for name in SCORE_COLUMNS},
+    "fractional-event-time": (lambda d: d["event_time"].update(type="Fractional"),
+                              "the event time 'event_time' must be String, not Fractional"),
     "feature-name-over-64": (lambda d: d["features"][0].update(name="_".join(["a"] * 64)), "at most 64 characters"),
 }
 

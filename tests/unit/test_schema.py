@@ -215,6 +215,16 @@ def test_a_feature_name_is_at_most_64_characters_like_feature_stores():
             with pytest.raises(SpecError, match=f"feature name '{name}' must be snake_case: .* at most 64 characters"):
                 FeatureSpec.from_dict(data)
 
+def test_an_event_time_other_than_string_is_refused_saying_why():
+    data = base_spec()
+    data["event_time"]["type"] = "Fractional"
+    with pytest.raises(SpecError) as info:
+        FeatureSpec.from_dict(data, "s.json")
+    assert str(info.value) == (
+        "s.json: feature group 'churn': the event time 'event_time' must be String, not Fractional: the pipeline "
+        "writes event times as ISO-8601 UTC text (yyyy-MM-ddTHH:mm:ss.SSSZ), reads a source column's that way and "
+        "compares them as text")
+
 def test_out_of_time_validation_needs_observation_times():
     with pytest.raises(SpecError, match="needs a labels source"):
         FeatureSpec.from_dict(base_spec() | {"validation": {"split": "out_of_time"}}, "s.json")
