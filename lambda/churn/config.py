@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from churn.schema import FeatureSpec
+from churn.schema import RESERVED_NAMES, FeatureSpec
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,12 @@ def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> d
     """What the training script receives, on AWS and locally (SageMaker's own `sagemaker_*` keys
     aside): the operator's overrides, then the columns the feature spec names and, with several
     groups, the observation time column and how the spec splits off its validation rows."""
+    # The training set holds the spec's columns only. The script's default exclusions also name
+    # `event_time`, which a feature may be called when the event time has another name: exclude only
+    # Feature Store's own columns, which no feature can be called.
     columns: dict[str, Any] = {"id_column": spec.record_identifier.name, "label_column": spec.label.name,
-                               "categorical_columns": spec.categorical_columns}
+                               "categorical_columns": spec.categorical_columns,
+                               "exclude_columns": ",".join(sorted(RESERVED_NAMES))}
     if spec.observation_time is not None:
         columns.update(time_column=spec.observation_time.name, validation_split=spec.validation_split,
                        validation_periods=spec.validation_periods)

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
+from churn.config import PipelineSettings, training_hyperparameters
+from churn.schema import FeatureSpec
 from stacks.training import METRIC_DEFINITIONS
 from tests.training.training_helpers import TELCO_COLUMNS, run_training, to_csv_text, training_set_rows
 
@@ -320,3 +322,15 @@ def test_bad_input_fails_with_one_clear_line_and_writes_no_model(tmp_path, case,
     failure = run.failure_file.read_text(encoding="utf-8")
     assert re.search(expected, failure) and failure.count("\n") == 1
     assert not (run.model_dir / "model.json").exists()
+
+
+def test_every_training_set_column_is_read_even_a_feature_called_event_time(train_model):
+    """A feature may be called `event_time` when the event time has another name; the script must keep it."""
+    spec = FeatureSpec.from_dict({"record_identifier": {"name": "customer_id", "type": "String"},
+                                  "event_time": {"name": "ts", "type": "String"},
+                                  "label": {"name": "churn", "type": "Integral"},
+                                  "features": [{"name": "event_time", "type": "Integral"},
+                                               {"name": "plan", "type": "String"}]})
+    params = {**train_model.default_params(), **training_hyperparameters(PipelineSettings(), spec)}
+    header = list(spec.training_columns)
+    assert list(train_model.column_kinds(header, params)) == header == ["customer_id", "event_time", "plan", "churn"]

@@ -18,10 +18,12 @@ def test_a_single_group_spec_names_its_id_label_and_categorical_columns(spec):
         "categorical_columns": ["gender", "partner", "dependents", "phone_service", "multiple_lines",
                                 "internet_service", "online_security", "online_backup", "device_protection",
                                 "tech_support", "streaming_tv", "streaming_movies", "contract", "paperless_billing",
-                                "payment_method"]}
+                                "payment_method"],
+        "exclude_columns": "api_invocation_time,is_deleted,write_time"}
 
 
 def test_several_groups_add_the_observation_time_and_the_specs_validation_split():
     assert training_hyperparameters(PipelineSettings(), FeatureSpec.load(CDNOW)) == {
         "id_column": "customer_id", "label_column": "churned", "categorical_columns": ["first_purchase_month"],
+        "exclude_columns": "api_invocation_time,is_deleted,write_time",
         "time_column": "observation_time", "validation_split": "out_of_time", "validation_periods": 1}
