@@ -12,7 +12,6 @@ from typing import Any
 
 from churn.csv_input import InputValidationError, check_header
 from churn.features import (
-    FEATURE_NAME_MAX,
     INTEGRAL_MAX,
     INTEGRAL_MIN,
     LABEL_FALSE,
@@ -20,7 +19,7 @@ from churn.features import (
     fit_name,
     normalise_name,
 )
-from churn.schema import RESERVED_NAMES, FeatureSpec
+from churn.schema import MAX_NAME_LENGTH, RESERVED_NAMES, FeatureSpec
 
 # run's rules for a header (not empty, comma-separated, no name twice) before there is a spec: a
 # stand-in feature group that requires no column.
@@ -137,7 +136,7 @@ class _Names:
         elif not raw.isascii():
             why.append("has characters outside ASCII, which feature names cannot hold")
         if normalised and name != normalised:
-            why.append(f"makes a name over {FEATURE_NAME_MAX} characters, Feature Store's limit")
+            why.append(f"makes a name over {MAX_NAME_LENGTH} characters, Feature Store's limit")
         if name in RESERVED_NAMES:
             why.append(f"makes '{name}', a name Feature Store reserves")
             name = fit_name(name, "_value")

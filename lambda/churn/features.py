@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from churn.schema import Feature, FeatureGroupSpec
+from churn.schema import MAX_NAME_LENGTH, Feature, FeatureGroupSpec
 
 INTEGRAL_MIN, INTEGRAL_MAX = -(2**63), 2**63 - 1  # Feature Store's Integral is a 64-bit integer
-FEATURE_NAME_MAX = 64  # SageMaker Feature Store's FeatureName limit
 LABEL_TRUE = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
 
@@ -78,9 +77,9 @@ def _ascii_letter(char: str) -> str:
 
 
 def fit_name(name: str, suffix: str = "") -> str:
-    """`name` + `suffix` within FEATURE_NAME_MAX: `name` is cut, and a cut never leaves a trailing `_`
+    """`name` + `suffix` within MAX_NAME_LENGTH: `name` is cut, and a cut never leaves a trailing `_`
     (Feature Store's names end in a letter or digit)."""
-    return name[: FEATURE_NAME_MAX - len(suffix)].rstrip("_") + suffix
+    return name[: MAX_NAME_LENGTH - len(suffix)].rstrip("_") + suffix
 
 
 def parse_label(value: str, column: str) -> int:

@@ -11,7 +11,7 @@ import re
 # ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$. A CloudFormation stack name is [a-zA-Z][-a-zA-Z0-9]*, so
 # only the length needs care.
 DEFAULT_STACK_NAME = "ChurnPipeline"  # app.py deploys under it; the CLI looks it up by it
-FEATURE_GROUP_MAX = 64
+FEATURE_GROUP_MAX = 64  # FeatureGroupName's and FeatureName's limit (churn.schema.MAX_NAME_LENGTH)
 MODEL_PACKAGE_GROUP_MAX = 63
 WORK_GROUP_MAX = 128
 

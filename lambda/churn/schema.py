@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from churn import naming
 from churn.scoring import SCORE_COLUMNS
 
 FEATURE_TYPES = ("String", "Integral", "Fractional")
@@ -28,7 +29,7 @@ RESERVED_NAMES = frozenset({"is_deleted", "write_time", "api_invocation_time"})
 # MAX_NAME_LENGTH characters (botocore's sagemaker model; the pattern alone allows longer names with "-"
 # or "_"). We also require lower case, so the names are the same in Glue/Athena (which lower-cases
 # columns) and DuckDB, and single underscores.
-MAX_NAME_LENGTH = 64
+MAX_NAME_LENGTH = naming.FEATURE_GROUP_MAX
 _NAME_RE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 # A group's name is part of its feature group's and Glue table's physical names.
 _GROUP_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,19}$")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from churn.csv_input import InputValidationError
-from churn.features import FEATURE_NAME_MAX
+from churn.schema import MAX_NAME_LENGTH
 from pipeline.spec_infer import Inference, infer_spec
 
 # Feature Store's FeatureName pattern, lower case as the spec requires: no leading or trailing separator.
@@ -34,7 +34,7 @@ def test_columns_sharing_a_long_prefix_get_distinct_names_within_the_limit(tmp_p
     names = feature_names(infer(tmp_path, prefix + "a", prefix + "b"))
     assert len(set(names.values())) == 2
     for name in names.values():
-        assert len(name) <= FEATURE_NAME_MAX and VALID_NAME.match(name), name
+        assert len(name) <= MAX_NAME_LENGTH and VALID_NAME.match(name), name
     assert names[prefix + "b"].endswith("_2")
 
 
@@ -42,7 +42,7 @@ def test_a_long_name_cut_at_a_separator_loses_the_separator(tmp_path):
     column = " ".join("abcdefghijklmnopqrstuvwxyzabcdef") + " f"  # cut at 64, its 64th character is a separator
     inference = infer(tmp_path, column)
     (name,) = feature_names(inference).values()
-    assert len(name) <= FEATURE_NAME_MAX and VALID_NAME.match(name), name
+    assert len(name) <= MAX_NAME_LENGTH and VALID_NAME.match(name), name
     assert any(f"column '{column}'" in p and f"'{name}'" in p for p in inference.problems), inference.problems
 
 
