@@ -145,8 +145,11 @@ def test_ctrl_c_during_a_local_run_records_it_as_aborted_and_says_so(small_csv, 
     data = csv_for_workers if step == steps.INGEST_FEATURES else small_csv
     command = [sys.executable, "-m", "pipeline", "run", "--local", "--data", str(data), "--workspace",
                str(tmp_path), "--name", "stopped", "--threshold", "0.5"]
+    def as_a_terminal_leaves_sigint() -> None:  # whatever the tests inherited: a shell's background job ignores it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as run:
+                          start_new_session=True, preexec_fn=as_a_terminal_leaves_sigint) as run:
         for line in run.stdout:
             if line.startswith(f"▶ {step}"):
                 # now, while the step's processes (two ingest workers, or training) have just started
