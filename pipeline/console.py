@@ -4,6 +4,7 @@ of runs, scores, a prediction), whichever backend produced it. Errors are one li
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any, NoReturn
@@ -22,8 +23,12 @@ from pipeline.runner import Reporter
 STEP_WIDTH = 30  # the step column: every step of a single group's local run fits (a few AWS states overflow it)
 LABEL_WIDTH = 20
 
-console = Console(highlight=False)  # our lines are plain text: no number or path colouring
-err_console = Console(stderr=True, highlight=False)
+# Our lines are plain text: no number or path colouring. Piped (no terminal, no COLUMNS), rich would
+# lay tables out in 80 columns and cut their cells ("SUCCEED…"): a file or a pager gets them whole.
+PIPED_WIDTH = 200
+console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)
+err_console = Console(stderr=True, highlight=False,
+                      width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)
 
 
 def print_error(message: str, hint: str = "") -> None:

@@ -88,6 +88,15 @@ def test_runs_local_and_status_local(first_run, workspace):
     assert summary_value(shown.stdout, "input") == first_run["input"]
 
 
+def test_tables_piped_to_another_program_are_not_cut_to_80_columns(first_run, workspace):
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    for command in (["runs", "--local"], ["models"]):
+        piped = subprocess.run([sys.executable, "-m", "pipeline", *command, "--workspace", str(workspace)], cwd=ROOT,
+                               env=env, capture_output=True, text=True, check=True)
+        row = next(line for line in piped.stdout.splitlines() if first_run["run_id"] in line)
+        assert "…" not in row and ("SUCCEEDED" in row or "Approved" in row), piped.stdout
+
+
 def test_status_local_of_an_unknown_run(workspace):
     result = invoke("status", "local-nope", "--local", "--workspace", workspace)
     assert result.exit_code == 1
