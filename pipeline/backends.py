@@ -89,6 +89,7 @@ class RunResult:
     started: datetime | None = None
     duration_seconds: float | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
+    step_details: dict[str, str] = field(default_factory=dict)  # local: what each finished step reported
     run_dir: str = ""  # local
     execution_arn: str = ""  # AWS, and the console links
     region: str = ""

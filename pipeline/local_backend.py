@@ -147,7 +147,8 @@ def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResu
         id_column=run.get("id_column") or RunResult.id_column, top_customers=run.get("top_customers") or [],
         error=run.get("error") or "", cause=run.get("cause") or "",
         hint=f"run directory: {run.get('run_dir')}" if failed else "", started=started, duration_seconds=seconds,
-        step_seconds=run.get("step_seconds", {}), run_dir=run.get("run_dir", ""),
+        step_seconds=run.get("step_seconds", {}), step_details=run.get("step_details", {}),
+        run_dir=run.get("run_dir", ""),
     )
 
 
@@ -221,7 +222,7 @@ class LocalBackend:
             if result.status in ("FAILED", "ABORTED") and i == len(steps) - 1:
                 reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
             else:
-                reporter.step_finished(step, seconds, "")
+                reporter.step_finished(step, seconds, result.step_details.get(step, ""))
         return result
 
     def runs(self, limit: int) -> RunListing:

@@ -152,6 +152,7 @@ class RunOutcome:
     error: str = ""
     cause: str = ""
     step_seconds: dict[str, float] = field(default_factory=dict)
+    step_details: dict[str, str] = field(default_factory=dict)  # what each finished step reported
 
 
 class LocalPipeline:
@@ -413,7 +414,8 @@ class LocalPipeline:
             raise
         seconds = time.perf_counter() - start
         outcome.step_seconds[name] = round(seconds, 3)
-        self.reporter.step_finished(name, seconds, detail() if detail else "")
+        outcome.step_details[name] = detail() if detail else ""
+        self.reporter.step_finished(name, seconds, outcome.step_details[name])
 
     @staticmethod
     def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:

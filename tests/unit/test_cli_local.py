@@ -77,6 +77,9 @@ def test_runs_local_and_status_local(first_run, workspace):
     assert shown.exit_code == 0, shown.output
     for step in ("Validate input", "Ingest features", "Train model", "Register model"):
         assert f"✓ {step}" in shown.stdout
+    # each step with what it reported when the run made it
+    lines = {line.split("  ")[0]: line for line in shown.stdout.splitlines() if line.startswith("✓")}
+    assert lines["✓ Validate input"].endswith(f"{ROWS} rows") and lines["✓ Register model"].endswith("version 1")
     assert first_run["model_artifact"] in shown.stdout
 
     as_json = last_json(invoke("status", first_run["run_id"], "--local", "--workspace", workspace, "--json"))
