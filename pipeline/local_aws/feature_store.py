@@ -39,7 +39,8 @@ later; a group is looked up by name only (not by ARN); deleting a group another 
 is not coordinated. Assumed where AWS documents nothing: a BatchWriteRecord entry's `ErrorCode` is
 the code PutRecord would raise for it (ValidationError, ResourceNotFound); `UnprocessedEntries`
 is always empty (the service fills it when throttled); `ExpiresAt` is written
-`YYYY-MM-DDTHH:MM:SS.sssZ`.
+`YYYY-MM-DDTHH:MM:SS.sssZ`. Not the service's: a TtlDuration over 1,000 years is refused with a
+ValidationError (botocore's model sets no maximum; here an expiry must stay a timestamp).
 """
 
 from __future__ import annotations
