@@ -407,7 +407,7 @@ def spec_infer(
     for f in features:
         table.add_row(f.name, f.type, escape(f.source) if f.source else "(set at ingestion)")
     console.print(table)
-    # Never wrapped (piped, the console is 80 columns wide): a warning or the command can be copied whole.
+    # Never wrapped, however narrow the terminal: a warning or the command can be copied whole.
     for problem in inference.problems:
         console.print(f"[yellow]![/] {escape(problem)}", soft_wrap=True)
     console.print(f"wrote {escape(str(target))}", soft_wrap=True)
