@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -335,9 +336,9 @@ def evaluate(
 
 
 @app.command()
-def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE) -> None:
+def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption = False) -> None:
     """List the local model registry: every run's model, AUC and approval."""
-    with _command(False):
+    with _command(as_json):
         entries = LocalBackend(workspace).models()
     table = Table(title="Local model registry")
     for column in ("version", "run", "status", "validation AUC", "threshold", "created"):
@@ -346,7 +347,9 @@ def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE) -> None:
         status = f"[green]{e.status}[/]" if e.status == "Approved" else f"[red]{e.status}[/]"
         table.add_row(str(e.version or "-"), e.run_id, status, f"{e.validation_auc:.4f}", f"{e.threshold:.2f}",
                       e.created[:19])
-    console.print(table)
+    (err_console if as_json else console).print(table)
+    if as_json:
+        emit_json({"models": [asdict(e) for e in entries]})  # as registry.json holds them
 
 
 def _spec_target(path: Path, out: Path | None, force: bool) -> Path:

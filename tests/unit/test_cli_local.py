@@ -65,6 +65,8 @@ def test_models_lists_the_run(first_run, workspace):
     result = invoke("models", "--workspace", workspace)
     assert result.exit_code == 0, result.output
     assert first_run["run_id"] in result.stdout and "Approved" in result.stdout
+    listed = last_json(invoke("models", "--workspace", workspace, "--json"))["models"]
+    assert [(m["run_id"], m["status"], m["version"]) for m in listed] == [(first_run["run_id"], "Approved", 1)]
 
 
 def test_runs_local_and_status_local(first_run, workspace):
