@@ -97,7 +97,9 @@ def encode(frame: pd.DataFrame, encoding: dict[str, Any]) -> pd.DataFrame:
     columns = {}
     for feature in encoding["features"]:
         name, column = feature["name"], frame[feature["name"]]
-        if feature["kind"] != CATEGORICAL:
+        if feature["kind"] == CATEGORICAL and not feature["categories"]:  # no value in the training rows:
+            columns[name] = pd.Series(np.nan, index=frame.index)  # always missing (XGBoost takes no empty categories)
+        elif feature["kind"] != CATEGORICAL:
             try:
                 columns[name] = pd.to_numeric(column).astype(float)
             except (ValueError, TypeError) as exc:

@@ -254,6 +254,9 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
                 for column in frame.columns if column not in not_features}
     if not features:
         raise InputError(f"{source}: no feature columns (columns: {list(frame.columns)})")
+    for column in (c for c in features if frame[c].isna().all()):
+        warn(f"feature '{column}' has no value in any row (e.g. every observation precedes its group's first "
+             "version): the model cannot use it")
     ids = frame[params["id_column"]].to_numpy() if params["id_column"] in frame.columns else np.arange(len(frame))
     if len(pd.unique(ids)) < len(ids):
         log(f"ids repeat in '{params['id_column']}': each id's rows stay on one side of every split")

@@ -197,6 +197,21 @@ def test_the_rows_of_one_id_stay_on_one_side_of_every_split(train_model, tmp_pat
     assert [fold["test_rows"] % 3 for fold in cv["fold_results"]] == [0, 0, 0]
 
 
+@pytest.mark.parametrize(("feature", "value"), [("contract", "Month-to-month"), ("tenure", 12.0)])  # String, number
+def test_a_feature_without_any_value_trains_warns_and_serves(train_model, tmp_path, capsys, feature, value):
+    """Every observation before a group's first version leaves its features empty in the training set: the
+    model cannot use them (XGBoost refused an empty category list), and the log says so."""
+    columns, rows = training_set_rows(limit=600)
+    at = columns.index(feature)
+    rows = [[*row[:at], None, *row[at + 1:]] for row in rows]
+    data, params = frame_of(train_model, tmp_path, columns, rows, num_round=20)
+    assert f"feature '{feature}' has no value in any row" in capsys.readouterr().err
+    result, evaluation, (labels, probabilities) = train_model.train(data, params)
+    assert 0.5 < evaluation["validation_auc"] <= 1 and len(probabilities) == len(labels)
+    served = train_model.predict_frame(result.model, data.frame.iloc[:5].assign(**{feature: value}))
+    assert served.shape == (5,)
+
+
 def test_more_folds_than_the_smaller_class_has_rows_is_refused_naming_the_limit(train_model, tmp_path):
     columns, rows = training_set_rows(limit=30)
     data, params = frame_of(train_model, tmp_path, columns, rows, num_round=5, cv_folds=20)
