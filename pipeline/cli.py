@@ -306,11 +306,7 @@ def predict(
     """Score one customer now: every online feature group's latest record and the latest approved model give
     the churn probability and the features that push it up or down most (XGBoost contributions)."""
     with _command(as_json) as reporter:
-        backend = _backend(local, workspace, stack_name, region)
-        if not record_id.strip():
-            raise OperatorError("--id is empty", "pass a customer's record identifier, e.g. --id 7590-VHVEG",
-                                error="InvalidOption", exit_code=EXIT_BAD_INPUT)
-        prediction = backend.predict(record_id, features)
+        prediction = _backend(local, workspace, stack_name, region).predict(record_id, features)
     render_prediction(reporter.out, prediction, as_json)
 
 

@@ -10,7 +10,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.backends import FeatureContribution, OperatorError, Prediction
+from churn.features import RowError, parse_value
+from churn.schema import Feature
+from pipeline.backends import EXIT_BAD_INPUT, FeatureContribution, OperatorError, Prediction
 from pipeline.local_aws.batch_transform import extracted_model, serving_module
 from pipeline.runner import TRAINING_DIR
 
@@ -25,28 +27,47 @@ def record_values(record: list[dict[str, str]]) -> dict[str, str]:
 def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], record_id: str,
                     scores_command: str) -> tuple[dict[str, str], list[str]]:
     """Every online feature group's latest record of the customer, merged, and the groups read:
-    DescribeFeatureGroup says which groups have an online store (not the labels group) and for how long
-    they keep a record (TtlDuration); GetRecord reads it. `catalog`/`runtime` are boto3's
-    sagemaker/featurestore-runtime clients, or the local feature store (both)."""
+    DescribeFeatureGroup says which groups have an online store (not the labels group), the record
+    identifier's type and for how long they keep a record (TtlDuration); GetRecord reads it.
+    `catalog`/`runtime` are boto3's sagemaker/featurestore-runtime clients, or the local feature store (both)."""
     values: dict[str, str] = {}
     read: list[str] = []
     for name in feature_groups.values():
-        online = catalog.describe_feature_group(FeatureGroupName=name).get("OnlineStoreConfig") or {}
+        described = catalog.describe_feature_group(FeatureGroupName=name)
+        online = described.get("OnlineStoreConfig") or {}
         if not online.get("EnableOnlineStore"):
             continue
-        record = runtime.get_record(FeatureGroupName=name, RecordIdentifierValueAsString=record_id).get("Record")
+        key = record_key(record_id, described)
+        record = runtime.get_record(FeatureGroupName=name, RecordIdentifierValueAsString=key).get("Record")
         if not record:
-            raise _missing_record(record_id, name, online.get("TtlDuration"), scores_command)
+            raise _missing_record(key, name, online.get("TtlDuration"), scores_command, len(feature_groups) > 1)
         values.update(record_values(record))
         read.append(name)
     return values, read
 
 
-def _missing_record(record_id: str, name: str, ttl: dict[str, Any] | None,
-                    scores_command: str) -> OperatorError:
+def record_key(record_id: str, described: dict[str, Any]) -> str:
+    """The customer's id as ingest wrote it: stripped, an Integral one as its plain digits ('007' -> '7')."""
+    name = described["RecordIdentifierFeatureName"]
+    kind = next(d["FeatureType"] for d in described["FeatureDefinitions"] if d["FeatureName"] == name)
+    try:
+        key = parse_value(Feature(name, kind, "--id"), record_id)
+    except RowError as exc:
+        raise OperatorError(f"--id {record_id!r}: {exc.detail.removesuffix(f' (value {record_id!r})')}",
+                            error="InvalidOption", exit_code=EXIT_BAD_INPUT) from None
+    if key is None:
+        raise OperatorError("--id is empty", "pass a customer's record identifier, e.g. --id 7590-VHVEG",
+                            error="InvalidOption", exit_code=EXIT_BAD_INPUT)
+    return key
+
+
+def _missing_record(record_id: str, name: str, ttl: dict[str, Any] | None, scores_command: str,
+                    several: bool) -> OperatorError:
     """GetRecord answers nothing for an id never ingested and for a record past its TTL alike."""
     where = f"the online store of feature group {name}"  # the name carries the spec group's (churn.naming)
-    hint = f"check the id; `{scores_command}` lists scored customers"
+    hint = (f"predict needs the customer's record in every online feature group (the batch scores, "
+            f"`{scores_command}`, also score a customer some groups do not know)" if several else
+            f"check the id; `{scores_command}` lists scored customers")
     if not ttl:
         return OperatorError(f"customer {record_id!r} is not in {where}", hint, error="RecordNotFound")
     unit = str(ttl.get("Unit", "")).lower()

@@ -151,7 +151,9 @@ def described_feature_group(name: str) -> dict:
     """DescribeFeatureGroup's answer for an online group, as the service gives it (the parts read here)."""
     return {"FeatureGroupArn": f"arn:aws:sagemaker:{REGION}:123456789012:feature-group/{name}",
             "FeatureGroupName": name, "RecordIdentifierFeatureName": "customer_id",
-            "EventTimeFeatureName": "event_time", "FeatureDefinitions": [], "CreationTime": "2026-01-01T00:00:00Z",
+            "EventTimeFeatureName": "event_time", "CreationTime": "2026-01-01T00:00:00Z",
+            "FeatureDefinitions": [{"FeatureName": "customer_id", "FeatureType": "String"},
+                                   {"FeatureName": "event_time", "FeatureType": "String"}],
             "OnlineStoreConfig": {"EnableOnlineStore": True}, "FeatureGroupStatus": "Created"}
 
 
