@@ -95,23 +95,23 @@ class Precheck:
     reason: str = ""
 
 
-def validate_file_fast(path: str, group: FeatureGroupSpec) -> CsvSummary:
+def validate_file_fast(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> CsvSummary:
     """What the reference, `churn.csv_input.validate_file`, returns or raises, faster.
 
     The reference runs whenever the fast check cannot vouch for the file, so an invalid file
     always gets the reference's located InputValidationError.
     """
-    verdict = precheck(path, group)
+    verdict = precheck(path, group, not_after)
     if verdict.summary is not None:
         return verdict.summary
     log.info("fast validation cannot vouch for %s (%s): running the full validation", path, verdict.reason)
-    return csv_input.validate_file(path, group)
+    return csv_input.validate_file(path, group, not_after)
 
 
-def precheck(path: str, group: FeatureGroupSpec) -> Precheck:
+def precheck(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> Precheck:
     """Vouch for the file (rows counted as the reference counts them) or say why not."""
     try:
-        return Precheck(_vouch(path, group))
+        return Precheck(_vouch(path, group, not_after))
     except _CannotVouch as exc:
         return Precheck(None, str(exc))
     except (OSError, csv.Error, InputValidationError, pa.ArrowException) as exc:
@@ -119,7 +119,7 @@ def precheck(path: str, group: FeatureGroupSpec) -> Precheck:
 
 
 # -- the checks -----------------------------------------------------------------------------------
-def _vouch(path: str, group: FeatureGroupSpec) -> CsvSummary:
+def _vouch(path: str, group: FeatureGroupSpec, not_after: str | None) -> CsvSummary:
     limit = csv.field_size_limit()
     raw_header, header_lines = _header(path, group)
     _scan_bytes(path, limit)
@@ -134,7 +134,7 @@ def _vouch(path: str, group: FeatureGroupSpec) -> CsvSummary:
     checks += [(f.source_column, f.type) for f in group.features if f.type in ("Integral", "Fractional")]
     if group.label is not None:
         checks.append((group.label.source_column, "label"))
-    keys, rows = _read_checked(path, raw_name, checks, parse, id_feature.type)
+    keys, rows = _read_checked(path, raw_name, checks, parse, id_feature.type, not_after)
     if rows == 0:
         raise _CannotVouch("no data rows")
     if len(pc.unique(keys)) != rows:
@@ -143,7 +143,7 @@ def _vouch(path: str, group: FeatureGroupSpec) -> CsvSummary:
 
 
 def _read_checked(path: str, raw_name: dict[str, str], checks: list[tuple[str, str]], parse: pa_csv.ParseOptions,
-                  id_type: str) -> tuple[pa.ChunkedArray, int]:
+                  id_type: str, not_after: str | None) -> tuple[pa.ChunkedArray, int]:
     """Check every column with a rule, a block at a time; (each row's record key, the row count)."""
     columns = list(dict.fromkeys(raw_name[column] for column, _ in checks))
     convert = pa_csv.ConvertOptions(
@@ -169,7 +169,10 @@ def _read_checked(path: str, raw_name: dict[str, str], checks: list[tuple[str, s
                 if rule == "id":
                     key = pc.cast(_canonical_ids(values, column, id_type), pa.string())
                 elif rule == "event_time":
-                    key = pc.binary_join_element_wise(key, _event_times(values, column), "\x00")
+                    times = _event_times(values, column)
+                    if not_after is not None and pc.any(pc.greater(times, not_after)).as_py():
+                        raise _CannotVouch(f"an event time in column {column!r} after the run's")
+                    key = pc.binary_join_element_wise(key, times, "\x00")
                 elif rule == "label":
                     _check_labels(values, column)
                 else:

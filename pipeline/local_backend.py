@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from churn.config import PipelineSettings
 from churn.csv_input import InputValidationError, text_lines
 from churn.derivations import DERIVATIONS, DerivationError
+from churn.features import now_event_time
 from churn.layout import SCORES_FILE, SCORES_PREFIX
 from churn.schema import FeatureSpec, SpecError
 from churn.scoring import ScoringError, read_scores
@@ -124,7 +125,8 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
             raise OperatorError(f"{spec.origin} has several feature groups: which one is {path} for?",
                                 "pass --group NAME, one of " + ", ".join(g.name for g in spec.all_groups),
                                 error="InvalidGroup", exit_code=EXIT_BAD_INPUT)
-        return f"{validate_file_fast(str(path), spec.group(group) if group else spec.groups[0]).rows} rows"
+        checked = spec.group(group) if group else spec.groups[0]
+        return f"{validate_file_fast(str(path), checked, not_after=now_event_time()).rows} rows"
     except (ValueError, OSError) as exc:  # InputValidationError, DerivationError, undecodable bytes
         raise OperatorError(str(exc), "fix the file and try again; nothing was uploaded", error="InputValidationError",
                             exit_code=EXIT_BAD_INPUT) from None

@@ -215,7 +215,7 @@ class LocalPipeline:
         with tempfile.TemporaryDirectory(prefix="churn-sources-") as scratch:
             sources = self._sources(data, Path(scratch), outcome)
             checked = {name: _version(path) for name, path in sources.items()}  # before Validate input reads them
-            expected = {g.name: self._validate(g, sources[g.name], outcome) for g in self.spec.all_groups}
+            expected = {g.name: self._validate(g, sources[g.name], event_time, outcome) for g in self.spec.all_groups}
             store = self.open_feature_store()  # a store in an older layout is refused before the run writes
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.spec.derive:
@@ -249,9 +249,9 @@ class LocalPipeline:
                 (scratch / f"{name}.csv").write_text(text, encoding="utf-8")
         return {name: scratch / f"{name}.csv" for name in derived}
 
-    def _validate(self, group: FeatureGroupSpec, path: Path, outcome: RunOutcome) -> int:
+    def _validate(self, group: FeatureGroupSpec, path: Path, event_time: str, outcome: RunOutcome) -> int:
         with self._step(self.step(steps.VALIDATE_INPUT, group), outcome, lambda: f"{rows} rows"):
-            rows = validate_file_fast(str(path), group).rows
+            rows = validate_file_fast(str(path), group, not_after=event_time).rows
         return rows
 
     def _ingest(self, store: LocalFeatureStore, group: FeatureGroupSpec, path: Path, event_time: str,

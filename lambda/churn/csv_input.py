@@ -150,12 +150,14 @@ def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> Non
         )
 
 
-def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> CsvSummary:
+def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec, not_after: str | None = None
+                    ) -> CsvSummary:
     """Read the whole file and fail on the first problem; nothing is written anywhere.
 
     Checks header, encoding, row widths, blank lines, each value against its feature type, the label,
     and that every record appears once: one row per record identifier, or, for a group whose rows
-    carry their own event times, one per identifier and event time.
+    carry their own event times, one per identifier and event time, none after `not_after` (the run's
+    event time: the online store would serve a later version that no training set or batch score sees).
     """
     first_line: dict[tuple[str, str], int] = {}
     id_name, time_name = group.record_identifier.name, group.event_time.name
@@ -173,6 +175,10 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> C
             raise InputValidationError(source, f"the value holds a NUL character (value {record[feature.name]!r}), "
                                        "which no value may hold", line=line, column=feature.source_column)
         key = (record[id_name], record[time_name])
+        if group.has_history and not_after is not None and key[1] > not_after:  # both YYYY-MM-DDTHH:MM:SS.sssZ
+            raise InputValidationError(source, f"the event time {key[1]} is after the run's ({not_after}): a future "
+                                       "version would be served online but used by no training set or batch score",
+                                       line=line, column=group.event_time.source)
         if key in first_line:
             at = f" at {key[1]}" if group.has_history else ""
             raise InputValidationError(
@@ -187,10 +193,10 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> C
     return CsvSummary(rows=len(first_line))
 
 
-def validate_file(path: str, group: FeatureGroupSpec) -> CsvSummary:
+def validate_file(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> CsvSummary:
     try:
         with open(path, "rb") as stream:
-            return validate_stream(stream, path, group)
+            return validate_stream(stream, path, group, not_after)
     except FileNotFoundError:
         raise InputValidationError(path, "file not found") from None
     except IsADirectoryError:

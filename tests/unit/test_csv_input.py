@@ -3,6 +3,7 @@
 import pytest
 
 from churn.csv_input import InputValidationError, iter_raw_rows, validate_file
+from pipeline.fast_validate import validate_file_fast
 from tests.support.specs import HISTORY
 
 HEADER = None
@@ -162,3 +163,16 @@ def test_a_history_has_one_row_per_record_and_event_time(tmp_path):
 def test_a_history_row_needs_a_valid_event_time(tmp_path, value):
     path = write(tmp_path, f"customer_id,snapshot,visits\na,2026-01-01,1\nb,{value},2\n")
     expect_error(HISTORY, path, line=3, column="snapshot", match="expected a UTC time")
+
+
+def test_a_history_row_after_the_run_is_refused_by_both_validators(tmp_path):
+    """A version dated after the run would be served online at once but used by no training set or batch
+    score (they read as of the run): Validate input refuses it, the fast validator deferring to this one."""
+    path = write(tmp_path, "customer_id,snapshot,visits\na,2026-01-01,1\nb,2026-03-01T00:00:00.001Z,2\n")
+    run = "2026-03-01T00:00:00.000Z"
+    for validate in (validate_file, validate_file_fast):
+        with pytest.raises(InputValidationError) as raised:
+            validate(str(path), HISTORY, not_after=run)
+        assert (raised.value.line, raised.value.column) == (3, "snapshot")
+        assert raised.value.reason.startswith("the event time 2026-03-01T00:00:00.001Z is after the run's")
+        assert validate(str(path), HISTORY, not_after="2026-03-01T00:00:00.001Z").rows == 2  # at the run: kept

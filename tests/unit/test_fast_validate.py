@@ -131,7 +131,8 @@ def test_local_pipeline_uses_the_fast_check(spec, tmp_path, monkeypatch, telco_r
 
     pipeline = LocalPipeline(spec=spec, settings=PipelineSettings(), workspace=Workspace(tmp_path / "ws"))
     calls = []
-    monkeypatch.setattr(csv_input, "validate_file", lambda path, s: calls.append(path) or validate_file(path, s))
+    monkeypatch.setattr(csv_input, "validate_file", lambda path, s, not_after: calls.append(path) or
+                        validate_file(path, s, not_after))
     good = tmp_path / "good.csv"
     good.write_text(csv_text(telco_rows[:6]))
     with pytest.raises(PipelineFailed) as later:  # six customers pass validation, then cannot train a model

@@ -29,8 +29,8 @@ def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str,
     except s3.exceptions.NoSuchKey:
         raise InputValidationError(source, "object not found") from None
     version_id = response.get("VersionId") or "null"
-    summary = validate_stream(response["Body"], source, feature_spec().group(group))
     canonical = canonical_event_time(event_time)
+    summary = validate_stream(response["Body"], source, feature_spec().group(group), not_after=canonical)
     return {
         "records": summary.rows,
         "event_time": canonical,
