@@ -233,7 +233,9 @@ class LocalPipeline:
                 outcome.training_rows = self._query_to_csv(store, training_set_sql(self.spec, self._tables()),
                                                            values, destination)
                 if outcome.training_rows == 0:
-                    raise PipelineFailed("EmptyTrainingSet", f"the training-set query gave no rows as of {event_time}")
+                    cutoff = outcome.knowledge_cutoff
+                    limits = f"as of {event_time}" + ("" if cutoff == NO_CUTOFF else f" and knowledge cutoff {cutoff}")
+                    raise PipelineFailed("EmptyTrainingSet", f"the training-set query gave no rows {limits}")
 
     def _sources(self, data: Path, scratch: Path, outcome: RunOutcome) -> dict[str, Path]:
         """Each group's CSV: the input file itself (one group), one the spec's derivation writes from it,

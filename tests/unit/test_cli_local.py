@@ -565,7 +565,7 @@ def test_a_knowledge_cutoff_keeps_later_writes_out_of_the_training_set(derived_r
                     "--workspace", groups_workspace, "--threshold", "0.5", "--knowledge-cutoff",
                     "2001-01-01 00:00:00.000")
     assert result.exit_code == 1  # nothing was written by then
-    assert "EmptyTrainingSet" in result.stderr
+    assert "EmptyTrainingSet" in result.stderr and "and knowledge cutoff 2001-01-01 00:00:00.000" in result.stderr
     assert invoke("run", "--local", "--knowledge-cutoff", "yesterday").exit_code == 2
 
 
