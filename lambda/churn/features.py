@@ -21,7 +21,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -138,10 +138,10 @@ def _event_time_of(row: Mapping[str, str | None], group: FeatureGroupSpec) -> st
     value = (row.get(column) or "").strip()
     if _DATE_RE.match(value):
         value += "T00:00:00Z"
-    try:
-        canonical = canonical_event_time(value)
+    try:  # a feature version's time rounded up, an observation's cut: neither ever sees a later version
+        canonical = canonical_event_time(value, round_up=group.label is None)
         parse_event_time(canonical)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59:59.9999Z raised past the calendar
         raise RowError("expected a UTC time like 2026-01-31T00:00:00Z (or a date 2026-01-31)", column=column,
                        value=row.get(column)) from None
     return canonical
@@ -207,13 +207,18 @@ def now_event_time() -> str:
     return format_event_time(datetime.now(UTC))
 
 
-def canonical_event_time(value: str) -> str:
-    """Normalise a Step Functions `$$.Execution.StartTime` (any fraction digits) to our form."""
+def canonical_event_time(value: str, round_up: bool = False) -> str:
+    """Normalise a UTC time with any fraction digits (a Step Functions `$$.Execution.StartTime`, a row's
+    own time) to our form: cut to the millisecond, or with `round_up` raised to the next one when finer
+    digits are not zero."""
     match = _SFN_TIME_RE.match(value.strip())
     if not match:
         raise ValueError(f"event time {value!r} is not a UTC ISO-8601 timestamp ending in Z")
     seconds, fraction = match.groups()
     millis = (fraction or "0").ljust(3, "0")[:3]
+    if round_up and (fraction or "")[3:].strip("0"):
+        cut = datetime.strptime(f"{seconds}.{millis}", "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+        return format_event_time(cut + timedelta(milliseconds=1))
     return f"{seconds}.{millis}Z"
 
 

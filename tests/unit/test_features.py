@@ -147,3 +147,18 @@ def test_an_integral_feature_refuses_what_feature_store_cannot_hold(group, data_
     with pytest.raises(RowError, match="fits in 64 bits") as info:
         to_record(row, group, EVENT_TIME)
     assert (info.value.column, info.value.value) == ("SeniorCitizen", value)
+
+
+@pytest.mark.parametrize(("given", "version", "observation"), [
+    ("2020-02-20T00:00:00.0009Z", "2020-02-20T00:00:00.001Z", "2020-02-20T00:00:00.000Z"),
+    ("2020-12-31T23:59:59.9999Z", "2021-01-01T00:00:00.000Z", "2020-12-31T23:59:59.999Z"),
+    ("2020-02-20T00:00:00.1230Z", "2020-02-20T00:00:00.123Z", "2020-02-20T00:00:00.123Z"),
+])
+def test_times_finer_than_a_millisecond_never_let_an_observation_see_a_later_version(given, version, observation):
+    """A feature version's time is raised to the next millisecond, an observation's cut: a version 0.4 ms after
+    an observation (both .000 when cut alike) stays out of that observation's training row."""
+    from tests.support.specs import HISTORY, HISTORY_SPEC
+
+    row = {"customer_id": "a", "snapshot": given, "visits": "1", "observed": given, "churned": "1"}
+    assert to_record(row, HISTORY, EVENT_TIME)["event_time"] == version
+    assert to_record(row, HISTORY_SPEC.group(HISTORY_SPEC.labels.name), EVENT_TIME)["observed"] == observation
