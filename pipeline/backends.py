@@ -33,6 +33,11 @@ class OperatorError(Exception):
         self.exit_code = exit_code
 
 
+def invalid_option(message: str, hint: str = "") -> OperatorError:
+    """An option's value the command cannot use: exit 2, error InvalidOption."""
+    return OperatorError(message, hint, error="InvalidOption", exit_code=EXIT_BAD_INPUT)
+
+
 def check_run_name(name: str) -> str:
     if not RUN_NAME.match(name):
         raise OperatorError(

@@ -22,7 +22,7 @@ from churn.sql import knowledge_cutoff as checked_cutoff
 from pipeline import aws_objects
 from pipeline.aws_backend import AwsBackend
 from pipeline.aws_errors import explain
-from pipeline.backends import EXIT_BAD_INPUT, Backend, OperatorError, RunRequest
+from pipeline.backends import EXIT_BAD_INPUT, Backend, OperatorError, RunRequest, invalid_option
 from pipeline.console import (
     ConsoleReporter,
     console,
@@ -105,8 +105,7 @@ def _check_mode(local: bool, given: dict[str, object]) -> None:
     for option, value in given.items():
         mode, hint = MODE_OPTIONS[option]
         if value not in (None, False, [], "") and mode != local:
-            raise OperatorError(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint,
-                                error="InvalidOption", exit_code=EXIT_BAD_INPUT)
+            raise invalid_option(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint)
 
 
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
@@ -142,8 +141,7 @@ def _sources(values: list[str]) -> dict[str, str]:
     for value in values:
         group, equals, key = value.partition("=")
         if not equals or not group.strip() or not key.strip():
-            raise OperatorError(f"--source {value!r} is not GROUP=KEY", "e.g. --source activity=raw/activity.csv",
-                                error="InvalidOption", exit_code=EXIT_BAD_INPUT)
+            raise invalid_option(f"--source {value!r} is not GROUP=KEY", "e.g. --source activity=raw/activity.csv")
         sources[group.strip()] = key.strip()
     return sources
 
@@ -152,8 +150,8 @@ def _cutoff(value: str | None) -> str | None:
     try:
         return checked_cutoff(value) if value is not None else None
     except ValueError as exc:
-        raise OperatorError(f"--knowledge-cutoff: {exc}", "e.g. --knowledge-cutoff '2026-01-31 23:59:59.999' (UTC)",
-                            error="InvalidOption", exit_code=EXIT_BAD_INPUT) from None
+        raise invalid_option(f"--knowledge-cutoff: {exc}",
+                             "e.g. --knowledge-cutoff '2026-01-31 23:59:59.999' (UTC)") from None
 
 
 # -- run, status, runs ------------------------------------------------------------------------------
@@ -193,9 +191,8 @@ def run(
             "--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold,
             "--data-key": data_key, "--source": source, "--no-wait": no_wait})
         if data_key and source:
-            raise OperatorError("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a "
-                                "spec with several groups and no derivation; --data-key otherwise",
-                                error="InvalidOption", exit_code=EXIT_BAD_INPUT)
+            raise invalid_option("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a "
+                                 "spec with several groups and no derivation; --data-key otherwise")
         request = RunRequest(name=name, knowledge_cutoff=_cutoff(knowledge_cutoff), spec=spec, data=data,
                              threshold=threshold, data_key=data_key, sources=_sources(source or []), wait=not no_wait)
         result = backend.run(request, reporter)
