@@ -25,6 +25,7 @@ from pipeline.backends import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     RUN_NAME,
+    TERMINAL_STATUSES,
     OperatorError,
     Prediction,
     RunListing,
@@ -136,7 +137,7 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
 
 def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResult:
     """A local run as the CLI shows it, from the runner's outcome (its run.json)."""
-    failed = run.get("status") in ("FAILED", "ABORTED")
+    failed = run.get("status") in TERMINAL_STATUSES - {"SUCCEEDED"}
     seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
     return RunResult(
         status=run.get("status", "?"), run_id=run.get("run_id", "?"), input=run.get("input") or "",
@@ -211,17 +212,17 @@ class LocalBackend:
         path = self._run_dir(name) / RUN_FILE
         result = self._load(path)
         if result is None and path.parent.is_dir():  # run.json is written when a run ends
-            raise OperatorError(f"local run '{name}' has no readable {path}: it is still running, or its process "
+            raise OperatorError(f"local run {name!r} has no readable {path}: it is still running, or its process "
                                 "was killed before it could record how the run ended", error="RunNotFinished")
         if result is None:
-            raise OperatorError(f"no local run '{name}' in {self.workspace.runs}",
+            raise OperatorError(f"no local run {name!r} in {self.workspace.runs}",
                                 "list them with `python -m pipeline runs --local`", error="RunNotFound")
         groups = result.feature_groups
         reporter.run_started(f"Local run {name} (feature group{'s' if len(groups) > 1 else ''} "
                              f"{', '.join(groups.values()) or '-'})", tuple(groups) if len(groups) > 1 else ())
         steps = list(result.step_seconds.items())
         for i, (step, seconds) in enumerate(steps):
-            if result.status in ("FAILED", "ABORTED") and i == len(steps) - 1:
+            if result.finished and result.status != "SUCCEEDED" and i == len(steps) - 1:
                 reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
             else:
                 reporter.step_finished(step, seconds, result.step_details.get(step, ""))
