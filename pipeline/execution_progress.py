@@ -291,7 +291,9 @@ def follow(sfn: Any, arn: str, tracker: ProgressTracker, *, reader: HistoryReade
         # History is the source of progress; describe is the safety net that it ended.
         if tracker.status is not None or (polls % 10 == 0 and describe_execution(sfn, arn).finished):
             tracker.feed(reader.new_events())
-            return describe_execution(sfn, arn)
+            execution = describe_execution(sfn, arn)
+            if execution.finished:  # the history can show the end a moment before the description does
+                return execution
         current = tracker.current
         if current:
             tracker.reporter.still_running(current.label, (datetime.now(UTC) - current.entered).total_seconds())

@@ -850,6 +850,29 @@ def test_follow_polls_until_the_execution_ends():
     assert recorder.lines == ["start Train model", "running Train model", "running Train model", "done Train model 9"]
 
 
+def test_follow_waits_for_the_description_to_show_the_end_the_history_shows():
+    """The history's ExecutionFailed can come before DescribeExecution says FAILED (moto has answered
+    RUNNING in between): the run's result is the ended execution's, not a running one's."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = f"arn:aws:states:{REGION}:123456789012:execution:m:run-1"
+    ended = [event(1, "ExecutionStarted", 0), event(2, "ExecutionFailed", 3, error="E", cause="c")]
+    history = {"executionArn": arn, "reverseOrder": True, "maxResults": 100}
+    described = {"executionArn": arn, "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:m",
+                 "name": "run-1", "startDate": T0}
+    sleeps = []
+    with Stubber(sfn) as stub:
+        stub.add_response("get_execution_history", {"events": ended[::-1]}, history)
+        stub.add_response("get_execution_history", {"events": ended[::-1]}, history)
+        stub.add_response("describe_execution", {**described, "status": "RUNNING"}, {"executionArn": arn})
+        stub.add_response("get_execution_history", {"events": ended[::-1]}, history)
+        stub.add_response("get_execution_history", {"events": ended[::-1]}, history)
+        stub.add_response("describe_execution", {**described, "status": "FAILED", "stopDate": T0 + timedelta(seconds=3),
+                                                 "error": "E", "cause": "c"}, {"executionArn": arn})
+        execution = follow(sfn, arn, ProgressTracker(Recorder()), sleep=sleeps.append, poll_seconds=2)
+        stub.assert_no_pending_responses()
+    assert execution.status == "FAILED" and sleeps == [2]
+
+
 def test_new_execution_names_fit_a_training_job():
     name = aws_backend.new_execution_name(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert name.startswith("run-20260102-030405-") and RUN_NAME.match(name)
