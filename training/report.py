@@ -42,9 +42,17 @@ def roc_points(labels: np.ndarray, probabilities: np.ndarray, points: int = 101)
     return {"fpr": [round(float(v), 5) for v in fpr[keep]], "tpr": [round(float(v), 5) for v in tpr[keep]]}
 
 
-def feature_importance(booster: xgb.Booster, feature_names: list[str]) -> dict[str, dict[str, float]]:
-    scores = {kind: booster.get_score(importance_type=kind) for kind in ("gain", "total_gain", "weight")}
-    return {kind: {name: float(score.get(name, 0.0)) for name in feature_names} for kind, score in scores.items()}
+def feature_importance(booster: xgb.Booster, columns: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """Per feature: splits (weight), their total gain and average gain; a one-hot feature's over its
+    columns. `columns`: (model input column, feature) pairs."""
+    totals: dict[str, dict[str, float]] = {"total_gain": {}, "weight": {}}
+    for kind, total in totals.items():
+        score = booster.get_score(importance_type=kind)
+        for column, feature in columns:
+            total[feature] = total.get(feature, 0.0) + float(score.get(column, 0.0))
+    gain = {name: total / weight if weight else 0.0
+            for (name, total), weight in zip(totals["total_gain"].items(), totals["weight"].values(), strict=True)}
+    return {"gain": gain, **totals}
 
 
 def metric_lines(evaluation: dict[str, Any]) -> list[str]:

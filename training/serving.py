@@ -75,41 +75,76 @@ def first_row(data: bytes) -> list[str]:
 
 
 # -- the encoding ------------------------------------------------------------------------------------
-def make_encoding(frame: pd.DataFrame, features: dict[str, str], id_column: str, label_column: str) -> dict[str, Any]:
+def make_encoding(frame: pd.DataFrame, features: dict[str, str], id_column: str, label_column: str,
+                  max_cat_to_onehot: int) -> dict[str, Any]:
     """encoding.json: the features in order, their kinds, and each categorical feature's categories (the
-    values present in `frame`, sorted: a category's code is its position, stored with the model)."""
+    values present in `frame`, sorted: a category's code is its position, stored with the model) and
+    whether it is one-hot encoded: with fewer than `max_cat_to_onehot` categories, as XGBoost's own
+    parameter decides between a one-hot split and a partition of the categories."""
     described = []
     for name, kind in features.items():
         feature: dict[str, Any] = {"name": name, "kind": kind}
         if kind == CATEGORICAL:
             feature["categories"] = sorted(frame[name].dropna().unique().tolist())
+            feature["one_hot"] = 0 < len(feature["categories"]) < max_cat_to_onehot
         described.append(feature)
     return {"format_version": ENCODING_FORMAT_VERSION, "id_column": id_column, "label_column": label_column,
             "feature_names": list(features), "features": described}
 
 
+def model_columns(encoding: dict[str, Any]) -> list[tuple[str, str]]:
+    """(column of the model's input, the feature it encodes), in the model's order: a one-hot feature is a
+    0/1 column per category, `<feature>#<category position>` ("#" is in no feature name)."""
+    columns = []
+    for feature in encoding["features"]:
+        name = feature["name"]
+        ones = range(len(feature["categories"])) if feature.get("one_hot") else ()
+        columns += [(f"{name}#{code}", name) for code in ones] or [(name, name)]
+    return columns
+
+
 def encode(frame: pd.DataFrame, encoding: dict[str, Any]) -> pd.DataFrame:
-    """The model's input: the features in the model's order (other columns ignored), numbers as float,
-    categories as pandas Categoricals of exactly the training categories (an unseen one is missing)."""
+    """The model's input (`model_columns`), from the features in any order (other columns ignored):
+    numbers as float; a one-hot feature as a 0/1 column per training category, every one of them missing
+    where the value is missing or a category training never saw; any other categorical feature as a
+    pandas Categorical of exactly the training categories (an unseen one is missing). XGBoost predicts
+    its numeric splits several times faster than its categorical ones (bench/README.md)."""
     absent = [name for name in encoding["feature_names"] if name not in frame.columns]
     if absent:
         raise ValueError(f"missing feature column(s): {absent}")
-    columns = {}
+    names = [column for column, _ in model_columns(encoding)]
+    # One float block, filled column by column: a frame built from separate columns copies them all once more.
+    values = np.empty((len(frame), len(names)), dtype=np.float32, order="F")
+    partitioned, at = {}, 0
     for feature in encoding["features"]:
         name, column = feature["name"], frame[feature["name"]]
-        if feature["kind"] == CATEGORICAL and not feature["categories"]:  # no value in the training rows:
-            columns[name] = pd.Series(np.nan, index=frame.index)  # always missing (XGBoost takes no empty categories)
-        elif feature["kind"] != CATEGORICAL:
+        width = len(feature["categories"]) if feature.get("one_hot") else 1
+        if feature["kind"] != CATEGORICAL:
             try:
-                columns[name] = pd.to_numeric(column).astype(float)
+                values[:, at] = pd.to_numeric(column)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"feature '{name}': {exc}") from None
-        elif isinstance(column.dtype, pd.CategoricalDtype):  # as read_csv reads it: recode the few categories only
-            columns[name] = column.cat.set_categories(feature["categories"])
-        else:  # e.g. JSON numbers: compared as text
-            text = column.where(column.isna(), column.astype(str))
-            columns[name] = pd.Series(pd.Categorical(text, categories=feature["categories"]), index=column.index)
-    return pd.DataFrame(columns, index=frame.index)
+        elif not feature["categories"]:  # no value in the training rows: always missing (XGBoost takes no
+            values[:, at] = np.nan  # categorical feature without categories)
+        elif feature.get("one_hot"):
+            codes = _categorical(column, feature["categories"]).cat.codes.to_numpy()
+            for code in range(width):
+                values[:, at + code] = codes == code
+            values[np.flatnonzero(codes < 0), at:at + width] = np.nan
+        else:
+            partitioned[name] = _categorical(column, feature["categories"])
+        at += width
+    encoded = pd.DataFrame(values, index=frame.index, columns=names, copy=False)
+    for name, categorical in partitioned.items():
+        encoded[name] = categorical
+    return encoded
+
+
+def _categorical(column: pd.Series, categories: list[str]) -> pd.Series:
+    if isinstance(column.dtype, pd.CategoricalDtype):  # as read_csv reads it: recode the few categories only
+        return column.cat.set_categories(categories)
+    text = column.where(column.isna(), column.astype(str))  # e.g. JSON numbers: compared as text
+    return pd.Series(pd.Categorical(text, categories=categories), index=column.index)
 
 
 # -- the model ---------------------------------------------------------------------------------------
@@ -164,11 +199,12 @@ class Contributions(NamedTuple):
 
 
 def contributions(model: ChurnModel, frame: pd.DataFrame) -> Contributions:
+    """A one-hot feature's contribution is its columns' sum (contributions add up to the margin)."""
     matrix = xgb.DMatrix(encode(frame, model.encoding), enable_categorical=True)
     values = model.booster.predict(matrix, pred_contribs=True, iteration_range=model.iteration_range)
-    names = model.feature_names
-    return Contributions(pd.DataFrame(values[:, :-1], index=frame.index, columns=names),
-                         pd.Series(values[:, -1], index=frame.index, name="bias"))
+    columns = pd.DataFrame(values[:, :-1].T, index=[feature for _, feature in model_columns(model.encoding)])
+    features = columns.groupby(level=0, sort=False).sum().T.set_axis(frame.index)
+    return Contributions(features[model.feature_names], pd.Series(values[:, -1], index=frame.index, name="bias"))
 
 
 # -- the SageMaker serving functions (the toolkit calls them by their parameter counts) -----------------

@@ -110,7 +110,9 @@ def test_unseen_categories_are_missing_and_columns_match_by_name(train_model, se
     again = serving.predict_frame(model, shuffled)
     assert np.array_equal(again[5:], expected[5:])
     encoded = serving.encode(shuffled, model.encoding)
-    assert list(encoded.columns) == model.feature_names and encoded["payment_method"].iloc[:5].isna().all()
+    assert list(encoded.columns) == [column for column, _ in serving.model_columns(model.encoding)]
+    payment = [f"payment_method#{code}" for code in range(4)]  # one-hot: 4 categories, fewer than max_cat_to_onehot
+    assert encoded[payment].iloc[:5].isna().all(axis=None) and (encoded[payment].iloc[5:].sum(axis=1) == 1).all()
     as_missing = shuffled.copy()
     as_missing.loc[as_missing.index[:5], "payment_method"] = None
     assert np.array_equal(serving.predict_frame(model, as_missing)[:5], again[:5])

@@ -117,22 +117,35 @@ def test_the_model_uses_the_trees_up_to_the_best_iteration(trained, evaluation, 
 
 
 # -- each column's kind comes from the spec -----------------------------------------------------------
-def test_a_string_feature_of_digits_is_a_category(train_model, serving, tmp_path):
-    """A zip code: "0123", "123" and "00123" are three categories, not the number 123."""
+@pytest.mark.parametrize("max_cat_to_onehot", [5, 4])
+def test_a_string_feature_of_digits_is_a_category(train_model, serving, tmp_path, max_cat_to_onehot):
+    """A zip code: "0123", "123" and "00123" are three categories, not the number 123. With fewer than
+    max_cat_to_onehot categories it is a 0/1 column per category, else one XGBoost categorical column."""
     columns, rows = training_set_rows(limit=600)
     zips = ["0123", "123", "00123", "9"]
     rows = [[*row[:-1], zips[i % 4], row[-1]] for i, row in enumerate(rows)]
     columns = [*columns[:-1], "zip", columns[-1]]
     run = run_training(tmp_path, {"data.csv": to_csv_text(columns, rows)},
-                       {"num_round": 30, "categorical_columns": [*TELCO_COLUMNS["categorical_columns"], "zip"]})
+                       {"num_round": 30, "categorical_columns": [*TELCO_COLUMNS["categorical_columns"], "zip"],
+                        "max_cat_to_onehot": max_cat_to_onehot})
     assert run.completed.returncode == 0, run.stderr
     model = serving.load_model(run.model_dir)
     zip_feature = next(f for f in model.encoding["features"] if f["name"] == "zip")
-    assert zip_feature == {"name": "zip", "kind": "categorical", "categories": ["00123", "0123", "123", "9"]}
+    one_hot = max_cat_to_onehot > 4
+    assert zip_feature == {"name": "zip", "kind": "categorical", "categories": ["00123", "0123", "123", "9"],
+                           "one_hot": one_hot}
     request = to_csv_text(columns, rows[:4])
     frame = serving.read_request(request, model.encoding)
     assert frame["zip"].tolist() == zips
-    assert serving.encode(frame, model.encoding)["zip"].cat.codes.tolist() == [1, 2, 0, 3]
+    encoded = serving.encode(frame, model.encoding)
+    if one_hot:
+        assert encoded[[f"zip#{code}" for code in range(4)]].to_numpy().tolist() == [
+            [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+    else:
+        assert encoded["zip"].cat.codes.tolist() == [1, 2, 0, 3]
+    assert len(serving.contributions(model, frame).features.columns) == len(model.feature_names)
+    importance = json.loads((run.model_dir / "evaluation.json").read_text())["feature_importance"]
+    assert all(list(kind) == model.feature_names for kind in importance.values())
 
 
 def test_numeric_features_are_numbers_and_a_non_number_names_file_row_and_column(tmp_path):
@@ -349,3 +362,17 @@ def test_every_training_set_column_is_read_even_a_feature_called_event_time(trai
     params = {**train_model.default_params(), **training_hyperparameters(PipelineSettings(), spec)}
     header = list(spec.training_columns)
     assert list(train_model.column_kinds(header, params)) == header == ["customer_id", "event_time", "plan", "churn"]
+
+
+def test_a_model_from_before_one_hot_encoding_still_scores(serving, tmp_path):
+    """encoding.json of a model trained before categories were one-hot encoded has no `one_hot`: every
+    categorical feature is then one XGBoost categorical column, as that model was trained on."""
+    columns, rows = training_set_rows(limit=600)
+    run = run_training(tmp_path, {"data.csv": to_csv_text(columns, rows)}, {"num_round": 30, "max_cat_to_onehot": 1})
+    assert run.completed.returncode == 0, run.stderr
+    model = serving.load_model(run.model_dir)
+    frame = serving.read_request(to_csv_text(columns, rows[:50]), model.encoding)
+    expected = serving.predict_frame(model, frame)
+    for feature in model.encoding["features"]:
+        assert feature.pop("one_hot", False) is False
+    assert np.array_equal(serving.predict_frame(model, frame), expected)
