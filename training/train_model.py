@@ -231,7 +231,8 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
 
 
 class Data(NamedTuple):
-    """The training set: raw frame, 0/1 labels, each row's id (its row number without an id column)."""
+    """The training set: raw frame, 0/1 labels, each row's id as an integer code (its row number without
+    an id column)."""
 
     frame: pd.DataFrame
     labels: np.ndarray
@@ -262,7 +263,8 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
     for column in (c for c in features if frame[c].isna().all()):
         warn(f"feature '{column}' has no value in any row (e.g. every observation precedes its group's first "
              "version): the model cannot use it")
-    ids = frame[params["id_column"]].to_numpy() if params["id_column"] in frame.columns else np.arange(len(frame))
+    # Splits only compare ids: hashed once here, as integer codes (each split hashed the id texts again).
+    ids = pd.factorize(frame[params["id_column"]])[0] if params["id_column"] in frame.columns else np.arange(len(frame))
     if len(pd.unique(ids)) < len(ids):
         log(f"ids repeat in '{params['id_column']}': each id's rows stay on one side of every split")
     return Data(frame, numbers.to_numpy(dtype=int), ids, features, source)
