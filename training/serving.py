@@ -94,13 +94,21 @@ def make_encoding(frame: pd.DataFrame, features: dict[str, str], id_column: str,
 
 def model_columns(encoding: dict[str, Any]) -> list[tuple[str, str]]:
     """(column of the model's input, the feature it encodes), in the model's order: a one-hot feature is a
-    0/1 column per category, `<feature>#<category position>` ("#" is in no feature name)."""
+    0/1 column per category, `<feature>#<category position>` (no feature has such a name: one_hot_clashes)."""
     columns = []
     for feature in encoding["features"]:
         name = feature["name"]
         ones = range(len(feature["categories"])) if feature.get("one_hot") else ()
         columns += [(f"{name}#{code}", name) for code in ones] or [(name, name)]
     return columns
+
+
+def one_hot_clashes(features: dict[str, str]) -> dict[str, str]:
+    """{feature: the categorical feature}: the features named as that one's one-hot columns would be
+    (`model_columns`), two inputs of one name. The spec's names have no "#"; a training CSV's header may."""
+    categorical = {name for name, kind in features.items() if kind == CATEGORICAL}
+    named = {name: name.rpartition("#") for name in features}
+    return {name: base for name, (base, _, code) in named.items() if base in categorical and code.isdigit()}
 
 
 def encode(frame: pd.DataFrame, encoding: dict[str, Any]) -> pd.DataFrame:

@@ -43,6 +43,7 @@ from serving import (
     make_encoding,
     model_columns,
     model_fn,  # noqa: F401
+    one_hot_clashes,
     output_fn,  # noqa: F401
     predict_fn,  # noqa: F401
     predict_frame,
@@ -260,6 +261,9 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
                 for column in frame.columns if column not in not_features}
     if not features:
         raise InputError(f"{source}: no feature columns (columns: {list(frame.columns)})")
+    for column, feature in one_hot_clashes(features).items():
+        raise InputError(f"{source}: column '{column}' is named as a one-hot column of the categorical feature "
+                         f"'{feature}' (<feature>#<n>): rename it")
     for column in (c for c in features if frame[c].isna().all()):
         warn(f"feature '{column}' has no value in any row (e.g. every observation precedes its group's first "
              "version): the model cannot use it")

@@ -330,6 +330,8 @@ def test_a_bad_label_in_a_channel_of_several_files_names_its_file_and_row(tmp_pa
      r"data.csv: label 'churn' must be 0 or 1; 200 row\(s\) are not \(the first: row 1, '(Yes|No)'\)"),
     ("one_class", r"data.csv: label 'churn' has 0 row\(s\) of class 1 \(one class only\)"),
     ("too_few_rows", r"data.csv: only 10 row\(s\)"),
+    ("one_hot_column_name", r"data.csv: column 'gender#1' is named as a one-hot column of the categorical "
+                            r"feature 'gender' \(<feature>#<n>\)"),
     ("no_csv", r"no \*\.csv file in the training channel"),
 ])
 def test_bad_input_fails_with_one_clear_line_and_writes_no_model(tmp_path, case, expected):
@@ -341,6 +343,8 @@ def test_bad_input_fails_with_one_clear_line_and_writes_no_model(tmp_path, case,
         "labels_not_binary": frame.assign(churn=np.where(frame["churn"] == "1", "Yes", "No")),
         "one_class": frame.assign(churn="0"),
         "too_few_rows": frame.head(10),
+        # a numeric column the script would name a column of gender's one-hot encoding: two inputs of one name
+        "one_hot_column_name": frame.assign(**{"gender#1": [str(i % 5) for i in range(len(frame))]}),
     }[case])} if case != "no_csv" else {}
     run = run_training(tmp_path, files)
     assert run.completed.returncode == 1
