@@ -22,7 +22,10 @@ import xgboost as xgb
 
 MODEL_FILE = "model.json"
 ENCODING_FILE = "encoding.json"
-ENCODING_FORMAT_VERSION = 1
+# 2: a categorical feature may be one-hot encoded (`one_hot`). Format 1 (every categorical feature an XGBoost
+# categorical column) is still read; older serving code refuses format 2 by name instead of failing in XGBoost.
+ENCODING_FORMAT_VERSION = 2
+READABLE_ENCODING_FORMATS = (1, 2)
 PROBABILITY_COLUMN = "churn_probability"
 CSV = "text/csv"
 
@@ -186,7 +189,7 @@ def load_model(model_dir: str | Path) -> ChurnModel:
     booster = xgb.Booster()
     booster.load_model(str(Path(model_dir) / MODEL_FILE))
     encoding = json.loads((Path(model_dir) / ENCODING_FILE).read_text(encoding="utf-8"))
-    if encoding.get("format_version") != ENCODING_FORMAT_VERSION:
+    if encoding.get("format_version") not in READABLE_ENCODING_FORMATS:
         raise ValueError(f"{model_dir}: unsupported encoding format {encoding.get('format_version')!r}")
     return ChurnModel(booster, encoding)
 

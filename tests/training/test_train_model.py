@@ -369,14 +369,23 @@ def test_every_training_set_column_is_read_even_a_feature_called_event_time(trai
 
 
 def test_a_model_from_before_one_hot_encoding_still_scores(serving, tmp_path):
-    """encoding.json of a model trained before categories were one-hot encoded has no `one_hot`: every
-    categorical feature is then one XGBoost categorical column, as that model was trained on."""
+    """encoding.json of a model trained before categories were one-hot encoded (format 1, no `one_hot`)
+    still scores: every categorical feature is one XGBoost categorical column, as that model was trained
+    on. A format this code does not know is refused by name."""
     columns, rows = training_set_rows(limit=600)
     run = run_training(tmp_path, {"data.csv": to_csv_text(columns, rows)}, {"num_round": 30, "max_cat_to_onehot": 1})
     assert run.completed.returncode == 0, run.stderr
     model = serving.load_model(run.model_dir)
     frame = serving.read_request(to_csv_text(columns, rows[:50]), model.encoding)
     expected = serving.predict_frame(model, frame)
-    for feature in model.encoding["features"]:
+    encoding = json.loads((run.model_dir / "encoding.json").read_text())
+    assert encoding["format_version"] == 2
+    for feature in encoding["features"]:
         assert feature.pop("one_hot", False) is False
-    assert np.array_equal(serving.predict_frame(model, frame), expected)
+    for version, readable in ((1, True), (3, False)):
+        (run.model_dir / "encoding.json").write_text(json.dumps({**encoding, "format_version": version}))
+        if readable:
+            assert np.array_equal(serving.predict_frame(serving.load_model(run.model_dir), frame), expected)
+        else:
+            with pytest.raises(ValueError, match="unsupported encoding format 3"):
+                serving.load_model(run.model_dir)
