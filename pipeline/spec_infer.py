@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,7 @@ from churn.schema import MAX_NAME_LENGTH, RESERVED_NAMES, FeatureSpec
 # run's rules for a header (not empty, comma-separated, no name twice) before there is a spec: a
 # stand-in feature group that requires no column.
 _NO_GROUP = SimpleNamespace(name="", source_columns=())
+_LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "00332": text whose zeros a number would lose
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ColumnStats:
     distinct_capped: bool = False
     not_finite: str = ""  # the first "nan", "inf"...: float() reads it, ingest refuses it in a number feature
     too_big: str = ""  # the first whole number beyond Feature Store's 64-bit Integral
+    leading_zero: str = ""  # the first number written with a leading zero: the column is text
 
     def add(self, value: str) -> None:
         text = value.strip()
@@ -48,6 +51,9 @@ class ColumnStats:
             self.distinct.add(text)
             if len(self.distinct) > 1000:
                 self.distinct_capped = True
+        if self.numeric and _LEADING_ZERO.match(text):
+            self.numeric = self.integral = False
+            self.leading_zero = text
         if self.numeric:
             try:
                 number = float(text)
@@ -165,6 +171,9 @@ def _feature(stat: ColumnStats, position: int, name_for: _Names, problems: list[
             "It is kept as a String feature; remove it from the spec if it carries no signal")
     if stat.blanks:
         problems.append(f"column '{stat.source}' is blank in {stat.blanks} rows: stored as missing")
+    if stat.leading_zero and stat.feature_type == "String":
+        problems.append(f"column '{stat.source}' holds {stat.leading_zero!r}: a String, as a number would lose its "
+                        "leading zeros (a zip code, a code); make it Integral or Fractional if they carry no meaning")
     if stat.too_big and stat.feature_type != "String":
         problems.append(f"column '{stat.source}' holds {stat.too_big!r}, a whole number beyond 64 bits: inferred "
                         "Fractional (about 15 significant digits kept); make it a String to keep every digit")

@@ -91,3 +91,17 @@ def test_a_column_renamed_for_several_reasons_gets_one_line_giving_each(tmp_path
         f"a name already taken: named 'metric_{'x' * 55}_2'",
         "column 'Write Time' makes 'write_time', a name Feature Store reserves: named 'write_time_value'",
     ]
+
+
+def test_numbers_written_with_leading_zeros_are_text(tmp_path):
+    """A zip code "00332" or a code "007" loses its zeros as a number: inferred String (and the id too),
+    while "0", "0.5" and "-0.25" are still numbers."""
+    path = tmp_path / "customers.csv"
+    path.write_text("id,zip,code,small,ratio,churn\n"
+                    "007,00332,12,0,0.5,Yes\n"
+                    "012,90210,007,1,-0.25,No\n", encoding="utf-8")
+    inference = infer_spec(path, id_column="id", label_column="churn")
+    kinds = {f.source_column: f.type for f in inference.spec.features}
+    assert kinds == {"zip": "String", "code": "String", "small": "Integral", "ratio": "Fractional"}
+    assert inference.spec.record_identifier.type == "String"
+    assert any("zip" in problem and "leading zero" in problem for problem in inference.problems)
