@@ -58,6 +58,7 @@ class RunRequest:
     spec: Path | None = None
     data: Path | None = None
     threshold: float | None = None
+    hyperparameters: str | None = None  # JSON object of training hyperparameter overrides, as given
     # AWS
     data_key: str | None = None
     sources: dict[str, str] = field(default_factory=dict)  # group -> key, for several groups without derivation

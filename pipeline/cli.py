@@ -82,6 +82,9 @@ RegionOption = Annotated[
     str | None, typer.Option("--region", help="AWS region of the stack (default: AWS_REGION or your profile's)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line.")]
+HyperparametersOption = Annotated[str | None, typer.Option(
+    "--hyperparameters", help="Overrides of the training script's hyperparameters, a JSON object, e.g. "
+                              "'{\"max_fit_rows\": 0}' (--local; names and defaults: training/train_model.py)")]
 PollOption = Annotated[float, typer.Option("--poll-seconds", hidden=True, min=0.0)]
 
 LOCAL, AWS = True, False
@@ -92,6 +95,7 @@ MODE_OPTIONS: dict[str, tuple[bool, str]] = {
     "--spec": (LOCAL, "on AWS the spec is the one deployed: `npx cdk deploy -c spec=PATH`"),
     "--workspace": (LOCAL, ""),
     "--threshold": (LOCAL, "on AWS the threshold is set when deploying: `npx cdk deploy -c quality_threshold=0.8`"),
+    "--hyperparameters": (LOCAL, "on AWS they are set when deploying: `npx cdk deploy -c hyperparameters='{...}'`"),
     "--data-key": (AWS, "use --data PATH with --local"),
     "--source": (AWS, "use --data FOLDER (holding <group>.csv) with --local"),
     "--no-wait": (AWS, ""),
@@ -164,6 +168,7 @@ def run(
         "--workspace", help=f"Local state: feature store, runs, model registry (default: {DEFAULT_WORKSPACE})")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="Minimum validation ROC AUC to register the model, 0.5-1.0 (--local).")] = None,
+    hyperparameters: HyperparametersOption = None,
     data_key: Annotated[str | None, typer.Option(
         "--data-key", help=f"On AWS: the input in the stack's bucket (default: {aws_objects.DEFAULT_DATA_KEY})"
     )] = None,
@@ -189,12 +194,13 @@ def run(
     with _command(as_json) as reporter:
         backend = _backend(local, workspace, stack_name, region, poll_seconds, {
             "--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold,
-            "--data-key": data_key, "--source": source, "--no-wait": no_wait})
+            "--hyperparameters": hyperparameters, "--data-key": data_key, "--source": source, "--no-wait": no_wait})
         if data_key and source:
             raise invalid_option("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a "
                                  "spec with several groups and no derivation; --data-key otherwise")
         request = RunRequest(name=name, knowledge_cutoff=_cutoff(knowledge_cutoff), spec=spec, data=data,
-                             threshold=threshold, data_key=data_key, sources=_sources(source or []), wait=not no_wait)
+                             threshold=threshold, hyperparameters=hyperparameters, data_key=data_key,
+                             sources=_sources(source or []), wait=not no_wait)
         result = backend.run(request, reporter)
     render_run(reporter.out, result, as_json)
 
@@ -314,11 +320,12 @@ def evaluate(
     data: DataOption = None,
     spec: SpecOption = DEFAULT_SPEC,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    hyperparameters: HyperparametersOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cross-validate locally: mean ± std ROC AUC over stratified folds, same script and settings."""
     with _command(as_json) as reporter:
-        result = LocalBackend(workspace).cross_validate(spec, data, folds, reporter)
+        result = LocalBackend(workspace).cross_validate(spec, data, folds, reporter, hyperparameters)
     print_rows(reporter.out, [
         ("ROC AUC", f"{result['auc_mean']:.4f} ± {result['auc_std']:.4f} over {len(result['aucs'])} folds"),
         ("per fold", ", ".join(f"{a:.4f}" for a in result["aucs"])),

@@ -33,6 +33,7 @@ from pipeline.backends import (
     RunResult,
     Scores,
     check_run_name,
+    invalid_option,
 )
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
@@ -77,12 +78,21 @@ def load_spec(path: Path) -> FeatureSpec:
                             "COLUMN`", error="SpecError", exit_code=EXIT_BAD_INPUT) from None
 
 
-def settings_with(threshold: float | None) -> PipelineSettings:
-    """The default settings, with the quality threshold a user gave if it is one the stack would accept."""
-    settings = PipelineSettings()
+def settings_with(threshold: float | None, hyperparameters: str | None = None) -> PipelineSettings:
+    """The default settings, with the quality threshold a user gave if it is one the stack would accept, and
+    the training hyperparameters' overrides (JSON, as the stack's `-c hyperparameters` takes them)."""
+    try:
+        overrides = json.loads(hyperparameters) if hyperparameters is not None else {}
+    except ValueError:
+        overrides = None
+    if not isinstance(overrides, dict):
+        raise invalid_option(f"--hyperparameters: {hyperparameters!r} is not a JSON object",
+                             "e.g. --hyperparameters '{\"max_fit_rows\": 0}' (names and defaults: "
+                             "training/train_model.py)")
+    settings = PipelineSettings(hyperparameters=overrides)
     if threshold is None:
         return settings
-    settings = PipelineSettings(quality_threshold=threshold)
+    settings = PipelineSettings(quality_threshold=threshold, hyperparameters=overrides)
     try:
         settings.validate()
     except ValueError as exc:
@@ -165,7 +175,7 @@ class LocalBackend:
     # -- run, status, runs --------------------------------------------------------------------
     def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
         spec = load_spec(request.spec or DEFAULT_SPEC)
-        settings = settings_with(request.threshold)
+        settings = settings_with(request.threshold, request.hyperparameters)
         data = input_path(spec, request.spec or DEFAULT_SPEC, request.data)
         if request.name:
             check_run_name(request.name)
@@ -284,9 +294,11 @@ class LocalBackend:
         return dict(run.feature_groups)
 
     # -- local only ---------------------------------------------------------------------------------
-    def cross_validate(self, spec_path: Path, data: Path | None, folds: int, reporter: Reporter) -> dict[str, Any]:
+    def cross_validate(self, spec_path: Path, data: Path | None, folds: int, reporter: Reporter,
+                       hyperparameters: str | None = None) -> dict[str, Any]:
+        settings = settings_with(None, hyperparameters)
         spec = load_spec(spec_path)
-        pipeline = LocalPipeline(spec=spec, settings=PipelineSettings(), workspace=self.workspace, reporter=reporter)
+        pipeline = LocalPipeline(spec=spec, settings=settings, workspace=self.workspace, reporter=reporter)
         try:
             with _refusals():
                 return pipeline.cross_validate(input_path(spec, spec_path, data), folds)

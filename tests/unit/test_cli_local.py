@@ -591,3 +591,34 @@ def test_several_groups_without_a_derivation_read_a_folder_of_group_files(cdnow_
     incomplete = invoke(*args, "--data", folder)
     assert incomplete.exit_code == 2
     assert f"--data {folder} has no activity.csv" in one_error_line(incomplete)
+
+
+def test_hyperparameters_reach_the_training_script_of_a_local_run_and_of_evaluate(small_csv, tmp_path):
+    workspace = tmp_path / "workspace"
+    result = invoke("run", "--local", "--json", "--data", small_csv, "--workspace", workspace, "--threshold", "0.5",
+                    "--hyperparameters", '{"max_depth": 2, "max_cat_to_onehot": 1}')
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((Path(last_json(result)["run_dir"]) / "model" / "evaluation.json").read_text())
+    assert (evaluation["hyperparameters"]["max_depth"], evaluation["hyperparameters"]["max_cat_to_onehot"]) == (2, 1)
+    assert not any(feature.get("one_hot") for feature in evaluation["features"])
+    cv = invoke("evaluate", "--folds", "2", "--json", "--data", small_csv, "--workspace", workspace,
+                "--hyperparameters", '{"num_round": 3}')
+    assert cv.exit_code == 0, cv.output
+    assert all(fold["best_iteration"] <= 2 for fold in last_json(cv)["fold_results"])
+
+
+@pytest.mark.parametrize("value", ["{max_depth: 2}", "[1, 2]", '"deep"'])
+def test_hyperparameters_that_are_not_a_json_object_are_refused_before_anything_runs(small_csv, tmp_path, value):
+    workspace = tmp_path / "workspace"
+    for command in ("run --local", "evaluate --folds 2"):
+        result = invoke(*command.split(), "--data", small_csv, "--workspace", workspace, "--hyperparameters", value)
+        assert result.exit_code == 2
+        assert f"--hyperparameters: {value!r} is not a JSON object" in one_error_line(result)
+        assert not workspace.exists()
+
+
+def test_hyperparameters_on_aws_are_set_when_deploying(tmp_path):
+    result = invoke("run", "--hyperparameters", '{"max_depth": 2}')
+    assert result.exit_code == 2
+    assert "--hyperparameters is only used with --local" in one_error_line(result)
+    assert "-c hyperparameters" in result.output
