@@ -100,6 +100,9 @@ class ConsoleReporter(Reporter):
     def step_failed(self, step: str, seconds: float, error: str) -> None:
         self.out.print(f"[red]✗[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {error}", soft_wrap=True)
 
+    def warning(self, step: str, message: str) -> None:
+        self.out.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)
+
     def still_running(self, step: str, seconds: float) -> None:
         if not self.out.is_terminal:
             return

@@ -104,6 +104,9 @@ class Reporter:
     def step_failed(self, step: str, seconds: float, error: str) -> None:  # pragma: no cover
         pass
 
+    def warning(self, step: str, message: str) -> None:  # pragma: no cover - default no-op
+        """Something a step's user should know that did not stop it (e.g. the training script's warnings)."""
+
 
 @dataclass
 class Workspace:
@@ -323,6 +326,8 @@ class LocalPipeline:
         preload.join()
         if not run.succeeded:
             raise PipelineFailed("TrainingFailed", f"{run.script_failure()} (log: {run.log})")
+        for warning in run.warnings():
+            self.reporter.warning(steps.TRAIN_MODEL, warning)
         return pack_model(run_dir, run_dir / "model.tar.gz")
 
     def _train_and_register(self, run_dir: Path, outcome: RunOutcome, started: datetime) -> None:

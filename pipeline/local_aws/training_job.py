@@ -54,6 +54,11 @@ class TrainingRun:
     def succeeded(self) -> bool:
         return self.returncode == 0
 
+    def warnings(self) -> list[str]:
+        """The log's warning lines (the script's `WARNING: ...`, XGBoost's own), without the script's prefix."""
+        lines = self.log.read_text(encoding="utf-8").splitlines() if self.log.exists() else []
+        return [line.removeprefix("[train_model] ") for line in lines if "WARNING: " in line]
+
     def script_failure(self) -> str:
         """The script's own reason: its `output/failure` file, else its log's last line."""
         failure = self.log.parent / "output" / "failure"
