@@ -4,9 +4,8 @@ predict_fn and output_fn it re-exports from serving.py.
 
 - input: every *.csv under SM_CHANNEL_TRAIN, with a header row; an empty field is missing. A feature is
   categorical when `categorical_columns` names it (the spec's String features), else numeric: its kind
-  never comes from the data, so a zip code "0123" stays the text "0123". A categorical feature with
-  fewer than `max_cat_to_onehot` categories is one-hot encoded (serving.encode), one with more is an
-  XGBoost categorical column (partition splits).
+  never comes from the data, so a zip code "0123" stays the text "0123". Below `max_cat_to_onehot`
+  categories it is one-hot encoded (serving.encode), else an XGBoost categorical column.
 - honest evaluation: the validation rows (a stratified share of the ids, or the latest periods) are
   never fitted or early-stopped on; early stopping has its own holdout in the training part.
 - outputs: SM_MODEL_DIR/{model.json, encoding.json, evaluation.json}, SM_OUTPUT_DATA_DIR/{evaluation.json,
@@ -102,10 +101,9 @@ def _column_list(value: Any) -> list[str]:
 
 # name -> (default, valid, meaning). The model's defaults were chosen by repeated stratified CV on the
 # training part of the Telco data; max_fit_rows by the training step's time and validation AUC on 1M
-# generated rows (50k: -0.0011 AUC against no cap); max_cat_to_onehot 8 (XGBoost's is 4) one-hot encodes
-# every Telco category, whose models XGBoost predicts ~3x faster than with categorical splits, at the same
-# validation AUC (bench/README.md). The pipeline passes only the operator's overrides
-# and the feature spec's columns (churn.config.training_hyperparameters).
+# generated rows (50k: -0.0011 AUC against no cap); max_cat_to_onehot 8 (XGBoost's 4) one-hot encodes every
+# Telco category: ~3x faster predictions than categorical splits, the same validation AUC (bench/README.md).
+# The pipeline passes only the operator's overrides and the spec's columns (churn.config.training_hyperparameters).
 HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "max_depth": (3, lambda v: v >= 1, "maximum tree depth, at least 1"),
     "eta": (0.03, lambda v: 0 < v <= 1, "learning rate, in (0, 1]"),
