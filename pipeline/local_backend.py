@@ -89,10 +89,8 @@ def settings_with(threshold: float | None, hyperparameters: str | None = None) -
         raise invalid_option(f"--hyperparameters: {hyperparameters!r} is not a JSON object",
                              "e.g. --hyperparameters '{\"max_fit_rows\": 0}' (names and defaults: "
                              "training/train_model.py)")
-    settings = PipelineSettings(hyperparameters=overrides)
-    if threshold is None:
-        return settings
-    settings = PipelineSettings(quality_threshold=threshold, hyperparameters=overrides)
+    settings = PipelineSettings(**({} if threshold is None else {"quality_threshold": threshold}),
+                                hyperparameters=overrides)
     try:
         settings.validate()
     except ValueError as exc:

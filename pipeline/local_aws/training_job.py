@@ -55,9 +55,9 @@ class TrainingRun:
         return self.returncode == 0
 
     def warnings(self) -> list[str]:
-        """The log's warning lines (the script's `WARNING: ...`, XGBoost's own), without the script's prefix."""
+        """The log's warning lines: the script's (`[train_model] WARNING: ...`) and XGBoost's own."""
         lines = self.log.read_text(encoding="utf-8").splitlines() if self.log.exists() else []
-        return [line.removeprefix("[train_model] ") for line in lines if "WARNING: " in line]
+        return [line for line in lines if "WARNING: " in line]
 
     def script_failure(self) -> str:
         """The script's own reason: its `output/failure` file, else its log's last line."""

@@ -598,7 +598,7 @@ def test_hyperparameters_reach_the_training_script_of_a_local_run_and_of_evaluat
     result = invoke("run", "--local", "--json", "--data", small_csv, "--workspace", workspace, "--threshold", "0.5",
                     "--hyperparameters", '{"max_depth": 2, "max_cat_to_onehot": 1, "max_deep": 4}')
     assert result.exit_code == 0, result.output
-    assert "! WARNING: ignoring unknown hyperparameter(s): max_deep" in result.stderr  # a typo is not silent
+    assert "! [train_model] WARNING: ignoring unknown hyperparameter(s): max_deep" in result.stderr  # not silent
     evaluation = json.loads((Path(last_json(result)["run_dir"]) / "model" / "evaluation.json").read_text())
     assert (evaluation["hyperparameters"]["max_depth"], evaluation["hyperparameters"]["max_cat_to_onehot"]) == (2, 1)
     assert not any(feature.get("one_hot") for feature in evaluation["features"])
