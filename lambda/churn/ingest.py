@@ -142,17 +142,17 @@ class _Writer:
               backoff: Backoff) -> None:
         """(record, its target stores) in calls of 25; `run` maps the calls: a thread pool's `map`, or the
         builtin `map` for one call at a time."""
-        calls = [records[i:i + BATCH_WRITE_MAX_ENTRIES] for i in range(0, len(records), BATCH_WRITE_MAX_ENTRIES)]
-        self.result.calls += len(calls)
-        pending = [entry for unprocessed in run(lambda part: self.call(self.entries(part)), calls)
-                   for entry in unprocessed]
-        for attempt in range(1, backoff.attempts):
-            if not pending:
-                return
-            backoff.wait(attempt)
+        pending: list[Any] = records
+        send = lambda part: self.call(self.entries(part))  # noqa: E731 - the first round's entries are made here
+        for attempt in range(backoff.attempts):
+            if attempt:
+                backoff.wait(attempt)
             calls = [pending[i:i + BATCH_WRITE_MAX_ENTRIES] for i in range(0, len(pending), BATCH_WRITE_MAX_ENTRIES)]
             self.result.calls += len(calls)
-            pending = [entry for unprocessed in run(self.call, calls) for entry in unprocessed]
+            pending = [entry for unprocessed in run(send, calls) for entry in unprocessed]
+            if not pending:
+                return
+            send = self.call
         for entry in pending:
             self.fail(entry, "Unprocessed", f"still unprocessed after {backoff.attempts} attempts")
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from churn import naming
+from churn.derivations import DERIVATIONS
 from churn.scoring import SCORE_COLUMNS
 
 FEATURE_TYPES = ("String", "Integral", "Fractional")
@@ -272,27 +274,27 @@ class FeatureSpec:
         if entity.name in SCORE_COLUMNS:  # scores.csv is the record identifier, then these
             raise SpecError(f"{where}: the record identifier '{entity.name}' would be a second '{entity.name}' "
                             f"column of scores.csv (<record identifier>,{','.join(SCORE_COLUMNS)}); rename it")
-        columns = self.training_columns
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
-        if repeated:
+        if repeated := _repeated(self.training_columns):
             raise SpecError(f"{where}: the training set would have the column(s) {repeated} twice; "
                             "feature names must be unique across groups")
         if self.validation_split == "out_of_time" and self.observation_time is None:
             raise SpecError(f"{where}: out-of-time validation needs a labels source with observation times")
         if self.derive:
-            _validate_derivation(self.derive, [g.name for g in self.all_groups], where)
+            _validate_derivation(self.derive, names, where)
 
 
 def _validate_derivation(derive: str, groups: list[str], where: str) -> None:
     """The derivation exists and writes exactly the spec's feature groups."""
-    from churn.derivations import DERIVATIONS  # noqa: PLC0415 - the derivations import nothing of this
-
     if derive not in DERIVATIONS:
         raise SpecError(f"{where}: unknown derivation '{derive}'; known: {sorted(DERIVATIONS)}")
     derived = DERIVATIONS[derive].groups
     if sorted(derived) != sorted(groups):
         raise SpecError(f"{where}: derivation '{derive}' writes the feature groups {list(derived)}; the spec "
                         f"names {groups}")
+
+
+def _repeated(items: tuple[str, ...] | list[str]) -> list[str]:
+    return sorted(item for item, times in Counter(items).items() if times > 1)
 
 
 def _validate_group(group: FeatureGroupSpec, where: str) -> None:
@@ -306,13 +308,9 @@ def _validate_group(group: FeatureGroupSpec, where: str) -> None:
         raise SpecError(f"{where}: the label '{group.label.name}' must be Integral (0/1)")
     if len(group.all_features) > MAX_FEATURES:
         raise SpecError(f"{where}: {len(group.all_features)} features exceed {MAX_FEATURES}")
-    names = [f.name for f in group.all_features]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
+    if repeated := _repeated([f.name for f in group.all_features]):
         raise SpecError(f"{where}: feature name(s) {repeated} used twice")
-    sources = group.source_columns
-    repeated = sorted({s for s in sources if sources.count(s) > 1})
-    if repeated:
+    if repeated := _repeated(group.source_columns):
         raise SpecError(f"{where}: source column(s) {repeated} feed more than one feature")
 
 
@@ -335,28 +333,19 @@ def _groups(data: dict[str, Any], origin: str) -> tuple[tuple[FeatureGroupSpec, 
                             f"letter, and not '{LABELS_GROUP_NAME}' (got {name!r})")
         groups.append(_group(raw, name, where, single=False))
     where = f"{origin}: labels"
-    _no_unknown(raw_labels, {"record_identifier", "event_time", "label"}, where)
-    for key in ("record_identifier", "event_time", "label"):
-        if key not in raw_labels:
-            raise SpecError(f"{where}: missing required key '{key}'")
-    labels = FeatureGroupSpec(
-        name=LABELS_GROUP_NAME,
-        record_identifier=_feature(raw_labels["record_identifier"], f"{where}.record_identifier"),
-        event_time=_feature(raw_labels["event_time"], f"{where}.event_time"),
-        features=(),
-        label=_feature(raw_labels["label"], f"{where}.label"),
-        online=False,
-    )
+    keys = ("record_identifier", "event_time", "label")
+    _no_unknown(raw_labels, set(keys), where)
+    _require(raw_labels, keys, where)
+    identifier, event_time, label = (_feature(raw_labels[key], f"{where}.{key}") for key in keys)
+    labels = FeatureGroupSpec(name=LABELS_GROUP_NAME, record_identifier=identifier, event_time=event_time,
+                              features=(), label=label, online=False)
     if not labels.has_history:
         raise SpecError(f"{where}.event_time: the observation time needs a 'source' column")
     return tuple(groups), labels
 
 
 def _group(raw: dict[str, Any], name: str, where: str, *, single: bool) -> FeatureGroupSpec:
-    required = ("record_identifier", "event_time", "features") + (("label",) if single else ())
-    for key in required:
-        if key not in raw:
-            raise SpecError(f"{where}: missing required key '{key}'")
+    _require(raw, ("record_identifier", "event_time", "features", *(("label",) if single else ())), where)
     if not isinstance(raw["features"], list) or not raw["features"]:
         raise SpecError(f"{where}: 'features' must be a non-empty list")
     event_time = _feature(raw["event_time"], f"{where}: event_time")
@@ -377,11 +366,7 @@ def _ttl(raw: Any, where: str) -> OnlineTtl | None:
         return None
     if not isinstance(raw, dict) or set(raw) != {"value", "unit"}:
         raise SpecError(f"{where}: expected {{\"value\": <whole number>, \"unit\": one of {list(TTL_UNIT_SECONDS)}}}")
-    value, unit = raw["value"], raw["unit"]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"{where}: 'value' must be a whole number of at least 1, got {value!r}")
-    if unit not in TTL_UNIT_SECONDS:
-        raise SpecError(f"{where}: 'unit' must be one of {list(TTL_UNIT_SECONDS)}, got {unit!r}")
+    value, unit = _whole_number(raw, "value", where), _one_of(raw, "unit", list(TTL_UNIT_SECONDS), where)
     if value * TTL_UNIT_SECONDS[unit] > MAX_TTL_SECONDS:
         raise SpecError(f"{where}: {value} {unit} is more than {MAX_TTL_YEARS:,} years, too far for a record's "
                         f"expiry time; use at most {MAX_TTL_SECONDS // TTL_UNIT_SECONDS[unit]:,} {unit}")
@@ -389,24 +374,37 @@ def _ttl(raw: Any, where: str) -> OnlineTtl | None:
 
 
 def _validation(raw: Any, origin: str) -> tuple[str, int]:
-    if raw is None:
-        return "random", 1
     where = f"{origin}: validation"
-    if not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, dict):
         raise SpecError(f"{where}: expected an object with 'split' and optionally 'periods'")
+    raw = {"split": "random", "periods": 1, **(raw or {})}
     _no_unknown(raw, {"split", "periods"}, where)
-    split, periods = raw.get("split", "random"), raw.get("periods", 1)
-    if split not in VALIDATION_SPLITS:
-        raise SpecError(f"{where}: 'split' must be one of {list(VALIDATION_SPLITS)}, got {split!r}")
-    if isinstance(periods, bool) or not isinstance(periods, int) or periods < 1:
-        raise SpecError(f"{where}: 'periods' must be a whole number of at least 1, got {periods!r}")
-    return split, periods
+    return _one_of(raw, "split", list(VALIDATION_SPLITS), where), _whole_number(raw, "periods", where)
+
+
+def _one_of(raw: dict[str, Any], key: str, choices: list[str], where: str) -> str:
+    if raw[key] not in choices:
+        raise SpecError(f"{where}: '{key}' must be one of {choices}, got {raw[key]!r}")
+    return raw[key]
+
+
+def _whole_number(raw: dict[str, Any], key: str, where: str) -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{where}: '{key}' must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _no_unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
     unknown = set(raw) - known
     if unknown:
         raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}")
+
+
+def _require(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        if key not in raw:
+            raise SpecError(f"{where}: missing required key '{key}'")
 
 
 def _feature(raw: Any, where: str) -> Feature:
@@ -417,15 +415,11 @@ def _feature(raw: Any, where: str) -> Feature:
     if not isinstance(name, str) or not name:
         raise SpecError(f"{where}: 'name' is required")
     if name in RESERVED_NAMES:
-        raise SpecError(
-            f"{where}: '{name}' is reserved by SageMaker Feature Store "
-            f"({', '.join(sorted(RESERVED_NAMES))}); rename the feature"
-        )
+        raise SpecError(f"{where}: '{name}' is reserved by SageMaker Feature Store "
+                        f"({', '.join(sorted(RESERVED_NAMES))}); rename the feature")
     if not _NAME_RE.match(name) or len(name) > MAX_NAME_LENGTH:
-        raise SpecError(
-            f"{where}: feature name '{name}' must be snake_case: lower-case letters, digits and "
-            f"single underscores, at most {MAX_NAME_LENGTH} characters"
-        )
+        raise SpecError(f"{where}: feature name '{name}' must be snake_case: lower-case letters, digits and "
+                        f"single underscores, at most {MAX_NAME_LENGTH} characters")
     if ftype not in FEATURE_TYPES:
         raise SpecError(f"{where}: feature '{name}' has type {ftype!r}; use one of {FEATURE_TYPES}")
     if not isinstance(source, str):
