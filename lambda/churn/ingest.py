@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.session import get_session
 
@@ -26,10 +26,6 @@ BATCH_WRITE_MIN_ENTRIES, BATCH_WRITE_MAX_ENTRIES = _ENTRIES.metadata["min"], _EN
 ONLINE_AND_OFFLINE = ["OnlineStore", "OfflineStore"]
 OFFLINE_ONLY = ["OfflineStore"]
 REPORTED_FAILURES = 100  # a batch's result lists the first ones (its output must stay small); the count is exact
-
-
-class FeatureStoreRuntime(Protocol):
-    def batch_write_record(self, *, Entries: list[dict[str, Any]]) -> dict[str, Any]: ...
 
 
 class IngestError(RuntimeError):
@@ -109,7 +105,7 @@ class _Writer:
     a whole batch's Record lists at once would be thousands of objects alive together, which makes
     Python's garbage collector run and scan far more often (it dominated the local ingest's time)."""
 
-    def __init__(self, client: FeatureStoreRuntime, group: FeatureGroupSpec, feature_group_name: str,
+    def __init__(self, client: Any, group: FeatureGroupSpec, feature_group_name: str,
                  lines: dict[tuple[str, str], int], result: BatchResult):
         self.client, self.feature_group_name, self.lines, self.result = client, feature_group_name, lines, result
         self.id_name, self.time_name = group.record_identifier.name, group.event_time.name
@@ -163,7 +159,7 @@ def ingest_batch(
     group: FeatureGroupSpec,
     feature_group_name: str,
     event_time: str,
-    client: FeatureStoreRuntime,
+    client: Any,
     max_workers: int = 8,
     backoff: Backoff = Backoff(),  # noqa: B008 - immutable
 ) -> BatchResult:

@@ -124,14 +124,11 @@ def rank(predictions: Iterable[tuple[str, float]]) -> Ranking:
     return Ranking([record_ids[i] for i in order], [probabilities[i] for i in order])
 
 
-format_probability = "{:.6f}".format  # a probability in scores.csv
-
-
 def write_scores(ranking: Ranking, stream: IO[str], id_column: str, model_version: str) -> None:
     """scores.csv into a text stream."""
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(score_columns(id_column))
-    writer.writerows(zip(ranking.record_ids, map(format_probability, ranking.probabilities), count(1),
+    writer.writerows(zip(ranking.record_ids, map("{:.6f}".format, ranking.probabilities), count(1),
                          repeat(model_version)))
 
 

@@ -73,17 +73,18 @@ def athena_parameter(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _columns(names: list[str], table: str = "", indent: int = 4) -> str:
+def _columns(names: list[str] | tuple[str, ...], table: str = "", indent: int = 4) -> str:
     prefix = f"{quote(table)}." if table else ""
     return (",\n" + " " * indent).join(prefix + quote(n) for n in names)
 
 
-def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str], condition: str, *,
+def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str] | tuple[str, ...], *, cutoff: bool,
                      observations: bool = False) -> str:
-    """The newest non-deleted version of every record of `table` that meets `condition` (of the labels
-    group's `observations`: of every entity and observation time)."""
+    """The newest non-deleted version of every record of `table` with event time <= `?` (and, with `cutoff`,
+    written by the knowledge cutoff); of the labels group's `observations`: of every entity and observation time."""
     key = [group.record_identifier.name] + ([group.event_time.name] if observations else [])
     newest = "" if observations else f"{quote(group.event_time.name)} DESC, "
+    condition = f"{quote(group.event_time.name)} <= ?" + (' AND "write_time" <= CAST(? AS TIMESTAMP)' if cutoff else "")
     return f"""SELECT
     {_columns(columns)}
 FROM (
@@ -103,14 +104,12 @@ def training_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
     """The training set: one row per labels row (one per entity, as of the run, for a single group)."""
     if spec.is_single_group:
         group = spec.groups[0]
-        text = _latest_versions(group, tables[group.name], list(spec.training_columns),
-                                f'{quote(group.event_time.name)} <= ? AND "write_time" <= CAST(? AS TIMESTAMP)')
+        text = _latest_versions(group, tables[group.name], spec.training_columns, cutoff=True)
         return Query(f"{text}\nORDER BY {quote(spec.record_identifier.name)}", (AS_OF, KNOWLEDGE_CUTOFF))
     labels = spec.labels
     assert labels is not None and labels.label is not None
-    time = labels.event_time.name
-    observations = _latest_versions(labels, tables[labels.name], [spec.record_identifier.name, time, labels.label.name],
-                                    f'{quote(time)} <= ? AND "write_time" <= CAST(? AS TIMESTAMP)', observations=True)
+    columns = [spec.record_identifier.name, labels.event_time.name, labels.label.name]
+    observations = _latest_versions(labels, tables[labels.name], columns, cutoff=True, observations=True)
     return _joined(spec, tables, observations, (AS_OF, KNOWLEDGE_CUTOFF), with_label=True)
 
 
@@ -119,11 +118,10 @@ def scoring_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
     first = spec.groups[0]
     entity = spec.record_identifier.name
     if spec.is_single_group:
-        text = _latest_versions(first, tables[first.name], list(spec.scoring_columns),
-                                f"{quote(first.event_time.name)} <= ?")
+        text = _latest_versions(first, tables[first.name], spec.scoring_columns, cutoff=False)
         return Query(f"{text}\nORDER BY {quote(entity)}", (AS_OF,))
     time = spec.observation_time.name  # type: ignore[union-attr] - a spec with several groups has labels
-    entities = _latest_versions(first, tables[first.name], [entity], f"{quote(first.event_time.name)} <= ?")
+    entities = _latest_versions(first, tables[first.name], [entity], cutoff=False)
     observations = (f"SELECT {quote(entity)}, CAST(? AS VARCHAR) AS {quote(time)}\n"
                     f'FROM (\n{entities}\n) AS "_entities"')
     return _joined(spec, tables, observations, (AS_OF, AS_OF), with_label=False, cutoff=False)
