@@ -24,6 +24,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from datetime import date
+from itertools import accumulate
 from typing import NamedTuple
 
 WINDOWS = (30, 90, 365)
@@ -91,9 +92,7 @@ def _profile_row(customer: str, first: tuple[int, int, float]) -> list[object]:
 
 def _activity_rows(customer: str, history: list[tuple[int, int, float]], last_day: date) -> Iterable[list[object]]:
     days = [day for day, _, _ in history]
-    spend = [0.0]
-    for _, _, dollars in history:
-        spend.append(spend[-1] + dollars)
+    spend = [0.0, *accumulate(dollars for _, _, dollars in history)]  # spend[n]: of the first n purchases
     for start in _month_starts(date.fromordinal(days[0]), last_day):
         now = start.toordinal()
         known = bisect_left(days, now)  # purchases strictly before the snapshot
