@@ -15,10 +15,9 @@ from churn.scoring import TOP_CUSTOMERS, ScoringError, model_version_from_arn, r
 
 def transform_output_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     """Every `*.out` object under the prefix, in key order (one per scoring input file)."""
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [item["Key"] for item in page.get("Contents", []) if item["Key"].endswith(TRANSFORM_OUTPUT_SUFFIX)]
-    return sorted(keys)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    # A page without Contents (an empty prefix) gives None
+    return sorted(key for key in pages.search("Contents[].Key") if key and key.endswith(TRANSFORM_OUTPUT_SUFFIX))
 
 
 def _predictions(s3: Any, bucket: str, keys: list[str], id_column: str) -> Iterator[tuple[str, float]]:
