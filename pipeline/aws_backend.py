@@ -17,17 +17,8 @@ from churn.layout import RUN_SCORES, SCORES_FILE
 from churn.model_quality import ModelQualityBelowThreshold
 from pipeline import aws_objects
 from pipeline.aws_session import AwsSession, Deployment
-from pipeline.backends import (
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    OperatorError,
-    Prediction,
-    RunListing,
-    RunRequest,
-    RunResult,
-    Scores,
-    check_run_name,
-)
+from pipeline.backends import Prediction, RunListing, RunRequest, RunResult, Scores
+from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.execution_progress import (
     Execution,
     ExecutionFacts,
@@ -78,7 +69,7 @@ class AwsBackend:
 
     # -- run, status, runs --------------------------------------------------------------------
     def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
-        name = check_run_name(request.name) if request.name else new_execution_name()
+        name = request.name or new_execution_name()
         payload = self._execution_input(request)
         sfn = self.session.client("stepfunctions")
         arn = sfn.start_execution(stateMachineArn=self.deployment.state_machine_arn, name=name,
@@ -103,9 +94,9 @@ class AwsBackend:
             payload = {"input_key": sources[""]}
         for key in sources.values():
             if aws_objects.object_exists(self.session.client("s3"), bucket, key) is False:
-                raise OperatorError(f"s3://{bucket}/{key} does not exist",
-                                    f"upload it with `python -m pipeline upload --data PATH`{self.flags}",
-                                    error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+                raise BadInput(f"s3://{bucket}/{key} does not exist",
+                               f"upload it with `python -m pipeline upload --data PATH`{self.flags}",
+                               error="InputNotFound")
         if request.knowledge_cutoff:
             payload["knowledge_cutoff"] = request.knowledge_cutoff
         return payload
@@ -116,9 +107,8 @@ class AwsBackend:
         if missing or unknown:
             problem = "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
                                                   unknown and f"unknown {', '.join(unknown)}") if part)
-            raise OperatorError(f"--source must name every feature group of stack '{self.stack_name}' ({problem})",
-                                "one --source GROUP=KEY for each of " + ", ".join(sorted(deployed)),
-                                error="InvalidSources", exit_code=EXIT_BAD_INPUT)
+            raise BadInput(f"--source must name every feature group of stack '{self.stack_name}' ({problem})",
+                           "one --source GROUP=KEY for each of " + ", ".join(sorted(deployed)), error="InvalidSources")
 
     def _follow(self, reporter: Reporter, arn: str, name: str, tracker: ProgressTracker | None = None,
                 reader: HistoryReader | None = None) -> RunResult:
@@ -128,9 +118,8 @@ class AwsBackend:
             execution = follow(self.session.client("stepfunctions"), arn, tracker, reader=reader,
                                poll_seconds=self.poll_seconds)
         except KeyboardInterrupt:
-            raise OperatorError("stopped following; the execution keeps running on AWS",
-                                f"python -m pipeline status {name} --follow{self.flags}",
-                                error="Interrupted", exit_code=EXIT_INTERRUPTED) from None
+            raise Interrupted("stopped following; the execution keeps running on AWS",
+                              f"python -m pipeline status {name} --follow{self.flags}") from None
         return self._result(execution, tracker.facts)
 
     def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
@@ -223,8 +212,7 @@ class AwsBackend:
             raise OperatorError("no succeeded execution yet, so no scores",
                                 f"start one with `python -m pipeline run{self.flags}`", error="ScoresNotFound")
         key = f"{RUN_SCORES.format(execution=run_id)}/{SCORES_FILE}"
-        id_column, rows = aws_objects.read_scores_object(self.session.client("s3"), self.deployment.bucket, key, top)
-        return Scores(run_id, f"s3://{self.deployment.bucket}/{key}", id_column, rows)
+        return aws_objects.read_scores_object(self.session.client("s3"), self.deployment.bucket, key, run_id, top)
 
     def predict(self, record_id: str, features: int) -> Prediction:
         deployment = self.deployment

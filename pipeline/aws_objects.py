@@ -10,15 +10,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.layout import RAW_PREFIX, SAMPLE_DATA_NAME
-from churn.scoring import ScoreRow, ScoringError, read_scores
-from pipeline.aws_errors import ACCESS_DENIED, NOT_FOUND
-from pipeline.backends import EXIT_BAD_INPUT, OperatorError
+from pipeline.backends import Scores
+from pipeline.errors import ACCESS_DENIED, NOT_FOUND, BadInput, OperatorError
 
 DEFAULT_DATA_KEY = f"{RAW_PREFIX}/{SAMPLE_DATA_NAME}"  # the stack deploys the sample data there
-
-
-def _invalid_key(message: str, hint: str) -> OperatorError:
-    return OperatorError(message, hint, error="InvalidKey", exit_code=EXIT_BAD_INPUT)
 
 
 def raw_key(path: Path, name: str | None = None, *, csv_only: bool = True) -> str:
@@ -26,9 +21,9 @@ def raw_key(path: Path, name: str | None = None, *, csv_only: bool = True) -> st
     reads raw/*.csv, except the one input file of a spec with a derivation."""
     name = (name or path.name).strip().lstrip("/").removeprefix(f"{RAW_PREFIX}/")
     if not name or name.endswith("/"):
-        raise _invalid_key(f"--key {name!r} is not a file name", "e.g. --key customers-2024.csv")
+        raise BadInput(f"--key {name!r} is not a file name", "e.g. --key customers-2024.csv", error="InvalidKey")
     if csv_only and not name.lower().endswith(".csv"):
-        raise _invalid_key(f"--key {name!r} must end in .csv", "the pipeline reads raw/*.csv")
+        raise BadInput(f"--key {name!r} must end in .csv", "the pipeline reads raw/*.csv", error="InvalidKey")
     return f"{RAW_PREFIX}/{name}"
 
 
@@ -37,12 +32,12 @@ def data_key(value: str, bucket: str, option: str = "--data-key") -> str:
     if value.startswith("s3://"):
         other, _, key = value[len("s3://"):].partition("/")
         if other != bucket:
-            raise _invalid_key(f"{value} is not in the stack's bucket {bucket}",
-                               "upload it first with `python -m pipeline upload --data PATH`")
+            raise BadInput(f"{value} is not in the stack's bucket {bucket}",
+                           "upload it first with `python -m pipeline upload --data PATH`", error="InvalidKey")
         value = key
     value = value.lstrip("/")
     if not value:
-        raise _invalid_key(f"{option} is empty", f"e.g. {option} {DEFAULT_DATA_KEY}")
+        raise BadInput(f"{option} is empty", f"e.g. {option} {DEFAULT_DATA_KEY}", error="InvalidKey")
     return value
 
 
@@ -69,8 +64,7 @@ def raw_trigger_enabled(s3: Any, bucket: str) -> bool | None:
     return "EventBridgeConfiguration" in config
 
 
-def read_scores_object(s3: Any, bucket: str, key: str, limit: int) -> tuple[str, list[ScoreRow]]:
-    """(id column, the top `limit` rows) of a scores.csv in S3, reading no further than needed."""
+def read_scores_object(s3: Any, bucket: str, key: str, run_id: str, top: int) -> Scores:
     uri = f"s3://{bucket}/{key}"
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
@@ -79,12 +73,8 @@ def read_scores_object(s3: Any, bucket: str, key: str, limit: int) -> tuple[str,
             raise OperatorError(f"no scores at {uri}", "scores are written by a run that passed the quality gate; "
                                 "list runs with `python -m pipeline runs`", error="ScoresNotFound") from None
         raise
-    try:
-        return read_scores((line.decode("utf-8") for line in body.iter_lines()), uri, limit)
-    except ScoringError as exc:
-        raise OperatorError(str(exc), error="InvalidScores") from None
-    finally:
-        body.close()
+    with body:
+        return Scores.read(run_id, uri, (line.decode("utf-8") for line in body.iter_lines()), top)
 
 
 def read_object(s3: Any, uri: str) -> bytes:

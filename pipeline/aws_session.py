@@ -14,8 +14,7 @@ from botocore.exceptions import ClientError, NoRegionError
 
 from churn import naming
 from churn.schema import SINGLE_GROUP_NAME, FeatureSpec
-from pipeline.aws_errors import DEPLOY_HINT, REGION_HINT
-from pipeline.backends import OperatorError
+from pipeline.errors import DEPLOY_HINT, REGION_HINT, OperatorError
 
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},

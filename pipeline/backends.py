@@ -9,43 +9,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from churn.scoring import ScoreRow, ScoringError, read_scores
+from pipeline.errors import BadInput, OperatorError
+
 if TYPE_CHECKING:
-    from churn.scoring import ScoreRow
+    from collections.abc import Iterable
+
     from pipeline.runner import Reporter
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 # A run's name is also its SageMaker training job's name on AWS (and a local run is named the same way),
 # so it must satisfy the stricter of the execution and training job patterns.
 RUN_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
-class OperatorError(Exception):
-    """Something a user can fix: `message` is one line, `hint` says how; `error` is a short name for --json."""
-
-    def __init__(self, message: str, hint: str = "", *, error: str = "Error", exit_code: int = EXIT_FAILED):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.error = error
-        self.exit_code = exit_code
-
-
-def invalid_option(message: str, hint: str = "") -> OperatorError:
-    """An option's value the command cannot use: exit 2, error InvalidOption."""
-    return OperatorError(message, hint, error="InvalidOption", exit_code=EXIT_BAD_INPUT)
-
-
-def check_run_name(name: str) -> str:
+def check_run_name(name: str) -> None:
     if not RUN_NAME.match(name):
-        raise OperatorError(
-            f"--name {name!r} is not a valid run name",
-            "use 1-63 letters, digits and hyphens (it also names the SageMaker training job)",
-            error="InvalidName", exit_code=EXIT_BAD_INPUT,
-        )
-    return name
+        raise BadInput(f"--name {name!r} is not a valid run name",
+                       "use 1-63 letters, digits and hyphens (it also names the SageMaker training job)",
+                       error="InvalidName")
 
 
 @dataclass(frozen=True)
@@ -130,6 +112,14 @@ class Scores:
     source: str
     id_column: str
     rows: list[ScoreRow]
+
+    @classmethod
+    def read(cls, run_id: str, source: str, lines: Iterable[str], top: int) -> Scores:
+        """The `top` highest-risk rows of a run's scores.csv, reading no further than needed."""
+        try:
+            return cls(run_id, source, *read_scores(lines, source, top))
+        except ScoringError as exc:
+            raise OperatorError(str(exc), error="InvalidScores") from None
 
     @property
     def model_version(self) -> str:

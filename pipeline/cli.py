@@ -21,8 +21,7 @@ from churn.naming import DEFAULT_STACK_NAME
 from churn.sql import knowledge_cutoff as checked_cutoff
 from pipeline import aws_objects
 from pipeline.aws_backend import AwsBackend
-from pipeline.aws_errors import explain
-from pipeline.backends import EXIT_BAD_INPUT, Backend, OperatorError, RunRequest, invalid_option
+from pipeline.backends import Backend, RunRequest, check_run_name
 from pipeline.console import (
     ConsoleReporter,
     console,
@@ -36,6 +35,7 @@ from pipeline.console import (
     render_runs,
     render_scores,
 )
+from pipeline.errors import EXIT_BAD_INPUT, BadInput, OperatorError, explain
 from pipeline.local_backend import LocalBackend, check_input_file, load_spec
 from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, DEFAULT_WORKSPACE
 
@@ -109,7 +109,7 @@ def _check_mode(local: bool, given: dict[str, object]) -> None:
     for option, value in given.items():
         mode, hint = MODE_OPTIONS[option]
         if value not in (None, False, [], "") and mode != local:
-            raise invalid_option(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint)
+            raise BadInput(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint)
 
 
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
@@ -145,7 +145,7 @@ def _sources(values: list[str]) -> dict[str, str]:
     for value in values:
         group, equals, key = value.partition("=")
         if not equals or not group.strip() or not key.strip():
-            raise invalid_option(f"--source {value!r} is not GROUP=KEY", "e.g. --source activity=raw/activity.csv")
+            raise BadInput(f"--source {value!r} is not GROUP=KEY", "e.g. --source activity=raw/activity.csv")
         sources[group.strip()] = key.strip()
     return sources
 
@@ -154,8 +154,8 @@ def _cutoff(value: str | None) -> str | None:
     try:
         return checked_cutoff(value) if value is not None else None
     except ValueError as exc:
-        raise invalid_option(f"--knowledge-cutoff: {exc}",
-                             "e.g. --knowledge-cutoff '2026-01-31 23:59:59.999' (UTC)") from None
+        raise BadInput(f"--knowledge-cutoff: {exc}",
+                       "e.g. --knowledge-cutoff '2026-01-31 23:59:59.999' (UTC)") from None
 
 
 # -- run, status, runs ------------------------------------------------------------------------------
@@ -196,8 +196,10 @@ def run(
             "--data": data, "--spec": spec, "--workspace": workspace, "--threshold": threshold,
             "--hyperparameters": hyperparameters, "--data-key": data_key, "--source": source, "--no-wait": no_wait})
         if data_key and source:
-            raise invalid_option("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a "
-                                 "spec with several groups and no derivation; --data-key otherwise")
+            raise BadInput("--data-key and --source are alternatives", "--source GROUP=KEY for each group of a "
+                           "spec with several groups and no derivation; --data-key otherwise")
+        if name:
+            check_run_name(name)
         request = RunRequest(name=name, knowledge_cutoff=_cutoff(knowledge_cutoff), spec=spec, data=data,
                              threshold=threshold, hyperparameters=hyperparameters, data_key=data_key,
                              sources=_sources(source or []), wait=not no_wait)
@@ -257,11 +259,10 @@ def upload(
         checked = check_input_file(feature_spec, data, group)
         console.print(f"[green]✓[/] validated {data}: {checked}", soft_wrap=True)
         if not backend.deployment.spec_matches(feature_spec):
-            raise OperatorError(
-                f"{spec} is not the feature spec stack '{stack_name}' was deployed with (feature groups "
-                f"{', '.join(backend.deployment.feature_groups.values())})",
-                "pass the deployed spec with --spec, or deploy this one: `npx cdk deploy -c spec=PATH`",
-                error="SpecMismatch", exit_code=EXIT_BAD_INPUT)
+            raise BadInput(f"{spec} is not the feature spec stack '{stack_name}' was deployed with (feature groups "
+                           f"{', '.join(backend.deployment.feature_groups.values())})",
+                           "pass the deployed spec with --spec, or deploy this one: `npx cdk deploy -c spec=PATH`",
+                           error="SpecMismatch")
         uri, replaced, trigger = backend.upload(data, object_key)
     console.print(f"[green]✓[/] uploaded {uri}" + (" (replaced the existing object)" if replaced else ""),
                   soft_wrap=True)

@@ -16,7 +16,8 @@ from rich.status import Status
 from rich.table import Table
 
 from churn import steps
-from pipeline.backends import EXIT_FAILED, Prediction, RunListing, RunResult, Scores
+from pipeline.backends import Prediction, RunListing, RunResult, Scores
+from pipeline.errors import EXIT_FAILED
 from pipeline.failure_explanations import error_text
 from pipeline.runner import Reporter
 

@@ -12,7 +12,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS
-from pipeline.aws_errors import NOT_FOUND, explain
+from pipeline.errors import NOT_FOUND, explain
 
 # SageMaker's own log group for every training job of the account; a job's streams are <job>/algo-<n>-<epoch>.
 TRAINING_JOB_LOG_GROUP = "/aws/sagemaker/TrainingJobs"

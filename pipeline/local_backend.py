@@ -19,22 +19,9 @@ from churn.derivations import DERIVATIONS, DerivationError
 from churn.features import now_event_time
 from churn.layout import SCORES_FILE, SCORES_PREFIX
 from churn.schema import FeatureSpec, SpecError
-from churn.scoring import ScoringError, read_scores
 from churn.sql import NO_CUTOFF
-from pipeline.backends import (
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    RUN_NAME,
-    TERMINAL_STATUSES,
-    OperatorError,
-    Prediction,
-    RunListing,
-    RunRequest,
-    RunResult,
-    Scores,
-    check_run_name,
-    invalid_option,
-)
+from pipeline.backends import RUN_NAME, TERMINAL_STATUSES, Prediction, RunListing, RunRequest, RunResult, Scores
+from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
 from pipeline.local_aws.registry import ModelEntry, RegistryError
@@ -61,7 +48,7 @@ def _refusals() -> Iterator[None]:
     try:
         yield
     except (InputValidationError, DerivationError) as exc:
-        raise OperatorError(str(exc), FIX_THE_FILE, error="InputValidationError", exit_code=EXIT_BAD_INPUT) from None
+        raise BadInput(str(exc), FIX_THE_FILE, error="InputValidationError") from None
     except StoreLayoutError as exc:
         raise OperatorError(str(exc), "then `python -m pipeline run --local`, or pass another --workspace",
                             error="StoreLayoutError") from None
@@ -74,8 +61,8 @@ def load_spec(path: Path) -> FeatureSpec:
     try:
         return FeatureSpec.load(path)
     except SpecError as exc:
-        raise OperatorError(str(exc), "create one with `python -m pipeline spec infer PATH --id COLUMN --label "
-                            "COLUMN`", error="SpecError", exit_code=EXIT_BAD_INPUT) from None
+        raise BadInput(str(exc), "create one with `python -m pipeline spec infer PATH --id COLUMN --label COLUMN`",
+                       error="SpecError") from None
 
 
 def settings_with(threshold: float | None, hyperparameters: str | None = None) -> PipelineSettings:
@@ -86,16 +73,15 @@ def settings_with(threshold: float | None, hyperparameters: str | None = None) -
     except ValueError:
         overrides = None
     if not isinstance(overrides, dict):
-        raise invalid_option(f"--hyperparameters: {hyperparameters!r} is not a JSON object",
-                             "e.g. --hyperparameters '{\"max_fit_rows\": 0}' (names and defaults: "
-                             "training/train_model.py)")
+        raise BadInput(f"--hyperparameters: {hyperparameters!r} is not a JSON object",
+                       "e.g. --hyperparameters '{\"max_fit_rows\": 0}' (names and defaults: training/train_model.py)")
     settings = PipelineSettings(**({} if threshold is None else {"quality_threshold": threshold}),
                                 hyperparameters=overrides)
     try:
         settings.validate()
     except ValueError as exc:
-        raise OperatorError(f"--threshold: {exc}", "e.g. --threshold 0.8 (the stack's quality_threshold takes the "
-                            "same)", error="InvalidThreshold", exit_code=EXIT_BAD_INPUT) from None
+        raise BadInput(f"--threshold: {exc}", "e.g. --threshold 0.8 (the stack's quality_threshold takes the same)",
+                       error="InvalidThreshold") from None
     return settings
 
 
@@ -104,21 +90,20 @@ def input_path(spec: FeatureSpec, spec_path: Path, data: Path | None) -> Path:
     several = not spec.is_single_group and not spec.derive
     if data is None:
         if spec_path.resolve() != DEFAULT_SPEC.resolve():
-            raise OperatorError(f"--data is needed with --spec {spec_path}",
-                                "a folder of <group>.csv, one a feature group" if several else
-                                "the file the spec's feature groups are read from", error="InputNotFound",
-                                exit_code=EXIT_BAD_INPUT)
+            raise BadInput(f"--data is needed with --spec {spec_path}",
+                           "a folder of <group>.csv, one a feature group" if several else
+                           "the file the spec's feature groups are read from", error="InputNotFound")
         return DEFAULT_DATA
     names = [path.name for path in group_files(spec, data).values()]
     if several and not data.is_dir():
-        raise OperatorError(f"--data {data} is not a folder", f"the spec has several feature groups: pass a folder "
-                            f"holding {', '.join(names)}", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+        raise BadInput(f"--data {data} is not a folder", f"the spec has several feature groups: pass a folder "
+                       f"holding {', '.join(names)}", error="InputNotFound")
     missing = [name for name in names if several and not (data / name).is_file()]
     if missing:
-        raise OperatorError(f"--data {data} has no {', '.join(missing)}", f"each feature group reads <group>.csv "
-                            f"from the folder: {', '.join(names)}", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+        raise BadInput(f"--data {data} has no {', '.join(missing)}", f"each feature group reads <group>.csv "
+                       f"from the folder: {', '.join(names)}", error="InputNotFound")
     if not several and not data.is_file():
-        raise OperatorError(f"--data {data} is not a file", error="InputNotFound", exit_code=EXIT_BAD_INPUT)
+        raise BadInput(f"--data {data} is not a file", error="InputNotFound")
     return data
 
 
@@ -131,16 +116,16 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
                 derived = DERIVATIONS[spec.derive].derive(text_lines(stream, str(path)), str(path))
             return f"derives {', '.join(derived)}"
         if group is None and not spec.is_single_group:
-            raise OperatorError(f"{spec.origin} has several feature groups: which one is {path} for?",
-                                "pass --group NAME, one of " + ", ".join(g.name for g in spec.all_groups),
-                                error="InvalidGroup", exit_code=EXIT_BAD_INPUT)
+            raise BadInput(f"{spec.origin} has several feature groups: which one is {path} for?",
+                           "pass --group NAME, one of " + ", ".join(g.name for g in spec.all_groups),
+                           error="InvalidGroup")
         checked = spec.group(group) if group else spec.groups[0]
         return f"{validate_file_fast(str(path), checked, not_after=now_event_time()).rows} rows"
     except (ValueError, OSError) as exc:  # InputValidationError, DerivationError, undecodable bytes
-        raise OperatorError(str(exc), "fix the file and try again; nothing was uploaded", error="InputValidationError",
-                            exit_code=EXIT_BAD_INPUT) from None
+        raise BadInput(str(exc), "fix the file and try again; nothing was uploaded",
+                       error="InputValidationError") from None
     except KeyError as exc:
-        raise OperatorError(str(exc.args[0]), error="InvalidGroup", exit_code=EXIT_BAD_INPUT) from None
+        raise BadInput(str(exc.args[0]), error="InvalidGroup") from None
 
 
 def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResult:
@@ -166,8 +151,8 @@ def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResu
 class LocalBackend:
     def __init__(self, workspace: Path):
         if workspace.exists() and not workspace.is_dir():
-            raise OperatorError(f"--workspace {workspace} is not a folder", "pass a folder (made if missing)",
-                                error="InvalidWorkspace", exit_code=EXIT_BAD_INPUT)
+            raise BadInput(f"--workspace {workspace} is not a folder", "pass a folder (made if missing)",
+                           error="InvalidWorkspace")
         self.workspace = Workspace(workspace)
 
     # -- run, status, runs --------------------------------------------------------------------
@@ -175,12 +160,9 @@ class LocalBackend:
         spec = load_spec(request.spec or DEFAULT_SPEC)
         settings = settings_with(request.threshold, request.hyperparameters)
         data = input_path(spec, request.spec or DEFAULT_SPEC, request.data)
-        if request.name:
-            check_run_name(request.name)
-            if (self.workspace.runs / request.name).exists():
-                raise OperatorError(f"a local run named '{request.name}' already exists in {self.workspace.runs}",
-                                    "choose another --name, or leave it out to get a generated one",
-                                    error="RunExists", exit_code=EXIT_BAD_INPUT)
+        if request.name and (self.workspace.runs / request.name).exists():
+            raise BadInput(f"a local run named '{request.name}' already exists in {self.workspace.runs}",
+                           "choose another --name, or leave it out to get a generated one", error="RunExists")
         pipeline = LocalPipeline(spec=spec, settings=settings, workspace=self.workspace, reporter=reporter)
         groups = ", ".join(pipeline.feature_groups.values())
         reporter.run_started(f"Local run on {data} (feature group{'s' if len(pipeline.feature_groups) > 1 else ''} "
@@ -196,8 +178,7 @@ class LocalBackend:
                 summary = Path(stopped.run_dir) / RUN_FILE if stopped else None
                 where = (f"the run is recorded as ABORTED in {summary}" if summary and summary.is_file()
                          else "no run was recorded")
-                raise OperatorError(f"{': '.join(INTERRUPTED)}; {where}", error=INTERRUPTED[0],
-                                    exit_code=EXIT_INTERRUPTED) from None
+                raise Interrupted(f"{': '.join(INTERRUPTED)}; {where}") from None
         return _run_result(asdict(outcome), began)
 
     def _load(self, path: Path) -> RunResult | None:
@@ -260,12 +241,8 @@ class LocalBackend:
             raise OperatorError(f"run '{run_id}' has no scores ({path} does not exist)",
                                 "scores are written by a run that passed the quality gate; list runs with "
                                 "`python -m pipeline runs --local`", error="ScoresNotFound")
-        try:
-            with open(path, encoding="utf-8", newline="") as lines:
-                id_column, rows = read_scores(lines, str(path), top)
-        except ScoringError as exc:
-            raise OperatorError(str(exc), error="InvalidScores") from None
-        return Scores(run_id, str(path), id_column, rows)
+        with open(path, encoding="utf-8", newline="") as lines:
+            return Scores.read(run_id, str(path), lines, top)
 
     def predict(self, record_id: str, features: int) -> Prediction:
         entry = self.latest_approved()

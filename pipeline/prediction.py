@@ -12,7 +12,8 @@ from typing import Any
 
 from churn.features import RowError, parse_value
 from churn.schema import Feature
-from pipeline.backends import FeatureContribution, OperatorError, Prediction, invalid_option
+from pipeline.backends import FeatureContribution, Prediction
+from pipeline.errors import BadInput, OperatorError
 from pipeline.local_aws.batch_transform import extracted_model, serving_module
 from pipeline.runner import TRAINING_DIR
 
@@ -53,9 +54,9 @@ def record_key(record_id: str, described: dict[str, Any]) -> str:
     try:
         key = parse_value(Feature(name, kind, "--id"), record_id)
     except RowError as exc:
-        raise invalid_option(f"--id {record_id!r}: {exc.detail.removesuffix(f' (value {record_id!r})')}") from None
+        raise BadInput(f"--id {record_id!r}: {exc.detail.removesuffix(f' (value {record_id!r})')}") from None
     if key is None:
-        raise invalid_option("--id is empty", "pass a customer's record identifier, e.g. --id 7590-VHVEG")
+        raise BadInput("--id is empty", "pass a customer's record identifier, e.g. --id 7590-VHVEG")
     return key
 
 

@@ -663,7 +663,7 @@ def test_access_denied_is_one_line(stack, cli, monkeypatch):
 def test_explain_covers_what_users_meet():
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-    from pipeline.aws_errors import explain
+    from pipeline.errors import explain
 
     def client_error(code: str, message: str = "") -> ClientError:
         return ClientError({"Error": {"Code": code, "Message": message}}, "DescribeStacks")

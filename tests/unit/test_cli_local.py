@@ -18,7 +18,7 @@ import pytest
 from churn import steps
 from churn.derivations import derive_cdnow
 from churn.scoring import SCORE_COLUMNS
-from pipeline.backends import EXIT_INTERRUPTED
+from pipeline.errors import EXIT_INTERRUPTED
 from pipeline.local_ingest import PARALLEL_INGEST_MIN_BYTES
 from tests.support.specs import UNREADABLE_SPEC_KINDS, unreadable_spec_file
 from tests.unit.cli_support import invoke, last_json, one_error_line, summary_value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.backends import EXIT_BAD_INPUT, OperatorError
+from pipeline.errors import EXIT_BAD_INPUT, OperatorError
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.prediction import online_features
 

@@ -1,5 +1,5 @@
-"""AWS errors as one line and a hint: whatever botocore raises that a user can meet becomes an
-OperatorError naming what failed and how to fix it."""
+"""The CLI's errors: each is one line, a hint and an exit code (OperatorError); whatever botocore raises
+that a user can meet becomes one, naming what failed and how to fix it."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from pipeline.backends import EXIT_BAD_INPUT, OperatorError
-
 DEPLOY_HINT = "deploy it with `make deploy`"
 CREDENTIALS_HINT = (
     "configure credentials (`aws configure`, `aws sso login`, or AWS_PROFILE), or work on this machine: "
@@ -27,6 +25,9 @@ CREDENTIALS_HINT = (
 REGION_HINT = "pass --region or set AWS_REGION"
 RUNS_HINT = "list recent executions with `python -m pipeline runs`"
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
@@ -38,6 +39,31 @@ _THROTTLED = {"Throttling", "ThrottlingException", "TooManyRequestsException", "
               "SlowDown"}
 
 
+class OperatorError(Exception):
+    """Something a user can fix: `message` is one line, `hint` says how; `error` is a short name for --json."""
+
+    def __init__(self, message: str, hint: str = "", *, error: str = "Error", exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.error = error
+        self.exit_code = exit_code
+
+
+class BadInput(OperatorError):
+    """Input the command cannot use (an option's value, a file, a name): exit 2."""
+
+    def __init__(self, message: str, hint: str = "", *, error: str = "InvalidOption"):
+        super().__init__(message, hint, error=error, exit_code=EXIT_BAD_INPUT)
+
+
+class Interrupted(OperatorError):
+    """Ctrl-C: exit 130, as a shell reports SIGINT."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message, hint, error="Interrupted", exit_code=EXIT_INTERRUPTED)
+
+
 def explain(exc: BaseException) -> OperatorError:
     """Turn a botocore exception into the one line (and hint) a user should see; any other (an OSError) is
     named by its type and message."""
@@ -46,7 +72,7 @@ def explain(exc: BaseException) -> OperatorError:
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return OperatorError("no AWS credentials found", CREDENTIALS_HINT, error="NoCredentials")
     if isinstance(exc, NoRegionError):
-        return OperatorError("no AWS region set", REGION_HINT, error="NoRegion", exit_code=EXIT_BAD_INPUT)
+        return BadInput("no AWS region set", REGION_HINT, error="NoRegion")
     if isinstance(exc, ProfileNotFound):
         return OperatorError(str(exc), "check AWS_PROFILE against ~/.aws/config", error="ProfileNotFound")
     if type(exc).__name__ in ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError",
@@ -92,9 +118,8 @@ def _explain_client_error(exc: ClientError) -> OperatorError:
         return OperatorError("the stack's state machine does not exist any more", f"re-{DEPLOY_HINT}",
                         error="StateMachineDoesNotExist")
     if code == "ExecutionAlreadyExists":
-        return OperatorError(f"an execution with this name already exists: {_quoted_arn(message)}",
-                        "choose another --name, or leave it out to get a generated one",
-                        error="ExecutionAlreadyExists", exit_code=EXIT_BAD_INPUT)
+        return BadInput(f"an execution with this name already exists: {_quoted_arn(message)}",
+                        "choose another --name, or leave it out to get a generated one", error="ExecutionAlreadyExists")
     if code in ("NoSuchBucket",):
         return OperatorError(f"the stack's bucket does not exist: {message}", f"re-{DEPLOY_HINT}", error=code)
     return OperatorError(f"{operation} failed: {code}" + (f": {message}" if message else ""), error=code)
