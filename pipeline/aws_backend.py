@@ -61,12 +61,6 @@ class AwsBackend:
     def deployment(self) -> Deployment:
         return Deployment.load(self.session.client("cloudformation"), self.stack_name)
 
-    @property
-    def _labelled_groups(self) -> tuple[str, ...]:
-        """With several feature groups, each group's states carry its name."""
-        groups = tuple(self.deployment.feature_groups)
-        return groups if len(groups) > 1 else ()
-
     # -- run, status, runs --------------------------------------------------------------------
     def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
         name = request.name or new_execution_name()
@@ -76,7 +70,7 @@ class AwsBackend:
                                   input=json.dumps(payload))["executionArn"]
         reporter.run_started(f"AWS run {name} on {self._input(payload)} (stack {self.stack_name}, "
                              f"{self.deployment.region})\n console: {self.deployment.console.execution(arn)}",
-                             self._labelled_groups)
+                             tuple(self.deployment.feature_groups))
         if not request.wait:
             return self._result(Execution(name=name, arn=arn, status="RUNNING", input=payload), ExecutionFacts())
         return self._follow(reporter, arn, name)
@@ -127,7 +121,7 @@ class AwsBackend:
         arn = execution_arn(self.deployment.state_machine_arn, name)
         described = describe_execution(sfn, arn)
         reporter.run_started(f"AWS run {described.name} (stack {self.stack_name}, {self.deployment.region})",
-                             self._labelled_groups)
+                             tuple(self.deployment.feature_groups))
         tracker, reader = ProgressTracker(reporter), HistoryReader(sfn, arn)
         tracker.feed(reader.new_events())
         if follow and not described.finished:
@@ -220,14 +214,15 @@ class AwsBackend:
             raise OperatorError(f"stack '{self.stack_name}' has no FeatureGroups/ModelPackageGroupName output",
                                 "redeploy it with `make deploy`", error="StackNotReady")
         sagemaker = self.session.client("sagemaker")
-        model = aws_objects.latest_approved_model(sagemaker, deployment.model_package_group)
-        if model is None:
+        approved = aws_objects.latest_approved_model(sagemaker, deployment.model_package_group)
+        if approved is None:
             raise OperatorError(f"no approved model in model package group {deployment.model_package_group}",
                                 f"train one with `python -m pipeline run{self.flags}`", error="NoApprovedModel")
+        package, version, model_data = approved
         values, read = online_features(sagemaker, self.session.client("sagemaker-featurestore-runtime"),
-                                 deployment.feature_groups, record_id, f"python -m pipeline scores{self.flags}")
-        artifact = aws_objects.read_object(self.session.client("s3"), model.model_data_url)
-        return predict_artifact(artifact, model.arn, str(model.version), read, record_id, values, features)
+                                       deployment.feature_groups, record_id, f"python -m pipeline scores{self.flags}")
+        artifact = aws_objects.read_object(self.session.client("s3"), model_data)
+        return predict_artifact(artifact, package, str(version), read, record_id, values, features)
 
     # -- upload -----------------------------------------------------------------------------------
     def upload(self, path: Path, key: str) -> tuple[str, bool | None, bool | None]:

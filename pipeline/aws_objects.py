@@ -3,7 +3,6 @@ scores files, the model registry's latest approved package and its artifact."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +83,8 @@ def read_object(s3: Any, uri: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-@dataclass(frozen=True)
-class ApprovedModel:
-    arn: str
-    version: int
-    model_data_url: str
-
-
-def latest_approved_model(sagemaker: Any, group: str) -> ApprovedModel | None:
-    """The highest-versioned Approved package of the group, with its model artifact."""
+def latest_approved_model(sagemaker: Any, group: str) -> tuple[str, int, str] | None:
+    """The highest-versioned Approved package of the group: its ARN, version and model artifact."""
     summaries = [summary
                  for page in sagemaker.get_paginator("list_model_packages").paginate(
                      ModelPackageGroupName=group, ModelApprovalStatus="Approved")
@@ -104,5 +96,4 @@ def latest_approved_model(sagemaker: Any, group: str) -> ApprovedModel | None:
     containers = described.get("InferenceSpecification", {}).get("Containers", [])
     if not containers or not containers[0].get("ModelDataUrl"):
         raise OperatorError(f"model package {newest['ModelPackageArn']} names no model artifact", error="NoModelData")
-    return ApprovedModel(arn=newest["ModelPackageArn"], version=int(newest.get("ModelPackageVersion", 0)),
-                         model_data_url=containers[0]["ModelDataUrl"])
+    return newest["ModelPackageArn"], int(newest.get("ModelPackageVersion", 0)), containers[0]["ModelDataUrl"]

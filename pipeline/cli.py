@@ -341,9 +341,7 @@ def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption =
     """List the local model registry: every run's model, AUC and approval."""
     with _command(as_json):
         entries = LocalBackend(workspace).models()
-    table = Table(title="Local model registry")
-    for column in ("version", "run", "status", "validation AUC", "threshold", "created"):
-        table.add_column(column)
+    table = Table("version", "run", "status", "validation AUC", "threshold", "created", title="Local model registry")
     for e in entries:
         status = f"[green]{e.status}[/]" if e.status == "Approved" else f"[red]{e.status}[/]"
         table.add_row(str(e.version or "-"), e.run_id, status, f"{e.validation_auc:.4f}", f"{e.threshold:.2f}",
@@ -404,9 +402,7 @@ def spec_infer(
     except OSError as exc:
         fail(f"--out {target}: cannot be written ({exc.strerror or exc})", code=EXIT_BAD_INPUT)
     features = inference.spec.groups[0].all_features  # an inferred spec has one feature group
-    table = Table(title=f"{len(features)} features from {inference.rows} rows")
-    for column in ("feature", "type", "from column"):
-        table.add_column(column)
+    table = Table("feature", "type", "from column", title=f"{len(features)} features from {inference.rows} rows")
     # Column names and paths are the user's: a '[' in them is text, not rich markup.
     for f in features:
         table.add_row(f.name, f.type, escape(f.source) if f.source else "(set at ingestion)")

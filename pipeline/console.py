@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
-from rich.table import Table
+from rich.table import Column, Table
 
 from churn import steps
 from pipeline.backends import Prediction, RunListing, RunResult, Scores
@@ -83,8 +83,9 @@ class ConsoleReporter(Reporter):
         self._spinner: Status | None = None
 
     def run_started(self, description: str, groups: tuple[str, ...] = ()) -> None:
-        # A group's states carry its name: the column fits the longest of them.
-        self.width = max([STEP_WIDTH, *(len(steps.for_group(s, g)) for s in steps.GROUP_STEPS for g in groups)])
+        # With several groups, each group's states carry its name: the column fits the longest of them.
+        labelled = groups if len(groups) > 1 else ()
+        self.width = max([STEP_WIDTH, *(len(steps.for_group(s, g)) for s in steps.GROUP_STEPS for g in labelled)])
         head, _, more = description.partition("\n")
         words = head.split(" ", 2)  # "Local run …", "AWS run …": the first two in bold
         self.out.print(f"[bold]{escape(' '.join(words[:2]))}[/] {escape(' '.join(words[2:]))}", soft_wrap=True)
@@ -95,11 +96,11 @@ class ConsoleReporter(Reporter):
         at = f"  [dim]at +{duration(since_start)}[/]" if since_start is not None else ""
         self.out.print(f"[cyan]▶[/] {step} …{at}")
 
-    def step_finished(self, step: str, seconds: float, detail: str) -> None:
-        self.out.print(f"[green]✓[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {detail}", soft_wrap=True)
+    def step_finished(self, step: str, seconds: float, detail: str, mark: str = "[green]✓[/]") -> None:
+        self.out.print(f"{mark} {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {detail}", soft_wrap=True)
 
     def step_failed(self, step: str, seconds: float, error: str) -> None:
-        self.out.print(f"[red]✗[/] {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {error}", soft_wrap=True)
+        self.step_finished(step, seconds, error, "[red]✗[/]")
 
     def warning(self, step: str, message: str) -> None:
         self.out.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)
@@ -177,10 +178,8 @@ def _run_rows(run: RunResult) -> list[tuple[str, Any]]:
 def print_top(out: Console, title: str, id_column: str, rows: list[dict[str, Any]]) -> None:
     """The highest-risk customers, rank first (the title is a line of its own: never wrapped into the table)."""
     out.print(f"[bold]{title}[/]", soft_wrap=True)
-    table = Table()
-    table.add_column("rank", justify="right", no_wrap=True)
-    table.add_column(id_column, no_wrap=True)
-    table.add_column("churn probability", justify="right", no_wrap=True)
+    table = Table(Column("rank", justify="right", no_wrap=True), Column(id_column, no_wrap=True),
+                  Column("churn probability", justify="right", no_wrap=True))
     for row in rows:
         table.add_row(str(row["rank"]), str(row["record_id"]), f"{float(row['churn_probability']):.4f}")
     out.print(table)
@@ -204,11 +203,9 @@ def render_runs(out: Console, listing: RunListing, as_json: bool) -> None:
     if not listing.runs:
         out.print(listing.empty, soft_wrap=True)
     else:
-        table = Table(title=listing.title)
-        for column, justify in (("run", "left"), ("status", "left"), ("started", "left"), ("duration", "right"),
-                                ("AUC", "right")):
-            table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        table.add_column("error")
+        table = Table(*(Column(name, no_wrap=True) for name in ("run", "status", "started")),
+                      *(Column(name, justify="right", no_wrap=True) for name in ("duration", "AUC")), "error",
+                      title=listing.title)
         for run in listing.runs:
             table.add_row(run.run_id, _status_markup(run.status), _when(run.started), duration(run.duration_seconds),
                           _auc(run.auc), run.error)
@@ -234,11 +231,8 @@ def render_prediction(out: Console, prediction: Prediction, as_json: bool) -> No
         _feature_groups(prediction.feature_groups),
     ])
     out.print("[bold]What moves this customer's churn risk[/] (XGBoost contributions, in log-odds)", soft_wrap=True)
-    table = Table()
-    table.add_column("", no_wrap=True)
-    table.add_column("feature", no_wrap=True)
-    table.add_column("value")
-    table.add_column("contribution", justify="right", no_wrap=True)
+    table = Table(Column("", no_wrap=True), Column("feature", no_wrap=True), "value",
+                  Column("contribution", justify="right", no_wrap=True))
     for direction, items in (("[red]▲ up[/]", prediction.up), ("[green]▼ down[/]", prediction.down)):
         for item in items:
             table.add_row(direction, item.feature, "(missing)" if item.value is None else str(item.value),

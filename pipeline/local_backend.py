@@ -166,7 +166,7 @@ class LocalBackend:
         pipeline = LocalPipeline(spec=spec, settings=settings, workspace=self.workspace, reporter=reporter)
         groups = ", ".join(pipeline.feature_groups.values())
         reporter.run_started(f"Local run on {data} (feature group{'s' if len(pipeline.feature_groups) > 1 else ''} "
-                             f"{groups})", () if spec.is_single_group else tuple(pipeline.feature_groups))
+                             f"{groups})", tuple(pipeline.feature_groups))
         began = datetime.now(UTC)
         with _refusals():
             try:
@@ -208,7 +208,7 @@ class LocalBackend:
                                 "list them with `python -m pipeline runs --local`", error="RunNotFound")
         groups = result.feature_groups
         reporter.run_started(f"Local run {name} (feature group{'s' if len(groups) > 1 else ''} "
-                             f"{', '.join(groups.values()) or '-'})", tuple(groups) if len(groups) > 1 else ())
+                             f"{', '.join(groups.values()) or '-'})", tuple(groups))
         steps = list(result.step_seconds.items())
         for i, (step, seconds) in enumerate(steps):
             if result.finished and result.status != "SUCCEEDED" and i == len(steps) - 1:

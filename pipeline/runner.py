@@ -96,7 +96,7 @@ class Reporter:
         """Called between polls while following an execution: `step` has been running `seconds`."""
 
     def run_started(self, description: str, groups: tuple[str, ...] = ()) -> None:  # pragma: no cover
-        """Before the first step: which run, on what, where; `groups` name their own states (several groups)."""
+        """Before the first step: which run, on what, where; with several `groups`, each names its own states."""
 
     def step_finished(self, step: str, seconds: float, detail: str) -> None:  # pragma: no cover
         pass
@@ -219,7 +219,8 @@ class LocalPipeline:
             sources = self._sources(data, Path(scratch), outcome)
             checked = {name: _version(path) for name, path in sources.items()}  # before Validate input reads them
             expected = {g.name: self._validate(g, sources[g.name], event_time, outcome) for g in self.spec.all_groups}
-            store = self.open_feature_store()  # a store in an older layout is refused before the run writes
+            # A store in an older layout is refused before the run writes.
+            store = LocalFeatureStore(self.workspace.feature_store)
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.spec.derive:
                 shutil.copytree(scratch, run_dir / SOURCES_DIR)
@@ -311,9 +312,6 @@ class LocalPipeline:
                                   [values[name] for name in query.parameters]).fetchone()
         return rows
 
-    def open_feature_store(self) -> LocalFeatureStore:
-        return LocalFeatureStore(self.workspace.feature_store)
-
     # -- training, the gate, the registry -----------------------------------------------------
     def train_model(self, run_dir: Path, extra_hyperparameters: dict[str, Any] | None = None) -> Path:
         """Run the training script as the SageMaker container would, then pack model.tar.gz."""
@@ -363,7 +361,7 @@ class LocalPipeline:
         scores_dir = run_dir / SCORES_PREFIX
         scoring_input = scores_dir / "input" / SCORING_INPUT_FILE
         as_of = now_event_time()
-        with self.open_feature_store() as store, \
+        with LocalFeatureStore(self.workspace.feature_store) as store, \
                 self._step(steps.BUILD_SCORING_SET, outcome, lambda: f"{customers} customers as of {as_of}"):
             customers = self._query_to_csv(store, scoring_set_sql(self.spec, self._tables()), {AS_OF: as_of},
                                            scoring_input)
