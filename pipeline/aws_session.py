@@ -81,20 +81,15 @@ class Deployment:
     @classmethod
     def load(cls, cloudformation: Any, stack_name: str) -> Deployment:
         region = cloudformation.meta.region_name
-        not_found = OperatorError(
-            f"stack '{stack_name}' not found in region {region}",
-            f"{DEPLOY_HINT}; if it is in another region, {REGION_HINT} (--stack-name if you deployed it under "
-            "another name)", error="StackNotFound")
-        try:
-            stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        try:  # by name, DescribeStacks answers one stack or a ValidationError
+            stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
         except ClientError as exc:
             error = exc.response.get("Error", {})
             if error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message", "")):
-                raise not_found from None
+                raise OperatorError(f"stack '{stack_name}' not found in region {region}",
+                                    f"{DEPLOY_HINT}; if it is in another region, {REGION_HINT} (--stack-name if you "
+                                    "deployed it under another name)", error="StackNotFound") from None
             raise
-        if not stacks:
-            raise not_found
-        stack = stacks[0]
         status = stack.get("StackStatus", "")
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) if "OutputValue" in o}
         missing = [key for key in cls.REQUIRED if key not in outputs]

@@ -28,15 +28,28 @@ NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-
-
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
                   "Forbidden", "403", "AllAccessDisabled"}
-_EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
-_BAD_CREDENTIALS = {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch",
-                    "InvalidAccessKeyId", "InvalidToken"}
-_THROTTLED = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded",
-              "SlowDown"}
+# The ClientError codes a user can meet, as (message, hint, error); a message may name the {operation}, the
+# {code}, AWS's {message}, the {arn} it quotes, and {detail}: ": " and AWS's message, when it has one.
+_CLIENT_ERRORS: dict[str, tuple[str, str, str]] = {
+    **dict.fromkeys(ACCESS_DENIED, (
+        "access denied calling {operation}{detail}",
+        "your AWS identity needs permission for this call; check AWS_PROFILE or ask your administrator",
+        "AccessDenied")),
+    **dict.fromkeys(("ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"), (
+        "your AWS credentials have expired", "refresh them (e.g. `aws sso login`) and try again",
+        "ExpiredCredentials")),
+    **dict.fromkeys(("InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch",
+                     "InvalidAccessKeyId", "InvalidToken"), (
+        "AWS rejected the credentials ({code})", "check AWS_ACCESS_KEY_ID / AWS_PROFILE", "InvalidCredentials")),
+    **dict.fromkeys(("Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded",
+                     "SlowDown"), ("AWS throttled {operation}", "wait a moment and try again", "Throttled")),
+    "ExecutionDoesNotExist": ("execution not found: {arn}", RUNS_HINT, "ExecutionDoesNotExist"),
+    "StateMachineDoesNotExist": ("the stack's state machine does not exist any more", f"re-{DEPLOY_HINT}",
+                                 "StateMachineDoesNotExist"),
+    "NoSuchBucket": ("the stack's bucket does not exist: {message}", f"re-{DEPLOY_HINT}", "NoSuchBucket"),
+}
 
 
 class OperatorError(Exception):
@@ -97,34 +110,11 @@ def _explain_client_error(exc: ClientError) -> OperatorError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
     message = str(error.get("Message") or "").strip()
-    operation = exc.operation_name
-    if code in ACCESS_DENIED:
-        return OperatorError(
-            f"access denied calling {operation}" + (f": {message}" if message else ""),
-            "your AWS identity needs permission for this call; check AWS_PROFILE or ask your administrator",
-            error="AccessDenied",
-        )
-    if code in _EXPIRED:
-        return OperatorError("your AWS credentials have expired", "refresh them (e.g. `aws sso login`) and try again",
-                        error="ExpiredCredentials")
-    if code in _BAD_CREDENTIALS:
-        return OperatorError(f"AWS rejected the credentials ({code})", "check AWS_ACCESS_KEY_ID / AWS_PROFILE",
-                        error="InvalidCredentials")
-    if code in _THROTTLED:
-        return OperatorError(f"AWS throttled {operation}", "wait a moment and try again", error="Throttled")
-    if code == "ExecutionDoesNotExist":
-        return OperatorError(f"execution not found: {_quoted_arn(message)}", RUNS_HINT, error="ExecutionDoesNotExist")
-    if code == "StateMachineDoesNotExist":
-        return OperatorError("the stack's state machine does not exist any more", f"re-{DEPLOY_HINT}",
-                        error="StateMachineDoesNotExist")
-    if code == "ExecutionAlreadyExists":
-        return BadInput(f"an execution with this name already exists: {_quoted_arn(message)}",
-                        "choose another --name, or leave it out to get a generated one", error="ExecutionAlreadyExists")
-    if code in ("NoSuchBucket",):
-        return OperatorError(f"the stack's bucket does not exist: {message}", f"re-{DEPLOY_HINT}", error=code)
-    return OperatorError(f"{operation} failed: {code}" + (f": {message}" if message else ""), error=code)
-
-
-def _quoted_arn(message: str) -> str:
-    found = re.search(r"'(arn:[^']+)'", message)
-    return found.group(1) if found else message
+    quoted = re.search(r"'(arn:[^']+)'", message)
+    arn = quoted.group(1) if quoted else message
+    if code == "ExecutionAlreadyExists":  # the user's --name
+        return BadInput(f"an execution with this name already exists: {arn}",
+                        "choose another --name, or leave it out to get a generated one", error=code)
+    text, hint, name = _CLIENT_ERRORS.get(code, ("{operation} failed: {code}{detail}", "", code))
+    return OperatorError(text.format(operation=exc.operation_name, code=code, message=message, arn=arn,
+                                     detail=f": {message}" if message else ""), hint, error=name)

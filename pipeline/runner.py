@@ -108,26 +108,14 @@ class Reporter:
         """Something a step's user should know that did not stop it (e.g. the training script's warnings)."""
 
 
-@dataclass
 class Workspace:
     """Where the local mode keeps state: the feature store outlives runs, like on AWS."""
 
-    root: Path = DEFAULT_WORKSPACE
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root).resolve()  # the training script runs in training/
-
-    @property
-    def feature_store(self) -> Path:
-        return self.root / "feature-store"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def registry(self) -> LocalModelRegistry:
-        return LocalModelRegistry(self.root / "registry.json")
+    def __init__(self, root: Path = DEFAULT_WORKSPACE):
+        self.root = Path(root).resolve()  # the training script runs in training/
+        self.feature_store = self.root / "feature-store"
+        self.runs = self.root / "runs"
+        self.registry = LocalModelRegistry(self.root / "registry.json")
 
 
 @dataclass
