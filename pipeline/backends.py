@@ -148,9 +148,6 @@ class Prediction:
     model: str  # the model package ARN, or the local artifact
     feature_groups: list[str]  # the online feature groups read
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class Backend(Protocol):
     """What the CLI's shared commands need; `--local` picks LocalBackend, else AwsBackend."""

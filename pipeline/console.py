@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -239,4 +240,4 @@ def render_prediction(out: Console, prediction: Prediction, as_json: bool) -> No
                           f"{item.contribution:+.4f}")
     out.print(table)
     if as_json:
-        emit_json(prediction.to_dict())
+        emit_json(asdict(prediction))
