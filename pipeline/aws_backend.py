@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from churn.ingest import IngestError
 from churn.layout import RUN_SCORES, SCORES_FILE
 from churn.model_quality import ModelQualityBelowThreshold
+from churn.naming import DEFAULT_STACK_NAME
 from pipeline import aws_objects
 from pipeline.aws_session import AwsSession, Deployment
 from pipeline.backends import Prediction, RunListing, RunRequest, RunResult, Scores
@@ -45,12 +46,12 @@ def new_execution_name(now: datetime | None = None) -> str:
 
 
 class AwsBackend:
-    def __init__(self, stack_name: str, region: str | None, default_stack: str, poll_seconds: float = 3.0):
+    def __init__(self, stack_name: str, region: str | None, poll_seconds: float = 3.0):
         self.stack_name = stack_name
         self.region = region
         self.poll_seconds = poll_seconds
         # The options to repeat in a suggested next command.
-        self.flags = ("" if stack_name == default_stack else f" --stack-name {stack_name}") + (
+        self.flags = ("" if stack_name == DEFAULT_STACK_NAME else f" --stack-name {stack_name}") + (
             f" --region {region}" if region else "")
 
     @functools.cached_property

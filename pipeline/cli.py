@@ -119,7 +119,7 @@ def _backend(local: bool, workspace: Path | None, stack_name: str, region: str |
     _check_mode(local, {**(mode_options or {}), "--stack-name": stack, "--region": region})
     if local:
         return LocalBackend(workspace or DEFAULT_WORKSPACE)
-    return AwsBackend(stack_name, region, DEFAULT_STACK_NAME, poll_seconds)
+    return AwsBackend(stack_name, region, poll_seconds)
 
 
 @contextmanager
@@ -252,7 +252,7 @@ def upload(
     region: RegionOption = None,
 ) -> None:
     """Validate an input file here, then put it in the deployed bucket's raw/ for `run`."""
-    backend = AwsBackend(stack_name, region, DEFAULT_STACK_NAME)
+    backend = AwsBackend(stack_name, region)
     with _command(False):
         feature_spec = load_spec(spec)
         object_key = aws_objects.raw_key(data, key, csv_only=not feature_spec.derive)
