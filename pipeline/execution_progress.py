@@ -179,10 +179,6 @@ class _OpenState:
     failure: tuple[str, str] | None = None
 
 
-def _event_details(event: dict[str, Any]) -> dict[str, Any]:
-    return next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
-
-
 class ProgressTracker:
     """Turns history events into step lines: entered, exited (with its time), failed.
 
@@ -200,10 +196,6 @@ class ProgressTracker:
         self.facts = ExecutionFacts()
         self._choice: tuple[str, float] | None = None  # a Choice's line waits to name the branch taken
 
-    @property
-    def current(self) -> _OpenState | None:
-        return self.open[-1] if self.open else None
-
     def feed(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:
             self._event(event)
@@ -216,7 +208,7 @@ class ProgressTracker:
     def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "")
         at: datetime = event.get("timestamp") or datetime.now(UTC)
-        details = _event_details(event)
+        details = next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
         if kind == "ExecutionStarted":
             self.started = at
         elif kind.endswith("StateEntered"):
@@ -294,7 +286,7 @@ def follow(sfn: Any, arn: str, tracker: ProgressTracker, *, reader: HistoryReade
             execution = describe_execution(sfn, arn)
             if execution.finished:  # the history can show the end a moment before the description does
                 return execution
-        current = tracker.current
-        if current:
+        if tracker.open:
+            current = tracker.open[-1]
             tracker.reporter.still_running(current.label, (datetime.now(UTC) - current.entered).total_seconds())
         sleep(poll_seconds)
