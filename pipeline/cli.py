@@ -310,6 +310,8 @@ def predict(
     """Score one customer now: every online feature group's latest record and the latest approved model give
     the churn probability and the features that push it up or down most (XGBoost contributions)."""
     with _command(as_json) as reporter:
+        if not record_id.strip():  # refused before the workspace or stack is read: it is the option that is wrong
+            raise BadInput("--id is empty", "pass a customer's record identifier, e.g. --id 7590-VHVEG")
         prediction = _backend(local, workspace, stack_name, region).predict(record_id, features)
     render_prediction(reporter.out, prediction, as_json)
 

@@ -55,8 +55,7 @@ def record_key(record_id: str, described: dict[str, Any]) -> str:
         key = parse_value(Feature(name, kind, "--id"), record_id)
     except RowError as exc:
         raise BadInput(f"--id {record_id!r}: {exc.detail.removesuffix(f' (value {record_id!r})')}") from None
-    if key is None:
-        raise BadInput("--id is empty", "pass a customer's record identifier, e.g. --id 7590-VHVEG")
+    assert key is not None, "the CLI refuses an empty --id"
     return key
 
 
