@@ -34,7 +34,6 @@ import csv
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -72,27 +71,12 @@ _INTEGRAL_ID = rf"^[ \t]*{_INTEGRAL}[ \t]*$"
 _EVENT_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 
 
-def _string_array(values: list[str]) -> pa.Array:
-    """pa.array() without its pandas check: that imports pandas (~0.3 s) the local mode avoids."""
-    encoded = [value.encode() for value in values]
-    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
-    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
-
-
-_LABEL_TOKENS = _string_array(sorted(LABEL_TRUE | LABEL_FALSE))
+# A pattern, not a value set: pa.array() would import pandas (~0.3 s), which the local mode avoids.
+_LABEL_TOKEN = f"^(?:{'|'.join(map(re.escape, sorted(LABEL_TRUE | LABEL_FALSE)))})$"
 
 
 class _CannotVouch(Exception):
     """The fast check cannot prove the reference accepts the file; the message says why."""
-
-
-@dataclass(frozen=True)
-class Precheck:
-    """The fast check's verdict: `summary` when it vouches for the file, else `reason`."""
-
-    summary: CsvSummary | None
-    reason: str = ""
 
 
 def validate_file_fast(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> CsvSummary:
@@ -101,30 +85,30 @@ def validate_file_fast(path: str, group: FeatureGroupSpec, not_after: str | None
     The reference runs whenever the fast check cannot vouch for the file, so an invalid file
     always gets the reference's located InputValidationError.
     """
-    verdict = precheck(path, group, not_after)
-    if verdict.summary is not None:
-        return verdict.summary
-    log.info("fast validation cannot vouch for %s (%s): running the full validation", path, verdict.reason)
+    summary, reason = precheck(path, group, not_after)
+    if summary is not None:
+        return summary
+    log.info("fast validation cannot vouch for %s (%s): running the full validation", path, reason)
     return csv_input.validate_file(path, group, not_after)
 
 
-def precheck(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> Precheck:
-    """Vouch for the file (rows counted as the reference counts them) or say why not."""
+def precheck(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> tuple[CsvSummary | None, str]:
+    """(the summary, "") when the check vouches for the file (rows counted as the reference counts them),
+    else (None, why not)."""
     try:
-        return Precheck(_vouch(path, group, not_after))
+        return _vouch(path, group, not_after), ""
     except _CannotVouch as exc:
-        return Precheck(None, str(exc))
+        return None, str(exc)
     except (OSError, csv.Error, InputValidationError, pa.ArrowException) as exc:
-        return Precheck(None, f"{type(exc).__name__}: {exc}")
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 # -- the checks -----------------------------------------------------------------------------------
 def _vouch(path: str, group: FeatureGroupSpec, not_after: str | None) -> CsvSummary:
     limit = csv.field_size_limit()
-    raw_header, header_lines = _header(path, group)
-    _scan_bytes(path, limit)
     parse = pa_csv.ParseOptions()  # comma, ", no escape; no value spans lines (the scan proved it)
-    _same_header(path, header_lines, raw_header, parse)
+    raw_header = _header(path, group, parse)
+    _scan_bytes(path, limit)
     raw_name = {name.strip(): name for name in raw_header}  # unique: check_header passed
 
     id_feature = group.record_identifier
@@ -193,8 +177,8 @@ def _event_times(values: pa.Array, column: str) -> pa.Array:
     return times
 
 
-def _header(path: str, group: FeatureGroupSpec) -> tuple[list[str], int]:
-    """The raw header fields and how many lines they span, read and checked by csv_input's code."""
+def _header(path: str, group: FeatureGroupSpec, parse: pa_csv.ParseOptions) -> list[str]:
+    """The raw header fields, read and checked by csv_input's code; pyarrow must read the same."""
     with open(path, "rb") as stream:
         reader = csv.reader(csv_input.text_lines(stream, path), strict=True)
         try:
@@ -202,15 +186,11 @@ def _header(path: str, group: FeatureGroupSpec) -> tuple[list[str], int]:
         except StopIteration:
             raise _CannotVouch("empty file") from None
         csv_input.check_header([h.strip() for h in raw], path, group)
-        return raw, reader.line_num
-
-
-def _same_header(path: str, header_lines: int, raw_header: list[str], parse: pa_csv.ParseOptions) -> None:
-    with open(path, "rb") as stream:
-        head = b"".join(stream.readline() for _ in range(header_lines))
-    names = pa_csv.read_csv(pa.BufferReader(head), parse_options=parse).column_names
-    if names != raw_header:
+        stream.seek(0)
+        head = b"".join(stream.readline() for _ in range(reader.line_num))
+    if pa_csv.read_csv(pa.BufferReader(head), parse_options=parse).column_names != raw:
         raise _CannotVouch("pyarrow reads a different header")
+    return raw
 
 
 def _scan_bytes(path: str, limit: int) -> None:
@@ -230,11 +210,10 @@ def _blocks(path: str) -> Iterator[bytes]:
     pyarrow skips it); the last block is whatever follows the last newline."""
     pending = b""
     with open(path, "rb") as stream:
-        first = True
+        if stream.read(len(_BOM)) != _BOM:
+            stream.seek(0)
         while chunk := stream.read(_SCAN_BLOCK):
             data = pending + chunk
-            if first:
-                data, first = data.removeprefix(_BOM), False
             cut = data.rfind(b"\n") + 1
             if cut == 0 and len(data) >= _SCAN_MAX_BLOCK:
                 raise _CannotVouch(f"a line of {_SCAN_MAX_BLOCK} bytes or more")
@@ -351,5 +330,5 @@ def _check_numbers(values: pa.Array, column: str, feature_type: str) -> None:
 
 def _check_labels(values: pa.Array, column: str) -> None:
     tokens = pc.ascii_lower(pc.utf8_trim(values, characters=PY_WHITESPACE))
-    if not pc.all(pc.is_in(tokens, value_set=_LABEL_TOKENS)).as_py():
+    if not pc.all(pc.match_substring_regex(tokens, _LABEL_TOKEN)).as_py():
         raise _CannotVouch(f"a label in column {column!r} that is not a plain label token")
