@@ -26,24 +26,6 @@ def toolkit_args(hyperparameters: dict[str, Any]) -> list[str]:
     return [token for name in sorted(hyperparameters) for token in (f"--{name}", str(hyperparameters[name]))]
 
 
-def training_env(root: Path, hyperparameters: dict[str, Any], channels: tuple[str, ...] = (CHANNEL,)) -> dict[str, str]:
-    """SageMaker's training environment contract under `root`, its output directories created."""
-    env = {
-        **{f"SM_CHANNEL_{c.upper()}": str(root / "input" / "data" / c) for c in channels},
-        "SM_CHANNELS": json.dumps(list(channels)),
-        "SM_MODEL_DIR": str(root / "model"),
-        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
-        "SM_OUTPUT_DIR": str(root / "output"),
-        "SM_HPS": json.dumps(hyperparameters),
-        "SM_CURRENT_HOST": "algo-1",
-        "SM_HOSTS": json.dumps(["algo-1"]),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
-        Path(env[key]).mkdir(parents=True, exist_ok=True)
-    return env
-
-
 @dataclass(frozen=True)
 class TrainingRun:
     command: list[str]
@@ -71,9 +53,22 @@ class TrainingRun:
 
 def run_training(code_dir: Path, entry_point: str, root: Path, hyperparameters: dict[str, Any], *,
                  channels: tuple[str, ...] = (CHANNEL,), timeout: float | None = None) -> TrainingRun:
-    """Run `entry_point` (a module of `code_dir`) as the container runs it, its output in `root/training.log`."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_"))},
-           **training_env(root, hyperparameters, channels)}
+    """Run `entry_point` (a module of `code_dir`) as the container runs it, under SageMaker's training
+    environment contract in `root` (its output directories created), its output in `root/training.log`."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_"))},
+        **{f"SM_CHANNEL_{c.upper()}": str(root / "input" / "data" / c) for c in channels},
+        "SM_CHANNELS": json.dumps(list(channels)),
+        "SM_MODEL_DIR": str(root / "model"),
+        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
+        "SM_OUTPUT_DIR": str(root / "output"),
+        "SM_HPS": json.dumps(hyperparameters),
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", Path(entry_point).stem, *toolkit_args(hyperparameters)]
     log = root / "training.log"
     with open(log, "w", encoding="utf-8") as stream:
