@@ -125,40 +125,34 @@ def _add_rows(reader: Any, stats: list[ColumnStats], source: str, max_rows: int)
     return rows
 
 
-class _Names:
-    """snake_case feature names, unique and never reserved; a renaming the user would not guess from the
-    documented normalisation (`customerID` -> `customer_id`) goes to `problems`, one line a column."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        self.used: set[str] = set()
-
-    def __call__(self, raw: str) -> str:
-        normalised = normalise_name(raw)
-        name = fit_name(normalised) or "column"
-        why = []
-        if not normalised:
-            why.append("has no letter or digit a feature name can use")
-        elif not raw.isascii():
-            why.append("has characters outside ASCII, which feature names cannot hold")
-        if normalised and name != normalised:
-            why.append(f"makes a name over {MAX_NAME_LENGTH} characters, Feature Store's limit")
-        if name in RESERVED_NAMES:
-            why.append(f"makes '{name}', a name Feature Store reserves")
-            name = fit_name(name, "_value")
-        base, n = name, 2
-        while name in self.used:
-            name = fit_name(base, f"_{n}")
-            n += 1
-        if name != base:
-            why.append(f"makes '{base}', a name already taken")
-        if why:
-            self.problems.append(f"column '{raw}' {'; '.join(why)}: named '{name}'")
-        self.used.add(name)
-        return name
+def _feature_name(raw: str, used: set[str], problems: list[str]) -> str:
+    """A snake_case feature name, not in `used` and never reserved; a renaming the user would not guess from
+    the documented normalisation (`customerID` -> `customer_id`) goes to `problems`, one line a column."""
+    normalised = normalise_name(raw)
+    name = fit_name(normalised) or "column"
+    why = []
+    if not normalised:
+        why.append("has no letter or digit a feature name can use")
+    elif not raw.isascii():
+        why.append("has characters outside ASCII, which feature names cannot hold")
+    if normalised and name != normalised:
+        why.append(f"makes a name over {MAX_NAME_LENGTH} characters, Feature Store's limit")
+    if name in RESERVED_NAMES:
+        why.append(f"makes '{name}', a name Feature Store reserves")
+        name = fit_name(name, "_value")
+    base, n = name, 2
+    while name in used:
+        name = fit_name(base, f"_{n}")
+        n += 1
+    if name != base:
+        why.append(f"makes '{base}', a name already taken")
+    if why:
+        problems.append(f"column '{raw}' {'; '.join(why)}: named '{name}'")
+    used.add(name)
+    return name
 
 
-def _feature(stat: ColumnStats, position: int, name_for: _Names, problems: list[str]) -> dict[str, str] | None:
+def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[str]) -> dict[str, str] | None:
     if not stat.source:  # a spec cannot name it: a feature without `source` reads the column of its own name
         problems.append(f"column {position} has no name in the header: left out (name it to make it a feature)")
         return None
@@ -180,7 +174,7 @@ def _feature(stat: ColumnStats, position: int, name_for: _Names, problems: list[
     if stat.not_finite and stat.feature_type != "String":
         problems.append(f"column '{stat.source}' holds {stat.not_finite!r}, not a finite number: ingest refuses such "
                         f"values in a {stat.feature_type} feature; leave them blank (missing), or make it a String")
-    return {"name": name_for(stat.source), "source": stat.source, "type": stat.feature_type}
+    return {"name": _feature_name(stat.source, used, problems), "source": stat.source, "type": stat.feature_type}
 
 
 def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int = 200_000) -> Inference:
@@ -195,15 +189,15 @@ def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int =
             str(path), f"label values {bad_labels[:5]} are not Yes/No, True/False or 1/0", column=label_column)
     if label_stats.blanks:
         problems.append(f"label '{label_column}' is blank in {label_stats.blanks} rows: those rows cannot be ingested")
-    name_for = _Names(problems)
-    id_feature = {"name": name_for(id_column), "source": id_column,
+    used: set[str] = set()
+    id_feature = {"name": _feature_name(id_column, used, problems), "source": id_column,
                   "type": "Integral" if id_stats.feature_type == "Integral" else "String"}
     if id_stats.blanks:
         problems.append(f"id column '{id_column}' is blank in {id_stats.blanks} rows: those rows cannot be ingested")
-    label = {"name": name_for(label_column), "source": label_column, "type": "Integral"}
-    event_name = name_for("event_time")
+    label = {"name": _feature_name(label_column, used, problems), "source": label_column, "type": "Integral"}
+    event_name = _feature_name("event_time", used, problems)
     features = [feature for position, stat in enumerate(stats, 1) if stat.source not in (id_column, label_column)
-                if (feature := _feature(stat, position, name_for, problems)) is not None]
+                if (feature := _feature(stat, position, used, problems)) is not None]
     if not features:
         raise InputValidationError(str(path), f"no feature column: every column but the id '{id_column}' and the "
                                    f"label '{label_column}' is missing or empty")
