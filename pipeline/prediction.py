@@ -88,10 +88,10 @@ def predict_artifact(artifact: Path | bytes, model: str, model_version: str, fea
             churn_model = serving.load_model(model_dir)
             frame = pd.DataFrame([{name: values.get(name) for name in churn_model.feature_names}], dtype=object)
             probability = float(serving.predict_frame(churn_model, frame)[0])
-            explained = serving.contributions(churn_model, frame)
-            row = explained.features.iloc[0]
+            features, bias = serving.contributions(churn_model, frame)
+            row = features.iloc[0]
             ranked = sorted(((name, float(row[name])) for name in churn_model.feature_names), key=lambda item: item[1])
-            base = float(explained.bias.iloc[0])
+            base = float(bias.iloc[0])
     except (OSError, ValueError, tarfile.TarError) as exc:
         raise OperatorError(f"could not score customer {record_id!r} with {model}: {' '.join(str(exc).split())}",
                             error="PredictionFailed") from None

@@ -166,10 +166,6 @@ class ChurnModel(NamedTuple):
     encoding: dict[str, Any]
 
     @property
-    def id_column(self) -> str:
-        return self.encoding["id_column"]
-
-    @property
     def feature_names(self) -> list[str]:
         return list(self.encoding["feature_names"])
 
@@ -202,20 +198,14 @@ def predict_frame(model: ChurnModel, frame: pd.DataFrame) -> np.ndarray:
     return model.booster.inplace_predict(features, iteration_range=model.iteration_range).astype(float)
 
 
-class Contributions(NamedTuple):
-    """Per-feature contributions to each row's log-odds; `features.sum(axis=1) + bias` is the margin."""
-
-    features: pd.DataFrame
-    bias: pd.Series
-
-
-def contributions(model: ChurnModel, frame: pd.DataFrame) -> Contributions:
-    """A one-hot feature's contribution is its columns' sum (contributions add up to the margin)."""
+def contributions(model: ChurnModel, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """(per-feature contributions to each row's log-odds, the bias): `features.sum(axis=1) + bias` is the
+    margin. A one-hot feature's contribution is its columns' sum."""
     matrix = xgb.DMatrix(encode(frame, model.encoding), enable_categorical=True)
     values = model.booster.predict(matrix, pred_contribs=True, iteration_range=model.iteration_range)
     columns = pd.DataFrame(values[:, :-1].T, index=[feature for _, feature in model_columns(model.encoding)])
     features = columns.groupby(level=0, sort=False).sum().T.set_axis(frame.index)
-    return Contributions(features[model.feature_names], pd.Series(values[:, -1], index=frame.index, name="bias"))
+    return features[model.feature_names], pd.Series(values[:, -1], index=frame.index, name="bias")
 
 
 # -- the SageMaker serving functions (the toolkit calls them by their parameter counts) -----------------
@@ -236,8 +226,9 @@ def predict_fn(input_data, model):
         frame = read_request(input_data, model.encoding)
     except (ValueError, csv.Error) as exc:
         raise ValueError(f"could not parse the text/csv request: {' '.join(str(exc).split())}") from None
-    ids = frame[model.id_column].to_numpy() if model.id_column in frame.columns else None
-    return pd.DataFrame({model.id_column: ids, PROBABILITY_COLUMN: predict_frame(model, frame)})
+    id_column = model.encoding["id_column"]
+    ids = frame[id_column].to_numpy() if id_column in frame.columns else None
+    return pd.DataFrame({id_column: ids, PROBABILITY_COLUMN: predict_frame(model, frame)})
 
 
 def output_fn(prediction, accept):

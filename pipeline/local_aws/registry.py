@@ -53,8 +53,7 @@ class LocalModelRegistry:
         return [ModelEntry(**item) for item in data.get("models", [])]
 
     def latest_approved(self) -> ModelEntry | None:
-        approved = [e for e in self.entries() if e.status == APPROVED]
-        return max(approved, key=lambda e: e.version or 0) if approved else None
+        return max((e for e in self.entries() if e.status == APPROVED), key=lambda e: e.version or 0, default=None)
 
     def add(self, entry: ModelEntry) -> ModelEntry:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -132,7 +132,7 @@ def test_predictions_are_the_boosters_up_to_the_best_iteration(serving, served):
 def test_contributions_add_up_to_the_margin(serving, served):
     model, frame = served
     one = frame.iloc[[3]]
-    result = serving.contributions(model, one)
-    assert list(result.features.columns) == model.feature_names
-    margin = float(result.features.sum(axis=1).iloc[0] + result.bias.iloc[0])
+    features, bias = serving.contributions(model, one)
+    assert list(features.columns) == model.feature_names
+    margin = float(features.sum(axis=1).iloc[0] + bias.iloc[0])
     assert 1 / (1 + np.exp(-margin)) == pytest.approx(float(serving.predict_frame(model, one)[0]), abs=1e-6)

@@ -143,7 +143,7 @@ def test_a_string_feature_of_digits_is_a_category(train_model, serving, tmp_path
             [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
     else:
         assert encoded["zip"].cat.codes.tolist() == [1, 2, 0, 3]
-    assert len(serving.contributions(model, frame).features.columns) == len(model.feature_names)
+    assert len(serving.contributions(model, frame)[0].columns) == len(model.feature_names)
     importance = json.loads((run.model_dir / "evaluation.json").read_text())["feature_importance"]
     assert all(list(kind) == model.feature_names for kind in importance.values())
 
