@@ -41,28 +41,20 @@ def mini_batches(stream: BinaryIO, max_payload_bytes: int, source: str = "input"
         raise ValueError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
     pending = b""
     line_number = 1  # of the first line in `pending`
-    eof = False
-    while pending or not eof:
-        while not eof and len(pending) <= max_payload_bytes:
-            block = stream.read(max(READ_BYTES, max_payload_bytes + 1 - len(pending)))
-            if block:
-                pending += block
-            else:
-                eof = True
-        if not pending:
-            return
-        if len(pending) <= max_payload_bytes:  # the rest of the input fits in one request
-            yield pending
-            return
-        cut = pending.rfind(b"\n", 0, max_payload_bytes) + 1  # just past the last line that fits whole
-        if cut == 0:
-            raise PayloadTooLarge(
-                f"{source}, line {line_number}: the line is longer than the transform's MaxPayloadInMB "
-                f"({max_payload_bytes:,} bytes); Batch Transform cannot send it in one request"
-            )
-        request, pending = pending[:cut], pending[cut:]
-        line_number += request.count(b"\n")
-        yield request
+    while block := stream.read(max(READ_BYTES, max_payload_bytes + 1 - len(pending))):
+        pending += block
+        while len(pending) > max_payload_bytes:  # more than one request's worth: cut the first
+            cut = pending.rfind(b"\n", 0, max_payload_bytes) + 1  # just past the last line that fits whole
+            if cut == 0:
+                raise PayloadTooLarge(
+                    f"{source}, line {line_number}: the line is longer than the transform's MaxPayloadInMB "
+                    f"({max_payload_bytes:,} bytes); Batch Transform cannot send it in one request"
+                )
+            request, pending = pending[:cut], pending[cut:]
+            line_number += request.count(b"\n")
+            yield request
+    if pending:  # the rest of the input fits in one request
+        yield pending
 
 
 def assemble_lines(responses: Iterable[bytes]) -> Iterator[bytes]:
