@@ -71,8 +71,16 @@ _INTEGRAL_ID = rf"^[ \t]*{_INTEGRAL}[ \t]*$"
 _EVENT_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 
 
-# A pattern, not a value set: pa.array() would import pandas (~0.3 s), which the local mode avoids.
-_LABEL_TOKEN = f"^(?:{'|'.join(map(re.escape, sorted(LABEL_TRUE | LABEL_FALSE)))})$"
+def _string_array(values: list[str]) -> pa.Array:
+    """pa.array() without its pandas check: that imports pandas (~0.3 s) the local mode avoids."""
+    encoded = [value.encode() for value in values]
+    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
+
+
+# A value set, not a pattern: is_in takes half the CPU of a regular expression on 1M labels.
+_LABEL_TOKENS = _string_array(sorted(LABEL_TRUE | LABEL_FALSE))
 
 
 class _CannotVouch(Exception):
@@ -330,5 +338,5 @@ def _check_numbers(values: pa.Array, column: str, feature_type: str) -> None:
 
 def _check_labels(values: pa.Array, column: str) -> None:
     tokens = pc.ascii_lower(pc.utf8_trim(values, characters=PY_WHITESPACE))
-    if not pc.all(pc.match_substring_regex(tokens, _LABEL_TOKEN)).as_py():
+    if not pc.all(pc.is_in(tokens, value_set=_LABEL_TOKENS)).as_py():
         raise _CannotVouch(f"a label in column {column!r} that is not a plain label token")
