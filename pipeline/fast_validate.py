@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -202,21 +201,12 @@ def _header(path: str, group: FeatureGroupSpec, parse: pa_csv.ParseOptions) -> l
 
 
 def _scan_bytes(path: str, limit: int) -> None:
-    """Prove pyarrow and csv.reader split the file alike (see the module doc).
+    """Prove pyarrow and csv.reader split the file alike (see the module doc), reading it in blocks of
+    whole lines (a BOM dropped: the reference decodes with utf-8-sig and pyarrow skips it).
 
     Blocks end after a newline, and a simple quoted field holds none, so every block's quotes pair up.
     """
-    blank_seen = False  # a blank line may only end the file
-    for block in _blocks(path):
-        if blank_seen and block.strip():
-            raise _CannotVouch("a blank line inside the data")
-        blank_seen = _check_block(block, limit) or blank_seen
-
-
-def _blocks(path: str) -> Iterator[bytes]:
-    """The file in blocks of whole lines (a BOM dropped: the reference decodes with utf-8-sig and
-    pyarrow skips it); the last block is whatever follows the last newline."""
-    pending = b""
+    pending, blank_seen = b"", False
     with open(path, "rb") as stream:
         if stream.read(len(_BOM)) != _BOM:
             stream.seek(0)
@@ -225,18 +215,17 @@ def _blocks(path: str) -> Iterator[bytes]:
             cut = data.rfind(b"\n") + 1
             if cut == 0 and len(data) >= _SCAN_MAX_BLOCK:
                 raise _CannotVouch(f"a line of {_SCAN_MAX_BLOCK} bytes or more")
-            if cut:
-                yield data[:cut]
+            blank_seen = _check_block(data[:cut], limit, blank_seen)
             pending = data[cut:]
-    yield pending
+    _check_block(pending, limit, blank_seen)  # what follows the last newline
 
 
-def _check_block(block: bytes, limit: int) -> bool:
-    """Raise _CannotVouch for what the two readers could split differently; True if the block ends
-    with blank lines (a blank line followed by data is refused here)."""
+def _check_block(block: bytes, limit: int, blank_seen: bool) -> bool:
+    """Raise _CannotVouch for what the two readers could split differently; whether a blank line was
+    seen by the block's end (a blank line may only end the file)."""
     if b'"' in block and not _simple_quotes(block, limit):
         raise _CannotVouch("quotes other than simple one-line quoted fields")
-    blank = _blank_line_end(block)
+    blank = 0 if blank_seen else _blank_line_end(block)
     if blank is not None and block[blank:].strip():
         raise _CannotVouch("a blank line inside the data")
     if b"\x00" in block:
