@@ -103,14 +103,16 @@ def _iso(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _alive(row: tuple | None, at_us: float) -> bool:
+    """Whether an online row exists at `at_us`: an expired record counts as hard deleted."""
+    return row is not None and (row[ROW_EXPIRES] is None or row[ROW_EXPIRES] > at_us)
+
+
 def _wins(new: tuple, current: tuple | None) -> bool:
     """The online rule: `new` replaces `current` unless current is newer by event time (then by API
     call) and still alive at new's call. The upsert's WHERE clause says the same in SQL."""
-    return (
-        current is None
-        or (new[ROW_EVENT], new[ROW_CALL]) >= (current[ROW_EVENT], current[ROW_CALL])
-        or (current[ROW_EXPIRES] is not None and current[ROW_EXPIRES] <= new[ROW_CALL])
-    )
+    return (not _alive(current, new[ROW_CALL])
+            or (new[ROW_EVENT], new[ROW_CALL]) >= (current[ROW_EVENT], current[ROW_CALL]))
 
 
 def _table(group: FeatureGroup) -> str:
@@ -314,9 +316,9 @@ class LocalFeatureStore:
                           "GetRecord")
         with self._db_lock:
             row = self._current(group, key)
-        expires = None if row is None else row[ROW_EXPIRES]
-        if row is None or row[ROW_DELETED] or (expires is not None and expires <= self.clock() * 1e6):
+        if not _alive(row, self.clock() * 1e6) or row[ROW_DELETED]:
             return {}
+        expires = row[ROW_EXPIRES]
         wanted = set(FeatureNames or group.columns)
         values = zip(group.columns, row[ROW_VALUES], strict=True)
         response: dict[str, Any] = {"Record": [{"FeatureName": n, "ValueAsString": v}
@@ -364,8 +366,7 @@ class LocalFeatureStore:
         self._db.execute("BEGIN IMMEDIATE")  # no other process writes this record in between
         with self._db:  # COMMIT, or ROLLBACK on any exception
             current = self._current(group, key)
-            alive = current is not None and (current[ROW_EXPIRES] is None or current[ROW_EXPIRES] > self.clock() * 1e6)
-            if alive and tombstone[ROW_EVENT] < current[ROW_EVENT]:
+            if _alive(current, self.clock() * 1e6) and tombstone[ROW_EVENT] < current[ROW_EVENT]:
                 raise invalid(f"Record {key!r} (feature group '{group.name}'): EventTime {event_time!r} is older "
                               "than the stored record's; nothing was deleted", "DeleteRecord")
             self._db.execute(f"DELETE FROM {_table(group)} WHERE _record_id = ?", (key,))
