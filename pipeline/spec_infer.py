@@ -25,6 +25,7 @@ from churn.schema import MAX_NAME_LENGTH, RESERVED_NAMES, FeatureSpec
 # run's rules for a header (not empty, comma-separated, no name twice) before there is a spec: a
 # stand-in feature group that requires no column.
 _NO_GROUP = SimpleNamespace(name="", source_columns=())
+_MAX_DISTINCT = 1000  # a String column with more distinct values is named as a likely identifier or free text
 _LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "00332": text whose zeros a number would lose
 
 
@@ -35,8 +36,7 @@ class ColumnStats:
     blanks: int = 0
     integral: bool = True
     numeric: bool = True
-    distinct: set[str] = field(default_factory=set)
-    distinct_capped: bool = False
+    distinct: set[str] = field(default_factory=set)  # kept up to one over _MAX_DISTINCT
     not_finite: str = ""  # the first "nan", "inf"...: float() reads it, ingest refuses it in a number feature
     too_big: str = ""  # the first whole number beyond Feature Store's 64-bit Integral
     leading_zero: str = ""  # the first number written with a leading zero: the column is text
@@ -47,10 +47,8 @@ class ColumnStats:
             self.blanks += 1
             return
         self.values += 1
-        if not self.distinct_capped:
+        if len(self.distinct) <= _MAX_DISTINCT:
             self.distinct.add(text)
-            if len(self.distinct) > 1000:
-                self.distinct_capped = True
         if self.numeric and _LEADING_ZERO.match(text):
             self.numeric = self.integral = False
             self.leading_zero = text
@@ -159,9 +157,9 @@ def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[st
     if stat.values == 0:
         problems.append(f"column '{stat.source}' is empty in every row: left out")
         return None
-    if stat.feature_type == "String" and stat.distinct_capped:
+    if stat.feature_type == "String" and len(stat.distinct) > _MAX_DISTINCT:
         problems.append(
-            f"column '{stat.source}' has over 1000 distinct text values: an identifier or free text? "
+            f"column '{stat.source}' has over {_MAX_DISTINCT} distinct text values: an identifier or free text? "
             "It is kept as a String feature; remove it from the spec if it carries no signal")
     if stat.blanks:
         problems.append(f"column '{stat.source}' is blank in {stat.blanks} rows: stored as missing")

@@ -105,3 +105,13 @@ def test_numbers_written_with_leading_zeros_are_text(tmp_path):
     assert kinds == {"zip": "String", "code": "String", "small": "Integral", "ratio": "Fractional"}
     assert inference.spec.record_identifier.type == "String"
     assert any("zip" in problem and "leading zero" in problem for problem in inference.problems)
+
+
+@pytest.mark.parametrize(("codes", "named"), [(1000, False), (1001, True)])
+def test_a_text_column_with_over_1000_distinct_values_is_named_a_likely_identifier(tmp_path, codes, named):
+    path = tmp_path / "customers.csv"
+    path.write_text("id,code,churn\n" + "".join(f"A{i},c{i % codes},Yes\n" for i in range(3000)), encoding="utf-8")
+    problems = infer_spec(path, id_column="id", label_column="churn").problems
+    flagged = ("column 'code' has over 1000 distinct text values: an identifier or free text? It is kept as a String "
+               "feature; remove it from the spec if it carries no signal")
+    assert (flagged in problems) is named
