@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,9 +65,8 @@ class LocalModelRegistry:
                 entry.version = 1 + max((e.version or 0 for e in entries), default=0)
             entries.append(entry)
             payload = json.dumps({"models": [asdict(e) for e in entries]}, indent=2)
-            # Atomic replace: a crash never leaves a half-written registry.
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".registry-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
+            # Atomic replace: a crash never leaves a half-written registry (one writer at a time: the lock).
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text(payload, encoding="utf-8")
             os.replace(tmp, self.path)
         return entry
