@@ -298,8 +298,7 @@ def _canonical_ids(values: pa.Array, column: str, id_type: str) -> pa.Array:
         return ids
     if id_type != "Integral" or not pc.all(pc.match_substring_regex(values, _INTEGRAL_ID)).as_py():
         raise _CannotVouch(f"a record identifier in column {column!r} that is not a plain whole number")
-    text = pc.replace_substring_regex(pc.utf8_trim(values, characters=" \t"), pattern=r"\.0*$", replacement="")
-    text = pc.replace_substring_regex(text, pattern=r"^\+", replacement="")
+    text = pc.replace_substring_regex(pc.utf8_trim(values, characters=" \t"), pattern=r"^\+|\.0*$", replacement="")
     return pc.cast(text, pa.int64())
 
 
