@@ -215,7 +215,7 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
         if table is None or not table.num_rows:
             warn(f"{path.name}: no rows, skipped")
         elif tables and set(table.column_names) != set(tables[0].column_names):
-            raise InputError(f"{path.name}: columns {table.column_names} differ from {files[0].name}'s")
+            raise InputError(f"{path.name}: columns {table.column_names} differ from {names[0]}'s")
         else:
             tables.append(table.select((tables or [table])[0].column_names))
             names.append(path.name)

@@ -184,6 +184,16 @@ def test_every_csv_of_the_channel_is_read_and_their_categories_unified(train_mod
     assert frame["total_charges"].isna().sum() == sum(row[columns.index("total_charges")] is None for row in rows)
 
 
+def test_files_with_other_columns_are_named_against_the_first_file_read(train_model, tmp_path):
+    """The first file has no rows (skipped): the mismatch is with the first file whose rows were read."""
+    columns, rows = training_set_rows(limit=10)
+    (tmp_path / "a.csv").write_text(to_csv_text(columns, []), encoding="utf-8")
+    (tmp_path / "b.csv").write_text(to_csv_text(columns, rows), encoding="utf-8")
+    (tmp_path / "c.csv").write_text(to_csv_text([*columns, "extra"], [[*row, "1"] for row in rows]), encoding="utf-8")
+    with pytest.raises(train_model.InputError, match=r"^c\.csv: columns \[.*\] differ from b\.csv's$"):
+        train_model.read_training_data(tmp_path, {**train_model.default_params(), **TELCO_COLUMNS})
+
+
 # -- splits -----------------------------------------------------------------------------------------
 def test_with_one_row_per_id_the_split_is_sklearns_stratified_split(train_model, tmp_path):
     """The split the Telco result was measured with: train_test_split of the rows, stratified."""
