@@ -99,11 +99,9 @@ def _column_list(value: Any) -> list[str]:
     return names
 
 
-# name -> (default, valid, meaning). The model's defaults were chosen by repeated stratified CV on the
-# training part of the Telco data; max_fit_rows by the training step's time and validation AUC on 1M
-# generated rows (50k: -0.0011 AUC against no cap); max_cat_to_onehot 8 (XGBoost's 4) one-hot encodes every
-# Telco category: ~3x faster predictions than categorical splits, the same validation AUC (bench/README.md).
-# The pipeline passes only the operator's overrides and the spec's columns (churn.config.training_hyperparameters).
+# name -> (default, valid, meaning). The model's defaults: repeated stratified CV on Telco's training part;
+# max_fit_rows and max_cat_to_onehot (XGBoost's is 4): the 1M-row training time, prediction time and validation
+# AUC (bench/README.md). The pipeline passes only the overrides and the spec's columns (churn.config).
 HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "max_depth": (3, lambda v: v >= 1, "maximum tree depth, at least 1"),
     "eta": (0.03, lambda v: 0 < v <= 1, "learning rate, in (0, 1]"),
@@ -262,6 +260,9 @@ def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training
     for column, feature in one_hot_clashes(features).items():
         raise InputError(f"{source}: column '{column}' is named as a one-hot column of the categorical feature "
                          f"'{feature}' (<feature>#<n>): rename it")
+    for column in (c for c in features if set(c) & set("[]<")):  # XGBoost's feature-name rule
+        raise InputError(f"{source}: column '{column}' has a character XGBoost refuses in a feature name ([ ] <): "
+                         "rename it")
     for column in (c for c in features if frame[c].isna().all()):
         warn(f"feature '{column}' has no value in any row (e.g. every observation precedes its group's first "
              "version): the model cannot use it")

@@ -342,6 +342,8 @@ def test_a_bad_label_in_a_channel_of_several_files_names_its_file_and_row(tmp_pa
     ("too_few_rows", r"data.csv: only 10 row\(s\)"),
     ("one_hot_column_name", r"data.csv: column 'gender#1' is named as a one-hot column of the categorical "
                             r"feature 'gender' \(<feature>#<n>\)"),
+    ("xgboost_reserved_name", r"data.csv: column 'spend\[30d\]' has a character XGBoost refuses in a feature "
+                              r"name \(\[ \] <\): rename it"),
     ("no_csv", r"no \*\.csv file in the training channel"),
 ])
 def test_bad_input_fails_with_one_clear_line_and_writes_no_model(tmp_path, case, expected):
@@ -355,6 +357,7 @@ def test_bad_input_fails_with_one_clear_line_and_writes_no_model(tmp_path, case,
         "too_few_rows": frame.head(10),
         # a numeric column the script would name a column of gender's one-hot encoding: two inputs of one name
         "one_hot_column_name": frame.assign(**{"gender#1": [str(i % 5) for i in range(len(frame))]}),
+        "xgboost_reserved_name": frame.assign(**{"spend[30d]": "1.5"}),
     }[case])} if case != "no_csv" else {}
     run = run_training(tmp_path, files)
     assert run.completed.returncode == 1
