@@ -26,61 +26,52 @@ METRICS_NAMESPACE = "ChurnPipeline"
 
 
 @dataclass(frozen=True)
-class Access:
-    """Objects under a prefix of the data bucket, and why the function needs them."""
-
-    prefix: str
-    why: str
-
-
-@dataclass(frozen=True)
 class PipelineFunction:
+    """A function, its handler (churn.handlers.<module>.handler), and the data bucket prefixes it reads and
+    writes (its description says why)."""
+
     construct_id: str
-    handler: str
+    module: str
     description: str
-    timeout_seconds: int
-    memory_mb: int
-    reads: tuple[Access, ...] = ()
-    writes: tuple[Access, ...] = ()
-    reads_input: str = ""  # why it reads the run's CSVs (granted on the one prefix the spec reads them from)
+    reads: str = ""
+    writes: str = ""
+    reads_input: bool = False  # the run's CSVs (granted on the one prefix the spec reads them from)
     writes_features: bool = False  # BatchWriteRecord into every feature group of the spec
+    timeout_seconds: int = 300
+    memory_mb: int = 1024
+
+    @property
+    def handler(self) -> str:
+        return f"churn.handlers.{self.module}.handler"
 
 
 DERIVE_SOURCES = PipelineFunction(
-    "DeriveSourcesFunction", "churn.handlers.derive_sources.handler",
-    "Derive sources: turn the run's input file into one CSV per feature group", 600, 1769,
-    reads=(Access(RAW_PREFIX, "Derive sources reads the input file an execution names"),),
-    writes=(Access(STAGING_PREFIX, "Derive sources writes each group's CSV under staging/<execution>/"),),
+    "DeriveSourcesFunction", "derive_sources", reads=RAW_PREFIX, writes=STAGING_PREFIX,
+    description="Derive sources: turn the run's input file into one CSV per feature group",
+    timeout_seconds=600, memory_mb=1769,
 )
 VALIDATE_INPUT = PipelineFunction(
-    "ValidateInputFunction", "churn.handlers.validate_input.handler",
-    "Validate input: check a feature group's CSV against the feature spec before ingesting", 300, 1024,
-    reads_input="Validate input reads the CSVs of the run's feature groups",
+    "ValidateInputFunction", "validate_input", reads_input=True,
+    description="Validate input: check a feature group's CSV against the feature spec before ingesting",
 )
 # An EXPRESS child runs at most 5 minutes, retries included: keep each attempt short. 1,769 MB is one
 # full vCPU for the batch's concurrent BatchWriteRecord calls (building and signing them is CPU work).
 INGEST_BATCH = PipelineFunction(
-    "IngestFunction", "churn.handlers.ingest.handler",
-    "Ingest features: BatchWriteRecord one batch of rows into its feature group", 90, 1769,
-    writes_features=True,
+    "IngestFunction", "ingest", writes_features=True,
+    description="Ingest features: BatchWriteRecord one batch of rows into its feature group",
+    timeout_seconds=90, memory_mb=1769,
 )
 SUMMARISE_INGEST = PipelineFunction(
-    "SummariseIngestFunction", "churn.handlers.summarise_ingest.handler",
-    "Summarise ingest: read the Distributed Map's results and name every failed record", 300, 1024,
-    reads=(Access(INGEST_PREFIX, "Summarise ingest reads the Distributed Map's results"),),
-    writes=(Access(INGEST_PREFIX, "Summarise ingest writes the run's failed records next to them"),),
+    "SummariseIngestFunction", "summarise_ingest", reads=INGEST_PREFIX, writes=INGEST_PREFIX,
+    description="Summarise ingest: read the Distributed Map's results and name every failed record",
 )
 EVALUATE_MODEL = PipelineFunction(
-    "EvaluateModelFunction", "churn.handlers.evaluate.handler",
-    "Evaluate model: read the model's evaluation and apply the quality threshold", 120, 1024,
-    reads=(Access(MODELS_PREFIX, "Evaluate model reads the run's model artifact"),),
-    writes=(Access(MODELS_PREFIX, "Evaluate model writes the evaluation next to the model"),),
+    "EvaluateModelFunction", "evaluate", reads=MODELS_PREFIX, writes=MODELS_PREFIX, timeout_seconds=120,
+    description="Evaluate model: read the model's evaluation and apply the quality threshold",
 )
 RANK_SCORES = PipelineFunction(
-    "RankScoresFunction", "churn.handlers.rank_scores.handler",
-    "Rank scores: rank the Batch Transform's churn probabilities into scores.csv", 300, 1024,
-    reads=(Access(SCORES_PREFIX, "Rank scores reads the run's Batch Transform output"),),
-    writes=(Access(SCORES_PREFIX, "Rank scores writes scores/<execution>/scores.csv"),),
+    "RankScoresFunction", "rank_scores", reads=SCORES_PREFIX, writes=SCORES_PREFIX,
+    description="Rank scores: rank the Batch Transform's churn probabilities into scores.csv",
 )
 FUNCTIONS = (DERIVE_SOURCES, VALIDATE_INPUT, INGEST_BATCH, SUMMARISE_INGEST, EVALUATE_MODEL, RANK_SCORES)
 
@@ -107,12 +98,11 @@ class PipelineFunctions(Construct):
                 environment=environment, timeout=Duration.seconds(declared.timeout_seconds),
                 memory_size=declared.memory_mb,
             )
-            for access in declared.reads:
-                kit.store.grant_read(function.role, access.prefix, access.why)
-            if declared.reads_input:
-                kit.store.grant_read(function.role, input_prefix(bool(spec.derive)), declared.reads_input)
-            for access in declared.writes:
-                kit.store.grant_write(function.role, access.prefix, access.why)
+            reads = input_prefix(bool(spec.derive)) if declared.reads_input else declared.reads
+            if reads:
+                kit.store.grant_read(function.role, reads, declared.description)
+            if declared.writes:
+                kit.store.grant_write(function.role, declared.writes, declared.description)
             if declared.writes_features:
                 _grant_feature_writes(function, feature_store)
             self.functions[declared] = function
