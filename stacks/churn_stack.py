@@ -8,7 +8,6 @@ from typing import cast
 
 from aws_cdk import CfnOutput, CfnResource, Duration, Environment, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -55,15 +54,7 @@ class ChurnPipelineStack(Stack):
         regions.require_supported_region(self, supported)
         stack_name = self.stack_name
 
-        store = DataStore(
-            self,
-            "Storage",
-            data_file=data_file,
-            work_group_name=naming.work_group_name(stack_name),
-            database_name=naming.glue_database_name(stack_name),
-            log_retention=logs.RetentionDays.ONE_MONTH,
-            event_bridge_enabled=enable_s3_trigger,
-        )
+        store = DataStore(self, "Storage", data_file=data_file, event_bridge_enabled=enable_s3_trigger)
         kit = LambdaKit(code=lambda_asset(PROJECT_ROOT / "lambda"), layer=powertools_layer(self), store=store)
         feature_store = FeatureStore(self, "FeatureStore", spec=spec, stack_name=stack_name, store=store, kit=kit)
         registry = ModelRegistry(self, "ModelRegistry", name=naming.model_package_group_name(stack_name), kit=kit)

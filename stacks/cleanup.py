@@ -14,45 +14,30 @@ from stacks.functions import LambdaKit
 
 
 class CleanupOnDelete(Construct):
-    """One Lambda-backed provider: Create/Update do nothing, Delete runs `handler` for each resource.
+    """One Lambda-backed provider: Create/Update do nothing, Delete runs churn.handlers.<module>.handler for
+    each resource.
 
     A resource should depend on what it cleans up after, so that CloudFormation deletes it (and runs
     the clean-up) before deleting that resource's owner.
     """
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        description: str,
-        handler: str,
-        resource_type: str,
-        statements: Sequence[iam.PolicyStatement],
-        kit: LambdaKit,
-        service_name: str,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, module: str, resource_type: str, description: str,
+                 statements: Sequence[iam.PolicyStatement], kit: LambdaKit) -> None:
         super().__init__(scope, construct_id)
         self.resource_type = resource_type
         self.function = kit.function(
             self,
             "Function",
             description=f"Custom resource: {description}",
-            handler=handler,
-            environment={"POWERTOOLS_SERVICE_NAME": service_name},
+            handler=f"churn.handlers.{module}.handler",
+            environment={"POWERTOOLS_SERVICE_NAME": f"churn-{module.replace('_', '-')}"},
             timeout=Duration.minutes(5),
             memory_size=256,
         )
         for statement in statements:
             self.function.add_to_role_policy(statement)
-        provider_role = iam.Role(
-            self,
-            "ProviderRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"CloudFormation custom resource provider: {description}"[:1000],
-        )
-        provider_logs = kit.store.log_group("ProviderLogs", self)
-        provider_logs.grant_write(provider_role)
+        provider_role, provider_logs = kit.store.lambda_role(
+            self, "Provider", f"CloudFormation custom resource provider: {description}")
         self.provider = cr.Provider(
             self,
             "Provider",

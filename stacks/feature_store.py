@@ -18,8 +18,6 @@ from stacks.cleanup import CleanupOnDelete
 from stacks.functions import LambdaKit
 from stacks.storage import DataStore
 
-GLUE_CLEANUP_HANDLER = "churn.handlers.glue_cleanup.handler"
-
 
 @dataclass(frozen=True)
 class FeatureGroup:
@@ -68,11 +66,10 @@ class FeatureStore(Construct):
             self,
             "TableCleanup",
             description="drop the feature groups' Glue tables on stack deletion",
-            handler=GLUE_CLEANUP_HANDLER,
+            module="glue_cleanup",
             resource_type="Custom::GlueTableCleanup",
             statements=[iam.PolicyStatement(actions=["glue:DeleteTable"], resources=self.glue_arns)],
             kit=kit,
-            service_name="churn-glue-cleanup",
         )
         self.groups = {
             g.name: self._feature_group(g, naming.feature_group_name(stack_name, g.name, g.fingerprint()),

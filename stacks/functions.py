@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Duration, Token
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
@@ -84,14 +83,7 @@ class LambdaKit:
     ) -> lambda_.Function:
         """A function with a role of its own that can only write its own log group (no managed policy)."""
         check_environment(construct_id, environment)
-        role = iam.Role(
-            scope,
-            f"{construct_id}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{description} (Lambda execution role)"[:1000],
-        )
-        log_group = self.store.log_group(f"{construct_id}Logs", scope)
-        log_group.grant_write(role)
+        role, log_group = self.store.lambda_role(scope, construct_id, f"{description} (Lambda execution role)")
         function = lambda_.Function(
             scope,
             construct_id,

@@ -32,14 +32,13 @@ class ModelRegistry(Construct):
             self,
             "Cleanup",
             description="delete the model packages on stack deletion so their group can go",
-            handler="churn.handlers.registry_cleanup.handler",
+            module="registry_cleanup",
             resource_type="Custom::ModelRegistryCleanup",
             statements=[
                 iam.PolicyStatement(actions=["sagemaker:ListModelPackages"], resources=["*"]),
                 iam.PolicyStatement(actions=["sagemaker:DeleteModelPackage"], resources=[self.packages_arn]),
             ],
             kit=kit,
-            service_name="churn-registry-cleanup",
         )
         nag.wildcard_resource(cleanup.function.role, "*",
                               "sagemaker:ListModelPackages does not support resource-level permissions")

@@ -206,14 +206,13 @@ class ScoringModelSweep(Construct):
             self,
             "Cleanup",
             description="delete the scoring models interrupted executions left, on stack deletion",
-            handler="churn.handlers.scoring_model_cleanup.handler",
+            module="scoring_model_cleanup",
             resource_type="Custom::ScoringModelCleanup",
             statements=[
                 iam.PolicyStatement(actions=["states:ListExecutions"], resources=[state_machine.state_machine_arn]),
                 iam.PolicyStatement(actions=["sagemaker:DeleteModel"], resources=[models]),
             ],
             kit=kit,
-            service_name="churn-scoring-model-cleanup",
         )
         nag.wildcard_resource(cleanup.function.role, models,
                               "Scoring models are named after the executions; the handler deletes only those of "

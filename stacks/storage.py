@@ -17,9 +17,11 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct, IConstruct
 
+from churn import naming
 from churn.layout import QUERY_PREFIX, RAW_PREFIX, SAMPLE_DATA_NAME
 from stacks import checkov, nag
 
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 NONCURRENT_VERSION_DAYS = 30  # how long an overwritten or deleted object can still be restored
 
 
@@ -46,20 +48,8 @@ def stage(name: str, data: bytes) -> Path:
 class DataStore(Construct):
     """Everything the pipeline stores, encrypted with one customer-managed key."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        data_file: Path,
-        work_group_name: str,
-        database_name: str,
-        log_retention: logs.RetentionDays,
-        event_bridge_enabled: bool = False,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, data_file: Path, event_bridge_enabled: bool) -> None:
         super().__init__(scope, construct_id)
-        self.log_retention = log_retention
-
         self.key = kms.Key(
             self,
             "Key",
@@ -129,14 +119,8 @@ class DataStore(Construct):
             elif child.node.id.startswith("BucketNotificationsHandler"):
                 self.route_logs(child.node.find_child("Resource"), "BucketNotificationsLogs")
 
-        deployment_logs = self.log_group("DataDeploymentLogs")
-        deployment_role = iam.Role(
-            self,
-            "DataDeploymentRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Copies the sample CSV into raw/ at deploy time",
-        )
-        deployment_logs.grant_write(deployment_role)
+        deployment_role, deployment_logs = self.lambda_role(self, "DataDeployment",
+                                                            "Copies the sample CSV into raw/ at deploy time")
         self.data_deployment = s3deploy.BucketDeployment(
             self,
             "RawData",
@@ -152,23 +136,24 @@ class DataStore(Construct):
 
         self._acknowledge_deployment(deployment_role)
 
-        self.database_name = database_name
+        stack_name = Stack.of(self).stack_name
+        self.database_name = naming.glue_database_name(stack_name)
         self.database = glue.CfnDatabase(
             self,
             "Database",
             catalog_id=Aws.ACCOUNT_ID,
             database_input=glue.CfnDatabase.DatabaseInputProperty(
-                name=database_name,
+                name=self.database_name,
                 description="Churn feature store: the offline store table Feature Store creates",
             ),
         )
 
-        self.work_group_name = work_group_name
+        self.work_group_name = naming.work_group_name(stack_name)
         self.query_results_uri = f"{self.uri(QUERY_PREFIX)}/"
         self.work_group = athena.CfnWorkGroup(
             self,
             "WorkGroup",
-            name=work_group_name,
+            name=self.work_group_name,
             description="Churn pipeline queries over the feature store's offline store",
             state="ENABLED",
             recursive_delete_option=True,  # `cdk destroy` removes the workgroup with its history
@@ -260,12 +245,20 @@ class DataStore(Construct):
         function.add_property_override("LoggingConfig.LogGroup", group.log_group_name)
         return group
 
+    def lambda_role(self, scope: Construct, name: str, description: str) -> tuple[iam.Role, logs.LogGroup]:
+        """A Lambda execution role, `<name>Role`, that can only write its own log group, `<name>Logs`."""
+        role = iam.Role(scope, f"{name}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                        description=description[:1000])
+        log_group = self.log_group(f"{name}Logs", scope)
+        log_group.grant_write(role)
+        return role, log_group
+
     def log_group(self, construct_id: str, scope: Construct | None = None) -> logs.LogGroup:
         """A log group encrypted with the key, kept for the configured retention, deleted on destroy."""
         return logs.LogGroup(
             scope or self,
             construct_id,
             encryption_key=self.key,
-            retention=self.log_retention,
+            retention=LOG_RETENTION,
             removal_policy=RemovalPolicy.DESTROY,
         )
