@@ -17,7 +17,7 @@ from churn.schema import FeatureSpec
 from stacks import checkov, nag, regions, retries
 from stacks.feature_store import FeatureStore
 from stacks.functions import LambdaKit, lambda_asset, powertools_layer
-from stacks.ingest import IngestPhase, IngestServices
+from stacks.ingest import IngestPhase
 from stacks.model_container import ModelContainer
 from stacks.model_registry import ModelRegistry
 from stacks.offline_store_queries import OfflineStoreQueries
@@ -80,9 +80,8 @@ class ChurnPipelineStack(Stack):
         )
         record_failure.next(sfn.Fail(self, steps.PIPELINE_FAILED, error_path=f"{retries.FAILURE_PATH}.Error",
                                      cause_path=f"{retries.FAILURE_PATH}.Cause"))
-        ingest = IngestPhase(self, "Ingest", feature_store=feature_store, failure=record_failure,
-                             services=IngestServices(functions=functions, queries=queries, settings=settings,
-                                                     role=machine_role))
+        ingest = IngestPhase(self, "Ingest", feature_store=feature_store, functions=functions, queries=queries,
+                             settings=settings, role=machine_role, failure=record_failure)
         training = TrainingPhase(self, "Training", spec=spec, settings=settings, container=container,
                                  queries=queries, functions=functions, registry=registry, role=machine_role,
                                  failure=record_failure)

@@ -4,7 +4,7 @@ the branches of one Parallel state, after "Derive sources" where the spec derive
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aws_cdk import ArnFormat, Duration, Fn, Stack
@@ -70,63 +70,85 @@ class IngestResultWriter(sfn.ResultWriterV2):
         return [iam.PolicyStatement(actions=actions, resources=[self._objects])]
 
 
-@dataclass(frozen=True)
-class IngestServices:
-    """What every group's ingest uses: the functions, the offline-store queries, the settings, and the
-    state machine's role (granted the item reader's and result writer's key use)."""
+class IngestPhase(Phase):
+    """Per feature group: Validate input → Ingest features → Summarise ingest → the offline-store wait loop.
 
-    functions: PipelineFunctions
-    queries: OfflineStoreQueries
-    settings: PipelineSettings
-    role: iam.IRole
+    One group: that chain, each error caught on the way. Several: [Derive sources →] one Parallel state, a
+    branch a group (its states named after it: "Validate input (activity)"), whose failure (a branch's error
+    and cause) is caught once; its result puts the run's values where a single group's "Validate input"
+    puts them ($.validation)."""
 
-
-class IngestFeatureGroup(Phase):
-    """Validate input → Ingest features → Summarise ingest → the offline-store wait loop, for one group.
-
-    `labelled` names the states after the group ("Validate input (activity)"); `failure` None leaves
-    errors to the enclosing Parallel state."""
-
-    def __init__(self, scope: Construct, construct_id: str, *, group: FeatureGroup, services: IngestServices,
-                 key_path: str, source_prefix: str, labelled: bool, failure: sfn.IChainable | None) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, feature_store: FeatureStore,
+                 functions: PipelineFunctions, queries: OfflineStoreQueries, settings: PipelineSettings,
+                 role: iam.IRole, failure: sfn.IChainable) -> None:
         super().__init__(scope, construct_id)
-        self._group, self._services, self._failure = group, services, failure
-        self._label = group.spec.name if labelled else None
-        self.map_label = INGEST_MAP_LABEL if self._label is None else f"{INGEST_MAP_LABEL}-{self._label}"
-        validate = services.functions.invoke(self, self._step(steps.VALIDATE_INPUT), VALIDATE_INPUT, {
-            "bucket": services.queries.store.bucket.bucket_name,
+        self.functions, self.queries, self.settings, self.store = functions, queries, settings, queries.store
+        spec = feature_store.spec
+        self.source_prefix = input_prefix(bool(spec.derive))
+        # The item reader decrypts the CSV, the result writer encrypts the results, with the bucket's key.
+        self.store.key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")
+        self.store.acknowledge_prefix(role, self.source_prefix, "The Distributed Map's item reader reads the "
+                                      "version of the CSV Validate input read")
+        self.store.acknowledge_prefix(role, INGEST_PREFIX, "The Distributed Map writes its results")
+        self.map_labels: list[str] = []
+        if spec.is_single_group:
+            only = self._group(feature_store.first, "$.input_key", None, failure)
+            self._bounds(only.start_state, only.end_states)
+            return
+        parallel = sfn.Parallel(self, steps.INGEST_GROUPS, result_path="$.validation", result_selector={
+            name: sfn.JsonPath.string_at(f"$[0].validation.{name}")
+            for name in ("event_time", "event_time_sql", "run_started_sql", "knowledge_cutoff_sql")
+        })
+        for name, group in feature_store.groups.items():
+            branch = self._group(group, f"$.sources.{name}", name, None)
+            parallel.branch(branch.next(sfn.Succeed(self, steps.for_group(steps.FEATURE_GROUP_READY, name))))
+        retries.guard(parallel, None, failure)
+        self._bounds(parallel, [parallel])
+        if spec.derive:
+            derive = functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES, {
+                "bucket": self.store.bucket.bucket_name,
+                "key": sfn.JsonPath.string_at("$.input_key"),
+                "execution": sfn.JsonPath.execution_name,
+            }, result_path="$.sources", failure=failure)
+            derive.next(parallel)
+            self._bounds(derive, [parallel])
+
+    def _group(self, group: FeatureGroup, key_path: str, label: str | None,
+               failure: sfn.IChainable | None) -> sfn.Chain:
+        """One group's states, named after `label` where it is given; `failure` None leaves errors to the
+        enclosing Parallel state."""
+        bucket, step = self.store.bucket, partial(steps.for_group, group=label)
+        validate = self.functions.invoke(self, step(steps.VALIDATE_INPUT), VALIDATE_INPUT, {
+            "bucket": bucket.bucket_name,
             "key": sfn.JsonPath.string_at(key_path),
             "group": group.spec.name,
             "event_time": sfn.JsonPath.execution_start_time,
             "execution_input": sfn.JsonPath.execution_input,  # its knowledge_cutoff, if any
         }, result_path="$.validation", failure=failure)
-        ingest = self._ingest_map(key_path, source_prefix)
-        summarise = services.functions.invoke(self, self._step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST, {
+        ingest = self._ingest_map(group, key_path, label, failure)
+        summarise = self.functions.invoke(self, step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST, {
             "result_writer": sfn.JsonPath.object_at("$.ingest_results.ResultWriterDetails"),
             "failures_uri": sfn.JsonPath.format(
-                f"s3://{services.queries.store.bucket.bucket_name}/"
+                f"s3://{bucket.bucket_name}/"
                 f"{INGEST_RESULTS.format(execution='{}', group=group.spec.name)}/{FAILED_RECORDS_FILE}",
                 sfn.JsonPath.execution_name),
             "group": group.spec.name,
         }, result_path="$.ingest", failure=failure)
-        checked = self._offline_store_wait()
-        validate.next(ingest).next(summarise).next(checked.start_state)
-        self._bounds(validate, checked.end_states)
+        return validate.next(ingest).next(summarise).next(self._offline_store_wait(group, label, failure))
 
-    def _step(self, step: str) -> str:
-        return steps.for_group(step, self._label)
-
-    def _ingest_map(self, key_path: str, source_prefix: str) -> sfn.DistributedMap:
+    def _ingest_map(self, group: FeatureGroup, key_path: str, label: str | None,
+                    failure: sfn.IChainable | None) -> sfn.DistributedMap:
         """One EXPRESS child per batch of CSV rows; a failed batch never fails the Map (100 % tolerated):
         "Summarise ingest" reads every batch's result and names the failed records."""
-        services, group = self._services, self._group
-        settings, store = services.settings, services.queries.store
+        settings, bucket, step = self.settings, self.store.bucket, partial(steps.for_group, group=label)
+        map_label = INGEST_MAP_LABEL if label is None else f"{INGEST_MAP_LABEL}-{label}"
+        self.map_labels.append(map_label)
         ingest = sfn.DistributedMap(
             self,
-            self._step(steps.INGEST_FEATURES),
+            step(steps.INGEST_FEATURES),
             item_reader=ValidatedCsvItemReader(
-                bucket=store.bucket, key=sfn.JsonPath.string_at(key_path),
-                version_id_path="$.validation.version_id", prefix=source_prefix,
+                bucket=bucket, key=sfn.JsonPath.string_at(key_path),
+                version_id_path="$.validation.version_id", prefix=self.source_prefix,
             ),
             # Each row with its position in the file, so a failed record is reported by its line.
             item_selector={"index": sfn.JsonPath.number_at("$$.Map.Item.Index"),
@@ -141,97 +163,48 @@ class IngestFeatureGroup(Phase):
             max_concurrency=settings.ingest_max_concurrency,
             tolerated_failure_percentage=100,
             map_execution_type=sfn.StateMachineType.EXPRESS,
-            label=self.map_label,
-            result_writer_v2=IngestResultWriter(bucket=store.bucket, group=group.spec.name),
+            label=map_label,
+            result_writer_v2=IngestResultWriter(bucket=bucket, group=group.spec.name),
             result_path="$.ingest_results",
         )
-        ingest.item_processor(services.functions.invoke(self, self._step(steps.INGEST_BATCH), INGEST_BATCH, {
+        ingest.item_processor(self.functions.invoke(self, step(steps.INGEST_BATCH), INGEST_BATCH, {
             "Items": sfn.JsonPath.list_at("$.Items"),
             "BatchInput": sfn.JsonPath.object_at("$.BatchInput"),
         }, result_path="$", failure=None))
-        # The item reader decrypts the CSV, the result writer encrypts the results, with the bucket's key.
-        store.key.grant(services.role, "kms:Decrypt", "kms:GenerateDataKey")
-        store.acknowledge_prefix(services.role, source_prefix,
-                                 "The Distributed Map's item reader reads the version of the CSV Validate input read")
-        store.acknowledge_prefix(services.role, INGEST_PREFIX, "The Distributed Map writes its results")
-        return retries.guard(ingest, None, self._failure)
+        return retries.guard(ingest, None, failure)
 
-    def _offline_store_wait(self) -> sfn.Chain:
+    def _offline_store_wait(self, group: FeatureGroup, label: str | None, failure: sfn.IChainable | None) -> sfn.Chain:
         """Count this run's records in the group's offline store until all are there (replication lags
         minutes), at most `offline_store_max_checks` times."""
-        services, group, failure = self._services, self._group, self._failure
-        settings, queries = services.settings, services.queries
-        start = sfn.Pass(self, self._step(steps.START_OFFLINE_CHECKS), result=sfn.Result.from_object({"checks": 0}),
+        settings, queries, step = self.settings, self.queries, partial(steps.for_group, group=label)
+        start = sfn.Pass(self, step(steps.START_OFFLINE_CHECKS), result=sfn.Result.from_object({"checks": 0}),
                          result_path="$.offline_store")
-        count = queries.query(self, self._step(steps.COUNT_OFFLINE_RECORDS),
+        count = queries.query(self, step(steps.COUNT_OFFLINE_RECORDS),
                               offline_count_sql(group.spec, queries.tables[group.spec.name]),
                               result_path="$.offline_count_query", failure=failure)
-        read = queries.first_value(self, self._step(steps.READ_OFFLINE_COUNT), query_path="$.offline_count_query",
+        read = queries.first_value(self, step(steps.READ_OFFLINE_COUNT), query_path="$.offline_count_query",
                                    result_path="$.offline_count", failure=failure)
-        record = sfn.Pass(self, self._step(steps.RECORD_OFFLINE_CHECK), result_path="$.offline_store",
+        record = sfn.Pass(self, step(steps.RECORD_OFFLINE_CHECK), result_path="$.offline_store",
                           parameters={"checks": sfn.JsonPath.math_add(
                               sfn.JsonPath.number_at("$.offline_store.checks"), 1)})
-        timed_out = sfn.Fail(self, self._step(steps.OFFLINE_STORE_TIMED_OUT), error=OfflineStoreTimeout.__name__,
+        timed_out = sfn.Fail(self, step(steps.OFFLINE_STORE_TIMED_OUT), error=OfflineStoreTimeout.__name__,
                              cause_path=sfn.JsonPath.format(
                                  "offline store had {} of {} records after {} checks",
                                  sfn.JsonPath.string_at("$.offline_count.records"),
                                  sfn.JsonPath.string_at("$.validation.records"),
                                  sfn.JsonPath.string_at("$.offline_store.checks")))
-        wait = sfn.Wait(self, self._step(steps.WAIT_FOR_OFFLINE_STORE),
+        wait = sfn.Wait(self, step(steps.WAIT_FOR_OFFLINE_STORE),
                         time=sfn.WaitTime.duration(Duration.seconds(settings.offline_store_wait_seconds)))
         incomplete = sfn.Condition.number_less_than_json_path("$.offline_count.records", "$.validation.records")
         out_of_checks = sfn.Condition.number_greater_than_equals("$.offline_store.checks",
                                                                   settings.offline_store_max_checks)
-        complete = (sfn.Choice(self, self._step(steps.OFFLINE_STORE_COMPLETE))
+        complete = (sfn.Choice(self, step(steps.OFFLINE_STORE_COMPLETE))
                     .when(sfn.Condition.and_(incomplete, out_of_checks), timed_out)
                     .when(incomplete, wait))
         wait.next(count)
         start.next(count).next(read).next(record).next(complete)
         # Complete: whatever comes next becomes the Choice's default.
         return sfn.Chain.custom(start, complete.afterwards(include_otherwise=True).end_states, complete)
-
-
-class IngestPhase(Phase):
-    """One group: its fragment, each error caught on the way. Several: [Derive sources →] one Parallel
-    state, a branch a group, whose failure (a branch's error and cause) is caught once; its result puts
-    the run's values where a single group's "Validate input" puts them ($.validation)."""
-
-    def __init__(self, scope: Construct, construct_id: str, *, feature_store: FeatureStore,
-                 services: IngestServices, failure: sfn.IChainable) -> None:
-        super().__init__(scope, construct_id)
-        spec = feature_store.spec
-        source_prefix = input_prefix(bool(spec.derive))
-        if spec.is_single_group:
-            only = IngestFeatureGroup(self, "Group", group=feature_store.first, services=services,
-                                      key_path="$.input_key", source_prefix=source_prefix, labelled=False,
-                                      failure=failure)
-            self._bounds(only.start_state, only.end_states)
-            self._map_labels = [only.map_label]
-            return
-        parallel = sfn.Parallel(self, steps.INGEST_GROUPS, result_path="$.validation", result_selector={
-            name: sfn.JsonPath.string_at(f"$[0].validation.{name}")
-            for name in ("event_time", "event_time_sql", "run_started_sql", "knowledge_cutoff_sql")
-        })
-        self._map_labels = []
-        for group in feature_store.groups.values():
-            branch = IngestFeatureGroup(
-                self, group.spec.name.capitalize(), group=group, services=services,
-                key_path=f"$.sources.{group.spec.name}", source_prefix=source_prefix,
-                labelled=True, failure=None,
-            )
-            self._map_labels.append(branch.map_label)
-            parallel.branch(branch.next(sfn.Succeed(self, steps.for_group(steps.FEATURE_GROUP_READY,
-                                                                          group.spec.name))))
-        retries.guard(parallel, None, failure)
-        self._bounds(parallel, [parallel])
-        if spec.derive:
-            derive = services.functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES, {
-                "bucket": services.queries.store.bucket.bucket_name,
-                "key": sfn.JsonPath.string_at("$.input_key"),
-                "execution": sfn.JsonPath.execution_name,
-            }, result_path="$.sources", failure=failure)
-            derive.next(parallel)
-            self._bounds(derive, [parallel])
 
     def acknowledge_map_policy(self, machine: sfn.StateMachine) -> None:
         """The Distributed Maps (aws-cdk-lib) grant the machine rights over its own executions and map runs."""
@@ -242,6 +215,6 @@ class IngestPhase(Phase):
         executions = Stack.of(machine).format_arn(
             service="states", resource="execution", arn_format=ArnFormat.COLON_RESOURCE_NAME,
             resource_name=Fn.select(6, Fn.split(":", machine.state_machine_arn)))
-        for finding in [f"{executions}:*", *(f"{executions}/{label}:*" for label in self._map_labels)]:
+        for finding in [f"{executions}:*", *(f"{executions}/{label}:*" for label in self.map_labels)]:
             nag.wildcard_resource(policy, finding, "The Distributed Map (aws-cdk-lib) manages its own child "
                                   "executions")
