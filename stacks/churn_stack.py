@@ -11,12 +11,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from churn import naming, steps
+from churn import steps
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
 from stacks import checkov, nag, regions, retries
 from stacks.feature_store import FeatureStore
-from stacks.functions import LambdaKit, lambda_asset, powertools_layer
+from stacks.functions import LambdaKit
 from stacks.ingest import IngestPhase
 from stacks.model_container import ModelContainer
 from stacks.model_registry import ModelRegistry
@@ -52,12 +52,11 @@ class ChurnPipelineStack(Stack):
                              "group or a derivation ('derive'), not several groups with a file each")
         supported = regions.supported_regions(xgboost_image_uris(settings.xgboost_version))
         regions.require_supported_region(self, supported)
-        stack_name = self.stack_name
 
         store = DataStore(self, "Storage", data_file=data_file, event_bridge_enabled=enable_s3_trigger)
-        kit = LambdaKit(code=lambda_asset(PROJECT_ROOT / "lambda"), layer=powertools_layer(self), store=store)
-        feature_store = FeatureStore(self, "FeatureStore", spec=spec, stack_name=stack_name, store=store, kit=kit)
-        registry = ModelRegistry(self, "ModelRegistry", name=naming.model_package_group_name(stack_name), kit=kit)
+        kit = LambdaKit(self, PROJECT_ROOT / "lambda", store)
+        feature_store = FeatureStore(self, "FeatureStore", spec=spec, store=store, kit=kit)
+        registry = ModelRegistry(self, "ModelRegistry", kit=kit)
         # The state machine's role exists first, so that each phase grants it what its states need.
         machine_role = iam.Role(self, "StateMachineRole", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
                                 description="The churn pipeline's state machine")

@@ -32,20 +32,13 @@ class FeatureGroup:
 class FeatureStore(Construct):
     """Feature groups named by the stack and their schema fingerprint: a changed schema is a new group."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        spec: FeatureSpec,
-        stack_name: str,
-        store: DataStore,
-        kit: LambdaKit,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, spec: FeatureSpec, store: DataStore,
+                 kit: LambdaKit) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
         self.store = store
         stack = Stack.of(self)
+        stack_name = stack.stack_name
         tables = {g.name: naming.offline_table_name(g.name, g.fingerprint()) for g in spec.all_groups}
         # The Glue catalog, database and tables: Feature Store updates them, Athena reads them.
         self.glue_arns = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Duration, Token
@@ -30,17 +29,6 @@ class EnvironmentTooLarge(ValueError):
     """The Lambda environment would exceed 4 KB; CloudFormation would reject it at deploy time."""
 
 
-def lambda_asset(lambda_dir: Path) -> lambda_.Code:
-    """The whole lambda/ folder (package `churn`), without caches."""
-    return lambda_.Code.from_asset(str(lambda_dir), exclude=["**/__pycache__", "*.pyc", ".pytest_cache"])
-
-
-def powertools_layer(scope: Construct, construct_id: str = "PowertoolsLayer") -> lambda_.ILayerVersion:
-    """The AWS-managed Powertools layer of the deployment region, resolved by CloudFormation."""
-    arn = ssm.StringParameter.value_for_string_parameter(scope, POWERTOOLS_LAYER_PARAMETER)
-    return lambda_.LayerVersion.from_layer_version_arn(scope, construct_id, arn)
-
-
 def environment_size(environment: Mapping[str, str]) -> int:
     """Bytes Lambda counts for the environment; raises if a value is only known at deploy time."""
     size = 0
@@ -61,14 +49,16 @@ def check_environment(function_name: str, environment: Mapping[str, str]) -> Non
         )
 
 
-@dataclass(frozen=True)
 class LambdaKit:
-    """What every function of the stack shares: the code asset, the Powertools layer, and the store
-    whose key encrypts the functions' log groups."""
+    """What every function of the stack shares: the code asset (the whole lambda/ folder, package `churn`,
+    without caches), the AWS-managed Powertools layer of the deployment region (resolved by CloudFormation),
+    and the store whose key encrypts the functions' log groups."""
 
-    code: lambda_.Code
-    layer: lambda_.ILayerVersion
-    store: DataStore
+    def __init__(self, scope: Construct, lambda_dir: Path, store: DataStore) -> None:
+        self.code = lambda_.Code.from_asset(str(lambda_dir), exclude=["**/__pycache__", "*.pyc", ".pytest_cache"])
+        arn = ssm.StringParameter.value_for_string_parameter(scope, POWERTOOLS_LAYER_PARAMETER)
+        self.layer = lambda_.LayerVersion.from_layer_version_arn(scope, "PowertoolsLayer", arn)
+        self.store = store
 
     def function(
         self,

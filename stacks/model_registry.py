@@ -9,15 +9,16 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from churn import naming
 from stacks import nag
 from stacks.cleanup import CleanupOnDelete
 from stacks.functions import LambdaKit
 
 
 class ModelRegistry(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, name: str, kit: LambdaKit) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, kit: LambdaKit) -> None:
         super().__init__(scope, construct_id)
-        self.name = name
+        self.name = name = naming.model_package_group_name(Stack.of(self).stack_name)
         self.group = sagemaker.CfnModelPackageGroup(
             self,
             "ModelPackageGroup",
