@@ -91,5 +91,5 @@ class LambdaKit:
             tracing=lambda_.Tracing.ACTIVE,
         )
         nag.wildcard_resource(role, "*", nag.XRAY_REASON)  # tracing=ACTIVE grants X-Ray on '*'
-        nag.lambda_runtime(function, RUNTIME_REASON)
+        nag.acknowledge(function, nag.L1, RUNTIME_REASON)
         return function

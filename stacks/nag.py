@@ -62,12 +62,3 @@ def _flatten(value: Any) -> str:
         if fn == "Fn::Join":
             return args[0].join(_flatten(part) for part in args[1])
     return json.dumps(value, separators=(",", ":"))
-
-
-def aws_managed_policy(name: str) -> str:
-    """The IAM4 finding for an AWS managed policy, e.g. service-role/AWSLambdaBasicExecutionRole."""
-    return f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{name}]"
-
-
-def lambda_runtime(function: IConstruct, reason: str) -> None:
-    acknowledge(function, L1, reason)

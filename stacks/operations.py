@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
@@ -16,7 +16,6 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from churn.layout import RAW_PREFIX
-from stacks import nag
 
 
 class FailureAlarm(Construct):
@@ -91,12 +90,3 @@ class RawDataTrigger(Construct):
                 retry_attempts=3,
             )
         )
-        # Turning on EventBridge notifications adds aws-cdk-lib's bucket-notifications handler.
-        for child in Stack.of(self).node.children:
-            if child.node.id.startswith("BucketNotificationsHandler"):
-                nag.acknowledge(
-                    child,
-                    nag.aws_managed_policy("service-role/AWSLambdaBasicExecutionRole"),
-                    "aws-cdk-lib's bucket-notifications handler (runs at deploy time to turn on EventBridge "
-                    "notifications) comes with this role and policy; CDK offers no way to replace them",
-                )
