@@ -95,8 +95,7 @@ class ModelContainer(Construct):
         )
         role.add_to_policy(iam.PolicyStatement(
             actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
-            resources=[f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{self.image.registry_account}:repository/"
-                       f"{self.image.repository}"],
+            resources=[self.image.repository_arn],
         ))
         # Exactly the code bundle (asset.grant_read would open the whole bootstrap bucket). A bootstrap
         # bucket encrypted with a customer-managed key would need kms:Decrypt on that key as well (README).

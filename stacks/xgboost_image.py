@@ -15,8 +15,7 @@ FRAMEWORK = "xgboost"
 @dataclass(frozen=True)
 class ContainerImage:
     uri: str  # a literal for a concrete region, a Fn::FindInMap token for a region-agnostic stack
-    registry_account: str  # the AWS-owned account that holds the repository (same kind of value)
-    repository: str
+    repository_arn: str  # its repository, in an AWS-owned account (same kind of value)
 
 
 @lru_cache(maxsize=8)
@@ -52,17 +51,10 @@ def xgboost_image(scope: Construct, *, version: str, region: str, regions: Itera
     if len(repositories) != 1:
         raise ValueError(f"expected one repository for xgboost {version}, got {sorted(repositories)}")
     repository = repositories.pop()
-    if not Token.is_unresolved(region):
-        if region not in uris:
-            raise ValueError(f"the SageMaker SDK has no xgboost {version} image in {region}")
-        return ContainerImage(uri=uris[region], registry_account=_account(uris[region]), repository=repository)
-    mapping = CfnMapping(
-        scope,
-        "XGBoostImage",
-        mapping={r: {"uri": u, "account": _account(u)} for r, u in uris.items()},
-    )
-    return ContainerImage(
-        uri=mapping.find_in_map(Aws.REGION, "uri"),
-        registry_account=mapping.find_in_map(Aws.REGION, "account"),
-        repository=repository,
-    )
+    if not Token.is_unresolved(region):  # one of `regions`: the stack required it (stacks.regions)
+        uri, account = uris[region], _account(uris[region])
+    else:
+        mapping = CfnMapping(scope, "XGBoostImage",
+                             mapping={r: {"uri": u, "account": _account(u)} for r, u in uris.items()})
+        uri, account = mapping.find_in_map(Aws.REGION, "uri"), mapping.find_in_map(Aws.REGION, "account")
+    return ContainerImage(uri, f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{account}:repository/{repository}")
