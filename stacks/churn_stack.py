@@ -3,6 +3,7 @@ chains the phases (ingest, training, scoring) with the one failure path."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import cast
 
@@ -55,7 +56,7 @@ class ChurnPipelineStack(Stack):
 
         store = DataStore(self, "Storage", data_file=data_file, event_bridge_enabled=enable_s3_trigger)
         kit = LambdaKit(self, PROJECT_ROOT / "lambda", store)
-        feature_store = FeatureStore(self, "FeatureStore", spec=spec, store=store, kit=kit)
+        self.feature_store = feature_store = FeatureStore(self, "FeatureStore", spec=spec, store=store, kit=kit)
         registry = ModelRegistry(self, "ModelRegistry", kit=kit)
         # The state machine's role exists first, so that each phase grants it what its states need.
         machine_role = iam.Role(self, "StateMachineRole", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
@@ -89,8 +90,8 @@ class ChurnPipelineStack(Stack):
         definition = (sfn.Chain.start(ingest).next(training).next(scoring)
                       .next(self._summary()).next(sfn.Succeed(self, steps.PIPELINE_SUCCEEDED)))
 
-        self.log_group = store.log_group("StateMachineLogs", self)
-        self.state_machine = sfn.StateMachine(
+        log_group = store.log_group("StateMachineLogs", self)
+        state_machine = sfn.StateMachine(
             self,
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(definition),
@@ -104,23 +105,39 @@ class ChurnPipelineStack(Stack):
                 + SCORING_BUDGET_MINUTES
             ),
             tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
         )
         # Execution history belongs to the state machine: keep the logical IDs the Telco stack was first
         # deployed with, so an upgrade updates the machine and its log group instead of replacing them.
-        cast(CfnResource, self.state_machine.node.default_child).override_logical_id("PipelineStateMachine1814BD05")
-        cast(CfnResource, self.log_group.node.default_child).override_logical_id("PipelineStateMachineLogsC1114D0C")
+        cast(CfnResource, state_machine.node.default_child).override_logical_id("PipelineStateMachine1814BD05")
+        cast(CfnResource, log_group.node.default_child).override_logical_id("PipelineStateMachineLogsC1114D0C")
         nag.wildcard_resource(machine_role, "*", "X-Ray tracing and CloudWatch Logs delivery (logs:CreateLogDelivery "
                               "and related) have no resource-level permissions")
-        ingest.acknowledge_map_policy(self.state_machine)
-        ScoringModelSweep(self, "ScoringModelCleanup", state_machine=self.state_machine, kit=kit)
-        self.alarm = FailureAlarm(self, "FailureAlarm", state_machine=self.state_machine, key=store.key,
-                                  email=alarm_email)
+        ingest.acknowledge_map_policy(state_machine)
+        ScoringModelSweep(self, "ScoringModelCleanup", state_machine=state_machine, kit=kit)
+        alarm = FailureAlarm(self, "FailureAlarm", state_machine=state_machine, key=store.key, email=alarm_email)
         if enable_s3_trigger:
-            RawDataTrigger(self, "RawDataTrigger", bucket=store.bucket, state_machine=self.state_machine)
+            RawDataTrigger(self, "RawDataTrigger", bucket=store.bucket, state_machine=state_machine)
 
-        self.store, self.feature_store, self.functions, self.registry = store, feature_store, functions, registry
-        self._outputs()
+        first = feature_store.first
+        outputs = {
+            "BucketName": store.bucket.bucket_name,
+            "StateMachineArn": state_machine.state_machine_arn,
+            "FeatureGroupName": first.name,  # the first group: its entities are the ones scored
+            # {group: {"feature_group": name, "table": Glue table}}, labels included, for the CLI
+            "FeatureGroups": json.dumps({name: {"feature_group": g.name, "table": g.table}
+                                         for name, g in feature_store.groups.items()}, separators=(",", ":")),
+            "ModelPackageGroupName": registry.name,
+            "AthenaWorkGroup": store.work_group_name,
+            "GlueDatabase": store.database_name,
+            "GlueTable": first.table,
+            "LogGroup": log_group.log_group_name,
+            # where a failed batch's Lambda logs its failed records
+            "IngestLogGroup": functions[INGEST_BATCH].log_group.log_group_name,
+            "AlarmTopicArn": alarm.topic.topic_arn,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
         checkov.skip_lambda_checks(self)
 
     def _summary(self) -> sfn.Pass:
@@ -139,22 +156,3 @@ class ChurnPipelineStack(Stack):
                 "top_customers": sfn.JsonPath.list_at("$.scores.top"),
             },
         )
-
-    def _outputs(self) -> None:
-        first = self.feature_store.first
-        outputs = {
-            "BucketName": self.store.bucket.bucket_name,
-            "StateMachineArn": self.state_machine.state_machine_arn,
-            "FeatureGroupName": first.name,  # the first group: its entities are the ones scored
-            "FeatureGroups": self.feature_store.outputs(),  # {group: {feature_group, table}}, labels included
-            "ModelPackageGroupName": self.registry.name,
-            "AthenaWorkGroup": self.store.work_group_name,
-            "GlueDatabase": self.store.database_name,
-            "GlueTable": first.table,
-            "LogGroup": self.log_group.log_group_name,
-            # where a failed batch's Lambda logs its failed records
-            "IngestLogGroup": self.functions[INGEST_BATCH].log_group.log_group_name,
-            "AlarmTopicArn": self.alarm.topic.topic_arn,
-        }
-        for name, value in outputs.items():
-            CfnOutput(self, name, value=value)

@@ -3,7 +3,6 @@ the clean-up of their Glue tables on destroy."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from aws_cdk import Stack
@@ -74,11 +73,6 @@ class FeatureStore(Construct):
     def first(self) -> FeatureGroup:
         """The first feature group: its entities are the ones scored."""
         return self.groups[self.spec.groups[0].name]
-
-    def outputs(self) -> str:
-        """{group: {"feature_group": name, "table": Glue table}} as JSON, for the CLI."""
-        return json.dumps({name: {"feature_group": g.name, "table": g.table} for name, g in self.groups.items()},
-                          separators=(",", ":"))
 
     def _offline_store_role(self, glue_resources: list[str]) -> iam.Role:
         """What Feature Store does with this role: write offline-store files, update its Glue tables."""
