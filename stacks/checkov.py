@@ -33,9 +33,8 @@ BUCKET_ACCESS_LOGS_SKIP = "CKV_AWS_18"
 
 def skip(resource: CfnResource, check_id: str, comment: str) -> None:
     """Skip one check on one resource, keeping the skips already there."""
-    metadata = dict(resource.get_metadata("checkov") or {})
-    skips = [s for s in metadata.get("skip", []) if s["id"] != check_id]
-    metadata["skip"] = [*skips, {"id": check_id, "comment": comment}]
+    metadata = resource.get_metadata("checkov") or {"skip": []}
+    metadata["skip"].append({"id": check_id, "comment": comment})
     resource.add_metadata("checkov", metadata)
 
 

@@ -239,14 +239,13 @@ class DataStore(Construct):
         """s3://bucket/prefix (no trailing slash)."""
         return f"s3://{self.bucket.bucket_name}/{prefix}"
 
-    def route_logs(self, function: IConstruct, construct_id: str) -> logs.LogGroup:
+    def route_logs(self, function: IConstruct, construct_id: str) -> None:
         """Send an aws-cdk-lib handler's logs (an L1 function with no log group setting) to one of ours."""
         if not isinstance(function, CfnResource) or function.cfn_resource_type != "AWS::Lambda::Function":
             raise TypeError(f"{function.node.path} is not a Lambda function resource")
         group = self.log_group(construct_id)
         # The Ref makes CloudFormation create the group first and delete it last.
         function.add_property_override("LoggingConfig.LogGroup", group.log_group_name)
-        return group
 
     def lambda_role(self, scope: Construct, name: str, description: str) -> tuple[iam.Role, logs.LogGroup]:
         """A Lambda execution role, `<name>Role`, that can only write its own log group, `<name>Logs`."""
