@@ -37,7 +37,6 @@ class FeatureStore(Construct):
         self.spec = spec
         self.store = store
         stack = Stack.of(self)
-        stack_name = stack.stack_name
         tables = {g.name: naming.offline_table_name(g.name, g.fingerprint()) for g in spec.all_groups}
         # The Glue catalog, database and tables: Feature Store updates them, Athena reads them.
         self.glue_arns = [
@@ -64,7 +63,7 @@ class FeatureStore(Construct):
             kit=kit,
         )
         self.groups = {
-            g.name: self._feature_group(g, naming.feature_group_name(stack_name, g.name, g.fingerprint()),
+            g.name: self._feature_group(g, naming.feature_group_name(stack.stack_name, g.name, g.fingerprint()),
                                         tables[g.name])
             for g in spec.all_groups
         }

@@ -104,7 +104,13 @@ class PipelineFunctions(Construct):
             if declared.writes:
                 kit.store.grant_write(function.role, declared.writes, declared.description)
             if declared.writes_features:
-                _grant_feature_writes(function, feature_store)
+                # BatchWriteRecord is authorised as sagemaker:BatchWriteRecord *and* sagemaker:PutRecord on each
+                # entry's feature group (the Feature Store security guide); the online stores use the stack's key.
+                function.add_to_role_policy(iam.PolicyStatement(
+                    actions=["sagemaker:BatchWriteRecord", "sagemaker:PutRecord"],
+                    resources=[group.arn for group in feature_store.groups.values()],
+                ))
+                kit.store.key.grant(function, "kms:Decrypt", "kms:GenerateDataKey")
             self.functions[declared] = function
 
     def __getitem__(self, declared: PipelineFunction) -> lambda_.Function:
@@ -130,12 +136,3 @@ class PipelineFunctions(Construct):
         )
         return retries.guard(task, retries.LAMBDA, failure)
 
-
-def _grant_feature_writes(function: lambda_.Function, feature_store: FeatureStore) -> None:
-    """BatchWriteRecord is authorised as sagemaker:BatchWriteRecord *and* sagemaker:PutRecord on each
-    entry's feature group (the Feature Store security guide); the online stores use the stack's key."""
-    function.add_to_role_policy(iam.PolicyStatement(
-        actions=["sagemaker:BatchWriteRecord", "sagemaker:PutRecord"],
-        resources=[group.arn for group in feature_store.groups.values()],
-    ))
-    feature_store.store.key.grant(function, "kms:Decrypt", "kms:GenerateDataKey")
