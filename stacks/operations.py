@@ -68,7 +68,7 @@ class RawDataTrigger(Construct):
         state_machine: sfn.IStateMachine,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.rule = events.Rule(
+        events.Rule(
             self,
             "Rule",
             description="Run the churn pipeline for every CSV created under raw/",
@@ -80,13 +80,10 @@ class RawDataTrigger(Construct):
                     "object": {"key": events.Match.wildcard(f"{RAW_PREFIX}/*.csv")},
                 },
             ),
-        )
-        self.rule.add_target(
-            targets.SfnStateMachine(
+            targets=[targets.SfnStateMachine(
                 state_machine,
                 input=events.RuleTargetInput.from_object(
-                    {"input_key": events.EventField.from_path("$.detail.object.key")}
-                ),
+                    {"input_key": events.EventField.from_path("$.detail.object.key")}),
                 retry_attempts=3,
-            )
+            )],
         )
