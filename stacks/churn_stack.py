@@ -25,9 +25,8 @@ from stacks.offline_store_queries import OfflineStoreQueries
 from stacks.operations import FailureAlarm, RawDataTrigger
 from stacks.pipeline_functions import INGEST_BATCH, PipelineFunctions
 from stacks.scoring import SCORING_BUDGET_MINUTES, ScoringModelSweep, ScoringPhase
-from stacks.storage import DataStore, stage
+from stacks.storage import DataStore
 from stacks.training import TrainingPhase
-from stacks.training_code import training_tarball_bytes
 from stacks.xgboost_image import xgboost_image, xgboost_image_uris
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +65,7 @@ class ChurnPipelineStack(Stack):
         queries = OfflineStoreQueries(feature_store=feature_store, role=machine_role)
         container = ModelContainer(
             self, "ModelContainer",
-            code_bundle=stage("training-code.tar.gz", training_tarball_bytes(PROJECT_ROOT / "training")),
+            training_dir=PROJECT_ROOT / "training",
             image=xgboost_image(self, version=settings.xgboost_version, region=self.region, regions=supported),
         )
 

@@ -3,7 +3,10 @@ training script bundle), and the rights a job role needs to run it."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,9 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from churn.layout import TRAINING_ENTRY_POINT
 from stacks import nag
-from stacks.training_code import ENTRY_POINT
+from stacks.storage import stage
 from stacks.xgboost_image import ContainerImage
 
 
@@ -38,17 +42,18 @@ class ModelContainer(Construct):
     jobs run without network isolation and need egress (S3 and PyPI); in a VPC without it they fail at
     start (README)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, image: ContainerImage, code_bundle: Path) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, image: ContainerImage, training_dir: Path) -> None:
         super().__init__(scope, construct_id)
         self.image = image
-        self.asset = s3_assets.Asset(self, "TrainingCode", path=str(code_bundle))
+        bundle = stage("training-code.tar.gz", training_tarball_bytes(training_dir))
+        self.asset = s3_assets.Asset(self, "TrainingCode", path=str(bundle))
         self.code_uri = self.asset.s3_object_url
 
     def script_hyperparameters(self, hyperparameters: dict[str, Any]) -> dict[str, str]:
         """Script-mode hyperparameters: SageMaker's own keys, then ours; every value JSON-encoded, as
         the SageMaker SDK sends them."""
         values = {
-            "sagemaker_program": ENTRY_POINT,
+            "sagemaker_program": TRAINING_ENTRY_POINT,
             "sagemaker_submit_directory": self.code_uri,
             "sagemaker_region": Aws.REGION,
             "sagemaker_container_log_level": 20,
@@ -60,7 +65,7 @@ class ModelContainer(Construct):
         """Script-mode serving: the container runs the training script's model_fn/input_fn/... only
         when SAGEMAKER_PROGRAM is set, with the code from SAGEMAKER_SUBMIT_DIRECTORY."""
         return {
-            "SAGEMAKER_PROGRAM": ENTRY_POINT,
+            "SAGEMAKER_PROGRAM": TRAINING_ENTRY_POINT,
             "SAGEMAKER_SUBMIT_DIRECTORY": self.code_uri,
             "SAGEMAKER_REGION": Aws.REGION,
         }
@@ -104,3 +109,31 @@ class ModelContainer(Construct):
             resources=[f"arn:{Aws.PARTITION}:s3:::{self.asset.s3_bucket_name}/{self.asset.s3_object_key}"],
         ))
         return role
+
+
+def training_tarball_bytes(source_dir: Path) -> bytes:
+    """Every top-level *.py of `source_dir`, sorted, with no time, owner or mode noise.
+
+    SageMaker's script mode downloads `sagemaker_submit_directory` and untars it, so the bundle
+    must be a gzip tarball; making it deterministic keeps the asset hash (and so the stack) stable
+    between synths of the same code.
+    """
+    files = sorted(p for p in Path(source_dir).glob("*.py") if p.is_file())
+    if not any(p.name == TRAINING_ENTRY_POINT for p in files):
+        raise FileNotFoundError(f"{source_dir}/{TRAINING_ENTRY_POINT} not found: the training job has no entry point")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in files:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name=path.name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    compressed = io.BytesIO()
+    # filename="" and mtime=0 keep the gzip header free of the build's name and time.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return compressed.getvalue()
