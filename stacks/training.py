@@ -25,11 +25,8 @@ from stacks.phase import Phase
 
 TRAINING_CHANNEL = "train"
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-METRIC_DEFINITIONS = {
-    "validation-auc": rf"validation-auc:{_NUMBER}",
-    "validation-logloss": rf"validation-logloss:{_NUMBER}",
-    "train-auc": rf"train-auc:{_NUMBER}",
-}
+# The training job's metrics, from the "<metric>:<value>" lines the training script prints (training/report.py)
+METRIC_DEFINITIONS = {name: rf"{name}:{_NUMBER}" for name in ("validation-auc", "validation-logloss", "train-auc")}
 
 
 class TrainingPhase(Phase):
