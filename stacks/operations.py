@@ -21,15 +21,8 @@ from churn.layout import RAW_PREFIX
 class FailureAlarm(Construct):
     """Alarm when any execution fails within five minutes; notify an encrypted SNS topic."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        state_machine: sfn.IStateMachine,
-        key: kms.IKey,
-        email: str | None = None,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, state_machine: sfn.IStateMachine, key: kms.IKey,
+                 email: str | None) -> None:
         super().__init__(scope, construct_id)
         # CloudWatch publishes to the topic, so it must be able to use the topic's key.
         key.add_to_resource_policy(
@@ -59,14 +52,8 @@ class FailureAlarm(Construct):
 class RawDataTrigger(Construct):
     """Start the pipeline when a .csv lands under raw/ (needs EventBridge notifications on the bucket)."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        bucket: s3.IBucket,
-        state_machine: sfn.IStateMachine,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, bucket: s3.IBucket,
+                 state_machine: sfn.IStateMachine) -> None:
         super().__init__(scope, construct_id)
         events.Rule(
             self,
