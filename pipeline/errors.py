@@ -29,7 +29,7 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
-                  "Forbidden", "403", "AllAccessDisabled"}
+                 "Forbidden", "403", "AllAccessDisabled"}
 # The ClientError codes a user can meet, as (message, hint, error); a message may name the {operation}, the
 # {code}, AWS's {message}, the {arn} it quotes, and {detail}: ": " and AWS's message, when it has one.
 _CLIENT_ERRORS: dict[str, tuple[str, str, str]] = {
@@ -91,10 +91,10 @@ def explain(exc: BaseException) -> OperatorError:
     if type(exc).__name__ in ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError",
                               "SSOError"):
         return OperatorError("the AWS SSO session is missing or has expired", "run `aws sso login` and try again",
-                        error="ExpiredCredentials")
+                             error="ExpiredCredentials")
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
         return OperatorError(f"could not reach AWS: {exc}", "check your network connection and the region",
-                        error="EndpointConnectionError")
+                             error="EndpointConnectionError")
     if isinstance(exc, ClientError):
         return _explain_client_error(exc)
     if isinstance(exc, BotoCoreError):

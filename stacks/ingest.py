@@ -197,7 +197,7 @@ class IngestPhase(Phase):
                         time=sfn.WaitTime.duration(Duration.seconds(settings.offline_store_wait_seconds)))
         incomplete = sfn.Condition.number_less_than_json_path("$.offline_count.records", "$.validation.records")
         out_of_checks = sfn.Condition.number_greater_than_equals("$.offline_store.checks",
-                                                                  settings.offline_store_max_checks)
+                                                                 settings.offline_store_max_checks)
         complete = (sfn.Choice(self, step(steps.OFFLINE_STORE_COMPLETE))
                     .when(sfn.Condition.and_(incomplete, out_of_checks), timed_out)
                     .when(incomplete, wait))

@@ -60,9 +60,9 @@ class ScoringPhase(Phase):
         create_model = retries.guard(self._create_model_task(), retries.SAGEMAKER_JOB, failure)
         transform = retries.guard(self._transform_task(), retries.SAGEMAKER_JOB, None)
         for resource, what in (("model", "Scoring models"), ("transform-job", "Scoring transform jobs")):
-            nag.wildcard_resource(role, Stack.of(self).format_arn(service="sagemaker", resource=resource,
-                                                                  resource_name="*"),
-                f"{what} are named after the execution at run time (SageMakerCreateModel / "
+            arn = Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name="*")
+            nag.wildcard_resource(
+                role, arn, f"{what} are named after the execution at run time (SageMakerCreateModel / "
                 "SageMakerCreateTransformJob in aws-cdk-lib scope the grant to the resource type)")
         delete = retries.guard(self._delete_model_task(steps.DELETE_SCORING_MODEL), retries.SAGEMAKER_SDK, failure)
         # A failed transform deletes the model too, then takes the failure path with the transform's error

@@ -47,9 +47,8 @@ class TrainingPhase(Phase):
         build = queries.query(self, steps.BUILD_TRAINING_SET, training_set_sql(spec, queries.tables),
                               result_path="$.training_set", failure=failure)
         train = retries.guard(self._train_task(store.uri(MODELS_PREFIX), store.key), retries.SAGEMAKER_JOB, failure)
-        nag.wildcard_resource(role, Stack.of(self).format_arn(service="sagemaker", resource="training-job",
-                                                              resource_name="*"),
-            "Training job names come from the execution name at run time")
+        jobs = Stack.of(self).format_arn(service="sagemaker", resource="training-job", resource_name="*")
+        nag.wildcard_resource(role, jobs, "Training job names come from the execution name at run time")
         nag.wildcard_resource(role, "*", "sagemaker:ListTags is granted on '*' by the CDK training task")
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
             nag.wildcard_action(self.training_role, action, "SageMakerCreateTrainingJob (aws-cdk-lib) grants the "

@@ -221,9 +221,8 @@ class FeatureSpec:
         if not isinstance(data, dict):
             raise SpecError(f"{origin}: a feature spec must be a JSON object")
         multi = "feature_groups" in data
-        known = {"description", "derive", "validation"} | (
-            {"feature_groups", "labels"} if multi else {"record_identifier", "event_time", "label", "features",
-                                                         "online_ttl"})
+        single = {"record_identifier", "event_time", "label", "features", "online_ttl"}
+        known = {"description", "derive", "validation"} | ({"feature_groups", "labels"} if multi else single)
         _no_unknown(data, known, origin)
         if multi:
             groups, labels = _groups(data, origin)

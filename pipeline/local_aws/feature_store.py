@@ -450,7 +450,7 @@ def _claim_format(root: Path) -> None:
     marker = root / "FORMAT"
     if not marker.exists() and any(not p.name.startswith((".FORMAT", "FORMAT")) for p in root.iterdir()):
         raise StoreLayoutError(f"{root} holds a local feature store written by an older version of this project; "
-                           "delete that directory and ingest again")
+                               "delete that directory and ingest again")
     _create_file(marker, STORE_FORMAT + "\n")  # another store may have just written it
     found = marker.read_text(encoding="utf-8").strip()
     if found != STORE_FORMAT:
