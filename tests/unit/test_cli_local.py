@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,9 @@ def test_runs_local_in_an_empty_workspace(tmp_path):
 
 
 def test_spec_infer_then_train_on_other_column_names(small_csv, workspace, first_run, tmp_path):
+    # A copy of the first run's workspace: a second model registered in the shared one would be listed by
+    # test_models_lists_the_run when this test runs first.
+    workspace = Path(shutil.copytree(workspace, tmp_path / "workspace"))
     header, *rows = small_csv.read_text(encoding="utf-8").splitlines(keepends=True)
     renamed = tmp_path / "customers.csv"
     columns = [RENAMED.get(c, c) for c in header.strip().split(",")]
