@@ -9,14 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from churn.config import PipelineSettings
 from churn.layout import SCORES_PREFIX
-from pipeline.cli import app
 from pipeline.local_aws.batch_transform import serving_module
 from pipeline.prediction import SERVING_MODULE
 from pipeline.runner import TRAINING_DIR, LocalPipeline, Workspace
+from tests.unit.cli_support import invoke
 
 TOLERANCE = 1e-6
 
@@ -35,12 +34,6 @@ def scores(scored_run) -> list[dict[str, str]]:
     _, outcome = scored_run
     with open(outcome.scores, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def cli(*args: object):
-    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result
 
 
 def test_scores_rank_every_customer_once_by_probability(scored_run, scores, spec):
@@ -71,7 +64,7 @@ def test_scoring_set_is_the_training_set_without_the_label(scored_run, spec):
 
 def test_scores_command_shows_the_same_top(scored_run):
     workspace, outcome = scored_run
-    result = cli("scores", "--local", "--workspace", workspace, "--top", "5", "--json")
+    result = invoke("scores", "--local", "--workspace", workspace, "--top", "5", "--json")
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout.strip().splitlines()[-1])
     assert shown["run"] == outcome.run_id
@@ -97,7 +90,7 @@ def test_batch_online_and_training_time_predictions_agree(scored_run, scores):
     at_training = serving.predict_frame(model, frame.loc[chosen])
 
     for customer, trained in zip(chosen, at_training, strict=True):
-        result = cli("predict", "--local", "--workspace", workspace, "--id", customer, "--json")
+        result = invoke("predict", "--local", "--workspace", workspace, "--id", customer, "--json")
         assert result.exit_code == 0, result.output
         online = json.loads(result.stdout.strip().splitlines()[-1])
         assert online["model_version"] == str(outcome.model_version)
@@ -111,7 +104,7 @@ def test_predict_explains_with_contributions_that_add_up(scored_run):
 
     workspace, _ = scored_run
     customer = "7590-VHVEG"
-    result = cli("predict", "--local", "--workspace", workspace, "--id", customer, "--features", "50", "--json")
+    result = invoke("predict", "--local", "--workspace", workspace, "--id", customer, "--features", "50", "--json")
     assert result.exit_code == 0, result.output
     online = json.loads(result.stdout.strip().splitlines()[-1])
     margin = online["base"] + sum(c["contribution"] for c in online["up"] + online["down"])
@@ -120,13 +113,13 @@ def test_predict_explains_with_contributions_that_add_up(scored_run):
     assert ups == sorted(ups, reverse=True) and all(c > 0 for c in ups)
     assert all(c["contribution"] < 0 for c in online["down"])
     assert "What moves this customer's churn risk" in result.stderr
-    shown = cli("predict", "--local", "--workspace", workspace, "--id", customer)
+    shown = invoke("predict", "--local", "--workspace", workspace, "--id", customer)
     assert "▲ up" in shown.stdout and "churn probability" in shown.stdout
 
 
 def test_unknown_customer_is_one_line(scored_run):
     workspace, _ = scored_run
-    result = cli("predict", "--local", "--workspace", workspace, "--id", "0000-NOBODY")
+    result = invoke("predict", "--local", "--workspace", workspace, "--id", "0000-NOBODY")
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[0].startswith("error: customer '0000-NOBODY' is not in the online store")

@@ -1,12 +1,15 @@
-"""Running the operator CLI in tests: in-process, wide console, no traceback allowed; fake AWS settings."""
+"""Running the operator CLI in tests: in-process, consoles of a set width, no traceback; fake AWS settings."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import botocore.loaders
 from typer.testing import CliRunner
 
+from pipeline import console as cli_console
 from pipeline.cli import app
 from tests.support.moto import REGION as REGION  # the CLI tests' region
 from tests.support.moto import fake_aws_environment
@@ -16,8 +19,26 @@ from tests.support.moto import fake_aws_environment
 SHARED_LOADER = botocore.loaders.create_loader()
 
 
-def invoke(*args: object):
-    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, [str(a) for a in args])
+@contextmanager
+def console_width(width: int) -> Iterator[None]:
+    """The CLI's consoles `width` columns wide. They read COLUMNS once, when pipeline.console is imported, so
+    CliRunner(env={"COLUMNS": ...}) cannot widen them, and a COLUMNS exported by the shell running pytest
+    would narrow them (tables cut to "local-…")."""
+    consoles = (cli_console.console, cli_console.err_console)
+    before = [c.width for c in consoles]
+    for c in consoles:
+        c.width = width
+    try:
+        yield
+    finally:
+        for c, was in zip(consoles, before, strict=True):
+            c.width = was
+
+
+def invoke(*args: object, width: int = 250):
+    """The CLI in-process, its console `width` columns wide (wide enough for every table's cells by default)."""
+    with console_width(width):
+        result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"uncaught {result.exception!r}\n{result.output}"
     )

@@ -378,16 +378,11 @@ def test_spec_infer_shows_column_names_that_look_like_markup_as_they_are(tmp_pat
 def test_spec_infer_lines_stay_whole_when_piped(small_csv, tmp_path):
     """Piped, rich's console is 80 columns wide: the warnings and the next command must not be cut into lines
     (and a path with a space is quoted, so the command runs as pasted)."""
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
-
     data = tmp_path / "a folder name long enough to need wrapping" / "customers.csv"
     data.parent.mkdir()
     data.write_text("id,Total Charges Including Every Discount Ever Applied,churn\nA1,1,Yes\nA2,,No\n",
                     encoding="utf-8")
-    inferred = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["spec", "infer", str(data), "--id", "id", "--label",
-                                                             "churn"])
+    inferred = invoke("spec", "infer", data, "--id", "id", "--label", "churn", width=80)
     assert inferred.exit_code == 0, inferred.output
     lines = inferred.stdout.splitlines()
     spec = data.with_suffix(".spec.json")
