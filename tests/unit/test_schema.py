@@ -57,11 +57,15 @@ def test_reserved_names_are_rejected(reserved):
     ],
 )
 def test_invalid_specs_say_what_is_wrong(mutate, message):
-    data = base_spec()
+    assert_refused(base_spec(), mutate, message, "my.spec.json")
+
+
+def assert_refused(data: dict, mutate, message: str, origin: str) -> None:
+    """The mutated spec is refused with `message`, and the error starts with the file it came from."""
     mutate(data)
     with pytest.raises(SpecError, match=message) as info:
-        FeatureSpec.from_dict(data, "my.spec.json")
-    assert str(info.value).startswith("my.spec.json")
+        FeatureSpec.from_dict(data, origin)
+    assert str(info.value).startswith(origin)
 
 
 def test_round_trip_and_fingerprint(tmp_path):
@@ -164,11 +168,7 @@ def _entity_other_name(d):
     ],
 )
 def test_invalid_multi_group_specs_say_what_is_wrong(mutate, message):
-    data = multi_spec()
-    mutate(data)
-    with pytest.raises(SpecError, match=message) as info:
-        FeatureSpec.from_dict(data, "multi.json")
-    assert str(info.value).startswith("multi.json")
+    assert_refused(multi_spec(), mutate, message, "multi.json")
 
 
 def test_an_online_ttl_too_long_for_an_expiry_time_is_refused_naming_the_longest():
