@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from churn.schema import FeatureGroupSpec, FeatureSpec
+
+# No test uses the developer's AWS profile (the fixtures of tests/support/moto.py clear the rest of their
+# AWS setup), and a profile ~/.aws/config lacks makes importing moto fail before any fixture runs.
+for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    os.environ.pop(_name, None)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "churn.csv"
