@@ -204,13 +204,18 @@ def render_runs(out: Console, listing: RunListing, as_json: bool) -> None:
     if not listing.runs:
         out.print(listing.empty, soft_wrap=True)
     else:
-        table = Table(*(Column(name, no_wrap=True) for name in ("run", "status", "started")),
-                      *(Column(name, justify="right", no_wrap=True) for name in ("duration", "AUC")), "error",
+        # The run id is what `status` takes: whole (the start time wraps first), folded if it must, never cut.
+        # Errors follow the table: as a column they left no room for the ids in an 80-column terminal.
+        ids = max(len(run.run_id) for run in listing.runs)
+        table = Table(Column("run", no_wrap=True, overflow="fold", min_width=ids), Column("status", no_wrap=True),
+                      "started", *(Column(name, justify="right", no_wrap=True) for name in ("duration", "AUC")),
                       title=listing.title)
         for run in listing.runs:
             table.add_row(run.run_id, _status_markup(run.status), _when(run.started), duration(run.duration_seconds),
-                          _auc(run.auc), run.error)
+                          _auc(run.auc))
         out.print(table)
+        for run in (run for run in listing.runs if run.error):
+            out.print(f"{run.run_id}: {run.error}", markup=False, highlight=False)
     if as_json:
         emit_json({"runs": [run.to_dict() for run in listing.runs]})
 

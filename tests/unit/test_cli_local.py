@@ -242,6 +242,20 @@ def test_a_spec_file_that_cannot_be_read_is_one_line_exit_2_and_nothing_written(
     assert one_error_line(result).startswith(f"error: {path}: ")
     assert not workspace.exists()
 
+def test_runs_in_an_80_column_terminal_shows_whole_run_ids_and_errors(first_run, small_csv, workspace, tmp_path):
+    """The id is what `status` takes: never cut, even with a failed run's error to show."""
+    failed = tmp_path / "failed"
+    shutil.copytree(workspace, failed)
+    rejected = last_json(invoke("run", "--local", "--json", "--data", small_csv, "--workspace", failed,
+                                "--threshold", "0.99"))
+    assert rejected["status"] == "FAILED" and rejected["error"] == "ModelQualityBelowThreshold"
+    listed = invoke("runs", "--local", "--workspace", failed, width=80)
+    assert listed.exit_code == 0, listed.output
+    assert first_run["run_id"] in listed.stdout and rejected["run_id"] in listed.stdout and "…" not in listed.stdout
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 80
+    assert f"{rejected['run_id']}: ModelQualityBelowThreshold" in " ".join(listed.stdout.split())
+
+
 def test_runs_local_in_an_empty_workspace(tmp_path):
     result = invoke("runs", "--local", "--workspace", tmp_path)
     assert result.exit_code == 1
