@@ -12,6 +12,7 @@ from typing import Any
 from aws_cdk import App, Environment
 
 from churn.config import PipelineSettings
+from churn.layout import SAMPLE_DATA, SAMPLE_SPEC
 from churn.naming import DEFAULT_STACK_NAME
 from churn.schema import FeatureSpec
 from stacks.churn_stack import ChurnPipelineStack
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 def project_context() -> dict[str, Any]:
-    """cdk.json's context (feature flags, defaults), so `python app.py` synthesises like `cdk synth`.
+    """cdk.json's context (the CDK feature flags), so `python app.py` synthesises like `cdk synth`.
 
     Context the CLI passes (cdk.json, cdk.context.json, --context) takes precedence over this.
     """
@@ -53,9 +54,9 @@ def build_app(
     stack = ChurnPipelineStack(
         app,
         str(get("stack_name") or DEFAULT_STACK_NAME),
-        spec=FeatureSpec.load(_path(get("spec"), "data/churn.spec.json")),
+        spec=FeatureSpec.load(_path(get("spec"), SAMPLE_SPEC)),
         settings=PipelineSettings.from_context(get),
-        data_file=_path(get("data"), "data/churn.csv"),
+        data_file=_path(get("data"), SAMPLE_DATA),
         enable_s3_trigger=_flag(get("enable_s3_trigger") or False),
         alarm_email=str(get("alarm_email")) if get("alarm_email") else None,
         env=env,

@@ -35,6 +35,8 @@ from churn.derivations import DERIVATIONS
 from churn.features import now_event_time, parse_event_time
 from churn.ingest import OfflineStoreTimeout, describe_failures
 from churn.layout import (
+    SAMPLE_DATA,
+    SAMPLE_SPEC,
     SCORES_FILE,
     SCORES_PREFIX,
     SCORING_INPUT_FILE,
@@ -65,8 +67,8 @@ from pipeline.local_ingest import ingest_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = PROJECT_ROOT / "training"
-DEFAULT_DATA = PROJECT_ROOT / "data" / "churn.csv"
-DEFAULT_SPEC = PROJECT_ROOT / "data" / "churn.spec.json"
+DEFAULT_DATA = PROJECT_ROOT / SAMPLE_DATA
+DEFAULT_SPEC = PROJECT_ROOT / SAMPLE_SPEC
 DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
 SOURCES_DIR = "sources"  # a run's derived CSVs, one a feature group

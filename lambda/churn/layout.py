@@ -18,6 +18,10 @@ def input_prefix(derives: bool) -> str:
 
 
 SAMPLE_DATA_NAME = "churn.csv"
+# The bundled sample and its spec, relative to the project root: what `cdk deploy` and `run --local` use
+# unless told otherwise (`-c spec=… -c data=…`, `--spec`/`--data`).
+SAMPLE_DATA = f"data/{SAMPLE_DATA_NAME}"
+SAMPLE_SPEC = "data/churn.spec.json"
 TRAINING_ENTRY_POINT = "train_model.py"  # in training/: SAGEMAKER_PROGRAM, the module the container runs
 TRAINING_SET_FILE = "training-set.csv"
 SCORING_INPUT_FILE = "scoring-set.csv"
