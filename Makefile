@@ -29,6 +29,8 @@ help:
 	@echo "make destroy  npx cdk destroy"
 	@echo "make bench    run the benchmarks in bench/"
 	@echo "make lock     re-pin every dependency (after editing a requirements*.txt)"
+	@echo "make install  the venvs and the pinned CDK CLI (the targets above make what they need)"
+	@echo "make clean    remove cdk.out, the local workspace .local and the caches"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,1 +1,1 @@
-"""Local runner and operator CLI for the churn pipeline; they drive the shared steps, never re-implement them."""
+"""The operator CLI, the local runner and local AWS stand-ins; the steps' logic is churn's (fast_validate aside)."""

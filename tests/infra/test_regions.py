@@ -63,3 +63,15 @@ def test_cdk_synth_of_a_bad_setting_says_so_in_one_line(tmp_path, context, regio
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr
+
+
+def test_the_readme_lists_the_supported_regions():
+    """The README's "Today: …" list (written `ap-northeast-1/2/3`) names exactly the supported regions."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    listed = readme.split("XGBoost 3.2-0 image. Today: ", 1)[1].split(". Not the China", 1)[0]
+    regions = []
+    for item in listed.split(", "):
+        first, *more = item.split("/")
+        prefix = first.rsplit("-", 1)[0]
+        regions += [first, *(f"{prefix}-{number}" for number in more)]
+    assert sorted(regions) == SUPPORTED
