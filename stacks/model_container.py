@@ -121,19 +121,19 @@ def training_tarball_bytes(source_dir: Path) -> bytes:
     files = sorted(p for p in Path(source_dir).glob("*.py") if p.is_file())
     if not any(p.name == TRAINING_ENTRY_POINT for p in files):
         raise FileNotFoundError(f"{source_dir}/{TRAINING_ENTRY_POINT} not found: the training job has no entry point")
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in files:
-            data = path.read_bytes()
-            info = tarfile.TarInfo(name=path.name)
-            info.size = len(data)
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
     compressed = io.BytesIO()
-    # filename="" and mtime=0 keep the gzip header free of the build's name and time.
+    # filename="" and mtime=0 keep the gzip header free of the build's name and time; dereference=True
+    # stores a (sym or hard) link as a plain file, as reading it did.
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=9) as gz:
-        gz.write(raw.getvalue())
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
+            for path in files:
+                tar.add(path, arcname=path.name, filter=_without_build_noise)
     return compressed.getvalue()
+
+
+def _without_build_noise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info

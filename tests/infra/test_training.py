@@ -72,6 +72,24 @@ def test_bundle_holds_only_top_level_python_files_in_order(tmp_path):
     assert training_tarball_bytes(tmp_path) == payload
 
 
+def test_bundle_ignores_mode_and_links(tmp_path):
+    plain, noisy = tmp_path / "plain", tmp_path / "noisy"
+    for folder in (plain, noisy):
+        folder.mkdir()
+        (folder / "train_model.py").write_text("print('train')\n")
+    (plain / "helper.py").write_text("X = 1\n")
+    (plain / "linked.py").write_text("print('train')\n")
+    (noisy / "helper.py").write_text("X = 1\n")
+    (noisy / "helper.py").chmod(0o755)
+    (noisy / "linked.py").symlink_to(noisy / "train_model.py")
+    (noisy / "zz_hard.py").hardlink_to(noisy / "train_model.py")
+    (plain / "zz_hard.py").write_text("print('train')\n")
+    payload = training_tarball_bytes(noisy)
+    assert payload == training_tarball_bytes(plain)
+    assert {m.name: (m.isreg(), m.mode) for m in _members(payload).values()} == {
+        name: (True, 0o644) for name in ("helper.py", "linked.py", "train_model.py", "zz_hard.py")}
+
+
 def test_bundle_without_entry_point_fails(tmp_path):
     (tmp_path / "other.py").write_text("")
     with pytest.raises(FileNotFoundError, match="train_model.py"):
