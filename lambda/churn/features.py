@@ -199,8 +199,7 @@ def format_event_time(moment: datetime) -> str:
     """A UTC ISO-8601 event time with milliseconds and `Z`, e.g. 2026-11-26T07:07:54.123Z."""
     if moment.tzinfo is None:
         raise ValueError("event times must be timezone-aware (UTC)")
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_event_time() -> str:

@@ -111,6 +111,7 @@ def test_event_time_format():
     assert format_event_time(moment) == "2026-01-02T03:04:05.678Z"
     other_zone = moment.astimezone(timezone(timedelta(hours=5)))
     assert format_event_time(other_zone) == "2026-01-02T03:04:05.678Z"
+    assert format_event_time(datetime(999, 1, 2, tzinfo=UTC)) == "0999-01-02T00:00:00.000Z"  # as parse reads it
     assert parse_event_time("2026-01-02T03:04:05.678Z") == moment.replace(microsecond=678000)
     with pytest.raises(ValueError):
         format_event_time(datetime(2026, 1, 2))
