@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -15,6 +16,8 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
     ReadTimeoutError,
+    SSOError,
+    TokenRetrievalError,
 )
 
 DEPLOY_HINT = "deploy it with `make deploy`"
@@ -88,8 +91,7 @@ def explain(exc: BaseException) -> OperatorError:
         return BadInput("no AWS region set", REGION_HINT, error="NoRegion")
     if isinstance(exc, ProfileNotFound):
         return OperatorError(str(exc), "check AWS_PROFILE against ~/.aws/config", error="ProfileNotFound")
-    if type(exc).__name__ in ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError",
-                              "SSOError"):
+    if isinstance(exc, (SSOError, TokenRetrievalError)):
         return OperatorError("the AWS SSO session is missing or has expired", "run `aws sso login` and try again",
                              error="ExpiredCredentials")
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
@@ -101,7 +103,7 @@ def explain(exc: BaseException) -> OperatorError:
         return OperatorError(str(exc), error=type(exc).__name__)
     # boto3's S3 transfer wraps the ClientError it failed on.
     context = exc.__context__ or exc.__cause__
-    if type(exc).__name__ == "S3UploadFailedError" and isinstance(context, ClientError):
+    if isinstance(exc, S3UploadFailedError) and isinstance(context, ClientError):
         return _explain_client_error(context)
     return OperatorError(f"{type(exc).__name__}: {exc}", error=type(exc).__name__)
 

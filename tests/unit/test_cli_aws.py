@@ -662,7 +662,15 @@ def test_access_denied_is_one_line(stack, cli, monkeypatch):
 
 
 def test_explain_covers_what_users_meet():
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        SSOTokenLoadError,
+        TokenRetrievalError,
+        UnauthorizedSSOTokenError,
+    )
 
     from pipeline.errors import explain
 
@@ -670,6 +678,13 @@ def test_explain_covers_what_users_meet():
         return ClientError({"Error": {"Code": code, "Message": message}}, "DescribeStacks")
 
     assert explain(NoCredentialsError()).error == "NoCredentials"
+    for expired in (SSOTokenLoadError(error_msg="x"), UnauthorizedSSOTokenError(), TokenRetrievalError(
+            provider="sso", error_msg="x")):
+        assert explain(expired).message == "the AWS SSO session is missing or has expired"
+    try:
+        raise S3UploadFailedError("upload failed") from client_error("AccessDenied", "nope")
+    except S3UploadFailedError as upload:
+        assert explain(upload).message == "access denied calling DescribeStacks: nope"
     assert explain(client_error("ExpiredToken")).message == "your AWS credentials have expired"
     assert explain(client_error("AccessDenied", "nope")).error == "AccessDenied"
     assert explain(client_error("ThrottlingException")).error == "Throttled"
