@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, Fn, Stack
+from aws_cdk import Arn, ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
@@ -211,10 +211,10 @@ class IngestPhase(Phase):
         policy = machine.node.try_find_child("DistributedMapPolicy")
         if policy is None:
             return
-        # Executions are named <state machine name>:<execution>; aws-cdk-lib cuts the name out of the ARN.
+        # Executions are named <state machine name>:<execution>; the name is cut out of the ARN as aws-cdk-lib does.
         executions = Stack.of(machine).format_arn(
             service="states", resource="execution", arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            resource_name=Fn.select(6, Fn.split(":", machine.state_machine_arn)))
+            resource_name=Arn.split(machine.state_machine_arn, ArnFormat.COLON_RESOURCE_NAME).resource_name)
         for finding in [f"{executions}:*", *(f"{executions}/{label}:*" for label in self.map_labels)]:
             nag.wildcard_resource(policy, finding, "The Distributed Map (aws-cdk-lib) manages its own child "
                                   "executions")
