@@ -154,7 +154,7 @@ class DataStore(Construct):
 
         self.work_group_name = naming.work_group_name(stack_name)
         self.query_results_uri = f"{self.uri(QUERY_PREFIX)}/"
-        self.work_group = athena.CfnWorkGroup(
+        athena.CfnWorkGroup(
             self,
             "WorkGroup",
             name=self.work_group_name,
