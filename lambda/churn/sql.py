@@ -30,7 +30,7 @@ AS_OF = "as_of"
 KNOWLEDGE_CUTOFF = "knowledge_cutoff"
 RUN_STARTED = "run_started"
 NO_CUTOFF = "9999-12-31 23:59:59.999"  # the default knowledge cutoff: everything written so far
-_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}")
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}", re.ASCII)
 _RANK_ORDER = '"api_invocation_time" DESC, "write_time" DESC'
 
 

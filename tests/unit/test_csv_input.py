@@ -159,7 +159,11 @@ def test_a_history_has_one_row_per_record_and_event_time(tmp_path):
     assert "first seen on line 2" in str(err)
 
 
-@pytest.mark.parametrize("value", ["2026-13-01", "yesterday", "2026-01-01 10:00:00", ""])
+ARABIC_INDIC_2026 = "\u0662\u0660\u0662\u0666"  # strptime() takes these digits; Feature Store's form is ASCII
+
+
+@pytest.mark.parametrize("value", ["2026-13-01", "yesterday", "2026-01-01 10:00:00", "", f"{ARABIC_INDIC_2026}-01-02",
+                                   f"{ARABIC_INDIC_2026}-01-02T03:04:05Z"])
 def test_a_history_row_needs_a_valid_event_time(tmp_path, value):
     path = write(tmp_path, f"customer_id,snapshot,visits\na,2026-01-01,1\nb,{value},2\n")
     expect_error(HISTORY, path, line=3, column="snapshot", match="expected a UTC time")

@@ -238,7 +238,7 @@ def test_the_knowledge_cutoff_is_the_runs_or_none() -> None:
     assert knowledge_cutoff(None) == NO_CUTOFF
     assert knowledge_cutoff("1997-12-31 23:59:59.999") == "1997-12-31 23:59:59.999"
     for bad in ("1997-12-31", "1997-12-31T23:59:59.999Z", "1997-12-31 23:59:59", "1997-02-30 00:00:00.000",
-                "1997-12-31 24:00:00.000", 19971231, ""):
+                "1997-12-31 24:00:00.000", 19971231, "", "\u0661\u0669\u0669\u0667-12-31 23:59:59.999"):
         with pytest.raises(ValueError, match="is not a UTC time written 'YYYY-MM-DD HH:MM:SS.fff'"):
             knowledge_cutoff(bad)
 
