@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import tarfile
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ def read_evaluation_from_model_tarball(artifact: bytes, source: str = "model.tar
     """evaluation.json from a SageMaker model artifact (model.tar.gz)."""
     with tarfile.open(fileobj=io.BytesIO(artifact), mode="r:gz") as archive:
         for member in archive.getmembers():
-            if member.isfile() and member.name.lstrip("./") == EVALUATION_FILE:
+            if member.isfile() and posixpath.normpath(member.name) == EVALUATION_FILE:  # "./evaluation.json" too
                 extracted = archive.extractfile(member)
                 if extracted is not None:
                     return json.load(extracted)

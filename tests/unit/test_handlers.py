@@ -11,7 +11,7 @@ import pytest
 
 from churn.csv_input import InputValidationError
 from churn.handlers import evaluate, glue_cleanup, validate_input
-from churn.model_quality import EvaluationMissing
+from churn.model_quality import EvaluationMissing, read_evaluation_from_model_tarball
 from tests.unit.lambda_support import BUCKET, FakeContext
 
 
@@ -79,12 +79,12 @@ def test_validate_input_missing_object(aws):
                                 "event_time": "2026-11-26T07:07:54Z"}, FakeContext())
 
 
-def model_tarball(evaluation: dict | None) -> bytes:
+def model_tarball(evaluation: dict | None, name: str = "evaluation.json") -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         files = {"model.json": b"{}"}
         if evaluation is not None:
-            files["evaluation.json"] = json.dumps(evaluation).encode()
+            files[name] = json.dumps(evaluation).encode()
         for name, payload in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(payload)
@@ -114,6 +114,17 @@ def test_evaluate_without_evaluation_file_fails_clearly(aws):
     with pytest.raises(EvaluationMissing, match="has no evaluation.json"):
         evaluate.handler({"model_artifact": f"s3://{BUCKET}/models/job/output/model.tar.gz",
                           "output_prefix": f"s3://{BUCKET}/models/x", "threshold": 0.8}, FakeContext())
+
+
+@pytest.mark.parametrize(("name", "found"), [("evaluation.json", True), ("./evaluation.json", True),
+                                             ("..evaluation.json", False), ("/evaluation.json", False)])
+def test_the_evaluation_is_the_artifacts_top_level_evaluation_json(name, found):
+    artifact = model_tarball({"validation_auc": 0.9}, name)
+    if found:
+        assert read_evaluation_from_model_tarball(artifact) == {"validation_auc": 0.9}
+    else:
+        with pytest.raises(EvaluationMissing):
+            read_evaluation_from_model_tarball(artifact)
 
 
 def test_glue_cleanup_deletes_the_offline_store_table_on_delete_only(aws):
