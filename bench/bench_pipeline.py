@@ -41,7 +41,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def child(data: Path, workspace: Path) -> int:
     from churn.config import PipelineSettings
     from churn.schema import FeatureSpec
-    from pipeline.runner import LocalPipeline, PipelineFailed, Reporter, Workspace
+    from pipeline.backends import Reporter
+    from pipeline.runner import LocalPipeline, PipelineFailed, Workspace
 
     class Recorder(Reporter):
         def __init__(self) -> None:

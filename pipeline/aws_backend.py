@@ -18,7 +18,7 @@ from churn.model_quality import ModelQualityBelowThreshold
 from churn.naming import DEFAULT_STACK_NAME
 from pipeline import aws_objects
 from pipeline.aws_session import AwsSession, Deployment
-from pipeline.backends import Prediction, RunListing, RunRequest, RunResult, Scores
+from pipeline.backends import Prediction, Reporter, RunListing, RunRequest, RunResult, Scores
 from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.execution_progress import (
     Execution,
@@ -38,7 +38,6 @@ from pipeline.failure_explanations import (
     training_script_error,
 )
 from pipeline.prediction import online_features, predict_artifact
-from pipeline.runner import Reporter
 
 
 def new_execution_name(now: datetime | None = None) -> str:

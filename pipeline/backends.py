@@ -15,8 +15,6 @@ from pipeline.errors import BadInput, OperatorError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from pipeline.runner import Reporter
-
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 # A run's name is also its SageMaker training job's name on AWS (and a local run is named the same way),
 # so it must satisfy the stricter of the execution and training job patterns.
@@ -28,6 +26,29 @@ def check_run_name(name: str) -> None:
         raise BadInput(f"--name {name!r} is not a valid run name",
                        "use 1-63 letters, digits and hyphens (it also names the SageMaker training job)",
                        error="InvalidName")
+
+
+class Reporter:
+    """Progress callbacks of a local run or a followed AWS execution; the CLI prints them, tests may
+    record them. `since_start`: when an AWS state was entered, relative to the execution's start."""
+
+    def step_started(self, step: str, since_start: float | None = None) -> None:  # pragma: no cover
+        pass
+
+    def still_running(self, step: str, seconds: float) -> None:  # pragma: no cover - default no-op
+        """Called between polls while following an execution: `step` has been running `seconds`."""
+
+    def run_started(self, description: str, groups: tuple[str, ...] = ()) -> None:  # pragma: no cover
+        """Before the first step: which run, on what, where; with several `groups`, each names its own states."""
+
+    def step_finished(self, step: str, seconds: float, detail: str) -> None:  # pragma: no cover
+        pass
+
+    def step_failed(self, step: str, seconds: float, error: str) -> None:  # pragma: no cover
+        pass
+
+    def warning(self, step: str, message: str) -> None:  # pragma: no cover - default no-op
+        """Something a step's user should know that did not stop it (e.g. the training script's warnings)."""
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,9 @@ from rich.status import Status
 from rich.table import Column, Table
 
 from churn import steps
-from pipeline.backends import Prediction, RunListing, RunResult, Scores
+from pipeline.backends import Prediction, Reporter, RunListing, RunResult, Scores
 from pipeline.errors import EXIT_FAILED
 from pipeline.failure_explanations import error_text
-from pipeline.runner import Reporter
 
 STEP_WIDTH = 30  # the step column: every step of a single group's local run fits (a few AWS states overflow it)
 LABEL_WIDTH = 20

@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from churn import steps
-from pipeline.backends import TERMINAL_STATUSES
+from pipeline.backends import TERMINAL_STATUSES, Reporter
 from pipeline.failure_explanations import error_text, parse_json, readable_cause
-from pipeline.runner import Reporter
 
 _END_EVENTS = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED", "ExecutionTimedOut": "TIMED_OUT",
                "ExecutionAborted": "ABORTED"}

@@ -20,7 +20,16 @@ from churn.features import now_event_time
 from churn.layout import SCORES_FILE, SCORES_PREFIX
 from churn.schema import FeatureSpec, SpecError
 from churn.sql import NO_CUTOFF
-from pipeline.backends import RUN_NAME, TERMINAL_STATUSES, Prediction, RunListing, RunRequest, RunResult, Scores
+from pipeline.backends import (
+    RUN_NAME,
+    TERMINAL_STATUSES,
+    Prediction,
+    Reporter,
+    RunListing,
+    RunRequest,
+    RunResult,
+    Scores,
+)
 from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
@@ -33,7 +42,6 @@ from pipeline.runner import (
     RUN_FILE,
     LocalPipeline,
     PipelineFailed,
-    Reporter,
     Workspace,
     group_files,
 )

@@ -58,6 +58,7 @@ from churn.sql import (
     table_reference,
     training_set_sql,
 )
+from pipeline.backends import Reporter
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws import batch_transform
 from pipeline.local_aws.feature_store import LocalFeatureStore
@@ -85,29 +86,6 @@ class PipelineFailed(Exception):
         self.error = error
         self.cause = cause
         self.step = step
-
-
-class Reporter:
-    """Progress callbacks of a local run or a followed AWS execution; the CLI prints them, tests may
-    record them. `since_start`: when an AWS state was entered, relative to the execution's start."""
-
-    def step_started(self, step: str, since_start: float | None = None) -> None:  # pragma: no cover
-        pass
-
-    def still_running(self, step: str, seconds: float) -> None:  # pragma: no cover - default no-op
-        """Called between polls while following an execution: `step` has been running `seconds`."""
-
-    def run_started(self, description: str, groups: tuple[str, ...] = ()) -> None:  # pragma: no cover
-        """Before the first step: which run, on what, where; with several `groups`, each names its own states."""
-
-    def step_finished(self, step: str, seconds: float, detail: str) -> None:  # pragma: no cover
-        pass
-
-    def step_failed(self, step: str, seconds: float, error: str) -> None:  # pragma: no cover
-        pass
-
-    def warning(self, step: str, message: str) -> None:  # pragma: no cover - default no-op
-        """Something a step's user should know that did not stop it (e.g. the training script's warnings)."""
 
 
 class Workspace:

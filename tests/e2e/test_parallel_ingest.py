@@ -13,8 +13,9 @@ from churn import steps
 from churn.config import PipelineSettings
 from churn.features import now_event_time
 from pipeline import local_ingest
+from pipeline.backends import Reporter
 from pipeline.local_aws.feature_store import LocalFeatureStore
-from pipeline.runner import RUN_FILE, LocalPipeline, PipelineFailed, Reporter, Workspace, create_feature_group
+from pipeline.runner import RUN_FILE, LocalPipeline, PipelineFailed, Workspace, create_feature_group
 from tests.support.feature_store import offline_store
 
 ROOT = Path(__file__).resolve().parents[2]
