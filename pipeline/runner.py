@@ -79,7 +79,10 @@ INTERRUPTED = ("Interrupted", "stopped by Ctrl-C (SIGINT)")
 
 
 class PipelineFailed(Exception):
-    """A step failed; `error` is the same error name the state machine would report."""
+    """A step failed; `error` names the failure in run.json and the CLI. Where the state machine fails the
+    same way it is the error that reports (the class's name: InputValidationError, IngestError,
+    OfflineStoreTimeout, ModelQualityBelowThreshold, ScoringError); else it is the local run's own name
+    (TrainingFailed, ScoringFailed, EmptyTrainingSet, EmptyScoringSet, InputChanged)."""
 
     def __init__(self, error: str, cause: str, step: str = ""):
         super().__init__(f"{error}: {cause}")
