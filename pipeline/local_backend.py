@@ -56,13 +56,13 @@ def _refusals() -> Iterator[None]:
     try:
         yield
     except (InputValidationError, DerivationError) as exc:
-        raise BadInput(str(exc), FIX_THE_FILE, error="InputValidationError") from None
+        raise BadInput(str(exc), FIX_THE_FILE, error=InputValidationError.__name__) from None
     except StoreLayoutError as exc:
         raise OperatorError(str(exc), "then `python -m pipeline run --local`, or pass another --workspace",
-                            error="StoreLayoutError") from None
+                            error=StoreLayoutError.__name__) from None
     except RegistryError as exc:
         raise OperatorError(str(exc), "restore it, or move it aside to start a new one (runs/ keeps every model)",
-                            error="RegistryError") from None
+                            error=RegistryError.__name__) from None
 
 
 def load_spec(path: Path) -> FeatureSpec:
@@ -70,7 +70,7 @@ def load_spec(path: Path) -> FeatureSpec:
         return FeatureSpec.load(path)
     except SpecError as exc:
         raise BadInput(str(exc), "create one with `python -m pipeline spec infer PATH --id COLUMN --label COLUMN`",
-                       error="SpecError") from None
+                       error=SpecError.__name__) from None
 
 
 def settings_with(threshold: float | None, hyperparameters: str | None = None) -> PipelineSettings:
@@ -131,7 +131,7 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
         return f"{validate_file_fast(str(path), checked, not_after=now_event_time()).rows} rows"
     except (ValueError, OSError) as exc:  # InputValidationError, DerivationError, undecodable bytes
         raise BadInput(str(exc), "fix the file and try again; nothing was uploaded",
-                       error="InputValidationError") from None
+                       error=InputValidationError.__name__) from None
     except KeyError as exc:
         raise BadInput(str(exc.args[0]), error="InvalidGroup") from None
 

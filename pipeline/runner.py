@@ -33,7 +33,7 @@ from churn.config import PipelineSettings, training_hyperparameters
 from churn.csv_input import InputValidationError, text_lines
 from churn.derivations import DERIVATIONS
 from churn.features import now_event_time, parse_event_time
-from churn.ingest import OfflineStoreTimeout, describe_failures
+from churn.ingest import IngestError, OfflineStoreTimeout, describe_failures
 from churn.layout import (
     SAMPLE_DATA,
     SAMPLE_SPEC,
@@ -247,7 +247,7 @@ class LocalPipeline:
                                      "program wrote it during the run); run again once it is complete")
             store.flush()
             if result.failed_count:
-                raise PipelineFailed("IngestError", describe_failures(result.failed, result.failed_count))
+                raise PipelineFailed(IngestError.__name__, describe_failures(result.failed, result.failed_count))
         outcome.records_ingested += result.ingested
 
     def _wait_for_offline_store(self, store: LocalFeatureStore, group: FeatureGroupSpec, expected: int,
@@ -369,7 +369,7 @@ class LocalPipeline:
             with open(transform_output, encoding="utf-8", newline="") as lines:
                 ranking = rank(read_predictions(lines, id_column, str(transform_output)))
         except ScoringError as exc:
-            raise PipelineFailed("ScoringError", str(exc)) from None
+            raise PipelineFailed(ScoringError.__name__, str(exc)) from None
         with open(destination, "w", encoding="utf-8", newline="") as stream:
             write_scores(ranking, stream, id_column, model_version)
         return ranking
