@@ -18,7 +18,7 @@ from churn.model_quality import ModelQualityBelowThreshold
 from churn.naming import DEFAULT_STACK_NAME
 from pipeline import aws_objects
 from pipeline.aws_session import AwsSession, Deployment
-from pipeline.backends import Prediction, Reporter, RunListing, RunRequest, RunResult, Scores
+from pipeline.backends import RUNNING, SUCCEEDED, Prediction, Reporter, RunListing, RunRequest, RunResult, Scores
 from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.execution_progress import (
     Execution,
@@ -72,7 +72,7 @@ class AwsBackend:
                              f"{self.deployment.region})\n console: {self.deployment.console.execution(arn)}",
                              tuple(self.deployment.feature_groups))
         if not request.wait:
-            return self._result(Execution(name=name, arn=arn, status="RUNNING", input=payload), ExecutionFacts())
+            return self._result(Execution(name=name, arn=arn, status=RUNNING, input=payload), ExecutionFacts())
         return self._follow(reporter, arn, name)
 
     def _execution_input(self, request: RunRequest) -> dict[str, Any]:
@@ -159,7 +159,7 @@ class AwsBackend:
             result.next_command = f"python -m pipeline status {execution.name} --follow{self.flags}"
         if explain:
             result.split = self._split(facts.evaluation)
-            if execution.status != "SUCCEEDED" and execution.finished:
+            if execution.status != SUCCEEDED and execution.finished:
                 self._explain_failure(execution, result)
         return result
 
@@ -199,7 +199,7 @@ class AwsBackend:
     def scores(self, run_id: str | None, top: int) -> Scores:
         sfn = self.session.client("stepfunctions")
         if run_id is None:
-            page = sfn.list_executions(stateMachineArn=self.deployment.state_machine_arn, statusFilter="SUCCEEDED",
+            page = sfn.list_executions(stateMachineArn=self.deployment.state_machine_arn, statusFilter=SUCCEEDED,
                                        maxResults=1)  # newest first
             run_id = next((e["name"] for e in page.get("executions", [])), None)
         if not run_id:
@@ -237,7 +237,7 @@ class AwsBackend:
 def _gate(execution: Execution, evaluation: dict[str, Any]) -> str:
     if evaluation.get("reason"):
         return str(evaluation["reason"])
-    if execution.status == "SUCCEEDED":
+    if execution.status == SUCCEEDED:
         return "passed: the model was registered"
     if execution.error == ModelQualityBelowThreshold.__name__:
         return readable_cause(execution.cause) or "below the threshold"

@@ -15,7 +15,9 @@ from pipeline.errors import BadInput, OperatorError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+# A run's status: an execution's, as Step Functions names it; a local run (run.json) is recorded with the same.
+RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"
+TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, ABORTED})
 # A run's name is also its SageMaker training job's name on AWS (and a local run is named the same way),
 # so it must satisfy the stricter of the execution and training job patterns.
 RUN_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")

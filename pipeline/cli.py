@@ -21,7 +21,7 @@ from churn.naming import DEFAULT_STACK_NAME
 from churn.sql import knowledge_cutoff as checked_cutoff
 from pipeline import aws_objects
 from pipeline.aws_backend import AwsBackend
-from pipeline.backends import Backend, RunRequest, check_run_name
+from pipeline.backends import FAILED, Backend, RunRequest, check_run_name
 from pipeline.console import (
     ConsoleReporter,
     console,
@@ -53,7 +53,7 @@ class _UsageErrorsInOneLine(TyperGroup):
                 rich_format_error(exc)  # the help, as Typer shows it
             else:
                 if "--json" in argv:
-                    emit_json({"status": "FAILED", "error": "UsageError", "cause": exc.format_message()})
+                    emit_json({"status": FAILED, "error": "UsageError", "cause": exc.format_message()})
                 print_error(exc.format_message(), f"{exc.ctx.command_path if exc.ctx else 'python -m pipeline'} --help")
             code = exc.exit_code
         except typer.Abort:  # end of input at a prompt
@@ -134,7 +134,7 @@ def _command(as_json: bool) -> Iterator[ConsoleReporter]:
         reporter.close()
         exc = explain(raised)
         if as_json:
-            emit_json({"status": "FAILED", "error": exc.error, "cause": exc.message})
+            emit_json({"status": FAILED, "error": exc.error, "cause": exc.message})
         fail(exc.message, exc.hint, exc.exit_code)
     finally:
         reporter.close()

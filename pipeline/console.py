@@ -17,7 +17,7 @@ from rich.status import Status
 from rich.table import Column, Table
 
 from churn import steps
-from pipeline.backends import Prediction, Reporter, RunListing, RunResult, Scores
+from pipeline.backends import RUNNING, SUCCEEDED, Prediction, Reporter, RunListing, RunResult, Scores
 from pipeline.errors import EXIT_FAILED
 from pipeline.failure_explanations import error_text
 
@@ -69,7 +69,7 @@ def _auc(value: float | None) -> str:
 
 
 def _status_markup(status: str) -> str:
-    colour = {"SUCCEEDED": "green", "RUNNING": "cyan"}.get(status, "red")
+    colour = {SUCCEEDED: "green", RUNNING: "cyan"}.get(status, "red")
     return f"[{colour}]{status}[/]"
 
 
@@ -170,7 +170,7 @@ def _run_rows(run: RunResult) -> list[tuple[str, Any]]:
         ("duration", duration(run.duration_seconds) if run.duration_seconds is not None else ""),
         ("execution console", run.console_url),
         ("training job console", run.training_job_url),
-        ("model registry", run.model_package_group_url if run.status == "SUCCEEDED" else ""),
+        ("model registry", run.model_package_group_url if run.status == SUCCEEDED else ""),
         ("run directory", run.run_dir),
     ]
 
@@ -195,7 +195,7 @@ def render_run(out: Console, run: RunResult, as_json: bool) -> None:
         emit_json(run.to_dict())
     if run.next_command:
         out.print(f"follow it: {run.next_command}", soft_wrap=True)
-    elif run.status != "SUCCEEDED":
+    elif run.status != SUCCEEDED:
         fail(error_text(run.error or run.status, run.cause), run.hint)
 
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from churn import steps
-from pipeline.backends import TERMINAL_STATUSES, Reporter
+from pipeline.backends import ABORTED, FAILED, SUCCEEDED, TERMINAL_STATUSES, TIMED_OUT, Reporter
 from pipeline.failure_explanations import error_text, parse_json, readable_cause
 
-_END_EVENTS = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED", "ExecutionTimedOut": "TIMED_OUT",
-               "ExecutionAborted": "ABORTED"}
+_END_EVENTS = {"ExecutionSucceeded": SUCCEEDED, "ExecutionFailed": FAILED, "ExecutionTimedOut": TIMED_OUT,
+               "ExecutionAborted": ABORTED}
 
 
 @dataclass
@@ -230,12 +230,12 @@ class ProgressTracker:
 
     def _end(self, status: str, details: dict[str, Any], at: datetime) -> None:
         self.status = status
-        error = details.get("error") or ("" if status == "SUCCEEDED" else status)
+        error = details.get("error") or ("" if status == SUCCEEDED else status)
         cause = readable_cause(details.get("cause") or "")
         self._flush_choice("")
         for state in reversed(self.open):
             seconds = (at - state.entered).total_seconds()
-            if status == "SUCCEEDED":
+            if status == SUCCEEDED:
                 self.reporter.step_finished(state.label, seconds, "")
             else:
                 self.reporter.step_failed(state.label, seconds, error_text(*(state.failure or (error, cause))))

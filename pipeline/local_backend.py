@@ -22,6 +22,7 @@ from churn.schema import FeatureSpec, SpecError
 from churn.sql import NO_CUTOFF
 from pipeline.backends import (
     RUN_NAME,
+    SUCCEEDED,
     TERMINAL_STATUSES,
     Prediction,
     Reporter,
@@ -138,7 +139,7 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
 
 def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResult:
     """A local run as the CLI shows it, from the runner's outcome (its run.json)."""
-    failed = run.get("status") in TERMINAL_STATUSES - {"SUCCEEDED"}
+    failed = run.get("status") in TERMINAL_STATUSES - {SUCCEEDED}
     seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
     return RunResult(
         status=run.get("status", "?"), run_id=run.get("run_id", "?"), input=run.get("input") or "",
@@ -219,7 +220,7 @@ class LocalBackend:
                              f"{', '.join(groups.values()) or '-'})", tuple(groups))
         steps = list(result.step_seconds.items())
         for i, (step, seconds) in enumerate(steps):
-            if result.finished and result.status != "SUCCEEDED" and i == len(steps) - 1:
+            if result.finished and result.status != SUCCEEDED and i == len(steps) - 1:
                 reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
             else:
                 reporter.step_finished(step, seconds, result.step_details.get(step, ""))

@@ -58,7 +58,7 @@ from churn.sql import (
     table_reference,
     training_set_sql,
 )
-from pipeline.backends import Reporter
+from pipeline.backends import ABORTED, FAILED, RUNNING, SUCCEEDED, Reporter
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws import batch_transform
 from pipeline.local_aws.feature_store import LocalFeatureStore
@@ -153,7 +153,7 @@ class LocalPipeline:
         started = datetime.now(UTC)
         run_id = run_id or f"local-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         run_dir = self.workspace.runs / run_id
-        outcome = RunOutcome(status="RUNNING", run_id=run_id, run_dir=str(run_dir), input=str(data),
+        outcome = RunOutcome(status=RUNNING, run_id=run_id, run_dir=str(run_dir), input=str(data),
                              threshold=self.settings.quality_threshold, feature_groups=dict(self.feature_groups),
                              knowledge_cutoff=knowledge_cutoff or NO_CUTOFF, id_column=self.spec.record_identifier.name)
         try:
@@ -161,13 +161,13 @@ class LocalPipeline:
             self._train_and_register(run_dir, outcome, started)
             self._score(run_dir, outcome)
         except (Exception, KeyboardInterrupt) as exc:  # on record (a run whose input was refused has written nothing)
-            outcome.status = "ABORTED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            outcome.status = ABORTED if isinstance(exc, KeyboardInterrupt) else FAILED
             outcome.error, outcome.cause = _error_of(exc)
             exc.outcome = outcome  # type: ignore[attr-defined]
             with suppress(OSError):  # a full disk must not hide the error itself
                 self._write_summary(run_dir, outcome)
             raise
-        outcome.status = "SUCCEEDED"
+        outcome.status = SUCCEEDED
         self._write_summary(run_dir, outcome)
         return outcome
 
@@ -175,7 +175,7 @@ class LocalPipeline:
         """Stratified K-fold ROC AUC of the same script and settings on the same training set: the steps up
         to the training set, then the script with `--cv_folds K`; nothing is registered."""
         run_dir = self.workspace.runs / f"cv-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
-        outcome = RunOutcome(status="RUNNING", run_id=run_dir.name, run_dir=str(run_dir))
+        outcome = RunOutcome(status=RUNNING, run_id=run_dir.name, run_dir=str(run_dir))
         self._prepare_training_set(data, run_dir, outcome, now_event_time())
         with self._step(f"Cross-validate ({folds} folds)", outcome):
             self.train_model(run_dir, {"cv_folds": folds})
