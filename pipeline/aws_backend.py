@@ -21,6 +21,7 @@ from pipeline.aws_session import AwsSession, Deployment
 from pipeline.backends import RUNNING, SUCCEEDED, Prediction, Reporter, RunListing, RunRequest, RunResult, Scores
 from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.execution_progress import (
+    POLL_SECONDS,
     Execution,
     ExecutionFacts,
     HistoryReader,
@@ -45,7 +46,7 @@ def new_execution_name(now: datetime | None = None) -> str:
 
 
 class AwsBackend:
-    def __init__(self, stack_name: str, region: str | None, poll_seconds: float = 3.0):
+    def __init__(self, stack_name: str, region: str | None, poll_seconds: float = POLL_SECONDS):
         self.stack_name = stack_name
         self.region = region
         self.poll_seconds = poll_seconds

@@ -36,6 +36,7 @@ from pipeline.console import (
     render_scores,
 )
 from pipeline.errors import EXIT_BAD_INPUT, BadInput, OperatorError, explain
+from pipeline.execution_progress import POLL_SECONDS
 from pipeline.local_backend import LocalBackend, check_input_file, load_spec
 from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, DEFAULT_WORKSPACE
 
@@ -113,7 +114,7 @@ def _check_mode(local: bool, given: dict[str, object]) -> None:
 
 
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
-             poll_seconds: float = 3.0, mode_options: dict[str, object] | None = None) -> Backend:
+             poll_seconds: float = POLL_SECONDS, mode_options: dict[str, object] | None = None) -> Backend:
     """The backend --local chooses, once the options of the other mode (MODE_OPTIONS) are refused."""
     stack = "" if stack_name == DEFAULT_STACK_NAME else stack_name  # the default is not a choice
     _check_mode(local, {**(mode_options or {}), "--stack-name": stack, "--region": region})
@@ -184,7 +185,7 @@ def run(
         "--name", help="Run name (default: run-YYYYmmdd-HHMMSS-xxxx on AWS)")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="On AWS: start, print the execution ARN, exit.")] = False,
     as_json: JsonOption = False,
-    poll_seconds: PollOption = 3.0,
+    poll_seconds: PollOption = POLL_SECONDS,
 ) -> None:
     """Run the pipeline: ingest, wait for the offline store, build the training set, train, gate, register, score.
 
@@ -216,7 +217,7 @@ def status(
     region: RegionOption = None,
     follow: Annotated[bool, typer.Option("--follow", help="On AWS: keep following a running execution.")] = False,
     as_json: JsonOption = False,
-    poll_seconds: PollOption = 3.0,
+    poll_seconds: PollOption = POLL_SECONDS,
 ) -> None:
     """Show one run: its steps, result, and links. Exit 1 if it failed."""
     with _command(as_json) as reporter:

@@ -16,6 +16,7 @@ from pipeline.failure_explanations import error_text, parse_json, readable_cause
 
 _END_EVENTS = {"ExecutionSucceeded": SUCCEEDED, "ExecutionFailed": FAILED, "ExecutionTimedOut": TIMED_OUT,
                "ExecutionAborted": ABORTED}
+POLL_SECONDS = 3.0  # between reads of a followed execution's history (the CLI's hidden --poll-seconds)
 
 
 @dataclass
@@ -271,7 +272,7 @@ class ProgressTracker:
 
 
 def follow(sfn: Any, arn: str, tracker: ProgressTracker, *, reader: HistoryReader | None = None,
-           poll_seconds: float = 3.0, sleep: Callable[[float], None] = time.sleep) -> Execution:
+           poll_seconds: float = POLL_SECONDS, sleep: Callable[[float], None] = time.sleep) -> Execution:
     """Poll the execution's history until it ends; return its description. Between polls the reporter
     hears which state is running and for how long."""
     reader = reader or HistoryReader(sfn, arn)
