@@ -20,13 +20,14 @@ RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = "RUNNING", "SUCCEEDED", "FAILED
 TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, ABORTED})
 # A run's name is also its SageMaker training job's name on AWS (and a local run is named the same way),
 # so it must satisfy the stricter of the execution and training job patterns.
-RUN_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+RUN_NAME_MAX = 63
+RUN_NAME = re.compile(rf"^[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{RUN_NAME_MAX - 1}}}$")
 
 
 def check_run_name(name: str) -> None:
     if not RUN_NAME.match(name):
         raise BadInput(f"--name {name!r} is not a valid run name",
-                       "use 1-63 letters, digits and hyphens (it also names the SageMaker training job)",
+                       f"use 1-{RUN_NAME_MAX} letters, digits and hyphens (it also names the SageMaker training job)",
                        error="InvalidName")
 
 
