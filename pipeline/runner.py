@@ -43,7 +43,12 @@ from churn.layout import (
     TRAINING_ENTRY_POINT,
     TRAINING_SET_FILE,
 )
-from churn.model_quality import ModelQualityBelowThreshold, quality_gate, read_evaluation_from_model_tarball
+from churn.model_quality import (
+    EVALUATION_FILE,
+    ModelQualityBelowThreshold,
+    quality_gate,
+    read_evaluation_from_model_tarball,
+)
 from churn.schema import FeatureGroupSpec, FeatureSpec
 from churn.scoring import TOP_CUSTOMERS, TRANSFORM_MAX_PAYLOAD_MB, ScoringError, rank, read_predictions, write_scores
 from churn.sql import (
@@ -63,7 +68,7 @@ from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws import batch_transform
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
-from pipeline.local_aws.training_job import CHANNEL, pack_model, run_training
+from pipeline.local_aws.training_job import CHANNEL, MODEL_ARTIFACT, JobDirectories, pack_model, run_training
 from pipeline.local_ingest import ingest_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +184,8 @@ class LocalPipeline:
         self._prepare_training_set(data, run_dir, outcome, now_event_time())
         with self._step(f"Cross-validate ({folds} folds)", outcome):
             self.train_model(run_dir, {"cv_folds": folds})
-        result = json.loads((run_dir / "output" / "data" / "cv.json").read_text(encoding="utf-8"))
+        cv_file = JobDirectories(run_dir).output_data / self._script().CV_FILE
+        result = json.loads(cv_file.read_text(encoding="utf-8"))
         result["run_dir"] = str(run_dir)
         return result
 
@@ -203,7 +209,7 @@ class LocalPipeline:
             for group in self.spec.all_groups:
                 self._ingest(store, group, sources[group.name], event_time, outcome, checked[group.name])
                 self._wait_for_offline_store(store, group, expected[group.name], values, outcome)
-            destination = run_dir / "input" / "data" / CHANNEL / TRAINING_SET_FILE
+            destination = JobDirectories(run_dir).channel(CHANNEL) / TRAINING_SET_FILE
             with self._step(steps.BUILD_TRAINING_SET, outcome, lambda: f"{outcome.training_rows} rows"):
                 outcome.training_rows = self._query_to_csv(store, training_set_sql(self.spec, self._tables()),
                                                            values, destination)
@@ -289,7 +295,7 @@ class LocalPipeline:
         hyperparameters = {**training_hyperparameters(self.settings, self.spec), **(extra_hyperparameters or {})}
         # Score customers imports the serving code (xgboost, scikit-learn, SciPy: ~2 s); do it while the
         # training process runs, which boosts on one CPU below 100k fit rows.
-        preload = threading.Thread(target=self._serving, name="preload-serving", daemon=True)
+        preload = threading.Thread(target=self._script, name="preload-serving", daemon=True)
         preload.start()
         run = run_training(TRAINING_DIR, TRAINING_ENTRY_POINT, run_dir, hyperparameters)
         preload.join()
@@ -297,7 +303,7 @@ class LocalPipeline:
             raise PipelineFailed("TrainingFailed", f"{run.script_failure()} (log: {run.log})")
         for warning in run.warnings():
             self.reporter.warning(steps.TRAIN_MODEL, warning)
-        return pack_model(run_dir, run_dir / "model.tar.gz")
+        return pack_model(run_dir, run_dir / MODEL_ARTIFACT)
 
     def _train_and_register(self, run_dir: Path, outcome: RunOutcome, started: datetime) -> None:
         with self._step(steps.TRAIN_MODEL, outcome, lambda: outcome.model_artifact):
@@ -308,8 +314,9 @@ class LocalPipeline:
             decision = quality_gate(evaluation, self.settings.quality_threshold)
             outcome.auc, outcome.gate = decision.validation_auc, decision.reason
             outcome.split = evaluation.get("split", {})
-            outcome.evaluation = str(run_dir / "model" / "evaluation.json")
-            report = run_dir / "output" / "data" / "report.png"
+            job = JobDirectories(run_dir)
+            outcome.evaluation = str(job.model / EVALUATION_FILE)
+            report = job.output_data / self._script().REPORT_FILE
             outcome.report = str(report) if report.exists() else ""
             entry = ModelEntry(
                 run_id=outcome.run_id, created=started.isoformat(), status=APPROVED if decision.passed else REJECTED,
@@ -324,7 +331,9 @@ class LocalPipeline:
             outcome.model_version = self.workspace.registry.add(entry).version
 
     # -- scoring ------------------------------------------------------------------------------
-    def _serving(self) -> Any:
+    def _script(self) -> Any:
+        """The training script's module, imported as the serving container imports it: its serving functions
+        score customers, its constants name the files it writes (loaded by then: train_model preloads it)."""
         return batch_transform.serving_module(TRAINING_DIR, TRAINING_ENTRY_POINT)
 
     def _score(self, run_dir: Path, outcome: RunOutcome) -> None:
@@ -357,7 +366,7 @@ class LocalPipeline:
         """What the "Score customers" Batch Transform does, with the model artifact as its model."""
         try:
             with batch_transform.extracted_model(model_artifact) as model_dir:
-                return batch_transform.transform(self._serving(), model_dir, scoring_input, transform_dir,
+                return batch_transform.transform(self._script(), model_dir, scoring_input, transform_dir,
                                                  max_payload_mb * 2**20)
         except ValueError as exc:  # a request failed, or a line would not fit in one
             raise PipelineFailed("ScoringFailed", str(exc)) from None

@@ -19,6 +19,29 @@ from pathlib import Path
 from typing import Any
 
 CHANNEL = "train"  # the training channel the stack's CreateTrainingJob names too
+MODEL_ARTIFACT = "model.tar.gz"  # what SageMaker packs the model directory into
+
+
+@dataclass(frozen=True)
+class JobDirectories:
+    """A training job's /opt/ml tree in `root`: where the SM_* variables point."""
+
+    root: Path
+
+    def channel(self, name: str) -> Path:
+        return self.root / "input" / "data" / name
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def output_data(self) -> Path:
+        return self.output / "data"
 
 
 def toolkit_args(hyperparameters: dict[str, Any]) -> list[str]:
@@ -43,7 +66,7 @@ class TrainingRun:
 
     def script_failure(self) -> str:
         """The script's own reason: its `output/failure` file, else its log's last line."""
-        failure = self.log.parent / "output" / "failure"
+        failure = JobDirectories(self.log.parent).output / "failure"
         reason = failure.read_text(encoding="utf-8").strip() if failure.exists() else ""
         if not reason:
             lines = self.log.read_text(encoding="utf-8").strip().splitlines()
@@ -55,13 +78,14 @@ def run_training(code_dir: Path, entry_point: str, root: Path, hyperparameters: 
                  channels: tuple[str, ...] = (CHANNEL,), timeout: float | None = None) -> TrainingRun:
     """Run `entry_point` (a module of `code_dir`) as the container runs it, under SageMaker's training
     environment contract in `root` (its output directories created), its output in `root/training.log`."""
+    dirs = JobDirectories(root)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_"))},
-        **{f"SM_CHANNEL_{c.upper()}": str(root / "input" / "data" / c) for c in channels},
+        **{f"SM_CHANNEL_{c.upper()}": str(dirs.channel(c)) for c in channels},
         "SM_CHANNELS": json.dumps(list(channels)),
-        "SM_MODEL_DIR": str(root / "model"),
-        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
-        "SM_OUTPUT_DIR": str(root / "output"),
+        "SM_MODEL_DIR": str(dirs.model),
+        "SM_OUTPUT_DATA_DIR": str(dirs.output_data),
+        "SM_OUTPUT_DIR": str(dirs.output),
         "SM_HPS": json.dumps(hyperparameters),
         "SM_CURRENT_HOST": "algo-1",
         "SM_HOSTS": json.dumps(["algo-1"]),
@@ -83,6 +107,6 @@ def run_training(code_dir: Path, entry_point: str, root: Path, hyperparameters: 
 def pack_model(root: Path, artifact: Path) -> Path:
     """`root/model` as SageMaker packs it: model.tar.gz, files at its top level."""
     with tarfile.open(artifact, "w:gz") as archive:
-        for path in sorted((root / "model").iterdir()):
+        for path in sorted(JobDirectories(root).model.iterdir()):
             archive.add(path, arcname=path.name)
     return artifact
