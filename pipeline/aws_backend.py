@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from churn import contract
 from churn.ingest import IngestError
 from churn.layout import RUN_SCORES, SCORES_FILE
 from churn.model_quality import ModelQualityBelowThreshold
@@ -212,7 +213,8 @@ class AwsBackend:
     def predict(self, record_id: str, features: int) -> Prediction:
         deployment = self.deployment
         if not deployment.feature_groups or not deployment.model_package_group:
-            raise OperatorError(f"stack '{self.stack_name}' has no FeatureGroups/ModelPackageGroupName output",
+            raise OperatorError(f"stack '{self.stack_name}' has no {contract.FEATURE_GROUPS_OUTPUT}/"
+                                f"{contract.MODEL_PACKAGE_GROUP_OUTPUT} output",
                                 "redeploy it with `make deploy`", error="StackNotReady")
         sagemaker = self.session.client("sagemaker")
         approved = aws_objects.latest_approved_model(sagemaker, deployment.model_package_group)

@@ -12,7 +12,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, NoRegionError
 
-from churn import naming
+from churn import contract, naming
 from churn.schema import SINGLE_GROUP_NAME, FeatureSpec
 from pipeline.errors import DEPLOY_HINT, REGION_HINT, OperatorError
 
@@ -76,7 +76,7 @@ class Deployment:
     region: str
     outputs: dict[str, str]
 
-    REQUIRED = ("BucketName", "StateMachineArn")
+    REQUIRED = (contract.BUCKET_OUTPUT, contract.STATE_MACHINE_OUTPUT)
 
     @classmethod
     def load(cls, cloudformation: Any, stack_name: str) -> Deployment:
@@ -104,25 +104,25 @@ class Deployment:
 
     @property
     def bucket(self) -> str:
-        return self.outputs["BucketName"]
+        return self.outputs[contract.BUCKET_OUTPUT]
 
     @property
     def state_machine_arn(self) -> str:
-        return self.outputs["StateMachineArn"]
+        return self.outputs[contract.STATE_MACHINE_OUTPUT]
 
     @property
     def feature_groups(self) -> dict[str, str]:
         """Spec group -> feature group name, labels included (the `FeatureGroups` output; a stack deployed
         before it had one group, `FeatureGroupName`)."""
-        if "FeatureGroups" in self.outputs:
-            described = json.loads(self.outputs["FeatureGroups"])
-            return {group: str(value["feature_group"]) for group, value in described.items()}
-        first = self.outputs.get("FeatureGroupName")
+        if contract.FEATURE_GROUPS_OUTPUT in self.outputs:
+            described = json.loads(self.outputs[contract.FEATURE_GROUPS_OUTPUT])
+            return {group: str(value[contract.FEATURE_GROUP_KEY]) for group, value in described.items()}
+        first = self.outputs.get(contract.FEATURE_GROUP_OUTPUT)
         return {SINGLE_GROUP_NAME: first} if first else {}
 
     @property
     def model_package_group(self) -> str | None:
-        return self.outputs.get("ModelPackageGroupName")
+        return self.outputs.get(contract.MODEL_PACKAGE_GROUP_OUTPUT)
 
     @property
     def console(self) -> ConsoleLinks:

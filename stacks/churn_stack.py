@@ -12,7 +12,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from churn import steps
+from churn import contract, steps
 from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
 from stacks import checkov, nag, regions, retries
@@ -120,13 +120,13 @@ class ChurnPipelineStack(Stack):
 
         first = feature_store.first
         outputs = {
-            "BucketName": store.bucket.bucket_name,
-            "StateMachineArn": state_machine.state_machine_arn,
-            "FeatureGroupName": first.name,  # the first group: its entities are the ones scored
-            # {group: {"feature_group": name, "table": Glue table}}, labels included, for the CLI
-            "FeatureGroups": json.dumps({name: {"feature_group": g.name, "table": g.table}
-                                         for name, g in feature_store.groups.items()}, separators=(",", ":")),
-            "ModelPackageGroupName": registry.name,
+            contract.BUCKET_OUTPUT: store.bucket.bucket_name,
+            contract.STATE_MACHINE_OUTPUT: state_machine.state_machine_arn,
+            contract.FEATURE_GROUP_OUTPUT: first.name,
+            contract.FEATURE_GROUPS_OUTPUT: json.dumps(
+                {name: {contract.FEATURE_GROUP_KEY: g.name, contract.TABLE_KEY: g.table}
+                 for name, g in feature_store.groups.items()}, separators=(",", ":")),
+            contract.MODEL_PACKAGE_GROUP_OUTPUT: registry.name,
             "AthenaWorkGroup": store.work_group_name,
             "GlueDatabase": store.database_name,
             "GlueTable": first.table,
