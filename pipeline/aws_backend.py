@@ -84,17 +84,17 @@ class AwsBackend:
         if request.sources:
             sources = {group: aws_objects.data_key(key, bucket, "--source") for group, key in request.sources.items()}
             self._check_groups(sources)
-            payload: dict[str, Any] = {"sources": sources}
+            payload: dict[str, Any] = {contract.SOURCES: sources}
         else:
             sources = {"": aws_objects.data_key(request.data_key or aws_objects.DEFAULT_DATA_KEY, bucket)}
-            payload = {"input_key": sources[""]}
+            payload = {contract.INPUT_KEY: sources[""]}
         for key in sources.values():
             if aws_objects.object_exists(self.session.client("s3"), bucket, key) is False:
                 raise BadInput(f"s3://{bucket}/{key} does not exist",
                                f"upload it with `python -m pipeline upload --data PATH`{self.flags}",
                                error="InputNotFound")
         if request.knowledge_cutoff:
-            payload["knowledge_cutoff"] = request.knowledge_cutoff
+            payload[contract.KNOWLEDGE_CUTOFF] = request.knowledge_cutoff
         return payload
 
     def _check_groups(self, sources: dict[str, str]) -> None:
@@ -145,7 +145,7 @@ class AwsBackend:
         result = RunResult(
             status=execution.status, run_id=execution.name, input=self._input(execution.input),
             feature_groups=deployment.feature_groups,
-            knowledge_cutoff=str(execution.input.get("knowledge_cutoff") or ""),
+            knowledge_cutoff=str(execution.input.get(contract.KNOWLEDGE_CUTOFF) or ""),
             records_ingested=facts.records_ingested, auc=execution.auc, gate=_gate(execution, facts.evaluation),
             model_version=str(out.get("model_version") or ""), model_artifact=out.get("model_artifact", ""),
             model_package_arn=out.get("model_package_arn", ""), training_job_name=job,
@@ -166,7 +166,8 @@ class AwsBackend:
         return result
 
     def _input(self, payload: dict[str, Any]) -> str:
-        keys = [payload["input_key"]] if payload.get("input_key") else list(payload.get("sources", {}).values())
+        keys = ([payload[contract.INPUT_KEY]] if payload.get(contract.INPUT_KEY)
+                else list(payload.get(contract.SOURCES, {}).values()))
         return ", ".join(f"s3://{self.deployment.bucket}/{key}" for key in keys)
 
     def _split(self, evaluation: dict[str, Any]) -> dict[str, Any]:

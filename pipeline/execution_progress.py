@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from churn import steps
+from churn import contract, steps
 from pipeline.backends import ABORTED, FAILED, SUCCEEDED, TERMINAL_STATUSES, TIMED_OUT, Reporter
 from pipeline.failure_explanations import error_text, parse_json, readable_cause
 
@@ -154,7 +154,7 @@ def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any], Execut
 # output and of the facts noted from it.
 DETAILS: dict[str, Callable[[dict[str, Any], ExecutionFacts], str]] = {
     steps.DERIVE_SOURCES: lambda output, facts: (
-        f"{len(sources)} files" if isinstance(sources := output.get("sources"), dict) else ""),
+        f"{len(sources)} files" if isinstance(sources := output.get(contract.SOURCES), dict) else ""),
     steps.VALIDATE_INPUT: _field("validation", "records", template="{} rows"),
     steps.SUMMARISE_INGEST: _field("ingest", "records", template="{} records"),
     steps.READ_OFFLINE_COUNT: _offline_count,

@@ -13,7 +13,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from churn import steps
+from churn import contract, steps
 from churn.config import PipelineSettings
 from churn.ingest import OfflineStoreTimeout
 from churn.layout import FAILED_RECORDS_FILE, INGEST_PREFIX, INGEST_RESULTS, input_prefix
@@ -92,7 +92,7 @@ class IngestPhase(Phase):
         self.store.acknowledge_prefix(role, INGEST_PREFIX, "The Distributed Map writes its results")
         self.map_labels: list[str] = []
         if spec.is_single_group:
-            only = self._group(feature_store.first, "$.input_key", None, failure)
+            only = self._group(feature_store.first, contract.path(contract.INPUT_KEY), None, failure)
             self._bounds(only.start_state, only.end_states)
             return
         parallel = sfn.Parallel(self, steps.INGEST_GROUPS, result_path="$.validation", result_selector={
@@ -100,16 +100,16 @@ class IngestPhase(Phase):
             for name in ("event_time", "event_time_sql", "run_started_sql", "knowledge_cutoff_sql")
         })
         for name, group in feature_store.groups.items():
-            branch = self._group(group, f"$.sources.{name}", name, None)
+            branch = self._group(group, contract.path(contract.SOURCES, name), name, None)
             parallel.branch(branch.next(sfn.Succeed(self, steps.for_group(steps.FEATURE_GROUP_READY, name))))
         retries.guard(parallel, None, failure)
         self._bounds(parallel, [parallel])
         if spec.derive:
             derive = functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES, {
                 "bucket": self.store.bucket.bucket_name,
-                "key": sfn.JsonPath.string_at("$.input_key"),
+                "key": sfn.JsonPath.string_at(contract.path(contract.INPUT_KEY)),
                 "execution": sfn.JsonPath.execution_name,
-            }, result_path="$.sources", failure=failure)
+            }, result_path=contract.path(contract.SOURCES), failure=failure)
             derive.next(parallel)
             self._bounds(derive, [parallel])
 

@@ -15,6 +15,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from churn import contract
 from churn.layout import RAW_PREFIX
 
 
@@ -70,7 +71,7 @@ class RawDataTrigger(Construct):
             targets=[targets.SfnStateMachine(
                 state_machine,
                 input=events.RuleTargetInput.from_object(
-                    {"input_key": events.EventField.from_path("$.detail.object.key")}),
+                    {contract.INPUT_KEY: events.EventField.from_path("$.detail.object.key")}),
                 retry_attempts=3,
             )],
         )

@@ -12,3 +12,15 @@ FEATURE_GROUPS_OUTPUT = "FeatureGroups"
 FEATURE_GROUP_KEY = "feature_group"
 TABLE_KEY = "table"
 MODEL_PACKAGE_GROUP_OUTPUT = "ModelPackageGroupName"
+
+# The execution input: {INPUT_KEY: key} (one group, or a derivation's source) or {SOURCES: {group: key}}
+# (several groups), with KNOWLEDGE_CUTOFF if the run names one. "Derive sources" puts what it wrote under
+# SOURCES too, where the groups' branches read their keys.
+INPUT_KEY = "input_key"
+SOURCES = "sources"
+KNOWLEDGE_CUTOFF = "knowledge_cutoff"
+
+
+def path(*keys: str) -> str:
+    """The JSONPath of a key of the state's input: path(SOURCES, "activity") -> "$.sources.activity"."""
+    return ".".join(("$", *keys))

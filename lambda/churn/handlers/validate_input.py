@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from churn import contract
 from churn.csv_input import InputValidationError, validate_stream
 from churn.features import canonical_event_time, parse_event_time
 from churn.handlers._runtime import client, feature_spec, logger, tracer
@@ -20,7 +21,7 @@ def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str,
     the knowledge cutoff the execution input may name (checked before the file is read).
     """
     try:
-        cutoff = knowledge_cutoff((execution_input or {}).get("knowledge_cutoff"))
+        cutoff = knowledge_cutoff((execution_input or {}).get(contract.KNOWLEDGE_CUTOFF))
     except ValueError as exc:
         raise InputValidationError("the execution input", str(exc)) from None
     source = f"s3://{bucket}/{key}"
