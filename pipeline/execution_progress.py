@@ -136,7 +136,7 @@ def _dig(data: Any, *path: str) -> Any:
 
 
 def _offline_count(output: dict[str, Any], facts: ExecutionFacts) -> str:
-    visible, expected = _dig(output, "offline_count", "records"), _dig(output, "validation", "records")
+    visible, expected = _dig(output, "offline_count", "records"), _dig(output, contract.VALIDATION, contract.RECORDS)
     if visible is None:
         return ""
     return f"{visible} of {'?' if expected is None else expected} records in the offline store"
@@ -155,7 +155,7 @@ def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any], Execut
 DETAILS: dict[str, Callable[[dict[str, Any], ExecutionFacts], str]] = {
     steps.DERIVE_SOURCES: lambda output, facts: (
         f"{len(sources)} files" if isinstance(sources := output.get(contract.SOURCES), dict) else ""),
-    steps.VALIDATE_INPUT: _field("validation", "records", template="{} rows"),
+    steps.VALIDATE_INPUT: _field(contract.VALIDATION, contract.RECORDS, template="{} rows"),
     steps.SUMMARISE_INGEST: _field("ingest", "records", template="{} records"),
     steps.READ_OFFLINE_COUNT: _offline_count,
     steps.BUILD_TRAINING_SET: _field("training_set", "output_uri"),

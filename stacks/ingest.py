@@ -95,10 +95,11 @@ class IngestPhase(Phase):
             only = self._group(feature_store.first, contract.path(contract.INPUT_KEY), None, failure)
             self._bounds(only.start_state, only.end_states)
             return
-        parallel = sfn.Parallel(self, steps.INGEST_GROUPS, result_path="$.validation", result_selector={
-            name: sfn.JsonPath.string_at(f"$[0].validation.{name}")
-            for name in ("event_time", "event_time_sql", "run_started_sql", "knowledge_cutoff_sql")
-        })
+        parallel = sfn.Parallel(self, steps.INGEST_GROUPS, result_path=contract.path(contract.VALIDATION),
+                                result_selector={
+                                    name: sfn.JsonPath.string_at(f"$[0].{contract.VALIDATION}.{name}")
+                                    for name in contract.RUN_VALUE_KEYS
+                                })
         for name, group in feature_store.groups.items():
             branch = self._group(group, contract.path(contract.SOURCES, name), name, None)
             parallel.branch(branch.next(sfn.Succeed(self, steps.for_group(steps.FEATURE_GROUP_READY, name))))
@@ -124,7 +125,7 @@ class IngestPhase(Phase):
             "group": group.spec.name,
             "event_time": sfn.JsonPath.execution_start_time,
             "execution_input": sfn.JsonPath.execution_input,  # its knowledge_cutoff, if any
-        }, result_path="$.validation", failure=failure)
+        }, result_path=contract.path(contract.VALIDATION), failure=failure)
         ingest = self._ingest_map(group, key_path, label, failure)
         summarise = self.functions.invoke(self, step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST, {
             "result_writer": sfn.JsonPath.object_at("$.ingest_results.ResultWriterDetails"),
@@ -148,7 +149,7 @@ class IngestPhase(Phase):
             step(steps.INGEST_FEATURES),
             item_reader=ValidatedCsvItemReader(
                 bucket=bucket, key=sfn.JsonPath.string_at(key_path),
-                version_id_path="$.validation.version_id", prefix=self.source_prefix,
+                version_id_path=contract.path(contract.VALIDATION, contract.VERSION_ID), prefix=self.source_prefix,
             ),
             # Each row with its position in the file, so a failed record is reported by its line.
             item_selector={"index": sfn.JsonPath.number_at("$$.Map.Item.Index"),
@@ -157,8 +158,8 @@ class IngestPhase(Phase):
                 max_items_per_batch=settings.ingest_batch_size,
                 max_input_bytes_per_batch=MAX_BATCH_BYTES,
                 # BatchInput is passed through as written (no JsonPath rendering), hence the ".$" key.
-                batch_input={"event_time.$": "$.validation.event_time", "group": group.spec.name,
-                             "feature_group_name": group.name},
+                batch_input={"event_time.$": contract.path(contract.VALIDATION, contract.EVENT_TIME),
+                             "group": group.spec.name, "feature_group_name": group.name},
             ),
             max_concurrency=settings.ingest_max_concurrency,
             tolerated_failure_percentage=100,
@@ -191,11 +192,12 @@ class IngestPhase(Phase):
                              cause_path=sfn.JsonPath.format(
                                  "offline store had {} of {} records after {} checks",
                                  sfn.JsonPath.string_at("$.offline_count.records"),
-                                 sfn.JsonPath.string_at("$.validation.records"),
+                                 sfn.JsonPath.string_at(contract.path(contract.VALIDATION, contract.RECORDS)),
                                  sfn.JsonPath.string_at("$.offline_store.checks")))
         wait = sfn.Wait(self, step(steps.WAIT_FOR_OFFLINE_STORE),
                         time=sfn.WaitTime.duration(Duration.seconds(settings.offline_store_wait_seconds)))
-        incomplete = sfn.Condition.number_less_than_json_path("$.offline_count.records", "$.validation.records")
+        incomplete = sfn.Condition.number_less_than_json_path("$.offline_count.records",
+                                                                contract.path(contract.VALIDATION, contract.RECORDS))
         out_of_checks = sfn.Condition.number_greater_than_equals("$.offline_store.checks",
                                                                  settings.offline_store_max_checks)
         complete = (sfn.Choice(self, step(steps.OFFLINE_STORE_COMPLETE))

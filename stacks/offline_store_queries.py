@@ -10,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from churn import contract
 from churn.layout import OFFLINE_STORE_PREFIX, QUERY_PREFIX
 from churn.sql import AS_OF, KNOWLEDGE_CUTOFF, RUN_STARTED, Query, table_reference
 from stacks import nag, retries
@@ -18,9 +19,9 @@ from stacks.feature_store import FeatureStore
 # Where a state finds each SQL parameter (churn.sql names them): the run's values, which "Validate
 # input" returns as Athena literals (the Parallel state of several groups puts them in the same place).
 RUN_VALUES = {
-    AS_OF: "$.validation.event_time_sql",
-    KNOWLEDGE_CUTOFF: "$.validation.knowledge_cutoff_sql",
-    RUN_STARTED: "$.validation.run_started_sql",
+    AS_OF: contract.path(contract.VALIDATION, contract.EVENT_TIME_SQL),
+    KNOWLEDGE_CUTOFF: contract.path(contract.VALIDATION, contract.KNOWLEDGE_CUTOFF_SQL),
+    RUN_STARTED: contract.path(contract.VALIDATION, contract.RUN_STARTED_SQL),
 }
 # The scoring set's as-of: the moment its state starts, as an Athena string literal.
 NOW = {AS_OF: "States.Format('\\'{}\\'', $$.State.EnteredTime)"}

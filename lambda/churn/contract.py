@@ -20,6 +20,18 @@ INPUT_KEY = "input_key"
 SOURCES = "sources"
 KNOWLEDGE_CUTOFF = "knowledge_cutoff"
 
+# "Validate input"'s result, kept under VALIDATION: the rows it read, the object version the Distributed
+# Map then reads and the run's values the SQL takes, as Athena literals. With several groups, the
+# Parallel state keeps the RUN_VALUE_KEYS of its first branch's there.
+VALIDATION = "validation"
+RECORDS = "records"
+VERSION_ID = "version_id"
+EVENT_TIME = "event_time"
+EVENT_TIME_SQL = "event_time_sql"
+RUN_STARTED_SQL = "run_started_sql"
+KNOWLEDGE_CUTOFF_SQL = "knowledge_cutoff_sql"
+RUN_VALUE_KEYS = (EVENT_TIME, EVENT_TIME_SQL, RUN_STARTED_SQL, KNOWLEDGE_CUTOFF_SQL)
+
 
 def path(*keys: str) -> str:
     """The JSONPath of a key of the state's input: path(SOURCES, "activity") -> "$.sources.activity"."""

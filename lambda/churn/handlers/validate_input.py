@@ -33,13 +33,13 @@ def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str,
     canonical = canonical_event_time(event_time)
     summary = validate_stream(response["Body"], source, feature_spec().group(group), not_after=canonical)
     return {
-        "records": summary.rows,
-        "event_time": canonical,
-        "event_time_sql": athena_parameter(canonical),
-        "run_started_sql": athena_parameter(sql_timestamp(parse_event_time(canonical))),
-        "knowledge_cutoff_sql": athena_parameter(cutoff),
+        contract.RECORDS: summary.rows,
+        contract.EVENT_TIME: canonical,
+        contract.EVENT_TIME_SQL: athena_parameter(canonical),
+        contract.RUN_STARTED_SQL: athena_parameter(sql_timestamp(parse_event_time(canonical))),
+        contract.KNOWLEDGE_CUTOFF_SQL: athena_parameter(cutoff),
         "source": source,
-        "version_id": version_id,
+        contract.VERSION_ID: version_id,
     }
 
 
