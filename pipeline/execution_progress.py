@@ -39,7 +39,7 @@ class Execution:
 
     @property
     def auc(self) -> float | None:
-        value = self.output.get("validation_auc")
+        value = self.output.get(contract.VALIDATION_AUC)
         try:
             return float(value) if value is not None else None
         except (TypeError, ValueError):
@@ -120,12 +120,12 @@ class ExecutionFacts:
 
     def note(self, step: str, group: str, output: dict[str, Any]) -> None:
         """Keep what a finished state's output tells the summary."""
-        if step == steps.SUMMARISE_INGEST and (count := _dig(output, "ingest", "records")) is not None:
+        if step == steps.SUMMARISE_INGEST and (count := _dig(output, contract.INGEST, contract.RECORDS)) is not None:
             self.ingested[group] = count
         elif step == steps.TRAIN_MODEL:
-            self.training_job_name = str(_dig(output, "training", "training_job_name") or "")
+            self.training_job_name = str(_dig(output, contract.TRAINING, contract.TRAINING_JOB_NAME) or "")
         elif step == steps.EVALUATE_MODEL:
-            evaluation = output.get("evaluation")
+            evaluation = output.get(contract.EVALUATION)
             self.evaluation = evaluation if isinstance(evaluation, dict) else {}
 
 
@@ -136,7 +136,8 @@ def _dig(data: Any, *path: str) -> Any:
 
 
 def _offline_count(output: dict[str, Any], facts: ExecutionFacts) -> str:
-    visible, expected = _dig(output, "offline_count", "records"), _dig(output, contract.VALIDATION, contract.RECORDS)
+    visible = _dig(output, contract.OFFLINE_COUNT, contract.RECORDS)
+    expected = _dig(output, contract.VALIDATION, contract.RECORDS)
     if visible is None:
         return ""
     return f"{visible} of {'?' if expected is None else expected} records in the offline store"
@@ -156,16 +157,16 @@ DETAILS: dict[str, Callable[[dict[str, Any], ExecutionFacts], str]] = {
     steps.DERIVE_SOURCES: lambda output, facts: (
         f"{len(sources)} files" if isinstance(sources := output.get(contract.SOURCES), dict) else ""),
     steps.VALIDATE_INPUT: _field(contract.VALIDATION, contract.RECORDS, template="{} rows"),
-    steps.SUMMARISE_INGEST: _field("ingest", "records", template="{} records"),
+    steps.SUMMARISE_INGEST: _field(contract.INGEST, contract.RECORDS, template="{} records"),
     steps.READ_OFFLINE_COUNT: _offline_count,
-    steps.BUILD_TRAINING_SET: _field("training_set", "output_uri"),
+    steps.BUILD_TRAINING_SET: _field(contract.TRAINING_SET, contract.OUTPUT_URI),
     steps.TRAIN_MODEL: lambda output, facts: (
         f"training job {facts.training_job_name}" if facts.training_job_name else ""),
     steps.EVALUATE_MODEL: lambda output, facts: str(facts.evaluation.get("reason", "")),
-    steps.REGISTER_MODEL: _field("registration", "model_package_arn"),
-    steps.BUILD_SCORING_SET: _field("scoring_set", "output_uri"),
-    steps.SCORE_CUSTOMERS: _field("scoring", "transform_job_name", template="transform job {}"),
-    steps.RANK_SCORES: _field("scores", "customers", template="{} customers ranked"),
+    steps.REGISTER_MODEL: _field(contract.REGISTRATION, contract.MODEL_PACKAGE_ARN),
+    steps.BUILD_SCORING_SET: _field(contract.SCORING_SET, contract.OUTPUT_URI),
+    steps.SCORE_CUSTOMERS: _field(contract.SCORING, contract.TRANSFORM_JOB_NAME, template="transform job {}"),
+    steps.RANK_SCORES: _field(contract.SCORES, contract.CUSTOMERS, template="{} customers ranked"),
 }
 
 

@@ -140,18 +140,19 @@ class ChurnPipelineStack(Stack):
         checkov.skip_lambda_checks(self)
 
     def _summary(self) -> sfn.Pass:
+        c = contract
         return sfn.Pass(
             self,
             steps.SUMMARISE_RUN,
             parameters={
-                "model_artifact": sfn.JsonPath.string_at("$.training.model_artifact"),
-                "validation_auc": sfn.JsonPath.number_at("$.evaluation.validation_auc"),
-                "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
-                "training_job_name": sfn.JsonPath.string_at("$.training.training_job_name"),
-                "execution": sfn.JsonPath.execution_name,
-                "scores_uri": sfn.JsonPath.string_at("$.scores.scores_uri"),
-                "customers_scored": sfn.JsonPath.number_at("$.scores.customers"),
-                "model_version": sfn.JsonPath.string_at("$.scores.model_version"),
-                "top_customers": sfn.JsonPath.list_at("$.scores.top"),
+                c.MODEL_ARTIFACT: sfn.JsonPath.string_at(c.MODEL_ARTIFACT_PATH),
+                c.VALIDATION_AUC: sfn.JsonPath.number_at(c.VALIDATION_AUC_PATH),
+                c.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(c.MODEL_PACKAGE_ARN_PATH),
+                c.TRAINING_JOB_NAME: sfn.JsonPath.string_at(c.TRAINING_JOB_NAME_PATH),
+                c.EXECUTION: sfn.JsonPath.execution_name,
+                c.SCORES_URI: sfn.JsonPath.string_at(c.path(c.SCORES, c.SCORES_URI)),
+                c.CUSTOMERS_SCORED: sfn.JsonPath.number_at(c.path(c.SCORES, c.CUSTOMERS)),
+                c.MODEL_VERSION: sfn.JsonPath.string_at(c.path(c.SCORES, c.MODEL_VERSION)),
+                c.TOP_CUSTOMERS: sfn.JsonPath.list_at(c.path(c.SCORES, c.TOP)),
             },
         )

@@ -134,7 +134,7 @@ class IngestPhase(Phase):
                 f"{INGEST_RESULTS.format(execution='{}', group=group.spec.name)}/{FAILED_RECORDS_FILE}",
                 sfn.JsonPath.execution_name),
             "group": group.spec.name,
-        }, result_path="$.ingest", failure=failure)
+        }, result_path=contract.path(contract.INGEST), failure=failure)
         return validate.next(ingest).next(summarise).next(self._offline_store_wait(group, label, failure))
 
     def _ingest_map(self, group: FeatureGroup, key_path: str, label: str | None,
@@ -184,19 +184,19 @@ class IngestPhase(Phase):
                               offline_count_sql(group.spec, queries.tables[group.spec.name]),
                               result_path="$.offline_count_query", failure=failure)
         read = queries.first_value(self, step(steps.READ_OFFLINE_COUNT), query_path="$.offline_count_query",
-                                   result_path="$.offline_count", failure=failure)
+                                   result_path=contract.path(contract.OFFLINE_COUNT), failure=failure)
         record = sfn.Pass(self, step(steps.RECORD_OFFLINE_CHECK), result_path="$.offline_store",
                           parameters={"checks": sfn.JsonPath.math_add(
                               sfn.JsonPath.number_at("$.offline_store.checks"), 1)})
         timed_out = sfn.Fail(self, step(steps.OFFLINE_STORE_TIMED_OUT), error=OfflineStoreTimeout.__name__,
                              cause_path=sfn.JsonPath.format(
                                  "offline store had {} of {} records after {} checks",
-                                 sfn.JsonPath.string_at("$.offline_count.records"),
+                                 sfn.JsonPath.string_at(contract.path(contract.OFFLINE_COUNT, contract.RECORDS)),
                                  sfn.JsonPath.string_at(contract.path(contract.VALIDATION, contract.RECORDS)),
                                  sfn.JsonPath.string_at("$.offline_store.checks")))
         wait = sfn.Wait(self, step(steps.WAIT_FOR_OFFLINE_STORE),
                         time=sfn.WaitTime.duration(Duration.seconds(settings.offline_store_wait_seconds)))
-        incomplete = sfn.Condition.number_less_than_json_path("$.offline_count.records",
+        incomplete = sfn.Condition.number_less_than_json_path(contract.path(contract.OFFLINE_COUNT, contract.RECORDS),
                                                                 contract.path(contract.VALIDATION, contract.RECORDS))
         out_of_checks = sfn.Condition.number_greater_than_equals("$.offline_store.checks",
                                                                  settings.offline_store_max_checks)

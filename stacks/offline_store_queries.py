@@ -61,7 +61,7 @@ class OfflineStoreQueries:
             "ResultSelector": {
                 "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
                 # The workgroup enforces its result location: query/<QueryExecutionId>.csv
-                "output_uri.$": (
+                f"{contract.OUTPUT_URI}.$": (
                     f"States.Format('{self.store.query_results_uri}{{}}.csv', $.QueryExecution.QueryExecutionId)"
                 ),
             },
@@ -74,7 +74,8 @@ class OfflineStoreQueries:
         return _athena_task(scope, state_name, "getQueryResults", failure, {
             "Parameters": {"QueryExecutionId.$": f"{query_path}.query_execution_id", "MaxResults": 2},
             # Row 0 is the header; the count arrives as a string.
-            "ResultSelector": {"records.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},
+            "ResultSelector": {
+                f"{contract.RECORDS}.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},
             "ResultPath": result_path,
         })
 

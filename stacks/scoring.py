@@ -14,7 +14,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churn import steps
+from churn import contract, steps
 from churn.config import PipelineSettings
 from churn.layout import MODELS_PREFIX, RUN_SCORES, SCORES_FILE, SCORES_PREFIX, SCORING_INPUT_FILE
 from churn.schema import FeatureSpec
@@ -52,7 +52,7 @@ class ScoringPhase(Phase):
         store = self.store
         self.scoring_role = self._scoring_role()
         build = queries.query(self, steps.BUILD_SCORING_SET, scoring_set_sql(spec, queries.tables),
-                              result_path="$.scoring_set", values=NOW, failure=failure)
+                              result_path=contract.path(contract.SCORING_SET), values=NOW, failure=failure)
         stage = retries.guard(self._stage_task(), retries.S3_SDK, failure)
         store.key.grant(role, "kms:GenerateDataKey")  # the copy is encrypted with the bucket's key
         store.acknowledge_prefix(role, SCORES_PREFIX, "Stage scoring input copies the run's scoring set to "
@@ -74,9 +74,9 @@ class ScoringPhase(Phase):
         transform.add_catch(delete_after_failure, errors=[sfn.Errors.ALL], result_path=retries.FAILURE_PATH)
         rank = functions.invoke(self, steps.RANK_SCORES, lambdas.RANK_SCORES, {
             "transform_output": self._run_uri("transform/"),
-            "scores_uri": self._run_uri(SCORES_FILE),
-            "model_package_arn": sfn.JsonPath.string_at("$.registration.model_package_arn"),
-        }, result_path="$.scores", failure=failure)
+            contract.SCORES_URI: self._run_uri(SCORES_FILE),
+            contract.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(contract.MODEL_PACKAGE_ARN_PATH),
+        }, result_path=contract.path(contract.SCORES), failure=failure)
         build.next(stage).next(create_model).next(transform).next(delete).next(rank)
         self._bounds(build, [rank])
 
@@ -118,7 +118,7 @@ class ScoringPhase(Phase):
             parameters={
                 "Bucket": bucket.bucket_name,
                 "CopySource": sfn.JsonPath.format(f"{self.store.query_results_uri.removeprefix('s3://')}{{}}.csv",
-                                                  sfn.JsonPath.string_at("$.scoring_set.query_execution_id")),
+                                                  sfn.JsonPath.string_at(f"$.{contract.SCORING_SET}.query_execution_id")),
                 "Key": sfn.JsonPath.format(f"{RUN}/input/{SCORING_INPUT_FILE}", sfn.JsonPath.execution_name),
             },
             result_path=sfn.JsonPath.DISCARD,
@@ -133,7 +133,7 @@ class ScoringPhase(Phase):
                 image=tasks.DockerImage.from_registry(self.container.image.uri),
                 mode=tasks.Mode.SINGLE_MODEL,
                 # The role may read models/ (from_json_expression would grant s3 reads on '*').
-                model_s3_location=S3Uri(sfn.JsonPath.string_at("$.training.model_artifact")),
+                model_s3_location=S3Uri(sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH)),
                 environment_variables=sfn.TaskInput.from_object(self.container.serving_environment()),
             ),
             role=self.scoring_role,
@@ -177,8 +177,8 @@ class ScoringPhase(Phase):
             ),
             # The model server's own timeout matches the invocation timeout.
             environment={"SAGEMAKER_MODEL_SERVER_TIMEOUT": str(int(SCORING_INVOCATION_TIMEOUT.to_seconds()))},
-            result_selector={"transform_job_name": sfn.JsonPath.string_at("$.TransformJobName")},
-            result_path="$.scoring",
+            result_selector={contract.TRANSFORM_JOB_NAME: sfn.JsonPath.string_at("$.TransformJobName")},
+            result_path=contract.path(contract.SCORING),
         )
 
     def _delete_model_task(self, state_name: str) -> tasks.CallAwsService:

@@ -10,7 +10,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churn import steps
+from churn import contract, steps
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.layout import MODELS_PREFIX, QUERY_PREFIX
 from churn.model_quality import ModelQualityBelowThreshold
@@ -45,7 +45,7 @@ class TrainingPhase(Phase):
         store.grant_write(self.training_role, MODELS_PREFIX, "SageMaker writes <job name>/output/model.tar.gz")
 
         build = queries.query(self, steps.BUILD_TRAINING_SET, training_set_sql(spec, queries.tables),
-                              result_path="$.training_set", failure=failure)
+                              result_path=contract.path(contract.TRAINING_SET), failure=failure)
         train = retries.guard(self._train_task(store.uri(MODELS_PREFIX), store.key), retries.SAGEMAKER_JOB, failure)
         jobs = Stack.of(self).format_arn(service="sagemaker", resource="training-job", resource_name="*")
         nag.wildcard_resource(role, jobs, "Training job names come from the execution name at run time")
@@ -54,15 +54,15 @@ class TrainingPhase(Phase):
             nag.wildcard_action(self.training_role, action, "SageMakerCreateTrainingJob (aws-cdk-lib) grants the "
                                 "training role encrypt on the output key; the key is this stack's only")
         evaluate = functions.invoke(self, steps.EVALUATE_MODEL, lambdas.EVALUATE_MODEL, {
-            "model_artifact": sfn.JsonPath.string_at("$.training.model_artifact"),
+            "model_artifact": sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
             "output_prefix": sfn.JsonPath.format(f"{store.uri(MODELS_PREFIX)}/{{}}",
-                                                 sfn.JsonPath.string_at("$.training.training_job_name")),
+                                                 sfn.JsonPath.string_at(contract.TRAINING_JOB_NAME_PATH)),
             "threshold": settings.quality_threshold,
-        }, result_path="$.evaluation", failure=failure)
+        }, result_path=contract.path(contract.EVALUATION), failure=failure)
         below_threshold = sfn.Fail(
             self, steps.MODEL_BELOW_THRESHOLD, error=ModelQualityBelowThreshold.__name__,
             cause_path=sfn.JsonPath.format(f"validation AUC {{}} is below the threshold {settings.quality_threshold}",
-                                           sfn.JsonPath.string_at("$.evaluation.validation_auc")),
+                                           sfn.JsonPath.string_at(contract.VALIDATION_AUC_PATH)),
         )
         register = retries.guard(self._register_task(), retries.SAGEMAKER_SDK, failure)
         nag.wildcard_resource(role, registry.packages_arn,
@@ -111,10 +111,10 @@ class TrainingPhase(Phase):
             ),
             enable_network_isolation=False,  # script mode fetches and pip-installs the bundle (ModelContainer)
             result_selector={
-                "model_artifact": sfn.JsonPath.string_at("$.ModelArtifacts.S3ModelArtifacts"),
-                "training_job_name": sfn.JsonPath.string_at("$.TrainingJobName"),
+                contract.MODEL_ARTIFACT: sfn.JsonPath.string_at("$.ModelArtifacts.S3ModelArtifacts"),
+                contract.TRAINING_JOB_NAME: sfn.JsonPath.string_at("$.TrainingJobName"),
             },
-            result_path="$.training",
+            result_path=contract.path(contract.TRAINING),
         )
 
     def _register_task(self) -> tasks.CallAwsService:
@@ -139,7 +139,7 @@ class TrainingPhase(Phase):
                 "InferenceSpecification": {
                     "Containers": [{
                         "Image": self.container.image.uri,
-                        "ModelDataUrl": sfn.JsonPath.string_at("$.training.model_artifact"),
+                        "ModelDataUrl": sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
                         "Environment": self.container.serving_environment(),
                     }],
                     "SupportedContentTypes": ["text/csv"],
@@ -151,11 +151,11 @@ class TrainingPhase(Phase):
                 }}},
                 # Which feature groups (schemas) the model was trained on: one fingerprint each.
                 "CustomerMetadataProperties": {
-                    "validation_auc": sfn.JsonPath.format("{}", sfn.JsonPath.string_at("$.evaluation.validation_auc")),
-                    "training_job_name": sfn.JsonPath.string_at("$.training.training_job_name"),
+                    "validation_auc": sfn.JsonPath.format("{}", sfn.JsonPath.string_at(contract.VALIDATION_AUC_PATH)),
+                    "training_job_name": sfn.JsonPath.string_at(contract.TRAINING_JOB_NAME_PATH),
                     **fingerprints,
                 },
             },
-            result_selector={"model_package_arn": sfn.JsonPath.string_at("$.ModelPackageArn")},
-            result_path="$.registration",
+            result_selector={contract.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at("$.ModelPackageArn")},
+            result_path=contract.path(contract.REGISTRATION),
         )

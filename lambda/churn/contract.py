@@ -32,7 +32,41 @@ RUN_STARTED_SQL = "run_started_sql"
 KNOWLEDGE_CUTOFF_SQL = "knowledge_cutoff_sql"
 RUN_VALUE_KEYS = (EVENT_TIME, EVENT_TIME_SQL, RUN_STARTED_SQL, KNOWLEDGE_CUTOFF_SQL)
 
+# Where the state machine keeps the results the CLI and the run summary read ($.<name>), and their keys.
+INGEST = "ingest"  # "Summarise ingest": {RECORDS: records written}
+OFFLINE_COUNT = "offline_count"  # "Read offline count": {RECORDS: records the offline store holds}
+TRAINING_SET = "training_set"  # an Athena query's: {OUTPUT_URI: its result CSV}
+SCORING_SET = "scoring_set"
+OUTPUT_URI = "output_uri"
+TRAINING = "training"  # "Train model": {MODEL_ARTIFACT, TRAINING_JOB_NAME}
+MODEL_ARTIFACT = "model_artifact"
+TRAINING_JOB_NAME = "training_job_name"
+EVALUATION = "evaluation"  # "Evaluate model": churn.model_quality's evaluation, VALIDATION_AUC among it
+VALIDATION_AUC = "validation_auc"
+REGISTRATION = "registration"  # "Register model": {MODEL_PACKAGE_ARN}
+MODEL_PACKAGE_ARN = "model_package_arn"
+SCORING = "scoring"  # "Score customers": {TRANSFORM_JOB_NAME}
+TRANSFORM_JOB_NAME = "transform_job_name"
+SCORES = "scores"  # "Rank scores": {SCORES_URI, CUSTOMERS, MODEL_VERSION, TOP}
+SCORES_URI = "scores_uri"
+CUSTOMERS = "customers"
+MODEL_VERSION = "model_version"
+TOP = "top"
+
+# The run summary ("Summarise run", the execution's output): MODEL_ARTIFACT, VALIDATION_AUC,
+# MODEL_PACKAGE_ARN, TRAINING_JOB_NAME, SCORES_URI and MODEL_VERSION as above, and these.
+EXECUTION = "execution"
+CUSTOMERS_SCORED = "customers_scored"
+TOP_CUSTOMERS = "top_customers"
+
 
 def path(*keys: str) -> str:
     """The JSONPath of a key of the state's input: path(SOURCES, "activity") -> "$.sources.activity"."""
     return ".".join(("$", *keys))
+
+
+# The JSONPaths several states read.
+MODEL_ARTIFACT_PATH = path(TRAINING, MODEL_ARTIFACT)
+TRAINING_JOB_NAME_PATH = path(TRAINING, TRAINING_JOB_NAME)
+VALIDATION_AUC_PATH = path(EVALUATION, VALIDATION_AUC)
+MODEL_PACKAGE_ARN_PATH = path(REGISTRATION, MODEL_PACKAGE_ARN)

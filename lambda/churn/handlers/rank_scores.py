@@ -8,6 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from churn import contract
 from churn.handlers._runtime import client, feature_spec, logger, metrics, split_s3_uri, tracer
 from churn.layout import TRANSFORM_OUTPUT_SUFFIX
 from churn.scoring import TOP_CUSTOMERS, ScoringError, model_version_from_arn, rank, read_predictions, scores_csv
@@ -43,10 +44,10 @@ def rank_transform_output(
     s3.put_object(Bucket=out_bucket, Key=out_key, Body=scores_csv(ranking, id_column, model_version).encode("utf-8"),
                   ContentType="text/csv")
     return {
-        "scores_uri": scores_uri,
-        "customers": len(ranking),
-        "model_version": model_version,
-        "top": ranking.top(top),
+        contract.SCORES_URI: scores_uri,
+        contract.CUSTOMERS: len(ranking),
+        contract.MODEL_VERSION: model_version,
+        contract.TOP: ranking.top(top),
     }
 
 
@@ -57,10 +58,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result = rank_transform_output(
         client("s3"),
         transform_output=event["transform_output"],
-        scores_uri=event["scores_uri"],
-        model_version=model_version_from_arn(event["model_package_arn"]),
+        scores_uri=event[contract.SCORES_URI],
+        model_version=model_version_from_arn(event[contract.MODEL_PACKAGE_ARN]),
         id_column=feature_spec().record_identifier.name,
     )
-    metrics.add_metric(name="CustomersScored", unit=MetricUnit.Count, value=result["customers"])
-    logger.info("scores ranked", extra={k: v for k, v in result.items() if k != "top"})
+    metrics.add_metric(name="CustomersScored", unit=MetricUnit.Count, value=result[contract.CUSTOMERS])
+    logger.info("scores ranked", extra={k: v for k, v in result.items() if k != contract.TOP})
     return result

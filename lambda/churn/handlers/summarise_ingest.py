@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from churn import contract
 from churn.csv_input import FIRST_DATA_LINE, map_item_row
 from churn.handlers._runtime import client, feature_spec, logger, split_s3_uri, tracer
 from churn.ingest import BatchResult, IngestError, describe_failures
@@ -53,7 +54,7 @@ def summarise(s3: Any, manifest_uri: str, failures_uri: str, id_column: str) -> 
         s3.put_object(Bucket=out_bucket, Key=out_key, ContentType="application/json",
                       Body=json.dumps(total.to_dict(), indent=1).encode())
         raise IngestError(f"{describe_failures(total.failed, total.failed_count)}; all of them in {failures_uri}")
-    return {"records": total.ingested, "calls": total.calls}
+    return {contract.RECORDS: total.ingested, "calls": total.calls}
 
 
 @logger.inject_lambda_context
