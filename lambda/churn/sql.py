@@ -31,7 +31,6 @@ KNOWLEDGE_CUTOFF = "knowledge_cutoff"
 RUN_STARTED = "run_started"
 NO_CUTOFF = "9999-12-31 23:59:59.999"  # the default knowledge cutoff: everything written so far
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}", re.ASCII)
-_RANK_ORDER = '"api_invocation_time" DESC, "write_time" DESC'
 
 
 @dataclass(frozen=True)
@@ -78,13 +77,31 @@ def _columns(names: list[str] | tuple[str, ...], table: str = "", indent: int = 
     return (",\n" + " " * indent).join(prefix + quote(n) for n in names)
 
 
+def _newest_first(event_time: str | None, table: str = "") -> list[str]:
+    """The ORDER BY terms that rank a record's versions newest first: event time (unless the partition
+    already fixes it), then the API call, then the write."""
+    prefix = f"{quote(table)}." if table else ""
+    names = [event_time] if event_time else []
+    return [f"{prefix}{quote(name)} DESC" for name in (*names, "api_invocation_time", "write_time")]
+
+
+# Only the top-ranked version is kept, and only *then* are deletions dropped.
+_NEWEST_KEPT = ') AS "_versions"\nWHERE "_version_rank" = 1 AND NOT "is_deleted"'
+
+
+def _written_by_cutoff(table: str = "") -> str:
+    """The knowledge cutoff: a version written after `?` is not known to the run."""
+    prefix = f"{quote(table)}." if table else ""
+    return f'{prefix}"write_time" <= CAST(? AS TIMESTAMP)'
+
+
 def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str] | tuple[str, ...], *, cutoff: bool,
                      observations: bool = False) -> str:
     """The newest non-deleted version of every record of `table` with event time <= `?` (and, with `cutoff`,
     written by the knowledge cutoff); of the labels group's `observations`: of every entity and observation time."""
     key = [group.record_identifier.name] + ([group.event_time.name] if observations else [])
-    newest = "" if observations else f"{quote(group.event_time.name)} DESC, "
-    condition = f"{quote(group.event_time.name)} <= ?" + (' AND "write_time" <= CAST(? AS TIMESTAMP)' if cutoff else "")
+    newest = ", ".join(_newest_first(None if observations else group.event_time.name))
+    condition = f"{quote(group.event_time.name)} <= ?" + (f" AND {_written_by_cutoff()}" if cutoff else "")
     return f"""SELECT
     {_columns(columns)}
 FROM (
@@ -92,12 +109,11 @@ FROM (
         *,
         row_number() OVER (
             PARTITION BY {", ".join(map(quote, key))}
-            ORDER BY {newest}{_RANK_ORDER}
+            ORDER BY {newest}
         ) AS "_version_rank"
     FROM {table}
     WHERE {condition}
-) AS "_versions"
-WHERE "_version_rank" = 1 AND NOT "is_deleted\""""
+{_NEWEST_KEPT}"""
 
 
 def training_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
@@ -149,7 +165,8 @@ def _joined(spec: FeatureSpec, tables: dict[str, str], observations: str, parame
 def _as_of(group: FeatureGroupSpec, table: str, entity: str, time: str, cutoff: bool) -> str:
     """Each observation with the group's newest non-deleted version whose event time is not after it."""
     names = [entity, time, *(f.name for f in group.features)]
-    written = ' AND "_features"."write_time" <= CAST(? AS TIMESTAMP)' if cutoff else ""
+    written = f" AND {_written_by_cutoff('_features')}" if cutoff else ""
+    *newer, oldest = _newest_first(group.event_time.name, "_features")  # the last term on a line of its own
     return f"""SELECT
     {_columns(names)}
 FROM (
@@ -159,15 +176,14 @@ FROM (
         {_columns([f.name for f in group.features] + ["is_deleted"], "_features", indent=8)},
         row_number() OVER (
             PARTITION BY "_observations".{quote(entity)}, "_observations".{quote(time)}
-            ORDER BY "_features".{quote(group.event_time.name)} DESC, "_features"."api_invocation_time" DESC,
-                "_features"."write_time" DESC
+            ORDER BY {", ".join(newer)},
+                {oldest}
         ) AS "_version_rank"
     FROM "_observations"
     JOIN {table} AS "_features"
         ON "_features".{quote(entity)} = "_observations".{quote(entity)}
         AND "_features".{quote(group.event_time.name)} <= "_observations".{quote(time)}{written}
-) AS "_versions"
-WHERE "_version_rank" = 1 AND NOT "is_deleted\""""
+{_NEWEST_KEPT}"""
 
 
 def offline_count_sql(group: FeatureGroupSpec, table: str) -> Query:
