@@ -26,7 +26,10 @@ from churn.scoring import SCORE_COLUMNS
 
 FEATURE_TYPES = ("String", "Integral", "Fractional")
 # Feature Store adds these columns to every offline-store row; a feature may not use them.
-RESERVED_NAMES = frozenset({"is_deleted", "write_time", "api_invocation_time"})
+WRITE_TIME = "write_time"  # when the offline store wrote the version
+API_INVOCATION_TIME = "api_invocation_time"  # when the PutRecord / BatchWriteRecord call was made
+IS_DELETED = "is_deleted"  # a DeleteRecord's version
+RESERVED_NAMES = frozenset({IS_DELETED, WRITE_TIME, API_INVOCATION_TIME})
 # Feature Store's FeatureName (and FeatureGroupName) is [a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63} and at most
 # MAX_NAME_LENGTH characters (botocore's sagemaker model; the pattern alone allows longer names with "-"
 # or "_"). We also require lower case, so the names are the same in Glue/Athena (which lower-cases

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from churn.features import format_event_time
-from churn.schema import FeatureGroupSpec, FeatureSpec
+from churn.schema import API_INVOCATION_TIME, IS_DELETED, WRITE_TIME, FeatureGroupSpec, FeatureSpec
 
 # The parameters, by name: the run's event time (an event-time string, the as-of of the training set),
 # the knowledge cutoff (no version written later is used), when the run started (its ingest began).
@@ -82,17 +82,17 @@ def _newest_first(event_time: str | None, table: str = "") -> list[str]:
     already fixes it), then the API call, then the write."""
     prefix = f"{quote(table)}." if table else ""
     names = [event_time] if event_time else []
-    return [f"{prefix}{quote(name)} DESC" for name in (*names, "api_invocation_time", "write_time")]
+    return [f"{prefix}{quote(name)} DESC" for name in (*names, API_INVOCATION_TIME, WRITE_TIME)]
 
 
 # Only the top-ranked version is kept, and only *then* are deletions dropped.
-_NEWEST_KEPT = ') AS "_versions"\nWHERE "_version_rank" = 1 AND NOT "is_deleted"'
+_NEWEST_KEPT = f') AS "_versions"\nWHERE "_version_rank" = 1 AND NOT {quote(IS_DELETED)}'
 
 
 def _written_by_cutoff(table: str = "") -> str:
     """The knowledge cutoff: a version written after `?` is not known to the run."""
     prefix = f"{quote(table)}." if table else ""
-    return f'{prefix}"write_time" <= CAST(? AS TIMESTAMP)'
+    return f"{prefix}{quote(WRITE_TIME)} <= CAST(? AS TIMESTAMP)"
 
 
 def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str] | tuple[str, ...], *, cutoff: bool,
@@ -173,7 +173,7 @@ FROM (
     SELECT
         "_observations".{quote(entity)},
         "_observations".{quote(time)},
-        {_columns([f.name for f in group.features] + ["is_deleted"], "_features", indent=8)},
+        {_columns([f.name for f in group.features] + [IS_DELETED], "_features", indent=8)},
         row_number() OVER (
             PARTITION BY "_observations".{quote(entity)}, "_observations".{quote(time)}
             ORDER BY {", ".join(newer)},
@@ -193,7 +193,7 @@ def offline_count_sql(group: FeatureGroupSpec, table: str) -> Query:
     if group.has_history:
         return Query(
             f'SELECT count(*) AS "_records" FROM (SELECT DISTINCT {record_id}, {quote(group.event_time.name)} '
-            f'FROM {table} WHERE "api_invocation_time" >= CAST(? AS TIMESTAMP)) AS "_written"',
+            f'FROM {table} WHERE {quote(API_INVOCATION_TIME)} >= CAST(? AS TIMESTAMP)) AS "_written"',
             (RUN_STARTED,),
         )
     return Query(f'SELECT count(DISTINCT {record_id}) AS "_records" FROM {table} '

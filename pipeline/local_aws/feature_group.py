@@ -19,12 +19,15 @@ from botocore.exceptions import ClientError
 
 from churn.features import INTEGRAL_MAX, INTEGRAL_MIN
 from churn.schema import (
+    API_INVOCATION_TIME,
     FEATURE_TYPES,
+    IS_DELETED,
     MAX_FEATURES,
     MAX_NAME_LENGTH,
     MAX_TTL_SECONDS,
     RESERVED_NAMES,
     TTL_UNIT_SECONDS,
+    WRITE_TIME,
 )
 
 ONLINE_STORE, OFFLINE_STORE = "OnlineStore", "OfflineStore"
@@ -37,8 +40,8 @@ _FRACTIONAL_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+
 _TEXT = frozenset({str, type(None)})
 TIMESTAMP = pa.timestamp("us")  # write_time, api_invocation_time: UTC without a zone, as Athena types them
 _ARROW_TYPES = {"String": pa.string(), "Integral": pa.int64(), "Fractional": pa.float64()}
-_EXTRA_FIELDS = [pa.field("write_time", TIMESTAMP), pa.field("api_invocation_time", TIMESTAMP),
-                 pa.field("is_deleted", pa.bool_())]
+_EXTRA_FIELDS = [pa.field(WRITE_TIME, TIMESTAMP), pa.field(API_INVOCATION_TIME, TIMESTAMP),
+                 pa.field(IS_DELETED, pa.bool_())]
 # A write, as buffered and as stored online (one flat tuple, so neither needs reshaping):
 # (record id, event seconds, is_deleted, expires µs or None, *feature values as text, API call µs).
 ROW_KEY, ROW_EVENT, ROW_DELETED, ROW_EXPIRES, ROW_CALL = 0, 1, 2, 3, -1
