@@ -23,7 +23,7 @@ from stacks.model_container import ModelContainer
 from stacks.model_registry import ModelRegistry
 from stacks.offline_store_queries import OfflineStoreQueries
 from stacks.operations import FailureAlarm, RawDataTrigger
-from stacks.pipeline_functions import INGEST_BATCH, PipelineFunctions
+from stacks.pipeline_functions import INGEST_BATCH_FUNCTION, PipelineFunctions
 from stacks.scoring import SCORING_BUDGET_MINUTES, ScoringModelSweep, ScoringPhase
 from stacks.storage import DataStore
 from stacks.training import TrainingPhase
@@ -132,7 +132,7 @@ class ChurnPipelineStack(Stack):
             "GlueTable": first.table,
             "LogGroup": log_group.log_group_name,
             # where a failed batch's Lambda logs its failed records
-            "IngestLogGroup": functions[INGEST_BATCH].log_group.log_group_name,
+            "IngestLogGroup": functions[INGEST_BATCH_FUNCTION].log_group.log_group_name,
             "AlarmTopicArn": alarm.topic.topic_arn,
         }
         for name, value in outputs.items():

@@ -22,7 +22,13 @@ from stacks import nag, retries
 from stacks.feature_store import FeatureGroup, FeatureStore
 from stacks.offline_store_queries import OfflineStoreQueries
 from stacks.phase import Phase
-from stacks.pipeline_functions import DERIVE_SOURCES, INGEST_BATCH, SUMMARISE_INGEST, VALIDATE_INPUT, PipelineFunctions
+from stacks.pipeline_functions import (
+    DERIVE_SOURCES_FUNCTION,
+    INGEST_BATCH_FUNCTION,
+    SUMMARISE_INGEST_FUNCTION,
+    VALIDATE_INPUT_FUNCTION,
+    PipelineFunctions,
+)
 
 INGEST_MAP_LABEL = "IngestFeatures"
 # Distributed Map hands each child at most 256 KiB; stay below it whatever the batch size says.
@@ -106,7 +112,7 @@ class IngestPhase(Phase):
         retries.guard(parallel, None, failure)
         self._bounds(parallel, [parallel])
         if spec.derive:
-            derive = functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES, {
+            derive = functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES_FUNCTION, {
                 "bucket": self.store.bucket.bucket_name,
                 "key": sfn.JsonPath.string_at(contract.path(contract.INPUT_KEY)),
                 "execution": sfn.JsonPath.execution_name,
@@ -119,7 +125,7 @@ class IngestPhase(Phase):
         """One group's states, named after `label` where it is given; `failure` None leaves errors to the
         enclosing Parallel state."""
         bucket, step = self.store.bucket, partial(steps.for_group, group=label)
-        validate = self.functions.invoke(self, step(steps.VALIDATE_INPUT), VALIDATE_INPUT, {
+        validate = self.functions.invoke(self, step(steps.VALIDATE_INPUT), VALIDATE_INPUT_FUNCTION, {
             "bucket": bucket.bucket_name,
             "key": sfn.JsonPath.string_at(key_path),
             "group": group.spec.name,
@@ -127,7 +133,7 @@ class IngestPhase(Phase):
             "execution_input": sfn.JsonPath.execution_input,  # its knowledge_cutoff, if any
         }, result_path=contract.path(contract.VALIDATION), failure=failure)
         ingest = self._ingest_map(group, key_path, label, failure)
-        summarise = self.functions.invoke(self, step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST, {
+        summarise = self.functions.invoke(self, step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST_FUNCTION, {
             "result_writer": sfn.JsonPath.object_at("$.ingest_results.ResultWriterDetails"),
             "failures_uri": sfn.JsonPath.format(
                 f"s3://{bucket.bucket_name}/"
@@ -168,7 +174,7 @@ class IngestPhase(Phase):
             result_writer_v2=IngestResultWriter(bucket=bucket, group=group.spec.name),
             result_path="$.ingest_results",
         )
-        ingest.item_processor(self.functions.invoke(self, step(steps.INGEST_BATCH), INGEST_BATCH, {
+        ingest.item_processor(self.functions.invoke(self, step(steps.INGEST_BATCH), INGEST_BATCH_FUNCTION, {
             "Items": sfn.JsonPath.list_at("$.Items"),
             "BatchInput": sfn.JsonPath.object_at("$.BatchInput"),
         }, result_path="$", failure=None))

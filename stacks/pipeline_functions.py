@@ -45,35 +45,36 @@ class PipelineFunction:
         return f"churn.handlers.{self.module}.handler"
 
 
-DERIVE_SOURCES = PipelineFunction(
+DERIVE_SOURCES_FUNCTION = PipelineFunction(
     "DeriveSourcesFunction", "derive_sources", reads=RAW_PREFIX, writes=STAGING_PREFIX,
     description="Derive sources: turn the run's input file into one CSV per feature group",
     timeout_seconds=600, memory_mb=1769,
 )
-VALIDATE_INPUT = PipelineFunction(
+VALIDATE_INPUT_FUNCTION = PipelineFunction(
     "ValidateInputFunction", "validate_input", reads_input=True,
     description="Validate input: check a feature group's CSV against the feature spec before ingesting",
 )
 # An EXPRESS child runs at most 5 minutes, retries included: keep each attempt short. 1,769 MB is one
 # full vCPU for the batch's concurrent BatchWriteRecord calls (building and signing them is CPU work).
-INGEST_BATCH = PipelineFunction(
+INGEST_BATCH_FUNCTION = PipelineFunction(
     "IngestFunction", "ingest", writes_features=True,
     description="Ingest features: BatchWriteRecord one batch of rows into its feature group",
     timeout_seconds=90, memory_mb=1769,
 )
-SUMMARISE_INGEST = PipelineFunction(
+SUMMARISE_INGEST_FUNCTION = PipelineFunction(
     "SummariseIngestFunction", "summarise_ingest", reads=INGEST_PREFIX, writes=INGEST_PREFIX,
     description="Summarise ingest: read the Distributed Map's results and name every failed record",
 )
-EVALUATE_MODEL = PipelineFunction(
+EVALUATE_MODEL_FUNCTION = PipelineFunction(
     "EvaluateModelFunction", "evaluate", reads=MODELS_PREFIX, writes=MODELS_PREFIX, timeout_seconds=120,
     description="Evaluate model: read the model's evaluation and apply the quality threshold",
 )
-RANK_SCORES = PipelineFunction(
+RANK_SCORES_FUNCTION = PipelineFunction(
     "RankScoresFunction", "rank_scores", reads=SCORES_PREFIX, writes=SCORES_PREFIX,
     description="Rank scores: rank the Batch Transform's churn probabilities into scores.csv",
 )
-FUNCTIONS = (DERIVE_SOURCES, VALIDATE_INPUT, INGEST_BATCH, SUMMARISE_INGEST, EVALUATE_MODEL, RANK_SCORES)
+FUNCTIONS = (DERIVE_SOURCES_FUNCTION, VALIDATE_INPUT_FUNCTION, INGEST_BATCH_FUNCTION, SUMMARISE_INGEST_FUNCTION,
+             EVALUATE_MODEL_FUNCTION, RANK_SCORES_FUNCTION)
 
 
 class PipelineFunctions(Construct):
@@ -91,7 +92,7 @@ class PipelineFunctions(Construct):
         }
         self.functions: dict[PipelineFunction, lambda_.Function] = {}
         for declared in FUNCTIONS:
-            if declared is DERIVE_SOURCES and not spec.derive:
+            if declared is DERIVE_SOURCES_FUNCTION and not spec.derive:
                 continue
             function = kit.function(
                 self, declared.construct_id, description=declared.description, handler=declared.handler,

@@ -53,7 +53,7 @@ class TrainingPhase(Phase):
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
             nag.wildcard_action(self.training_role, action, "SageMakerCreateTrainingJob (aws-cdk-lib) grants the "
                                 "training role encrypt on the output key; the key is this stack's only")
-        evaluate = functions.invoke(self, steps.EVALUATE_MODEL, lambdas.EVALUATE_MODEL, {
+        evaluate = functions.invoke(self, steps.EVALUATE_MODEL, lambdas.EVALUATE_MODEL_FUNCTION, {
             "model_artifact": sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
             "output_prefix": sfn.JsonPath.format(f"{store.uri(MODELS_PREFIX)}/{{}}",
                                                  sfn.JsonPath.string_at(contract.TRAINING_JOB_NAME_PATH)),

@@ -13,7 +13,7 @@ from stacks.functions import (
     check_environment,
     environment_size,
 )
-from stacks.pipeline_functions import DERIVE_SOURCES, FUNCTIONS
+from stacks.pipeline_functions import DERIVE_SOURCES_FUNCTION, FUNCTIONS
 
 HANDLERS = {f.handler for f in FUNCTIONS}
 
@@ -36,7 +36,7 @@ def test_the_table_names_every_pipeline_handler_and_the_stack_builds_what_the_sp
         "churn.handlers.rank_scores.handler",
     }
     # Derive sources only for a spec that derives its groups' files from one input
-    assert set(pipeline_functions(main)) == HANDLERS - {DERIVE_SOURCES.handler}
+    assert set(pipeline_functions(main)) == HANDLERS - {DERIVE_SOURCES_FUNCTION.handler}
     assert set(pipeline_functions(cdnow)) == HANDLERS
     for declared in FUNCTIONS:
         function = pipeline_functions(cdnow)[declared.handler]["Properties"]
