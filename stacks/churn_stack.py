@@ -17,8 +17,8 @@ from churn.config import PipelineSettings
 from churn.schema import FeatureSpec
 from stacks import checkov, nag, regions, retries
 from stacks.feature_store import FeatureStore
-from stacks.functions import LambdaKit
 from stacks.ingest import IngestPhase
+from stacks.lambda_kit import LambdaKit
 from stacks.model_container import ModelContainer
 from stacks.model_registry import ModelRegistry
 from stacks.offline_store_queries import OfflineStoreQueries

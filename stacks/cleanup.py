@@ -10,7 +10,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from stacks import nag
-from stacks.functions import LambdaKit
+from stacks.lambda_kit import LambdaKit
 
 
 class CleanupOnDelete(Construct):

@@ -14,7 +14,7 @@ from churn import naming
 from churn.layout import OFFLINE_STORE_PREFIX
 from churn.schema import FeatureGroupSpec, FeatureSpec
 from stacks.cleanup import CleanupOnDelete
-from stacks.functions import LambdaKit
+from stacks.lambda_kit import LambdaKit
 from stacks.storage import DataStore
 
 

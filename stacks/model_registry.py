@@ -12,7 +12,7 @@ from constructs import Construct
 from churn import naming
 from stacks import nag
 from stacks.cleanup import CleanupOnDelete
-from stacks.functions import LambdaKit
+from stacks.lambda_kit import LambdaKit
 
 
 class ModelRegistry(Construct):

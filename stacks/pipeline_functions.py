@@ -19,7 +19,7 @@ from churn.layout import INGEST_PREFIX, MODELS_PREFIX, RAW_PREFIX, SCORES_PREFIX
 from churn.schema import FeatureSpec
 from stacks import nag, retries
 from stacks.feature_store import FeatureStore
-from stacks.functions import LambdaKit
+from stacks.lambda_kit import LambdaKit
 
 SERVICE_NAME = "churn-pipeline"
 METRICS_NAMESPACE = "ChurnPipeline"

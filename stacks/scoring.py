@@ -23,7 +23,7 @@ from churn.sql import scoring_set_sql
 from stacks import nag, retries
 from stacks import pipeline_functions as lambdas
 from stacks.cleanup import CleanupOnDelete
-from stacks.functions import LambdaKit
+from stacks.lambda_kit import LambdaKit
 from stacks.model_container import ModelContainer, S3Uri
 from stacks.offline_store_queries import NOW, OfflineStoreQueries
 from stacks.phase import Phase

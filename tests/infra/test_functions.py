@@ -6,7 +6,7 @@ import pytest
 
 from churn.config import PipelineSettings
 from churn.schema import Feature, FeatureGroupSpec, FeatureSpec
-from stacks.functions import (
+from stacks.lambda_kit import (
     ENVIRONMENT_LIMIT_BYTES,
     POWERTOOLS_LAYER_PARAMETER,
     EnvironmentTooLarge,
