@@ -33,8 +33,8 @@ from stacks.phase import Phase
 # only in the first; input_fn reads the others by position, and AssembleWith Line joins the responses,
 # whose repeated headers Rank scores skips. In script mode the model server sets no body limit of its
 # own (nginx client_max_body_size 0); 5 MiB keeps each request's parsing and the model server's memory
-# bounded, and any number of customers scores in requests of bounded size (pipeline/batch_transform.py
-# cuts the same way for local runs and the moto harness).
+# bounded, and any number of customers scores in requests of bounded size
+# (pipeline/local_aws/batch_transform.py cuts the same way for local runs and the moto harness).
 SCORING_INVOCATION_TIMEOUT = Duration.minutes(10)  # a 5 MiB request is served in ~0.3 s here
 SCORING_BUDGET_MINUTES = 60  # transform jobs have no stopping condition; the state machine's timeout bounds them
 RUN = RUN_SCORES.format(execution="{}")  # scores/<execution>, the execution filled in by States.Format
