@@ -9,6 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from churn.handlers import environment
 from stacks import nag
 from stacks.lambda_kit import LambdaKit
 
@@ -30,7 +31,7 @@ class CleanupOnDelete(Construct):
             "Function",
             description=f"Custom resource: {description}",
             handler=f"churn.handlers.{module}.handler",
-            environment={"POWERTOOLS_SERVICE_NAME": f"churn-{module.replace('_', '-')}"},
+            environment={environment.SERVICE_NAME_VARIABLE: f"churn-{module.replace('_', '-')}"},
             timeout=Duration.minutes(5),
             memory_size=256,
         )

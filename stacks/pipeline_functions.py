@@ -15,14 +15,12 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from churn.config import PipelineSettings
+from churn.handlers import environment
 from churn.layout import INGEST_PREFIX, MODELS_PREFIX, RAW_PREFIX, SCORES_PREFIX, STAGING_PREFIX, input_prefix
 from churn.schema import FeatureSpec
 from stacks import nag, retries
 from stacks.feature_store import FeatureStore
 from stacks.lambda_kit import LambdaKit
-
-SERVICE_NAME = "churn-pipeline"
-METRICS_NAMESPACE = "ChurnPipeline"
 
 
 @dataclass(frozen=True)
@@ -84,11 +82,11 @@ class PipelineFunctions(Construct):
                  kit: LambdaKit, feature_store: FeatureStore, invoker: iam.IRole) -> None:
         super().__init__(scope, construct_id)
         self._invoker = invoker
-        environment = {
-            "FEATURE_SPEC": spec.to_json(),
-            "INGEST_WORKERS": str(settings.ingest_workers),
-            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        variables = {
+            environment.FEATURE_SPEC: spec.to_json(),
+            environment.INGEST_WORKERS: str(settings.ingest_workers),
+            environment.SERVICE_NAME_VARIABLE: environment.SERVICE_NAME,
+            environment.METRICS_NAMESPACE_VARIABLE: environment.METRICS_NAMESPACE,
         }
         self.functions: dict[PipelineFunction, lambda_.Function] = {}
         for declared in FUNCTIONS:
@@ -96,7 +94,7 @@ class PipelineFunctions(Construct):
                 continue
             function = kit.function(
                 self, declared.construct_id, description=declared.description, handler=declared.handler,
-                environment=environment, timeout=Duration.seconds(declared.timeout_seconds),
+                environment=variables, timeout=Duration.seconds(declared.timeout_seconds),
                 memory_size=declared.memory_mb,
             )
             reads = input_prefix(bool(spec.derive)) if declared.reads_input else declared.reads

@@ -11,18 +11,20 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from botocore.config import Config
 
+from churn.handlers import environment
 from churn.schema import FeatureSpec
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "churn-pipeline")
+SERVICE = os.environ.get(environment.SERVICE_NAME_VARIABLE, environment.SERVICE_NAME)
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
-metrics = Metrics(service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ChurnPipeline"))
+metrics = Metrics(service=SERVICE, namespace=os.environ.get(environment.METRICS_NAMESPACE_VARIABLE,
+                                                            environment.METRICS_NAMESPACE))
 
 
 @lru_cache(maxsize=1)
 def feature_spec() -> FeatureSpec:
     """The spec the stack was deployed with (FEATURE_SPEC holds its compact JSON)."""
-    return FeatureSpec.from_json(os.environ["FEATURE_SPEC"], origin="FEATURE_SPEC")
+    return FeatureSpec.from_json(os.environ[environment.FEATURE_SPEC], origin=environment.FEATURE_SPEC)
 
 
 @cache
