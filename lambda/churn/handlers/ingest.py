@@ -7,12 +7,14 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from churn.config import PipelineSettings
 from churn.csv_input import FIRST_DATA_LINE, map_item_row
 from churn.features import canonical_event_time
+from churn.handlers import environment
 from churn.handlers._runtime import client, feature_spec, logger, metrics, tracer
 from churn.ingest import ingest_batch
 
-WORKERS = int(os.environ.get("INGEST_WORKERS", "8"))
+WORKERS = int(os.environ.get(environment.INGEST_WORKERS, PipelineSettings.ingest_workers))
 
 
 def featurestore_client() -> Any:
