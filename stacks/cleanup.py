@@ -30,7 +30,7 @@ class CleanupOnDelete(Construct):
             self,
             "Function",
             description=f"Custom resource: {description}",
-            handler=f"churn.handlers.{module}.handler",
+            handler=environment.handler(module),
             environment={environment.SERVICE_NAME_VARIABLE: f"churn-{module.replace('_', '-')}"},
             timeout=Duration.minutes(5),
             memory_size=256,

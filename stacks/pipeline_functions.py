@@ -40,7 +40,7 @@ class PipelineFunction:
 
     @property
     def handler(self) -> str:
-        return f"churn.handlers.{self.module}.handler"
+        return environment.handler(self.module)
 
 
 DERIVE_SOURCES_FUNCTION = PipelineFunction(
