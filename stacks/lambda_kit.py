@@ -17,9 +17,9 @@ RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.X86_64
 # Powertools for AWS Lambda (Python) publishes its layer ARN as a public SSM parameter in every
 # region it serves: /aws/service/powertools/python/{arch}/{python version}/{latest | x.y.z}.
-POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.12/latest"
+POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/{ARCHITECTURE.name}/{RUNTIME.name}/latest"
 RUNTIME_REASON = (
-    "Pinned to python3.12 on purpose: the Powertools layer is resolved for python3.12 and the code is "
+    f"Pinned to {RUNTIME.name} on purpose: the Powertools layer is resolved for {RUNTIME.name} and the code is "
     "tested on it; the runtime is supported, and moves together with the layer parameter"
 )
 ENVIRONMENT_LIMIT_BYTES = 4096  # Lambda's limit on all environment variables of a function together
