@@ -12,7 +12,7 @@ from constructs import Construct
 
 from churn import contract, steps
 from churn.config import PipelineSettings, training_hyperparameters
-from churn.layout import MODELS_PREFIX, QUERY_PREFIX
+from churn.layout import MODELS_PREFIX, QUERY_PREFIX, TRAINING_CHANNEL
 from churn.model_quality import ModelQualityBelowThreshold
 from churn.schema import FeatureSpec
 from churn.sql import training_set_sql
@@ -23,7 +23,6 @@ from stacks.model_registry import ModelRegistry
 from stacks.offline_store_queries import OfflineStoreQueries
 from stacks.phase import Phase
 
-TRAINING_CHANNEL = "train"
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 # The training job's metrics, from the "<metric>:<value>" lines the training script prints (training/report.py)
 METRIC_DEFINITIONS = {name: rf"{name}:{_NUMBER}" for name in ("validation-auc", "validation-logloss", "train-auc")}

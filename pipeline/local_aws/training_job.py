@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CHANNEL = "train"  # the training channel the stack's CreateTrainingJob names too
+from churn.layout import TRAINING_CHANNEL as CHANNEL  # the stack's CreateTrainingJob names it too
+
 MODEL_ARTIFACT = "model.tar.gz"  # what SageMaker packs the model directory into
 
 
