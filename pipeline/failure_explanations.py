@@ -12,10 +12,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS
+from churn.naming import TRAINING_JOBS, sagemaker_log_group
 from pipeline.errors import NOT_FOUND, explain
 
 # SageMaker's own log group for every training job of the account; a job's streams are <job>/algo-<n>-<epoch>.
-TRAINING_JOB_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TRAINING_JOB_LOG_GROUP = sagemaker_log_group(TRAINING_JOBS)
 # training/train_model.py main() prints its failure as one stderr line with this prefix (tested together).
 SCRIPT_ERROR_PREFIX = "ERROR: "
 

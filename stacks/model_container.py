@@ -17,6 +17,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from churn.layout import TRAINING_ENTRY_POINT
+from churn.naming import sagemaker_log_group
 from stacks import nag
 from stacks.storage import stage
 from stacks.xgboost_image import ContainerImage
@@ -71,12 +72,12 @@ class ModelContainer(Construct):
         }
 
     def job_role(self, scope: Construct, construct_id: str, *, description: str, jobs: str) -> iam.Role:
-        """A role for one kind of SageMaker job ("TrainingJobs", "TransformJobs"): its logs and metrics,
-        the image, the script bundle."""
+        """A role for one kind of SageMaker job (churn.naming.TRAINING_JOBS, TRANSFORM_JOBS): its logs and
+        metrics, the image, the script bundle."""
         role = iam.Role(scope, construct_id, assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
                         description=description)
-        log_group = Stack.of(self).format_arn(service="logs", resource="log-group",
-                                              resource_name=f"/aws/sagemaker/{jobs}",
+        log_group_name = sagemaker_log_group(jobs)
+        log_group = Stack.of(self).format_arn(service="logs", resource="log-group", resource_name=log_group_name,
                                               arn_format=ArnFormat.COLON_RESOURCE_NAME)
         role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[log_group]))
         role.add_to_policy(iam.PolicyStatement(
@@ -84,11 +85,11 @@ class ModelContainer(Construct):
             resources=[f"{log_group}:*"],
         ))
         nag.wildcard_resource(role, f"{log_group}:*",
-                              f"SageMaker writes one log stream per job (instance) into /aws/sagemaker/{jobs}")
+                              f"SageMaker writes one log stream per job (instance) into {log_group_name}")
         role.add_to_policy(iam.PolicyStatement(
             actions=["cloudwatch:PutMetricData"],
             resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it
-            conditions={"StringEquals": {"cloudwatch:namespace": f"/aws/sagemaker/{jobs}"}},
+            conditions={"StringEquals": {"cloudwatch:namespace": log_group_name}},
         ))
         # The XGBoost image lives in an AWS-owned registry. Pulling it needs an ECR token (which has no
         # resource type) and read access to that one repository.

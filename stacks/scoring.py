@@ -14,7 +14,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churn import contract, steps
+from churn import contract, naming, steps
 from churn.config import PipelineSettings
 from churn.layout import MODELS_PREFIX, RUN_SCORES, SCORES_FILE, SCORES_PREFIX, SCORING_INPUT_FILE
 from churn.schema import FeatureSpec
@@ -89,7 +89,7 @@ class ScoringPhase(Phase):
         set, and writes the predictions, with it."""
         store = self.store
         role = self.container.job_role(
-            self, "ScoringRole", jobs="TransformJobs",
+            self, "ScoringRole", jobs=naming.TRANSFORM_JOBS,
             description="SageMaker models and batch transform jobs that score the churn pipeline's customers",
         )
         store.grant_read(role, MODELS_PREFIX, "The scoring model loads the run's model artifact "

@@ -10,7 +10,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churn import contract, steps
+from churn import contract, naming, steps
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.layout import MODELS_PREFIX, QUERY_PREFIX, TRAINING_CHANNEL
 from churn.model_quality import ModelQualityBelowThreshold
@@ -38,7 +38,7 @@ class TrainingPhase(Phase):
         super().__init__(scope, construct_id)
         self.spec, self.settings, self.container, self.registry = spec, settings, container, registry
         store = queries.store
-        self.training_role = container.job_role(self, "TrainingRole", jobs="TrainingJobs",
+        self.training_role = container.job_role(self, "TrainingRole", jobs=naming.TRAINING_JOBS,
                                                 description="SageMaker training jobs of the churn pipeline")
         store.grant_read(self.training_role, QUERY_PREFIX, "The training channel is the run's Athena result")
         store.grant_write(self.training_role, MODELS_PREFIX, "SageMaker writes <job name>/output/model.tar.gz")

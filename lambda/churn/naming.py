@@ -53,3 +53,12 @@ def work_group_name(stack_name: str) -> str:
 
 def model_package_group_name(stack_name: str) -> str:
     return _fit(stack_name.lower(), "-churn-models", MODEL_PACKAGE_GROUP_MAX)
+
+
+# SageMaker's own names, one for the account: the log group (and metrics namespace) of each kind of job.
+TRAINING_JOBS, TRANSFORM_JOBS = "TrainingJobs", "TransformJobs"
+
+
+def sagemaker_log_group(jobs: str) -> str:
+    """Where SageMaker logs every job of a kind (TRAINING_JOBS, TRANSFORM_JOBS); its metrics namespace too."""
+    return f"/aws/sagemaker/{jobs}"
