@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.layout import RAW_PREFIX, SAMPLE_DATA_NAME
+from churn.model_quality import APPROVED
 from pipeline.backends import Scores
 from pipeline.errors import ACCESS_DENIED, NOT_FOUND, BadInput, OperatorError
 
@@ -87,7 +88,7 @@ def latest_approved_model(sagemaker: Any, group: str) -> tuple[str, int, str] | 
     """The highest-versioned Approved package of the group: its ARN, version and model artifact."""
     summaries = [summary
                  for page in sagemaker.get_paginator("list_model_packages").paginate(
-                     ModelPackageGroupName=group, ModelApprovalStatus="Approved")
+                     ModelPackageGroupName=group, ModelApprovalStatus=APPROVED)
                  for summary in page.get("ModelPackageSummaryList", [])]
     if not summaries:
         return None

@@ -17,6 +17,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # Typer 0.29 
 from typer.core import TyperGroup
 from typer.rich_utils import rich_format_error
 
+from churn.model_quality import APPROVED
 from churn.naming import DEFAULT_STACK_NAME
 from churn.sql import knowledge_cutoff as checked_cutoff
 from pipeline import aws_objects
@@ -346,7 +347,7 @@ def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption =
         entries = LocalBackend(workspace).models()
     table = Table("version", "run", "status", "validation AUC", "threshold", "created", title="Local model registry")
     for e in entries:
-        status = f"[green]{e.status}[/]" if e.status == "Approved" else f"[red]{e.status}[/]"
+        status = f"[green]{e.status}[/]" if e.status == APPROVED else f"[red]{e.status}[/]"
         table.add_row(str(e.version or "-"), e.run_id, status, f"{e.validation_auc:.4f}", f"{e.threshold:.2f}",
                       e.created[:19])
     (err_console if as_json else console).print(table)

@@ -13,7 +13,7 @@ from constructs import Construct
 from churn import contract, naming, steps
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.layout import MODELS_PREFIX, QUERY_PREFIX, TRAINING_CHANNEL
-from churn.model_quality import ModelQualityBelowThreshold
+from churn.model_quality import APPROVED, ModelQualityBelowThreshold
 from churn.schema import FeatureSpec
 from churn.sql import training_set_sql
 from stacks import nag, retries
@@ -134,7 +134,7 @@ class TrainingPhase(Phase):
                 "ModelPackageDescription": sfn.JsonPath.format(
                     "Churn model trained by execution {}", sfn.JsonPath.execution_name
                 ),
-                "ModelApprovalStatus": "Approved",
+                "ModelApprovalStatus": APPROVED,
                 "InferenceSpecification": {
                     "Containers": [{
                         "Image": self.container.image.uri,

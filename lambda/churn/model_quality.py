@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 EVALUATION_FILE = "evaluation.json"
+APPROVED = "Approved"  # the ModelApprovalStatus a model that passed the gate is registered with
 
 
 class ModelQualityBelowThreshold(Exception):

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-APPROVED = "Approved"
+from churn.model_quality import APPROVED
+
 REJECTED = "Rejected"
 
 
