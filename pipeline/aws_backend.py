@@ -174,7 +174,7 @@ class AwsBackend:
     def _split(self, evaluation: dict[str, Any]) -> dict[str, Any]:
         """How the validation rows were chosen: evaluation.json's `split` ("Evaluate model" copies the file
         to S3); best effort, the summary only shows it."""
-        uri = evaluation.get("evaluation_uri")
+        uri = evaluation.get(contract.EVALUATION_URI)
         if not uri:
             return {}
         try:
@@ -240,8 +240,8 @@ class AwsBackend:
 
 
 def _gate(execution: Execution, evaluation: dict[str, Any]) -> str:
-    if evaluation.get("reason"):
-        return str(evaluation["reason"])
+    if evaluation.get(contract.REASON):
+        return str(evaluation[contract.REASON])
     if execution.status == SUCCEEDED:
         return "passed: the model was registered"
     if execution.error == ModelQualityBelowThreshold.__name__:

@@ -162,7 +162,7 @@ DETAILS: dict[str, Callable[[dict[str, Any], ExecutionFacts], str]] = {
     steps.BUILD_TRAINING_SET: _field(contract.TRAINING_SET, contract.OUTPUT_URI),
     steps.TRAIN_MODEL: lambda output, facts: (
         f"training job {facts.training_job_name}" if facts.training_job_name else ""),
-    steps.EVALUATE_MODEL: lambda output, facts: str(facts.evaluation.get("reason", "")),
+    steps.EVALUATE_MODEL: lambda output, facts: str(facts.evaluation.get(contract.REASON, "")),
     steps.REGISTER_MODEL: _field(contract.REGISTRATION, contract.MODEL_PACKAGE_ARN),
     steps.BUILD_SCORING_SET: _field(contract.SCORING_SET, contract.OUTPUT_URI),
     steps.SCORE_CUSTOMERS: _field(contract.SCORING, contract.TRANSFORM_JOB_NAME, template="transform job {}"),

@@ -68,7 +68,7 @@ class TrainingPhase(Phase):
                               "Model package versions are numbered by SageMaker; the grant is limited to this "
                               "stack's group")
         gate = (sfn.Choice(self, steps.MODEL_GOOD_ENOUGH)
-                .when(sfn.Condition.boolean_equals("$.evaluation.passed", True), register)
+                .when(sfn.Condition.boolean_equals(contract.path(contract.EVALUATION, contract.PASSED), True), register)
                 .otherwise(below_threshold))
         build.next(train).next(evaluate).next(gate)
         self._bounds(build, [register])
@@ -146,7 +146,7 @@ class TrainingPhase(Phase):
                 },
                 "ModelMetrics": {"ModelQuality": {"Statistics": {
                     "ContentType": "application/json",
-                    "S3Uri": sfn.JsonPath.string_at("$.evaluation.evaluation_uri"),
+                    "S3Uri": sfn.JsonPath.string_at(contract.path(contract.EVALUATION, contract.EVALUATION_URI)),
                 }}},
                 # Which feature groups (schemas) the model was trained on: one fingerprint each.
                 "CustomerMetadataProperties": {

@@ -9,6 +9,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
+from churn import contract
+
 EVALUATION_FILE = "evaluation.json"
 APPROVED = "Approved"  # the ModelApprovalStatus a model that passed the gate is registered with
 
@@ -33,8 +35,8 @@ class GateDecision:
         return f"validation AUC {self.validation_auc:.4f} {relation} the threshold {self.threshold:.4f}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "validation_auc": self.validation_auc, "threshold": self.threshold,
-                "reason": self.reason}
+        return {contract.PASSED: self.passed, contract.VALIDATION_AUC: self.validation_auc,
+                "threshold": self.threshold, contract.REASON: self.reason}
 
 
 def read_evaluation_from_model_tarball(artifact: bytes, source: str = "model.tar.gz") -> dict[str, Any]:

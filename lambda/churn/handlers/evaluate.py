@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from churn import contract
 from churn.handlers._runtime import client, logger, split_s3_uri, tracer
 from churn.model_quality import EVALUATION_FILE, quality_gate, read_evaluation_from_model_tarball
 
@@ -21,7 +22,7 @@ def evaluate_artifact(s3: Any, model_artifact: str, output_prefix: str, threshol
     summary_keys = ("validation_auc", "pr_auc", "log_loss", "accuracy", "precision", "recall", "f1")
     return {
         **decision.to_dict(),
-        "evaluation_uri": f"s3://{out_bucket}/{out_key}",
+        contract.EVALUATION_URI: f"s3://{out_bucket}/{out_key}",
         "metrics": {k: evaluation[k] for k in summary_keys if k in evaluation},
     }
 
