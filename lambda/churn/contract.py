@@ -1,5 +1,5 @@
-"""What the stack and the CLI agree on, written once: the stack's output names and the keys of the
-execution input, of the states' results and of the run summary."""
+"""What the stack, its handlers and the CLI agree on, written once: the stack's output names and the
+keys of the execution input, of the states' results and of the run summary."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ KNOWLEDGE_CUTOFF = "knowledge_cutoff"
 
 # "Validate input"'s result, kept under VALIDATION: the rows it read, the object version the Distributed
 # Map then reads and the run's values the SQL takes, as Athena literals. With several groups, the
-# Parallel state keeps the RUN_VALUE_KEYS of its first branch's there.
+# Parallel state keeps its first branch's RUN_VALUE_KEYS there.
 VALIDATION = "validation"
 RECORDS = "records"
 VERSION_ID = "version_id"
