@@ -141,17 +141,17 @@ class AwsBackend:
     def _result(self, execution: Execution, facts: ExecutionFacts, explain: bool = True) -> RunResult:
         out, deployment = execution.output, self.deployment
         links = deployment.console
-        c = contract
-        job = str(out.get(c.TRAINING_JOB_NAME) or facts.training_job_name)
+        job = str(out.get(contract.TRAINING_JOB_NAME) or facts.training_job_name)
         result = RunResult(
             status=execution.status, run_id=execution.name, input=self._input(execution.input),
             feature_groups=deployment.feature_groups,
             knowledge_cutoff=str(execution.input.get(contract.KNOWLEDGE_CUTOFF) or ""),
             records_ingested=facts.records_ingested, auc=execution.auc, gate=_gate(execution, facts.evaluation),
-            model_version=str(out.get(c.MODEL_VERSION) or ""), model_artifact=out.get(c.MODEL_ARTIFACT, ""),
-            model_package_arn=out.get(c.MODEL_PACKAGE_ARN, ""), training_job_name=job,
-            customers_scored=out.get(c.CUSTOMERS_SCORED), scores_uri=out.get(c.SCORES_URI, ""),
-            top_customers=out.get(c.TOP_CUSTOMERS) or [], error=execution.error,
+            model_version=str(out.get(contract.MODEL_VERSION) or ""),
+            model_artifact=out.get(contract.MODEL_ARTIFACT, ""),
+            model_package_arn=out.get(contract.MODEL_PACKAGE_ARN, ""), training_job_name=job,
+            customers_scored=out.get(contract.CUSTOMERS_SCORED), scores_uri=out.get(contract.SCORES_URI, ""),
+            top_customers=out.get(contract.TOP_CUSTOMERS) or [], error=execution.error,
             cause=readable_cause(execution.cause), started=execution.started,
             duration_seconds=execution.duration_seconds, execution_arn=execution.arn, region=links.region,
             console_url=links.execution(execution.arn), training_job_url=links.training_job(job) if job else "",

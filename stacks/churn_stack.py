@@ -140,19 +140,18 @@ class ChurnPipelineStack(Stack):
         checkov.skip_lambda_checks(self)
 
     def _summary(self) -> sfn.Pass:
-        c = contract
         return sfn.Pass(
             self,
             steps.SUMMARISE_RUN,
             parameters={
-                c.MODEL_ARTIFACT: sfn.JsonPath.string_at(c.MODEL_ARTIFACT_PATH),
-                c.VALIDATION_AUC: sfn.JsonPath.number_at(c.VALIDATION_AUC_PATH),
-                c.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(c.MODEL_PACKAGE_ARN_PATH),
-                c.TRAINING_JOB_NAME: sfn.JsonPath.string_at(c.TRAINING_JOB_NAME_PATH),
-                c.EXECUTION: sfn.JsonPath.execution_name,
-                c.SCORES_URI: sfn.JsonPath.string_at(c.path(c.SCORES, c.SCORES_URI)),
-                c.CUSTOMERS_SCORED: sfn.JsonPath.number_at(c.path(c.SCORES, c.CUSTOMERS)),
-                c.MODEL_VERSION: sfn.JsonPath.string_at(c.path(c.SCORES, c.MODEL_VERSION)),
-                c.TOP_CUSTOMERS: sfn.JsonPath.list_at(c.path(c.SCORES, c.TOP)),
+                contract.MODEL_ARTIFACT: sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
+                contract.VALIDATION_AUC: sfn.JsonPath.number_at(contract.VALIDATION_AUC_PATH),
+                contract.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(contract.MODEL_PACKAGE_ARN_PATH),
+                contract.TRAINING_JOB_NAME: sfn.JsonPath.string_at(contract.TRAINING_JOB_NAME_PATH),
+                contract.EXECUTION: sfn.JsonPath.execution_name,
+                contract.SCORES_URI: sfn.JsonPath.string_at(contract.path(contract.SCORES, contract.SCORES_URI)),
+                contract.CUSTOMERS_SCORED: sfn.JsonPath.number_at(contract.path(contract.SCORES, contract.CUSTOMERS)),
+                contract.MODEL_VERSION: sfn.JsonPath.string_at(contract.path(contract.SCORES, contract.MODEL_VERSION)),
+                contract.TOP_CUSTOMERS: sfn.JsonPath.list_at(contract.path(contract.SCORES, contract.TOP)),
             },
         )
