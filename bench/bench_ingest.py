@@ -10,7 +10,7 @@ own process, every request delayed by --latency-ms to model the network) and mea
 - peer: SDK v3 `ingest_dataframe(..., use_batch_write_record=True)` (bench/peer_ingest.py in
   bench/.venv-peer) at its best `max_workers` x `max_processes` on this machine: a small grid is
   measured first (--peer-grid) and the fastest point is run again with the full row count;
-- ours, one Lambda: the ingest Lambda's handler (churn.handlers.ingest.handler, unchanged: its one
+- ours, one Lambda: the ingest Lambda's handler (churn.handlers.ingest_batch.handler, unchanged: its one
   shared client, BatchWriteRecord calls of 25 entries in parallel) called for Distributed Map
   batches of 500 rows one after another in one process: one warm Lambda container;
 - ours, Distributed Map: the same handler in `--lambdas` processes (default: the stack's
@@ -128,7 +128,7 @@ def _worker_init(environment: dict[str, str], ready, retry_mode: str | None) -> 
     os.environ.update(environment)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # Powertools prints one EMF metrics line per invocation
-    from churn.handlers import ingest
+    from churn.handlers import ingest_batch as ingest
 
     if retry_mode:  # what-if only: the same client with another retry mode
         import boto3
@@ -136,7 +136,7 @@ def _worker_init(environment: dict[str, str], ready, retry_mode: str | None) -> 
 
         other = boto3.client("sagemaker-featurestore-runtime", config=Config(
             retries={"mode": retry_mode, "max_attempts": 10}, max_pool_connections=ingest.WORKERS,
-            parameter_validation=False))  # as churn.handlers.ingest.featurestore_client, retries aside
+            parameter_validation=False))  # as churn.handlers.ingest_batch.featurestore_client, retries aside
         ingest.featurestore_client = lambda: other
     else:
         ingest.featurestore_client()

@@ -55,7 +55,7 @@ VALIDATE_INPUT_FUNCTION = PipelineFunction(
 # An EXPRESS child runs at most 5 minutes, retries included: keep each attempt short. 1,769 MB is one
 # full vCPU for the batch's concurrent BatchWriteRecord calls (building and signing them is CPU work).
 INGEST_BATCH_FUNCTION = PipelineFunction(
-    "IngestFunction", "ingest", writes_features=True,
+    "IngestFunction", "ingest_batch", writes_features=True,
     description="Ingest features: BatchWriteRecord one batch of rows into its feature group",
     timeout_seconds=90, memory_mb=1769,
 )

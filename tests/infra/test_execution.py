@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from churn import steps
-from churn.handlers import ingest as ingest_handler
+from churn.handlers import ingest_batch as ingest_handler
 from churn.handlers import validate_input
 from churn.layout import FAILED_RECORDS_FILE
 from tests.infra.athena_on_duckdb import ReplicationLag
@@ -34,7 +34,7 @@ CONTEXT = {"offline_store_wait_seconds": 1, "offline_store_max_checks": 2, "inge
 OFFLINE_LOOP = [steps.COUNT_OFFLINE_RECORDS, steps.READ_OFFLINE_COUNT, steps.RECORD_OFFLINE_CHECK,
                 steps.OFFLINE_STORE_COMPLETE]
 INGEST = [steps.VALIDATE_INPUT, steps.INGEST_FEATURES, steps.SUMMARISE_INGEST, steps.START_OFFLINE_CHECKS]
-INGEST_HANDLER = "churn.handlers.ingest.handler"
+INGEST_HANDLER = "churn.handlers.ingest_batch.handler"
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def test_the_table_names_every_pipeline_handler_and_the_stack_builds_what_the_sp
     assert HANDLERS == {
         "churn.handlers.derive_sources.handler",
         "churn.handlers.validate_input.handler",
-        "churn.handlers.ingest.handler",
+        "churn.handlers.ingest_batch.handler",
         "churn.handlers.summarise_ingest.handler",
         "churn.handlers.evaluate.handler",
         "churn.handlers.rank_scores.handler",
@@ -99,7 +99,7 @@ def test_ingest_may_batch_write_into_every_feature_group_and_nothing_else(reques
     synthesized = request.getfixturevalue(name)
     groups = [g["Properties"]["FeatureGroupName"]
               for g in synthesized.resources("AWS::SageMaker::FeatureGroup").values()]
-    ingest = policy_of(synthesized, role_of(synthesized, "churn.handlers.ingest.handler"))
+    ingest = policy_of(synthesized, role_of(synthesized, "churn.handlers.ingest_batch.handler"))
     (write,) = [s for s in ingest if any(a.startswith("sagemaker:") for a in actions(s))]
     assert sorted(actions(write)) == ["sagemaker:BatchWriteRecord", "sagemaker:PutRecord"]
     resources = write["Resource"] if isinstance(write["Resource"], list) else [write["Resource"]]

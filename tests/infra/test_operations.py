@@ -36,7 +36,7 @@ def test_outputs(main, group):
     assert outputs["ModelPackageGroupName"]["Value"] == "churnpipeline-churn-models"
     ingest_logs = main.json["Resources"][outputs["IngestLogGroup"]["Value"]["Ref"]]
     functions = [f for f in main.json["Resources"].values() if f["Type"] == "AWS::Lambda::Function"
-                 and f["Properties"]["Handler"] == "churn.handlers.ingest.handler"]
+                 and f["Properties"]["Handler"] == "churn.handlers.ingest_batch.handler"]
     (ingest,) = functions
     assert ingest_logs["Type"] == "AWS::Logs::LogGroup"
     assert ingest["Properties"]["LoggingConfig"]["LogGroup"] == outputs["IngestLogGroup"]["Value"]

@@ -18,7 +18,7 @@ import pytest
 
 from churn.csv_input import FIRST_DATA_LINE, iter_raw_rows
 from churn.handlers import _runtime
-from churn.handlers import ingest as ingest_handler
+from churn.handlers import ingest_batch as ingest_handler
 from churn.ingest import BATCH_WRITE_MAX_ENTRIES, Backoff, ingest_batch, target_stores
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.runner import create_feature_group
