@@ -35,11 +35,13 @@ from churn.derivations import DERIVATIONS
 from churn.features import now_event_time, parse_event_time
 from churn.ingest import IngestError, OfflineStoreTimeout, describe_failures
 from churn.layout import (
+    MODEL_ARTIFACT_FILE,
     SAMPLE_DATA,
     SAMPLE_SPEC,
     SCORES_FILE,
     SCORES_PREFIX,
     SCORING_INPUT_FILE,
+    TRAINING_CHANNEL,
     TRAINING_ENTRY_POINT,
     TRAINING_SET_FILE,
 )
@@ -68,7 +70,7 @@ from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws import batch_transform
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
-from pipeline.local_aws.training_job import CHANNEL, MODEL_ARTIFACT, JobDirectories, pack_model, run_training
+from pipeline.local_aws.training_job import JobDirectories, pack_model, run_training
 from pipeline.local_ingest import ingest_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +211,7 @@ class LocalPipeline:
             for group in self.spec.all_groups:
                 self._ingest(store, group, sources[group.name], event_time, outcome, checked[group.name])
                 self._wait_for_offline_store(store, group, expected[group.name], values, outcome)
-            destination = JobDirectories(run_dir).channel(CHANNEL) / TRAINING_SET_FILE
+            destination = JobDirectories(run_dir).channel(TRAINING_CHANNEL) / TRAINING_SET_FILE
             with self._step(steps.BUILD_TRAINING_SET, outcome, lambda: f"{outcome.training_rows} rows"):
                 outcome.training_rows = self._query_to_csv(store, training_set_sql(self.spec, self._tables()),
                                                            values, destination)
@@ -303,7 +305,7 @@ class LocalPipeline:
             raise PipelineFailed("TrainingFailed", f"{run.script_failure()} (log: {run.log})")
         for warning in run.warnings():
             self.reporter.warning(steps.TRAIN_MODEL, warning)
-        return pack_model(run_dir, run_dir / MODEL_ARTIFACT)
+        return pack_model(run_dir, run_dir / MODEL_ARTIFACT_FILE)
 
     def _train_and_register(self, run_dir: Path, outcome: RunOutcome, started: datetime) -> None:
         with self._step(steps.TRAIN_MODEL, outcome, lambda: outcome.model_artifact):

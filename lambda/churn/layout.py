@@ -26,6 +26,7 @@ TRAINING_ENTRY_POINT = "train_model.py"  # in training/: SAGEMAKER_PROGRAM, the 
 # The training job's input channel: the script reads it from SM_CHANNEL_TRAIN (/opt/ml/input/data/train).
 TRAINING_CHANNEL = "train"
 TRAINING_SET_FILE = "training-set.csv"
+MODEL_ARTIFACT_FILE = "model.tar.gz"  # what SageMaker packs a training job's model directory into
 SCORING_INPUT_FILE = "scoring-set.csv"
 TRANSFORM_OUTPUT_SUFFIX = ".out"  # Batch Transform names its output <input file name>.out
 SCORES_FILE = "scores.csv"

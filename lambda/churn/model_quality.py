@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from churn import contract
+from churn.layout import MODEL_ARTIFACT_FILE
 
 EVALUATION_FILE = "evaluation.json"
 APPROVED = "Approved"  # the ModelApprovalStatus a model that passed the gate is registered with
@@ -39,7 +40,7 @@ class GateDecision:
                 "threshold": self.threshold, contract.REASON: self.reason}
 
 
-def read_evaluation_from_model_tarball(artifact: bytes, source: str = "model.tar.gz") -> dict[str, Any]:
+def read_evaluation_from_model_tarball(artifact: bytes, source: str = MODEL_ARTIFACT_FILE) -> dict[str, Any]:
     """evaluation.json from a SageMaker model artifact (model.tar.gz)."""
     with tarfile.open(fileobj=io.BytesIO(artifact), mode="r:gz") as archive:
         for member in archive.getmembers():

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from churn.layout import TRANSFORM_OUTPUT_SUFFIX
+
 CONTENT_TYPE = "text/csv"  # of the scoring set and of the serving responses
 
 READ_BYTES = 1 << 20
@@ -88,7 +90,7 @@ def transform(serving: Any, model_dir: Path, source: Path, output_dir: Path, max
     """Every request of `source` through model_fn/input_fn/predict_fn/output_fn; the responses joined
     line-wise into `<source name>.out`, which appears only once every request has succeeded."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    output = output_dir / f"{source.name}.out"
+    output = output_dir / f"{source.name}{TRANSFORM_OUTPUT_SUFFIX}"
     partial = output_dir / f".{output.name}.{secrets.token_hex(4)}.tmp"
     model = serving.model_fn(str(model_dir))
     where = str(source)

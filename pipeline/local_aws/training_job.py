@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from churn.layout import TRAINING_CHANNEL as CHANNEL  # the stack's CreateTrainingJob names it too
-
-MODEL_ARTIFACT = "model.tar.gz"  # what SageMaker packs the model directory into
+from churn.layout import TRAINING_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class TrainingRun:
 
 
 def run_training(code_dir: Path, entry_point: str, root: Path, hyperparameters: dict[str, Any], *,
-                 channels: tuple[str, ...] = (CHANNEL,), timeout: float | None = None) -> TrainingRun:
+                 channels: tuple[str, ...] = (TRAINING_CHANNEL,), timeout: float | None = None) -> TrainingRun:
     """Run `entry_point` (a module of `code_dir`) as the container runs it, under SageMaker's training
     environment contract in `root` (its output directories created), its output in `root/training.log`."""
     dirs = JobDirectories(root)
