@@ -1,7 +1,8 @@
-"""Why an AWS execution failed, in words (issue 16): a Lambda's error message instead of its JSON, a
-SageMaker job's own reason, the training script's error line from the job's log (the container's
-toolkit replaces it with a generic `ExecuteUserScriptError`), and the records a failed ingest names
-(`ingest/<execution>/<group>/failed-records.json`, written by "Summarise ingest")."""
+"""Why an AWS execution failed, in words (a raw Step Functions cause is JSON or a generic error): a
+Lambda's error message instead of its JSON, a SageMaker job's own reason, the training script's error
+line from the job's log (the container's toolkit replaces it with a generic `ExecuteUserScriptError`),
+and the records a failed ingest names (`ingest/<execution>/<group>/failed-records.json`, written by
+"Summarise ingest")."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Local stand-ins for AWS services: Feature Store, the model registry, Batch Transform's request cutting."""
+"""Local stand-ins for AWS services: Feature Store, the model registry, a training job, a Batch Transform job."""
