@@ -165,13 +165,16 @@ def _invoke(event: dict[str, Any]) -> dict[str, Any]:
 def read_batches(data: Path, rows: int, batch_size: int, group_name: str) -> list[dict[str, Any]]:
     """Rows as the Distributed Map hands them to the Lambda: the CSV item reader's rows (header ->
     text), each with its index in the file (the stack's ItemSelector), batched, with BatchInput."""
+    from churn import contract
     from churn.schema import SINGLE_GROUP_NAME
 
     with open(data, encoding="utf-8", newline="") as handle:
-        items = [{"index": index, "row": row} for index, row in enumerate(islice(csv.DictReader(handle), rows))]
+        items = [{contract.ITEM_INDEX: index, contract.ITEM_ROW: row}
+                 for index, row in enumerate(islice(csv.DictReader(handle), rows))]
     if len(items) < rows:
         raise SystemExit(f"{data} has fewer than {rows} rows")
-    batch_input = {"event_time": EVENT_TIME, "group": SINGLE_GROUP_NAME, "feature_group_name": group_name}
+    batch_input = {contract.EVENT_TIME: EVENT_TIME, contract.GROUP: SINGLE_GROUP_NAME,
+                   contract.FEATURE_GROUP_NAME: group_name}
     return [{"Items": items[i:i + batch_size], "BatchInput": batch_input} for i in range(0, rows, batch_size)]
 
 

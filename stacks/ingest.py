@@ -113,9 +113,9 @@ class IngestPhase(Phase):
         self._bounds(parallel, [parallel])
         if spec.derive:
             derive = functions.invoke(self, steps.DERIVE_SOURCES, DERIVE_SOURCES_FUNCTION, {
-                "bucket": self.store.bucket.bucket_name,
-                "key": sfn.JsonPath.string_at(contract.path(contract.INPUT_KEY)),
-                "execution": sfn.JsonPath.execution_name,
+                contract.BUCKET: self.store.bucket.bucket_name,
+                contract.OBJECT_KEY: sfn.JsonPath.string_at(contract.path(contract.INPUT_KEY)),
+                contract.EXECUTION: sfn.JsonPath.execution_name,
             }, result_path=contract.path(contract.SOURCES), failure=failure)
             derive.next(parallel)
             self._bounds(derive, [parallel])
@@ -126,20 +126,20 @@ class IngestPhase(Phase):
         enclosing Parallel state."""
         bucket, step = self.store.bucket, partial(steps.for_group, group=label)
         validate = self.functions.invoke(self, step(steps.VALIDATE_INPUT), VALIDATE_INPUT_FUNCTION, {
-            "bucket": bucket.bucket_name,
-            "key": sfn.JsonPath.string_at(key_path),
-            "group": group.spec.name,
-            "event_time": sfn.JsonPath.execution_start_time,
-            "execution_input": sfn.JsonPath.execution_input,  # its knowledge_cutoff, if any
+            contract.BUCKET: bucket.bucket_name,
+            contract.OBJECT_KEY: sfn.JsonPath.string_at(key_path),
+            contract.GROUP: group.spec.name,
+            contract.EVENT_TIME: sfn.JsonPath.execution_start_time,
+            contract.EXECUTION_INPUT: sfn.JsonPath.execution_input,  # its knowledge_cutoff, if any
         }, result_path=contract.path(contract.VALIDATION), failure=failure)
         ingest = self._ingest_map(group, key_path, label, failure)
         summarise = self.functions.invoke(self, step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST_FUNCTION, {
-            "result_writer": sfn.JsonPath.object_at("$.ingest_results.ResultWriterDetails"),
-            "failures_uri": sfn.JsonPath.format(
+            contract.RESULT_WRITER: sfn.JsonPath.object_at("$.ingest_results.ResultWriterDetails"),
+            contract.FAILURES_URI: sfn.JsonPath.format(
                 f"s3://{bucket.bucket_name}/"
                 f"{INGEST_RESULTS.format(execution='{}', group=group.spec.name)}/{FAILED_RECORDS_FILE}",
                 sfn.JsonPath.execution_name),
-            "group": group.spec.name,
+            contract.GROUP: group.spec.name,
         }, result_path=contract.path(contract.INGEST), failure=failure)
         return validate.next(ingest).next(summarise).next(self._offline_store_wait(group, label, failure))
 
@@ -158,14 +158,14 @@ class IngestPhase(Phase):
                 version_id_path=contract.path(contract.VALIDATION, contract.VERSION_ID), prefix=self.source_prefix,
             ),
             # Each row with its position in the file, so a failed record is reported by its line.
-            item_selector={"index": sfn.JsonPath.number_at("$$.Map.Item.Index"),
-                           "row": sfn.JsonPath.object_at("$$.Map.Item.Value")},
+            item_selector={contract.ITEM_INDEX: sfn.JsonPath.number_at("$$.Map.Item.Index"),
+                           contract.ITEM_ROW: sfn.JsonPath.object_at("$$.Map.Item.Value")},
             item_batcher=sfn.ItemBatcher(
                 max_items_per_batch=settings.ingest_batch_size,
                 max_input_bytes_per_batch=MAX_BATCH_BYTES,
                 # BatchInput is passed through as written (no JsonPath rendering), hence the ".$" key.
-                batch_input={"event_time.$": contract.path(contract.VALIDATION, contract.EVENT_TIME),
-                             "group": group.spec.name, "feature_group_name": group.name},
+                batch_input={f"{contract.EVENT_TIME}.$": contract.path(contract.VALIDATION, contract.EVENT_TIME),
+                             contract.GROUP: group.spec.name, contract.FEATURE_GROUP_NAME: group.name},
             ),
             max_concurrency=settings.ingest_max_concurrency,
             tolerated_failure_percentage=100,

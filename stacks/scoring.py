@@ -73,7 +73,7 @@ class ScoringPhase(Phase):
         delete_after_failure.next(failure)
         transform.add_catch(delete_after_failure, errors=[sfn.Errors.ALL], result_path=retries.FAILURE_PATH)
         rank = functions.invoke(self, steps.RANK_SCORES, lambdas.RANK_SCORES_FUNCTION, {
-            "transform_output": self._run_uri("transform/"),
+            contract.TRANSFORM_OUTPUT: self._run_uri("transform/"),
             contract.SCORES_URI: self._run_uri(SCORES_FILE),
             contract.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(contract.MODEL_PACKAGE_ARN_PATH),
         }, result_path=contract.path(contract.SCORES), failure=failure)

@@ -53,10 +53,10 @@ class TrainingPhase(Phase):
             nag.wildcard_action(self.training_role, action, "SageMakerCreateTrainingJob (aws-cdk-lib) grants the "
                                 "training role encrypt on the output key; the key is this stack's only")
         evaluate = functions.invoke(self, steps.EVALUATE_MODEL, lambdas.EVALUATE_MODEL_FUNCTION, {
-            "model_artifact": sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
-            "output_prefix": sfn.JsonPath.format(f"{store.uri(MODELS_PREFIX)}/{{}}",
+            contract.MODEL_ARTIFACT: sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
+            contract.OUTPUT_PREFIX: sfn.JsonPath.format(f"{store.uri(MODELS_PREFIX)}/{{}}",
                                                  sfn.JsonPath.string_at(contract.TRAINING_JOB_NAME_PATH)),
-            "threshold": settings.quality_threshold,
+            contract.THRESHOLD: settings.quality_threshold,
         }, result_path=contract.path(contract.EVALUATION), failure=failure)
         below_threshold = sfn.Fail(
             self, steps.MODEL_BELOW_THRESHOLD, error=ModelQualityBelowThreshold.__name__,

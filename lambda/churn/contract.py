@@ -1,5 +1,5 @@
 """What the stack, its handlers and the CLI agree on, written once: the stack's output names and the
-keys of the execution input, of the states' results and of the run summary."""
+keys of the execution input, of the Lambdas' payloads, of the states' results and of the run summary."""
 
 from __future__ import annotations
 
@@ -61,6 +61,23 @@ TOP = "top"
 EXECUTION = "execution"
 CUSTOMERS_SCORED = "customers_scored"
 TOP_CUSTOMERS = "top_customers"
+
+# The Lambdas' payloads: the keys a state invokes its function with and the handler reads, beside
+# EVENT_TIME, MODEL_ARTIFACT, SCORES_URI, MODEL_PACKAGE_ARN and EXECUTION (the execution's name) above.
+# What wraps an "Ingest batch" payload ("Items", "BatchInput") and the ResultWriterDetails "Summarise
+# ingest" is handed are the Distributed Map's own keys, not ours.
+BUCKET = "bucket"  # the data bucket ("Validate input", "Derive sources")
+OBJECT_KEY = "key"  # the CSV's key in it
+GROUP = "group"  # the feature group's name in the spec ("Validate input", "Summarise ingest", a batch)
+FEATURE_GROUP_NAME = "feature_group_name"  # its name in Feature Store (a batch)
+EXECUTION_INPUT = "execution_input"  # "Validate input": the execution input, for its KNOWLEDGE_CUTOFF
+RESULT_WRITER = "result_writer"  # "Summarise ingest": the Map's ResultWriterDetails (where its manifest is)
+FAILURES_URI = "failures_uri"  # where "Summarise ingest" writes the failed records, if any
+ITEM_INDEX = "index"  # an ingest item (the Map's ItemSelector): the row's position in the file
+ITEM_ROW = "row"  # and the row itself, {column: text}
+OUTPUT_PREFIX = "output_prefix"  # "Evaluate model": where evaluation.json is copied to
+THRESHOLD = "threshold"  # the quality gate's validation AUC threshold
+TRANSFORM_OUTPUT = "transform_output"  # "Rank scores": the Batch Transform output prefix
 
 
 def path(*keys: str) -> str:

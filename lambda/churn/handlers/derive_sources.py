@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from churn import contract
 from churn.csv_input import text_lines
 from churn.derivations import DERIVATIONS, DerivationError
 from churn.handlers._runtime import client, feature_spec, logger, tracer
@@ -28,6 +29,7 @@ def derive_sources(s3: Any, *, bucket: str, key: str, execution: str) -> dict[st
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    keys = derive_sources(client("s3"), bucket=event["bucket"], key=event["key"], execution=event["execution"])
+    keys = derive_sources(client("s3"), bucket=event[contract.BUCKET], key=event[contract.OBJECT_KEY],
+                          execution=event[contract.EXECUTION])
     logger.info("sources derived", extra={"sources": keys})
     return keys

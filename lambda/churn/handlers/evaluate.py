@@ -30,6 +30,7 @@ def evaluate_artifact(s3: Any, model_artifact: str, output_prefix: str, threshol
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = evaluate_artifact(client("s3"), event["model_artifact"], event["output_prefix"], float(event["threshold"]))
+    result = evaluate_artifact(client("s3"), event[contract.MODEL_ARTIFACT], event[contract.OUTPUT_PREFIX],
+                               float(event[contract.THRESHOLD]))
     logger.info("model evaluated", extra=result)
     return result

@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from churn import contract
 from churn.config import PipelineSettings
 from churn.csv_input import FIRST_DATA_LINE, map_item_row
 from churn.features import canonical_event_time
@@ -29,21 +30,22 @@ def featurestore_client() -> Any:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Items are `{"index": <position in the file>, "row": {column: text}}` (the Map's ItemSelector);
+    """Items are `{ITEM_INDEX: <position in the file>, ITEM_ROW: {column: text}}` (the Map's ItemSelector);
     BatchInput names the feature group and the run's event time. Failed records are returned, not
     raised: "Summarise ingest" reads every batch's result and names them."""
     batch = event["BatchInput"]
-    rows = [(item["index"] + FIRST_DATA_LINE, map_item_row(item["row"])) for item in event["Items"]]
+    rows = [(item[contract.ITEM_INDEX] + FIRST_DATA_LINE, map_item_row(item[contract.ITEM_ROW]))
+            for item in event["Items"]]
     result = ingest_batch(
         rows,
-        group=feature_spec().group(batch["group"]),
-        feature_group_name=batch["feature_group_name"],
-        event_time=canonical_event_time(batch["event_time"]),
+        group=feature_spec().group(batch[contract.GROUP]),
+        feature_group_name=batch[contract.FEATURE_GROUP_NAME],
+        event_time=canonical_event_time(batch[contract.EVENT_TIME]),
         client=featurestore_client(),
         max_workers=WORKERS,
     )
     metrics.add_metric(name="RecordsIngested", unit=MetricUnit.Count, value=result.ingested)
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=result.failed_count)
     if result.failed_count:
-        logger.error("ingest batch had failed records", extra={"group": batch["group"], **result.to_dict()})
+        logger.error("ingest batch had failed records", extra={"group": batch[contract.GROUP], **result.to_dict()})
     return result.to_dict()

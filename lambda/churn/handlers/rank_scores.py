@@ -57,7 +57,7 @@ def rank_transform_output(
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result = rank_transform_output(
         client("s3"),
-        transform_output=event["transform_output"],
+        transform_output=event[contract.TRANSFORM_OUTPUT],
         scores_uri=event[contract.SCORES_URI],
         model_version=model_version_from_arn(event[contract.MODEL_PACKAGE_ARN]),
         id_column=feature_spec().record_identifier.name,

@@ -34,8 +34,8 @@ def _fail_batch(total: BatchResult, entry: dict[str, Any], id_column: str, error
     except (ValueError, AttributeError):
         pass
     for item in json.loads(entry.get("Input") or "{}").get("Items", []):
-        record_id = map_item_row(item["row"]).get(id_column) or ""
-        total.fail(item["index"] + FIRST_DATA_LINE, record_id, error, message)
+        record_id = map_item_row(item[contract.ITEM_ROW]).get(id_column) or ""
+        total.fail(item[contract.ITEM_INDEX] + FIRST_DATA_LINE, record_id, error, message)
 
 
 def summarise(s3: Any, manifest_uri: str, failures_uri: str, id_column: str) -> dict[str, Any]:
@@ -60,8 +60,9 @@ def summarise(s3: Any, manifest_uri: str, failures_uri: str, id_column: str) -> 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    details = event["result_writer"]
-    id_column = feature_spec().group(event["group"]).record_identifier.source_column
-    result = summarise(client("s3"), f"s3://{details['Bucket']}/{details['Key']}", event["failures_uri"], id_column)
+    details = event[contract.RESULT_WRITER]
+    id_column = feature_spec().group(event[contract.GROUP]).record_identifier.source_column
+    result = summarise(client("s3"), f"s3://{details['Bucket']}/{details['Key']}", event[contract.FAILURES_URI],
+                       id_column)
     logger.info("ingest summarised", extra=result)
     return result

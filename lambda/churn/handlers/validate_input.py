@@ -46,7 +46,7 @@ def validate_object(s3: Any, bucket: str, key: str, group: str, event_time: str,
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = validate_object(client("s3"), event["bucket"], event["key"], event["group"], event["event_time"],
-                             event.get("execution_input"))
+    result = validate_object(client("s3"), event[contract.BUCKET], event[contract.OBJECT_KEY], event[contract.GROUP],
+                             event[contract.EVENT_TIME], event.get(contract.EXECUTION_INPUT))
     logger.info("input validated", extra=result)
     return result
