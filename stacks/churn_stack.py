@@ -74,7 +74,7 @@ class ChurnPipelineStack(Stack):
             self,
             steps.RECORD_FAILURE,
             comment="Keeps the error and cause of whichever step failed",
-            parameters={"execution": sfn.JsonPath.execution_name,
+            parameters={contract.EXECUTION: sfn.JsonPath.execution_name,
                         "failure": sfn.JsonPath.object_at(retries.FAILURE_PATH)},
         )
         record_failure.next(sfn.Fail(self, steps.PIPELINE_FAILED, error_path=f"{retries.FAILURE_PATH}.Error",

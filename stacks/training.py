@@ -93,7 +93,8 @@ class TrainingPhase(Phase):
                 content_type="text/csv",
                 data_source=tasks.DataSource(s3_data_source=tasks.S3DataSource(
                     # from_json_expression would grant s3 reads on '*'; query/ is granted to the role.
-                    s3_location=S3Uri(sfn.JsonPath.string_at("$.training_set.output_uri")),
+                    s3_location=S3Uri(sfn.JsonPath.string_at(
+                        contract.path(contract.TRAINING_SET, contract.OUTPUT_URI))),
                     s3_data_type=tasks.S3DataType.S3_PREFIX,
                     s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
                 )),

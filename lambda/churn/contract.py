@@ -58,7 +58,7 @@ TOP = "top"
 
 # The run summary ("Summarise run", the execution's output): MODEL_ARTIFACT, VALIDATION_AUC,
 # MODEL_PACKAGE_ARN, TRAINING_JOB_NAME, SCORES_URI and MODEL_VERSION as above, and these.
-EXECUTION = "execution"
+EXECUTION = "execution"  # the execution's name; "Record failure" keeps it beside the failure too
 CUSTOMERS_SCORED = "customers_scored"
 TOP_CUSTOMERS = "top_customers"
 
