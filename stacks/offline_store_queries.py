@@ -23,6 +23,9 @@ RUN_VALUES = {
     KNOWLEDGE_CUTOFF: contract.path(contract.VALIDATION, contract.KNOWLEDGE_CUTOFF_SQL),
     RUN_STARTED: contract.path(contract.VALIDATION, contract.RUN_STARTED_SQL),
 }
+# A query state's result keeps the query's id under this key (besides contract.OUTPUT_URI, its result CSV):
+# what "Read offline count" asks Athena for the results of, and where "Stage scoring input" copies from.
+QUERY_EXECUTION_ID = "query_execution_id"
 # The scoring set's as-of: the moment its state starts, as an Athena string literal.
 NOW = {AS_OF: "States.Format('\\'{}\\'', $$.State.EnteredTime)"}
 
@@ -59,7 +62,7 @@ class OfflineStoreQueries:
                 "ExecutionParameters.$": f"States.Array({', '.join(values[p] for p in query.parameters)})",
             },
             "ResultSelector": {
-                "query_execution_id.$": "$.QueryExecution.QueryExecutionId",
+                f"{QUERY_EXECUTION_ID}.$": "$.QueryExecution.QueryExecutionId",
                 # The workgroup enforces its result location: query/<QueryExecutionId>.csv
                 f"{contract.OUTPUT_URI}.$": (
                     f"States.Format('{self.store.query_results_uri}{{}}.csv', $.QueryExecution.QueryExecutionId)"
@@ -72,7 +75,7 @@ class OfflineStoreQueries:
                     failure: sfn.IChainable | None) -> sfn.CustomState:
         """GetQueryResults of a one-number query: `result_path`.records is that number."""
         return _athena_task(scope, state_name, "getQueryResults", failure, {
-            "Parameters": {"QueryExecutionId.$": f"{query_path}.query_execution_id", "MaxResults": 2},
+            "Parameters": {"QueryExecutionId.$": f"{query_path}.{QUERY_EXECUTION_ID}", "MaxResults": 2},
             # Row 0 is the header; the count arrives as a string.
             "ResultSelector": {
                 f"{contract.RECORDS}.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},

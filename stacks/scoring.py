@@ -25,7 +25,7 @@ from stacks import pipeline_functions as lambdas
 from stacks.cleanup import CleanupOnDelete
 from stacks.lambda_kit import LambdaKit
 from stacks.model_container import ModelContainer, S3Uri
-from stacks.offline_store_queries import NOW, OfflineStoreQueries
+from stacks.offline_store_queries import NOW, QUERY_EXECUTION_ID, OfflineStoreQueries
 from stacks.phase import Phase
 
 # Batch scoring. SplitType Line + BatchStrategy MultiRecord: Batch Transform cuts the scoring set into
@@ -108,6 +108,7 @@ class ScoringPhase(Phase):
         """Batch Transform reads every object under its input prefix, and Athena writes a binary
         <id>.csv.metadata next to <id>.csv: the result is copied alone to the run's input/."""
         bucket = self.store.bucket
+        query_id = sfn.JsonPath.string_at(contract.path(contract.SCORING_SET, QUERY_EXECUTION_ID))
         return tasks.CallAwsService(
             self,
             steps.STAGE_SCORING_INPUT,
@@ -118,7 +119,7 @@ class ScoringPhase(Phase):
             parameters={
                 "Bucket": bucket.bucket_name,
                 "CopySource": sfn.JsonPath.format(f"{self.store.query_results_uri.removeprefix('s3://')}{{}}.csv",
-                                                  sfn.JsonPath.string_at(f"$.{contract.SCORING_SET}.query_execution_id")),
+                                                  query_id),
                 "Key": sfn.JsonPath.format(f"{RUN}/input/{SCORING_INPUT_FILE}", sfn.JsonPath.execution_name),
             },
             result_path=sfn.JsonPath.DISCARD,
