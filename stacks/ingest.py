@@ -33,6 +33,14 @@ from stacks.pipeline_functions import (
 INGEST_MAP_LABEL = "IngestFeatures"
 # Distributed Map hands each child at most 256 KiB; stay below it whatever the batch size says.
 MAX_BATCH_BYTES = 200_000
+# Where a group's states keep their own working results ($.<name>; nothing outside this phase reads them):
+# the Distributed Map's (its ResultWriterDetails, AWS's key, say where the batches' results are), the
+# offline-store count query's, and the wait loop's {OFFLINE_CHECKS: counts made so far}.
+INGEST_MAP_RESULT = "ingest_results"
+OFFLINE_COUNT_QUERY = "offline_count_query"
+OFFLINE_WAIT = "offline_store"
+OFFLINE_CHECKS = "checks"
+OFFLINE_CHECKS_PATH = contract.path(OFFLINE_WAIT, OFFLINE_CHECKS)
 
 
 class ValidatedCsvItemReader(sfn.S3CsvItemReader):
@@ -134,7 +142,7 @@ class IngestPhase(Phase):
         }, result_path=contract.path(contract.VALIDATION), failure=failure)
         ingest = self._ingest_map(group, key_path, label, failure)
         summarise = self.functions.invoke(self, step(steps.SUMMARISE_INGEST), SUMMARISE_INGEST_FUNCTION, {
-            contract.RESULT_WRITER: sfn.JsonPath.object_at("$.ingest_results.ResultWriterDetails"),
+            contract.RESULT_WRITER: sfn.JsonPath.object_at(contract.path(INGEST_MAP_RESULT, "ResultWriterDetails")),
             contract.FAILURES_URI: sfn.JsonPath.format(
                 f"s3://{bucket.bucket_name}/"
                 f"{INGEST_RESULTS.format(execution='{}', group=group.spec.name)}/{FAILED_RECORDS_FILE}",
@@ -172,7 +180,7 @@ class IngestPhase(Phase):
             map_execution_type=sfn.StateMachineType.EXPRESS,
             label=map_label,
             result_writer_v2=IngestResultWriter(bucket=bucket, group=group.spec.name),
-            result_path="$.ingest_results",
+            result_path=contract.path(INGEST_MAP_RESULT),
         )
         ingest.item_processor(self.functions.invoke(self, step(steps.INGEST_BATCH), INGEST_BATCH_FUNCTION, {
             "Items": sfn.JsonPath.list_at("$.Items"),
@@ -184,28 +192,28 @@ class IngestPhase(Phase):
         """Count this run's records in the group's offline store until all are there (replication lags
         minutes), at most `offline_store_max_checks` times."""
         settings, queries, step = self.settings, self.queries, partial(steps.for_group, group=label)
-        start = sfn.Pass(self, step(steps.START_OFFLINE_CHECKS), result=sfn.Result.from_object({"checks": 0}),
-                         result_path="$.offline_store")
+        wait_path, query_path = contract.path(OFFLINE_WAIT), contract.path(OFFLINE_COUNT_QUERY)
+        start = sfn.Pass(self, step(steps.START_OFFLINE_CHECKS), result=sfn.Result.from_object({OFFLINE_CHECKS: 0}),
+                         result_path=wait_path)
         count = queries.query(self, step(steps.COUNT_OFFLINE_RECORDS),
                               offline_count_sql(group.spec, queries.tables[group.spec.name]),
-                              result_path="$.offline_count_query", failure=failure)
-        read = queries.first_value(self, step(steps.READ_OFFLINE_COUNT), query_path="$.offline_count_query",
+                              result_path=query_path, failure=failure)
+        read = queries.first_value(self, step(steps.READ_OFFLINE_COUNT), query_path=query_path,
                                    result_path=contract.path(contract.OFFLINE_COUNT), failure=failure)
-        record = sfn.Pass(self, step(steps.RECORD_OFFLINE_CHECK), result_path="$.offline_store",
-                          parameters={"checks": sfn.JsonPath.math_add(
-                              sfn.JsonPath.number_at("$.offline_store.checks"), 1)})
+        record = sfn.Pass(self, step(steps.RECORD_OFFLINE_CHECK), result_path=wait_path,
+                          parameters={OFFLINE_CHECKS: sfn.JsonPath.math_add(
+                              sfn.JsonPath.number_at(OFFLINE_CHECKS_PATH), 1)})
         timed_out = sfn.Fail(self, step(steps.OFFLINE_STORE_TIMED_OUT), error=OfflineStoreTimeout.__name__,
                              cause_path=sfn.JsonPath.format(
                                  "offline store had {} of {} records after {} checks",
                                  sfn.JsonPath.string_at(contract.path(contract.OFFLINE_COUNT, contract.RECORDS)),
                                  sfn.JsonPath.string_at(contract.path(contract.VALIDATION, contract.RECORDS)),
-                                 sfn.JsonPath.string_at("$.offline_store.checks")))
+                                 sfn.JsonPath.string_at(OFFLINE_CHECKS_PATH)))
         wait = sfn.Wait(self, step(steps.WAIT_FOR_OFFLINE_STORE),
                         time=sfn.WaitTime.duration(Duration.seconds(settings.offline_store_wait_seconds)))
         incomplete = sfn.Condition.number_less_than_json_path(contract.path(contract.OFFLINE_COUNT, contract.RECORDS),
                                                                 contract.path(contract.VALIDATION, contract.RECORDS))
-        out_of_checks = sfn.Condition.number_greater_than_equals("$.offline_store.checks",
-                                                                 settings.offline_store_max_checks)
+        out_of_checks = sfn.Condition.number_greater_than_equals(OFFLINE_CHECKS_PATH, settings.offline_store_max_checks)
         complete = (sfn.Choice(self, step(steps.OFFLINE_STORE_COMPLETE))
                     .when(sfn.Condition.and_(incomplete, out_of_checks), timed_out)
                     .when(incomplete, wait))
