@@ -40,10 +40,12 @@ from churn.layout import (
     SAMPLE_SPEC,
     SCORES_FILE,
     SCORES_PREFIX,
+    SCORING_INPUT_DIR,
     SCORING_INPUT_FILE,
     TRAINING_CHANNEL,
     TRAINING_ENTRY_POINT,
     TRAINING_SET_FILE,
+    TRANSFORM_OUTPUT_DIR,
 )
 from churn.model_quality import (
     EVALUATION_FILE,
@@ -341,7 +343,7 @@ class LocalPipeline:
     def _score(self, run_dir: Path, outcome: RunOutcome) -> None:
         """Build scoring set -> Score customers -> Rank scores, into <run>/scores/ (S3's scores/<execution>/)."""
         scores_dir = run_dir / SCORES_PREFIX
-        scoring_input = scores_dir / "input" / SCORING_INPUT_FILE
+        scoring_input = scores_dir / SCORING_INPUT_DIR / SCORING_INPUT_FILE
         as_of = now_event_time()
         with LocalFeatureStore(self.workspace.feature_store) as store, \
                 self._step(steps.BUILD_SCORING_SET, outcome, lambda: f"{customers} customers as of {as_of}"):
@@ -350,7 +352,8 @@ class LocalPipeline:
             if customers == 0:
                 raise PipelineFailed("EmptyScoringSet", f"the scoring-set query returned no rows as of {as_of}")
         with self._step(steps.SCORE_CUSTOMERS, outcome, lambda: str(output)):
-            output = self.score_customers(Path(outcome.model_artifact), scoring_input, scores_dir / "transform")
+            output = self.score_customers(Path(outcome.model_artifact), scoring_input,
+                                          scores_dir / TRANSFORM_OUTPUT_DIR)
 
         def ranked() -> str:
             first = outcome.top_customers[0]

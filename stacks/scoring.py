@@ -16,7 +16,15 @@ from constructs import Construct
 
 from churn import contract, naming, steps
 from churn.config import PipelineSettings
-from churn.layout import MODELS_PREFIX, RUN_SCORES, SCORES_FILE, SCORES_PREFIX, SCORING_INPUT_FILE
+from churn.layout import (
+    MODELS_PREFIX,
+    RUN_SCORES,
+    SCORES_FILE,
+    SCORES_PREFIX,
+    SCORING_INPUT_DIR,
+    SCORING_INPUT_FILE,
+    TRANSFORM_OUTPUT_DIR,
+)
 from churn.schema import FeatureSpec
 from churn.scoring import TRANSFORM_MAX_PAYLOAD_MB
 from churn.sql import scoring_set_sql
@@ -73,7 +81,7 @@ class ScoringPhase(Phase):
         delete_after_failure.next(failure)
         transform.add_catch(delete_after_failure, errors=[sfn.Errors.ALL], result_path=retries.FAILURE_PATH)
         rank = functions.invoke(self, steps.RANK_SCORES, lambdas.RANK_SCORES_FUNCTION, {
-            contract.TRANSFORM_OUTPUT: self._run_uri("transform/"),
+            contract.TRANSFORM_OUTPUT: self._run_uri(f"{TRANSFORM_OUTPUT_DIR}/"),
             contract.SCORES_URI: self._run_uri(SCORES_FILE),
             contract.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(contract.MODEL_PACKAGE_ARN_PATH),
         }, result_path=contract.path(contract.SCORES), failure=failure)
@@ -120,7 +128,8 @@ class ScoringPhase(Phase):
                 "Bucket": bucket.bucket_name,
                 "CopySource": sfn.JsonPath.format(f"{self.store.query_results_uri.removeprefix('s3://')}{{}}.csv",
                                                   query_id),
-                "Key": sfn.JsonPath.format(f"{RUN}/input/{SCORING_INPUT_FILE}", sfn.JsonPath.execution_name),
+                "Key": sfn.JsonPath.format(f"{RUN}/{SCORING_INPUT_DIR}/{SCORING_INPUT_FILE}",
+                                           sfn.JsonPath.execution_name),
             },
             result_path=sfn.JsonPath.DISCARD,
         )
@@ -154,13 +163,13 @@ class ScoringPhase(Phase):
             role=self.scoring_role,
             transform_input=tasks.TransformInput(
                 transform_data_source=tasks.TransformDataSource(s3_data_source=tasks.TransformS3DataSource(
-                    s3_uri=self._run_uri("input/"), s3_data_type=tasks.S3DataType.S3_PREFIX,
+                    s3_uri=self._run_uri(f"{SCORING_INPUT_DIR}/"), s3_data_type=tasks.S3DataType.S3_PREFIX,
                 )),
                 content_type="text/csv",
                 split_type=tasks.SplitType.LINE,  # requests of whole lines; the header only in the first
             ),
             transform_output=tasks.TransformOutput(
-                s3_output_path=self._run_uri("transform/"),
+                s3_output_path=self._run_uri(f"{TRANSFORM_OUTPUT_DIR}/"),
                 accept="text/csv",
                 assemble_with=tasks.AssembleWith.LINE,  # the responses one after another, a line each
                 encryption_key=key,

@@ -27,6 +27,10 @@ TRAINING_ENTRY_POINT = "train_model.py"  # in training/: SAGEMAKER_PROGRAM, the 
 TRAINING_CHANNEL = "train"
 TRAINING_SET_FILE = "training-set.csv"
 MODEL_ARTIFACT_FILE = "model.tar.gz"  # what SageMaker packs a training job's model directory into
+# A run's scoring folders, under scores/<execution>/ (a local run's scores/): what Batch Transform reads
+# (the scoring set, alone) and what it writes.
+SCORING_INPUT_DIR = "input"
+TRANSFORM_OUTPUT_DIR = "transform"
 SCORING_INPUT_FILE = "scoring-set.csv"
 TRANSFORM_OUTPUT_SUFFIX = ".out"  # Batch Transform names its output <input file name>.out
 SCORES_FILE = "scores.csv"
