@@ -56,7 +56,7 @@ VALIDATE_INPUT_FUNCTION = PipelineFunction(
 # full vCPU for the batch's concurrent BatchWriteRecord calls (building and signing them is CPU work).
 INGEST_BATCH_FUNCTION = PipelineFunction(
     "IngestFunction", "ingest_batch", writes_features=True,
-    description="Ingest features: BatchWriteRecord one batch of rows into its feature group",
+    description="Ingest batch: BatchWriteRecord one batch of rows into its feature group",
     timeout_seconds=90, memory_mb=1769,
 )
 SUMMARISE_INGEST_FUNCTION = PipelineFunction(
