@@ -64,7 +64,7 @@ SUMMARISE_INGEST_FUNCTION = PipelineFunction(
     description="Summarise ingest: read the Distributed Map's results and name every failed record",
 )
 EVALUATE_MODEL_FUNCTION = PipelineFunction(
-    "EvaluateModelFunction", "evaluate", reads=MODELS_PREFIX, writes=MODELS_PREFIX, timeout_seconds=120,
+    "EvaluateModelFunction", "evaluate_model", reads=MODELS_PREFIX, writes=MODELS_PREFIX, timeout_seconds=120,
     description="Evaluate model: read the model's evaluation and apply the quality threshold",
 )
 RANK_SCORES_FUNCTION = PipelineFunction(

@@ -32,7 +32,7 @@ def test_the_table_names_every_pipeline_handler_and_the_stack_builds_what_the_sp
         "churn.handlers.validate_input.handler",
         "churn.handlers.ingest_batch.handler",
         "churn.handlers.summarise_ingest.handler",
-        "churn.handlers.evaluate.handler",
+        "churn.handlers.evaluate_model.handler",
         "churn.handlers.rank_scores.handler",
     }
     # Derive sources only for a spec that derives its groups' files from one input
@@ -123,7 +123,7 @@ def test_grants_are_scoped(main):
     functions = pipeline_functions(main)
 
     evaluate = policy_of(
-        main, {"Ref": functions["churn.handlers.evaluate.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]}
+        main, {"Ref": functions["churn.handlers.evaluate_model.handler"]["Properties"]["Role"]["Fn::GetAtt"][0]}
     )
     object_resources = {
         s["Resource"]["Fn::Join"][1][-1]

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from churn.csv_input import InputValidationError
-from churn.handlers import evaluate, glue_cleanup, validate_input
+from churn.handlers import evaluate_model, glue_cleanup, validate_input
 from churn.model_quality import EvaluationMissing, read_evaluation_from_model_tarball
 from tests.unit.lambda_support import BUCKET, FakeContext
 
@@ -96,7 +96,7 @@ def model_tarball(evaluation: dict | None, name: str = "evaluation.json") -> byt
 def test_evaluate_applies_the_gate_and_publishes_the_evaluation(aws, auc, passed):
     aws.put_object(Bucket=BUCKET, Key="models/job/output/model.tar.gz",
                    Body=model_tarball({"validation_auc": auc, "accuracy": 0.8, "f1": 0.6}))
-    result = evaluate.handler(
+    result = evaluate_model.handler(
         {"model_artifact": f"s3://{BUCKET}/models/job/output/model.tar.gz",
          "output_prefix": f"s3://{BUCKET}/models/exec-1", "threshold": 0.8},
         FakeContext(),
@@ -112,7 +112,7 @@ def test_evaluate_applies_the_gate_and_publishes_the_evaluation(aws, auc, passed
 def test_evaluate_without_evaluation_file_fails_clearly(aws):
     aws.put_object(Bucket=BUCKET, Key="models/job/output/model.tar.gz", Body=model_tarball(None))
     with pytest.raises(EvaluationMissing, match="has no evaluation.json"):
-        evaluate.handler({"model_artifact": f"s3://{BUCKET}/models/job/output/model.tar.gz",
+        evaluate_model.handler({"model_artifact": f"s3://{BUCKET}/models/job/output/model.tar.gz",
                           "output_prefix": f"s3://{BUCKET}/models/x", "threshold": 0.8}, FakeContext())
 
 
