@@ -90,8 +90,8 @@ def run_training(code_dir: Path, entry_point: str, root: Path, hyperparameters: 
         "SM_HOSTS": json.dumps(["algo-1"]),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    for key in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR"):
-        Path(env[key]).mkdir(parents=True, exist_ok=True)
+    for folder in (dirs.model, dirs.output_data):
+        folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", Path(entry_point).stem, *toolkit_args(hyperparameters)]
     log = root / "training.log"
     with open(log, "w", encoding="utf-8") as stream:
