@@ -204,8 +204,8 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
     tables: list[pa.Table] = []
     names: list[str] = []  # of the files in `tables`
     for path in files:
-        with open(path, "rb") as stream:
-            header = first_row(stream.readline())
+        with open(path, "rb") as stream:  # the header is the first line that is not empty, as pyarrow reads it
+            header = first_row(next((line for line in stream if line.strip(b"\r\n")), b""))
         try:
             table = read_csv(path, column_kinds(header, params)) if header else None
         except ValueError as exc:

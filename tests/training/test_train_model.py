@@ -184,6 +184,14 @@ def test_every_csv_of_the_channel_is_read_and_their_categories_unified(train_mod
     assert frame["total_charges"].isna().sum() == sum(row[columns.index("total_charges")] is None for row in rows)
 
 
+def test_a_file_whose_first_lines_are_blank_is_read_from_its_header(train_model, tmp_path):
+    """Blank lines before the header (CSV readers, pyarrow's included, skip them) do not make it a file of no rows."""
+    columns, rows = training_set_rows(limit=30)
+    (tmp_path / "data.csv").write_text("\n\r\n" + to_csv_text(columns, rows), encoding="utf-8")
+    frame, _ = train_model.read_training_data(tmp_path, {**train_model.default_params(), **TELCO_COLUMNS})
+    assert frame["customer_id"].tolist() == [row[0] for row in rows]
+
+
 def test_files_with_other_columns_are_named_against_the_first_file_read(train_model, tmp_path):
     """The first file has no rows (skipped): the mismatch is with the first file whose rows were read."""
     columns, rows = training_set_rows(limit=10)
