@@ -141,8 +141,11 @@ def split_text(split: dict[str, Any]) -> str:
         span = part["first"] if part["first"] == part["last"] else f"{part['first']} … {part['last']}"
         return f"{span} ({part['count']} period{'s' if part['count'] != 1 else ''})"
 
+    unsettled = split.get("unsettled_periods")
     return (f"out of time on {split['time_column']}: trained on {periods(split['train_periods'])}, "
-            f"validated on {periods(split['validation_periods'])}")
+            f"validated on {periods(split['validation_periods'])}"
+            + (f"; left out {periods(unsettled)}: its labels settle {split['label_horizon_days']} days after "
+               "observation, after the validation starts" if unsettled else ""))
 
 
 def _run_rows(run: RunResult) -> list[tuple[str, Any]]:

@@ -127,6 +127,9 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
     "time_column": ("", lambda v: True, "observation-time column (never a feature), for out_of_time validation"),
     "validation_split": ("random", lambda v: v in ("random", "out_of_time"), "random or out_of_time"),
     "validation_periods": (1, lambda v: v >= 1, "out_of_time: how many of the latest distinct times, at least 1"),
+    "label_horizon_days": (0, lambda v: v >= 0, "out_of_time: days after its time a label is settled (churn = "
+                           "no purchase in the next 90 days: 90); only rows settled by the first validated time "
+                           "are trained on"),
     "threshold": (0.5, lambda v: 0 < v < 1, "decision threshold for accuracy/precision/recall/F1, in (0, 1)"),
     "cv_folds": (0, lambda v: v == 0 or v >= 2, "cross-validation folds before the final fit, 0 (off) or at least 2"),
     "max_fit_rows": (50_000, lambda v: v == 0 or v >= MIN_FIT_ROWS, "fit and early-stop on a stratified sample of "
@@ -296,33 +299,59 @@ def split_rows(data: Data, rows: np.ndarray, size: float | int, seed: int) -> tu
     return rows[~out], rows[out]
 
 
-def out_of_time_split(data: Data, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Which rows fall in the latest `validation_periods` distinct times of time_column. Times order as
-    numbers when every one is a number, else as text (as ISO 8601 dates and times do)."""
-    column, count = params["time_column"], params["validation_periods"]
+def out_of_time_split(data: Data, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Which rows are trained on and which validated: the latest `validation_periods` distinct times of
+    time_column are validated; an earlier time is trained on when its label was settled by the first
+    validated time (`label_horizon_days` later), else left out: its label overlaps the validated ones. Times
+    order as numbers when every one is a number, else as text (as ISO 8601 dates and times do)."""
+    column, count, horizon = params["time_column"], params["validation_periods"], params["label_horizon_days"]
     times = data.frame[column]
     if times.isna().any():
         raise InputError(f"{data.source}: {int(times.isna().sum())} row(s) have no time in '{column}'")
     distinct = pd.Series(times.unique())
     numbers = pd.to_numeric(distinct, errors="coerce")
-    periods = distinct.iloc[np.argsort((numbers if numbers.notna().all() else distinct).to_numpy(), kind="stable")]
+    ordered = np.argsort((numbers if numbers.notna().all() else distinct).to_numpy(), kind="stable")
+    periods = distinct.iloc[ordered]
     if len(periods) <= count:
         raise InputError(f"{data.source}: '{column}' has {len(periods)} distinct time(s); out_of_time "
                          f"validation on the latest {count} needs at least {count + 1}")
+    validated, earlier = periods.iloc[-count:], periods.iloc[:-count]
+    settled = np.ones(len(earlier), dtype=bool)
+    if horizon:
+        moments = _moments(numbers, distinct, column, data.source).iloc[ordered]
+        settled = (moments.iloc[:-count] + pd.Timedelta(days=horizon) <= moments.iloc[-count]).to_numpy()
+    if not settled.any():
+        raise InputError(f"{data.source}: no '{column}' time before {validated.iloc[0]} has its label settled by "
+                         f"then (label_horizon_days={horizon}); validate on fewer periods, or add earlier ones")
 
     def described(part: pd.Series) -> dict[str, Any]:
         return {"first": str(part.iloc[0]), "last": str(part.iloc[-1]), "count": len(part)}
 
-    return times.isin(periods.iloc[-count:]).to_numpy(), {
-        "kind": "out_of_time", "time_column": column, "train_periods": described(periods.iloc[:-count]),
-        "validation_periods": described(periods.iloc[-count:])}
+    split = {"kind": "out_of_time", "time_column": column, "train_periods": described(earlier[settled]),
+             "validation_periods": described(validated)}
+    if horizon:
+        split["label_horizon_days"] = horizon
+    if not settled.all():
+        split["unsettled_periods"] = described(earlier[~settled])
+    return times.isin(earlier[settled]).to_numpy(), times.isin(validated).to_numpy(), split
+
+
+def _moments(numbers: pd.Series, times: pd.Series, column: str, source: str) -> pd.Series:
+    """Each time as a UTC moment: a number is unix seconds, a text ISO 8601 (Feature Store's event times)."""
+    if numbers.notna().all():
+        return pd.to_datetime(numbers, unit="s", utc=True)
+    moments = pd.to_datetime(times, utc=True, format="ISO8601", errors="coerce")
+    if moments.isna().any():
+        raise InputError(f"{source}: '{column}' holds {times[moments.isna()].iloc[0]!r}, neither a number of "
+                         "seconds nor an ISO 8601 time")
+    return moments
 
 
 def validation_split(data: Data, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     rows = np.arange(len(data.labels))
     if params["validation_split"] == "out_of_time":
-        held, split = out_of_time_split(data, params)
-        train_rows, validation_rows = rows[~held], rows[held]
+        trained, validated, split = out_of_time_split(data, params)
+        train_rows, validation_rows = rows[trained], rows[validated]
     else:
         train_rows, validation_rows = split_rows(data, rows, params["validation_fraction"], params["seed"])
         split = {"kind": "random", "validation_fraction": params["validation_fraction"],

@@ -72,5 +72,5 @@ def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> d
                                "exclude_columns": ",".join(sorted(RESERVED_NAMES))}
     if spec.observation_time is not None:
         columns.update(time_column=spec.observation_time.name, validation_split=spec.validation_split,
-                       validation_periods=spec.validation_periods)
+                       validation_periods=spec.validation_periods, label_horizon_days=spec.label_horizon_days)
     return {**settings.hyperparameters, **columns}

@@ -132,12 +132,14 @@ def derive_cdnow(lines: Iterable[str], source: str) -> dict[str, str]:
 
 
 class Derivation(NamedTuple):
-    """What a spec's "derive" names: the feature groups it writes, and the function that writes them
-    (the input's lines and its name -> {feature group: CSV text})."""
+    """What a spec's "derive" names: the feature groups it writes, the function that writes them (the
+    input's lines and its name -> {feature group: CSV text}), and how many days after its observation
+    a label it writes is settled (out-of-time validation trains only on labels settled by then)."""
 
     groups: tuple[str, ...]
     derive: Callable[[Iterable[str], str], dict[str, str]]
+    label_horizon_days: int
 
 
-DERIVATIONS = {"cdnow": Derivation(CDNOW_GROUPS, derive_cdnow)}
+DERIVATIONS = {"cdnow": Derivation(CDNOW_GROUPS, derive_cdnow, CHURN_HORIZON_DAYS)}
 

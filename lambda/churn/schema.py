@@ -145,6 +145,9 @@ class FeatureSpec:
     labels: FeatureGroupSpec | None = None
     validation_split: str = "random"
     validation_periods: int = 1
+    # out_of_time: how many days after its observation time a label is settled ("no purchase in the next
+    # 90 days": 90); training keeps the periods settled by the first validated time (train_model.py)
+    label_horizon_days: int = 0
     derive: str = ""  # a derivation (churn.derivations) that turns one input file into each group's CSV
     description: str = ""
     origin: str = field(default="<memory>", compare=False)
@@ -207,8 +210,10 @@ class FeatureSpec:
         extra: dict[str, Any] = {}
         if self.derive:
             extra["derive"] = self.derive
-        if (self.validation_split, self.validation_periods) != ("random", 1):
-            extra["validation"] = {"split": self.validation_split, "periods": self.validation_periods}
+        if (self.validation_split, self.validation_periods, self.label_horizon_days) != ("random", 1, 0):
+            extra["validation"] = {"split": self.validation_split, "periods": self.validation_periods,
+                                   **({"label_horizon_days": self.label_horizon_days} if self.label_horizon_days
+                                      else {})}
         if self.labels is None:
             body = _group_dict(self.groups[0])
         else:
@@ -231,9 +236,13 @@ class FeatureSpec:
             groups, labels = _groups(data, origin)
         else:
             groups, labels = (_group(data, SINGLE_GROUP_NAME, origin, single=True),), None
-        split, periods = _validation(data.get("validation"), origin)
+        derive = str(data.get("derive", ""))
+        split, periods, horizon = _validation(data.get("validation"), origin)
+        if horizon is None:  # a derivation knows its labels' horizon
+            horizon = DERIVATIONS[derive].label_horizon_days if split == "out_of_time" and derive in DERIVATIONS else 0
         spec = cls(groups=groups, labels=labels, validation_split=split, validation_periods=periods,
-                   derive=str(data.get("derive", "")), description=str(data.get("description", "")), origin=origin)
+                   label_horizon_days=horizon, derive=derive, description=str(data.get("description", "")),
+                   origin=origin)
         spec.validate()
         return spec
 
@@ -281,18 +290,26 @@ class FeatureSpec:
                             "feature names must be unique across groups")
         if self.validation_split == "out_of_time" and self.observation_time is None:
             raise SpecError(f"{where}: out-of-time validation needs a labels source with observation times")
+        if self.label_horizon_days and self.validation_split != "out_of_time":
+            raise SpecError(f"{where}: validation: 'label_horizon_days' applies to the out_of_time split")
         if self.derive:
-            _validate_derivation(self.derive, names, where)
+            _validate_derivation(self, names)
 
 
-def _validate_derivation(derive: str, groups: list[str], where: str) -> None:
-    """The derivation exists and writes exactly the spec's feature groups."""
+def _validate_derivation(spec: FeatureSpec, groups: list[str]) -> None:
+    """The derivation exists, writes exactly the spec's feature groups and, validated out of time, its labels
+    are not taken as settled sooner than they are."""
+    derive, where = spec.derive, spec.origin
     if derive not in DERIVATIONS:
         raise SpecError(f"{where}: unknown derivation '{derive}'; known: {sorted(DERIVATIONS)}")
     derived = DERIVATIONS[derive].groups
     if sorted(derived) != sorted(groups):
         raise SpecError(f"{where}: derivation '{derive}' writes the feature groups {list(derived)}; the spec "
                         f"names {groups}")
+    settled = DERIVATIONS[derive].label_horizon_days
+    if spec.validation_split == "out_of_time" and spec.label_horizon_days < settled:
+        raise SpecError(f"{where}: validation: 'label_horizon_days' {spec.label_horizon_days} is shorter than the "
+                        f"{settled} days after which derivation '{derive}' settles a label; leave it out")
 
 
 def _repeated(items: tuple[str, ...] | list[str]) -> list[str]:
@@ -375,13 +392,16 @@ def _ttl(raw: Any, where: str) -> OnlineTtl | None:
     return OnlineTtl(value=value, unit=unit)
 
 
-def _validation(raw: Any, origin: str) -> tuple[str, int]:
+def _validation(raw: Any, origin: str) -> tuple[str, int, int | None]:
+    """(split, periods, label_horizon_days; None when not given)."""
     where = f"{origin}: validation"
     if raw is not None and not isinstance(raw, dict):
-        raise SpecError(f"{where}: expected an object with 'split' and optionally 'periods'")
+        raise SpecError(f"{where}: expected an object with 'split' and optionally 'periods' and "
+                        "'label_horizon_days'")
     raw = {"split": "random", "periods": 1, **(raw or {})}
-    _no_unknown(raw, {"split", "periods"}, where)
-    return _one_of(raw, "split", list(VALIDATION_SPLITS), where), _whole_number(raw, "periods", where)
+    _no_unknown(raw, {"split", "periods", "label_horizon_days"}, where)
+    horizon = _whole_number(raw, "label_horizon_days", where, minimum=0) if "label_horizon_days" in raw else None
+    return _one_of(raw, "split", list(VALIDATION_SPLITS), where), _whole_number(raw, "periods", where), horizon
 
 
 def _one_of(raw: dict[str, Any], key: str, choices: list[str], where: str) -> str:
@@ -390,10 +410,10 @@ def _one_of(raw: dict[str, Any], key: str, choices: list[str], where: str) -> st
     return raw[key]
 
 
-def _whole_number(raw: dict[str, Any], key: str, where: str) -> int:
+def _whole_number(raw: dict[str, Any], key: str, where: str, minimum: int = 1) -> int:
     value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"{where}: '{key}' must be a whole number of at least 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{where}: '{key}' must be a whole number of at least {minimum}, got {value!r}")
     return value
 
 

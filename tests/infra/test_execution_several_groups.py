@@ -173,6 +173,8 @@ def test_several_groups_are_derived_ingested_trained_on_as_of_each_observation_a
             evaluation = json.load(archive.extractfile("evaluation.json"))
         assert evaluation["split"]["kind"] == "out_of_time"
         assert evaluation["split"]["validation_periods"]["last"] == "1998-02-15T00:00:00.000Z"
+        # the stack passes the derivation's label horizon: December's labels, settled in March, are left out
+        assert evaluation["split"]["unsettled_periods"]["last"] == "1997-12-15T00:00:00.000Z"
         assert execution.output["validation_auc"] >= 0.8
         scores = harness.read_csv(execution.output["scores_uri"])
         assert sorted(s["customer_id"] for s in scores) == sorted(r["customer_id"] for r in rows(derived["profile"]))

@@ -268,6 +268,44 @@ def test_out_of_time_validates_on_the_latest_periods(tmp_path):
     assert "period" not in json.loads((run.model_dir / "encoding.json").read_text())["feature_names"]
 
 
+@pytest.mark.parametrize("times", [
+    ["1997-04-15T00:00:00.000Z", "1997-06-15T00:00:00.000Z", "1997-08-15T00:00:00.000Z",
+     "1997-10-15T00:00:00.000Z", "1997-12-15T00:00:00.000Z", "1998-02-15T00:00:00.000Z"],
+    ["860976000", "866332800", "871603200", "876873600", "882144000", "887500800"],  # the same, unix seconds
+])
+def test_out_of_time_trains_only_on_labels_settled_before_the_validation_starts(train_model, tmp_path, times):
+    """A label observed in December with a 90-day horizon covers February 16 to March 15: known only after
+    February's observations, whose labels it overlaps. Training keeps the periods whose labels were settled
+    by the first validated time; every validation row is still validated."""
+    columns, rows = training_set_rows(limit=1200)
+    rows = [[*row, times[i * len(times) // len(rows)]] for i, row in enumerate(rows)]
+    data, params = frame_of(train_model, tmp_path, [*columns, "observed"], rows, time_column="observed",
+                            validation_split="out_of_time", label_horizon_days=90)
+    train_rows, validation_rows, split = train_model.validation_split(data, params)
+    observed = data.frame["observed"].astype(str)
+    assert sorted(set(observed.iloc[train_rows])) == times[:4]
+    assert set(observed.iloc[validation_rows]) == {times[5]} and len(validation_rows) == 200
+    assert split["label_horizon_days"] == 90
+    assert split["unsettled_periods"] == {"first": times[4], "last": times[4], "count": 1}
+    params["label_horizon_days"] = 0  # labels known at their observation time: every earlier period is trained on
+    assert len(train_model.validation_split(data, params)[0]) == 1000
+
+
+def test_out_of_time_fails_clearly_when_no_label_is_settled_before_the_validation(train_model, tmp_path):
+    columns, rows = training_set_rows(limit=600)
+    times = ["2026-01-01", "2026-01-15", "2026-02-01"]
+    rows = [[*row, times[i * len(times) // len(rows)]] for i, row in enumerate(rows)]
+    data, params = frame_of(train_model, tmp_path, [*columns, "observed"], rows, time_column="observed",
+                            validation_split="out_of_time", label_horizon_days=45)
+    with pytest.raises(train_model.InputError, match=r"^data\.csv: no 'observed' time before 2026-02-01 has its "
+                                                     r"label settled by then \(label_horizon_days=45\)"):
+        train_model.validation_split(data, params)
+    data.frame["observed"] = data.frame["observed"].replace("2026-01-15", "mid-January")
+    with pytest.raises(train_model.InputError, match=r"^data\.csv: 'observed' holds 'mid-January', neither a number "
+                                                     r"of seconds nor an ISO 8601 time$"):
+        train_model.validation_split(data, params)
+
+
 @pytest.mark.parametrize(("hyperparameters", "expected"), [
     ({"validation_split": "out_of_time"}, "validation_split=out_of_time needs time_column"),
     ({"validation_split": "out_of_time", "time_column": "period"}, r"column 'period' is missing"),

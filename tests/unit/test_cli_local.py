@@ -554,10 +554,14 @@ def test_a_derived_run_names_every_feature_group_and_the_out_of_time_split(deriv
         assert f"✓ Validate input ({group})" in shown and f"✓ Ingest features ({group})" in shown
     split = summary["split"]
     assert split["kind"] == "out_of_time" and split["validation_periods"]["first"].startswith("1998-02-15")
+    # December's labels (no purchase until March 15) are settled only after February 15: not trained on
+    assert split["train_periods"]["last"].startswith("1997-10-15")
+    assert split["unsettled_periods"]["first"].startswith("1997-12-15") and split["label_horizon_days"] == 90
     assert summary_value(shown, "validation split") == (
         f"out of time on observation_time: trained on {split['train_periods']['first']} … "
         f"{split['train_periods']['last']} ({split['train_periods']['count']} periods), validated on "
-        f"{split['validation_periods']['first']} (1 period)")
+        f"{split['validation_periods']['first']} (1 period); left out {split['unsettled_periods']['first']} "
+        "(1 period): its labels settle 90 days after observation, after the validation starts")
 
 
 def test_predict_merges_every_online_groups_record(derived_run, groups_workspace):

@@ -26,4 +26,5 @@ def test_several_groups_add_the_observation_time_and_the_specs_validation_split(
     assert training_hyperparameters(PipelineSettings(), FeatureSpec.load(CDNOW)) == {
         "id_column": "customer_id", "label_column": "churned", "categorical_columns": ["first_purchase_month"],
         "exclude_columns": "api_invocation_time,is_deleted,write_time",
-        "time_column": "observation_time", "validation_split": "out_of_time", "validation_periods": 1}
+        "time_column": "observation_time", "validation_split": "out_of_time", "validation_periods": 1,
+        "label_horizon_days": 90}

@@ -1,8 +1,10 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from churn.derivations import CHURN_HORIZON_DAYS
 from churn.schema import MAX_NAME_LENGTH, MAX_TTL_SECONDS, RESERVED_NAMES, FeatureSpec, SpecError
 from churn.scoring import SCORE_COLUMNS
 from tests.support.specs import unreadable_spec_file
@@ -225,6 +227,30 @@ def test_an_event_time_other_than_string_is_refused_saying_why():
         "writes event times as ISO-8601 UTC text (yyyy-MM-ddTHH:mm:ss.SSSZ), reads a source column's that way and "
         "compares them as text")
 
+def test_a_label_horizon_is_read_checked_and_written_back(tmp_path):
+    spec = FeatureSpec.from_dict(multi_spec() | {"validation": {"split": "out_of_time", "label_horizon_days": 30}})
+    assert (spec.validation_periods, spec.label_horizon_days) == (1, 30)
+    assert FeatureSpec.from_json(spec.to_json()) == spec
+    assert FeatureSpec.from_dict(multi_spec()).label_horizon_days == 0  # labels settled when observed
+    for validation, expected in (
+            ({"split": "out_of_time", "label_horizon_days": -1}, "'label_horizon_days' must be a whole number of "
+                                                                  "at least 0, got -1"),
+            ({"split": "out_of_time", "label_horizon_days": 1.5}, "'label_horizon_days' must be a whole number"),
+            ({"split": "random", "label_horizon_days": 30}, "'label_horizon_days' applies to the out_of_time split")):
+        with pytest.raises(SpecError, match=re.escape(f"m.json: validation: {expected}")):
+            FeatureSpec.from_dict(multi_spec() | {"validation": validation}, "m.json")
+
+
+def test_a_derived_spec_cannot_take_labels_as_settled_sooner_than_its_derivation_does():
+    cdnow = json.loads((Path(__file__).resolve().parents[2] / "data" / "cdnow.spec.json").read_text())
+    cdnow["validation"]["label_horizon_days"] = 30
+    with pytest.raises(SpecError, match=r"^c\.json: validation: 'label_horizon_days' 30 is shorter than the 90 days "
+                                        r"after which derivation 'cdnow' settles a label; leave it out$"):
+        FeatureSpec.from_dict(cdnow, "c.json")
+    cdnow["validation"] = {"split": "random"}
+    assert FeatureSpec.from_dict(cdnow).label_horizon_days == 0
+
+
 def test_out_of_time_validation_needs_observation_times():
     with pytest.raises(SpecError, match="needs a labels source"):
         FeatureSpec.from_dict(base_spec() | {"validation": {"split": "out_of_time"}}, "s.json")
@@ -233,4 +259,5 @@ def test_out_of_time_validation_needs_observation_times():
 def test_bundled_cdnow_spec_loads():
     spec = FeatureSpec.load(Path(__file__).resolve().parents[2] / "data" / "cdnow.spec.json")
     assert spec.derive == "cdnow" and spec.validation_split == "out_of_time"
+    assert spec.label_horizon_days == CHURN_HORIZON_DAYS  # the derivation's, which the spec need not repeat
     assert [g.name for g in spec.groups] == ["profile", "activity"]
