@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
+from rich.markup import escape
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # Typer 0.29 keeps its click here
 from typer.core import TyperGroup
@@ -259,23 +260,24 @@ def upload(
         feature_spec = load_spec(spec)
         object_key = aws_objects.raw_key(data, key, csv_only=not feature_spec.derive)
         checked = check_input_file(feature_spec, data, group)
-        console.print(f"[green]✓[/] validated {data}: {checked}", soft_wrap=True)
+        console.print(f"[green]✓[/] validated {escape(str(data))}: {escape(checked)}", soft_wrap=True)
         if not backend.deployment.spec_matches(feature_spec):
             raise BadInput(f"{spec} is not the feature spec stack '{stack_name}' was deployed with (feature groups "
                            f"{', '.join(backend.deployment.feature_groups.values())})",
                            "pass the deployed spec with --spec, or deploy this one: `npx cdk deploy -c spec=PATH`",
                            error="SpecMismatch")
         uri, replaced, trigger = backend.upload(data, object_key)
-    console.print(f"[green]✓[/] uploaded {uri}" + (" (replaced the existing object)" if replaced else ""),
+    console.print(f"[green]✓[/] uploaded {escape(uri)}" + (" (replaced the existing object)" if replaced else ""),
                   soft_wrap=True)
     if trigger:
         console.print("the stack starts a run for new raw/*.csv files; watch it with: python -m pipeline runs"
                       f"{backend.flags}", soft_wrap=True)
     elif group:
         console.print(f"next: python -m pipeline run --source {group}={object_key} --source …{backend.flags}",
-                      soft_wrap=True)
+                      soft_wrap=True, markup=False)
     else:
-        console.print(f"next: python -m pipeline run --data-key {object_key}{backend.flags}", soft_wrap=True)
+        console.print(f"next: python -m pipeline run --data-key {object_key}{backend.flags}", soft_wrap=True,
+                      markup=False)
 
 
 # -- scores and predictions -------------------------------------------------------------------------
@@ -383,8 +385,6 @@ def spec_infer(
 ) -> None:
     """Write a feature spec for any churn-like CSV (types inferred, names normalised, problems reported)."""
     import shlex
-
-    from rich.markup import escape
 
     from churn.csv_input import InputValidationError
     from churn.schema import SpecError

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 from rich.table import Column, Table
+from rich.text import Text
 
 from churn import steps
 from pipeline.backends import RUNNING, SUCCEEDED, Prediction, Reporter, RunListing, RunResult, Scores
@@ -68,9 +69,8 @@ def _auc(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "-"
 
 
-def _status_markup(status: str) -> str:
-    colour = {SUCCEEDED: "green", RUNNING: "cyan"}.get(status, "red")
-    return f"[{colour}]{status}[/]"
+def _status_markup(status: str) -> Text:
+    return Text(status, style={SUCCEEDED: "green", RUNNING: "cyan"}.get(status, "red"))
 
 
 class ConsoleReporter(Reporter):
@@ -97,7 +97,7 @@ class ConsoleReporter(Reporter):
         self.out.print(f"[cyan]▶[/] {step} …{at}")
 
     def step_finished(self, step: str, seconds: float, detail: str, mark: str = "[green]✓[/]") -> None:
-        self.out.print(f"{mark} {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {detail}", soft_wrap=True)
+        self.out.print(f"{mark} {step:<{self.width}} [dim]{seconds:6.1f}s[/]  {escape(detail)}", soft_wrap=True)
 
     def step_failed(self, step: str, seconds: float, error: str) -> None:
         self.step_finished(step, seconds, error, "[red]✗[/]")
@@ -121,10 +121,11 @@ class ConsoleReporter(Reporter):
 
 def print_rows(out: Console, rows: list[tuple[str, Any]]) -> None:
     """`label  value` lines; values are never wrapped or cut, so paths and links stay copyable. Rows
-    without a value are left out."""
+    without a value are left out. A value is text as written (a '[' in a path or id is not rich markup)."""
     for label, value in rows:
         if value not in (None, "", [], {}):
-            out.print(f" {label:<{LABEL_WIDTH}} {value}", soft_wrap=True)
+            out.print(Text.assemble(f" {label:<{LABEL_WIDTH}} ", value if isinstance(value, Text) else str(value)),
+                      soft_wrap=True)
 
 
 def _feature_groups(names: list[str]) -> tuple[str, str]:
@@ -180,11 +181,11 @@ def _run_rows(run: RunResult) -> list[tuple[str, Any]]:
 
 def print_top(out: Console, title: str, id_column: str, rows: list[dict[str, Any]]) -> None:
     """The highest-risk customers, rank first (the title is a line of its own: never wrapped into the table)."""
-    out.print(f"[bold]{title}[/]", soft_wrap=True)
+    out.print(Text(title, style="bold"), soft_wrap=True)
     table = Table(Column("rank", justify="right", no_wrap=True), Column(id_column, no_wrap=True),
                   Column("churn probability", justify="right", no_wrap=True))
     for row in rows:
-        table.add_row(str(row["rank"]), str(row["record_id"]), f"{float(row['churn_probability']):.4f}")
+        table.add_row(str(row["rank"]), Text(str(row["record_id"])), f"{float(row['churn_probability']):.4f}")
     out.print(table)
 
 
@@ -243,7 +244,7 @@ def render_prediction(out: Console, prediction: Prediction, as_json: bool) -> No
                   Column("contribution", justify="right", no_wrap=True))
     for direction, items in (("[red]▲ up[/]", prediction.up), ("[green]▼ down[/]", prediction.down)):
         for item in items:
-            table.add_row(direction, item.feature, "(missing)" if item.value is None else str(item.value),
+            table.add_row(direction, item.feature, "(missing)" if item.value is None else Text(str(item.value)),
                           f"{item.contribution:+.4f}")
     out.print(table)
     if as_json:

@@ -261,6 +261,18 @@ def test_upload_validates_then_puts_the_file_in_raw(stack, cli, small_csv):
     assert "next: python -m pipeline run --data-key raw/customers-2024.csv" in result.stdout
 
 
+def test_upload_shows_a_path_and_key_with_brackets_as_written(stack, cli, small_csv, tmp_path):
+    """'[/x]' in a file name is text, not rich markup (it crashed the command after the upload)."""
+    data = tmp_path / "d[/b]" / "x[red]y.csv"  # the folder d[ holding the folder b]
+    data.parent.mkdir(parents=True)
+    data.write_bytes(small_csv.read_bytes())
+    result = cli("upload", "--data", data)
+    assert result.exit_code == 0, result.output
+    assert f"validated {data}: 50 rows" in result.stdout
+    assert f"uploaded s3://{stack['BucketName']}/raw/x[red]y.csv" in result.stdout
+    assert "next: python -m pipeline run --data-key raw/x[red]y.csv" in result.stdout
+
+
 def test_upload_keeps_the_file_name_by_default(stack, cli, small_csv):
     result = cli("upload", "--data", small_csv)
     assert result.exit_code == 0, result.output
