@@ -87,7 +87,7 @@ RegionOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line.")]
 HyperparametersOption = Annotated[str | None, typer.Option(
     "--hyperparameters", help="Overrides of the training script's hyperparameters, a JSON object, e.g. "
-                              "'{\"max_fit_rows\": 0}' (--local; names and defaults: training/train_model.py)")]
+                              "'{\"max_fit_rows\": 0}' (--local; names and defaults: training/hyperparameters.py)")]
 PollOption = Annotated[float, typer.Option("--poll-seconds", hidden=True, min=0.0)]
 
 LOCAL, AWS = True, False

@@ -13,11 +13,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from churn.config import PipelineSettings
+from churn.config import PipelineSettings, training_hyperparameters
 from churn.csv_input import InputValidationError, text_lines
 from churn.derivations import DERIVATIONS, DerivationError
 from churn.features import now_event_time
-from churn.layout import SCORES_FILE, SCORES_PREFIX
+from churn.layout import HYPERPARAMETERS_MODULE, SCORES_FILE, SCORES_PREFIX
 from churn.schema import FeatureSpec, SpecError
 from churn.sql import NO_CUTOFF
 from pipeline.backends import (
@@ -33,14 +33,17 @@ from pipeline.backends import (
 )
 from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.fast_validate import validate_file_fast
+from pipeline.local_aws.batch_transform import serving_module
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
 from pipeline.local_aws.registry import ModelEntry, RegistryError
+from pipeline.local_aws.training_job import toolkit_args
 from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import (
     DEFAULT_DATA,
     DEFAULT_SPEC,
     INTERRUPTED,
     RUN_FILE,
+    TRAINING_DIR,
     LocalPipeline,
     PipelineFailed,
     Workspace,
@@ -48,6 +51,8 @@ from pipeline.runner import (
 )
 
 FIX_THE_FILE = "fix the file and run again; nothing was written"
+HYPERPARAMETERS_HINT = ("e.g. --hyperparameters '{\"max_fit_rows\": 0}' "
+                        "(names and defaults: training/hyperparameters.py)")
 RUN_LOCALLY = "train one with `python -m pipeline run --local`"
 
 
@@ -74,16 +79,17 @@ def load_spec(path: Path) -> FeatureSpec:
                        error=SpecError.__name__) from None
 
 
-def settings_with(threshold: float | None, hyperparameters: str | None = None) -> PipelineSettings:
+def settings_with(spec: FeatureSpec, threshold: float | None, hyperparameters: str | None = None
+                  ) -> PipelineSettings:
     """The default settings, with the quality threshold a user gave if it is one the stack would accept, and
-    the training hyperparameters' overrides (JSON, as the stack's `-c hyperparameters` takes them)."""
+    the training hyperparameters' overrides (JSON, as the stack's `-c hyperparameters` takes them) if the
+    training script accepts them: checked by its own rules before anything is written, not at Train model."""
     try:
         overrides = json.loads(hyperparameters) if hyperparameters is not None else {}
     except ValueError:
         overrides = None
     if not isinstance(overrides, dict):
-        raise BadInput(f"--hyperparameters: {hyperparameters!r} is not a JSON object",
-                       "e.g. --hyperparameters '{\"max_fit_rows\": 0}' (names and defaults: training/train_model.py)")
+        raise BadInput(f"--hyperparameters: {hyperparameters!r} is not a JSON object", HYPERPARAMETERS_HINT)
     settings = PipelineSettings(**({} if threshold is None else {"quality_threshold": threshold}),
                                 hyperparameters=overrides)
     try:
@@ -91,6 +97,12 @@ def settings_with(threshold: float | None, hyperparameters: str | None = None) -
     except ValueError as exc:
         raise BadInput(f"--threshold: {exc}", "e.g. --threshold 0.8 (the stack's quality_threshold takes the same)",
                        error="InvalidThreshold") from None
+    script = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE)
+    given = training_hyperparameters(settings, spec)
+    try:
+        script.parse_hyperparameters(toolkit_args(given), {"SM_HPS": json.dumps(given)})
+    except script.InputError as exc:
+        raise BadInput(f"--hyperparameters: {exc}", HYPERPARAMETERS_HINT, error="InvalidHyperparameters") from None
     return settings
 
 
@@ -167,7 +179,7 @@ class LocalBackend:
     # -- run, status, runs --------------------------------------------------------------------
     def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
         spec = load_spec(request.spec or DEFAULT_SPEC)
-        settings = settings_with(request.threshold, request.hyperparameters)
+        settings = settings_with(spec, request.threshold, request.hyperparameters)
         data = input_path(spec, request.spec or DEFAULT_SPEC, request.data)
         if request.name and (self.workspace.runs / request.name).exists():
             raise BadInput(f"a local run named '{request.name}' already exists in {self.workspace.runs}",
@@ -280,8 +292,8 @@ class LocalBackend:
     # -- local only ---------------------------------------------------------------------------------
     def cross_validate(self, spec_path: Path, data: Path | None, folds: int, reporter: Reporter,
                        hyperparameters: str | None = None) -> dict[str, Any]:
-        settings = settings_with(None, hyperparameters)
         spec = load_spec(spec_path)
+        settings = settings_with(spec, None, hyperparameters)
         pipeline = LocalPipeline(spec=spec, settings=settings, workspace=self.workspace, reporter=reporter)
         try:
             with _refusals():

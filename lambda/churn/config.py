@@ -27,7 +27,7 @@ class PipelineSettings:
     offline_store_wait_seconds: int = 60  # between offline-store count checks
     offline_store_max_checks: int = 30  # ~30 minutes; replication usually takes < 15
     # Overrides of the training script's hyperparameters by name; the defaults live in the script only
-    # (training/train_model.py HYPERPARAMETERS), which uses them for whatever is not passed.
+    # (training/hyperparameters.py HYPERPARAMETERS), which uses them for whatever is not passed.
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

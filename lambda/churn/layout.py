@@ -23,6 +23,7 @@ SAMPLE_DATA_NAME = "churn.csv"
 SAMPLE_DATA = f"data/{SAMPLE_DATA_NAME}"
 SAMPLE_SPEC = "data/churn.spec.json"
 TRAINING_ENTRY_POINT = "train_model.py"  # in training/: SAGEMAKER_PROGRAM, the module the container runs
+HYPERPARAMETERS_MODULE = "hyperparameters.py"  # in training/: the script's hyperparameters, defaults and checks
 # The training job's input channel: the script reads it from SM_CHANNEL_TRAIN (/opt/ml/input/data/train).
 TRAINING_CHANNEL = "train"
 TRAINING_SET_FILE = "training-set.csv"

@@ -24,5 +24,10 @@ def train_model():
 
 
 @pytest.fixture(scope="session")
+def hyperparameters(train_model):
+    return importlib.import_module("hyperparameters")
+
+
+@pytest.fixture(scope="session")
 def serving(train_model):
     return importlib.import_module("serving")

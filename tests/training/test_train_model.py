@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.schema import FeatureSpec
 from stacks.training import METRIC_DEFINITIONS
-from tests.training.training_helpers import TELCO_COLUMNS, run_training, to_csv_text, training_set_rows
+from tests.training.training_helpers import TELCO_COLUMNS, default_params, run_training, to_csv_text, training_set_rows
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def evaluation(trained):
 
 def frame_of(train_model, tmp_path, columns, rows, **params):
     """(Data, params): rows written as the training channel and read by the script."""
-    params = {**train_model.default_params(), **TELCO_COLUMNS, **params}
+    params = {**default_params(), **TELCO_COLUMNS, **params}
     channel = tmp_path / "channel"
     channel.mkdir(exist_ok=True)
     (channel / "data.csv").write_text(to_csv_text(columns, rows), encoding="utf-8")
@@ -171,7 +171,7 @@ def test_bookkeeping_columns_are_not_read(train_model, tmp_path):
 
 def test_every_csv_of_the_channel_is_read_and_their_categories_unified(train_model, tmp_path):
     columns, rows = training_set_rows(limit=60)
-    params = {**train_model.default_params(), **TELCO_COLUMNS}
+    params = {**default_params(), **TELCO_COLUMNS}
     by_contract = sorted(rows, key=lambda row: row[columns.index("contract")])  # each file its own categories
     (tmp_path / "b.csv").write_text(to_csv_text(columns, by_contract[30:]), encoding="utf-8")
     (tmp_path / "a.csv").write_bytes(b"\xef\xbb\xbf" + to_csv_text(columns, by_contract[:30]).encode())  # a BOM
@@ -188,7 +188,7 @@ def test_a_file_whose_first_lines_are_blank_is_read_from_its_header(train_model,
     """Blank lines before the header (CSV readers, pyarrow's included, skip them) do not make it a file of no rows."""
     columns, rows = training_set_rows(limit=30)
     (tmp_path / "data.csv").write_text("\n\r\n" + to_csv_text(columns, rows), encoding="utf-8")
-    frame, _ = train_model.read_training_data(tmp_path, {**train_model.default_params(), **TELCO_COLUMNS})
+    frame, _ = train_model.read_training_data(tmp_path, {**default_params(), **TELCO_COLUMNS})
     assert frame["customer_id"].tolist() == [row[0] for row in rows]
 
 
@@ -199,7 +199,7 @@ def test_files_with_other_columns_are_named_against_the_first_file_read(train_mo
     (tmp_path / "b.csv").write_text(to_csv_text(columns, rows), encoding="utf-8")
     (tmp_path / "c.csv").write_text(to_csv_text([*columns, "extra"], [[*row, "1"] for row in rows]), encoding="utf-8")
     with pytest.raises(train_model.InputError, match=r"^c\.csv: columns \[.*\] differ from b\.csv's$"):
-        train_model.read_training_data(tmp_path, {**train_model.default_params(), **TELCO_COLUMNS})
+        train_model.read_training_data(tmp_path, {**default_params(), **TELCO_COLUMNS})
 
 
 # -- splits -----------------------------------------------------------------------------------------
@@ -335,18 +335,18 @@ def test_max_fit_rows_samples_the_training_part_and_keeps_every_validation_row(t
 
 
 # -- hyperparameters --------------------------------------------------------------------------------
-def test_hyperparameters_from_sm_hps_and_arguments(train_model):
-    params = train_model.parse_hyperparameters(
+def test_hyperparameters_from_sm_hps_and_arguments(hyperparameters):
+    params, ignored = hyperparameters.parse_hyperparameters(
         ["--max_depth", "4", "--eta", "0.1", "--num_round", "300.0", "--unknown", "1", "--id_column", '"cid"'],
         {"SM_HPS": json.dumps({"max_depth": 2, "seed": 7, "sagemaker_program": "train_model.py"})})
     assert (params["max_depth"], params["eta"], params["num_round"], params["seed"]) == (4, 0.1, 300, 7)
-    assert params["id_column"] == "cid"
-    assert train_model.parse_hyperparameters(["--max_d", "9"], {})["max_depth"] == 3  # no prefix matching
+    assert params["id_column"] == "cid" and ignored == ["unknown"]
+    assert hyperparameters.parse_hyperparameters(["--max_d", "9"], {})[0]["max_depth"] == 3  # no prefix matching
 
 
 @pytest.mark.parametrize("value", ['["a", "b c"]', "['a', 'b c']"])
-def test_categorical_columns_as_json_or_as_the_toolkit_passes_a_list(train_model, value):
-    params = train_model.parse_hyperparameters(["--categorical_columns", value], {})
+def test_categorical_columns_as_json_or_as_the_toolkit_passes_a_list(hyperparameters, value):
+    params, _ = hyperparameters.parse_hyperparameters(["--categorical_columns", value], {})
     assert params["categorical_columns"] == ["a", "b c"]
 
 
@@ -358,9 +358,9 @@ def test_categorical_columns_as_json_or_as_the_toolkit_passes_a_list(train_model
     (["--validation_split", "sideways"], "validation_split='sideways': random or out_of_time"),
     (["--eta"], "--eta: expected one argument"),
 ])
-def test_bad_hyperparameters_are_input_errors(train_model, args, expected):
-    with pytest.raises(train_model.InputError, match=expected):
-        train_model.parse_hyperparameters(args, {})
+def test_bad_hyperparameters_are_input_errors(hyperparameters, args, expected):
+    with pytest.raises(hyperparameters.InputError, match=expected):
+        hyperparameters.parse_hyperparameters(args, {})
 
 
 # -- bad input --------------------------------------------------------------------------------------
@@ -422,7 +422,7 @@ def test_every_training_set_column_is_read_even_a_feature_called_event_time(trai
                                   "label": {"name": "churn", "type": "Integral"},
                                   "features": [{"name": "event_time", "type": "Integral"},
                                                {"name": "plan", "type": "String"}]})
-    params = {**train_model.default_params(), **training_hyperparameters(PipelineSettings(), spec)}
+    params = {**default_params(), **training_hyperparameters(PipelineSettings(), spec)}
     header = list(spec.training_columns)
     assert list(train_model.column_kinds(header, params)) == header == ["customer_id", "event_time", "plan", "churn"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import subprocess
@@ -114,10 +115,17 @@ def run_training(root: Path, csv_files: dict[str, str], hyperparameters: dict | 
     return SageMakerRun(root=root, completed=completed)
 
 
+def default_params() -> dict:
+    """The script's hyperparameter defaults (training/hyperparameters.py, on sys.path as in the container)."""
+    if str(TRAINING_DIR) not in sys.path:
+        sys.path.insert(0, str(TRAINING_DIR))
+    return importlib.import_module("hyperparameters").default_params()
+
+
 def fit_small_model(train_model, folder: Path, rows: int = 400, **overrides) -> tuple[Path, object]:
     """A small model trained in-process by the script's own functions and saved as the job saves it:
     (model directory, the training frame)."""
-    params = {**train_model.default_params(), **TELCO_COLUMNS, "num_round": 40, "early_stopping_rounds": 10,
+    params = {**default_params(), **TELCO_COLUMNS, "num_round": 40, "early_stopping_rounds": 10,
               **overrides}
     channel, model_dir = folder / "channel", folder / "model"
     channel.mkdir(parents=True)

@@ -635,6 +635,23 @@ def test_hyperparameters_that_are_not_a_json_object_are_refused_before_anything_
         assert not workspace.exists()
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ('{"max_depth": "abc"}', "hyperparameter max_depth='abc': not of type int"),
+    ('{"eta": 5}', "hyperparameter eta=5.0: learning rate, in (0, 1]"),
+    ('{"num_round": 0}', "hyperparameter num_round=0: maximum number of boosting rounds, at least 1"),
+])
+def test_hyperparameters_the_training_script_refuses_are_refused_before_anything_runs(small_csv, tmp_path, value,
+                                                                                       expected):
+    """Checked by the script's own rules (training/hyperparameters.py) up front: they used to be found at
+    Train model, after every record was ingested."""
+    workspace = tmp_path / "workspace"
+    for command in ("run --local", "evaluate --folds 2"):
+        result = invoke(*command.split(), "--data", small_csv, "--workspace", workspace, "--hyperparameters", value)
+        assert result.exit_code == 2, result.output
+        assert f"error: --hyperparameters: {expected}\n" in one_error_line(result)
+        assert not workspace.exists()
+
+
 def test_hyperparameters_on_aws_are_set_when_deploying(tmp_path):
     result = invoke("run", "--hyperparameters", '{"max_depth": 2}')
     assert result.exit_code == 2
