@@ -4,6 +4,7 @@ training script bundle), and the rights a job role needs to run it."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import json
 import tarfile
@@ -16,7 +17,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churn.layout import TRAINING_ENTRY_POINT
+from churn.layout import HYPERPARAMETERS_MODULE, TRAINING_ENTRY_POINT
 from churn.naming import sagemaker_log_group
 from stacks import nag
 from stacks.storage import stage
@@ -46,13 +47,23 @@ class ModelContainer(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, image: ContainerImage, training_dir: Path) -> None:
         super().__init__(scope, construct_id)
         self.image = image
+        self.training_dir = training_dir
         bundle = stage("training-code.tar.gz", training_tarball_bytes(training_dir))
         self.asset = s3_assets.Asset(self, "TrainingCode", path=str(bundle))
         self.code_uri = self.asset.s3_object_url
 
     def script_hyperparameters(self, hyperparameters: dict[str, Any]) -> dict[str, str]:
         """Script-mode hyperparameters: SageMaker's own keys, then ours; every value JSON-encoded, as
-        the SageMaker SDK sends them."""
+        the SageMaker SDK sends them. Ours are checked by the script's own rules first: a value it refuses
+        stops the synth (ValueError) instead of failing Train model after ingest."""
+        location = self.training_dir / HYPERPARAMETERS_MODULE
+        rules = importlib.util.spec_from_file_location(location.stem, location)
+        script = importlib.util.module_from_spec(rules)
+        rules.loader.exec_module(script)
+        try:
+            script.parse_hyperparameters([], {"SM_HPS": json.dumps(hyperparameters)})
+        except script.InputError as exc:
+            raise ValueError(f"setting 'hyperparameters': {exc}") from None
         values = {
             "sagemaker_program": TRAINING_ENTRY_POINT,
             "sagemaker_submit_directory": self.code_uri,

@@ -54,6 +54,8 @@ def test_a_concrete_region_needs_no_rule(variant):
 @pytest.mark.parametrize(("context", "region", "message"), [
     ({}, "me-central-1", "error: region me-central-1 is not supported: the stack needs"),
     ({"hyperparameters": "{bad"}, "us-east-1", "error: setting 'hyperparameters': '{bad' is not a valid JSON object"),
+    ({"hyperparameters": '{"eta": 5}'}, "us-east-1",  # refused by training/hyperparameters.py, not at Train model
+     "error: setting 'hyperparameters': hyperparameter eta=5.0: learning rate, in (0, 1]"),
 ])
 def test_cdk_synth_of_a_bad_setting_says_so_in_one_line(tmp_path, context, region, message):
     """What `npx cdk synth` runs (cdk.json's app), for an unsupported region or a malformed -c value."""
