@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from churn.csv_input import InputValidationError, check_header
+from churn.csv_input import InputValidationError, check_header, text_lines
 from churn.features import (
     INTEGRAL_MAX,
     INTEGRAL_MIN,
@@ -89,7 +88,7 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
     except OSError as exc:  # a directory, no permission
         raise InputValidationError(source, f"cannot be read ({exc.strerror or exc})") from None
     with stream:
-        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
+        reader = csv.reader(text_lines(stream, source))  # run's decoding: a bad byte is reported on its line
         try:
             header = [h.strip() for h in next(reader)]
             check_header(header, source, _NO_GROUP)  # type: ignore[arg-type]
@@ -100,8 +99,6 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
             rows = _add_rows(reader, stats, source, max_rows)
         except StopIteration:
             raise InputValidationError(source, "the file is empty (no header row)") from None
-        except UnicodeDecodeError as exc:
-            raise InputValidationError(source, f"not UTF-8 text ({exc.reason})", line=reader.line_num + 1) from None
     if rows == 0:
         raise InputValidationError(source, "the file has a header but no data rows")
     return stats, rows

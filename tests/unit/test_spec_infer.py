@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from churn.csv_input import InputValidationError
+from churn.csv_input import InputValidationError, validate_file
 from churn.schema import MAX_NAME_LENGTH
 from pipeline.spec_infer import Inference, infer_spec
 
@@ -115,3 +115,25 @@ def test_a_text_column_with_over_1000_distinct_values_is_named_a_likely_identifi
     flagged = ("column 'code' has over 1000 distinct text values: an identifier or free text? It is kept as a String "
                "feature; remove it from the spec if it carries no signal")
     assert (flagged in problems) is named
+
+
+def refusals(path: Path, group) -> tuple[str, str]:
+    """What `run --local`'s validation and `spec infer` say of the Telco-like file at `path`."""
+    with pytest.raises(InputValidationError) as run:
+        validate_file(str(path), group)
+    with pytest.raises(InputValidationError) as inferred:
+        infer_spec(path, id_column="customerID", label_column="Churn")
+    return str(run.value), str(inferred.value)
+
+
+def telco_lines(data_path: Path, rows: int = 20) -> list[bytes]:
+    return data_path.read_bytes().splitlines(keepends=True)[: rows + 1]
+
+
+def test_a_byte_that_is_not_utf8_is_reported_on_its_line_as_run_reports_it(tmp_path, data_path, group):
+    lines = telco_lines(data_path)
+    lines[16] = lines[16].replace(b",", b"\xe9,", 1)
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"".join(lines))
+    run, inferred = refusals(path, group)
+    assert inferred == run == f"{path}, line 17: not UTF-8 text (byte 0xe9 at position 11)"
