@@ -8,8 +8,8 @@ raises the exact located error (or, for an exotic but valid file, returns its su
 answer is always the reference's answer; only the time differs.
 
 How it stays sound:
-- The header is read and checked by csv_input's own code (`text_lines`, `csv.reader`,
-  `check_header`), and pyarrow must read the same column names from the same lines.
+- The header is read and checked by csv_input's own code (`csv_rows`, `check_header`), and
+  pyarrow must read the same column names from the same lines.
 - A byte scan first proves that pyarrow and Python's `csv.reader(strict=True)` split the file
   into the same rows and fields: no NUL byte, no carriage return outside CRLF, valid UTF-8 (the
   same decoder), no line that could hold a field over `csv.field_size_limit()`, and every `"`
@@ -185,14 +185,13 @@ def _event_times(values: pa.Array, column: str) -> pa.Array:
 def _header(path: str, group: FeatureGroupSpec, parse: pa_csv.ParseOptions) -> list[str]:
     """The raw header fields, read and checked by csv_input's code; pyarrow must read the same."""
     with open(path, "rb") as stream:
-        reader = csv.reader(csv_input.text_lines(stream, path), strict=True)
         try:
-            raw = next(reader)
+            _, lines, raw = next(csv_input.csv_rows(stream, path))
         except StopIteration:
             raise _CannotVouch("empty file") from None
         csv_input.check_header([h.strip() for h in raw], path, group)
         stream.seek(0)
-        head = b"".join(stream.readline() for _ in range(reader.line_num))
+        head = b"".join(stream.readline() for _ in range(lines))
     if pa_csv.read_csv(pa.BufferReader(head), parse_options=parse).column_names != raw:
         raise _CannotVouch("pyarrow reads a different header")
     return raw

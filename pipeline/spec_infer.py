@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
-from churn.csv_input import InputValidationError, check_header, text_lines
+from churn.csv_input import InputValidationError, csv_rows, read_header
 from churn.features import (
     INTEGRAL_MAX,
     INTEGRAL_MIN,
@@ -88,36 +87,33 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
     except OSError as exc:  # a directory, no permission
         raise InputValidationError(source, f"cannot be read ({exc.strerror or exc})") from None
     with stream:
-        reader = csv.reader(text_lines(stream, source))  # run's decoding: a bad byte is reported on its line
-        try:
-            header = [h.strip() for h in next(reader)]
-            check_header(header, source, _NO_GROUP)  # type: ignore[arg-type]
-            missing = [c for c in (id_column, label_column) if c not in header]
-            if missing:
-                raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)
-            stats = [ColumnStats(h) for h in header]
-            rows = _add_rows(reader, stats, source, max_rows)
-        except StopIteration:
-            raise InputValidationError(source, "the file is empty (no header row)") from None
-    if rows == 0:
+        rows = csv_rows(stream, source)  # run's reader: the same rows, the same errors on the same lines
+        header = read_header(rows, source, _NO_GROUP)  # type: ignore[arg-type]
+        missing = [c for c in (id_column, label_column) if c not in header]
+        if missing:
+            raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)
+        stats = [ColumnStats(h) for h in header]
+        count = _add_rows(rows, stats, source, max_rows)
+    if count == 0:
         raise InputValidationError(source, "the file has a header but no data rows")
-    return stats, rows
+    return stats, count
 
 
-def _add_rows(reader: Any, stats: list[ColumnStats], source: str, max_rows: int) -> int:
-    rows = 0
-    for row in reader:
+def _add_rows(rows: Iterator[tuple[int, int, list[str]]], stats: list[ColumnStats], source: str, max_rows: int
+              ) -> int:
+    count = 0
+    for line, _, row in rows:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) != len(stats):
             raise InputValidationError(source, f"expected {len(stats)} fields as in the header, found {len(row)}",
-                                       line=reader.line_num)
+                                       line=line)
         for stat, value in zip(stats, row, strict=True):
             stat.add(value)
-        rows += 1
-        if rows >= max_rows:
+        count += 1
+        if count >= max_rows:
             break
-    return rows
+    return count
 
 
 def _feature_name(raw: str, used: set[str], problems: list[str]) -> str:

@@ -81,38 +81,53 @@ def text_lines(stream: BinaryIO, source: str) -> Iterator[str]:
             ) from None
 
 
+def csv_rows(stream: BinaryIO, source: str) -> Iterator[tuple[int, int, list[str]]]:
+    """Each row of the UTF-8 CSV text as (the line it starts on, the line it ends on, its fields).
+
+    The one reader of a raw CSV (validation, ingest, `spec infer`): strict, so `"a"b` is an error
+    rather than a guess; a row the reader cannot split is an InputValidationError naming its line.
+    """
+    reader = csv.reader(text_lines(stream, source), strict=True)
+    end = 0
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num  # a quoted value may go on over lines
+            yield start, end, row
+    except csv.Error as exc:
+        what, line = ("malformed CSV", reader.line_num) if end else ("malformed CSV header", 1)
+        raise InputValidationError(source, f"{what} ({exc})", line=line) from None
+
+
+def read_header(rows: Iterator[tuple[int, int, list[str]]], source: str, group: FeatureGroupSpec) -> list[str]:
+    """The header row of `csv_rows`, its names stripped, checked against the group's columns."""
+    try:
+        _, _, header = next(rows)
+    except StopIteration:
+        raise InputValidationError(source, "the file is empty (no header row)") from None
+    header = [h.strip() for h in header]
+    check_header(header, source, group)
+    return header
+
+
 def iter_raw_rows(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row as column -> text) after checking the header against the group's columns.
 
     A blank line may only end the file: the Distributed Map reads the file as items, one a line, and how
     its CSV reader treats a blank line is not documented.
     """
-    lines = text_lines(stream, source)
-    reader = csv.reader(lines, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputValidationError(source, "the file is empty (no header row)") from None
-    except csv.Error as exc:
-        raise InputValidationError(source, f"malformed CSV header ({exc})", line=1) from None
-    header = [h.strip() for h in header]
-    check_header(header, source, group)
-    previous, blank = 1, None
-    try:
-        for row in reader:
-            line, previous = previous + 1, reader.line_num  # where the row starts; a quoted value may go on
-            if not row or (len(row) == 1 and row[0].strip() == ""):
-                blank = blank or line
-                continue
-            if blank is not None:
-                raise InputValidationError(
-                    source, "a blank line inside the data (blank lines may only end the file)", line=blank
-                )
-            if len(row) != len(header) or previous != line:
-                _check_row(row, header, source, line)
-            yield line, dict(zip(header, row, strict=True))
-    except csv.Error as exc:
-        raise InputValidationError(source, f"malformed CSV ({exc})", line=reader.line_num) from None
+    rows = csv_rows(stream, source)
+    header = read_header(rows, source, group)
+    blank = None
+    for line, end, row in rows:
+        if not row or (len(row) == 1 and row[0].strip() == ""):
+            blank = blank or line
+            continue
+        if blank is not None:
+            raise InputValidationError(source, "a blank line inside the data (blank lines may only end the file)",
+                                       line=blank)
+        if len(row) != len(header) or end != line:
+            _check_row(row, header, source, line)
+        yield line, dict(zip(header, row, strict=True))
 
 
 def _check_row(row: list[str], header: list[str], source: str, line: int) -> None:

@@ -304,6 +304,19 @@ def test_spec_infer_on_a_folder_or_into_a_missing_folder_is_one_error(small_csv,
     assert one_error_line(nowhere).startswith(f"error: --out {target}: cannot be written")
 
 
+def test_spec_infer_on_a_malformed_csv_is_one_located_error(small_csv, tmp_path):
+    """A field over the CSV reader's size limit: run --local's error, not a traceback."""
+    lines = small_csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[11] = lines[11].replace(",", "," + "x" * 131073, 1)
+    data = tmp_path / "huge.csv"
+    data.write_text("".join(lines), encoding="utf-8")
+    inferred = invoke("spec", "infer", data, "--id", "customerID", "--label", "Churn")
+    assert inferred.exit_code == 2
+    assert one_error_line(inferred).startswith(
+        f"error: {data}, line 12: malformed CSV (field larger than field limit (131072))")
+    assert not data.with_suffix(".spec.json").exists()
+
+
 def test_spec_infer_on_a_csv_without_feature_columns_says_so(tmp_path):
     data = tmp_path / "ids-and-labels.csv"
     data.write_text("customer,churned,notes\nA1,Yes,\nA2,No,\n", encoding="utf-8")

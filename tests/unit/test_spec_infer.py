@@ -137,3 +137,12 @@ def test_a_byte_that_is_not_utf8_is_reported_on_its_line_as_run_reports_it(tmp_p
     path.write_bytes(b"".join(lines))
     run, inferred = refusals(path, group)
     assert inferred == run == f"{path}, line 17: not UTF-8 text (byte 0xe9 at position 11)"
+
+
+def test_a_field_over_the_size_limit_is_reported_on_its_line_as_run_reports_it(tmp_path, data_path, group):
+    lines = telco_lines(data_path)
+    lines[11] = lines[11].replace(b",", b"," + b"x" * 131073, 1)
+    path = tmp_path / "huge.csv"
+    path.write_bytes(b"".join(lines))
+    run, inferred = refusals(path, group)
+    assert inferred == run == f"{path}, line 12: malformed CSV (field larger than field limit (131072))"
