@@ -22,6 +22,8 @@ _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 # no value with a line break, data row N (from 0, as the Distributed Map numbers its items) is on line
 # N + FIRST_DATA_LINE.
 FIRST_DATA_LINE = 2
+# What csv.reader(strict=True)'s "unexpected end of data" means: the file ends inside a quoted value.
+_UNCLOSED_QUOTE = "a quote opened in this row is never closed"
 
 
 class InputValidationError(ValueError):
@@ -94,8 +96,11 @@ def csv_rows(stream: BinaryIO, source: str) -> Iterator[tuple[int, int, list[str
             start, end = end + 1, reader.line_num  # a quoted value may go on over lines
             yield start, end, row
     except csv.Error as exc:
-        what, line = ("malformed CSV", reader.line_num) if end else ("malformed CSV header", 1)
-        raise InputValidationError(source, f"{what} ({exc})", line=line) from None
+        # Named by the line the broken row starts on: reading stops further on (at the end of the file,
+        # for a quote never closed), where the user would find nothing wrong.
+        reason = _UNCLOSED_QUOTE if str(exc) == "unexpected end of data" else str(exc)
+        raise InputValidationError(source, f"malformed CSV{' header' if end == 0 else ''} ({reason})",
+                                   line=end + 1) from None
 
 
 def read_header(rows: Iterator[tuple[int, int, list[str]]], source: str, group: FeatureGroupSpec) -> list[str]:

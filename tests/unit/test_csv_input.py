@@ -4,6 +4,7 @@ import pytest
 
 from churn.csv_input import InputValidationError, iter_raw_rows, validate_file
 from pipeline.fast_validate import validate_file_fast
+from pipeline.spec_infer import infer_spec
 from tests.support.specs import HISTORY
 
 HEADER = None
@@ -118,6 +119,22 @@ def test_unterminated_quote(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[2] = lines[2].replace("Female", '"Female', 1).replace("Male", '"Male', 1)
     expect_error(group, write(tmp_path, "\n".join(lines)), match="line")
+
+
+def test_an_unterminated_quote_is_reported_on_the_line_its_row_starts(group, tmp_path, telco_lines):
+    """Not the line where reading stopped (the end of the file): run, the fast validator and spec infer
+    name the row that opened the quote."""
+    lines = sample(telco_lines, 30)
+    lines[11] = lines[11].replace(",", ',"', 1)
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    expected = f"{path}, line 12: malformed CSV (a quote opened in this row is never closed)"
+    for validate in (validate_file, validate_file_fast):
+        with pytest.raises(InputValidationError) as refused:
+            validate(str(path), group)
+        assert str(refused.value) == expected
+    with pytest.raises(InputValidationError) as refused:
+        infer_spec(path, id_column="customerID", label_column="Churn")
+    assert str(refused.value) == expected
 
 
 def test_empty_id(group, tmp_path, telco_lines):
