@@ -116,7 +116,7 @@ def _vouch(path: str, group: FeatureGroupSpec, not_after: str | None) -> CsvSumm
     parse = pa_csv.ParseOptions()  # comma, ", no escape; no value spans lines (the scan proved it)
     raw_header = _header(path, group, parse)
     _scan_bytes(path, limit)
-    raw_name = {name.strip(): name for name in raw_header}  # unique: check_header passed
+    raw_name = {name.strip(): name for name in raw_header}  # names unique (check_header); only names looked up
 
     id_feature = group.record_identifier
     checks: list[tuple[str, str]] = [(id_feature.source_column, "id")]

@@ -152,7 +152,9 @@ def _line_break(source: str, value: str, line: int, column: str) -> InputValidat
 
 
 def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> None:
-    if len(header) == 1 and header[0] == "":
+    """A column without a name (an export's trailing `,,`) is read by no feature, however many there are:
+    a feature reads the column its `source`, or else its own name, names."""
+    if not any(header):
         raise InputValidationError(source, "the header row is empty", line=1)
     if len(header) == 1:
         for delimiter, name in _DELIMITERS.items():
@@ -160,7 +162,7 @@ def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> Non
                 raise InputValidationError(
                     source, f"the header is split by {name}s, not commas: save the file as comma-separated CSV", line=1
                 )
-    duplicates = sorted({h for h in header if header.count(h) > 1})
+    duplicates = sorted({h for h in header if h and header.count(h) > 1})
     if duplicates:
         raise InputValidationError(source, f"duplicate column name(s) {duplicates}", line=1)
     missing = [column for column in group.source_columns if column not in header]

@@ -137,6 +137,33 @@ def test_an_unterminated_quote_is_reported_on_the_line_its_row_starts(group, tmp
     assert str(refused.value) == expected
 
 
+@pytest.mark.parametrize("unnamed", [",", ",,", ",,,"])
+def test_columns_without_a_name_are_left_out_however_many(group, tmp_path, telco_lines, unnamed):
+    """A spreadsheet export's trailing `,,`: columns no feature can name, so none is read (README.md,
+    "Bring your own CSV"); both validators accept the file and ingest reads the same rows as without them."""
+    lines = sample(telco_lines)
+    plain = write(tmp_path, "\n".join(lines) + "\n", "plain.csv")
+    path = write(tmp_path, "".join(f"{line}{unnamed}\n" for line in lines))
+    assert validate_file(str(path), group).rows == validate_file_fast(str(path), group).rows == 5
+    with open(path, "rb") as stream, open(plain, "rb") as plain_stream:
+        rows = [(line, {k: v for k, v in row.items() if k}) for line, row in iter_raw_rows(stream, str(path), group)]
+        assert rows == list(iter_raw_rows(plain_stream, str(plain), group))
+
+
+def test_a_name_twice_is_refused_beside_columns_without_a_name(group, tmp_path, telco_lines):
+    lines = sample(telco_lines)
+    lines[0] = lines[0].replace(",tenure,", ",,tenure,", 1) + ",tenure,,"
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    expect_error(group, path, line=1, match="duplicate column name(s) ['tenure']")
+    with pytest.raises(InputValidationError, match=r"line 1: duplicate column name\(s\) \['tenure'\]$"):
+        validate_file_fast(str(path), group)
+
+
+def test_a_header_of_only_unnamed_columns_is_empty(group, tmp_path, telco_lines):
+    path = write(tmp_path, ",,\n" + "\n".join(sample(telco_lines)[1:]) + "\n")
+    expect_error(group, path, line=1, match="the header row is empty")
+
+
 def test_empty_id(group, tmp_path, telco_lines):
     lines = sample(telco_lines)
     lines[1] = "," + lines[1].split(",", 1)[1]

@@ -104,6 +104,7 @@ GOOD = {
         + [with_cell(r, 6, "Partner", '""')[6]]
     ),
     "extra columns": lambda r: csv_text(with_extra_column(r[:6], '"x, y"', "anything")),
+    "columns without a name": lambda r: csv_text([row[:3] + [""] + row[3:] + ["", ""] for row in r[:6]]),
     "reordered columns": lambda r: csv_text([list(reversed(row)) for row in r[:6]]),
     "padded header": lambda r: csv_text([[f" {name} " for name in r[0]]] + r[1:6]),
     "ids differ in case only": lambda r: csv_text(r[:3] + [with_cell(r, 2, "customerID", r[2][0].lower())[2]]),

@@ -73,6 +73,15 @@ def test_validate_input_names_object_line_and_column(aws, data_path):
     assert str(info.value).startswith(f"s3://{BUCKET}/raw/bad.csv, line 4, column 'tenure'")
 
 
+def test_validate_input_accepts_several_columns_without_a_name(aws, data_path):
+    """A spreadsheet export's trailing `,,`: columns no feature reads, however many."""
+    lines = data_path.read_text().splitlines()[:11]
+    aws.put_object(Bucket=BUCKET, Key="raw/export.csv", Body="".join(line + ",,\n" for line in lines).encode())
+    result = validate_input.handler({"bucket": BUCKET, "key": "raw/export.csv", "group": "churn",
+                                     "event_time": "2026-11-26T07:07:54Z"}, FakeContext())
+    assert result["records"] == 10
+
+
 def test_validate_input_missing_object(aws):
     with pytest.raises(InputValidationError, match="object not found"):
         validate_input.handler({"bucket": BUCKET, "key": "raw/none.csv", "group": "churn",

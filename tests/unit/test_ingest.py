@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from churn.csv_input import FIRST_DATA_LINE, iter_raw_rows
+from churn.features import to_record
 from churn.handlers import _runtime
 from churn.handlers import ingest_batch as ingest_handler
 from churn.ingest import BATCH_WRITE_MAX_ENTRIES, Backoff, ingest_batch, target_stores
 from pipeline.local_aws.feature_store import LocalFeatureStore
+from pipeline.local_ingest import ingest_file
 from pipeline.runner import create_feature_group
 from tests.support.specs import HISTORY, HISTORY_SPEC, fake_featurestore_endpoint
 from tests.unit.lambda_support import FakeContext
@@ -84,6 +86,19 @@ def test_every_record_is_written_as_converted_in_calls_of_25(store, group, rows)
     first = online(store, GROUP, rows[0][1]["customerID"])
     assert first["customer_id"] == "7590-VHVEG" and first["event_time"] == T1 and first["churn"] == "0"
     assert len(offline_rows(store, GROUP)) == 60
+
+
+def test_a_file_with_several_columns_without_a_name_is_ingested_without_them(store, group, data_path, tmp_path):
+    """The local ingest of a spreadsheet export's trailing `,,`: each row's record as the row makes it alone."""
+    lines = data_path.read_text().splitlines()[:11]
+    path = tmp_path / "export.csv"
+    path.write_text("".join(line + ",,\n" for line in lines), encoding="utf-8")
+    result = ingest_file(store, path, group=group, feature_group_name=GROUP, event_time=T1, batch_size=4, processes=1)
+    assert (result.ingested, result.failed_count) == (10, 0)
+    header = lines[0].split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=True))
+        assert online(store, GROUP, row["customerID"]) == to_record(row, group, T1)
 
 
 class RefusingOne:

@@ -60,6 +60,14 @@ def test_every_feature_reads_a_column_of_the_csv(tmp_path):
     assert any(p.startswith("column 3 has no name in the header: left out") for p in inference.problems)
 
 
+def test_every_column_without_a_name_is_left_out(tmp_path):
+    """A spreadsheet export's trailing `,,`: several unnamed columns, each left out and reported."""
+    inference = infer(tmp_path, "", "tenure", "", "")
+    assert [f.source_column for f in inference.spec.features] == ["tenure"]
+    assert [p for p in inference.problems if "has no name" in p] == [
+        f"column {n} has no name in the header: left out (name it to make it a feature)" for n in (2, 4, 5)]
+
+
 def test_letters_outside_ascii_lose_their_accents_and_each_renaming_is_reported(tmp_path):
     inference = infer(tmp_path, "Größe", "émoji😀", "Crème Brûlée", "日本")
     assert feature_names(inference) == {"Größe": "grosse", "émoji😀": "emoji", "Crème Brûlée": "creme_brulee",
