@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from churn.csv_input import InputValidationError, csv_rows, read_header
+from churn.csv_input import InputValidationError, csv_rows, read_header, unreadable
 from churn.features import (
     INTEGRAL_MAX,
     INTEGRAL_MIN,
@@ -82,10 +82,8 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
     source = str(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise InputValidationError(source, "file not found") from None
-    except OSError as exc:  # a directory, no permission
-        raise InputValidationError(source, f"cannot be read ({exc.strerror or exc})") from None
+    except OSError as exc:  # missing, a directory, no permission
+        raise unreadable(source, exc) from None
     with stream:
         rows = csv_rows(stream, source)  # run's reader: the same rows, the same errors on the same lines
         header = read_header(rows, source, _NO_GROUP)  # type: ignore[arg-type]

@@ -215,11 +215,18 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec, not_
     return CsvSummary(rows=len(first_line))
 
 
+def unreadable(path: str, exc: OSError) -> InputValidationError:
+    """A file that cannot be opened or read (missing, no permission, a symlink loop), as bad input naming it."""
+    if isinstance(exc, FileNotFoundError):
+        return InputValidationError(path, "file not found")
+    return InputValidationError(path, f"cannot be read ({exc.strerror or exc})")
+
+
 def validate_file(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> CsvSummary:
     try:
         with open(path, "rb") as stream:
             return validate_stream(stream, path, group, not_after)
-    except FileNotFoundError:
-        raise InputValidationError(path, "file not found") from None
     except IsADirectoryError:
         raise InputValidationError(path, "is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise unreadable(path, exc) from None

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import importlib.util
+import io
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 from churn.schema import FeatureSpec
 
@@ -37,6 +43,20 @@ def unreadable_spec_file(folder: Path, kind: str) -> Path:
     else:
         path.symlink_to(path)
     return path
+
+
+def deny_reading(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Opening `path` fails as it does for a file the user may not read (chmod cannot make one for the
+    tests: as root they read any file); every other file opens as usual."""
+    real_open = builtins.open
+
+    def open_unless_denied(file, *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and os.fspath(file) == os.fspath(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_unless_denied)
+    monkeypatch.setattr(io, "open", open_unless_denied)  # what Path.open calls
 
 
 def fake_featurestore_endpoint() -> ModuleType:

@@ -21,7 +21,7 @@ from churn.derivations import derive_cdnow
 from churn.scoring import SCORE_COLUMNS
 from pipeline.errors import EXIT_INTERRUPTED
 from pipeline.local_ingest import PARALLEL_INGEST_MIN_BYTES
-from tests.support.specs import UNREADABLE_SPEC_KINDS, unreadable_spec_file
+from tests.support.specs import UNREADABLE_SPEC_KINDS, deny_reading, unreadable_spec_file
 from tests.unit.cli_support import invoke, last_json, one_error_line, summary_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,6 +202,24 @@ def test_a_bad_csv_exits_2_naming_file_and_line_and_writes_nothing(small_csv, tm
     summary = last_json(as_json)
     assert summary["status"] == "FAILED" and summary["error"] == "InputValidationError"
     assert "line 8" in summary["cause"]
+
+
+@pytest.mark.parametrize("json_summary", [False, True])
+def test_a_csv_that_cannot_be_read_exits_2_naming_it_and_writes_nothing(small_csv, tmp_path, monkeypatch,
+                                                                         json_summary):
+    data = tmp_path / "unreadable.csv"
+    shutil.copyfile(small_csv, data)
+    deny_reading(monkeypatch, data)
+    workspace = tmp_path / "workspace"
+    result = invoke("run", "--local", *(["--json"] if json_summary else []), "--data", data,
+                    "--workspace", workspace)
+    assert result.exit_code == 2
+    expected = f"{data}: cannot be read (Permission denied)"
+    if json_summary:
+        assert (last_json(result)["error"], last_json(result)["cause"]) == ("InputValidationError", expected)
+    else:
+        assert one_error_line(result).startswith(f"error: {expected}\n")
+    assert not (workspace / "runs").exists() and not (workspace / "feature-store").exists()
 
 
 # Specs the check refuses, each a change to the bundled one, and what its error line says.

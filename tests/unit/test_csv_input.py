@@ -1,11 +1,14 @@
 """Bad input: every case either works (BOM, CRLF) or fails once, naming file, line and column."""
 
+import errno
+import os
+
 import pytest
 
 from churn.csv_input import InputValidationError, iter_raw_rows, validate_file
 from pipeline.fast_validate import validate_file_fast
 from pipeline.spec_infer import infer_spec
-from tests.support.specs import HISTORY
+from tests.support.specs import HISTORY, deny_reading
 
 HEADER = None
 
@@ -172,6 +175,21 @@ def test_empty_id(group, tmp_path, telco_lines):
 
 def test_directory_is_not_a_file(group, tmp_path):
     expect_error(group, tmp_path, match="is a directory")
+
+
+@pytest.mark.parametrize("kind", ["permission denied", "symlink loop"])
+def test_a_file_that_cannot_be_read_is_one_error_naming_it(group, tmp_path, telco_lines, monkeypatch, kind):
+    path = tmp_path / "in.csv"
+    if kind == "symlink loop":
+        path.symlink_to(path)
+    else:
+        write(tmp_path, "\n".join(sample(telco_lines)))
+        deny_reading(monkeypatch, path)
+    reason = os.strerror(errno.EACCES if kind == "permission denied" else errno.ELOOP)
+    for validate in (validate_file, validate_file_fast):
+        with pytest.raises(InputValidationError) as refused:
+            validate(str(path), group)
+        assert str(refused.value) == f"{path}: cannot be read ({reason})"
 
 
 def test_a_blank_line_inside_the_data_is_rejected_where_it_is(group, tmp_path, telco_lines):
