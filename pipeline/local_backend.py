@@ -34,7 +34,7 @@ from pipeline.backends import (
 from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.batch_transform import serving_module
-from pipeline.local_aws.feature_store import LocalFeatureStore, StoreLayoutError
+from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError, StoreLayoutError
 from pipeline.local_aws.registry import ModelEntry, RegistryError
 from pipeline.local_aws.training_job import toolkit_args
 from pipeline.prediction import online_features, predict_artifact
@@ -58,7 +58,8 @@ RUN_LOCALLY = "train one with `python -m pipeline run --local`"
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    """Bad input, a feature store in an older layout and an unreadable registry, as what the user can do."""
+    """Bad input, a feature store in an older layout or damaged and an unreadable registry, as what the user can
+    do."""
     try:
         yield
     except (InputValidationError, DerivationError) as exc:
@@ -66,6 +67,10 @@ def _refusals() -> Iterator[None]:
     except StoreLayoutError as exc:
         raise OperatorError(str(exc), "then `python -m pipeline run --local`, or pass another --workspace",
                             error=StoreLayoutError.__name__) from None
+    except StoreDamagedError as exc:
+        raise OperatorError(str(exc), "move the workspace's feature-store folder aside to start a new store (a run "
+                            "ingests its input again; runs/ keeps every model), or pass another --workspace",
+                            error=StoreDamagedError.__name__) from None
     except RegistryError as exc:
         raise OperatorError(str(exc), "restore it, or move it aside to start a new one (runs/ keeps every model)",
                             error=RegistryError.__name__) from None

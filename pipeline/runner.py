@@ -200,7 +200,7 @@ class LocalPipeline:
             sources = self._sources(data, Path(scratch), outcome)
             checked = {name: _version(path) for name, path in sources.items()}  # before Validate input reads them
             expected = {g.name: self._validate(g, sources[g.name], event_time, outcome) for g in self.spec.all_groups}
-            # A store in an older layout is refused before the run writes.
+            # A store in an older layout, or whose online store is damaged, is refused before the run writes.
             store = LocalFeatureStore(self.workspace.feature_store)
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.spec.derive:

@@ -99,6 +99,10 @@ class StoreLayoutError(RuntimeError):
     """The root holds a store in another layout (older versions sharded the online store): delete it."""
 
 
+class StoreDamagedError(RuntimeError):
+    """A file of the store is not what it should be (not SQLite, not Parquet, cut off): the message names it."""
+
+
 def _iso(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -156,12 +160,18 @@ class LocalFeatureStore:
         self._closed = False
         # Autocommit: transactions are explicit (BEGIN IMMEDIATE), so a writer waits for another
         # process's write lock in the busy timeout instead of failing on a read-to-write upgrade.
-        self._db = sqlite3.connect(self.root / ONLINE_FILE, timeout=60.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute(f"PRAGMA page_size={_PAGE_BYTES}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
+        online = self.root / ONLINE_FILE
+        self._db = sqlite3.connect(online, timeout=60.0, isolation_level=None, check_same_thread=False)
+        try:  # the first statement reads the file's header
+            self._db.execute(f"PRAGMA page_size={_PAGE_BYTES}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if exc.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):  # locked, I/O: not the file's fault
+                raise
+            raise StoreDamagedError(f"{online}: the local feature store's online store is damaged ({exc})") from None
 
     def __enter__(self) -> LocalFeatureStore:
         return self
@@ -441,7 +451,11 @@ class LocalFeatureStore:
             nulls = ", ".join(f"NULL AS {quote(f.name)}" for f in group.schema)
             source = f"SELECT {typed} FROM (SELECT {nulls}) LIMIT 0"
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(database)}")
-        con.execute(f"CREATE OR REPLACE VIEW {quote(database)}.{quote(table)} AS {source}")
+        try:  # the view reads every file's Parquet footer now
+            con.execute(f"CREATE OR REPLACE VIEW {quote(database)}.{quote(table)} AS {source}")
+        except duckdb.Error as exc:  # a file that is not Parquet, or cut off (DuckDB's first line names the file)
+            raise StoreDamagedError(f"the offline store of feature group '{name}' in {group.data_dir} is damaged: "
+                                    f"{str(exc).splitlines()[0]}") from None
 
 
 def _claim_format(root: Path) -> None:

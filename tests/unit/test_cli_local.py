@@ -535,6 +535,41 @@ def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(smal
     assert not (tmp_path / "workspace" / "runs").exists()
 
 
+def _damage(workspace: Path, store: str) -> Path:
+    """Garbage in place of the online store's SQLite file or of an offline store's Parquet file."""
+    damaged = (workspace / "feature-store" / "online-store.sqlite" if store == "online" else
+               next((workspace / "feature-store" / "offline-store").rglob("*.parquet")))
+    damaged.write_text("garbage\n")
+    return damaged
+
+
+@pytest.mark.parametrize(("command", "store"), [
+    ("predict --local --id 7590-VHVEG", "online"), ("run --local --threshold 0.5", "online"),
+    ("run --local --threshold 0.5", "offline"), ("evaluate --folds 2", "offline")])
+def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_csv, workspace, tmp_path, command,
+                                                              store):
+    copy = tmp_path / "workspace"
+    shutil.copytree(workspace, copy)
+    damaged = _damage(copy, store)
+    args = [*command.split(), *([] if command.startswith("predict") else ["--data", small_csv])]
+    result = invoke(*args, "--workspace", copy, "--json")
+    assert result.exit_code == 1
+    *_, error, hint = result.stderr.splitlines()  # after the steps (on stderr with --json)
+    assert error.startswith("error: ") and str(damaged) in error and hint.startswith("hint: ")
+    assert "--workspace" in hint
+    assert (last_json(result)["status"], last_json(result)["error"]) == ("FAILED", "StoreDamagedError")
+    if command.startswith("run"):  # on record as failed at the step that met it; an unreadable SQLite file first
+        recorded = [json.loads(path.read_text()) for path in (copy / "runs").glob("*/run.json")
+                    if path.parent.name != first_run["run_id"] and not path.parent.name.startswith("cv-")]
+        if store == "online":  # refused when the store is opened, before the run writes
+            assert recorded == [] and "✗" not in result.stderr
+        else:
+            (outcome,) = recorded
+            assert (outcome["status"], outcome["error"]) == ("FAILED", "StoreDamagedError")
+            assert list(outcome["step_seconds"])[-1] == steps.WAIT_FOR_OFFLINE_STORE
+            assert f"✗ {steps.WAIT_FOR_OFFLINE_STORE}" in result.stderr
+
+
 def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
     result = invoke("evaluate", "--folds", "3", "--json", "--data", small_csv, "--workspace", workspace)
     assert result.exit_code == 0, result.output
