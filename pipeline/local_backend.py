@@ -174,6 +174,14 @@ def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResu
     )
 
 
+def _interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """Ctrl-C, saying where the run that stopped is recorded (cross-validation records none)."""
+    stopped = getattr(exc, "outcome", None)
+    summary = Path(stopped.run_dir) / RUN_FILE if stopped else None
+    where = f"the run is recorded as ABORTED in {summary}" if summary and summary.is_file() else "no run was recorded"
+    return Interrupted(f"{': '.join(INTERRUPTED)}; {where}")
+
+
 class LocalBackend:
     def __init__(self, workspace: Path):
         if workspace.exists() and not workspace.is_dir():
@@ -200,11 +208,7 @@ class LocalBackend:
             except PipelineFailed as exc:
                 outcome = exc.outcome  # type: ignore[attr-defined]
             except KeyboardInterrupt as exc:
-                stopped = getattr(exc, "outcome", None)
-                summary = Path(stopped.run_dir) / RUN_FILE if stopped else None
-                where = (f"the run is recorded as ABORTED in {summary}" if summary and summary.is_file()
-                         else "no run was recorded")
-                raise Interrupted(f"{': '.join(INTERRUPTED)}; {where}") from None
+                raise _interrupted(exc) from None
         return _run_result(asdict(outcome), began)
 
     def _load(self, path: Path) -> RunResult | None:
@@ -305,6 +309,8 @@ class LocalBackend:
                 return pipeline.cross_validate(input_path(spec, spec_path, data), folds)
         except PipelineFailed as exc:
             raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
+        except KeyboardInterrupt as exc:
+            raise _interrupted(exc) from None
 
     def models(self) -> list[ModelEntry]:
         with _refusals():

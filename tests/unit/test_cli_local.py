@@ -153,34 +153,53 @@ def _children(pid: int) -> int:
     return count
 
 
-@pytest.mark.parametrize("step", [steps.INGEST_FEATURES, steps.TRAIN_MODEL])
-def test_ctrl_c_during_a_local_run_records_it_as_aborted_and_says_so(small_csv, csv_for_workers, tmp_path, step):
-    """Ctrl-C as a terminal sends it (SIGINT to the whole process group) while the step's processes start:
-    one line (no traceback from an ingest worker), exit 130, and run.json says ABORTED at that step."""
-    data = csv_for_workers if step == steps.INGEST_FEATURES else small_csv
-    command = [sys.executable, "-m", "pipeline", "run", "--local", "--data", str(data), "--workspace",
-               str(tmp_path), "--name", "stopped", "--threshold", "0.5"]
+def _ctrl_c_at(step: str, processes: int, *args: object) -> tuple[int, str, str]:
+    """`python -m pipeline ARGS`, and Ctrl-C as a terminal sends it (SIGINT to the whole process group) once the
+    step has started its `processes`: the exit code, stdout and stderr."""
+    command = [sys.executable, "-m", "pipeline", *map(str, args)]
     def as_a_terminal_leaves_sigint() -> None:  # whatever the tests inherited: a shell's background job ignores it
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True, preexec_fn=as_a_terminal_leaves_sigint) as run:
-        for line in run.stdout:
+        seen = []  # the progress lines read (stderr with --json), given back in the output
+        for line in run.stderr if "--json" in command else run.stdout:
+            seen.append(line)
             if line.startswith(f"▶ {step}"):
-                # now, while the step's processes (two ingest workers, or training) have just started
-                processes, deadline = (2 if step == steps.INGEST_FEATURES else 1), time.monotonic() + 30
+                deadline = time.monotonic() + 30  # now, while the step's processes have just started
                 while _children(run.pid) < processes and time.monotonic() < deadline:
                     time.sleep(0.005)
                 os.killpg(run.pid, signal.SIGINT)
                 break
         out, err = run.communicate(timeout=120)
-    assert run.returncode == EXIT_INTERRUPTED, out + err
+    return (run.returncode, out, "".join(seen) + err) if "--json" in command else (run.returncode, "".join(seen) + out,
+                                                                                   err)
+
+
+@pytest.mark.parametrize("step", [steps.INGEST_FEATURES, steps.TRAIN_MODEL])
+def test_ctrl_c_during_a_local_run_records_it_as_aborted_and_says_so(small_csv, csv_for_workers, tmp_path, step):
+    """Ctrl-C while the step's processes (two ingest workers, or training) start: one line (no traceback from an
+    ingest worker), exit 130, and run.json says ABORTED at that step."""
+    data = csv_for_workers if step == steps.INGEST_FEATURES else small_csv
+    code, out, err = _ctrl_c_at(step, 2 if step == steps.INGEST_FEATURES else 1, "run", "--local", "--data", data,
+                                "--workspace", tmp_path, "--name", "stopped", "--threshold", "0.5")
+    assert code == EXIT_INTERRUPTED, out + err
     summary = tmp_path / "runs" / "stopped" / "run.json"
     assert err == f"error: Interrupted: stopped by Ctrl-C (SIGINT); the run is recorded as ABORTED in {summary}\n"
     outcome = json.loads(summary.read_text(encoding="utf-8"))
     assert (outcome["status"], outcome["error"], list(outcome["step_seconds"])[-1]) == ("ABORTED", "Interrupted", step)
     listed = invoke("runs", "--local", "--workspace", tmp_path, "--json")
     assert [(r["run_id"], r["status"]) for r in last_json(listed)["runs"]] == [("stopped", "ABORTED")]
+
+
+def test_ctrl_c_during_evaluate_is_one_line_exit_130_and_a_json_line(small_csv, tmp_path):
+    """As during a run: cross-validation records no run."""
+    code, out, err = _ctrl_c_at("Cross-validate", 1, "evaluate", "--json", "--folds", 2, "--data", small_csv,
+                                "--workspace", tmp_path)
+    assert code == EXIT_INTERRUPTED, out + err
+    cause = "Interrupted: stopped by Ctrl-C (SIGINT); no run was recorded"
+    assert err.splitlines()[-1] == f"error: {cause}"
+    assert json.loads(out.splitlines()[-1]) == {"status": "FAILED", "error": "Interrupted", "cause": cause}
 
 
 def test_a_bad_csv_exits_2_naming_file_and_line_and_writes_nothing(small_csv, tmp_path):
