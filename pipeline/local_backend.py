@@ -182,12 +182,25 @@ def _interrupted(exc: KeyboardInterrupt) -> Interrupted:
     return Interrupted(f"{': '.join(INTERRUPTED)}; {where}")
 
 
+def _check_workspace(workspace: Workspace, given: Path) -> None:
+    """A --workspace that is a file, is under one, or has one where its feature store goes is the option that is
+    wrong (not an OS error a command meets later, nor an empty workspace)."""
+    # The nearest of the path and its parents that exists (the last, "/" or ".", does): a path under a file does not.
+    made = next(path for path in (given, *given.parents) if path.exists())
+    if not made.is_dir():
+        where = "" if made == given else f" cannot be made: {made}"
+        raise BadInput(f"--workspace {given}{where} is not a folder", "pass a folder (made if missing)",
+                       error="InvalidWorkspace")
+    if workspace.feature_store.exists() and not workspace.feature_store.is_dir():
+        raise BadInput(f"--workspace {given}: {workspace.feature_store} is not a folder",
+                       "the workspace keeps its feature store there: move that file aside, or pass another --workspace",
+                       error="InvalidWorkspace")
+
+
 class LocalBackend:
     def __init__(self, workspace: Path):
-        if workspace.exists() and not workspace.is_dir():
-            raise BadInput(f"--workspace {workspace} is not a folder", "pass a folder (made if missing)",
-                           error="InvalidWorkspace")
         self.workspace = Workspace(workspace)
+        _check_workspace(self.workspace, workspace)
 
     # -- run, status, runs --------------------------------------------------------------------
     def run(self, request: RunRequest, reporter: Reporter) -> RunResult:

@@ -526,6 +526,31 @@ def test_a_workspace_that_is_a_file_is_a_bad_option(small_csv, tmp_path, command
     assert one_error_line(result).startswith(f"error: --workspace {workspace} is not a folder")
 
 
+@pytest.mark.parametrize("command", ["models", "runs --local", "scores --local", "predict --local --id 7590-VHVEG",
+                                     "run --local --threshold 0.5", "evaluate"])
+@pytest.mark.parametrize("layout", ["under a file", "its feature store a file"])
+def test_a_workspace_under_a_file_or_whose_feature_store_is_a_file_is_a_bad_option(small_csv, tmp_path, command,
+                                                                                   layout):
+    """Not an OS error (NotADirectoryError, FileExistsError) nor 'no models registered yet': the path and what
+    is wrong with it, exit 2, and nothing written."""
+    (tmp_path / "notes.txt").write_text("not a folder")
+    if layout == "under a file":
+        workspace, wrong = tmp_path / "notes.txt" / "workspace", tmp_path / "notes.txt"
+    else:
+        workspace, wrong = tmp_path / "workspace", tmp_path / "workspace" / "feature-store"
+        workspace.mkdir()
+        wrong.write_text("not a folder")
+    data = ["--data", small_csv] if command.startswith(("run ", "evaluate")) else []
+    result = invoke(*command.split(), "--workspace", workspace, *data, "--json")
+    assert result.exit_code == 2
+    *_, error, hint = result.stderr.splitlines()
+    assert error.startswith(f"error: --workspace {workspace}") and error.endswith(f"{wrong} is not a folder")
+    assert hint.startswith("hint: ")
+    assert last_json(result)["error"] == "InvalidWorkspace"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["notes.txt", *(["workspace", "feature-store"]
+                                                                                 if wrong.name != "notes.txt" else [])])
+
+
 @pytest.mark.parametrize("command", ["models", "predict --local --id 7590-VHVEG", "scores --local",
                                      "run --local --threshold 0.5"])
 def test_a_model_registry_that_is_not_json_is_one_error_naming_it(small_csv, tmp_path, command):
