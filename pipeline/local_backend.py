@@ -234,10 +234,13 @@ class LocalBackend:
         result.started = datetime.fromtimestamp(path.stat().st_mtime - (result.duration_seconds or 0), tz=UTC)
         return result
 
+    def _no_run(self, run_id: str) -> OperatorError:
+        return OperatorError(f"no local run {run_id!r} in {self.workspace.runs}",
+                             "list them with `python -m pipeline runs --local`", error="RunNotFound")
+
     def _run_dir(self, run_id: str) -> Path:
         if not RUN_NAME.match(run_id):  # every run is named so: nothing else is a run (nor a path, nor too long)
-            raise OperatorError(f"no local run {run_id!r} in {self.workspace.runs}",
-                                "list them with `python -m pipeline runs --local`", error="RunNotFound")
+            raise self._no_run(run_id)
         return self.workspace.runs / run_id
 
     def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
@@ -247,8 +250,7 @@ class LocalBackend:
             raise OperatorError(f"local run {name!r} has no readable {path}: it is still running, or its process "
                                 "was killed before it could record how the run ended", error="RunNotFinished")
         if result is None:
-            raise OperatorError(f"no local run {name!r} in {self.workspace.runs}",
-                                "list them with `python -m pipeline runs --local`", error="RunNotFound")
+            raise self._no_run(name)
         groups = result.feature_groups
         reporter.run_started(f"Local run {name} (feature group{'s' if len(groups) > 1 else ''} "
                              f"{', '.join(groups.values()) or '-'})", tuple(groups))
@@ -279,7 +281,10 @@ class LocalBackend:
 
     def scores(self, run_id: str | None, top: int) -> Scores:
         run_id = self.latest_approved().run_id if run_id is None else run_id
-        path = self._run_dir(run_id) / SCORES_PREFIX / SCORES_FILE
+        run_dir = self._run_dir(run_id)
+        if not run_dir.is_dir():
+            raise self._no_run(run_id)
+        path = run_dir / SCORES_PREFIX / SCORES_FILE
         if not path.is_file():
             raise OperatorError(f"run '{run_id}' has no scores ({path} does not exist)",
                                 "scores are written by a run that passed the quality gate; list runs with "

@@ -128,6 +128,17 @@ def test_local_scores_without_a_model_or_without_scores_is_one_line(workspace):
     assert "no local run '../etc'" in one_error_line(result)
 
 
+def test_local_scores_of_a_run_that_does_not_exist_say_there_is_no_such_run_as_status_does(workspace):
+    """Not that the run 'has no scores', with a hint about the quality gate."""
+    add_run(workspace, "local-a", APPROVED, None)
+    scores = invoke("scores", "--local", "--workspace", workspace, "--run", "nonexistent", "--json")
+    status = invoke("status", "nonexistent", "--local", "--workspace", workspace, "--json")
+    assert scores.exit_code == status.exit_code == 1
+    assert one_error_line(scores) == one_error_line(status)
+    assert one_error_line(scores).startswith(f"error: no local run 'nonexistent' in {workspace / 'runs'}")
+    assert last_json(scores) == last_json(status) and last_json(scores)["error"] == "RunNotFound"
+
+
 def test_local_predict_without_a_model_is_one_line_with_a_hint(workspace):
     result = invoke("predict", "--local", "--workspace", workspace, "--id", "7590-VHVEG")
     assert result.exit_code == 1
