@@ -158,20 +158,7 @@ class LocalFeatureStore:
         self._unflushed = 0
         self._last_call_us = 0
         self._closed = False
-        # Autocommit: transactions are explicit (BEGIN IMMEDIATE), so a writer waits for another
-        # process's write lock in the busy timeout instead of failing on a read-to-write upgrade.
-        online = self.root / ONLINE_FILE
-        self._db = sqlite3.connect(online, timeout=60.0, isolation_level=None, check_same_thread=False)
-        try:  # the first statement reads the file's header
-            self._db.execute(f"PRAGMA page_size={_PAGE_BYTES}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            if exc.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):  # locked, I/O: not the file's fault
-                raise
-            raise StoreDamagedError(f"{online}: the local feature store's online store is damaged ({exc})") from None
+        self._db = _open_online_store(self.root / ONLINE_FILE)
 
     def __enter__(self) -> LocalFeatureStore:
         return self
@@ -456,6 +443,26 @@ class LocalFeatureStore:
         except duckdb.Error as exc:  # a file that is not Parquet, or cut off (DuckDB's first line names the file)
             raise StoreDamagedError(f"the offline store of feature group '{name}' in {group.data_dir} is damaged: "
                                     f"{str(exc).splitlines()[0]}") from None
+
+
+def _open_online_store(path: Path) -> sqlite3.Connection:
+    """The online store's SQLite file, made if missing; one that is not SQLite, or not a file, is StoreDamagedError."""
+    # Autocommit: transactions are explicit (BEGIN IMMEDIATE), so a writer waits for another
+    # process's write lock in the busy timeout instead of failing on a read-to-write upgrade.
+    db = None
+    try:
+        db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA page_size={_PAGE_BYTES}")  # the first statement reads the file's header
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
+        return db
+    except sqlite3.DatabaseError as exc:
+        if db is not None:
+            db.close()
+        if exc.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN"):  # locked: not damage
+            raise
+        raise StoreDamagedError(f"{path}: the local feature store's online store is damaged ({exc})") from None
 
 
 def _claim_format(root: Path) -> None:

@@ -580,15 +580,21 @@ def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(smal
 
 
 def _damage(workspace: Path, store: str) -> Path:
-    """Garbage in place of the online store's SQLite file or of an offline store's Parquet file."""
-    damaged = (workspace / "feature-store" / "online-store.sqlite" if store == "online" else
+    """Garbage in place of the online store's SQLite file or of an offline store's Parquet file, or a folder in
+    place of the SQLite file."""
+    damaged = (workspace / "feature-store" / "online-store.sqlite" if store.startswith("online") else
                next((workspace / "feature-store" / "offline-store").rglob("*.parquet")))
-    damaged.write_text("garbage\n")
+    if store == "online folder":
+        damaged.unlink()
+        damaged.mkdir()
+    else:
+        damaged.write_text("garbage\n")
     return damaged
 
 
 @pytest.mark.parametrize(("command", "store"), [
-    ("predict --local --id 7590-VHVEG", "online"), ("run --local --threshold 0.5", "online"),
+    ("predict --local --id 7590-VHVEG", "online"), ("predict --local --id 7590-VHVEG", "online folder"),
+    ("run --local --threshold 0.5", "online"),
     ("run --local --threshold 0.5", "offline"), ("evaluate --folds 2", "offline")])
 def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_csv, workspace, tmp_path, command,
                                                               store):
