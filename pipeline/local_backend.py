@@ -58,8 +58,7 @@ RUN_LOCALLY = "train one with `python -m pipeline run --local`"
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    """Bad input, a feature store in an older layout or damaged and an unreadable registry, as what the user can
-    do."""
+    """Bad input, a feature store in an older layout or damaged, an unreadable registry: as what the user can do."""
     try:
         yield
     except (InputValidationError, DerivationError) as exc:
