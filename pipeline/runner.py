@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from churn import naming, steps
 from churn.config import PipelineSettings, training_hyperparameters
-from churn.csv_input import InputValidationError, text_lines
+from churn.csv_input import InputValidationError, text_lines, unreadable
 from churn.derivations import DERIVATIONS
 from churn.features import now_event_time, parse_event_time
 from churn.ingest import IngestError, OfflineStoreTimeout, describe_failures
@@ -230,8 +230,11 @@ class LocalPipeline:
         if not self.spec.derive:
             return group_files(self.spec, data)
         with self._step(steps.DERIVE_SOURCES, outcome, lambda: f"{len(derived)} files"):
-            with open(data, "rb") as stream:  # decoded line by line: a bad byte is reported with its line
-                derived = DERIVATIONS[self.spec.derive].derive(text_lines(stream, str(data)), str(data))
+            try:
+                with open(data, "rb") as stream:  # decoded line by line: a bad byte is reported with its line
+                    derived = DERIVATIONS[self.spec.derive].derive(text_lines(stream, str(data)), str(data))
+            except OSError as exc:
+                raise unreadable(str(data), exc) from None
             for name, text in derived.items():
                 (scratch / f"{name}.csv").write_text(text, encoding="utf-8")
         return {name: scratch / f"{name}.csv" for name in derived}

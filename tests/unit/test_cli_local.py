@@ -660,6 +660,18 @@ def test_a_derivation_input_that_is_not_utf8_is_one_error_naming_its_line(cdnow_
     assert not (tmp_path / "workspace").exists()
 
 
+@pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
+def test_a_derivation_input_that_cannot_be_read_is_one_error_naming_it(cdnow_log, tmp_path, monkeypatch, command):
+    data = tmp_path / "purchases.txt"
+    shutil.copyfile(cdnow_log, data)
+    deny_reading(monkeypatch, data)
+    result = invoke(*command.split(), "--spec", ROOT / "data" / "cdnow.spec.json", "--data", data,
+                    "--workspace", tmp_path / "workspace")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: {data}: cannot be read (Permission denied)\n")
+    assert not (tmp_path / "workspace").exists()
+
+
 def test_a_derived_run_names_every_feature_group_and_the_out_of_time_split(derived_run, cdnow_spec):
     summary, shown = derived_run
     assert summary["status"] == "SUCCEEDED"
