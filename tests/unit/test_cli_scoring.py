@@ -128,6 +128,22 @@ def test_local_scores_without_a_model_or_without_scores_is_one_line(workspace):
     assert "no local run '../etc'" in one_error_line(result)
 
 
+def test_local_scores_of_an_approved_model_whose_run_stopped_before_scoring_say_so(workspace):
+    """Ctrl-C after Register model leaves an approved model without scores: not 'a run that passed the quality
+    gate writes scores' (it passed), but how its run ended, and where to find scores."""
+    add_run(workspace, "local-a", APPROVED, None)
+    run_file = workspace / "runs" / "local-a" / "run.json"
+    run = json.loads(run_file.read_text())
+    run.update(status="ABORTED", step_seconds={"Register model": 0.1, "Build scoring set": 0.2})
+    run_file.write_text(json.dumps(run))
+    result = invoke("scores", "--local", "--workspace", workspace)
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(
+        f"error: run 'local-a' has no scores: it ended ABORTED at Build scoring set "
+        f"({workspace / 'runs' / 'local-a' / 'scores' / 'scores.csv'} does not exist)\n"
+        "hint: pass --run with a run that scored; list runs with `python -m pipeline runs --local`")
+
+
 def test_local_scores_of_a_run_that_does_not_exist_say_there_is_no_such_run_as_status_does(workspace):
     """Not that the run 'has no scores', with a hint about the quality gate."""
     add_run(workspace, "local-a", APPROVED, None)
