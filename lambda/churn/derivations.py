@@ -9,9 +9,9 @@ purchase of the 23,570 customers who first bought in Q1 1997, until June 1998):
 - `profile`, one row per customer, from the day after the first purchase: its month, CDs and value;
 - `activity`, a snapshot per customer on the first of every month after the first purchase: days
   since the last purchase, purchases and spend over the last 30/90/365 days, tenure;
-- `labels`, every customer observed on the 15th of every other month from April 1997 to February
-  1998: churned = 1 when the customer bought nothing in the 90 days after the observation date
-  (an observation is made only where the data covers those 90 days).
+- `labels`, every customer observed at 00:00 on the 15th of every other month from April 1997 to
+  February 1998: churned = 1 when the customer bought nothing in the 90 days from the observation (that
+  day included: its purchases come after 00:00; an observation is made only where the data covers them).
 Every value is computed from purchases strictly before the row's event time, so no snapshot holds
 anything that was not known at its time.
 """
@@ -109,7 +109,8 @@ def _label_rows(customer: str, history: list[tuple[int, int, float]], last_day: 
         now = observed.toordinal()
         if days[0] >= now or now + CHURN_HORIZON_DAYS > last_day.toordinal():
             continue  # not a customer yet, or the data ends before the horizon does
-        bought_after = bisect_left(days, now + CHURN_HORIZON_DAYS + 1) - bisect_left(days, now + 1)
+        # Observed at 00:00: a purchase on the observation day itself comes after it (dates carry no time)
+        bought_after = bisect_left(days, now + CHURN_HORIZON_DAYS) - bisect_left(days, now)
         yield [customer, _event_time(observed), 0 if bought_after else 1]
 
 

@@ -15,6 +15,8 @@ PURCHASES = """ customer_id  date number_of_cds  dollar_value
  00002 19970215  1   10.00
  00001 19970801  1    5.00
  00003 19980301  1    1.00
+ 00004 19970105  1    3.00
+ 00004 19970415  1    4.00
 """
 
 
@@ -31,7 +33,7 @@ def test_the_profile_is_known_from_the_day_after_the_first_purchase(derived) -> 
     first = derived["profile"][0]
     assert first == {"customer_id": "00001", "profile_time": "1997-01-02T00:00:00.000Z",
                      "first_purchase_month": "1997-01", "first_purchase_cds": "1", "first_purchase_dollars": "11.77"}
-    assert [p["customer_id"] for p in derived["profile"]] == ["00001", "00002", "00003"]
+    assert [p["customer_id"] for p in derived["profile"]] == ["00001", "00002", "00003", "00004"]
 
 
 def test_a_snapshot_counts_only_purchases_before_its_time(derived) -> None:
@@ -50,6 +52,8 @@ def test_labels_look_90_days_after_the_observation_where_the_data_covers_them(de
     assert labels[("00001", "1997-04-15")] == "1"  # next purchase 1 August: 108 days later
     assert labels[("00001", "1997-06-15")] == "0"  # 1 August is within 90 days
     assert labels[("00002", "1997-04-15")] == "1"
+    # Observed at 00:00 on 15 April: a purchase that day comes after the observation, so it is in the window
+    assert labels[("00004", "1997-04-15")] == "0"
     assert ("00003", "1997-12-15") not in labels  # not a customer yet
     assert not [key for key in labels if key[1] >= "1997-12-15"]  # the data ends 1 March 1998
 
