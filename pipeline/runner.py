@@ -445,3 +445,4 @@ def create_feature_group(store: LocalFeatureStore, name: str, group: FeatureGrou
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUse":
             raise
+        store.describe_feature_group(FeatureGroupName=name)  # it loads (or is StoreDamagedError once, not per record)

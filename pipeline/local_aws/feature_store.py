@@ -237,7 +237,10 @@ class LocalFeatureStore:
             return group
         path = self._meta_dir / f"{name}.json" if is_name(name) else None
         if path is not None and path.exists():  # created by another store
-            loaded = self._load(json.loads(path.read_text(encoding="utf-8")))
+            try:
+                loaded = self._load(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not a description this store wrote
+                raise StoreDamagedError(f"{path}: the feature group's description is damaged ({exc!r})") from None
             with self._lock:
                 return self._groups.setdefault(name, loaded)
         raise client_error("ResourceNotFound", f"Resource not found: feature group '{name}'", operation, 404)

@@ -580,10 +580,13 @@ def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(smal
 
 
 def _damage(workspace: Path, store: str) -> Path:
-    """Garbage in place of the online store's SQLite file or of an offline store's Parquet file, or a folder in
-    place of the SQLite file."""
-    damaged = (workspace / "feature-store" / "online-store.sqlite" if store.startswith("online") else
-               next((workspace / "feature-store" / "offline-store").rglob("*.parquet")))
+    """Garbage in place of the online store's SQLite file, of an offline store's Parquet file or of a feature
+    group's description, or a folder in place of the SQLite file."""
+    damaged = workspace / "feature-store" / "online-store.sqlite"
+    if store == "description":
+        damaged = next((workspace / "feature-store" / "feature-groups").glob("*.json"))
+    elif store == "offline":
+        damaged = next((workspace / "feature-store" / "offline-store").rglob("*.parquet"))
     if store == "online folder":
         damaged.unlink()
         damaged.mkdir()
@@ -594,6 +597,7 @@ def _damage(workspace: Path, store: str) -> Path:
 
 @pytest.mark.parametrize(("command", "store"), [
     ("predict --local --id 7590-VHVEG", "online"), ("predict --local --id 7590-VHVEG", "online folder"),
+    ("predict --local --id 7590-VHVEG", "description"), ("run --local --threshold 0.5", "description"),
     ("run --local --threshold 0.5", "online"),
     ("run --local --threshold 0.5", "offline"), ("evaluate --folds 2", "offline")])
 def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_csv, workspace, tmp_path, command,
@@ -615,9 +619,10 @@ def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_c
             assert recorded == [] and "✗" not in result.stderr
         else:
             (outcome,) = recorded
+            step = steps.INGEST_FEATURES if store == "description" else steps.WAIT_FOR_OFFLINE_STORE
             assert (outcome["status"], outcome["error"]) == ("FAILED", "StoreDamagedError")
-            assert list(outcome["step_seconds"])[-1] == steps.WAIT_FOR_OFFLINE_STORE
-            assert f"✗ {steps.WAIT_FOR_OFFLINE_STORE}" in result.stderr
+            assert list(outcome["step_seconds"])[-1] == step
+            assert f"✗ {step}" in result.stderr
 
 
 def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
