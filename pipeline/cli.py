@@ -354,7 +354,8 @@ def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption =
                       e.created[:19])
     (err_console if as_json else console).print(table)
     if as_json:
-        emit_json({"models": [asdict(e) for e in entries]})  # as registry.json holds them
+        # as registry.json holds them, but with absolute paths: in this workspace (registry.json's are relative to it)
+        emit_json({"models": [asdict(e) for e in entries]})
 
 
 def _spec_target(path: Path, out: Path | None, force: bool) -> Path:

@@ -35,7 +35,7 @@ from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.batch_transform import serving_module
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError, StoreLayoutError
-from pipeline.local_aws.registry import ModelEntry, RegistryError
+from pipeline.local_aws.registry import ModelEntry, RegistryError, resolved_paths
 from pipeline.local_aws.training_job import toolkit_args
 from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import (
@@ -43,6 +43,7 @@ from pipeline.runner import (
     DEFAULT_SPEC,
     INTERRUPTED,
     RUN_FILE,
+    RUN_PATH_FIELDS,
     TRAINING_DIR,
     LocalPipeline,
     PipelineFailed,
@@ -229,7 +230,7 @@ class LocalBackend:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        result = _run_result(run)
+        result = _run_result(resolved_paths(run, RUN_PATH_FIELDS, self.workspace.root))
         result.started = datetime.fromtimestamp(path.stat().st_mtime - (result.duration_seconds or 0), tz=UTC)
         return result
 

@@ -71,7 +71,7 @@ from pipeline.backends import ABORTED, FAILED, RUNNING, SUCCEEDED, Reporter
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws import batch_transform
 from pipeline.local_aws.feature_store import LocalFeatureStore
-from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry, relative_paths
 from pipeline.local_aws.training_job import JobDirectories, pack_model, run_training
 from pipeline.local_ingest import ingest_file
 
@@ -83,6 +83,8 @@ DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
 SOURCES_DIR = "sources"  # a run's derived CSVs, one a feature group
 RUN_FILE = "run.json"  # the run's outcome, in its directory: what `runs --local` and `status --local` read
+# The run's own files, which run.json records relative to the workspace (the --data input is not one of them)
+RUN_PATH_FIELDS = ("run_dir", "model_artifact", "evaluation", "report", "scores")
 # A run stopped by Ctrl-C: recorded as Step Functions records a stopped execution, with this error
 INTERRUPTED = ("Interrupted", "stopped by Ctrl-C (SIGINT)")
 
@@ -410,10 +412,10 @@ class LocalPipeline:
         outcome.step_details[name] = detail() if detail else ""
         self.reporter.step_finished(name, seconds, outcome.step_details[name])
 
-    @staticmethod
-    def _write_summary(run_dir: Path, outcome: RunOutcome) -> None:
+    def _write_summary(self, run_dir: Path, outcome: RunOutcome) -> None:
         if run_dir.exists():
-            (run_dir / RUN_FILE).write_text(json.dumps(asdict(outcome), indent=2), encoding="utf-8")
+            recorded = relative_paths(asdict(outcome), RUN_PATH_FIELDS, self.workspace.root)
+            (run_dir / RUN_FILE).write_text(json.dumps(recorded, indent=2), encoding="utf-8")
 
 
 def _error_of(exc: BaseException) -> tuple[str, str]:

@@ -3,7 +3,8 @@
 It mirrors a SageMaker model package group: approved models get increasing version numbers,
 rejected ones are kept for the record (with the gate's reason) but get no version. Two runs
 registering at once (threads or processes) never get the same version: every read-modify-write
-holds an exclusive `flock` on `<registry>.lock`, and the file is replaced atomically.
+holds an exclusive `flock` on `<registry>.lock`, and the file is replaced atomically. A model's files are
+recorded relative to the workspace (the registry's folder), so a moved or copied workspace uses its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,22 @@ from typing import Any
 from churn.model_quality import APPROVED
 
 REJECTED = "Rejected"
+PATH_FIELDS = ("model_artifact", "evaluation", "report")  # a model's files, in its run's directory
+
+
+def relative_paths(record: dict[str, Any], fields: Iterable[str], root: Path) -> dict[str, Any]:
+    """`record` with its `fields` (paths) relative to the workspace `root` where they are in it: what the
+    workspace's files record, so that they name the workspace's own files wherever it is moved or copied."""
+    def relative(path: str) -> str:
+        return str(Path(path).relative_to(root)) if path and Path(path).is_relative_to(root) else path
+
+    return {**record, **{name: relative(record[name]) for name in fields if name in record}}
+
+
+def resolved_paths(record: dict[str, Any], fields: Iterable[str], root: Path) -> dict[str, Any]:
+    """`record` with its relative `fields` in the workspace `root` it was read from; an absolute one (as an
+    earlier version recorded them) stays as it is."""
+    return {**record, **{name: str(root / record[name]) for name in fields if record.get(name)}}
 
 
 @dataclass
@@ -42,6 +60,7 @@ class RegistryError(RuntimeError):
 class LocalModelRegistry:
     def __init__(self, path: Path):
         self.path = path
+        self.root = path.parent.resolve()  # the workspace: a model's files are recorded relative to it
 
     def entries(self) -> list[ModelEntry]:
         if not self.path.exists():
@@ -50,7 +69,7 @@ class LocalModelRegistry:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise RegistryError(f"{self.path}: the model registry is not valid JSON ({exc})") from None
-        return [ModelEntry(**item) for item in data.get("models", [])]
+        return [ModelEntry(**resolved_paths(item, PATH_FIELDS, self.root)) for item in data.get("models", [])]
 
     def latest_approved(self) -> ModelEntry | None:
         return max((e for e in self.entries() if e.status == APPROVED), key=lambda e: e.version or 0, default=None)
@@ -65,7 +84,8 @@ class LocalModelRegistry:
             if entry.status == APPROVED:
                 entry.version = 1 + max((e.version or 0 for e in entries), default=0)
             entries.append(entry)
-            payload = json.dumps({"models": [asdict(e) for e in entries]}, indent=2)
+            payload = json.dumps({"models": [relative_paths(asdict(e), PATH_FIELDS, self.root)
+                                             for e in entries]}, indent=2)
             # Atomic replace: a crash never leaves a half-written registry (one writer at a time: the lock).
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_text(payload, encoding="utf-8")

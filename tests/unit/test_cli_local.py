@@ -94,6 +94,32 @@ def test_runs_local_and_status_local(first_run, workspace):
     assert summary_value(shown.stdout, "input") == first_run["input"]
 
 
+def test_a_moved_or_copied_workspace_uses_its_own_model_and_shows_its_own_paths(small_csv, tmp_path):
+    """The registry and run.json name a run's files relative to the workspace: a copy predicts with its own
+    model (it used the original's, silently), a moved workspace still finds its model (the old path was an
+    error), and `models`, `status` show paths in the workspace they read."""
+    original = tmp_path / "original"
+    first_run = last_json(invoke("run", "--local", "--json", "--data", small_csv, "--workspace", original,
+                                 "--threshold", "0.5"))
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    moved = original.rename(tmp_path / "moved")
+    for place in (copy, moved):
+        predicted = invoke("predict", "--local", "--workspace", place, "--id", "7590-VHVEG", "--json")
+        assert predicted.exit_code == 0, predicted.output
+        assert 0 <= last_json(predicted)["churn_probability"] <= 1
+        run_dir = place / "runs" / first_run["run_id"]
+        (listed,) = last_json(invoke("models", "--workspace", place, "--json"))["models"]
+        assert (listed["model_artifact"], listed["evaluation"]) == (str(run_dir / "model.tar.gz"),
+                                                                     str(run_dir / "model" / "evaluation.json"))
+        assert Path(listed["model_artifact"]).is_file() and Path(listed["evaluation"]).is_file()
+        shown = last_json(invoke("status", first_run["run_id"], "--local", "--workspace", place, "--json"))
+        assert (shown["run_dir"], shown["model_artifact"]) == (str(run_dir), listed["model_artifact"])
+        assert shown["scores_uri"] == str(run_dir / "scores" / "scores.csv")
+        assert shown["report"] == listed["report"] and shown["report"].startswith(f"{run_dir}/")
+        assert shown["input"] == first_run["input"]  # the --data it ran on: not in the workspace
+
+
 def test_tables_piped_to_another_program_are_not_cut_to_80_columns(first_run, workspace):
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     for command in (["runs", "--local"], ["models"]):

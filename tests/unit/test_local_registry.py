@@ -1,10 +1,13 @@
-"""LocalModelRegistry: versions stay unique when several threads and processes register at once."""
+"""LocalModelRegistry: versions stay unique when several threads and processes register at once; a model's
+files are found in the workspace the registry is read from."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
@@ -16,6 +19,7 @@ ADDS = 15
 # registry object every time, as the local pipeline does (one object per access).
 REGISTRANT = """
 import sys, time
+from dataclasses import asdict
 from pathlib import Path
 from pipeline.local_aws.registry import LocalModelRegistry, ModelEntry
 path, start, name, adds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -27,9 +31,10 @@ for i in range(adds):
 """
 
 
-def entry(run_id: str, status: str = APPROVED) -> ModelEntry:
+def entry(run_id: str, status: str = APPROVED, **files: str) -> ModelEntry:
     return ModelEntry(run_id=run_id, created="2026-12-07T00:00:00Z", status=status, validation_auc=0.9,
-                      threshold=0.8, model_artifact="model.tar.gz", evaluation="evaluation.json", report="report.html")
+                      threshold=0.8, **{"model_artifact": "model.tar.gz", "evaluation": "evaluation.json",
+                                        "report": "report.html", **files})
 
 
 def test_approved_models_get_increasing_versions_and_rejected_ones_none(tmp_path):
@@ -68,3 +73,34 @@ def test_concurrent_processes_and_threads_never_share_a_version(tmp_path):
     assert len(entries) == 5 * ADDS  # no registration lost to a concurrent rewrite
     assert sorted(e.version for e in entries) == list(range(1, 5 * ADDS + 1))
     assert not list(path.parent.glob(".registry-*"))  # no temporary file left behind
+
+
+def files_of(root: Path, run_id: str) -> dict[str, str]:
+    run_dir = root / "runs" / run_id
+    return {"model_artifact": str(run_dir / "model.tar.gz"), "evaluation": str(run_dir / "model" / "evaluation.json"),
+            "report": ""}  # a run whose script wrote no report
+
+
+def test_a_runs_files_are_found_in_the_workspace_the_registry_is_read_from(tmp_path):
+    """Recorded relative to the workspace: a moved (or copied) workspace names its own files, not the old ones."""
+    first = tmp_path / "first"
+    added = LocalModelRegistry(first / "registry.json").add(entry("a", **files_of(first, "a")))
+    assert added.model_artifact == files_of(first, "a")["model_artifact"]  # the caller's entry, as given
+    stored = json.loads((first / "registry.json").read_text(encoding="utf-8"))["models"][0]
+    assert stored["model_artifact"] == "runs/a/model.tar.gz" and stored["report"] == ""
+    moved = first.rename(tmp_path / "moved")
+    (read,) = LocalModelRegistry(moved / "registry.json").entries()
+    assert {name: getattr(read, name) for name in ("model_artifact", "evaluation", "report")} == files_of(moved, "a")
+
+
+def test_a_registry_of_the_previous_version_keeps_its_absolute_paths(tmp_path):
+    """It recorded absolute paths: read as they are, and kept so when a run registers another model."""
+    elsewhere = files_of(tmp_path / "elsewhere", "a")
+    path = tmp_path / "workspace" / "registry.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"models": [{**asdict(entry("a")), **elsewhere}]}), encoding="utf-8")
+    LocalModelRegistry(path).add(entry("b", **files_of(path.parent, "b")))
+    old, new = LocalModelRegistry(path).entries()
+    assert (old.model_artifact, old.evaluation, new.model_artifact) == (
+        elsewhere["model_artifact"], elsewhere["evaluation"], files_of(path.parent, "b")["model_artifact"])
+    assert json.loads(path.read_text(encoding="utf-8"))["models"][0]["model_artifact"] == elsewhere["model_artifact"]
