@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,7 +154,14 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
         raise BadInput(str(exc.args[0]), error="InvalidGroup") from None
 
 
-def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResult:
+def _recorded_start(run: dict[str, Any]) -> datetime | None:
+    """When the run started, as the runner recorded it (a run.json of an earlier version does not say)."""
+    with suppress(KeyError, TypeError, ValueError):
+        return datetime.fromisoformat(run["started"]).astimezone(UTC)  # naive (edited by hand): local time
+    return None
+
+
+def _run_result(run: dict[str, Any]) -> RunResult:
     """A local run as the CLI shows it, from the runner's outcome (its run.json)."""
     failed = run.get("status") in TERMINAL_STATUSES - {SUCCEEDED}
     seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
@@ -168,7 +175,8 @@ def _run_result(run: dict[str, Any], started: datetime | None = None) -> RunResu
         customers_scored=run.get("customers_scored") or None, scores_uri=run.get("scores") or "",
         id_column=run.get("id_column") or RunResult.id_column, top_customers=run.get("top_customers") or [],
         error=run.get("error") or "", cause=run.get("cause") or "",
-        hint=f"run directory: {run.get('run_dir')}" if failed else "", started=started, duration_seconds=seconds,
+        hint=f"run directory: {run.get('run_dir')}" if failed else "", started=_recorded_start(run),
+        duration_seconds=seconds,
         step_seconds=run.get("step_seconds", {}), step_details=run.get("step_details", {}),
         run_dir=run.get("run_dir", ""),
     )
@@ -214,7 +222,6 @@ class LocalBackend:
         groups = ", ".join(pipeline.feature_groups.values())
         reporter.run_started(f"Local run on {data} (feature group{'s' if len(pipeline.feature_groups) > 1 else ''} "
                              f"{groups})", tuple(pipeline.feature_groups))
-        began = datetime.now(UTC)
         with _refusals():
             try:
                 outcome = pipeline.run(data, run_id=request.name, knowledge_cutoff=request.knowledge_cutoff)
@@ -222,16 +229,18 @@ class LocalBackend:
                 outcome = exc.outcome  # type: ignore[attr-defined]
             except KeyboardInterrupt as exc:
                 raise _interrupted(exc) from None
-        return _run_result(asdict(outcome), began)
+        return _run_result(asdict(outcome))
 
     def _load(self, path: Path) -> RunResult | None:
-        """A run.json, with its start: when it was written less the time its steps took."""
+        """A run.json, with its start as recorded; a run.json of an earlier version records none: when it was
+        written less the time its steps took (a copied workspace's files all have the copy's time)."""
         try:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         result = _run_result(resolved_paths(run, RUN_PATH_FIELDS, self.workspace.root))
-        result.started = datetime.fromtimestamp(path.stat().st_mtime - (result.duration_seconds or 0), tz=UTC)
+        if result.started is None:
+            result.started = datetime.fromtimestamp(path.stat().st_mtime - (result.duration_seconds or 0), tz=UTC)
         return result
 
     def _no_run(self, run_id: str) -> OperatorError:

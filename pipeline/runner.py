@@ -117,6 +117,7 @@ class RunOutcome:
     status: str
     run_id: str
     run_dir: str
+    started: str = ""  # ISO 8601, UTC: what `runs --local` shows and orders by (a copied file's time is the copy's)
     input: str = ""  # the --data path: a file, or a folder of <group>.csv
     feature_groups: dict[str, str] = field(default_factory=dict)  # spec group -> feature group name
     records_ingested: int = 0
@@ -164,12 +165,13 @@ class LocalPipeline:
         started = datetime.now(UTC)
         run_id = run_id or f"local-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         run_dir = self.workspace.runs / run_id
-        outcome = RunOutcome(status=RUNNING, run_id=run_id, run_dir=str(run_dir), input=str(data),
-                             threshold=self.settings.quality_threshold, feature_groups=dict(self.feature_groups),
+        outcome = RunOutcome(status=RUNNING, run_id=run_id, run_dir=str(run_dir), started=started.isoformat(),
+                             input=str(data), threshold=self.settings.quality_threshold,
+                             feature_groups=dict(self.feature_groups),
                              knowledge_cutoff=knowledge_cutoff or NO_CUTOFF, id_column=self.spec.record_identifier.name)
         try:
             self._prepare_training_set(data, run_dir, outcome, now_event_time())
-            self._train_and_register(run_dir, outcome, started)
+            self._train_and_register(run_dir, outcome)
             self._score(run_dir, outcome)
         except (Exception, KeyboardInterrupt) as exc:  # on record (a run whose input was refused has written nothing)
             outcome.status = ABORTED if isinstance(exc, KeyboardInterrupt) else FAILED
@@ -314,7 +316,7 @@ class LocalPipeline:
             self.reporter.warning(steps.TRAIN_MODEL, warning)
         return pack_model(run_dir, run_dir / MODEL_ARTIFACT_FILE)
 
-    def _train_and_register(self, run_dir: Path, outcome: RunOutcome, started: datetime) -> None:
+    def _train_and_register(self, run_dir: Path, outcome: RunOutcome) -> None:
         with self._step(steps.TRAIN_MODEL, outcome, lambda: outcome.model_artifact):
             outcome.model_artifact = str(self.train_model(run_dir))
         with self._step(steps.EVALUATE_MODEL, outcome, lambda: outcome.gate):
@@ -328,7 +330,7 @@ class LocalPipeline:
             report = job.output_data / self._script().REPORT_FILE
             outcome.report = str(report) if report.exists() else ""
             entry = ModelEntry(
-                run_id=outcome.run_id, created=started.isoformat(), status=APPROVED if decision.passed else REJECTED,
+                run_id=outcome.run_id, created=outcome.started, status=APPROVED if decision.passed else REJECTED,
                 validation_auc=decision.validation_auc, threshold=decision.threshold,
                 model_artifact=outcome.model_artifact, evaluation=outcome.evaluation, report=outcome.report,
                 reason=decision.reason, metrics={k: v for k, v in evaluation.items() if isinstance(v, (int, float))},

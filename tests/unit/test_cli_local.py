@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,34 @@ def test_a_moved_or_copied_workspace_uses_its_own_model_and_shows_its_own_paths(
         assert shown["scores_uri"] == str(run_dir / "scores" / "scores.csv")
         assert shown["report"] == listed["report"] and shown["report"].startswith(f"{run_dir}/")
         assert shown["input"] == first_run["input"]  # the --data it ran on: not in the workspace
+
+
+def test_runs_local_of_a_copied_workspace_keep_the_start_each_run_recorded(first_run, small_csv, workspace, tmp_path):
+    """`cp -r` gives every file the time of the copy, in whatever order it copies them: the runs show when they
+    started and are listed newest first all the same (they showed the copy's time, in the copy's order). A
+    run.json of the previous version, without its start, is still dated by its time less its steps'."""
+    runs = tmp_path / "runs"
+    shutil.copytree(workspace, runs)
+    later = last_json(invoke("run", "--local", "--json", "--data", small_csv, "--workspace", runs,
+                             "--threshold", "0.5"))
+    copy = tmp_path / "copy"
+    shutil.copytree(runs, copy, copy_function=shutil.copy)  # as `cp -r`: the files' times are the copy's
+    earlier_file = copy / "runs" / first_run["run_id"] / "run.json"
+    copied_at = (copy / "runs" / later["run_id"] / "run.json").stat().st_mtime
+    os.utime(earlier_file, (copied_at + 60, copied_at + 60))  # the earlier run's copied last
+    listed = last_json(invoke("runs", "--local", "--max", "50", "--workspace", copy, "--json"))["runs"]
+    started = {run["run_id"]: run["started"] for run in listed}
+    assert (started[first_run["run_id"]], started[later["run_id"]]) == (first_run["started"], later["started"])
+    order = [run["run_id"] for run in listed]
+    assert order.index(later["run_id"]) < order.index(first_run["run_id"])
+
+    previous = {k: v for k, v in json.loads(earlier_file.read_text()).items() if k != "started"}
+    earlier_file.write_text(json.dumps(previous))
+    os.utime(earlier_file, (copied_at, copied_at))
+    listed = last_json(invoke("runs", "--local", "--max", "50", "--workspace", copy, "--json"))["runs"]
+    (shown,) = [run for run in listed if run["run_id"] == first_run["run_id"]]
+    estimate = datetime.fromtimestamp(copied_at - sum(previous["step_seconds"].values()), tz=UTC)
+    assert shown["started"] == estimate.isoformat()
 
 
 def test_tables_piped_to_another_program_are_not_cut_to_80_columns(first_run, workspace):
