@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from churn.csv_input import InputValidationError, csv_rows, read_header, unreadable
+from churn.csv_input import InputValidationError, csv_rows, data_rows, read_header, unreadable
 from churn.features import (
     INTEGRAL_MAX,
     INTEGRAL_MIN,
@@ -91,21 +91,16 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
         if missing:
             raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)
         stats = [ColumnStats(h) for h in header]
-        count = _add_rows(rows, stats, source, max_rows)
+        count = _add_rows(data_rows(rows, header, source), stats, max_rows)
     if count == 0:
         raise InputValidationError(source, "the file has a header but no data rows")
     return stats, count
 
 
-def _add_rows(rows: Iterator[tuple[int, int, list[str]]], stats: list[ColumnStats], source: str, max_rows: int
-              ) -> int:
+def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], max_rows: int) -> int:
+    """Add the data rows (run's: the same rows, refused with the same errors) to each column's statistics."""
     count = 0
-    for line, _, row in rows:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if len(row) != len(stats):
-            raise InputValidationError(source, f"expected {len(stats)} fields as in the header, found {len(row)}",
-                                       line=line)
+    for _, row in rows:
         for stat, value in zip(stats, row, strict=True):
             stat.add(value)
         count += 1

@@ -115,13 +115,21 @@ def read_header(rows: Iterator[tuple[int, int, list[str]]], source: str, group: 
 
 
 def iter_raw_rows(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number, row as column -> text) after checking the header against the group's columns.
+    """Yield (line number, row as column -> text) after checking the header against the group's columns."""
+    rows = csv_rows(stream, source)
+    header = read_header(rows, source, group)
+    for line, row in data_rows(rows, header, source):
+        yield line, dict(zip(header, row, strict=True))
+
+
+def data_rows(rows: Iterator[tuple[int, int, list[str]]], header: list[str], source: str
+              ) -> Iterator[tuple[int, list[str]]]:
+    """The data rows of `csv_rows` after `read_header`, as (line number, fields), each the header's width on
+    one line (the rules of run and `spec infer` alike).
 
     A blank line may only end the file: the Distributed Map reads the file as items, one a line, and how
     its CSV reader treats a blank line is not documented.
     """
-    rows = csv_rows(stream, source)
-    header = read_header(rows, source, group)
     blank = None
     for line, end, row in rows:
         if not row or (len(row) == 1 and row[0].strip() == ""):
@@ -132,7 +140,7 @@ def iter_raw_rows(stream: BinaryIO, source: str, group: FeatureGroupSpec) -> Ite
                                        line=blank)
         if len(row) != len(header) or end != line:
             _check_row(row, header, source, line)
-        yield line, dict(zip(header, row, strict=True))
+        yield line, row
 
 
 def _check_row(row: list[str], header: list[str], source: str, line: int) -> None:

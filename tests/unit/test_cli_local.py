@@ -409,6 +409,23 @@ def test_spec_infer_on_a_malformed_csv_is_one_located_error(small_csv, tmp_path)
     assert not data.with_suffix(".spec.json").exists()
 
 
+@pytest.mark.parametrize(("broken", "error"), [
+    (lambda line: "\n" + line, "line 9: a blank line inside the data (blank lines may only end the file)"),
+    (lambda line: ",".join([line.split(",")[0], '"two\nlines"', *line.split(",")[2:]]),
+     "line 9, column 'gender': the value holds a line break (value 'two\\nlines')"),
+])
+def test_spec_infer_refuses_a_file_run_refuses_with_runs_error(small_csv, tmp_path, broken, error):
+    """A spec written for a file the run then refuses would be a promise broken at Validate input."""
+    lines = small_csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[8] = broken(lines[8])
+    data = tmp_path / "broken.csv"
+    data.write_text("".join(lines), encoding="utf-8")
+    inferred = invoke("spec", "infer", data, "--id", "customerID", "--label", "Churn")
+    assert inferred.exit_code == 2
+    assert one_error_line(inferred).startswith(f"error: {data}, {error}")
+    assert not data.with_suffix(".spec.json").exists()
+
+
 def test_spec_infer_on_a_csv_without_feature_columns_says_so(tmp_path):
     data = tmp_path / "ids-and-labels.csv"
     data.write_text("customer,churned,notes\nA1,Yes,\nA2,No,\n", encoding="utf-8")

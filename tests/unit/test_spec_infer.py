@@ -138,19 +138,31 @@ def telco_lines(data_path: Path, rows: int = 20) -> list[bytes]:
     return data_path.read_bytes().splitlines(keepends=True)[: rows + 1]
 
 
-def test_a_byte_that_is_not_utf8_is_reported_on_its_line_as_run_reports_it(tmp_path, data_path, group):
-    lines = telco_lines(data_path)
-    lines[16] = lines[16].replace(b",", b"\xe9,", 1)
-    path = tmp_path / "latin1.csv"
-    path.write_bytes(b"".join(lines))
-    run, inferred = refusals(path, group)
-    assert inferred == run == f"{path}, line 17: not UTF-8 text (byte 0xe9 at position 11)"
+def _edit_line(number: int, old: bytes, new: bytes):
+    """An edit of the Telco lines: the first `old` on file line `number` becomes `new`."""
+    def edit(lines: list[bytes]) -> None:
+        lines[number - 1] = lines[number - 1].replace(old, new, 1)
+    return edit
 
 
-def test_a_field_over_the_size_limit_is_reported_on_its_line_as_run_reports_it(tmp_path, data_path, group):
+@pytest.mark.parametrize(("edit", "error"), [
+    (_edit_line(17, b",", b"\xe9,"), "line 17: not UTF-8 text (byte 0xe9 at position 11)"),
+    (_edit_line(12, b",", b"," + b"x" * 131073), "line 12: malformed CSV (field larger than field limit (131072))"),
+    (lambda lines: lines.insert(9, b"\r\n"),
+     "line 10: a blank line inside the data (blank lines may only end the file)"),
+    (_edit_line(6, b",Female,", b',"Fe\nmale",'),
+     "line 6, column 'gender': the value holds a line break (value 'Fe\\nmale'); every record must fit on one line"),
+], ids=["not utf-8", "field too large", "blank line inside", "line break in a value"])
+def test_a_file_run_refuses_is_refused_on_its_line_as_run_refuses_it(tmp_path, data_path, group, edit, error):
     lines = telco_lines(data_path)
-    lines[11] = lines[11].replace(b",", b"," + b"x" * 131073, 1)
-    path = tmp_path / "huge.csv"
+    edit(lines)
+    path = tmp_path / "customers.csv"
     path.write_bytes(b"".join(lines))
     run, inferred = refusals(path, group)
-    assert inferred == run == f"{path}, line 12: malformed CSV (field larger than field limit (131072))"
+    assert inferred == run == f"{path}, {error}"
+
+
+def test_blank_lines_ending_the_file_are_accepted_as_run_accepts_them(tmp_path, data_path, group):
+    path = tmp_path / "trailing.csv"
+    path.write_bytes(b"".join(telco_lines(data_path)) + b"\n\r\n")
+    assert validate_file(str(path), group).rows == infer_spec(path, id_column="customerID", label_column="Churn").rows
