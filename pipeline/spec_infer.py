@@ -25,6 +25,12 @@ from churn.schema import MAX_NAME_LENGTH, RESERVED_NAMES, FeatureSpec
 _NO_GROUP = SimpleNamespace(name="", source_columns=())
 _MAX_DISTINCT = 1000  # a String column with more distinct values is named as a likely identifier or free text
 _LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "00332": text whose zeros a number would lose
+# A number column's stray non-numbers ('N/A', 'x', '?'): at most this share of its values, this many different ones.
+_STRAY_SHARE = 0.01
+_STRAY_DISTINCT = 10
+# Stray non-numbers are judged against the share once there are more than this many: the first few may
+# all sit at the top of a long file. Past it a column over the share is text and no longer parsed.
+_STRAY_SETTLED = 100
 
 
 @dataclass
@@ -33,13 +39,16 @@ class ColumnStats:
     values: int = 0
     blanks: int = 0
     integral: bool = True
-    numeric: bool = True
+    numeric: bool = True  # every value a number
+    parsing: bool = True  # values still parsed as numbers: False once the column is clearly text
     distinct: set[str] = field(default_factory=set)  # kept up to one over _MAX_DISTINCT
+    not_numbers: int = 0  # values that are not numbers, while parsing
+    strays: dict[str, int] = field(default_factory=dict)  # each value that is not a number -> its first line
     not_finite: str = ""  # the first "nan", "inf"...: float() reads it, ingest refuses it in a number feature
     too_big: str = ""  # the first whole number beyond Feature Store's 64-bit Integral
     leading_zero: str = ""  # the first number written with a leading zero: the column is text
 
-    def add(self, value: str) -> None:
+    def add(self, value: str, line: int) -> None:
         text = value.strip()
         if not text:
             self.blanks += 1
@@ -47,21 +56,38 @@ class ColumnStats:
         self.values += 1
         if len(self.distinct) <= _MAX_DISTINCT:
             self.distinct.add(text)
-        if self.numeric and _LEADING_ZERO.match(text):
-            self.numeric = self.integral = False
+        if self.parsing:
+            self._parse(text, line)
+
+    def _parse(self, text: str, line: int) -> None:
+        if _LEADING_ZERO.match(text):
+            self.numeric = self.integral = self.parsing = False
             self.leading_zero = text
-        if self.numeric:
-            try:
-                number = float(text)
-            except ValueError:
-                self.numeric = self.integral = False
-                return
-            if not (math.isfinite(number) or self.not_finite):
-                self.not_finite = text
-            if self.integral and not (number.is_integer() and "." not in text and "e" not in text.lower()):
-                self.integral = False
-            elif self.integral and not INTEGRAL_MIN <= int(text) <= INTEGRAL_MAX:
-                self.integral, self.too_big = False, text
+            return
+        try:
+            number = float(text)
+        except ValueError:
+            self._not_a_number(text, line)
+            return
+        if not (math.isfinite(number) or self.not_finite):
+            self.not_finite = text
+        if self.integral and not (number.is_integer() and "." not in text and "e" not in text.lower()):
+            self.integral = False
+        elif self.integral and not INTEGRAL_MIN <= int(text) <= INTEGRAL_MAX:
+            self.integral, self.too_big = False, text
+
+    def _not_a_number(self, text: str, line: int) -> None:
+        self.numeric = False
+        self.not_numbers += 1
+        self.strays.setdefault(text, line)
+        if len(self.strays) > _STRAY_DISTINCT or (
+                self.not_numbers > max(_STRAY_SETTLED, self.values * _STRAY_SHARE)):
+            self.parsing = False
+
+    @property
+    def has_strays(self) -> bool:
+        """A column of numbers but for a few values that are not (inferred String all the same)."""
+        return self.parsing and 0 < self.not_numbers <= self.values * _STRAY_SHARE
 
     @property
     def feature_type(self) -> str:
@@ -100,9 +126,9 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
 def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], max_rows: int) -> int:
     """Add the data rows (run's: the same rows, refused with the same errors) to each column's statistics."""
     count = 0
-    for _, row in rows:
+    for line, row in rows:
         for stat, value in zip(stats, row, strict=True):
-            stat.add(value)
+            stat.add(value, line)
         count += 1
         if count >= max_rows:
             break
@@ -143,12 +169,17 @@ def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[st
     if stat.values == 0:
         problems.append(f"column '{stat.source}' is empty in every row: left out")
         return None
-    if stat.feature_type == "String" and len(stat.distinct) > _MAX_DISTINCT:
+    if stat.feature_type == "String" and len(stat.distinct) > _MAX_DISTINCT and not stat.has_strays:
         problems.append(
             f"column '{stat.source}' has over {_MAX_DISTINCT} distinct text values: an identifier or free text? "
             "It is kept as a String feature; remove it from the spec if it carries no signal")
     if stat.blanks:
         problems.append(f"column '{stat.source}' is blank in {stat.blanks} rows: stored as missing")
+    if stat.has_strays:
+        value, line = next(iter(stat.strays.items()))
+        problems.append(f"column '{stat.source}' holds numbers but {stat.not_numbers} values that are not (the "
+                        f"first: {value!r}, line {line}): inferred String, so the model takes its numbers as "
+                        "categories; blank those values (missing) or fix them to make it a number column")
     if stat.leading_zero and stat.feature_type == "String":
         problems.append(f"column '{stat.source}' holds {stat.leading_zero!r}: a String, as a number would lose its "
                         "leading zeros (a zip code, a code); make it Integral or Fractional if they carry no meaning")

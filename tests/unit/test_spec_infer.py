@@ -166,3 +166,43 @@ def test_blank_lines_ending_the_file_are_accepted_as_run_accepts_them(tmp_path, 
     path = tmp_path / "trailing.csv"
     path.write_bytes(b"".join(telco_lines(data_path)) + b"\n\r\n")
     assert validate_file(str(path), group).rows == infer_spec(path, id_column="customerID", label_column="Churn").rows
+
+
+def churn_file(tmp_path: Path, columns: dict[str, list[str]], rows: int) -> Path:
+    """`id`, the given columns (each value list cycled over the rows), `churn` alternating Yes/No."""
+    path = tmp_path / "customers.csv"
+    lines = ["id," + ",".join(columns) + ",churn\n"]
+    lines += [f"C{i}," + ",".join(values[i % len(values)] for values in columns.values()) + f",{('Yes', 'No')[i % 2]}\n"
+              for i in range(rows)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def test_a_number_column_with_a_few_stray_values_is_named_with_the_first_of_them(tmp_path):
+    """'N/A' in 3 of 1200 rows, one 'x' in 200: inferred String (so categories to the model), and said so;
+    not named a likely identifier for its many distinct values."""
+    charges = [str(n * 1.5) for n in range(1197)] + ["N/A", "n/a", "N/A"]
+    visits = ["x" if n == 150 else str(n) for n in range(200)]
+    path = churn_file(tmp_path, {"charges": charges, "visits": visits}, 1200)
+    inference = infer_spec(path, id_column="id", label_column="churn")
+    assert {f.source_column: f.type for f in inference.spec.features} == {"charges": "String", "visits": "String"}
+    assert inference.problems == [
+        "column 'charges' holds numbers but 3 values that are not (the first: 'N/A', line 1199): inferred String, "
+        "so the model takes its numbers as categories; blank those values (missing) or fix them to make it a "
+        "number column",
+        "column 'visits' holds numbers but 6 values that are not (the first: 'x', line 152): inferred String, "
+        "so the model takes its numbers as categories; blank those values (missing) or fix them to make it a "
+        "number column",
+    ]
+
+
+@pytest.mark.parametrize("values", [
+    ["Yes", "No", "No phone service"],  # text
+    ["A", "B", "12", "7"],  # codes, some of them digits
+    ["N/A"] + [str(n) for n in range(49)],  # 2% not numbers: too many to be strays
+    [f"code{n}" if n % 100 == 0 else str(n) for n in range(1100)],  # 11 different non-numbers in 1%
+], ids=["text", "codes", "two percent", "eleven different"])
+def test_a_text_column_is_not_named_a_number_column_with_strays(tmp_path, values):
+    inference = infer_spec(churn_file(tmp_path, {"plan": values}, 2200), id_column="id", label_column="churn")
+    assert inference.spec.features[0].type == "String"
+    assert not [p for p in inference.problems if "that are not" in p], inference.problems
