@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from churn.csv_input import InputValidationError, csv_rows, data_rows, read_header, unreadable
+from churn.csv_input import FIRST_DATA_LINE, InputValidationError, csv_rows, data_rows, read_header, unreadable
 from churn.features import (
     INTEGRAL_MAX,
     INTEGRAL_MIN,
@@ -18,7 +19,10 @@ from churn.features import (
     fit_name,
     normalise_name,
 )
+from churn.layout import HYPERPARAMETERS_MODULE
 from churn.schema import MAX_NAME_LENGTH, RESERVED_NAMES, FeatureSpec
+from pipeline.local_aws.batch_transform import serving_module
+from pipeline.runner import TRAINING_DIR
 
 # run's rules for a header (not empty, comma-separated, no name twice) before there is a spec: a
 # stand-in feature group that requires no column.
@@ -103,8 +107,9 @@ class Inference:
     rows: int
 
 
-def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) -> tuple[list[ColumnStats], int]:
-    """Every column's statistics over the first `max_rows` data rows."""
+def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int
+                ) -> tuple[list[ColumnStats], list[str], list[str]]:
+    """Every column's statistics over the first `max_rows` data rows, and the id's and label's values."""
     source = str(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below
@@ -117,22 +122,28 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int) ->
         if missing:
             raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)
         stats = [ColumnStats(h) for h in header]
-        count = _add_rows(data_rows(rows, header, source), stats, max_rows)
-    if count == 0:
+        keys = (header.index(id_column), header.index(label_column))
+        ids, labels = _add_rows(data_rows(rows, header, source), stats, keys, max_rows)
+    if not ids:
         raise InputValidationError(source, "the file has a header but no data rows")
-    return stats, count
+    return stats, ids, labels
 
 
-def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], max_rows: int) -> int:
-    """Add the data rows (run's: the same rows, refused with the same errors) to each column's statistics."""
-    count = 0
+def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], keys: tuple[int, int],
+              max_rows: int) -> tuple[list[str], list[str]]:
+    """Add the data rows (run's: the same rows, refused with the same errors) to each column's statistics;
+    the id's and label's values (at the `keys` positions), row by row, for what takes whole columns."""
+    id_at, label_at = keys
+    ids: list[str] = []
+    labels: list[str] = []
     for line, row in rows:
         for stat, value in zip(stats, row, strict=True):
             stat.add(value, line)
-        count += 1
-        if count >= max_rows:
+        ids.append(row[id_at])
+        labels.append(row[label_at])
+        if len(ids) >= max_rows:
             break
-    return count
+    return ids, labels
 
 
 def _feature_name(raw: str, used: set[str], problems: list[str]) -> str:
@@ -192,9 +203,41 @@ def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[st
     return {"name": _feature_name(stat.source, used, problems), "source": stat.source, "type": stat.feature_type}
 
 
+def _label_problems(label: ColumnStats, values: list[str], problems: list[str]) -> None:
+    if label.blanks:
+        problems.append(f"label '{label.source}' is blank in {label.blanks} rows: those rows cannot be ingested")
+    # The training script's own minimum, read from it (its standard-library module, as the local run checks
+    # hyperparameters): a label below it is ingested whole, then fails at Train model.
+    least = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE).MIN_ROWS_PER_CLASS
+    counts = Counter(values)
+    tokens = {value: value.strip().lower() for value in counts}  # as churn.features.parse_label reads them
+    churned = sum(n for value, n in counts.items() if tokens[value] in LABEL_TRUE)
+    stayed = sum(n for value, n in counts.items() if tokens[value] in LABEL_FALSE)
+    if min(churned, stayed) < least:
+        problems.append(f"label '{label.source}' is true (Yes, True or 1) in {churned} of the {len(values)} rows "
+                        f"read and false in {stayed}: training needs at least {least} rows of each, so the run "
+                        "would fail at Train model")
+
+
+def _id_problems(column: ColumnStats, ids: list[str], problems: list[str]) -> None:
+    if column.blanks:
+        problems.append(f"id column '{column.source}' is blank in {column.blanks} rows: those rows cannot be ingested")
+    repeated = {value for value, n in Counter(map(str.strip, ids)).items() if n > 1 and value}
+    first: dict[str, int] = {}
+    for index, value in enumerate(map(str.strip, ids)):
+        if value in first:  # data row N is on line N + FIRST_DATA_LINE: data_rows admits no other
+            problems.append(f"id column '{column.source}' repeats {len(repeated)} ids (the first: {value!r}, on lines "
+                            f"{first[value] + FIRST_DATA_LINE} and {index + FIRST_DATA_LINE}): run refuses the file "
+                            "at Validate input, one row an id; keep one row per id")
+            return
+        if value in repeated:
+            first[value] = index
+
+
 def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int = 200_000) -> Inference:
     """Read up to `max_rows` rows and propose a spec. Raises InputValidationError on unusable input."""
-    stats, rows = _read_stats(path, id_column, label_column, max_rows)
+    stats, ids, labels = _read_stats(path, id_column, label_column, max_rows)
+    rows = len(ids)
     problems: list[str] = []
     by_source = {s.source: s for s in stats}
     label_stats, id_stats = by_source[label_column], by_source[id_column]
@@ -202,13 +245,11 @@ def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int =
     if bad_labels:
         raise InputValidationError(
             str(path), f"label values {bad_labels[:5]} are not Yes/No, True/False or 1/0", column=label_column)
-    if label_stats.blanks:
-        problems.append(f"label '{label_column}' is blank in {label_stats.blanks} rows: those rows cannot be ingested")
+    _label_problems(label_stats, labels, problems)
     used: set[str] = set()
     id_feature = {"name": _feature_name(id_column, used, problems), "source": id_column,
                   "type": "Integral" if id_stats.feature_type == "Integral" else "String"}
-    if id_stats.blanks:
-        problems.append(f"id column '{id_column}' is blank in {id_stats.blanks} rows: those rows cannot be ingested")
+    _id_problems(id_stats, ids, problems)
     label = {"name": _feature_name(label_column, used, problems), "source": label_column, "type": "Integral"}
     event_name = _feature_name("event_time", used, problems)
     features = [feature for position, stat in enumerate(stats, 1) if stat.source not in (id_column, label_column)

@@ -1,6 +1,7 @@
 """The training script's hyperparameters: each one's default, type and valid values, and how they are
-read (SM_HPS and the `--name value` arguments, as sagemaker-containers passes them). Standard library
-only: the local CLI checks a run's overrides with it before anything is written."""
+read (SM_HPS and the `--name value` arguments, as sagemaker-containers passes them); and the least
+input it trains on. Standard library only: the local CLI checks a run's overrides with it before
+anything is written, and `spec infer` warns of a label the script would refuse."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from typing import Any
 
 MIN_FIT_ROWS = 1000  # smallest max_fit_rows cap
+MIN_ROWS_PER_CLASS = 5  # the least training rows of each label class
 
 
 class InputError(ValueError):

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import report
 import xgboost as xgb
-from hyperparameters import InputError, parse_hyperparameters
+from hyperparameters import MIN_ROWS_PER_CLASS, InputError, parse_hyperparameters
 from serving import (
     CATEGORICAL,
     NUMERIC,
@@ -53,7 +53,6 @@ EVALUATION_FILE = "evaluation.json"
 CV_FILE = "cv.json"
 REPORT_FILE = "report.png"
 MIN_ROWS = 20
-MIN_ROWS_PER_CLASS = 5
 
 
 def log(message: str, stream: Any = None) -> None:

@@ -17,9 +17,11 @@ VALID_NAME = re.compile(r"^[a-z0-9]([_]?[a-z0-9])*$")
 
 
 def infer(tmp_path: Path, *columns: str) -> Inference:
-    """The spec inferred from a two-row CSV: `id`, the given feature columns (numbers), `churn`."""
+    """The spec inferred from a CSV of `id`, the given feature columns (numbers), `churn`, with as many rows
+    of each class as training needs (fewer is a problem of its own)."""
     path = tmp_path / "customers.csv"
-    rows = [["id", *columns, "churn"], ["A1", *("1" for _ in columns), "Yes"], ["A2", *("2" for _ in columns), "No"]]
+    rows = [["id", *columns, "churn"]] + [[f"A{i}", *(str(i) for _ in columns), ("Yes", "No")[i % 2]]
+                                          for i in range(2 * min_rows_per_class())]
     path.write_text("".join(",".join(row) + "\n" for row in rows), encoding="utf-8")
     return infer_spec(path, id_column="id", label_column="churn")
 
@@ -206,3 +208,38 @@ def test_a_text_column_is_not_named_a_number_column_with_strays(tmp_path, values
     inference = infer_spec(churn_file(tmp_path, {"plan": values}, 2200), id_column="id", label_column="churn")
     assert inference.spec.features[0].type == "String"
     assert not [p for p in inference.problems if "that are not" in p], inference.problems
+
+
+def min_rows_per_class() -> int:
+    """The training script's least rows of each label class (training/, as the local run loads it)."""
+    from churn.layout import HYPERPARAMETERS_MODULE
+    from pipeline.local_aws.batch_transform import serving_module
+    from pipeline.runner import TRAINING_DIR
+
+    return serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE).MIN_ROWS_PER_CLASS
+
+
+@pytest.mark.parametrize("churned", [0, min_rows_per_class() - 1, min_rows_per_class()])
+def test_a_label_with_too_few_rows_of_a_class_is_named_before_train_model_fails(tmp_path, churned):
+    """Every row 'No': the run would ingest them all, then fail at Train model."""
+    path = tmp_path / "customers.csv"
+    path.write_text("id,tenure,churn\n" + "".join(f"C{i},{i},{'Yes' if i < churned else 'No'}\n" for i in range(40)),
+                    encoding="utf-8")
+    problems = infer_spec(path, id_column="id", label_column="churn").problems
+    least = min_rows_per_class()
+    named = (f"label 'churn' is true (Yes, True or 1) in {churned} of the 40 rows read and false in {40 - churned}: "
+             f"training needs at least {least} rows of each, so the run would fail at Train model")
+    assert problems == ([named] if churned < least else [])
+
+
+def test_repeated_ids_are_named_with_the_first_as_run_refuses_it(tmp_path, group):
+    path = tmp_path / "customers.csv"
+    path.write_text("id,tenure,churn\n" + "".join(f"C{i % 30},{i},{('Yes', 'No')[i % 2]}\n" for i in range(40)),
+                    encoding="utf-8")
+    problems = infer_spec(path, id_column="id", label_column="churn").problems
+    assert problems == ["id column 'id' repeats 10 ids (the first: 'C0', on lines 2 and 32): run refuses the file "
+                        "at Validate input, one row an id; keep one row per id"]
+    spec = infer_spec(path, id_column="id", label_column="churn").spec
+    with pytest.raises(InputValidationError) as run:
+        validate_file(str(path), spec.groups[0])
+    assert str(run.value) == f"{path}, line 32, column 'id': duplicate record identifier 'C0' (first seen on line 2)"
