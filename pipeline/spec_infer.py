@@ -18,6 +18,7 @@ from churn.features import (
     LABEL_TRUE,
     fit_name,
     normalise_name,
+    parse_label,
 )
 from churn.layout import HYPERPARAMETERS_MODULE
 from churn.schema import MAX_NAME_LENGTH, RESERVED_NAMES, FeatureSpec
@@ -209,10 +210,11 @@ def _label_problems(label: ColumnStats, values: list[str], problems: list[str]) 
     # The training script's own minimum, read from it (its standard-library module, as the local run checks
     # hyperparameters): a label below it is ingested whole, then fails at Train model.
     least = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE).MIN_ROWS_PER_CLASS
-    counts = Counter(values)
-    tokens = {value: value.strip().lower() for value in counts}  # as churn.features.parse_label reads them
-    churned = sum(n for value, n in counts.items() if tokens[value] in LABEL_TRUE)
-    stayed = sum(n for value, n in counts.items() if tokens[value] in LABEL_FALSE)
+    classes: Counter[int] = Counter()
+    for value, rows in Counter(values).items():
+        if value.strip():  # a blank label is reported above; every other is one (infer_spec refused the rest)
+            classes[parse_label(value, label.source)] += rows
+    churned, stayed = classes[1], classes[0]
     if min(churned, stayed) < least:
         problems.append(f"label '{label.source}' is true (Yes, True or 1) in {churned} of the {len(values)} rows "
                         f"read and false in {stayed}: training needs at least {least} rows of each, so the run "
