@@ -294,13 +294,13 @@ class LocalBackend:
         if not run_dir.is_dir():
             raise self._no_run(run_id)
         path = run_dir / SCORES_PREFIX / SCORES_FILE
-        run = self._load(run_dir / RUN_FILE)
-        if not path.is_file() and run and run.finished and run.status != SUCCEEDED:  # stopped after registering
-            last = f" at {list(run.step_seconds)[-1]}" if run.step_seconds else ""
-            raise OperatorError(f"run '{run_id}' has no scores: it ended {run.status}{last} ({path} does not exist)",
-                                "pass --run with a run that scored; list runs with `python -m pipeline runs --local`",
-                                error="ScoresNotFound")
         if not path.is_file():
+            run = self._load(run_dir / RUN_FILE)
+            if run and run.finished and run.status != SUCCEEDED:  # e.g. stopped after Register model
+                last = f" at {list(run.step_seconds)[-1]}" if run.step_seconds else ""
+                raise OperatorError(f"run '{run_id}' has no scores: it ended {run.status}{last} ({path} does not "
+                                    "exist)", "pass --run with a run that scored; list runs with "
+                                    "`python -m pipeline runs --local`", error="ScoresNotFound")
             raise OperatorError(f"run '{run_id}' has no scores ({path} does not exist)",
                                 "scores are written by a run that passed the quality gate; list runs with "
                                 "`python -m pipeline runs --local`", error="ScoresNotFound")
