@@ -69,7 +69,7 @@ def _auc(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "-"
 
 
-def _status_markup(status: str) -> Text:
+def _status_text(status: str) -> Text:
     return Text(status, style={SUCCEEDED: "green", RUNNING: "cyan"}.get(status, "red"))
 
 
@@ -152,7 +152,7 @@ def split_text(split: dict[str, Any]) -> str:
 def _run_rows(run: RunResult) -> list[tuple[str, Any]]:
     ended = run.finished
     return [
-        ("status", _status_markup(run.status)),
+        ("status", _status_text(run.status)),
         ("run", run.run_id),
         ("execution", run.execution_arn),
         ("input", run.input),
@@ -214,7 +214,7 @@ def render_runs(out: Console, listing: RunListing, as_json: bool) -> None:
                       "started", *(Column(name, justify="right", no_wrap=True) for name in ("duration", "AUC")),
                       title=listing.title)
         for run in listing.runs:
-            table.add_row(run.run_id, _status_markup(run.status), _when(run.started), duration(run.duration_seconds),
+            table.add_row(run.run_id, _status_text(run.status), _when(run.started), duration(run.duration_seconds),
                           _auc(run.auc))
         out.print(table)
         for run in (run for run in listing.runs if run.error):
