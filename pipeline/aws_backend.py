@@ -115,7 +115,7 @@ class AwsBackend:
                                poll_seconds=self.poll_seconds)
         except KeyboardInterrupt:
             raise Interrupted("stopped following; the execution keeps running on AWS",
-                              f"python -m pipeline status {name} --follow{self.flags}") from None
+                              f"python -m pipeline status {name} --follow{self.flags}", status=RUNNING) from None
         return self._result(execution, tracker.facts)
 
     def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:

@@ -137,7 +137,7 @@ def _command(as_json: bool) -> Iterator[ConsoleReporter]:
         reporter.close()
         exc = explain(raised)
         if as_json:
-            emit_json({"status": FAILED, "error": exc.error, "cause": exc.message})
+            emit_json({"status": exc.status or FAILED, "error": exc.error, "cause": exc.message})
         fail(exc.message, exc.hint, exc.exit_code)
     finally:
         reporter.close()

@@ -56,14 +56,17 @@ _CLIENT_ERRORS: dict[str, tuple[str, str, str]] = {
 
 
 class OperatorError(Exception):
-    """Something a user can fix: `message` is one line, `hint` says how; `error` is a short name for --json."""
+    """Something a user can fix: `message` is one line, `hint` says how; `error` is a short name for --json,
+    `status` the run's status the JSON line reports when it is not FAILED."""
 
-    def __init__(self, message: str, hint: str = "", *, error: str = "Error", exit_code: int = EXIT_FAILED):
+    def __init__(self, message: str, hint: str = "", *, error: str = "Error", exit_code: int = EXIT_FAILED,
+                 status: str = ""):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.error = error
         self.exit_code = exit_code
+        self.status = status
 
 
 class BadInput(OperatorError):
@@ -74,10 +77,11 @@ class BadInput(OperatorError):
 
 
 class Interrupted(OperatorError):
-    """Ctrl-C: exit 130, as a shell reports SIGINT."""
+    """Ctrl-C: exit 130, as a shell reports SIGINT; `status` is the run's as recorded (ABORTED locally, RUNNING on
+    AWS, where only the following stopped)."""
 
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message, hint, error="Interrupted", exit_code=EXIT_INTERRUPTED)
+    def __init__(self, message: str, hint: str = "", *, status: str):
+        super().__init__(message, hint, error="Interrupted", exit_code=EXIT_INTERRUPTED, status=status)
 
 
 def explain(exc: BaseException) -> OperatorError:

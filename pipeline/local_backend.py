@@ -21,6 +21,7 @@ from churn.layout import HYPERPARAMETERS_MODULE, SCORES_FILE, SCORES_PREFIX
 from churn.schema import FeatureSpec, SpecError
 from churn.sql import NO_CUTOFF
 from pipeline.backends import (
+    ABORTED,
     RUN_NAME,
     SUCCEEDED,
     TERMINAL_STATUSES,
@@ -187,7 +188,7 @@ def _interrupted(exc: KeyboardInterrupt) -> Interrupted:
     stopped = getattr(exc, "outcome", None)
     summary = Path(stopped.run_dir) / RUN_FILE if stopped else None
     where = f"the run is recorded as ABORTED in {summary}" if summary and summary.is_file() else "no run was recorded"
-    return Interrupted(f"{': '.join(INTERRUPTED)}; {where}")
+    return Interrupted(f"{': '.join(INTERRUPTED)}; {where}", status=ABORTED)
 
 
 def _check_workspace(workspace: Workspace, given: Path) -> None:

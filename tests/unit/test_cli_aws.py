@@ -413,6 +413,18 @@ def test_run_json_ends_with_one_summary_line(stack, cli):
     assert "Validate input" in result.stderr  # progress goes to stderr with --json
 
 
+def test_ctrl_c_while_following_exits_130_and_the_json_line_says_the_execution_is_still_running(stack, cli,
+                                                                                                monkeypatch):
+    def interrupted(reader):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(HistoryReader, "new_events", interrupted)
+    result = cli("run", "--name", "run-stopped", "--json", "--poll-seconds", "0.01")
+    assert result.exit_code == 130, result.output
+    assert last_json(result) == {"status": "RUNNING", "error": "Interrupted",
+                                 "cause": "stopped following; the execution keeps running on AWS"}
+
+
 def test_run_that_fails_the_quality_gate_exits_1_with_error_and_cause(stack, cli):
     put_raw(stack, WEAK_INPUT)
     result = cli("run", "--data-key", WEAK_INPUT, "--name", "run-weak", "--poll-seconds", "0.01")

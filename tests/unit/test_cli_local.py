@@ -237,10 +237,12 @@ def test_ctrl_c_during_a_local_run_records_it_as_aborted_and_says_so(small_csv, 
     ingest worker), exit 130, and run.json says ABORTED at that step."""
     data = csv_for_workers if step == steps.INGEST_FEATURES else small_csv
     code, out, err = _ctrl_c_at(step, 2 if step == steps.INGEST_FEATURES else 1, "run", "--local", "--data", data,
-                                "--workspace", tmp_path, "--name", "stopped", "--threshold", "0.5")
+                                "--workspace", tmp_path, "--name", "stopped", "--threshold", "0.5", "--json")
     assert code == EXIT_INTERRUPTED, out + err
     summary = tmp_path / "runs" / "stopped" / "run.json"
-    assert err == f"error: Interrupted: stopped by Ctrl-C (SIGINT); the run is recorded as ABORTED in {summary}\n"
+    cause = f"Interrupted: stopped by Ctrl-C (SIGINT); the run is recorded as ABORTED in {summary}"
+    assert "Traceback" not in err and err.splitlines()[-1] == f"error: {cause}"
+    assert json.loads(out.splitlines()[-1]) == {"status": "ABORTED", "error": "Interrupted", "cause": cause}
     outcome = json.loads(summary.read_text(encoding="utf-8"))
     assert (outcome["status"], outcome["error"], list(outcome["step_seconds"])[-1]) == ("ABORTED", "Interrupted", step)
     listed = invoke("runs", "--local", "--workspace", tmp_path, "--json")
@@ -254,7 +256,7 @@ def test_ctrl_c_during_evaluate_is_one_line_exit_130_and_a_json_line(small_csv, 
     assert code == EXIT_INTERRUPTED, out + err
     cause = "Interrupted: stopped by Ctrl-C (SIGINT); no run was recorded"
     assert err.splitlines()[-1] == f"error: {cause}"
-    assert json.loads(out.splitlines()[-1]) == {"status": "FAILED", "error": "Interrupted", "cause": cause}
+    assert json.loads(out.splitlines()[-1]) == {"status": "ABORTED", "error": "Interrupted", "cause": cause}
 
 
 def test_a_bad_csv_exits_2_naming_file_and_line_and_writes_nothing(small_csv, tmp_path):
