@@ -102,6 +102,7 @@ class RunResult:
     duration_seconds: float | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
     step_details: dict[str, str] = field(default_factory=dict)  # local: what each finished step reported
+    running_step: str = ""  # local: the step a run in progress is in
     run_dir: str = ""  # local
     execution_arn: str = ""  # AWS, and the console links
     region: str = ""

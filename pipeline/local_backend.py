@@ -4,6 +4,7 @@ run.json, their scores, the local model registry, and one customer predicted fro
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict
@@ -23,6 +24,7 @@ from churn.sql import NO_CUTOFF
 from pipeline.backends import (
     ABORTED,
     RUN_NAME,
+    RUNNING,
     SUCCEEDED,
     TERMINAL_STATUSES,
     Prediction,
@@ -42,7 +44,9 @@ from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import (
     DEFAULT_DATA,
     DEFAULT_SPEC,
+    DEFAULT_WORKSPACE,
     INTERRUPTED,
+    KILLED,
     RUN_FILE,
     RUN_PATH_FIELDS,
     TRAINING_DIR,
@@ -155,6 +159,19 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
         raise BadInput(str(exc.args[0]), error="InvalidGroup") from None
 
 
+def _alive(pid: Any) -> bool:
+    """Whether process `pid` exists (signal 0 checks without sending one)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
 def _recorded_start(run: dict[str, Any]) -> datetime | None:
     """When the run started, as the runner recorded it (a run.json of an earlier version does not say)."""
     with suppress(KeyError, TypeError, ValueError):
@@ -179,6 +196,7 @@ def _run_result(run: dict[str, Any]) -> RunResult:
         hint=f"run directory: {run.get('run_dir')}" if failed else "", started=_recorded_start(run),
         duration_seconds=seconds,
         step_seconds=run.get("step_seconds", {}), step_details=run.get("step_details", {}),
+        running_step=run.get("running_step") or "",
         run_dir=run.get("run_dir", ""),
     )
 
@@ -210,6 +228,7 @@ class LocalBackend:
     def __init__(self, workspace: Path):
         self.workspace = Workspace(workspace)
         _check_workspace(self.workspace, workspace)
+        self.flags = "" if workspace == DEFAULT_WORKSPACE else f" --workspace {workspace}"
 
     # -- run, status, runs --------------------------------------------------------------------
     def run(self, request: RunRequest, reporter: Reporter) -> RunResult:
@@ -234,14 +253,20 @@ class LocalBackend:
 
     def _load(self, path: Path) -> RunResult | None:
         """A run.json, with its start as recorded; a run.json of an earlier version records none: when it was
-        written less the time its steps took (a copied workspace's files all have the copy's time)."""
+        written less the time its steps took (a copied workspace's files all have the copy's time). A run still
+        RUNNING whose process is gone is ABORTED (KILLED)."""
         try:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        if run.get("status") == RUNNING and not _alive(run.get("pid")):
+            run.update(status=ABORTED, error=KILLED[0], cause=KILLED[1].format(pid=run.get("pid")))
         result = _run_result(resolved_paths(run, RUN_PATH_FIELDS, self.workspace.root))
         if result.started is None:
             result.started = datetime.fromtimestamp(path.stat().st_mtime - (result.duration_seconds or 0), tz=UTC)
+        if result.status == RUNNING:
+            result.duration_seconds = (datetime.now(UTC) - result.started).total_seconds()
+            result.next_command = f"python -m pipeline status {result.run_id} --local{self.flags}"
         return result
 
     def _no_run(self, run_id: str) -> OperatorError:
@@ -270,6 +295,8 @@ class LocalBackend:
                 reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
             else:
                 reporter.step_finished(step, seconds, result.step_details.get(step, ""))
+        if result.running_step:
+            reporter.step_started(result.running_step)
         return result
 
     def runs(self, limit: int) -> RunListing:

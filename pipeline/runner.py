@@ -87,6 +87,8 @@ RUN_FILE = "run.json"  # the run's outcome, in its directory: what `runs --local
 RUN_PATH_FIELDS = ("run_dir", "model_artifact", "evaluation", "report", "scores")
 # A run stopped by Ctrl-C: recorded as Step Functions records a stopped execution, with this error
 INTERRUPTED = ("Interrupted", "stopped by Ctrl-C (SIGINT)")
+# A run.json still RUNNING whose process is gone (killed, or its machine stopped): read back as ABORTED with
+KILLED = ("Killed", "its process ({pid}) ended without recording how the run ended")
 
 
 class PipelineFailed(Exception):
@@ -139,6 +141,8 @@ class RunOutcome:
     cause: str = ""
     step_seconds: dict[str, float] = field(default_factory=dict)
     step_details: dict[str, str] = field(default_factory=dict)  # what each finished step reported
+    running_step: str = ""  # while it runs: the step it is in
+    pid: int = 0  # the process that runs it (none for cross-validation, which records no run.json)
 
 
 class LocalPipeline:
@@ -168,7 +172,8 @@ class LocalPipeline:
         outcome = RunOutcome(status=RUNNING, run_id=run_id, run_dir=str(run_dir), started=started.isoformat(),
                              input=str(data), threshold=self.settings.quality_threshold,
                              feature_groups=dict(self.feature_groups),
-                             knowledge_cutoff=knowledge_cutoff or NO_CUTOFF, id_column=self.spec.record_identifier.name)
+                             knowledge_cutoff=knowledge_cutoff or NO_CUTOFF, id_column=self.spec.record_identifier.name,
+                             pid=os.getpid())
         try:
             self._prepare_training_set(data, run_dir, outcome, now_event_time())
             self._train_and_register(run_dir, outcome)
@@ -178,10 +183,10 @@ class LocalPipeline:
             outcome.error, outcome.cause = _error_of(exc)
             exc.outcome = outcome  # type: ignore[attr-defined]
             with suppress(OSError):  # a full disk must not hide the error itself
-                self._write_summary(run_dir, outcome)
+                self._write_summary(outcome)
             raise
         outcome.status = SUCCEEDED
-        self._write_summary(run_dir, outcome)
+        self._write_summary(outcome)
         return outcome
 
     def cross_validate(self, data: Path, folds: int) -> dict[str, Any]:
@@ -400,9 +405,12 @@ class LocalPipeline:
     def _step(self, name: str, outcome: RunOutcome, detail: Callable[[], str] | None = None) -> Iterator[None]:
         start = time.perf_counter()
         try:  # from its announcement on: a Ctrl-C after "▶ <step>" is recorded against that step
+            outcome.running_step = name
+            self._write_summary(outcome)  # before "▶ <step>": `runs --local` and `status --local` show the step
             self.reporter.step_started(name)
             yield
         except (Exception, KeyboardInterrupt) as exc:
+            outcome.running_step = ""
             seconds = time.perf_counter() - start
             outcome.step_seconds[name] = round(seconds, 3)
             if isinstance(exc, PipelineFailed):
@@ -410,14 +418,20 @@ class LocalPipeline:
             self.reporter.step_failed(name, seconds, ": ".join(_error_of(exc)))
             raise
         seconds = time.perf_counter() - start
+        outcome.running_step = ""
         outcome.step_seconds[name] = round(seconds, 3)
         outcome.step_details[name] = detail() if detail else ""
+        self._write_summary(outcome)
         self.reporter.step_finished(name, seconds, outcome.step_details[name])
 
-    def _write_summary(self, run_dir: Path, outcome: RunOutcome) -> None:
-        if run_dir.exists():
+    def _write_summary(self, outcome: RunOutcome) -> None:
+        """run.json, once the run has its directory (nothing is written before its input is known good), whole
+        (written aside, then renamed: a reader never sees half of it); cross-validation (no pid) records none."""
+        run_dir = Path(outcome.run_dir)
+        if outcome.pid and run_dir.exists():
             recorded = relative_paths(asdict(outcome), RUN_PATH_FIELDS, self.workspace.root)
-            (run_dir / RUN_FILE).write_text(json.dumps(recorded, indent=2), encoding="utf-8")
+            (run_dir / f".{RUN_FILE}").write_text(json.dumps(recorded, indent=2), encoding="utf-8")
+            (run_dir / f".{RUN_FILE}").replace(run_dir / RUN_FILE)
 
 
 def _error_of(exc: BaseException) -> tuple[str, str]:

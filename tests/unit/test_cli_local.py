@@ -249,6 +249,30 @@ def test_ctrl_c_during_a_local_run_records_it_as_aborted_and_says_so(small_csv, 
     assert [(r["run_id"], r["status"]) for r in last_json(listed)["runs"]] == [("stopped", "ABORTED")]
 
 
+def test_a_run_in_progress_is_listed_at_its_step_and_one_whose_process_is_killed_is_aborted(small_csv, tmp_path):
+    """`runs`/`status --local` show a run while it runs (stopped at Train model here); once its process is killed
+    (SIGKILL, as the out-of-memory killer sends it) it is ABORTED, not RUNNING for ever."""
+    command = [sys.executable, "-m", "pipeline", "run", "--local", "--data", small_csv, "--workspace", tmp_path,
+               "--name", "going", "--threshold", "0.5"]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True) as run:
+        next(line for line in run.stdout if line.startswith(f"▶ {steps.TRAIN_MODEL}"))
+        os.killpg(run.pid, signal.SIGSTOP)
+        try:
+            listed = last_json(invoke("runs", "--local", "--workspace", tmp_path, "--json"))["runs"]
+            shown = invoke("status", "going", "--local", "--workspace", tmp_path)
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert [(r["run_id"], r["status"], r["running_step"]) for r in listed] == [("going", "RUNNING", steps.TRAIN_MODEL)]
+    assert shown.exit_code == 0, shown.output
+    assert f"▶ {steps.TRAIN_MODEL}" in shown.output and f"✓ {steps.INGEST_FEATURES}" in shown.output
+    assert f"status going --local --workspace {tmp_path}" in shown.output
+    killed = invoke("status", "going", "--local", "--workspace", tmp_path, "--json")
+    assert killed.exit_code == 1
+    cause = f"its process ({run.pid}) ended without recording how the run ended"
+    assert {key: last_json(killed)[key] for key in ("status", "error", "cause")} == {
+        "status": "ABORTED", "error": "Killed", "cause": cause}
+
+
 def test_ctrl_c_during_evaluate_is_one_line_exit_130_and_a_json_line(small_csv, tmp_path):
     """As during a run: cross-validation records no run."""
     code, out, err = _ctrl_c_at("Cross-validate", 1, "evaluate", "--json", "--folds", 2, "--data", small_csv,
