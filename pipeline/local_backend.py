@@ -324,6 +324,9 @@ class LocalBackend:
         path = run_dir / SCORES_PREFIX / SCORES_FILE
         if not path.is_file():
             run = self._load(run_dir / RUN_FILE)
+            if run and run.status == RUNNING:
+                raise OperatorError(f"run '{run_id}' has no scores yet: it is at {run.running_step or '-'}",
+                                    f"look again when it ends: `{run.next_command}`", error="ScoresNotFound")
             if run and run.finished and run.status != SUCCEEDED:  # e.g. stopped after Register model
                 last = f" at {list(run.step_seconds)[-1]}" if run.step_seconds else ""
                 raise OperatorError(f"run '{run_id}' has no scores: it ended {run.status}{last} ({path} does not "

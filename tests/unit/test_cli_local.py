@@ -260,12 +260,16 @@ def test_a_run_in_progress_is_listed_at_its_step_and_one_whose_process_is_killed
         try:
             listed = last_json(invoke("runs", "--local", "--workspace", tmp_path, "--json"))["runs"]
             shown = invoke("status", "going", "--local", "--workspace", tmp_path)
+            scores = invoke("scores", "--local", "--run", "going", "--workspace", tmp_path)
         finally:
             os.killpg(run.pid, signal.SIGKILL)
     assert [(r["run_id"], r["status"], r["running_step"]) for r in listed] == [("going", "RUNNING", steps.TRAIN_MODEL)]
     assert shown.exit_code == 0, shown.output
     assert f"▶ {steps.TRAIN_MODEL}" in shown.output and f"✓ {steps.INGEST_FEATURES}" in shown.output
     assert f"status going --local --workspace {tmp_path}" in shown.output
+    assert scores.exit_code == 1
+    not_yet = f"error: run 'going' has no scores yet: it is at {steps.TRAIN_MODEL}\nhint: look again when it ends"
+    assert one_error_line(scores).startswith(not_yet)
     killed = invoke("status", "going", "--local", "--workspace", tmp_path, "--json")
     assert killed.exit_code == 1
     cause = f"its process ({run.pid}) ended without recording how the run ended"
