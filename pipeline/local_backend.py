@@ -290,8 +290,11 @@ class LocalBackend:
         reporter.run_started(f"Local run {name} (feature group{'s' if len(groups) > 1 else ''} "
                              f"{', '.join(groups.values()) or '-'})", tuple(groups))
         steps = list(result.step_seconds.items())
-        for i, (step, seconds) in enumerate(steps):
-            if result.finished and result.status != SUCCEEDED and i == len(steps) - 1:
+        # The step that ended a failed run is its last timed one, unless its process was killed in a step
+        # (still its running step, which is shown as started: when it ended is not known).
+        failed = steps[-1][0] if steps and result.finished and result.status != SUCCEEDED else None
+        for step, seconds in steps:
+            if step == failed and not result.running_step:
                 reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
             else:
                 reporter.step_finished(step, seconds, result.step_details.get(step, ""))

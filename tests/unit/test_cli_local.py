@@ -272,6 +272,7 @@ def test_a_run_in_progress_is_listed_at_its_step_and_one_whose_process_is_killed
     assert one_error_line(scores).startswith(not_yet)
     killed = invoke("status", "going", "--local", "--workspace", tmp_path, "--json")
     assert killed.exit_code == 1
+    assert f"✓ {steps.BUILD_TRAINING_SET}" in killed.stderr and f"▶ {steps.TRAIN_MODEL}" in killed.stderr
     cause = f"its process ({run.pid}) ended without recording how the run ended"
     assert {key: last_json(killed)[key] for key in ("status", "error", "cause")} == {
         "status": "ABORTED", "error": "Killed", "cause": cause}
