@@ -109,8 +109,9 @@ class Inference:
 
 
 def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int
-                ) -> tuple[list[ColumnStats], list[str], list[str]]:
-    """Every column's statistics over the first `max_rows` data rows, and the id's and label's values."""
+                ) -> tuple[list[ColumnStats], list[str], list[str], bool]:
+    """Every column's statistics over the first `max_rows` data rows, the id's and label's values, and whether
+    the file has more rows."""
     source = str(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below
@@ -124,16 +125,17 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int
             raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)
         stats = [ColumnStats(h) for h in header]
         keys = (header.index(id_column), header.index(label_column))
-        ids, labels = _add_rows(data_rows(rows, header, source), stats, keys, max_rows)
+        ids, labels, more = _add_rows(data_rows(rows, header, source), stats, keys, max_rows)
     if not ids:
         raise InputValidationError(source, "the file has a header but no data rows")
-    return stats, ids, labels
+    return stats, ids, labels, more
 
 
 def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], keys: tuple[int, int],
-              max_rows: int) -> tuple[list[str], list[str]]:
+              max_rows: int) -> tuple[list[str], list[str], bool]:
     """Add the data rows (run's: the same rows, refused with the same errors) to each column's statistics;
-    the id's and label's values (at the `keys` positions), row by row, for what takes whole columns."""
+    the id's and label's values (at the `keys` positions), row by row, for what takes whole columns; and
+    whether rows are left after the first `max_rows`."""
     id_at, label_at = keys
     ids: list[str] = []
     labels: list[str] = []
@@ -143,8 +145,8 @@ def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], k
         ids.append(row[id_at])
         labels.append(row[label_at])
         if len(ids) >= max_rows:
-            break
-    return ids, labels
+            return ids, labels, next(rows, None) is not None
+    return ids, labels, False
 
 
 def _feature_name(raw: str, used: set[str], problems: list[str]) -> str:
@@ -238,9 +240,12 @@ def _id_problems(column: ColumnStats, ids: list[str], problems: list[str]) -> No
 
 def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int = 200_000) -> Inference:
     """Read up to `max_rows` rows and propose a spec. Raises InputValidationError on unusable input."""
-    stats, ids, labels = _read_stats(path, id_column, label_column, max_rows)
+    stats, ids, labels, more = _read_stats(path, id_column, label_column, max_rows)
     rows = len(ids)
     problems: list[str] = []
+    if more:
+        problems.append(f"only the first {rows} rows were read: types, blanks and repeated ids are those rows'; "
+                        "`run --local` checks every row and refuses a later value its column's type cannot hold")
     by_source = {s.source: s for s in stats}
     label_stats, id_stats = by_source[label_column], by_source[id_column]
     bad_labels = sorted(v for v in label_stats.distinct if v.strip().lower() not in LABEL_TRUE | LABEL_FALSE)

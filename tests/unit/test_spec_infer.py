@@ -243,3 +243,12 @@ def test_repeated_ids_are_named_with_the_first_as_run_refuses_it(tmp_path, group
     with pytest.raises(InputValidationError) as run:
         validate_file(str(path), spec.groups[0])
     assert str(run.value) == f"{path}, line 32, column 'id': duplicate record identifier 'C0' (first seen on line 2)"
+
+
+@pytest.mark.parametrize("rows", [20, 21])
+def test_a_file_read_only_in_part_says_so(tmp_path, rows):
+    """Past `max_rows` spec infer stops reading: the proposal says its types come from those rows only."""
+    path = churn_file(tmp_path, {"tenure": ["1", "2"]}, rows)
+    problems = infer_spec(path, id_column="id", label_column="churn", max_rows=20).problems
+    partly = [p for p in problems if p.startswith("only the first 20 rows were read")]
+    assert len(partly) == (rows > 20)
