@@ -45,10 +45,14 @@ class InputValidationError(ValueError):
         return functools.partial(type(self), line=self.line, column=self.column), (self.source, self.reason)
 
 
-def map_item_row(row: dict[str, object]) -> dict[str, str | None]:
-    """A Distributed Map item's row (its CSV item reader keys it by the header as written) as
-    iter_raw_rows reads it: a BOM and stray spaces dropped from the column names."""
-    return {str(k).lstrip("\ufeff").strip(): (None if v is None else str(v)) for k, v in row.items()}
+def map_item_rows(items: list[tuple[int, dict[str, object]]]) -> list[tuple[int, dict[str, str | None]]]:
+    """Distributed Map items, (line, row) (its CSV item reader keys a row by the header as written), as
+    iter_raw_rows reads them: a BOM and stray spaces dropped from the column names, and no blank line. The
+    reader makes an item of a blank line (every value an empty string: the fields a row lacks are empty
+    strings); data_rows admits blank lines only at the end of the file, so such an item is nothing more."""
+    rows = [(line, {str(k).lstrip("\ufeff").strip(): (None if v is None else str(v)) for k, v in row.items()})
+            for line, row in items]
+    return [(line, row) for line, row in rows if any(value and value.strip() for value in row.values())]
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,9 @@ def data_rows(rows: Iterator[tuple[int, int, list[str]]], header: list[str], sou
     """The data rows of `csv_rows` after `read_header`, as (line number, fields), each the header's width on
     one line (the rules of run and `spec infer` alike).
 
-    A blank line may only end the file: the Distributed Map reads the file as items, one a line, and how
-    its CSV reader treats a blank line is not documented.
+    A blank line may only end the file: the Distributed Map reads the file as items, one a line, and whether
+    its CSV reader counts a blank line (as an item of empty strings: map_item_rows drops those) is not
+    documented, so the lines it names could shift.
     """
     blank = None
     for line, end, row in rows:

@@ -237,6 +237,17 @@ def test_the_map_ingests_the_version_that_validate_input_read(harness, monkeypat
     assert latest.decode() == customers(ROWS // 3)  # the key itself holds the newer upload
 
 
+def test_blank_lines_ending_the_file_are_not_records(harness):
+    """Validate input accepts blank lines at the end of a file (as run --local does); the Map's CSV reader
+    makes an item of each, every value an empty string, which is no record to ingest or to fail."""
+    harness.put_raw("raw/blank-end.csv", customers() + "\n   \n")
+
+    execution = harness.run({"input_key": "raw/blank-end.csv"}, name="run-blank-end")
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert execution.state_output(steps.SUMMARISE_INGEST)["ingest"]["records"] == ROWS
+
+
 # -- failures, each ending in the expected state with the expected error and cause -------------
 def test_a_bad_csv_fails_at_validate_input_and_nothing_is_written(harness):
     rows = list(csv.DictReader(io.StringIO(customers())))

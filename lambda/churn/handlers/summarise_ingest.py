@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from churn import contract
-from churn.csv_input import FIRST_DATA_LINE, map_item_row
+from churn.csv_input import FIRST_DATA_LINE, map_item_rows
 from churn.handlers._runtime import client, feature_spec, logger, split_s3_uri, tracer
 from churn.ingest import BatchResult, IngestError, describe_failures
 
@@ -33,9 +33,10 @@ def _fail_batch(total: BatchResult, entry: dict[str, Any], id_column: str, error
         message = str(json.loads(message).get("errorMessage") or message)
     except (ValueError, AttributeError):
         pass
-    for item in json.loads(entry.get("Input") or "{}").get("Items", []):
-        record_id = map_item_row(item[contract.ITEM_ROW]).get(id_column) or ""
-        total.fail(item[contract.ITEM_INDEX] + FIRST_DATA_LINE, record_id, error, message)
+    items = json.loads(entry.get("Input") or "{}").get("Items", [])
+    for line, row in map_item_rows([(item[contract.ITEM_INDEX] + FIRST_DATA_LINE, item[contract.ITEM_ROW])
+                                    for item in items]):
+        total.fail(line, row.get(id_column) or "", error, message)
 
 
 def summarise(s3: Any, manifest_uri: str, failures_uri: str, id_column: str) -> dict[str, Any]:
