@@ -89,7 +89,10 @@ class ChurnPipelineStack(Stack):
         definition = (sfn.Chain.start(ingest).next(training).next(scoring)
                       .next(self._summary()).next(sfn.Succeed(self, steps.PIPELINE_SUCCEEDED)))
 
-        log_group = store.log_group("StateMachineLogs", self)
+        # Step Functions adds the group to the account's CloudWatch Logs resource policy, which holds 5,120
+        # characters; AWS's advice is the /aws/vendedlogs/ prefix, which CloudWatch Logs then allows as a whole
+        # (docs.aws.amazon.com/step-functions/latest/dg/bp-cwl.html).
+        log_group = store.log_group("StateMachineLogs", self, f"/aws/vendedlogs/states/{self.stack_name}")
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",

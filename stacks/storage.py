@@ -255,11 +255,12 @@ class DataStore(Construct):
         log_group.grant_write(role)
         return role, log_group
 
-    def log_group(self, construct_id: str, scope: Construct | None = None) -> logs.LogGroup:
+    def log_group(self, construct_id: str, scope: Construct | None = None, name: str | None = None) -> logs.LogGroup:
         """A log group encrypted with the key, kept for the configured retention, deleted on destroy."""
         return logs.LogGroup(
             scope or self,
             construct_id,
+            log_group_name=name,
             encryption_key=self.key,
             retention=LOG_RETENTION,
             removal_policy=RemovalPolicy.DESTROY,

@@ -79,6 +79,7 @@ def test_the_machine_is_standard_logged_and_traced(main):
     group_id = logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
     group = main.json["Resources"][group_id]["Properties"]
     assert "KmsKeyId" in group and group["RetentionInDays"] == 30
+    assert group["LogGroupName"].startswith("/aws/vendedlogs/states/")  # not in the account's resource policy
 
 
 def test_validate_input_takes_the_key_and_the_execution_input(states, main):
