@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import botocore.session
 from aws_cdk import Duration, Token
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks import nag
-from stacks.storage import DataStore
+from stacks.storage import DataStore, stage
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.X86_64
@@ -23,6 +25,12 @@ RUNTIME_REASON = (
     "tested on it; the runtime is supported, and moves together with the layer parameter"
 )
 ENVIRONMENT_LIMIT_BYTES = 4096  # Lambda's limit on all environment variables of a function together
+# The runtime's own botocore may predate BatchWriteRecord (first in botocore 1.43.37), and the
+# runtime's SDK version is not ours to choose: a layer brings the locked botocore's model of the service, which
+# botocore reads before its own through AWS_DATA_PATH (its setting for extra model folders, searched first).
+BUNDLED_MODEL = "sagemaker-featurestore-runtime"
+MODELS_FOLDER = "botocore-models"
+LAYER_ROOT = "/opt"  # where Lambda unpacks a layer
 
 
 class EnvironmentTooLarge(ValueError):
@@ -49,6 +57,14 @@ def check_environment(function_name: str, environment: Mapping[str, str]) -> Non
         )
 
 
+def models_folder() -> Path:
+    """A build folder holding BUNDLED_MODEL as botocore lays out its data: <service>/<api version>/service-2.json."""
+    loader = botocore.session.get_session().get_component("data_loader")
+    version = loader.determine_latest_version(BUNDLED_MODEL, "service-2")
+    model = loader.load_service_model(BUNDLED_MODEL, "service-2", version)
+    return stage(f"{MODELS_FOLDER}/{BUNDLED_MODEL}/{version}/service-2.json", json.dumps(model).encode()).parents[3]
+
+
 class LambdaKit:
     """What every function of the stack shares: the code asset (the whole lambda/ folder, package `churn`,
     without caches), the AWS-managed Powertools layer of the deployment region (resolved by CloudFormation),
@@ -57,7 +73,10 @@ class LambdaKit:
     def __init__(self, scope: Construct, lambda_dir: Path, store: DataStore) -> None:
         self.code = lambda_.Code.from_asset(str(lambda_dir), exclude=["**/__pycache__", "*.pyc", ".pytest_cache"])
         arn = ssm.StringParameter.value_for_string_parameter(scope, POWERTOOLS_LAYER_PARAMETER)
-        self.layer = lambda_.LayerVersion.from_layer_version_arn(scope, "PowertoolsLayer", arn)
+        self.layers = [lambda_.LayerVersion.from_layer_version_arn(scope, "PowertoolsLayer", arn),
+                       lambda_.LayerVersion(scope, "BotocoreModels", code=lambda_.Code.from_asset(str(models_folder())),
+                                            compatible_runtimes=[RUNTIME],
+                                            description=f"The locked botocore's model of {BUNDLED_MODEL}")]
         self.store = store
 
     def function(
@@ -72,6 +91,7 @@ class LambdaKit:
         memory_size: int,
     ) -> lambda_.Function:
         """A function with a role of its own that can only write its own log group (no managed policy)."""
+        environment = {**environment, "AWS_DATA_PATH": f"{LAYER_ROOT}/{MODELS_FOLDER}"}
         check_environment(construct_id, environment)
         role, log_group = self.store.lambda_role(scope, construct_id, f"{description} (Lambda execution role)")
         function = lambda_.Function(
@@ -82,10 +102,10 @@ class LambdaKit:
             architecture=ARCHITECTURE,
             code=self.code,
             handler=handler,
-            layers=[self.layer],
+            layers=self.layers,
             role=role,
             log_group=log_group,
-            environment=dict(environment),
+            environment=environment,
             timeout=timeout,
             memory_size=memory_size,
             tracing=lambda_.Tracing.ACTIVE,

@@ -37,6 +37,7 @@ def stage(name: str, data: bytes) -> Path:
     if not folder.exists():
         parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
+        (building / name).parent.mkdir(parents=True, exist_ok=True)  # `name` may be a relative path
         (building / name).write_bytes(data)
         try:
             building.rename(folder)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import botocore.session
 import pytest
 
 from churn.config import PipelineSettings
 from churn.schema import Feature, FeatureGroupSpec, FeatureSpec
 from stacks.lambda_kit import (
+    BUNDLED_MODEL,
     ENVIRONMENT_LIMIT_BYTES,
+    LAYER_ROOT,
+    MODELS_FOLDER,
     POWERTOOLS_LAYER_PARAMETER,
     EnvironmentTooLarge,
     check_environment,
@@ -67,8 +73,32 @@ def test_one_function_per_handler_with_python_312_and_powertools(main):
         props = function["Properties"]
         assert props["Runtime"] == "python3.12", handler
         assert props["Architectures"] == ["x86_64"], handler
-        assert props["Layers"] == [{"Ref": parameter_id}], handler
+        assert sorted(layer["Ref"] for layer in props["Layers"]) == sorted([parameter_id, models_layer_id(main)])
         assert props["TracingConfig"] == {"Mode": "Active"}, handler
+
+
+def models_layer_id(synthesized) -> str:
+    (layer_id,) = [layer_id for layer_id, layer in synthesized.resources("AWS::Lambda::LayerVersion").items()
+                   if BUNDLED_MODEL in layer["Properties"].get("Description", "")]
+    return layer_id
+
+
+def test_the_runtime_botocore_reads_the_locked_feature_store_model_first(main, monkeypatch):
+    """The runtime's botocore may not know BatchWriteRecord: every function gets the locked botocore's model
+    in a layer and AWS_DATA_PATH naming it, and a botocore session so configured loads that model, not its own."""
+    layer = main.json["Resources"][models_layer_id(main)]
+    key = layer["Properties"]["Content"]["S3Key"]  # <asset hash>.zip
+    unpacked = main.outdir / f"asset.{key.removesuffix('.zip')}"  # the folder Lambda unpacks into /opt
+    for handler, function in pipeline_functions(main).items():
+        data_path = function["Properties"]["Environment"]["Variables"]["AWS_DATA_PATH"]
+        assert data_path == f"{LAYER_ROOT}/{MODELS_FOLDER}", handler
+    monkeypatch.setenv("AWS_DATA_PATH", str(unpacked / MODELS_FOLDER))
+    loader = botocore.session.Session().get_component("data_loader")
+    model, path = loader.load_data_with_path(f"{BUNDLED_MODEL}/2020-07-01/service-2")
+    assert Path(path).is_relative_to(unpacked)
+    assert "BatchWriteRecord" in model["operations"]
+    assert model == botocore.session.Session().get_component("data_loader").load_service_model(BUNDLED_MODEL,
+                                                                                              "service-2")
 
 
 def test_environment_carries_the_spec_and_settings(main, spec):
