@@ -102,7 +102,6 @@ MODE_OPTIONS: dict[str, tuple[bool, str]] = {
     "--data-key": (AWS, "use --data PATH with --local"),
     "--source": (AWS, "use --data FOLDER (holding <group>.csv) with --local"),
     "--no-wait": (AWS, ""),
-    "--follow": (AWS, "a local run has finished when `run --local` returns"),
     "--region": (AWS, ""),
     "--stack-name": (AWS, ""),
 }
@@ -121,7 +120,7 @@ def _backend(local: bool, workspace: Path | None, stack_name: str, region: str |
     stack = "" if stack_name == DEFAULT_STACK_NAME else stack_name  # the default is not a choice
     _check_mode(local, {**(mode_options or {}), "--stack-name": stack, "--region": region})
     if local:
-        return LocalBackend(workspace or DEFAULT_WORKSPACE)
+        return LocalBackend(workspace or DEFAULT_WORKSPACE, poll_seconds)
     return AwsBackend(stack_name, region, poll_seconds)
 
 
@@ -217,13 +216,13 @@ def status(
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
     stack_name: StackOption = DEFAULT_STACK_NAME,
     region: RegionOption = None,
-    follow: Annotated[bool, typer.Option("--follow", help="On AWS: keep following a running execution.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep following a run still going, to its end.")] = False,
     as_json: JsonOption = False,
     poll_seconds: PollOption = POLL_SECONDS,
 ) -> None:
     """Show one run: its steps, result, and links. Exit 1 if it failed."""
     with _command(as_json) as reporter:
-        backend = _backend(local, workspace, stack_name, region, poll_seconds, {"--follow": follow})
+        backend = _backend(local, workspace, stack_name, region, poll_seconds)
         result = backend.status(execution, reporter, follow)
     render_run(reporter.out, result, as_json)
 

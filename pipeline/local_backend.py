@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict
@@ -35,6 +36,7 @@ from pipeline.backends import (
     Scores,
 )
 from pipeline.errors import BadInput, Interrupted, OperatorError
+from pipeline.execution_progress import POLL_SECONDS
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.batch_transform import serving_module
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError, StoreLayoutError
@@ -159,6 +161,22 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
         raise BadInput(str(exc.args[0]), error="InvalidGroup") from None
 
 
+def _report_steps(run: RunResult, reporter: Reporter, shown: int, announced: str) -> int:
+    """The steps after the first `shown` that the run has recorded, and the step it is in unless `announced`;
+    how many are shown now. The step that ended a failed run is its last timed one, unless its process was
+    killed in a step (still its running step, shown as started: when it ended is not known)."""
+    steps = list(run.step_seconds.items())
+    failed = steps[-1][0] if steps and run.finished and run.status != SUCCEEDED else None
+    for step, seconds in steps[shown:]:
+        if step == failed and not run.running_step:
+            reporter.step_failed(step, seconds, f"{run.error}: {run.cause}")
+        else:
+            reporter.step_finished(step, seconds, run.step_details.get(step, ""))
+    if run.running_step and run.running_step != announced:
+        reporter.step_started(run.running_step)
+    return len(steps)
+
+
 def _alive(pid: Any) -> bool:
     """Whether process `pid` exists (signal 0 checks without sending one)."""
     if not isinstance(pid, int) or pid <= 0:
@@ -225,8 +243,9 @@ def _check_workspace(workspace: Workspace, given: Path) -> None:
 
 
 class LocalBackend:
-    def __init__(self, workspace: Path):
+    def __init__(self, workspace: Path, poll_seconds: float = POLL_SECONDS):
         self.workspace = Workspace(workspace)
+        self.poll_seconds = poll_seconds  # between reads of a followed run's run.json
         _check_workspace(self.workspace, workspace)
         self.flags = "" if workspace == DEFAULT_WORKSPACE else f" --workspace {workspace}"
 
@@ -266,7 +285,7 @@ class LocalBackend:
             result.started = datetime.fromtimestamp(path.stat().st_mtime - (result.duration_seconds or 0), tz=UTC)
         if result.status == RUNNING:
             result.duration_seconds = (datetime.now(UTC) - result.started).total_seconds()
-            result.next_command = f"python -m pipeline status {result.run_id} --local{self.flags}"
+            result.next_command = f"python -m pipeline status {result.run_id} --local{self.flags} --follow"
         return result
 
     def _no_run(self, run_id: str) -> OperatorError:
@@ -279,28 +298,29 @@ class LocalBackend:
         return self.workspace.runs / run_id
 
     def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
+        """The run's steps as recorded; with `follow`, then each step as it ends, until the run does (Ctrl-C
+        stops the following, never the run)."""
         path = self._run_dir(name) / RUN_FILE
         result = self._load(path)
-        if result is None and path.parent.is_dir():  # run.json is written when a run ends
-            raise OperatorError(f"local run {name!r} has no readable {path}: it is still running, or its process "
-                                "was killed before it could record how the run ended", error="RunNotFinished")
+        if result is None and path.parent.is_dir():  # run.json is written from the first step after validation
+            raise OperatorError(f"local run {name!r} has no readable {path}: it is still validating its input, or "
+                                "its process was killed before it could record the run", error="RunNotFinished")
         if result is None:
             raise self._no_run(name)
         groups = result.feature_groups
         reporter.run_started(f"Local run {name} (feature group{'s' if len(groups) > 1 else ''} "
                              f"{', '.join(groups.values()) or '-'})", tuple(groups))
-        steps = list(result.step_seconds.items())
-        # The step that ended a failed run is its last timed one, unless its process was killed in a step
-        # (still its running step, which is shown as started: when it ended is not known).
-        failed = steps[-1][0] if steps and result.finished and result.status != SUCCEEDED else None
-        for step, seconds in steps:
-            if step == failed and not result.running_step:
-                reporter.step_failed(step, seconds, f"{result.error}: {result.cause}")
-            else:
-                reporter.step_finished(step, seconds, result.step_details.get(step, ""))
-        if result.running_step:
-            reporter.step_started(result.running_step)
-        return result
+        shown, announced = 0, ""
+        try:
+            while True:
+                shown = _report_steps(result, reporter, shown, announced)
+                announced = result.running_step
+                if not follow or result.finished:
+                    return result
+                time.sleep(self.poll_seconds)
+                result = self._load(path) or result
+        except KeyboardInterrupt:
+            raise Interrupted("stopped following; the run goes on", result.next_command, status=RUNNING) from None
 
     def runs(self, limit: int) -> RunListing:
         found = [run for run in map(self._load, self.workspace.runs.glob(f"*/{RUN_FILE}")) if run]
@@ -329,7 +349,7 @@ class LocalBackend:
             run = self._load(run_dir / RUN_FILE)
             if run and run.status == RUNNING:
                 raise OperatorError(f"run '{run_id}' has no scores yet: it is at {run.running_step or '-'}",
-                                    f"look again when it ends: `{run.next_command}`", error="ScoresNotFound")
+                                    f"follow it to its end: `{run.next_command}`", error="ScoresNotFound")
             if run and run.finished and run.status != SUCCEEDED:  # e.g. stopped after Register model
                 last = f" at {list(run.step_seconds)[-1]}" if run.step_seconds else ""
                 raise OperatorError(f"run '{run_id}' has no scores: it ended {run.status}{last} ({path} does not "

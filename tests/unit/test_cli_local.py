@@ -261,14 +261,20 @@ def test_a_run_in_progress_is_listed_at_its_step_and_one_whose_process_is_killed
             listed = last_json(invoke("runs", "--local", "--workspace", tmp_path, "--json"))["runs"]
             shown = invoke("status", "going", "--local", "--workspace", tmp_path)
             scores = invoke("scores", "--local", "--run", "going", "--workspace", tmp_path)
+            follower = subprocess.Popen(_follow("going", tmp_path), cwd=ROOT, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+            time.sleep(0.3)  # a poll or more while the run is stopped
         finally:
             os.killpg(run.pid, signal.SIGKILL)
+    followed, follow_error = follower.communicate(timeout=60)
+    assert follower.returncode == 1 and follow_error.startswith("error: Killed: its process"), followed + follow_error
+    assert followed.count(f"▶ {steps.TRAIN_MODEL}") == 1
     assert [(r["run_id"], r["status"], r["running_step"]) for r in listed] == [("going", "RUNNING", steps.TRAIN_MODEL)]
     assert shown.exit_code == 0, shown.output
     assert f"▶ {steps.TRAIN_MODEL}" in shown.output and f"✓ {steps.INGEST_FEATURES}" in shown.output
     assert f"status going --local --workspace {tmp_path}" in shown.output
     assert scores.exit_code == 1
-    not_yet = f"error: run 'going' has no scores yet: it is at {steps.TRAIN_MODEL}\nhint: look again when it ends"
+    not_yet = f"error: run 'going' has no scores yet: it is at {steps.TRAIN_MODEL}\nhint: follow it to its end"
     assert one_error_line(scores).startswith(not_yet)
     killed = invoke("status", "going", "--local", "--workspace", tmp_path, "--json")
     assert killed.exit_code == 1
@@ -276,6 +282,26 @@ def test_a_run_in_progress_is_listed_at_its_step_and_one_whose_process_is_killed
     cause = f"its process ({run.pid}) ended without recording how the run ended"
     assert {key: last_json(killed)[key] for key in ("status", "error", "cause")} == {
         "status": "ABORTED", "error": "Killed", "cause": cause}
+
+
+def _follow(run_id: str, workspace: Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "status", run_id, "--local", "--workspace", str(workspace), "--follow",
+            "--poll-seconds", "0.05"]
+
+
+def test_status_follow_shows_a_local_run_step_by_step_to_its_end(small_csv, tmp_path):
+    command = [sys.executable, "-m", "pipeline", "run", "--local", "--data", small_csv, "--workspace", tmp_path,
+               "--name", "followed", "--threshold", "0.5"]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as run:
+        next(line for line in run.stdout if line.startswith(f"▶ {steps.INGEST_FEATURES}"))
+        follower = subprocess.run(_follow("followed", tmp_path), cwd=ROOT, capture_output=True, text=True,
+                                  timeout=120)
+        run.communicate(timeout=120)
+    assert (run.returncode, follower.returncode) == (0, 0), follower.stdout + follower.stderr
+    recorded = json.loads((tmp_path / "runs" / "followed" / "run.json").read_text(encoding="utf-8"))["step_seconds"]
+    assert (list(recorded)[0], list(recorded)[-1]) == (steps.VALIDATE_INPUT, steps.RANK_SCORES)
+    assert [follower.stdout.count(f"✓ {step} ") for step in recorded] == [1] * len(recorded)  # each once
+    assert summary_value(follower.stdout, "status") == "SUCCEEDED"
 
 
 def test_ctrl_c_during_evaluate_is_one_line_exit_130_and_a_json_line(small_csv, tmp_path):
@@ -566,7 +592,7 @@ def test_local_run_rejects_aws_only_options(small_csv, tmp_path):
 
 
 @pytest.mark.parametrize(("command", "option"), [
-    ("status some-run --local --follow", "--follow"), ("runs --local --region eu-west-1", "--region"),
+    ("status some-run --local --region eu-west-1", "--region"), ("runs --local --region eu-west-1", "--region"),
     ("scores --local --stack-name other", "--stack-name"), ("predict --local --id 1 --region eu-west-1", "--region"),
 ])
 def test_local_commands_reject_aws_only_options(tmp_path, command, option):
