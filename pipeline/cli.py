@@ -31,7 +31,7 @@ from pipeline.console import (
     err_console,
     fail,
     print_error,
-    print_rows,
+    render_cv,
     render_prediction,
     render_run,
     render_runs,
@@ -322,23 +322,19 @@ def predict(
 # -- local only: cross-validation, the model registry, specs ---------------------------------------
 @app.command()
 def evaluate(
-    folds: Annotated[int, typer.Option("--folds", min=2, max=20, help="Number of stratified folds.")] = 5,
+    folds: Annotated[int, typer.Option(
+        "--folds", min=2, max=20, help="Number of folds: stratified by id, or by time for an out-of-time spec.")] = 5,
     data: DataOption = None,
     spec: SpecOption = DEFAULT_SPEC,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
     hyperparameters: HyperparametersOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cross-validate locally: mean ± std ROC AUC over stratified folds, same script and settings."""
+    """Cross-validate locally: mean ± std ROC AUC over K folds, same script and settings; folded as the spec
+    validates: stratified by id, or by time (rolling origin over the latest K periods) for an out-of-time spec."""
     with _command(as_json) as reporter:
         result = LocalBackend(workspace).cross_validate(spec, data, folds, reporter, hyperparameters)
-    print_rows(reporter.out, [
-        ("ROC AUC", f"{result['auc_mean']:.4f} ± {result['auc_std']:.4f} over {len(result['aucs'])} folds"),
-        ("per fold", ", ".join(f"{a:.4f}" for a in result["aucs"])),
-        ("run directory", result["run_dir"]),
-    ])
-    if as_json:
-        emit_json(result)
+    render_cv(reporter.out, result, as_json)
 
 
 @app.command()

@@ -133,20 +133,47 @@ def _feature_groups(names: list[str]) -> tuple[str, str]:
     return "feature group" if len(names) == 1 else "feature groups", ", ".join(names)
 
 
+def _periods(part: dict[str, Any]) -> str:
+    """A span of observation periods (`first`, `last`, `count`) as `first … last (N periods)`."""
+    span = part["first"] if part["first"] == part["last"] else f"{part['first']} … {part['last']}"
+    return f"{span} ({part['count']} period{'s' if part['count'] != 1 else ''})"
+
+
 def split_text(split: dict[str, Any]) -> str:
     """An out-of-time split as the periods on each side (evaluation.json's `split`)."""
     if split.get("kind") != "out_of_time":
         return ""
-
-    def periods(part: dict[str, Any]) -> str:
-        span = part["first"] if part["first"] == part["last"] else f"{part['first']} … {part['last']}"
-        return f"{span} ({part['count']} period{'s' if part['count'] != 1 else ''})"
-
     unsettled = split.get("unsettled_periods")
-    return (f"out of time on {split['time_column']}: trained on {periods(split['train_periods'])}, "
-            f"validated on {periods(split['validation_periods'])}"
-            + (f"; left out {periods(unsettled)}: its labels settle {split['label_horizon_days']} days after "
+    return (f"out of time on {split['time_column']}: trained on {_periods(split['train_periods'])}, "
+            f"validated on {_periods(split['validation_periods'])}"
+            + (f"; left out {_periods(unsettled)}: its labels settle {split['label_horizon_days']} days after "
                "observation, after the validation starts" if unsettled else ""))
+
+
+def _cv_rows(cv: dict[str, Any]) -> list[tuple[str, Any]]:
+    """How the folds were made, then each fold: its AUC, and for a time fold what it validated and trained on."""
+    folding = cv["folding"]
+    if folding["kind"] != "rolling_origin":
+        return [("folds", f"stratified by {folding['id_column']} (each id's rows in one fold)"),
+                ("per fold", ", ".join(f"{auc:.4f}" for auc in cv["aucs"]))]
+    horizon = folding["label_horizon_days"]
+    rows = [("folds", f"by time on {folding['time_column']} (rolling origin): each validates one of the latest "
+                      "periods and trains on the earlier ones" + (f" whose labels settle ({horizon} days after "
+                                                                  "observation) before it starts" if horizon else ""))]
+    for fold in cv["fold_results"]:
+        unsettled = fold.get("unsettled_periods")
+        rows.append((f"fold {fold['fold']}", f"{fold['auc']:.4f}  validated on {fold['validation_periods']['first']} "
+                     f"({fold['test_rows']} rows); trained on {_periods(fold['train_periods'])}"
+                     + (f"; left out {_periods(unsettled)}, unsettled" if unsettled else "")))
+    return rows
+
+
+def render_cv(out: Console, cv: dict[str, Any], as_json: bool) -> None:
+    """`evaluate`: mean ± std ROC AUC over the folds, how they were made, each fold, then the JSON line."""
+    print_rows(out, [("ROC AUC", f"{cv['auc_mean']:.4f} ± {cv['auc_std']:.4f} over {len(cv['aucs'])} folds"),
+                     *_cv_rows(cv), ("run directory", cv["run_dir"])])
+    if as_json:
+        emit_json(cv)
 
 
 def _run_rows(run: RunResult) -> list[tuple[str, Any]]:

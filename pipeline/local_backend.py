@@ -395,6 +395,10 @@ class LocalBackend:
             with _refusals():
                 return pipeline.cross_validate(input_path(spec, spec_path, data), folds)
         except PipelineFailed as exc:
+            refused = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE).FoldsRefused.FORM.search(exc.cause)
+            if refused:  # the training set cannot give that many folds: a refused option, as a bad --threshold is
+                raise BadInput(f"--folds {folds}: {refused.group()}", "pass fewer --folds",
+                               error="FoldsRefused") from None
             raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
         except KeyboardInterrupt as exc:
             raise _interrupted(exc) from None

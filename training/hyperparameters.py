@@ -10,15 +10,27 @@ import ast
 import json
 import math
 import os
+import re
 import sys
 from typing import Any
 
 MIN_FIT_ROWS = 1000  # smallest max_fit_rows cap
 MIN_ROWS_PER_CLASS = 5  # the least training rows of each label class
+MIN_SPLIT_ROWS_PER_CLASS = 2  # the least rows of each class on each side of a split (an AUC needs both)
 
 
 class InputError(ValueError):
     """The training input (data or hyperparameters) is unusable; the message is shown to the operator."""
+
+
+class FoldsRefused(InputError):
+    """The training set cannot give `cv_folds` folds: the message says why and the most it can give. The local
+    CLI finds it in the job's failure by its FORM and reports it as a refused --folds (exit code 2)."""
+
+    FORM = re.compile(r"cv_folds=\d+: .*, so at most \d+ folds?\b")
+
+    def __init__(self, folds: int, reason: str, most: int):
+        super().__init__(f"cv_folds={folds}: {reason}, so at most {most} fold{'s' if most != 1 else ''}")
 
 
 def _whole_number(value: Any) -> int:

@@ -7,7 +7,8 @@ predict_fn and output_fn it re-exports from serving.py.
   never comes from the data, so a zip code "0123" stays the text "0123". Below `max_cat_to_onehot`
   categories it is one-hot encoded (serving.encode), else an XGBoost categorical column.
 - honest evaluation: the validation rows (a stratified share of the ids, or the latest periods) are
-  never fitted or early-stopped on; early stopping has its own holdout in the training part.
+  never fitted or early-stopped on; early stopping has its own holdout in the training part. Cross-validation
+  (cv_folds) folds as the validation splits: stratified by id, or by time (time_splits.py).
 - outputs: SM_MODEL_DIR/{model.json, encoding.json, evaluation.json}, SM_OUTPUT_DATA_DIR/{evaluation.json,
   report.png[, cv.json]}, metric lines on stdout; on bad input a one-line error, <SM_OUTPUT_DIR>/failure
   and exit code 1.
@@ -28,7 +29,13 @@ import pandas as pd
 import pyarrow as pa
 import report
 import xgboost as xgb
-from hyperparameters import MIN_ROWS_PER_CLASS, InputError, parse_hyperparameters
+from hyperparameters import (
+    MIN_ROWS_PER_CLASS,
+    MIN_SPLIT_ROWS_PER_CLASS,
+    FoldsRefused,
+    InputError,
+    parse_hyperparameters,
+)
 from serving import (
     CATEGORICAL,
     NUMERIC,
@@ -48,6 +55,7 @@ from serving import (
     save_model,
 )
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from time_splits import observation_periods, out_of_time_split, rolling_origin_folds
 
 EVALUATION_FILE = "evaluation.json"
 CV_FILE = "cv.json"
@@ -71,6 +79,11 @@ def resolve_threads(params: dict[str, Any], rows: int) -> dict[str, Any]:
     if params["nthread"] > 0:
         return params
     return {**params, "nthread": 1 if rows < 100_000 else (os.cpu_count() or 1)}
+
+
+def fit_settings(params: dict[str, Any], train_rows: int) -> dict[str, Any]:
+    """The settings a fit on `train_rows` rows runs with: threads for the rows it fits (max_fit_rows at most)."""
+    return resolve_threads(params, min(train_rows, params["max_fit_rows"] or train_rows))
 
 
 def xgb_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -193,65 +206,18 @@ def split_rows(data: Data, rows: np.ndarray, size: float | int, seed: int) -> tu
     return rows[~out], rows[out]
 
 
-def out_of_time_split(data: Data, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Which rows are trained on and which validated: the latest `validation_periods` distinct times of
-    time_column are validated; an earlier time is trained on when its label was settled by the first
-    validated time (`label_horizon_days` later), else left out: its label overlaps the validated ones. Times
-    order as numbers when every one is a number, else as text (as ISO 8601 dates and times do)."""
-    column, count, horizon = params["time_column"], params["validation_periods"], params["label_horizon_days"]
-    times = data.frame[column]
-    if times.isna().any():
-        raise InputError(f"{data.source}: {int(times.isna().sum())} row(s) have no time in '{column}'")
-    distinct = pd.Series(times.unique())
-    numbers = pd.to_numeric(distinct, errors="coerce")
-    ordered = np.argsort((numbers if numbers.notna().all() else distinct).to_numpy(), kind="stable")
-    periods = distinct.iloc[ordered]
-    if len(periods) <= count:
-        raise InputError(f"{data.source}: '{column}' has {len(periods)} distinct time(s); out_of_time "
-                         f"validation on the latest {count} needs at least {count + 1}")
-    validated, earlier = periods.iloc[-count:], periods.iloc[:-count]
-    settled = np.ones(len(earlier), dtype=bool)
-    if horizon:
-        moments = _moments(numbers, distinct, column, data.source).iloc[ordered]
-        settled = (moments.iloc[:-count] + pd.Timedelta(days=horizon) <= moments.iloc[-count]).to_numpy()
-    if not settled.any():
-        raise InputError(f"{data.source}: no '{column}' time before {validated.iloc[0]} has its label settled by "
-                         f"then (label_horizon_days={horizon}); validate on fewer periods, or add earlier ones")
-
-    def described(part: pd.Series) -> dict[str, Any]:
-        return {"first": str(part.iloc[0]), "last": str(part.iloc[-1]), "count": len(part)}
-
-    split = {"kind": "out_of_time", "time_column": column, "train_periods": described(earlier[settled]),
-             "validation_periods": described(validated)}
-    if horizon:
-        split["label_horizon_days"] = horizon
-    if not settled.all():
-        split["unsettled_periods"] = described(earlier[~settled])
-    return times.isin(earlier[settled]).to_numpy(), times.isin(validated).to_numpy(), split
-
-
-def _moments(numbers: pd.Series, times: pd.Series, column: str, source: str) -> pd.Series:
-    """Each time as a UTC moment: a number is unix seconds, a text ISO 8601 (Feature Store's event times)."""
-    if numbers.notna().all():
-        return pd.to_datetime(numbers, unit="s", utc=True)
-    moments = pd.to_datetime(times, utc=True, format="ISO8601", errors="coerce")
-    if moments.isna().any():
-        raise InputError(f"{source}: '{column}' holds {times[moments.isna()].iloc[0]!r}, neither a number of "
-                         "seconds nor an ISO 8601 time")
-    return moments
-
-
 def validation_split(data: Data, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     rows = np.arange(len(data.labels))
     if params["validation_split"] == "out_of_time":
-        trained, validated, split = out_of_time_split(data, params)
+        periods = observation_periods(data.frame, params, data.source)
+        trained, validated, split = out_of_time_split(periods, params["validation_periods"], data.source)
         train_rows, validation_rows = rows[trained], rows[validated]
     else:
         train_rows, validation_rows = split_rows(data, rows, params["validation_fraction"], params["seed"])
         split = {"kind": "random", "validation_fraction": params["validation_fraction"],
                  "ids": len(pd.unique(data.ids)), "id_column": params["id_column"]}
     for part, rows in (("validation", validation_rows), ("training", train_rows)):
-        if np.bincount(data.labels[rows], minlength=2).min() < 2:
+        if np.bincount(data.labels[rows], minlength=2).min() < MIN_SPLIT_ROWS_PER_CLASS:
             raise InputError(f"{data.source}: the {part} part of the split has too few rows of a class")
     return train_rows, validation_rows, split
 
@@ -294,27 +260,40 @@ def predict_rows(model: ChurnModel, data: Data, rows: np.ndarray, params: dict[s
     return predict_frame(model, data.frame.iloc[rows])
 
 
-def cross_validate(data: Data, params: dict[str, Any]) -> dict[str, Any]:
-    """Stratified K-fold CV of the whole fitting procedure (each fold fits its own encoding and early-stops
-    on its own holdout; an id's rows stay in one fold): per-fold AUCs and best iterations, mean and std."""
-    folds, rows = params["cv_folds"], len(data.labels)
+def cv_folds(data: Data, params: dict[str, Any]) -> tuple[list[tuple[np.ndarray, np.ndarray, dict]], dict]:
+    """The folds as (trained rows, validated rows, the periods a time fold validates and trains on), and how
+    they were made: as the validation split, by time (rolling origin by observation period) for out_of_time,
+    else stratified by label, every row of an id in one fold."""
+    folds, rows = params["cv_folds"], np.arange(len(data.labels))
+    if params["validation_split"] == "out_of_time":
+        periods = observation_periods(data.frame, params, data.source)
+        folding = {"kind": "rolling_origin", "time_column": periods.column, "label_horizon_days": periods.horizon}
+        return [(rows[trained], rows[validated], {key: part for key, part in split.items() if key.endswith("_periods")})
+                for trained, validated, split in rolling_origin_folds(periods, data.labels, folds)], folding
     smaller = int(min(np.bincount(data.labels.astype(int), minlength=2)))
     if folds > smaller:  # stratified: every fold needs a row of each class
-        raise InputError(f"cv_folds={folds}: the training set's smaller class has {smaller} rows, so at most "
-                         f"{smaller} folds")
-    settings = resolve_threads(params, min(rows - rows // folds, params["max_fit_rows"] or rows))
-    grouped = len(pd.unique(data.ids)) < rows
+        raise FoldsRefused(folds, f"the training set's smaller class has {smaller} rows", smaller)
+    grouped = len(pd.unique(data.ids)) < len(rows)
     splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(folds, shuffle=True, random_state=params["seed"])
+    folding = {"kind": "stratified", "id_column": params["id_column"]}
+    groups = data.ids if grouped else None  # StratifiedKFold warns that it ignores groups
+    return [(train, test, {}) for train, test in splitter.split(data.frame, data.labels, groups)], folding
+
+
+def cross_validate(data: Data, params: dict[str, Any]) -> dict[str, Any]:
+    """K-fold CV of the whole fitting procedure (each fold fits its own encoding and early-stops on its own
+    holdout, as the final fit does): per-fold AUCs and best iterations, mean and std."""
+    folds, folding = cv_folds(data, params)
     results = []
-    for number, (train_rows, test_rows) in enumerate(splitter.split(data.frame, data.labels, data.ids), start=1):
-        result = fit(data, train_rows, settings)
+    for number, (train_rows, test_rows, periods) in enumerate(folds, start=1):
+        result = fit(data, train_rows, fit_settings(params, len(train_rows)))
         probabilities = predict_rows(result.model, data, test_rows, params)
         results.append({"fold": number, "auc": report.auc(data.labels[test_rows], probabilities),
                         "best_iteration": result.model.iteration_range[1] - 1, "test_rows": len(test_rows),
-                        "fit_and_early_stopping_rows": len(result.fit_rows) + len(result.es_rows)})
+                        "fit_and_early_stopping_rows": len(result.fit_rows) + len(result.es_rows), **periods})
     aucs = np.array([r["auc"] for r in results])
-    return {"folds": folds, "seed": params["seed"], "auc_mean": float(aucs.mean()), "auc_std": float(aucs.std(ddof=1)),
-            "aucs": aucs.tolist(), "fold_results": results}
+    return {"folds": params["cv_folds"], "folding": folding, "seed": params["seed"], "auc_mean": float(aucs.mean()),
+            "auc_std": float(aucs.std(ddof=1)), "aucs": aucs.tolist(), "fold_results": results}
 
 
 def train(data: Data, params: dict[str, Any], split: tuple[np.ndarray, np.ndarray, dict[str, Any]] | None = None
@@ -323,7 +302,7 @@ def train(data: Data, params: dict[str, Any], split: tuple[np.ndarray, np.ndarra
     validation labels and probabilities."""
     started = time.perf_counter()
     train_rows, validation_rows, split_description = split or validation_split(data, params)
-    settings = resolve_threads(params, min(len(train_rows), params["max_fit_rows"] or len(train_rows)))
+    settings = fit_settings(params, len(train_rows))
     result = fit(data, train_rows, settings)
     probabilities = predict_rows(result.model, data, validation_rows, params)
     evaluation = evaluate(data, result, train_rows, validation_rows, probabilities, settings)
@@ -386,11 +365,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     cv = cross_validate(data, params) if params["cv_folds"] else None
     if cv:
         write_json(dirs["output_data"] / CV_FILE, cv)
-        log(f"{cv['folds']}-fold CV AUCs: {', '.join(f'{auc:.4f}' for auc in cv['aucs'])}")
+        log(f"{cv['folds']}-fold CV ({cv['folding']['kind']}) AUCs: {', '.join(f'{auc:.4f}' for auc in cv['aucs'])}")
         print(f"cv-auc-mean:{cv['auc_mean']:.6f}\ncv-auc-std:{cv['auc_std']:.6f}", flush=True)
     result, evaluation, validation = train(data, params, split)
     if cv:
-        evaluation.update(cv={key: cv[key] for key in ("folds", "auc_mean", "auc_std", "aucs")},
+        evaluation.update(cv={key: value for key, value in cv.items() if key != "seed"},  # the seed: in hyperparameters
                           cv_auc_mean=cv["auc_mean"], cv_auc_std=cv["auc_std"])
     dirs["model"].mkdir(parents=True, exist_ok=True)
     save_model(dirs["model"], result.model)

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.schema import FeatureSpec
@@ -95,6 +95,8 @@ def test_cv_writes_cv_json_and_lines(trained, evaluation):
     assert cv["auc_std"] == pytest.approx(np.std(cv["aucs"], ddof=1))
     assert f"cv-auc-mean:{cv['auc_mean']:.6f}\ncv-auc-std:{cv['auc_std']:.6f}\n" in trained.stdout
     assert evaluation["cv_auc_mean"] == pytest.approx(cv["auc_mean"])
+    assert cv["folding"] == {"kind": "stratified", "id_column": "customer_id"}
+    assert evaluation["cv"]["folding"] == cv["folding"] and evaluation["cv"]["fold_results"] == cv["fold_results"]
 
 
 def test_report_png_is_a_real_figure(trained):
@@ -250,6 +252,77 @@ def test_more_folds_than_the_smaller_class_has_rows_is_refused_naming_the_limit(
     with pytest.raises(train_model.InputError, match=rf"cv_folds=20: the training set's smaller class has {smaller} "
                                                      rf"rows, so at most {smaller} folds"):
         train_model.cross_validate(data, params)
+
+
+def fitted_rows(train_model, monkeypatch) -> list[np.ndarray]:
+    """The rows each call of the script's fit is given (it still fits them)."""
+    given: list[np.ndarray] = []
+    real_fit = train_model.fit
+
+    def recording_fit(data, rows, params):
+        given.append(rows)
+        return real_fit(data, rows, params)
+
+    monkeypatch.setattr(train_model, "fit", recording_fit)
+    return given
+
+
+def test_a_random_split_spec_keeps_stratified_folds(train_model, tmp_path, monkeypatch):
+    """The folds the Telco CV figure was measured with: sklearn's stratified K-fold of the rows."""
+    data, params = frame_of(train_model, tmp_path, *training_set_rows(limit=600), num_round=20, cv_folds=3)
+    given = fitted_rows(train_model, monkeypatch)
+    cv = train_model.cross_validate(data, params)
+    assert cv["folding"] == {"kind": "stratified", "id_column": "customer_id"}
+    expected = list(StratifiedKFold(3, shuffle=True, random_state=42).split(data.frame, data.labels))
+    assert len(given) == len(expected) == len(cv["fold_results"])
+    for rows, (train_rows, test_rows), fold in zip(given, expected, cv["fold_results"], strict=True):
+        assert np.array_equal(rows, train_rows) and fold["test_rows"] == len(test_rows)
+        assert "validation_periods" not in fold
+
+
+MONTHS = [f"2026-{month:02d}-01T00:00:00.000Z" for month in range(1, 9)]
+
+
+def monthly_observations(train_model, tmp_path, **params):
+    """The same 300 customers observed on the first of each month, January to August 2026, labels settled 45
+    days after observation: a period's labels are settled by the start of the period after next."""
+    columns, rows = training_set_rows(limit=300)
+    observed = [[*row, month] for month in MONTHS for row in rows]
+    return frame_of(train_model, tmp_path, [*columns, "observed"], observed, time_column="observed",
+                    validation_split="out_of_time", label_horizon_days=45, num_round=20, **params)
+
+
+def test_time_folds_train_only_on_periods_settled_before_the_one_they_validate(train_model, tmp_path, monkeypatch):
+    data, params = monthly_observations(train_model, tmp_path, cv_folds=3)
+    given = fitted_rows(train_model, monkeypatch)
+    cv = train_model.cross_validate(data, params)
+    assert cv["folding"] == {"kind": "rolling_origin", "time_column": "observed", "label_horizon_days": 45}
+    moments = pd.to_datetime(data.frame["observed"].astype(str), utc=True)
+    validated = [fold["validation_periods"] for fold in cv["fold_results"]]
+    assert validated == [{"first": month, "last": month, "count": 1} for month in MONTHS[-3:]]
+    for rows, fold in zip(given, cv["fold_results"], strict=True):
+        start = pd.Timestamp(fold["validation_periods"]["first"])
+        assert (moments.iloc[rows] < start - pd.Timedelta(days=45)).all()  # no label reaching into the fold's
+        assert len(rows) == 300 * fold["train_periods"]["count"]  # every settled period is trained on
+        assert fold["test_rows"] == 300
+    assert [(fold["train_periods"]["last"], fold["unsettled_periods"]["first"]) for fold in cv["fold_results"]] == [
+        (MONTHS[3], MONTHS[4]), (MONTHS[4], MONTHS[5]), (MONTHS[5], MONTHS[6])]
+    assert {fold["train_periods"]["first"] for fold in cv["fold_results"]} == {MONTHS[0]}
+    # the latest fold is the out-of-time validation split, fitted as the final model is
+    assert cv["aucs"][-1] == train_model.train(data, params)[1]["validation_auc"]
+
+
+def test_more_time_folds_than_the_periods_give_is_refused_naming_the_limit(train_model, tmp_path):
+    data, params = monthly_observations(train_model, tmp_path, cv_folds=7)
+    # February is validated by the 7th fold from the end: January's labels settle only in mid-February
+    with pytest.raises(train_model.FoldsRefused, match=r"^cv_folds=7: .*no period before 2026-02-01T00:00:00\.000Z "
+                                                       r"has its labels settled by then \(label_horizon_days=45\), "
+                                                       r"so at most 6 folds$"):
+        train_model.cross_validate(data, params)
+    data.labels[data.frame["observed"].astype(str) == MONTHS[5]] = 0  # June: one class only
+    with pytest.raises(train_model.FoldsRefused, match=r"^cv_folds=3: .*2026-06-01T00:00:00\.000Z has fewer than 2 "
+                                                       r"rows of a class, so at most 2 folds$"):
+        train_model.cross_validate(data, {**params, "cv_folds": 3})
 
 
 def test_out_of_time_validates_on_the_latest_periods(tmp_path):

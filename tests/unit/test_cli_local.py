@@ -762,6 +762,8 @@ def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
     assert cv["auc_mean"] == pytest.approx(sum(cv["aucs"]) / 3)
     assert 0.5 < cv["auc_mean"] <= 1.0 and cv["auc_std"] >= 0
     assert "over 3 folds" in result.stderr
+    assert cv["folding"] == {"kind": "stratified", "id_column": "customer_id"}
+    assert summary_value(result.stderr, "folds") == "stratified by customer_id (each id's rows in one fold)"
     # cross-validation registers nothing
     registry = json.loads((workspace / "registry.json").read_text()) if (workspace / "registry.json").exists() else {}
     assert not any(m["run_id"] == Path(cv["run_dir"]).name for m in registry.get("models", []))
@@ -780,6 +782,36 @@ def derived_run(cdnow_log, groups_workspace) -> tuple[dict, str]:
                     "--workspace", groups_workspace, "--threshold", "0.5", "--json")
     assert result.exit_code == 0, result.output
     return last_json(result), result.stderr
+
+
+def test_evaluate_on_an_out_of_time_spec_folds_by_time(cdnow_log, groups_workspace):
+    """Rolling origin over the latest periods: each fold validates one, trained on the earlier ones whose
+    labels settled before it (CDNOW: 90 days after each bimonthly observation, so the period just before is
+    left out). Six periods, the first with nothing before it and the second with nothing settled: 4 folds
+    at most, and more are a refused option."""
+    cdnow = ("--spec", ROOT / "data" / "cdnow.spec.json", "--data", cdnow_log, "--workspace", groups_workspace)
+    result = invoke("evaluate", "--folds", "2", "--json", *cdnow)
+    assert result.exit_code == 0, result.output
+    cv = last_json(result)
+    assert cv["folding"] == {"kind": "rolling_origin", "time_column": "observation_time", "label_horizon_days": 90}
+    folds = [(fold["validation_periods"]["first"][:10], fold["train_periods"]["first"][:10],
+              fold["train_periods"]["last"][:10], fold["unsettled_periods"]["first"][:10])
+             for fold in cv["fold_results"]]
+    assert folds == [("1997-12-15", "1997-04-15", "1997-08-15", "1997-10-15"),
+                     ("1998-02-15", "1997-04-15", "1997-10-15", "1997-12-15")]
+    assert summary_value(result.stderr, "folds").startswith("by time on observation_time (rolling origin)")
+    second = cv["fold_results"][1]
+    assert summary_value(result.stderr, "fold 2") == (
+        f"{second['auc']:.4f}  validated on {second['validation_periods']['first']} ({second['test_rows']} rows); "
+        f"trained on {second['train_periods']['first']} … {second['train_periods']['last']} (4 periods); "
+        f"left out {second['unsettled_periods']['first']} (1 period), unsettled")
+    refused = invoke("evaluate", "--folds", "5", "--json", *cdnow)
+    assert refused.exit_code == 2
+    assert last_json(refused)["error"] == "FoldsRefused"
+    assert refused.stderr.strip().splitlines()[-2:] == [
+        "error: --folds 5: cv_folds=5: rolling-origin folds validate the latest 5 periods of 'observation_time', "
+        "one each, and no period before 1997-06-15T00:00:00.000Z has its labels settled by then "
+        "(label_horizon_days=90), so at most 4 folds", "hint: pass fewer --folds"]
 
 
 @pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
