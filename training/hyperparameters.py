@@ -90,7 +90,8 @@ HYPERPARAMETERS: dict[str, tuple[Any, Any, str]] = {
                            "no purchase in the next 90 days: 90); only rows settled by the first validated time "
                            "are trained on"),
     "threshold": (0.5, lambda v: 0 < v < 1, "decision threshold for accuracy/precision/recall/F1, in (0, 1)"),
-    "cv_folds": (0, lambda v: v == 0 or v >= 2, "cross-validation folds before the final fit, 0 (off) or at least 2"),
+    "cv_folds": (0, lambda v: v == 0 or v >= 2, "cross-validation folds before the final fit (out_of_time: by time, "
+                 "rolling origin over the latest periods), 0 (off) or at least 2"),
     "max_fit_rows": (50_000, lambda v: v == 0 or v >= MIN_FIT_ROWS, "fit and early-stop on a stratified sample of "
                      f"this many training rows when there are more; 0 (no cap) or at least {MIN_FIT_ROWS}"),
 }
