@@ -290,10 +290,10 @@ class LocalPipeline:
     def _duckdb(self, store: LocalFeatureStore, only: str | None = None) -> Iterator[Any]:
         """A DuckDB connection where each group's offline store (or `only` that one's) is
         `"database"."table"`, as in Athena."""
-        with duckdb.connect(":memory:") as con:
-            for group, name in self.feature_groups.items():
-                if only in (None, group):
-                    store.attach_duckdb(con, name, self.database, self.tables[group])
+        attached = {group: name for group, name in self.feature_groups.items() if only in (None, group)}
+        with duckdb.connect(":memory:") as con, store.offline_reads(attached.values()):
+            for group, name in attached.items():
+                store.attach_duckdb(con, name, self.database, self.tables[group])
             yield con
 
     def _query_to_csv(self, store: LocalFeatureStore, query: Query, values: dict[str, str], destination: Path) -> int:

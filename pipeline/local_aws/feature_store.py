@@ -54,7 +54,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -441,11 +442,23 @@ class LocalFeatureStore:
             nulls = ", ".join(f"NULL AS {quote(f.name)}" for f in group.schema)
             source = f"SELECT {typed} FROM (SELECT {nulls}) LIMIT 0"
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(database)}")
-        try:  # the view reads every file's Parquet footer now
+        with self.offline_reads([name]):  # the view reads every file's Parquet footer now
             con.execute(f"CREATE OR REPLACE VIEW {quote(database)}.{quote(table)} AS {source}")
-        except duckdb.Error as exc:  # a file that is not Parquet, or cut off (DuckDB's first line names the file)
-            raise StoreDamagedError(f"the offline store of feature group '{name}' in {group.data_dir} is damaged: "
-                                    f"{str(exc).splitlines()[0]}") from None
+
+    @contextmanager
+    def offline_reads(self, names: Iterable[str]) -> Iterator[None]:
+        """DuckDB reading these groups' offline stores: a Parquet file it cannot read (not Parquet, cut off, a page
+        overwritten) is StoreDamagedError naming the file, as DuckDB names it, or else the group's offline store."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            groups = [self._group(name, "Query") for name in names]
+            named = [group for group in groups if str(group.data_dir) in str(exc)]
+            if not named and type(exc) is not duckdb.Error:  # the query's own (a typed DuckDB error naming no file)
+                raise
+            where = " or ".join(f"'{group.name}' in {group.data_dir}" for group in named or groups)
+            problem = "".join(filter(str.isprintable, str(exc).splitlines()[0]))  # DuckDB may quote a byte read
+            raise StoreDamagedError(f"the offline store of feature group {where} is damaged: {problem}") from None
 
 
 def _open_online_store(path: Path) -> sqlite3.Connection:

@@ -1,20 +1,24 @@
 """Faults, on the local pipeline (the same steps and code as the state machine; tests/infra/test_execution.py
 runs the AWS counterparts): an ingest cut off half-way converges when re-run, records written twice
-count once, and a failed training leaves the approved model in place."""
+count once, a failed training leaves the approved model in place, and an offline-store file damaged during a
+run fails the step that reads it."""
 
 from __future__ import annotations
 
 import csv
+import json
 import threading
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from churn import steps
 from churn.config import PipelineSettings
 from churn.features import now_event_time, parse_event_time
 from churn.sql import AS_OF, KNOWLEDGE_CUTOFF, NO_CUTOFF, RUN_STARTED, sql_timestamp, table_reference, training_set_sql
 from pipeline import runner
-from pipeline.local_aws.feature_store import LocalFeatureStore, client_error
+from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError, client_error
 from pipeline.local_ingest import ingest_file
 from pipeline.runner import LocalPipeline, PipelineFailed, Workspace, create_feature_group
 from tests.support.feature_store import offline_store
@@ -136,3 +140,25 @@ def test_a_failed_training_keeps_the_approved_model(tmp_path, spec, small_csv):
     assert workspace.registry.entries() == entries  # nothing added, nothing changed
     assert workspace.registry.latest_approved() == approved
     assert Path(approved.model_artifact).is_file()
+
+
+def test_an_offline_store_file_damaged_during_training_fails_build_scoring_set(tmp_path, spec, small_csv, monkeypatch):
+    """A data page of the offline store overwritten (its footer intact) after the training set was built."""
+    workspace = Workspace(tmp_path / "workspace")
+    pipeline = LocalPipeline(spec=spec, settings=SETTINGS, workspace=workspace)
+    train = pipeline.train_model
+
+    def train_then_damage(run_dir: Path) -> Path:
+        (path,) = workspace.feature_store.rglob("*.parquet")
+        offset = pq.ParquetFile(path).metadata.row_group(0).column(0).data_page_offset
+        with open(path, "r+b") as file:
+            file.seek(offset)
+            file.write(b"\xff" * 16)
+        return train(run_dir)
+
+    monkeypatch.setattr(pipeline, "train_model", train_then_damage)
+    with pytest.raises(StoreDamagedError, match=f"feature group '{pipeline.feature_groups[spec.groups[0].name]}'"):
+        pipeline.run(small_csv)
+    (recorded,) = workspace.runs.glob("*/run.json")
+    outcome = json.loads(recorded.read_text())
+    assert (outcome["error"], list(outcome["step_seconds"])[-1]) == ("StoreDamagedError", steps.BUILD_SCORING_SET)

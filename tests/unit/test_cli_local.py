@@ -15,6 +15,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from churn import steps
@@ -710,15 +711,22 @@ def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(smal
 
 def _damage(workspace: Path, store: str) -> Path:
     """Garbage in place of the online store's SQLite file, of an offline store's Parquet file or of a feature
-    group's description, or a folder in place of the SQLite file."""
+    group's description, or a folder in place of the SQLite file; or an offline Parquet file's first data page
+    overwritten, its footer intact (DuckDB names no file then: the group's offline store is named)."""
     damaged = workspace / "feature-store" / "online-store.sqlite"
     if store == "description":
         damaged = next((workspace / "feature-store" / "feature-groups").glob("*.json"))
-    elif store == "offline":
+    elif store.startswith("offline"):
         damaged = next((workspace / "feature-store" / "offline-store").rglob("*.parquet"))
     if store == "online folder":
         damaged.unlink()
         damaged.mkdir()
+    elif store == "offline page":
+        offset = pq.ParquetFile(damaged).metadata.row_group(0).column(0).data_page_offset
+        with open(damaged, "r+b") as file:
+            file.seek(offset)
+            file.write(b"\xff" * 16)
+        return damaged.parents[4]  # year=/month=/day=/hour= below the group's data folder
     else:
         damaged.write_text("garbage\n")
     return damaged
@@ -728,7 +736,8 @@ def _damage(workspace: Path, store: str) -> Path:
     ("predict --local --id 7590-VHVEG", "online"), ("predict --local --id 7590-VHVEG", "online folder"),
     ("predict --local --id 7590-VHVEG", "description"), ("run --local --threshold 0.5", "description"),
     ("run --local --threshold 0.5", "online"),
-    ("run --local --threshold 0.5", "offline"), ("evaluate --folds 2", "offline")])
+    ("run --local --threshold 0.5", "offline"), ("evaluate --folds 2", "offline"),
+    ("run --local --threshold 0.5", "offline page"), ("evaluate --folds 2", "offline page")])
 def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_csv, workspace, tmp_path, command,
                                                               store):
     copy = tmp_path / "workspace"
@@ -748,7 +757,8 @@ def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_c
             assert recorded == [] and "✗" not in result.stderr
         else:
             (outcome,) = recorded
-            step = steps.INGEST_FEATURES if store == "description" else steps.WAIT_FOR_OFFLINE_STORE
+            step = {"description": steps.INGEST_FEATURES, "offline": steps.WAIT_FOR_OFFLINE_STORE}.get(
+                store, steps.BUILD_TRAINING_SET)  # the count reads no data page: the training set is the first
             assert (outcome["status"], outcome["error"]) == ("FAILED", "StoreDamagedError")
             assert list(outcome["step_seconds"])[-1] == step
             assert f"✗ {step}" in result.stderr

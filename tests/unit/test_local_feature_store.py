@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,7 @@ from botocore.exceptions import ClientError
 from churn.features import to_feature_store_record
 from churn.schema import MAX_TTL_SECONDS, FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
-from pipeline.local_aws.feature_store import LocalFeatureStore
+from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError
 from pipeline.prediction import record_values
 from tests.support.feature_store import offline_store
 
@@ -716,3 +717,24 @@ def test_offline_count_sql_counts_distinct_records_of_one_event_time(store):
     assert [con.execute(sql, [t]).fetchone() for t in (T1, T2, T3)] == [(3,), (1,), (0,)]
 
 
+
+
+@pytest.mark.parametrize(("where", "named"), [(0, "the group's data folder"), (48, "the file")])
+def test_a_parquet_file_damaged_past_its_footer_is_store_damaged_when_a_query_reads_it(store, where, named):
+    """A page overwritten, the footer intact: the view is made, the query fails. DuckDB names the file when a page's
+    content is bad, none when its header is: then the group's offline store is named."""
+    for i in range(20):  # a dictionary page of 20 ids: at 48 bytes in, past its header, in its content
+        put(store, record(f"C-{i}", T1))
+    (path,) = offline_files(store)
+    column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    damaged = bytearray(path.read_bytes())
+    start = (column.dictionary_page_offset or column.data_page_offset) + where
+    damaged[start : start + 8] = b"\xff" * 8
+    path.write_bytes(damaged)
+    con = offline_store(store, GROUP, "db", "t")
+    with pytest.raises(StoreDamagedError) as error, store.offline_reads([GROUP]):
+        con.execute('SELECT * FROM "db"."t"').fetchall()
+    expected = path if named == "the file" else data_dir(store)
+    assert f"feature group '{GROUP}'" in str(error.value) and str(expected) in str(error.value)
+    with pytest.raises(duckdb.BinderException), store.offline_reads([GROUP]):  # the query's own error, as it is
+        con.execute('SELECT no_such_column FROM "db"."t"')
