@@ -40,7 +40,7 @@ from pipeline.execution_progress import POLL_SECONDS
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.batch_transform import serving_module
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError, StoreLayoutError
-from pipeline.local_aws.registry import ModelEntry, RegistryError, resolved_paths
+from pipeline.local_aws.registry import ModelEntry, RegistryError, checked, resolved_paths
 from pipeline.local_aws.training_job import toolkit_args
 from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import (
@@ -54,6 +54,7 @@ from pipeline.runner import (
     TRAINING_DIR,
     LocalPipeline,
     PipelineFailed,
+    RunOutcome,
     Workspace,
     group_files,
 )
@@ -275,9 +276,12 @@ class LocalBackend:
         written less the time its steps took (a copied workspace's files all have the copy's time). A run still
         RUNNING whose process is gone is ABORTED (KILLED)."""
         try:
-            run = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            run = checked(RunOutcome, json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:  # not JSON, not a run's record (a hand edit, a half copy)
+            raise OperatorError(f"{path}: the run's record is damaged ({exc})", f"restore it, or move the run's "
+                                f"folder out of {self.workspace.runs}", error="RunRecordDamaged") from None
         if run.get("status") == RUNNING and not _alive(run.get("pid")):
             run.update(status=ABORTED, error=KILLED[0], cause=KILLED[1].format(pid=run.get("pid")))
         result = _run_result(resolved_paths(run, RUN_PATH_FIELDS, self.workspace.root))
@@ -322,8 +326,15 @@ class LocalBackend:
         except KeyboardInterrupt:
             raise Interrupted("stopped following; the run goes on", result.next_command, status=RUNNING) from None
 
+    def _listed(self, path: Path) -> RunResult | None:
+        """A run as `runs` lists it: one whose run.json is damaged is listed saying so, not left out unseen."""
+        try:
+            return self._load(path)
+        except OperatorError as exc:
+            return RunResult(status="?", run_id=path.parent.name, error=exc.message)
+
     def runs(self, limit: int) -> RunListing:
-        found = [run for run in map(self._load, self.workspace.runs.glob(f"*/{RUN_FILE}")) if run]
+        found = [run for run in map(self._listed, self.workspace.runs.glob(f"*/{RUN_FILE}")) if run]
         found.sort(key=lambda run: run.started or datetime.min.replace(tzinfo=UTC), reverse=True)
         if not found:
             raise OperatorError(f"no local runs in {self.workspace.runs}",

@@ -12,10 +12,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import types
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from churn.model_quality import APPROVED
 
@@ -38,6 +39,32 @@ def resolved_paths(record: dict[str, Any], fields: Iterable[str], root: Path) ->
     return {**record, **{name: str(root / record[name]) for name in fields if record.get(name)}}
 
 
+def checked(kind: type, record: Any) -> dict[str, Any]:
+    """The fields of `record` (JSON read back from a workspace file) that the dataclass `kind` it was written from
+    has, each of its type; ValueError if it is not an object or a field is of another type (a hand edit, a half
+    copy). A field `kind` does not have (an earlier version's) is left out."""
+    if not isinstance(record, dict):
+        raise ValueError(f"not a JSON object but {json.dumps(record)[:40]}")
+    hints = get_type_hints(kind)
+    known = {name: value for name, value in record.items() if name in hints}
+    for name, value in known.items():
+        if not _is_a(value, hint := hints[name]):
+            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ValueError(f"{name} is {json.dumps(value)[:40]}, not {expected}")
+    return known
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is of a dataclass field's type: Any, str, int, float, X | None, list[X], dict[str, X]."""
+    args = get_args(hint)
+    if isinstance(hint, types.UnionType):
+        return any(_is_a(value, arg) for arg in args)
+    if get_origin(hint) in (list, dict):  # JSON's object keys are strings
+        items = value.values() if isinstance(value, dict) else value
+        return isinstance(value, get_origin(hint)) and all(_is_a(item, args[-1]) for item in items)
+    return hint is Any or isinstance(value, (int, float) if hint is float else hint)
+
+
 @dataclass
 class ModelEntry:
     run_id: str
@@ -54,7 +81,14 @@ class ModelEntry:
 
 
 class RegistryError(RuntimeError):
-    """The registry file cannot be read; the message names it."""
+    """The registry file cannot be read, or is not the registry this project writes; the message names it."""
+
+
+@dataclass
+class _Registry:
+    """registry.json, as `add` writes it."""
+
+    models: list[dict[str, Any]]
 
 
 class LocalModelRegistry:
@@ -66,10 +100,10 @@ class LocalModelRegistry:
         if not self.path.exists():
             return []
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise RegistryError(f"{self.path}: the model registry is not valid JSON ({exc})") from None
-        return [ModelEntry(**resolved_paths(item, PATH_FIELDS, self.root)) for item in data.get("models", [])]
+            models = checked(_Registry, json.loads(self.path.read_text(encoding="utf-8"))).get("models", [])
+            return [ModelEntry(**resolved_paths(checked(ModelEntry, item), PATH_FIELDS, self.root)) for item in models]
+        except (ValueError, TypeError) as exc:  # not JSON, not the shape written here, an entry without a field
+            raise RegistryError(f"{self.path}: the model registry is damaged ({exc})") from None
 
     def latest_approved(self) -> ModelEntry | None:
         return max((e for e in self.entries() if e.status == APPROVED), key=lambda e: e.version or 0, default=None)

@@ -190,6 +190,40 @@ def test_status_local_of_a_run_without_its_result_says_why(tmp_path):
             in one_error_line(result))
 
 
+# What a hand edit or a half copy can leave of a run.json: a replacement, or fields of another type merged in.
+DAMAGED_RUN_RECORDS = {"not JSON": "{", "a list": "[]", "a string": '"x"', "a number": "3",
+                       "an AUC in words": {"auc": "high"}, "step times as a list": {"step_seconds": []},
+                       "a step time in words": {"step_seconds": {"Train model": "slow"}},
+                       "a version in words": {"model_version": "one"}}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_RUN_RECORDS)
+def test_a_damaged_run_json_is_named_in_one_line_by_every_command_that_reads_it(first_run, workspace, tmp_path,
+                                                                                damage):
+    """runs --local lists the run saying so (its other runs as ever); status, scores (of a run without scores) and
+    predict (of the approved model's run) stop with one error naming the file, exit 1."""
+    copy = tmp_path / "workspace"
+    shutil.copytree(workspace, copy)
+    approved = max((m for m in json.loads((copy / "registry.json").read_text())["models"] if m["version"]),
+                   key=lambda m: m["version"])["run_id"]
+    record = copy / "runs" / approved / "run.json"
+    content = DAMAGED_RUN_RECORDS[damage]
+    merged = content if isinstance(content, str) else json.dumps({**json.loads(record.read_text()), **content})
+    record.write_text(merged)
+    (record.parent / "scores" / "scores.csv").unlink()  # scores reads run.json for a run without its scores
+    for command in (f"status {approved} --local", f"scores --local --run {approved}",
+                    "predict --local --id 7590-VHVEG"):
+        result = invoke(*command.split(), "--workspace", copy, "--json")
+        assert result.exit_code == 1, command
+        assert f"error: {record}: the run's record is damaged (" in one_error_line(result), command
+        assert last_json(result)["error"] == "RunRecordDamaged"
+    listed = invoke("runs", "--local", "--workspace", copy, "--json")
+    assert listed.exit_code == 0, listed.output
+    (run,) = [run for run in last_json(listed)["runs"] if run["run_id"] == approved]
+    assert run["status"] == "?" and run["error"].startswith(f"{record}: the run's record is damaged (")
+    assert f"{approved}: {record}: the run's record is damaged (" in listed.output
+
+
 @pytest.fixture(scope="module")
 def csv_for_workers(tmp_path_factory) -> Path:
     """The bundled rows six times over, ids made unique: large enough to be ingested by worker processes."""
@@ -681,16 +715,19 @@ def test_a_workspace_under_a_file_or_whose_feature_store_is_a_file_is_a_bad_opti
                                                                                  if wrong.name != "notes.txt" else [])])
 
 
-@pytest.mark.parametrize("command", ["models", "predict --local --id 7590-VHVEG", "scores --local",
-                                     "run --local --threshold 0.5"])
-def test_a_model_registry_that_is_not_json_is_one_error_naming_it(small_csv, tmp_path, command):
+@pytest.mark.parametrize(("command", "content"), [
+    *((command, content) for command in ("models", "predict --local --id 7590-VHVEG", "scores --local")
+      for content in ("{", "[]", '{"models": [{"run_id": "a", "validation_auc": "high"}]}')),
+    ("run --local --threshold 0.5", "{")])
+def test_a_damaged_model_registry_is_one_error_naming_it(small_csv, tmp_path, command, content):
+    """Cut off, edited by hand or not the registry this project writes."""
     registry = tmp_path / "workspace" / "registry.json"
     registry.parent.mkdir()
-    registry.write_text("{", encoding="utf-8")  # cut off, or edited by hand
+    registry.write_text(content, encoding="utf-8")
     args = [*command.split(), *(["--data", small_csv] if command.startswith("run") else [])]
     result = invoke(*args, "--workspace", tmp_path / "workspace")
     assert result.exit_code == 1
-    assert f"{registry}: the model registry is not valid JSON" in one_error_line(result)
+    assert f"{registry}: the model registry is damaged (" in one_error_line(result)
     if command.startswith("run"):  # the run is on record as failed, at the step that met the registry
         (outcome,) = [json.loads(path.read_text()) for path in (tmp_path / "workspace" / "runs").glob("*/run.json")]
         assert (outcome["status"], outcome["error"]) == ("FAILED", "RegistryError")

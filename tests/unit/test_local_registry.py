@@ -10,7 +10,9 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
+import pytest
+
+from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry, RegistryError
 
 REPO = Path(__file__).resolve().parents[2]
 ADDS = 15
@@ -104,3 +106,30 @@ def test_a_registry_of_the_previous_version_keeps_its_absolute_paths(tmp_path):
     assert (old.model_artifact, old.evaluation, new.model_artifact) == (
         elsewhere["model_artifact"], elsewhere["evaluation"], files_of(path.parent, "b")["model_artifact"])
     assert json.loads(path.read_text(encoding="utf-8"))["models"][0]["model_artifact"] == elsewhere["model_artifact"]
+
+
+# What a hand edit or a half copy can leave: the registry is one file, so it is an error naming it, never a traceback.
+DAMAGED_REGISTRIES = {
+    "not JSON": "{", "a list": "[]", "models not a list": {"models": {}}, "an entry not an object": {"models": [3]},
+    "an entry without its run": {"models": [{k: v for k, v in asdict(entry("a")).items() if k != "run_id"}]},
+    "an AUC in words": {"models": [{**asdict(entry("a")), "validation_auc": "high"}]},
+    "a version in words": {"models": [{**asdict(entry("a")), "version": "one"}]},
+    "metrics as a list": {"models": [{**asdict(entry("a")), "metrics": []}]},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_REGISTRIES)
+def test_a_damaged_registry_is_a_registry_error_naming_it(tmp_path, damage):
+    path = tmp_path / "registry.json"
+    content = DAMAGED_REGISTRIES[damage]
+    path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    for read in (LocalModelRegistry(path).entries, LocalModelRegistry(path).latest_approved,
+                 lambda: LocalModelRegistry(path).add(entry("b"))):
+        with pytest.raises(RegistryError, match=f"^{path}: the model registry is damaged"):
+            read()
+
+
+def test_an_entry_with_a_field_this_version_does_not_know_is_read_without_it(tmp_path):
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps({"models": [{**asdict(entry("a")), "later_field": [1]}]}), encoding="utf-8")
+    assert [e.run_id for e in LocalModelRegistry(path).entries()] == ["a"]
