@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from churn.csv_input import FIRST_DATA_LINE, InputValidationError, csv_rows, data_rows, read_header, unreadable
+from churn.csv_input import (
+    FIRST_DATA_LINE,
+    InputValidationError,
+    check_text,
+    csv_rows,
+    data_rows,
+    read_header,
+    unreadable,
+)
 from churn.features import (
     INTEGRAL_MAX,
     INTEGRAL_MIN,
@@ -125,14 +133,14 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int
             raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)
         stats = [ColumnStats(h) for h in header]
         keys = (header.index(id_column), header.index(label_column))
-        ids, labels, more = _add_rows(data_rows(rows, header, source), stats, keys, max_rows)
+        ids, labels, more = _add_rows(data_rows(rows, header, source), header, stats, keys, max_rows, source)
     if not ids:
         raise InputValidationError(source, "the file has a header but no data rows")
     return stats, ids, labels, more
 
 
-def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], keys: tuple[int, int],
-              max_rows: int) -> tuple[list[str], list[str], bool]:
+def _add_rows(rows: Iterator[tuple[int, list[str]]], header: list[str], stats: list[ColumnStats],
+              keys: tuple[int, int], max_rows: int, source: str) -> tuple[list[str], list[str], bool]:
     """Add the data rows (run's: the same rows, refused with the same errors) to each column's statistics;
     the id's and label's values (at the `keys` positions), row by row, for what takes whole columns; and
     whether rows are left after the first `max_rows`."""
@@ -140,6 +148,7 @@ def _add_rows(rows: Iterator[tuple[int, list[str]]], stats: list[ColumnStats], k
     ids: list[str] = []
     labels: list[str] = []
     for line, row in rows:
+        check_text(header, row, source, line)  # every column with a name is a feature of the spec
         for stat, value in zip(stats, row, strict=True):
             stat.add(value, line)
         ids.append(row[id_at])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -164,6 +164,23 @@ def _line_break(source: str, value: str, line: int, column: str) -> InputValidat
                                 "one line", line=line, column=column)
 
 
+def check_text(columns: Iterable[str], values: Collection[str], source: str, line: int) -> None:
+    """Refuse a row's value that no record may hold, judged stripped as a record holds it: a carriage return (a
+    quoted value may hold one on its line: batch scoring would cut it) or a NUL (XGBoost refuses a category holding
+    one, after the records are in the feature store). The rule of run and `spec infer` alike: `columns` names each
+    value's column (read only when a value is refused); a column without a name is read by no feature."""
+    joined = "".join(values)
+    if "\r" not in joined and "\x00" not in joined:
+        return
+    for column, value in zip(columns, values, strict=True):
+        text = value.strip() if column else ""
+        if "\r" in text:
+            raise _line_break(source, text, line, column)
+        if "\x00" in text:
+            raise InputValidationError(source, f"the value holds a NUL character (value {text!r}), which no value "
+                                       "may hold", line=line, column=column)
+
+
 def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> None:
     """A column without a name (an export's trailing `,,`) is read by no feature, however many there are:
     a feature reads the column its `source`, or else its own name, names."""
@@ -196,19 +213,13 @@ def validate_stream(stream: BinaryIO, source: str, group: FeatureGroupSpec, not_
     """
     first_line: dict[tuple[str, str], int] = {}
     id_name, time_name = group.record_identifier.name, group.event_time.name
+    columns = {f.name: f.source_column for f in group.all_features}
     for line, row in iter_raw_rows(stream, source, group):
         try:
             record = to_record(row, group, "1970-01-01T00:00:00.000Z")
         except RowError as exc:
             raise InputValidationError(source, exc.detail, line=line, column=exc.column) from None
-        values = "".join(record.values())
-        if "\r" in values:  # a quoted value may hold one on a line: batch scoring would cut it
-            feature = next(f for f in group.all_features if "\r" in record.get(f.name, ""))
-            raise _line_break(source, record[feature.name], line, feature.source_column)
-        if "\x00" in values:  # XGBoost refuses a category holding one, after the records are in the feature store
-            feature = next(f for f in group.all_features if "\x00" in record.get(f.name, ""))
-            raise InputValidationError(source, f"the value holds a NUL character (value {record[feature.name]!r}), "
-                                       "which no value may hold", line=line, column=feature.source_column)
+        check_text(map(columns.__getitem__, record), record.values(), source, line)
         key = (record[id_name], record[time_name])
         if group.has_history and not_after is not None and key[1] > not_after:  # both YYYY-MM-DDTHH:MM:SS.sssZ
             raise InputValidationError(source, f"the event time {key[1]} is after the run's ({not_after}): a future "

@@ -505,6 +505,9 @@ def test_spec_infer_on_a_malformed_csv_is_one_located_error(small_csv, tmp_path)
     (lambda line: "\n" + line, "line 9: a blank line inside the data (blank lines may only end the file)"),
     (lambda line: ",".join([line.split(",")[0], '"two\nlines"', *line.split(",")[2:]]),
      "line 9, column 'gender': the value holds a line break (value 'two\\nlines')"),
+    (lambda line: ",".join([line.split(",")[0], '"two\rlines"', *line.split(",")[2:]]),
+     "line 9, column 'gender': the value holds a line break (value 'two\\rlines')"),
+    (lambda line: line.replace(",", ",\x00", 1), "line 9, column 'gender': the value holds a NUL character"),
 ])
 def test_spec_infer_refuses_a_file_run_refuses_with_runs_error(small_csv, tmp_path, broken, error):
     """A spec written for a file the run then refuses would be a promise broken at Validate input."""
