@@ -331,8 +331,8 @@ class LocalFeatureStore:
     def _current(self, group: FeatureGroup, key: str) -> tuple | None:
         """The online row of `key` as a flush would leave it (caller holds _db_lock)."""
         self._check_open()
-        # SELECT *: the table's columns are the row layout
-        current = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
+        with _online_store_damage(self.root / ONLINE_FILE):  # SELECT *: the table's columns are the row layout
+            current = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
         with self._lock:
             pending = [row for row in group.pending if row[ROW_KEY] == key]  # at most flush_rows to scan
         for row in pending:
@@ -403,7 +403,7 @@ class LocalFeatureStore:
             per = _STATEMENT_PARAMETERS // len(rows[0])
             statements += [_upsert(group, rows[start : start + per]) for start in range(0, len(rows), per)]
         self._db.execute("BEGIN IMMEDIATE")  # waits in the busy timeout while another process writes
-        with self._db:  # COMMIT, or ROLLBACK on any exception
+        with _online_store_damage(self.root / ONLINE_FILE), self._db:  # COMMIT, or ROLLBACK on any exception
             for sql, parameters in statements:
                 self._db.execute(sql, parameters)
 
@@ -466,16 +466,27 @@ def _open_online_store(path: Path) -> sqlite3.Connection:
     # Autocommit: transactions are explicit (BEGIN IMMEDIATE), so a writer waits for another
     # process's write lock in the busy timeout instead of failing on a read-to-write upgrade.
     db = None
+    with _online_store_damage(path):
+        try:
+            db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA page_size={_PAGE_BYTES}")  # the first statement reads the file's header
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
+            return db
+        except sqlite3.DatabaseError:
+            if db is not None:
+                db.close()
+            raise
+
+
+@contextmanager
+def _online_store_damage(path: Path) -> Iterator[None]:
+    """SQLite finding the online store's file not SQLite, not a file, or damaged past its header (a page
+    overwritten): StoreDamagedError naming it; any other error (locked) as it is."""
     try:
-        db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        db.execute(f"PRAGMA page_size={_PAGE_BYTES}")  # the first statement reads the file's header
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
-        return db
+        yield
     except sqlite3.DatabaseError as exc:
-        if db is not None:
-            db.close()
         if exc.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN"):  # locked: not damage
             raise
         raise StoreDamagedError(f"{path}: the local feature store's online store is damaged ({exc})") from None

@@ -1,6 +1,8 @@
-"""Reading the local feature store's offline store back in tests, as a DuckDB view."""
+"""Reading the local feature store's offline store back in tests, as a DuckDB view; damaging its online store."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import duckdb
 
@@ -17,3 +19,12 @@ def offline_store(store: LocalFeatureStore, name: str, database: str, table: str
         raise
     return con
 
+
+def overwrite_page_headers(sqlite_file: Path) -> None:
+    """Every page of a SQLite file but the first (the file's header, the schema) gets a b-tree page header no page
+    can have: the file opens, a read or write that meets another page fails."""
+    data = bytearray(sqlite_file.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for start in range(page, len(data), page):
+        data[start : start + 16] = b"\xff" * 16
+    sqlite_file.write_bytes(data)

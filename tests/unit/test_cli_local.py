@@ -23,6 +23,7 @@ from churn.derivations import derive_cdnow
 from churn.scoring import SCORE_COLUMNS
 from pipeline.errors import EXIT_INTERRUPTED
 from pipeline.local_ingest import PARALLEL_INGEST_MIN_BYTES
+from tests.support.feature_store import overwrite_page_headers
 from tests.support.specs import UNREADABLE_SPEC_KINDS, deny_reading, unreadable_spec_file
 from tests.unit.cli_support import invoke, last_json, one_error_line, summary_value
 
@@ -751,8 +752,8 @@ def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(smal
 
 def _damage(workspace: Path, store: str) -> Path:
     """Garbage in place of the online store's SQLite file, of an offline store's Parquet file or of a feature
-    group's description, or a folder in place of the SQLite file; or an offline Parquet file's first data page
-    overwritten, its footer intact (DuckDB names no file then: the group's offline store is named)."""
+    group's description, or a folder in place of the SQLite file; or the SQLite file's pages past its header, or an
+    offline Parquet file's first data page, overwritten (DuckDB names no file then: the group's offline store is)."""
     damaged = workspace / "feature-store" / "online-store.sqlite"
     if store == "description":
         damaged = next((workspace / "feature-store" / "feature-groups").glob("*.json"))
@@ -761,6 +762,8 @@ def _damage(workspace: Path, store: str) -> Path:
     if store == "online folder":
         damaged.unlink()
         damaged.mkdir()
+    elif store == "online page":
+        overwrite_page_headers(damaged)
     elif store == "offline page":
         offset = pq.ParquetFile(damaged).metadata.row_group(0).column(0).data_page_offset
         with open(damaged, "r+b") as file:
@@ -777,7 +780,8 @@ def _damage(workspace: Path, store: str) -> Path:
     ("predict --local --id 7590-VHVEG", "description"), ("run --local --threshold 0.5", "description"),
     ("run --local --threshold 0.5", "online"),
     ("run --local --threshold 0.5", "offline"), ("evaluate --folds 2", "offline"),
-    ("run --local --threshold 0.5", "offline page"), ("evaluate --folds 2", "offline page")])
+    ("run --local --threshold 0.5", "offline page"), ("evaluate --folds 2", "offline page"),
+    ("predict --local --id 7590-VHVEG", "online page"), ("run --local --threshold 0.5", "online page")])
 def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_csv, workspace, tmp_path, command,
                                                               store):
     copy = tmp_path / "workspace"
@@ -797,7 +801,8 @@ def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_c
             assert recorded == [] and "✗" not in result.stderr
         else:
             (outcome,) = recorded
-            step = {"description": steps.INGEST_FEATURES, "offline": steps.WAIT_FOR_OFFLINE_STORE}.get(
+            step = {"description": steps.INGEST_FEATURES, "online page": steps.INGEST_FEATURES,
+                    "offline": steps.WAIT_FOR_OFFLINE_STORE}.get(
                 store, steps.BUILD_TRAINING_SET)  # the count reads no data page: the training set is the first
             assert (outcome["status"], outcome["error"]) == ("FAILED", "StoreDamagedError")
             assert list(outcome["step_seconds"])[-1] == step

@@ -20,7 +20,7 @@ from churn.schema import MAX_TTL_SECONDS, FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError
 from pipeline.prediction import record_values
-from tests.support.feature_store import offline_store
+from tests.support.feature_store import offline_store, overwrite_page_headers
 
 REPO = Path(__file__).resolve().parents[2]
 TELCO = FeatureSpec.load(REPO / "data" / "churn.spec.json")
@@ -738,3 +738,20 @@ def test_a_parquet_file_damaged_past_its_footer_is_store_damaged_when_a_query_re
     assert f"feature group '{GROUP}'" in str(error.value) and str(expected) in str(error.value)
     with pytest.raises(duckdb.BinderException), store.offline_reads([GROUP]):  # the query's own error, as it is
         con.execute('SELECT no_such_column FROM "db"."t"')
+
+
+def test_an_online_store_damaged_past_its_header_is_store_damaged_when_read_or_written(tmp_path):
+    """The file opens (its header is intact); a read or a flush that meets a damaged page names the file."""
+    with LocalFeatureStore(tmp_path / "feature-store") as fs:
+        create(fs)
+        for i in range(200):
+            put(fs, record(f"C-{i}", T1))
+    online_file = tmp_path / "feature-store" / "online-store.sqlite"
+    overwrite_page_headers(online_file)
+    store = LocalFeatureStore(tmp_path / "feature-store")
+    with pytest.raises(StoreDamagedError, match=f"^{online_file}: the local feature store's online store is damaged"):
+        online(store, "C-7")
+    put(store, record("C-7", T2))
+    with pytest.raises(StoreDamagedError, match=f"^{online_file}: the local feature store's online store is damaged"):
+        store.flush()
+    store.close()
