@@ -2,14 +2,17 @@
 
 Every statement takes its run-time values as positional `?` parameters (Athena
 `ExecutionParameters`, DuckDB prepared parameters), so the text is byte-identical in both places;
-`Query.parameters` names them in order. Timestamps arrive as `'YYYY-MM-DD HH:MM:SS.fff'` (UTC) and
-are compared through `CAST(? AS TIMESTAMP)`, which both engines read the same way.
+`Query.parameters` names them in order. Athena takes a `?` only in a WHERE clause (a subquery's too),
+never in a SELECT list or a JOIN condition, so every `?` filters rows. Timestamps arrive as
+`'YYYY-MM-DD HH:MM:SS.fff'` (UTC) and are compared through `CAST(? AS TIMESTAMP)`, which both engines read
+the same way.
 
 Point in time: a record's versions are ranked newest first (event time, then the API call, then the
 write), the top one is kept, and only *then* are deletions dropped (filtering deletions first would
 resurrect a deleted record's previous version). With several feature groups, every labels row
 (entity, observation time) takes each group's latest version with event time <= its observation
-time and written no later than the knowledge cutoff; an entity a group does not know yields nulls.
+time and written no later than the knowledge cutoff; an entity a group does not know yields nulls. The
+scoring set observes every entity at one time (now): each group's latest versions as of it, joined.
 
 Every name the SQL makes up (the rank column, subqueries, CTEs, table aliases, the count) starts with
 "_": a feature name starts with a letter or digit (schema.py), so no feature column can shadow one.
@@ -89,10 +92,9 @@ def _newest_first(event_time: str | None, table: str = "") -> list[str]:
 _NEWEST_KEPT = f') AS "_versions"\nWHERE "_version_rank" = 1 AND NOT {quote(IS_DELETED)}'
 
 
-def _written_by_cutoff(table: str = "") -> str:
+def _written_by_cutoff() -> str:
     """The knowledge cutoff: a version written after `?` is not known to the run."""
-    prefix = f"{quote(table)}." if table else ""
-    return f"{prefix}{quote(WRITE_TIME)} <= CAST(? AS TIMESTAMP)"
+    return f"{quote(WRITE_TIME)} <= CAST(? AS TIMESTAMP)"
 
 
 def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str] | tuple[str, ...], *, cutoff: bool,
@@ -124,9 +126,12 @@ def training_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
         return Query(f"{text}\nORDER BY {quote(spec.record_identifier.name)}", (AS_OF, KNOWLEDGE_CUTOFF))
     labels = spec.labels
     assert labels is not None and labels.label is not None
-    columns = [spec.record_identifier.name, labels.event_time.name, labels.label.name]
-    observations = _latest_versions(labels, tables[labels.name], columns, cutoff=True, observations=True)
-    return _joined(spec, tables, observations, (AS_OF, KNOWLEDGE_CUTOFF), with_label=True)
+    entity, time = spec.record_identifier.name, labels.event_time.name
+    observations = _latest_versions(labels, tables[labels.name], [entity, time, labels.label.name], cutoff=True,
+                                    observations=True)
+    as_of = [(f"_{g.name}_as_of", _as_of(g, tables[g.name], entity, time)) for g in spec.groups]
+    text = _left_joined([("_observations", observations), *as_of], [entity, time], spec.training_columns)
+    return Query(text, (AS_OF, KNOWLEDGE_CUTOFF) + (KNOWLEDGE_CUTOFF,) * len(spec.groups))
 
 
 def scoring_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
@@ -136,36 +141,26 @@ def scoring_set_sql(spec: FeatureSpec, tables: dict[str, str]) -> Query:
     if spec.is_single_group:
         text = _latest_versions(first, tables[first.name], spec.scoring_columns, cutoff=False)
         return Query(f"{text}\nORDER BY {quote(entity)}", (AS_OF,))
-    time = spec.observation_time.name  # type: ignore[union-attr] - a spec with several groups has labels
-    entities = _latest_versions(first, tables[first.name], [entity], cutoff=False)
-    observations = (f"SELECT {quote(entity)}, CAST(? AS VARCHAR) AS {quote(time)}\n"
-                    f'FROM (\n{entities}\n) AS "_entities"')
-    return _joined(spec, tables, observations, (AS_OF, AS_OF), with_label=False, cutoff=False)
+    # Every group's latest versions as of `?`, the others joined to the first's: now is one time for every
+    # entity, so each group filters by it (Athena would not take it as an observation-time column).
+    latest = [(f"_{g.name}_latest", _latest_versions(g, tables[g.name], [entity, *(f.name for f in g.features)],
+                                                     cutoff=False)) for g in spec.groups]
+    return Query(_left_joined(latest, [entity], spec.scoring_columns), (AS_OF,) * len(spec.groups))
 
 
-def _joined(spec: FeatureSpec, tables: dict[str, str], observations: str, parameters: tuple[str, ...], *,
-            with_label: bool, cutoff: bool = True) -> Query:
-    """`observations` (entity, observation time[, label]) with every group's features as of each row."""
-    entity, time = spec.record_identifier.name, spec.observation_time.name  # type: ignore[union-attr]
-    ctes = [f'"_observations" AS (\n{observations}\n)']
-    joins = []
-    for group in spec.groups:
-        name = quote(f"_{group.name}_as_of")
-        ctes.append(f"{name} AS (\n{_as_of(group, tables[group.name], entity, time, cutoff)}\n)")
-        joins.append(f"LEFT JOIN {name} USING ({quote(entity)}, {quote(time)})")
-        parameters += (KNOWLEDGE_CUTOFF,) if cutoff else ()
-    columns = [quote(entity), *([quote(time)] if with_label else []), *(quote(f.name) for f in spec.features)]
-    if with_label:
-        columns.append(quote(spec.label.name))
-    text = (f"WITH {', '.join(ctes)}\nSELECT\n    " + ",\n    ".join(columns) + '\nFROM "_observations"\n'
-            + "\n".join(joins) + f"\nORDER BY {quote(entity)}" + (f", {quote(time)}" if with_label else ""))
-    return Query(text, parameters)
+def _left_joined(ctes: list[tuple[str, str]], keys: list[str], columns: tuple[str, ...]) -> str:
+    """The rows of the first of `ctes` (name, query), each with the others' columns joined on `keys` (nulls
+    where one has no row), ordered by `keys`."""
+    using = ", ".join(map(quote, keys))
+    joins = "".join(f"LEFT JOIN {quote(name)} USING ({using})\n" for name, _ in ctes[1:])
+    return ("WITH " + ", ".join(f"{quote(name)} AS (\n{query}\n)" for name, query in ctes)
+            + f"\nSELECT\n    {_columns(columns)}\nFROM {quote(ctes[0][0])}\n{joins}ORDER BY {using}")
 
 
-def _as_of(group: FeatureGroupSpec, table: str, entity: str, time: str, cutoff: bool) -> str:
-    """Each observation with the group's newest non-deleted version whose event time is not after it."""
+def _as_of(group: FeatureGroupSpec, table: str, entity: str, time: str) -> str:
+    """Each observation with the group's newest non-deleted version whose event time is not after it, among
+    the versions written by the knowledge cutoff (a derived table's WHERE: Athena takes `?` nowhere else)."""
     names = [entity, time, *(f.name for f in group.features)]
-    written = f" AND {_written_by_cutoff('_features')}" if cutoff else ""
     *newer, oldest = _newest_first(group.event_time.name, "_features")  # the last term on a line of its own
     return f"""SELECT
     {_columns(names)}
@@ -180,9 +175,9 @@ FROM (
                 {oldest}
         ) AS "_version_rank"
     FROM "_observations"
-    JOIN {table} AS "_features"
+    JOIN (SELECT * FROM {table} WHERE {_written_by_cutoff()}) AS "_features"
         ON "_features".{quote(entity)} = "_observations".{quote(entity)}
-        AND "_features".{quote(group.event_time.name)} <= "_observations".{quote(time)}{written}
+        AND "_features".{quote(group.event_time.name)} <= "_observations".{quote(time)}
 {_NEWEST_KEPT}"""
 
 

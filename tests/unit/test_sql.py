@@ -16,6 +16,7 @@ from churn.sql import (
     KNOWLEDGE_CUTOFF,
     NO_CUTOFF,
     RUN_STARTED,
+    Query,
     knowledge_cutoff,
     offline_count_sql,
     scoring_set_sql,
@@ -23,6 +24,8 @@ from churn.sql import (
     table_reference,
     training_set_sql,
 )
+from tests.conftest import ROOT
+from tests.support.athena_parameters import outside_where, placeholders
 
 SPEC = FeatureSpec.from_dict({
     "feature_groups": [
@@ -232,6 +235,24 @@ def test_single_group_training_set_is_the_latest_version_as_of_the_run(spec) -> 
 def test_parameters_name_every_placeholder(build) -> None:
     query = build(SPEC, TABLES)
     assert query.text.count("?") == len(query.parameters)
+
+
+def every_query(spec: FeatureSpec) -> dict[str, Query]:
+    """Every query the module builds for `spec`, by what it is."""
+    named = tables(spec)
+    return {"training set": training_set_sql(spec, named), "scoring set": scoring_set_sql(spec, named),
+            **{f"offline count of {g.name}": offline_count_sql(g, named[g.name]) for g in spec.all_groups}}
+
+
+# One group (its offline count compares the run's event time) and several (histories, counted by API call
+# time): the training set with its knowledge cutoff, the scoring set without one.
+@pytest.mark.parametrize("spec_file", ["churn.spec.json", "cdnow.spec.json"])
+def test_every_placeholder_is_in_a_where_clause_as_athena_requires(spec_file) -> None:
+    queries = every_query(FeatureSpec.load(ROOT / "data" / spec_file))
+    assert {name: len(placeholders(q.text)) for name, q in queries.items()} == {
+        name: len(q.parameters) for name, q in queries.items()}
+    misplaced = [f"{name}: {p}" for name, query in queries.items() for p in outside_where(query.text)]
+    assert not misplaced, "\n".join(misplaced)
 
 
 def test_the_knowledge_cutoff_is_the_runs_or_none() -> None:
