@@ -1,10 +1,11 @@
 """Athena StartQueryExecution as a job of the moto harness: the query's real SQL on DuckDB over the local
 feature store's offline store, with Feature Store's replication lag when a test asks for it.
 
-The query text gets its ExecutionParameters substituted as SQL literals (as Athena does); the result is
-written to the workgroup's result location in moto S3 as Athena writes it (a header, every value
-double-quoted, NULL as an empty field, and a `.csv.metadata` file beside it) and served to
-GetQueryResults through moto's Athena backend.
+A `?` outside a WHERE clause fails the query, as Athena documents (tests/support/athena_parameters.py; the
+wording of Athena's error is not known here). The query text gets its ExecutionParameters substituted as SQL
+literals (as Athena does); the result is written to the workgroup's result location in moto S3 as Athena
+writes it (a header, every value double-quoted, NULL as an empty field, and a `.csv.metadata` file beside
+it) and served to GetQueryResults through moto's Athena backend.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from moto.athena.models import QueryResults, athena_backends
 
 from churn.sql import quote
 from tests.infra.sync_jobs import JobOutcome
+from tests.support.athena_parameters import outside_where
 from tests.support.moto import ACCOUNT, REGION
 
 _HIDDEN = "_written_"  # the schema of a table's every offline row when ReplicationLag filters what shows
@@ -110,6 +112,10 @@ class AthenaOnDuckDB:
                 message = inject(sql)
                 if message:
                     raise RuntimeError(message)
+            misplaced = outside_where(sql)
+            if misplaced:
+                raise ValueError("? parameters can be placed only in the WHERE clause: "
+                                 + "; ".join(map(str, misplaced)))
             columns, rows, csv_bytes = self._run(host.feature_store, substitute_parameters(sql, parameters), visible)
         except Exception as exc:  # noqa: BLE001 - any query error is the query's failure
             message = " ".join(str(exc).split())

@@ -1,6 +1,6 @@
 """The moto harness's own stand-ins where the pipeline's executions do not show them whole: the Feature
 Store runtime's request validation (what AWS rejects is rejected, whatever the client checks), the
-ItemBatcher's limits, and a Distributed Map that exceeds its tolerated failures."""
+ItemBatcher's limits, a Distributed Map that exceeds its tolerated failures, and where Athena takes a `?`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.infra import distributed_map
 from tests.infra.distributed_map import batch_items
 from tests.infra.featurestore_runtime import RoutedFeatureStoreRuntime
 from tests.infra.in_process_lambda import REAL_CLIENT
+from tests.support.athena_parameters import outside_where
 from tests.support.moto import ACCOUNT, fake_aws, step_functions_patches  # noqa: F401 - fake_aws: a fixture
 
 GROUP = "customers"
@@ -140,3 +141,22 @@ def test_a_record_the_runtime_refuses_is_its_models_validation_error(fake_aws, s
     bad = [*entry(0)["Record"][:2], {"FeatureName": "spend", "ValueAsString": "a lot"}]
     with pytest.raises(client.exceptions.ValidationError):
         client.put_record(FeatureGroupName=GROUP, Record=bad)
+
+
+@pytest.mark.parametrize(("sql", "refused"), [
+    ("SELECT a FROM t WHERE b = ? AND c = '?'", []),
+    ("SELECT a FROM t JOIN (SELECT * FROM u WHERE b <= ?) AS v USING (a)", []),  # a subquery's WHERE
+    ("WITH x AS (SELECT a FROM t WHERE b = ?) SELECT a FROM x WHERE a IN (SELECT a FROM u WHERE c > ?)", []),
+    ("SELECT ? FROM t", ["? number 1 (line 1, column 8) is in the SELECT list"]),
+    ("SELECT a FROM t WHERE b = ?\nAND b IN (SELECT ? FROM u)",
+     ["? number 2 (line 2, column 18) is in the SELECT list"]),
+    ("SELECT a FROM t JOIN u\n    ON u.a = t.a AND u.b <= ?",
+     ["? number 1 (line 2, column 29) is in the JOIN ... ON condition"]),
+    ("SELECT a FROM t GROUP BY a HAVING count(*) > ?", ["? number 1 (line 1, column 46) is in the HAVING clause"]),
+    ("SELECT a FROM t ORDER BY a LIMIT ?", ["? number 1 (line 1, column 34) is in the ORDER BY or LIMIT clause"]),
+    ("SELECT a FROM (VALUES (?)) AS v(a)", ["? number 1 (line 1, column 24) is in the FROM clause"]),
+])
+def test_the_harness_athena_takes_a_parameter_only_in_a_where_clause(sql, refused):
+    """Athena: "Currently, ? parameters can be placed only in the WHERE clause. Syntax like SELECT ? FROM
+    table is not supported." The harness fails a query that places one elsewhere."""
+    assert [str(p) for p in outside_where(sql)] == refused
