@@ -20,7 +20,7 @@ from churn.naming import DEFAULT_STACK_NAME
 from pipeline import aws_objects
 from pipeline.aws_session import AwsSession, Deployment
 from pipeline.backends import RUNNING, SUCCEEDED, Prediction, Reporter, RunListing, RunRequest, RunResult, Scores
-from pipeline.errors import BadInput, Interrupted, OperatorError
+from pipeline.errors import BadInput, Interrupted, OperatorError, explain
 from pipeline.execution_progress import (
     POLL_SECONDS,
     Execution,
@@ -116,6 +116,12 @@ class AwsBackend:
         except KeyboardInterrupt:
             raise Interrupted("stopped following; the execution keeps running on AWS",
                               f"python -m pipeline status {name} --follow{self.flags}", status=RUNNING) from None
+        except (ClientError, BotoCoreError) as exc:  # expired credentials, a lost network: the execution goes on
+            failed = explain(exc)
+            raise OperatorError(f"stopped following: {failed.message}; the execution is not affected",
+                                f"follow it again with `python -m pipeline status {name} --follow{self.flags}`"
+                                + (f"; first: {failed.hint}" if failed.hint else ""),
+                                error=failed.error, status=RUNNING) from None
         return self._result(execution, tracker.facts)
 
     def status(self, name: str, reporter: Reporter, follow: bool) -> RunResult:
@@ -202,10 +208,11 @@ class AwsBackend:
     # -- scores and predictions ------------------------------------------------------------------
     def scores(self, run_id: str | None, top: int) -> Scores:
         sfn = self.session.client("stepfunctions")
-        if run_id is None:
-            page = sfn.list_executions(stateMachineArn=self.deployment.state_machine_arn, statusFilter=SUCCEEDED,
-                                       maxResults=1)  # newest first
-            run_id = next((e["name"] for e in page.get("executions", [])), None)
+        if run_id is None:  # the newest; a page may hold fewer than asked for, even none, and a next token
+            pages = sfn.get_paginator("list_executions").paginate(
+                stateMachineArn=self.deployment.state_machine_arn, statusFilter=SUCCEEDED,
+                PaginationConfig={"MaxItems": 1})
+            run_id = next((e["name"] for page in pages for e in page.get("executions", [])), None)
         if not run_id:
             raise OperatorError("no succeeded execution yet, so no scores",
                                 f"start one with `python -m pipeline run{self.flags}`", error="ScoresNotFound")
@@ -226,7 +233,12 @@ class AwsBackend:
         package, version, model_data = approved
         values, read = online_features(sagemaker, self.session.client("sagemaker-featurestore-runtime"),
                                        deployment.feature_groups, record_id, f"python -m pipeline scores{self.flags}")
-        artifact = aws_objects.read_object(self.session.client("s3"), model_data)
+        try:
+            artifact = aws_objects.read_object(self.session.client("s3"), model_data)
+        except (ClientError, BotoCoreError) as exc:
+            failed = explain(exc)
+            raise OperatorError(f"model package {package}'s artifact {model_data} cannot be read: {failed.message}",
+                                failed.hint, error=failed.error) from None
         return predict_artifact(artifact, package, str(version), read, record_id, values, features)
 
     # -- upload -----------------------------------------------------------------------------------

@@ -69,9 +69,11 @@ def read_scores_object(s3: Any, bucket: str, key: str, run_id: str, top: int) ->
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND:
-            raise OperatorError(f"no scores at {uri}", "scores are written by a run that passed the quality gate; "
-                                "list runs with `python -m pipeline runs`", error="ScoresNotFound") from None
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in NOT_FOUND | ACCESS_DENIED:  # S3 answers a missing key with 403 to a caller without s3:ListBucket
+            unsure = " (or no permission to read them: access denied)" if code in ACCESS_DENIED else ""
+            raise OperatorError(f"no scores at {uri}{unsure}", "scores are written by a run that passed the quality "
+                                "gate; list runs with `python -m pipeline runs`", error="ScoresNotFound") from None
         raise
     with body:
         return Scores.read(run_id, uri, (line.decode("utf-8") for line in body.iter_lines()), top)

@@ -32,7 +32,7 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
-                 "Forbidden", "403", "AllAccessDisabled"}
+                 "Forbidden", "403", "AllAccessDisabled", "AccessForbidden"}  # the last: Feature Store runtime's 403
 # The ClientError codes a user can meet, as (message, hint, error); a message may name the {operation}, the
 # {code}, AWS's {message}, the {arn} it quotes, and {detail}: ": " and AWS's message, when it has one.
 _CLIENT_ERRORS: dict[str, tuple[str, str, str]] = {

@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS
 from churn.naming import TRAINING_JOBS, sagemaker_log_group
-from pipeline.errors import NOT_FOUND, explain
+from pipeline.errors import ACCESS_DENIED, NOT_FOUND, explain
 
 # SageMaker's own log group for every training job of the account; a job's streams are <job>/algo-<n>-<epoch>.
 TRAINING_JOB_LOG_GROUP = sagemaker_log_group(TRAINING_JOBS)
@@ -86,9 +86,9 @@ def failed_ingest_records(s3: Any, bucket: str, execution: str, groups: list[str
         key = f"{INGEST_RESULTS.format(execution=execution, group=group)}/{FAILED_RECORDS_FILE}"
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND:
-                continue
+        except ClientError as exc:  # S3 answers a missing key with 403 to a caller without s3:ListBucket
+            if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND | ACCESS_DENIED:
+                continue  # the cause names the first failed records and where all of them are anyway
             raise
         records += [{"group": group, **record} for record in parse_json(body.decode("utf-8")).get("failed", [])]
     return records

@@ -17,6 +17,7 @@ from unittest import mock
 
 import moto
 import pytest
+from botocore.exceptions import ClientError
 from moto.stepfunctions.parser.asl.component.common.error_name.error_name import ErrorName
 from moto.stepfunctions.parser.asl.component.common.string.string_expression import StringIntrinsicFunction
 from moto.stepfunctions.parser.asl.component.state.fail import state_fail
@@ -174,3 +175,20 @@ def step_functions_patches() -> list[Any]:
         mock.patch.object(IntrinsicPreprocessor, "_replace_escaped_characters", staticmethod(_unescape_intrinsic)),
         *(mock.patch(f"{module}.extract_json", _extract_json) for module in _JSON_PATH_USERS),
     ]
+
+
+def without_list_bucket(s3: Any) -> Any:
+    """`s3` as S3 answers a caller without s3:ListBucket: GetObject of a missing key is 403 AccessDenied, not 404
+    NoSuchKey (the GetObject API reference); moto always answers 404."""
+    get_object = s3.get_object
+
+    def get_existing_object(**params: Any) -> Any:
+        try:
+            s3.head_object(Bucket=params["Bucket"], Key=params["Key"])
+        except ClientError:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject") from None
+        return get_object(**params)
+
+    s3.get_object = get_existing_object
+    return s3

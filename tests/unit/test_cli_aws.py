@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import botocore.httpsession
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 from moto.stepfunctions.parser.asl.component.state.fail import state_fail
@@ -31,10 +32,15 @@ from pipeline import aws_backend, aws_objects
 from pipeline.aws_session import AwsSession, ConsoleLinks, Deployment
 from pipeline.backends import RUN_NAME
 from pipeline.execution_progress import Execution, HistoryReader, ProgressTracker, follow
-from pipeline.failure_explanations import TRAINING_JOB_LOG_GROUP, readable_cause, training_script_error
+from pipeline.failure_explanations import (
+    TRAINING_JOB_LOG_GROUP,
+    failed_ingest_records,
+    readable_cause,
+    training_script_error,
+)
 from pipeline.local_aws.training_job import run_training
 from pipeline.runner import TRAINING_DIR
-from tests.support.moto import ReraisedErrorName
+from tests.support.moto import ReraisedErrorName, without_list_bucket
 from tests.unit.cli_support import REGION, invoke, last_json, one_error_line, summary_value, use_fake_aws
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -461,6 +467,41 @@ def test_run_that_fails_at_ingest_names_the_failed_records_and_where_all_of_them
     assert [r["record_id"] for r in records] == [f"A-{i}" for i in range(7)]  # all of them, from the file
     assert records[6] == {"group": "churn", "line": 8, "record_id": "A-6", "error_code": "ValidationError",
                           "message": "feature 'tenure' has value 'x6'"}
+
+
+def test_the_failed_records_of_some_groups_are_read_by_a_caller_without_list_bucket(stack):
+    """Summarise ingest writes a failures file for a group that failed only: S3 answers such a caller 403 for the
+    others' (not 404), which is no reason to lose the ones that exist."""
+    s3 = boto3.client("s3", region_name=REGION)
+    failed = {"line": 4, "record_id": "P-2", "error_code": "ValidationError", "message": "bad"}
+    key = f"{INGEST_RESULTS.format(execution='run-groups', group='activity')}/{FAILED_RECORDS_FILE}"
+    s3.put_object(Bucket=stack["BucketName"], Key=key, Body=json.dumps({"failed": [failed]}).encode())
+    records = failed_ingest_records(without_list_bucket(s3), stack["BucketName"], "run-groups", ["profile", "activity"])
+    assert records == [{"group": "activity", **failed}]
+
+
+def test_an_aws_error_while_following_stops_the_following_and_says_the_execution_goes_on(stack, cli, monkeypatch):
+    """Credentials that expire during a long run (or a lost network) end the following, not the run: the JSON
+    says RUNNING and the hint how to follow again, not to run again (a second execution)."""
+    client = AwsSession.client
+
+    def expiring(self, name):
+        made = client(self, name)
+        if name == "stepfunctions":
+            def expired(**params):
+                raise ClientError({"Error": {"Code": "ExpiredTokenException",
+                                             "Message": "The security token included in the request is expired"}},
+                                  "GetExecutionHistory")
+            made.get_execution_history = expired
+        return made
+
+    monkeypatch.setattr(AwsSession, "client", expiring)
+    result = cli("run", "--name", "run-expiring", "--json", "--poll-seconds", "0.01")
+    assert result.exit_code == 1
+    assert last_json(result) == {"status": "RUNNING", "error": "ExpiredCredentials", "cause": "stopped following: "
+                                 "your AWS credentials have expired; the execution is not affected"}
+    assert result.stderr.splitlines()[-1] == ("hint: follow it again with `python -m pipeline status run-expiring "
+                                              "--follow`; first: refresh them (e.g. `aws sso login`) and try again")
 
 
 @pytest.fixture(scope="module")

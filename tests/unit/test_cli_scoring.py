@@ -25,6 +25,7 @@ from pipeline.local_aws.batch_transform import serving_module
 from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry
 from pipeline.prediction import SERVING_MODULE
 from pipeline.runner import TRAINING_DIR
+from tests.support.moto import without_list_bucket
 from tests.training.training_helpers import fit_small_model, training_set_rows
 from tests.unit.cli_support import REGION, invoke, last_json, one_error_line, use_fake_aws
 
@@ -278,6 +279,50 @@ def test_aws_scores_of_an_execution_without_scores_is_one_line(stack):
     result = invoke("scores")
     assert result.exit_code == 1
     assert f"no scores at s3://{BUCKET}/scores/run-before-scoring/scores.csv" in one_error_line(result)
+
+
+def test_aws_scores_of_a_run_without_scores_say_so_to_a_caller_without_list_bucket(stack, monkeypatch):
+    """S3 answers such a caller 403, not 404, for the missing scores.csv: still 'no scores', not 'access denied'."""
+    client = AwsSession.client
+    monkeypatch.setattr(AwsSession, "client", lambda self, name: (without_list_bucket(client(self, name))
+                                                                   if name == "s3" else client(self, name)))
+    result = invoke("scores", "--run", "run-never")
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(f"error: no scores at s3://{BUCKET}/scores/run-never/scores.csv (or no "
+                                             "permission to read them: access denied)\nhint: scores are written by")
+
+
+def test_aws_scores_find_the_newest_succeeded_execution_past_an_empty_page(stack, monkeypatch):
+    """ListExecutions may answer fewer executions than asked for, none even, with a next token (its model's
+    maxResults: 'only an upper limit')."""
+    succeeded_execution(stack, "run-later-page")
+    stack.s3.put_object(Bucket=BUCKET, Key="scores/run-later-page/scores.csv",
+                        Body=scores_text([("LATE", 0.5)], "1").encode())
+    client = AwsSession.client
+
+    def first_page_empty(self, name):
+        made = client(self, name)
+        if name == "stepfunctions":
+            list_executions = made.list_executions
+            made.list_executions = lambda nextToken=None, **params: (  # noqa: N803 - the API's parameter name
+                list_executions(**params) if nextToken else {"executions": [], "nextToken": "more"})
+        return made
+
+    monkeypatch.setattr(AwsSession, "client", first_page_empty)
+    result = invoke("scores", "--json")
+    assert result.exit_code == 0, result.output
+    assert last_json(result)["run"] == "run-later-page"
+
+
+def test_aws_predict_names_the_model_artifact_it_cannot_read(stack, model_artifact):
+    stack.sagemaker.create_model_package_group(ModelPackageGroupName=PACKAGE_GROUP)
+    package = register(stack, "models/job-gone/output/model.tar.gz")  # registered, then deleted from the bucket
+    customer = model_artifact["rows"][0]
+    stack.records[customer[0]] = online_record(model_artifact["columns"], customer)
+    result = invoke("predict", "--id", customer[0])
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(f"error: model package {package}'s artifact s3://{BUCKET}/models/"
+                                             "job-gone/output/model.tar.gz cannot be read: ")
 
 
 def test_aws_predict_uses_get_record_and_the_latest_approved_package(stack, model_artifact):
