@@ -24,6 +24,10 @@ _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 FIRST_DATA_LINE = 2
 # What csv.reader(strict=True)'s "unexpected end of data" means: the file ends inside a quoted value.
 _UNCLOSED_QUOTE = "a quote opened in this row is never closed"
+# Lines are split at LF only, so the only line end an unquoted value can hold is a carriage return: Python's own
+# words for it suggest opening the file in another mode, which a user of the file cannot do.
+_LONE_CR = ("a carriage return ends a line or sits in an unquoted value: lines ending in a carriage return alone "
+            "(old Mac files) must be saved with LF or CRLF endings")
 
 
 class InputValidationError(ValueError):
@@ -102,7 +106,8 @@ def csv_rows(stream: BinaryIO, source: str) -> Iterator[tuple[int, int, list[str
     except csv.Error as exc:
         # Named by the line the broken row starts on: reading stops further on (at the end of the file,
         # for a quote never closed), where the user would find nothing wrong.
-        reason = _UNCLOSED_QUOTE if str(exc) == "unexpected end of data" else str(exc)
+        reason = (_UNCLOSED_QUOTE if str(exc) == "unexpected end of data"
+                  else _LONE_CR if str(exc).startswith("new-line character seen in unquoted field") else str(exc))
         raise InputValidationError(source, f"malformed CSV{' header' if end == 0 else ''} ({reason})",
                                    line=end + 1) from None
 

@@ -159,8 +159,8 @@ def _edit_line(number: int, old: bytes, new: bytes):
     (_edit_line(8, b",Male,", b",Ma\x00le,"),
      "line 8, column 'gender': the value holds a NUL character (value 'Ma\\x00le'), which no value may hold"),
     (lambda lines: lines.__setitem__(slice(None), [line.replace(b"\n", b"\r") for line in lines]),
-     "line 1: malformed CSV header (new-line character seen in unquoted field - do you need to open the file in "
-     "universal-newline mode?)"),
+     "line 1: malformed CSV header (a carriage return ends a line or sits in an unquoted value: lines ending in a "
+     "carriage return alone (old Mac files) must be saved with LF or CRLF endings)"),
 ], ids=["not utf-8", "field too large", "blank line inside", "line break in a value", "lone CR in a value",
         "NUL in a value", "lines ending in a lone CR"])
 def test_a_file_run_refuses_is_refused_on_its_line_as_run_refuses_it(tmp_path, data_path, group, edit, error):
