@@ -39,8 +39,9 @@ from pipeline.errors import BadInput, Interrupted, OperatorError
 from pipeline.execution_progress import POLL_SECONDS
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws.batch_transform import serving_module
-from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError, StoreLayoutError
+from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.local_aws.registry import ModelEntry, RegistryError, checked, resolved_paths
+from pipeline.local_aws.store_files import StoreDamagedError, StoreLayoutError
 from pipeline.local_aws.training_job import toolkit_args
 from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import (

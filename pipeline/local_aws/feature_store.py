@@ -49,7 +49,6 @@ import itertools
 import json
 import operator
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -84,24 +83,21 @@ from pipeline.local_aws.feature_group import (
     is_name,
     ttl_us,
 )
+from pipeline.local_aws.store_files import (
+    ONLINE_FILE,
+    StoreDamagedError,
+    claim_format,
+    create_file,
+    online_store_damage,
+    open_online_store,
+)
 
 DELETION_MODES = ("SoftDelete", "HardDelete")
-ONLINE_FILE = "online-store.sqlite"
-STORE_FORMAT = "local-feature-store 2"  # written to <root>/FORMAT; older layouts are refused, not migrated
 _DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
                  TIMESTAMP: "TIMESTAMP"}
-# A 32 KiB page instead of 4 KiB: a flush commits far fewer WAL frames (commit CPU halved at 500k rows).
-_PAGE_BYTES = 32_768
 # Rows per INSERT up to this many parameters (SQLite allows 32,766): the GIL is released per statement.
 _STATEMENT_PARAMETERS = 30_000
 
-
-class StoreLayoutError(RuntimeError):
-    """The root holds a store in another layout (older versions sharded the online store): delete it."""
-
-
-class StoreDamagedError(RuntimeError):
-    """A file of the store is not what it should be (not SQLite, not Parquet, cut off): the message names it."""
 
 
 def _iso(us: int) -> str:
@@ -152,14 +148,14 @@ class LocalFeatureStore:
         self.clock = clock  # unix seconds: API call and write times, TTL expiry
         self.offline_prefix = self.root / "offline-store" / account / "sagemaker" / region / "offline-store"
         self._meta_dir = self.root / "feature-groups"
-        _claim_format(self.root)
+        claim_format(self.root)
         self._meta_dir.mkdir(exist_ok=True)
         self._flush_lock, self._db_lock, self._lock = threading.Lock(), threading.Lock(), threading.Lock()
         self._groups: dict[str, FeatureGroup] = {}
         self._unflushed = 0
         self._last_call_us = 0
         self._closed = False
-        self._db = _open_online_store(self.root / ONLINE_FILE)
+        self._db = open_online_store(self.root / ONLINE_FILE)
 
     def __enter__(self) -> LocalFeatureStore:
         return self
@@ -201,7 +197,7 @@ class LocalFeatureStore:
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS {_table(group)} (_record_id TEXT NOT NULL UNIQUE, "
                                  f"_event_time REAL NOT NULL, _is_deleted INTEGER NOT NULL, _expires_us INTEGER, "
                                  f"{features}, _call_us INTEGER NOT NULL)")
-            if not _create_file(self._meta_dir / f"{name}.json", json.dumps(description, indent=2)):
+            if not create_file(self._meta_dir / f"{name}.json", json.dumps(description, indent=2)):
                 raise client_error("ResourceInUse", f"feature group '{name}' already exists", "CreateFeatureGroup")
             self._groups[name] = group
         return {"FeatureGroupArn": self._arn(name)}
@@ -331,7 +327,7 @@ class LocalFeatureStore:
     def _current(self, group: FeatureGroup, key: str) -> tuple | None:
         """The online row of `key` as a flush would leave it (caller holds _db_lock)."""
         self._check_open()
-        with _online_store_damage(self.root / ONLINE_FILE):  # SELECT *: the table's columns are the row layout
+        with online_store_damage(self.root / ONLINE_FILE):  # SELECT *: the table's columns are the row layout
             current = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
         with self._lock:
             pending = [row for row in group.pending if row[ROW_KEY] == key]  # at most flush_rows to scan
@@ -403,7 +399,7 @@ class LocalFeatureStore:
             per = _STATEMENT_PARAMETERS // len(rows[0])
             statements += [_upsert(group, rows[start : start + per]) for start in range(0, len(rows), per)]
         self._db.execute("BEGIN IMMEDIATE")  # waits in the busy timeout while another process writes
-        with _online_store_damage(self.root / ONLINE_FILE), self._db:  # COMMIT, or ROLLBACK on any exception
+        with online_store_damage(self.root / ONLINE_FILE), self._db:  # COMMIT, or ROLLBACK on any exception
             for sql, parameters in statements:
                 self._db.execute(sql, parameters)
 
@@ -459,62 +455,3 @@ class LocalFeatureStore:
             where = " or ".join(f"'{group.name}' in {group.data_dir}" for group in named or groups)
             problem = "".join(filter(str.isprintable, str(exc).splitlines()[0]))  # DuckDB may quote a byte read
             raise StoreDamagedError(f"the offline store of feature group {where} is damaged: {problem}") from None
-
-
-def _open_online_store(path: Path) -> sqlite3.Connection:
-    """The online store's SQLite file, made if missing; one that is not SQLite, or not a file, is StoreDamagedError."""
-    # Autocommit: transactions are explicit (BEGIN IMMEDIATE), so a writer waits for another
-    # process's write lock in the busy timeout instead of failing on a read-to-write upgrade.
-    db = None
-    with _online_store_damage(path):
-        try:
-            db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA page_size={_PAGE_BYTES}")  # the first statement reads the file's header
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
-            return db
-        except sqlite3.DatabaseError:
-            if db is not None:
-                db.close()
-            raise
-
-
-@contextmanager
-def _online_store_damage(path: Path) -> Iterator[None]:
-    """SQLite finding the online store's file not SQLite, not a file, or damaged past its header (a page
-    overwritten): StoreDamagedError naming it; any other error (locked) as it is."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if exc.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN"):  # locked: not damage
-            raise
-        raise StoreDamagedError(f"{path}: the local feature store's online store is damaged ({exc})") from None
-
-
-def _claim_format(root: Path) -> None:
-    """Mark a new store's layout; refuse a root written by an older layout (no migration)."""
-    root.mkdir(parents=True, exist_ok=True)
-    marker = root / "FORMAT"
-    if not marker.exists() and any(not p.name.startswith((".FORMAT", "FORMAT")) for p in root.iterdir()):
-        raise StoreLayoutError(f"{root} holds a local feature store written by an older version of this project; "
-                               "delete that directory and ingest again")
-    _create_file(marker, STORE_FORMAT + "\n")  # another store may have just written it
-    found = marker.read_text(encoding="utf-8").strip()
-    if found != STORE_FORMAT:
-        raise StoreLayoutError(f"{marker}: format {found!r}, expected {STORE_FORMAT!r}; delete {root} and ingest "
-                               "again")
-
-
-def _create_file(path: Path, text: str) -> bool:
-    """Write `path` whole unless it exists: whether this call created it (os.link is atomic and exclusive,
-    so exactly one of several creators wins, and a reader never sees a partial file)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()

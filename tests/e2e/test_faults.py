@@ -18,7 +18,8 @@ from churn.config import PipelineSettings
 from churn.features import now_event_time, parse_event_time
 from churn.sql import AS_OF, KNOWLEDGE_CUTOFF, NO_CUTOFF, RUN_STARTED, sql_timestamp, table_reference, training_set_sql
 from pipeline import runner
-from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError, client_error
+from pipeline.local_aws.feature_store import LocalFeatureStore, client_error
+from pipeline.local_aws.store_files import StoreDamagedError
 from pipeline.local_ingest import ingest_file
 from pipeline.runner import LocalPipeline, PipelineFailed, Workspace, create_feature_group
 from tests.support.feature_store import offline_store

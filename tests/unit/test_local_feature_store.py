@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 from churn.features import to_feature_store_record
 from churn.schema import MAX_TTL_SECONDS, FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
-from pipeline.local_aws.feature_store import LocalFeatureStore, StoreDamagedError
+from pipeline.local_aws.feature_store import LocalFeatureStore
+from pipeline.local_aws.store_files import StoreDamagedError
 from pipeline.prediction import record_values
 from tests.support.feature_store import offline_store, overwrite_page_headers
 
