@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from churn import contract, steps
 from pipeline.backends import ABORTED, FAILED, SUCCEEDED, TERMINAL_STATUSES, TIMED_OUT, Reporter
-from pipeline.failure_explanations import error_text, parse_json, readable_cause
+from pipeline.failure_explanations import error_text, parse_json
 
 _END_EVENTS = {"ExecutionSucceeded": SUCCEEDED, "ExecutionFailed": FAILED, "ExecutionTimedOut": TIMED_OUT,
                "ExecutionAborted": ABORTED}
@@ -170,14 +170,23 @@ DETAILS: dict[str, Callable[[dict[str, Any], ExecutionFacts], str]] = {
 }
 
 
-@dataclass
+_CONTAINERS = ("Parallel", "Map")  # states that run states of their own: branches, iterations
+
+
+@dataclass(eq=False)
 class _OpenState:
     name: str
     label: str
     kind: str
     entered: datetime
+    parent: _OpenState | None = None  # the Parallel or Map state it runs in
     announced: bool = False
     failure: tuple[str, str] | None = None
+
+    def lineage(self) -> Iterator[_OpenState]:
+        yield self
+        if self.parent:
+            yield from self.parent.lineage()
 
 
 class ProgressTracker:
@@ -185,13 +194,15 @@ class ProgressTracker:
 
     A state that is entered and exited within one batch of events gets one line (its exit); one
     still running at the end of a batch is announced as started. With several feature groups the
-    groups' states run side by side (a Parallel state's branches) and are matched by name.
+    groups' states run side by side (a Parallel state's branches), their events interleaved: each
+    event belongs to the state its chain of previousEventIds leads back to.
     """
 
     def __init__(self, reporter: Reporter):
         self.reporter = reporter
         self.started: datetime | None = None
         self.open: list[_OpenState] = []
+        self.owner: dict[int, _OpenState | None] = {}  # event id -> the state it belongs to (None: no state)
         self.visits: Counter[str] = Counter()
         self.status: str | None = None
         self.facts = ExecutionFacts()
@@ -210,44 +221,71 @@ class ProgressTracker:
         kind = event.get("type", "")
         at: datetime = event.get("timestamp") or datetime.now(UTC)
         details = next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
+        previous = event.get("previousEventId")
+        state = self.owner[previous] if previous in self.owner else (self.open[-1] if self.open else None)
         if kind == "ExecutionStarted":
             self.started = at
         elif kind.endswith("StateEntered"):
-            self._enter(details.get("name", "?"), kind.removesuffix("StateEntered"), at)
+            state = self._enter(details.get("name", "?"), kind.removesuffix("StateEntered"), at, state)
         elif kind.endswith("StateExited"):
-            self._exit(details.get("name", "?"), at, parse_json(details.get("output")))
+            state = self._exit(details.get("name", "?"), at, parse_json(details.get("output")), state)
         elif kind in _END_EVENTS:
             self._end(_END_EVENTS[kind], details, at)
-        elif kind.endswith(("Failed", "TimedOut", "Aborted")) and self.open:
-            self.open[-1].failure = (details.get("error", kind), details.get("cause", ""))
-        elif kind.endswith("Succeeded") and self.open:
-            self.open[-1].failure = None  # a retry after a transient error went through
+        elif kind.endswith(("Failed", "TimedOut")) and state:
+            state = self._fail(state, kind, details)
+        elif kind.endswith("Succeeded") and state:
+            state.failure = None  # a retry after a transient error went through
+        # A *StateAborted event (a branch stopped as another failed) fails nothing; its line comes with the Parallel's.
+        self.owner[event["id"]] = state
 
-    def _enter(self, name: str, kind: str, at: datetime) -> None:
-        self._close_caught(at)
+    def _fail(self, source: _OpenState, kind: str, details: dict[str, Any]) -> _OpenState:
+        """The state a failure event fails. ParallelStateFailed and MapStateFailed have no details (the TaskFailed or
+        MapRunFailed before them has): the error of the state their chain comes from fails the Parallel or Map."""
+        target = source
+        if kind.endswith("StateFailed"):
+            target = next((s for s in source.lineage() if s.kind == kind.removesuffix("StateFailed")), source)
+        if details.get("error"):
+            target.failure = (details["error"], details.get("cause") or "")
+        elif target.failure is None:
+            target.failure = source.failure or (kind, "")
+        return target
+
+    def _enter(self, name: str, kind: str, at: datetime, source: _OpenState | None) -> _OpenState:
         self._flush_choice(f"→ {name}")
         self.visits[name] += 1
         label = name if self.visits[name] == 1 else f"{name} (#{self.visits[name]})"
-        self.open.append(_OpenState(name, label, kind, at))
+        state = _OpenState(name, label, kind, at, self._container(source, at))
+        self.open.append(state)
+        return state
+
+    def _container(self, source: _OpenState | None, at: datetime) -> _OpenState | None:
+        """The state a newly entered one runs in: the nearest Parallel or Map state on its chain that has
+        not failed. A failed state on the way was left for a Catch handler without an exit event."""
+        for state in source.lineage() if source else ():
+            if state.failure and state in self.open:
+                self._close(state, at, "")
+            elif not state.failure and state.kind in _CONTAINERS:
+                return state
+        return None
+
+    def _close(self, state: _OpenState, at: datetime, error: str | None) -> None:
+        """The line of a state ended without an exit event; `error` if it has no failure of its own (None: done)."""
+        inner = f"stopped: {state.label} failed" if state.failure else error
+        for child in [s for s in self.open if s.parent is state]:  # a failed branch stops the others
+            self._close(child, at, inner)
+        self.open.remove(state)
+        seconds = (at - state.entered).total_seconds()
+        if state.failure or error is not None:
+            self.reporter.step_failed(state.label, seconds, error_text(*state.failure) if state.failure else error)
+        else:
+            self.reporter.step_finished(state.label, seconds, "")
 
     def _end(self, status: str, details: dict[str, Any], at: datetime) -> None:
         self.status = status
-        error = details.get("error") or ("" if status == SUCCEEDED else status)
-        cause = readable_cause(details.get("cause") or "")
+        error = None if status == SUCCEEDED else error_text(details.get("error") or status, details.get("cause") or "")
         self._flush_choice("")
-        for state in reversed(self.open):
-            seconds = (at - state.entered).total_seconds()
-            if status == SUCCEEDED:
-                self.reporter.step_finished(state.label, seconds, "")
-            else:
-                self.reporter.step_failed(state.label, seconds, error_text(*(state.failure or (error, cause))))
-        self.open.clear()
-
-    def _close_caught(self, at: datetime) -> None:
-        """A state that failed and was left for a Catch handler without an exit event."""
-        for state in [s for s in self.open if s.failure]:
-            self.open.remove(state)
-            self.reporter.step_failed(state.label, (at - state.entered).total_seconds(), error_text(*state.failure))
+        for state in [s for s in reversed(self.open) if s.parent not in self.open]:
+            self._close(state, at, error)
 
     def _flush_choice(self, detail: str) -> None:
         if self._choice:
@@ -255,21 +293,24 @@ class ProgressTracker:
             self._choice = None
             self.reporter.step_finished(label, seconds, detail)
 
-    def _exit(self, name: str, at: datetime, output: dict[str, Any]) -> None:
+    def _exit(self, name: str, at: datetime, output: dict[str, Any], source: _OpenState | None) -> _OpenState | None:
+        """Close the state; return the state the events after its exit belong to (the one it runs in)."""
         state = next((s for s in reversed(self.open) if s.name == name), None)
         if state is None:
-            return
+            return source
+        if state.failure:
+            self._close(state, at, "")
+            return state.parent
         self.open.remove(state)
         seconds = (at - state.entered).total_seconds()
-        if state.failure:
-            self.reporter.step_failed(state.label, seconds, error_text(*state.failure))
-        elif state.kind == "Choice":
+        if state.kind == "Choice":
             self._choice = (state.label, seconds)
         else:
             step = steps.base_step(name)
             self.facts.note(step, steps.group_of(name) or "", output)
             detail = DETAILS.get(step)
             self.reporter.step_finished(state.label, seconds, detail(output, self.facts) if detail else "")
+        return state.parent
 
 
 def follow(sfn: Any, arn: str, tracker: ProgressTracker, *, reader: HistoryReader | None = None,
