@@ -139,6 +139,8 @@ class AwsBackend:
     def runs(self, limit: int) -> RunListing:
         executions = recent_executions(self.session.client("stepfunctions"), self.deployment.state_machine_arn,
                                        limit)
+        # ListExecutions orders closed executions by their stop, running ones by their start: shown by start
+        executions.sort(key=lambda e: e.started or datetime.min.replace(tzinfo=UTC), reverse=True)
         return RunListing(f"Executions of stack {self.stack_name} ({self.deployment.region})",
                           [self._result(e, ExecutionFacts(), explain=False) for e in executions],
                           f"no executions yet; start one with: python -m pipeline run{self.flags}")

@@ -663,6 +663,29 @@ def test_runs_lists_recent_executions_with_auc(stack, cli):
     assert len(listed) == 1
 
 
+def test_runs_are_listed_by_their_start(stack, cli, monkeypatch):
+    """ListExecutions orders closed executions by their stop date (its reference): one started earlier that
+    stopped later comes first there, and is listed second."""
+    assert cli("run", "--name", "run-first", "--poll-seconds", "0.01").exit_code == 0
+    assert cli("run", "--name", "run-second", "--poll-seconds", "0.01").exit_code == 0
+    client = AwsSession.client
+
+    def stopped_in_reverse(self, name):
+        made = client(self, name)
+        if name == "stepfunctions":
+            list_executions = made.list_executions
+
+            def by_stop(**params):
+                page = list_executions(**params)
+                return {**page, "executions": sorted(page["executions"], key=lambda e: e["name"] != "run-first")}
+            made.list_executions = by_stop
+        return made
+
+    monkeypatch.setattr(AwsSession, "client", stopped_in_reverse)
+    listed = last_json(cli("runs", "--json"))["runs"]
+    assert [run["run_id"] for run in listed] == ["run-second", "run-first"]
+
+
 def test_runs_before_any_execution(stack, cli):
     result = cli("runs")
     assert result.exit_code == 0
