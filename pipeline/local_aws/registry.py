@@ -10,13 +10,15 @@ recorded relative to the workspace (the registry's folder), so a moved or copied
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
-import types
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from churn.model_quality import APPROVED
 
@@ -40,29 +42,22 @@ def resolved_paths(record: dict[str, Any], fields: Iterable[str], root: Path) ->
 
 
 def checked(kind: type, record: Any) -> dict[str, Any]:
-    """The fields of `record` (JSON read back from a workspace file) that the dataclass `kind` it was written from
-    has, each of its type; ValueError if it is not an object or a field is of another type (a hand edit, a half
-    copy). A field `kind` does not have (an earlier version's) is left out."""
+    """`record` (JSON read back from a workspace file) as the dataclass `kind` it was written from, as a dict with
+    each field of its type (pydantic's validation: a field an earlier version did not write takes its default, one
+    `kind` does not have is left out); ValueError naming the first field that is not (a hand edit, a half copy)."""
     if not isinstance(record, dict):
         raise ValueError(f"not a JSON object but {json.dumps(record)[:40]}")
-    hints = get_type_hints(kind)
-    known = {name: value for name, value in record.items() if name in hints}
-    for name, value in known.items():
-        if not _is_a(value, hint := hints[name]):
-            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            raise ValueError(f"{name} is {json.dumps(value)[:40]}, not {expected}")
-    return known
+    try:
+        return asdict(_adapter(kind).validate_python(record))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"]))
+        raise ValueError(f"{where}: {error['msg']}, got {json.dumps(error['input'], default=str)[:40]}") from None
 
 
-def _is_a(value: Any, hint: Any) -> bool:
-    """Whether a JSON value is of a dataclass field's type: Any, str, int, float, X | None, list[X], dict[str, X]."""
-    args = get_args(hint)
-    if isinstance(hint, types.UnionType):
-        return any(_is_a(value, arg) for arg in args)
-    if get_origin(hint) in (list, dict):  # JSON's object keys are strings
-        items = value.values() if isinstance(value, dict) else value
-        return isinstance(value, get_origin(hint)) and all(_is_a(item, args[-1]) for item in items)
-    return hint is Any or isinstance(value, (int, float) if hint is float else hint)
+@functools.cache
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
 
 
 @dataclass
@@ -88,7 +83,7 @@ class RegistryError(RuntimeError):
 class _Registry:
     """registry.json, as `add` writes it."""
 
-    models: list[dict[str, Any]]
+    models: list[ModelEntry] = field(default_factory=list)
 
 
 class LocalModelRegistry:
@@ -100,9 +95,9 @@ class LocalModelRegistry:
         if not self.path.exists():
             return []
         try:
-            models = checked(_Registry, json.loads(self.path.read_text(encoding="utf-8"))).get("models", [])
-            return [ModelEntry(**resolved_paths(checked(ModelEntry, item), PATH_FIELDS, self.root)) for item in models]
-        except (ValueError, TypeError) as exc:  # not JSON, not the shape written here, an entry without a field
+            models = checked(_Registry, json.loads(self.path.read_text(encoding="utf-8")))["models"]
+            return [ModelEntry(**resolved_paths(model, PATH_FIELDS, self.root)) for model in models]
+        except ValueError as exc:  # not JSON, not the shape written here
             raise RegistryError(f"{self.path}: the model registry is damaged ({exc})") from None
 
     def latest_approved(self) -> ModelEntry | None:

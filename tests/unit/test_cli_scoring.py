@@ -87,7 +87,8 @@ def workspace(tmp_path) -> Path:
 def add_run(workspace: Path, run_id: str, status: str, scores: str | None) -> None:
     run_dir = workspace / "runs" / run_id
     run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "feature_groups": {"churn": "local-churn-x"}}))
+    (run_dir / "run.json").write_text(json.dumps({"status": "SUCCEEDED", "run_id": run_id, "run_dir": f"runs/{run_id}",
+                                                  "feature_groups": {"churn": "local-churn-x"}}))
     if scores is not None:
         (run_dir / "scores").mkdir()
         (run_dir / "scores" / "scores.csv").write_text(scores)
@@ -384,7 +385,8 @@ def test_local_predict_says_when_the_customers_record_has_expired(workspace, mod
     name = "local-churn-ttl"
     add_run(workspace, "local-a", APPROVED, None)
     run_dir = workspace / "runs" / "local-a"
-    (run_dir / "run.json").write_text(json.dumps({"run_id": "local-a", "feature_groups": {"churn": name}}))
+    (run_dir / "run.json").write_text(json.dumps({"status": "SUCCEEDED", "run_id": "local-a", "run_dir": "runs/local-a",
+                                                  "feature_groups": {"churn": name}}))
     (run_dir / "model.tar.gz").write_bytes(model_artifact["bytes"])
     columns, rows = model_artifact["columns"], model_artifact["rows"]
     with LocalFeatureStore(workspace / "feature-store") as store:
