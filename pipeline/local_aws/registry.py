@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from churn.model_quality import APPROVED
 
 REJECTED = "Rejected"
@@ -45,6 +43,8 @@ def checked(kind: type, record: Any) -> dict[str, Any]:
     """`record` (JSON read back from a workspace file) as the dataclass `kind` it was written from, as a dict with
     each field of its type (pydantic's validation: a field an earlier version did not write takes its default, one
     `kind` does not have is left out); ValueError naming the first field that is not (a hand edit, a half copy)."""
+    from pydantic import ValidationError  # ~35 ms to import: only the commands that read a record pay it
+
     if not isinstance(record, dict):
         raise ValueError(f"not a JSON object but {json.dumps(record)[:40]}")
     try:
@@ -56,7 +56,9 @@ def checked(kind: type, record: Any) -> dict[str, Any]:
 
 
 @functools.cache
-def _adapter(kind: type) -> TypeAdapter[Any]:
+def _adapter(kind: type) -> Any:
+    from pydantic import TypeAdapter
+
     return TypeAdapter(kind)
 
 
