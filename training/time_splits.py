@@ -111,6 +111,11 @@ def _fold_problem(periods: Periods, labels: np.ndarray, start: int) -> str:
                 if start else f"{period} is the earliest")
     trained, validated, _ = period_split(periods, start, start + 1)
     for rows, part in ((validated, f"{period} has"), (trained, f"the periods trained on for {period} have")):
-        if np.bincount(labels[rows], minlength=2).min() < MIN_SPLIT_ROWS_PER_CLASS:
+        if lacks_a_class(labels[rows]):
             return f"{part} fewer than {MIN_SPLIT_ROWS_PER_CLASS} rows of a class"
     return ""
+
+
+def lacks_a_class(labels: np.ndarray) -> bool:
+    """Whether one side of a split has fewer than MIN_SPLIT_ROWS_PER_CLASS rows of a class (an AUC needs both)."""
+    return bool(np.bincount(labels, minlength=2).min() < MIN_SPLIT_ROWS_PER_CLASS)

@@ -31,7 +31,6 @@ import report
 import xgboost as xgb
 from hyperparameters import (
     MIN_ROWS_PER_CLASS,
-    MIN_SPLIT_ROWS_PER_CLASS,
     FoldsRefused,
     InputError,
     parse_hyperparameters,
@@ -55,7 +54,7 @@ from serving import (
     save_model,
 )
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
-from time_splits import observation_periods, out_of_time_split, rolling_origin_folds
+from time_splits import lacks_a_class, observation_periods, out_of_time_split, rolling_origin_folds
 
 EVALUATION_FILE = "evaluation.json"
 CV_FILE = "cv.json"
@@ -217,7 +216,7 @@ def validation_split(data: Data, params: dict[str, Any]) -> tuple[np.ndarray, np
         split = {"kind": "random", "validation_fraction": params["validation_fraction"],
                  "ids": len(pd.unique(data.ids)), "id_column": params["id_column"]}
     for part, rows in (("validation", validation_rows), ("training", train_rows)):
-        if np.bincount(data.labels[rows], minlength=2).min() < MIN_SPLIT_ROWS_PER_CLASS:
+        if lacks_a_class(data.labels[rows]):
             raise InputError(f"{data.source}: the {part} part of the split has too few rows of a class")
     return train_rows, validation_rows, split
 
