@@ -126,7 +126,7 @@ class DataStore(Construct):
 
         deployment_role, deployment_logs = self.lambda_role(self, "DataDeployment",
                                                             "Copies the sample CSV into raw/ at deploy time")
-        self.data_deployment = s3deploy.BucketDeployment(
+        data_deployment = s3deploy.BucketDeployment(
             self,
             "RawData",
             sources=[s3deploy.Source.asset(str(stage(SAMPLE_DATA_NAME, data_file.read_bytes()).parent))],
@@ -139,7 +139,22 @@ class DataStore(Construct):
             memory_limit=256,
         )
 
-        self._acknowledge_deployment(deployment_role)
+        reason = (
+            "BucketDeployment (aws-cdk-lib) grants its copy handler read on the staged asset and "
+            "read/write on the destination bucket; it runs only during deployment, to copy the "
+            "sample CSV into raw/"
+        )
+        for action in ("s3:GetBucket*", "s3:GetObject*", "s3:List*", "s3:Abort*", "s3:DeleteObject*",
+                       "kms:GenerateDataKey*", "kms:ReEncrypt*"):
+            nag.wildcard_action(deployment_role, action, reason)
+        nag.wildcard_resource(deployment_role, self.bucket.arn_for_objects("*"), reason)
+        # The staged CSV: Source.asset adds it to the deployment as "Asset1".
+        asset = data_deployment.node.find_child("Asset1")
+        nag.wildcard_resource(deployment_role, asset.bucket.arn_for_objects("*"), reason)
+        for child in Stack.of(self).node.children:
+            if child.node.id.startswith("Custom::CDKBucketDeployment"):
+                nag.acknowledge(child, nag.L1,
+                                "BucketDeployment's singleton handler: aws-cdk-lib picks and updates its runtime")
 
         stack_name = Stack.of(self).stack_name
         self.database_name = naming.glue_database_name(stack_name)
@@ -174,32 +189,6 @@ class DataStore(Construct):
                 ),
             ),
         )
-
-    def _acknowledge_deployment(self, role: iam.IRole) -> None:
-        reason = (
-            "BucketDeployment (aws-cdk-lib) grants its copy handler read on the staged asset and "
-            "read/write on the destination bucket; it runs only during deployment, to copy the "
-            "sample CSV into raw/"
-        )
-        for action in (
-            "s3:GetBucket*",
-            "s3:GetObject*",
-            "s3:List*",
-            "s3:Abort*",
-            "s3:DeleteObject*",
-            "kms:GenerateDataKey*",
-            "kms:ReEncrypt*",
-        ):
-            nag.wildcard_action(role, action, reason)
-        nag.wildcard_resource(role, self.bucket.arn_for_objects("*"), reason)
-        # The staged CSV: Source.asset adds it to the deployment as "Asset1".
-        asset = self.data_deployment.node.find_child("Asset1")
-        nag.wildcard_resource(role, asset.bucket.arn_for_objects("*"), reason)
-        stack = Stack.of(self)
-        for child in stack.node.children:
-            if child.node.id.startswith("Custom::CDKBucketDeployment"):
-                nag.acknowledge(child, nag.L1,
-                                "BucketDeployment's singleton handler: aws-cdk-lib picks and updates its runtime")
 
     def grant_read(self, role: iam.IRole, prefix: str, why: str) -> None:
         """Read objects under `prefix`/ (and list that prefix, so a missing key is NoSuchKey); `why`
