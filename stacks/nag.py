@@ -36,19 +36,15 @@ def acknowledge(construct: IConstruct, finding: str, reason: str) -> None:
 
 def wildcard_resource(construct: IConstruct, resource: Any, reason: str) -> None:
     """`resource` as the template has it (tokens included), or as cdk-nag writes it in a finding."""
-    acknowledge(construct, f"{IAM5}[Resource::{_as_finding(construct, resource)}]", reason)
+    acknowledge(construct, f"{IAM5}[Resource::{_flatten(Stack.of(construct).resolve(resource))}]", reason)
 
 
 def wildcard_action(construct: IConstruct, action: str, reason: str) -> None:
     acknowledge(construct, f"{IAM5}[Action::{action}]", reason)
 
 
-def _as_finding(scope: IConstruct, value: Any) -> str:
-    """How cdk-nag writes a (possibly tokenised) ARN in a finding: <LogicalId.Arn>, <AWS::Region>..."""
-    return _flatten(Stack.of(scope).resolve(value))
-
-
 def _flatten(value: Any) -> str:
+    """How cdk-nag writes a resolved (possibly tokenised) ARN in a finding: <LogicalId.Arn>, <AWS::Region>..."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and len(value) == 1:
