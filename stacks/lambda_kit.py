@@ -37,18 +37,13 @@ class EnvironmentTooLarge(ValueError):
     """The Lambda environment would exceed 4 KB; CloudFormation would reject it at deploy time."""
 
 
-def environment_size(environment: Mapping[str, str]) -> int:
-    """Bytes Lambda counts for the environment; raises if a value is only known at deploy time."""
-    size = 0
+def check_environment(function_name: str, environment: Mapping[str, str]) -> None:
+    """Raises if a value is only known at deploy time (its size cannot be checked) or the bytes Lambda
+    counts for the environment exceed its limit."""
     for name, value in environment.items():
         if Token.is_unresolved(value):
             raise ValueError(f"environment variable {name} is a deploy-time token: its size cannot be checked")
-        size += len(name.encode()) + len(value.encode())
-    return size
-
-
-def check_environment(function_name: str, environment: Mapping[str, str]) -> None:
-    size = environment_size(environment)
+    size = sum(len(name.encode()) + len(value.encode()) for name, value in environment.items())
     if size > ENVIRONMENT_LIMIT_BYTES:
         largest = max(environment, key=lambda k: len(environment[k]))
         raise EnvironmentTooLarge(
