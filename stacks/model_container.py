@@ -134,18 +134,13 @@ def training_tarball_bytes(source_dir: Path) -> bytes:
     if not any(p.name == TRAINING_ENTRY_POINT for p in files):
         raise FileNotFoundError(f"{source_dir}/{TRAINING_ENTRY_POINT} not found: the training job has no entry point")
     compressed = io.BytesIO()
-    # filename="" and mtime=0 keep the gzip header free of the build's name and time; dereference=True
-    # stores a (sym or hard) link as a plain file, as reading it did.
+    # filename="" and mtime=0 keep the gzip header free of the build's name and time. A bare TarInfo has
+    # mtime 0, mode 0o644, owner 0 and no owner names; reading the file follows a (sym or hard) link.
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=9) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for path in files:
-                tar.add(path, arcname=path.name, filter=_without_build_noise)
+                data = path.read_bytes()
+                info = tarfile.TarInfo(path.name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     return compressed.getvalue()
-
-
-def _without_build_noise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
