@@ -42,10 +42,34 @@ class OfflineStoreQueries:
     """Makes the Athena states of every phase; grants the state machine's role what they need, once."""
 
     def __init__(self, *, feature_store: FeatureStore, role: iam.IRole) -> None:
-        self.store = feature_store.store
-        self.tables = {name: table_reference(self.store.database_name, g.table)
-                       for name, g in feature_store.groups.items()}
-        self._grant(role, feature_store.glue_arns)
+        self.store = store = feature_store.store
+        self.tables = {name: table_reference(store.database_name, g.table) for name, g in feature_store.groups.items()}
+        stack = Stack.of(role)
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults",
+                     "athena:StopQueryExecution"],
+            resources=[stack.format_arn(service="athena", resource="workgroup", resource_name=store.work_group_name)],
+        ))
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["athena:GetDataCatalog"],
+            resources=[stack.format_arn(service="athena", resource="datacatalog", resource_name="AwsDataCatalog")],
+        ))
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["glue:GetDatabase", "glue:GetTable", "glue:GetPartition", "glue:GetPartitions",
+                     "glue:BatchGetPartition"],
+            resources=feature_store.glue_arns,
+        ))
+        # Where Lake Formation governs the catalog it vends the credentials for the tables' S3 data, and
+        # Athena asks for them as the caller (aws-cdk-lib's own Athena task grants the same).
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["lakeformation:GetDataAccess"], resources=["*"]))
+        nag.wildcard_resource(role, "*", "lakeformation:GetDataAccess has no resource-level permissions")
+        # Athena reads the offline store and writes/reads results as the state machine's role.
+        store.grant_read(role, OFFLINE_STORE_PREFIX, "Athena reads the feature groups' offline-store files")
+        store.grant_read(role, QUERY_PREFIX, "Athena reads its query results")
+        store.grant_write(role, QUERY_PREFIX, "Athena writes query results")
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"], resources=[store.bucket.bucket_arn],
+        ))
 
     def query(self, scope: Construct, state_name: str, query: Query, *, result_path: str,
               values: Mapping[str, str] = RUN_VALUES, failure: sfn.IChainable | None) -> sfn.CustomState:
@@ -81,32 +105,3 @@ class OfflineStoreQueries:
                 f"{contract.RECORDS}.$": "States.StringToJson($.ResultSet.Rows[1].Data[0].VarCharValue)"},
             "ResultPath": result_path,
         })
-
-    def _grant(self, role: iam.IRole, glue_arns: list[str]) -> None:
-        stack = Stack.of(role)
-        store = self.store
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults",
-                     "athena:StopQueryExecution"],
-            resources=[stack.format_arn(service="athena", resource="workgroup", resource_name=store.work_group_name)],
-        ))
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["athena:GetDataCatalog"],
-            resources=[stack.format_arn(service="athena", resource="datacatalog", resource_name="AwsDataCatalog")],
-        ))
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["glue:GetDatabase", "glue:GetTable", "glue:GetPartition", "glue:GetPartitions",
-                     "glue:BatchGetPartition"],
-            resources=glue_arns,
-        ))
-        # Where Lake Formation governs the catalog it vends the credentials for the tables' S3 data, and
-        # Athena asks for them as the caller (aws-cdk-lib's own Athena task grants the same).
-        role.add_to_principal_policy(iam.PolicyStatement(actions=["lakeformation:GetDataAccess"], resources=["*"]))
-        nag.wildcard_resource(role, "*", "lakeformation:GetDataAccess has no resource-level permissions")
-        # Athena reads the offline store and writes/reads results as the state machine's role.
-        store.grant_read(role, OFFLINE_STORE_PREFIX, "Athena reads the feature groups' offline-store files")
-        store.grant_read(role, QUERY_PREFIX, "Athena reads its query results")
-        store.grant_write(role, QUERY_PREFIX, "Athena writes query results")
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"], resources=[store.bucket.bucket_arn],
-        ))
