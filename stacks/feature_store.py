@@ -45,7 +45,25 @@ class FeatureStore(Construct):
             *(stack.format_arn(service="glue", resource="table", resource_name=f"{store.database_name}/{table}")
               for table in tables.values()),
         ]
-        self.offline_store_role = self._offline_store_role(self.glue_arns)
+        # What Feature Store does with this role: write offline-store files, update its Glue tables.
+        self.offline_store_role = role = iam.Role(
+            self,
+            "OfflineStoreRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="Feature Store writes the churn feature group's offline store with this role",
+        )
+        # The same S3 rights as the AWS managed AmazonSageMakerFeatureStoreAccess policy, limited to this
+        # bucket's offline-store/ prefix.
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:PutObject", "s3:PutObjectAcl", "s3:GetObject"],
+                                               resources=[store.bucket.arn_for_objects(f"{OFFLINE_STORE_PREFIX}/*")]))
+        store.acknowledge_prefix(
+            role, OFFLINE_STORE_PREFIX,
+            "Feature Store writes files under keys it generates below offline-store/ (account, region, "
+            "feature group, date partitions)",
+        )
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetBucketAcl"], resources=[store.bucket.bucket_arn]))
+        store.key.grant(role, "kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt")
+        role.add_to_policy(iam.PolicyStatement(actions=["glue:GetTable", "glue:UpdateTable"], resources=self.glue_arns))
 
         # DeleteFeatureGroup leaves the Glue table behind. A table's clean-up resource depends on its
         # feature group, so CloudFormation deletes it (dropping the table) first, then the feature group
@@ -72,33 +90,6 @@ class FeatureStore(Construct):
     def first(self) -> FeatureGroup:
         """The first feature group: its entities are the ones scored."""
         return self.groups[self.spec.groups[0].name]
-
-    def _offline_store_role(self, glue_resources: list[str]) -> iam.Role:
-        """What Feature Store does with this role: write offline-store files, update its Glue tables."""
-        store = self.store
-        role = iam.Role(
-            self,
-            "OfflineStoreRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="Feature Store writes the churn feature group's offline store with this role",
-        )
-        # The same S3 rights as the AWS managed AmazonSageMakerFeatureStoreAccess policy, limited to this
-        # bucket's offline-store/ prefix.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:PutObject", "s3:PutObjectAcl", "s3:GetObject"],
-                resources=[store.bucket.arn_for_objects(f"{OFFLINE_STORE_PREFIX}/*")],
-            )
-        )
-        store.acknowledge_prefix(
-            role, OFFLINE_STORE_PREFIX,
-            "Feature Store writes files under keys it generates below offline-store/ (account, region, "
-            "feature group, date partitions)",
-        )
-        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetBucketAcl"], resources=[store.bucket.bucket_arn]))
-        store.key.grant(role, "kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt")
-        role.add_to_policy(iam.PolicyStatement(actions=["glue:GetTable", "glue:UpdateTable"], resources=glue_resources))
-        return role
 
     def _feature_group(self, group: FeatureGroupSpec, name: str, table: str) -> FeatureGroup:
         store = self.store
