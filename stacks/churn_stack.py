@@ -86,8 +86,19 @@ class ChurnPipelineStack(Stack):
                                  failure=record_failure)
         scoring = ScoringPhase(self, "Scoring", spec=spec, settings=settings, container=container, queries=queries,
                                functions=functions, role=machine_role, failure=record_failure)
+        summary = sfn.Pass(self, steps.SUMMARISE_RUN, parameters={
+            contract.MODEL_ARTIFACT: sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
+            contract.VALIDATION_AUC: sfn.JsonPath.number_at(contract.VALIDATION_AUC_PATH),
+            contract.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(contract.MODEL_PACKAGE_ARN_PATH),
+            contract.TRAINING_JOB_NAME: sfn.JsonPath.string_at(contract.TRAINING_JOB_NAME_PATH),
+            contract.EXECUTION: sfn.JsonPath.execution_name,
+            contract.SCORES_URI: sfn.JsonPath.string_at(contract.path(contract.SCORES, contract.SCORES_URI)),
+            contract.CUSTOMERS_SCORED: sfn.JsonPath.number_at(contract.path(contract.SCORES, contract.CUSTOMERS)),
+            contract.MODEL_VERSION: sfn.JsonPath.string_at(contract.path(contract.SCORES, contract.MODEL_VERSION)),
+            contract.TOP_CUSTOMERS: sfn.JsonPath.list_at(contract.path(contract.SCORES, contract.TOP)),
+        })
         definition = (sfn.Chain.start(ingest).next(training).next(scoring)
-                      .next(self._summary()).next(sfn.Succeed(self, steps.PIPELINE_SUCCEEDED)))
+                      .next(summary).next(sfn.Succeed(self, steps.PIPELINE_SUCCEEDED)))
 
         # Step Functions adds the group to the account's CloudWatch Logs resource policy, which holds 5,120
         # characters; AWS's advice is the /aws/vendedlogs/ prefix, which CloudWatch Logs then allows as a whole
@@ -141,20 +152,3 @@ class ChurnPipelineStack(Stack):
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
         checkov.skip_lambda_checks(self)
-
-    def _summary(self) -> sfn.Pass:
-        return sfn.Pass(
-            self,
-            steps.SUMMARISE_RUN,
-            parameters={
-                contract.MODEL_ARTIFACT: sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
-                contract.VALIDATION_AUC: sfn.JsonPath.number_at(contract.VALIDATION_AUC_PATH),
-                contract.MODEL_PACKAGE_ARN: sfn.JsonPath.string_at(contract.MODEL_PACKAGE_ARN_PATH),
-                contract.TRAINING_JOB_NAME: sfn.JsonPath.string_at(contract.TRAINING_JOB_NAME_PATH),
-                contract.EXECUTION: sfn.JsonPath.execution_name,
-                contract.SCORES_URI: sfn.JsonPath.string_at(contract.path(contract.SCORES, contract.SCORES_URI)),
-                contract.CUSTOMERS_SCORED: sfn.JsonPath.number_at(contract.path(contract.SCORES, contract.CUSTOMERS)),
-                contract.MODEL_VERSION: sfn.JsonPath.string_at(contract.path(contract.SCORES, contract.MODEL_VERSION)),
-                contract.TOP_CUSTOMERS: sfn.JsonPath.list_at(contract.path(contract.SCORES, contract.TOP)),
-            },
-        )
