@@ -38,16 +38,12 @@ def _account(uri: str) -> str:
     return uri.split(".", 1)[0]
 
 
-def _repository(uri: str) -> str:
-    return uri.split("/", 1)[1].split(":", 1)[0]
-
-
 def xgboost_image(scope: Construct, *, version: str, region: str, regions: Iterable[str]) -> ContainerImage:
     """A plain string when the stack's region is known, else a lookup keyed on AWS::Region that maps
     `regions` (those the stack supports: stacks.regions)."""
     wanted = set(regions)
     uris = {r: uri for r, uri in xgboost_image_uris(version).items() if r in wanted}
-    repositories = {_repository(u) for u in uris.values()}
+    repositories = {u.split("/", 1)[1].split(":", 1)[0] for u in uris.values()}  # <registry>/<repository>:<tag>
     if len(repositories) != 1:
         raise ValueError(f"expected one repository for xgboost {version}, got {sorted(repositories)}")
     repository = repositories.pop()
