@@ -21,14 +21,6 @@ from stacks.nag import add_security_checks
 ROOT = Path(__file__).resolve().parent
 
 
-def project_context() -> dict[str, Any]:
-    """cdk.json's context (the CDK feature flags), so `python app.py` synthesises like `cdk synth`.
-
-    Context the CLI passes (cdk.json, cdk.context.json, --context) takes precedence over this.
-    """
-    return json.loads((ROOT / "cdk.json").read_text())["context"]
-
-
 def _flag(value: object) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -46,7 +38,10 @@ def build_app(
     security_checks: bool = True,
 ) -> tuple[App, ChurnPipelineStack]:
     """The app with its one stack. `env` None means: CDK_DEFAULT_ACCOUNT/REGION where set."""
-    app = App(context={**project_context(), **(context or {})}, outdir=outdir)
+    # cdk.json's context (the CDK feature flags), so `python app.py` synthesises like `cdk synth`. Context
+    # the CLI passes (cdk.json, cdk.context.json, --context) takes precedence over this.
+    project_context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    app = App(context={**project_context, **(context or {})}, outdir=outdir)
     get = app.node.try_get_context
     if env is None:  # without CDK_DEFAULT_*, the stack is environment-agnostic: one template for any account and region
         env = Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT") or None,
