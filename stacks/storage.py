@@ -19,7 +19,7 @@ from constructs import Construct, IConstruct
 
 from churn import naming
 from churn.layout import QUERY_PREFIX, RAW_PREFIX, SAMPLE_DATA_NAME
-from stacks import checkov, nag
+from stacks import nag
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 NONCURRENT_VERSION_DAYS = 30  # how long an overwritten or deleted object can still be restored
@@ -110,7 +110,7 @@ class DataStore(Construct):
             "where an account needs one"
         )
         nag.acknowledge(self.bucket, "AwsSolutions-S1", no_access_logs)
-        checkov.skip(self.bucket.node.default_child, checkov.BUCKET_ACCESS_LOGS_SKIP, no_access_logs)
+        nag.skip(self.bucket.node.default_child, nag.BUCKET_ACCESS_LOGS_SKIP, no_access_logs)
 
         # aws-cdk-lib's bucket handlers (emptying it on destroy; turning on EventBridge notifications)
         # would log to implicit /aws/lambda groups: unencrypted, kept forever, left after destroy.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks import checkov as checkov_skips
+from stacks import nag as checkov_skips
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV_VENV = ROOT / ".venv-checkov"
