@@ -19,7 +19,7 @@ from stacks import nag, regions, retries
 from stacks.feature_store import FeatureStore
 from stacks.ingest import IngestPhase
 from stacks.lambda_kit import LambdaKit
-from stacks.model_container import ModelContainer
+from stacks.model_container import ModelContainer, xgboost_image_uris
 from stacks.model_registry import ModelRegistry
 from stacks.offline_store_queries import OfflineStoreQueries
 from stacks.operations import FailureAlarm, RawDataTrigger
@@ -27,7 +27,6 @@ from stacks.pipeline_functions import INGEST_BATCH_FUNCTION, PipelineFunctions
 from stacks.scoring import SCORING_BUDGET_MINUTES, ScoringModelSweep, ScoringPhase
 from stacks.storage import DataStore
 from stacks.training import TrainingPhase
-from stacks.xgboost_image import xgboost_image, xgboost_image_uris
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,11 +62,8 @@ class ChurnPipelineStack(Stack):
         functions = PipelineFunctions(self, "Functions", spec=spec, settings=settings, kit=kit,
                                       feature_store=feature_store, invoker=machine_role)
         queries = OfflineStoreQueries(feature_store=feature_store, role=machine_role)
-        container = ModelContainer(
-            self, "ModelContainer",
-            training_dir=PROJECT_ROOT / "training",
-            image=xgboost_image(self, version=settings.xgboost_version, region=self.region, regions=supported),
-        )
+        container = ModelContainer(self, "ModelContainer", xgboost_version=settings.xgboost_version, regions=supported,
+                                   training_dir=PROJECT_ROOT / "training")
 
         # The one failure path: every phase catches its errors into it, keeping the error and cause.
         record_failure = sfn.Pass(

@@ -1,5 +1,6 @@
 """ModelContainer: what every SageMaker job of the pipeline runs (the XGBoost image in script mode with the
-training script bundle), and the rights a job role needs to run it."""
+training script bundle), and the rights a job role needs to run it. The image is resolved at synth from the
+SageMaker SDK's own table."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import importlib.util
 import io
 import json
 import tarfile
+from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import ArnFormat, Aws, Stack
+from aws_cdk import ArnFormat, Aws, CfnMapping, Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -21,7 +24,28 @@ from churn.layout import HYPERPARAMETERS_MODULE, TRAINING_ENTRY_POINT
 from churn.naming import sagemaker_log_group
 from stacks import nag
 from stacks.storage import stage
-from stacks.xgboost_image import ContainerImage
+
+FRAMEWORK = "xgboost"
+
+
+@lru_cache(maxsize=8)
+def xgboost_image_uris(version: str) -> dict[str, str]:
+    """Region -> training image URI for every region the installed SDK lists for `version`."""
+    from sagemaker.core import image_uris  # slow import (~3 s): only when a stack is synthesised
+
+    config = image_uris.config_for_framework(FRAMEWORK)["training"]
+    versions = config["versions"]
+    version = config.get("version_aliases", {}).get(version, version)
+    if version not in versions:
+        raise ValueError(f"xgboost_version {version!r} is unknown to the SageMaker SDK; known: {sorted(versions)}")
+    return {
+        region: image_uris.retrieve(FRAMEWORK, region=region, version=version, image_scope="training")
+        for region in sorted(versions[version]["registries"])
+    }
+
+
+def _account(uri: str) -> str:
+    return uri.split(".", 1)[0]
 
 
 class S3Uri(tasks.S3Location):
@@ -44,9 +68,23 @@ class ModelContainer(Construct):
     jobs run without network isolation and need egress (S3 and PyPI); in a VPC without it they fail at
     start (README)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, image: ContainerImage, training_dir: Path) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, xgboost_version: str, regions: Iterable[str],
+                 training_dir: Path) -> None:
         super().__init__(scope, construct_id)
-        self.image = image
+        # The image: a plain string when the stack's region is known, else a lookup keyed on AWS::Region that
+        # maps `regions` (those the stack supports: stacks.regions); its repository is in an AWS-owned account.
+        stack, wanted = Stack.of(self), set(regions)
+        uris = {r: uri for r, uri in xgboost_image_uris(xgboost_version).items() if r in wanted}
+        repositories = {u.split("/", 1)[1].split(":", 1)[0] for u in uris.values()}  # <registry>/<repository>:<tag>
+        if len(repositories) != 1:
+            raise ValueError(f"expected one repository for xgboost {xgboost_version}, got {sorted(repositories)}")
+        if not Token.is_unresolved(stack.region):  # one of `regions`: the stack required it (stacks.regions)
+            self.image_uri, account = uris[stack.region], _account(uris[stack.region])
+        else:
+            mapping = CfnMapping(stack, "XGBoostImage",
+                                 mapping={r: {"uri": u, "account": _account(u)} for r, u in uris.items()})
+            self.image_uri, account = mapping.find_in_map(Aws.REGION, "uri"), mapping.find_in_map(Aws.REGION, "account")
+        self.repository_arn = f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{account}:repository/{repositories.pop()}"
         self.training_dir = training_dir
         bundle = stage("training-code.tar.gz", training_tarball_bytes(training_dir))
         self.asset = s3_assets.Asset(self, "TrainingCode", path=str(bundle))
@@ -112,7 +150,7 @@ class ModelContainer(Construct):
         )
         role.add_to_policy(iam.PolicyStatement(
             actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
-            resources=[self.image.repository_arn],
+            resources=[self.repository_arn],
         ))
         # Exactly the code bundle (asset.grant_read would open the whole bootstrap bucket). A bootstrap
         # bucket encrypted with a customer-managed key would need kms:Decrypt on that key as well (README).

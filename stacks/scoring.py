@@ -140,7 +140,7 @@ class ScoringPhase(Phase):
             steps.CREATE_SCORING_MODEL,
             model_name=sfn.JsonPath.execution_name,
             primary_container=tasks.ContainerDefinition(
-                image=tasks.DockerImage.from_registry(self.container.image.uri),
+                image=tasks.DockerImage.from_registry(self.container.image_uri),
                 mode=tasks.Mode.SINGLE_MODEL,
                 # The role may read models/ (from_json_expression would grant s3 reads on '*').
                 model_s3_location=S3Uri(sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH)),

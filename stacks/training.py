@@ -83,7 +83,7 @@ class TrainingPhase(Phase):
             training_job_name=sfn.JsonPath.execution_name,
             role=self.training_role,
             algorithm_specification=tasks.AlgorithmSpecification(
-                training_image=tasks.DockerImage.from_registry(self.container.image.uri),
+                training_image=tasks.DockerImage.from_registry(self.container.image_uri),
                 training_input_mode=tasks.InputMode.FILE,
                 metric_definitions=[tasks.MetricDefinition(name=n, regex=r) for n, r in METRIC_DEFINITIONS.items()],
             ),
@@ -138,7 +138,7 @@ class TrainingPhase(Phase):
                 "ModelApprovalStatus": APPROVED,
                 "InferenceSpecification": {
                     "Containers": [{
-                        "Image": self.container.image.uri,
+                        "Image": self.container.image_uri,
                         "ModelDataUrl": sfn.JsonPath.string_at(contract.MODEL_ARTIFACT_PATH),
                         "Environment": self.container.serving_environment(),
                     }],

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aws_cdk import Environment
 
+from stacks.model_container import xgboost_image_uris
 from stacks.regions import POWERTOOLS_PARAMETER_REGIONS, UnsupportedRegion, supported_regions
-from stacks.xgboost_image import xgboost_image_uris
 from tests.infra.conftest import synthesize
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,9 @@ import pytest
 from sagemaker.core import image_uris
 
 from stacks.churn_stack import PROJECT_ROOT
-from stacks.model_container import training_tarball_bytes
+from stacks.model_container import training_tarball_bytes, xgboost_image_uris
 from stacks.regions import POWERTOOLS_PARAMETER_REGIONS
 from stacks.storage import stage
-from stacks.xgboost_image import xgboost_image_uris
 
 EU_WEST_1 = "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:3.2-0"
 
