@@ -13,8 +13,7 @@ from constructs import Construct
 from churn import naming
 from churn.layout import OFFLINE_STORE_PREFIX
 from churn.schema import FeatureGroupSpec, FeatureSpec
-from stacks.cleanup import CleanupOnDelete
-from stacks.lambda_kit import LambdaKit
+from stacks.lambda_kit import CleanupOnDelete, LambdaKit
 from stacks.storage import DataStore
 
 

@@ -11,8 +11,7 @@ from constructs import Construct
 
 from churn import naming
 from stacks import nag
-from stacks.cleanup import CleanupOnDelete
-from stacks.lambda_kit import LambdaKit
+from stacks.lambda_kit import CleanupOnDelete, LambdaKit
 
 
 class ModelRegistry(Construct):

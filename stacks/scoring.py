@@ -30,8 +30,7 @@ from churn.scoring import TRANSFORM_MAX_PAYLOAD_MB
 from churn.sql import scoring_set_sql
 from stacks import nag, retries
 from stacks import pipeline_functions as lambdas
-from stacks.cleanup import CleanupOnDelete
-from stacks.lambda_kit import LambdaKit
+from stacks.lambda_kit import CleanupOnDelete, LambdaKit
 from stacks.model_container import ModelContainer, S3Uri
 from stacks.offline_store_queries import NOW, QUERY_EXECUTION_ID, OfflineStoreQueries
 from stacks.phase import Phase
