@@ -20,13 +20,12 @@ from stacks.feature_store import FeatureStore
 from stacks.ingest import IngestPhase
 from stacks.lambda_kit import LambdaKit
 from stacks.model_container import ModelContainer, xgboost_image_uris
-from stacks.model_registry import ModelRegistry
 from stacks.offline_store_queries import OfflineStoreQueries
 from stacks.operations import FailureAlarm, RawDataTrigger
 from stacks.pipeline_functions import INGEST_BATCH_FUNCTION, PipelineFunctions
 from stacks.scoring import SCORING_BUDGET_MINUTES, ScoringModelSweep, ScoringPhase
 from stacks.storage import DataStore
-from stacks.training import TrainingPhase
+from stacks.training import ModelRegistry, TrainingPhase
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
