@@ -224,9 +224,7 @@ class IngestPhase(Phase):
 
     def acknowledge_map_policy(self, machine: sfn.StateMachine) -> None:
         """The Distributed Maps (aws-cdk-lib) grant the machine rights over its own executions and map runs."""
-        policy = machine.node.try_find_child("DistributedMapPolicy")
-        if policy is None:
-            return
+        policy = machine.node.find_child("DistributedMapPolicy")  # every group has its Distributed Map
         # Executions are named <state machine name>:<execution>; the name is cut out of the ARN as aws-cdk-lib does.
         executions = Stack.of(machine).format_arn(
             service="states", resource="execution", arn_format=ArnFormat.COLON_RESOURCE_NAME,
