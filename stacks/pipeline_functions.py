@@ -117,7 +117,6 @@ class PipelineFunctions(Construct):
 
     def invoke(self, scope: Construct, state_name: str, declared: PipelineFunction, payload: Mapping[str, Any], *,
                result_path: str, failure: sfn.IChainable | None) -> tasks.LambdaInvoke:
-        """A state that calls the function with `payload` and puts its result at `result_path`."""
         function = self[declared]
         task = tasks.LambdaInvoke(
             scope,
