@@ -37,7 +37,7 @@ class FailureAlarm(Construct):
         self.topic = sns.Topic(self, "Topic", display_name="Churn pipeline failures", master_key=key, enforce_ssl=True)
         if email:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
-        self.alarm = cloudwatch.Alarm(
+        alarm = cloudwatch.Alarm(
             self,
             "Alarm",
             alarm_description="A churn pipeline execution failed; see the state machine's execution history",
@@ -47,7 +47,7 @@ class FailureAlarm(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
 
 
 class RawDataTrigger(Construct):
