@@ -79,20 +79,16 @@ class FeatureStore(Construct):
             statements=[iam.PolicyStatement(actions=["glue:DeleteTable"], resources=self.glue_arns)],
             kit=kit,
         )
-        self.groups = {
-            g.name: self._feature_group(g, naming.feature_group_name(stack.stack_name, g.name, g.fingerprint()),
-                                        tables[g.name])
-            for g in spec.all_groups
-        }
+        self.groups = {g.name: self._feature_group(g, tables[g.name]) for g in spec.all_groups}
 
     @property
     def first(self) -> FeatureGroup:
         """The first feature group: its entities are the ones scored."""
         return self.groups[self.spec.groups[0].name]
 
-    def _feature_group(self, group: FeatureGroupSpec, name: str, table: str) -> FeatureGroup:
-        store = self.store
-        single = self.spec.is_single_group
+    def _feature_group(self, group: FeatureGroupSpec, table: str) -> FeatureGroup:
+        store, single = self.store, self.spec.is_single_group
+        name = naming.feature_group_name(Stack.of(self).stack_name, group.name, group.fingerprint())
         online = group.online_store_config()
         if online is not None:
             online = {**online, "SecurityConfig": {"KmsKeyId": store.key.key_arn}}
