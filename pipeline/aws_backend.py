@@ -33,7 +33,6 @@ from pipeline.execution_progress import (
     recent_executions,
 )
 from pipeline.failure_explanations import (
-    SCRIPT_ERROR_PREFIX,
     failed_ingest_records,
     parse_json,
     readable_cause,
@@ -199,13 +198,10 @@ class AwsBackend:
             result.hint = f"fix those rows and run again (records already written are rewritten); {result.hint}"
         job = str(parse_json(execution.cause).get("TrainingJobName") or "")  # a training job's failure
         if job:
-            found = training_script_error(self.session.client("logs"), job)
-            if found.line:
-                result.cause = f"training job {job} failed: {found.line}"
-                result.hint = f"the job's log: {found.where}; {result.hint}"
-            else:
-                result.hint = (f"the training script's own error is the last '{SCRIPT_ERROR_PREFIX.strip()}' line in "
-                               f"{found.where} ({found.problem}); {result.hint}")
+            line, where = training_script_error(self.session.client("logs"), job)
+            if line:
+                result.cause = f"training job {job} failed: {line}"
+            result.hint = f"{where}; {result.hint}"
 
     # -- scores and predictions ------------------------------------------------------------------
     def scores(self, run_id: str | None, top: int) -> Scores:

@@ -7,7 +7,6 @@ and the records a failed ingest names (`ingest/<execution>/<group>/failed-record
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,35 +46,25 @@ def error_text(error: str, cause: str) -> str:
     return f"{error}: {cause}" if cause else (error or "failed")
 
 
-@dataclass
-class ScriptError:
-    """What the training job's log says about its failure, or where to look when it could not be read."""
-
-    line: str  # the script's own error (without its prefix), "" when not found
-    where: str  # the log group and stream(s)
-    problem: str = ""  # why the log could not be read
-
-
-def training_script_error(logs: Any, job_name: str) -> ScriptError:
-    """The last `ERROR: ...` line the training script wrote to the job's log streams."""
+def training_script_error(logs: Any, job_name: str) -> tuple[str, str]:
+    """The last `ERROR: ...` line the training script wrote to the job's log streams ("" when not found),
+    and where to look for it (with why it was not found)."""
     where = f"CloudWatch log group {TRAINING_JOB_LOG_GROUP}, log stream {job_name}/algo-1-…"
     try:
         streams = [s["logStreamName"] for s in logs.describe_log_streams(
             logGroupName=TRAINING_JOB_LOG_GROUP, logStreamNamePrefix=f"{job_name}/").get("logStreams", [])]
-        if not streams:
-            return ScriptError("", where, "the job wrote no log stream")
-        found = ""
         pages = logs.get_paginator("filter_log_events").paginate(
             logGroupName=TRAINING_JOB_LOG_GROUP, logStreamNames=streams[:100],
-            filterPattern=f'"{SCRIPT_ERROR_PREFIX.strip()}"')
-        for page in pages:
-            for event in page.get("events", []):
-                message = str(event.get("message", "")).strip()
-                if message.startswith(SCRIPT_ERROR_PREFIX):
-                    found = message.removeprefix(SCRIPT_ERROR_PREFIX)
-        return ScriptError(found, where, "" if found else "no error line in the log")
+            filterPattern=f'"{SCRIPT_ERROR_PREFIX.strip()}"') if streams else []
+        lines = [message.removeprefix(SCRIPT_ERROR_PREFIX) for page in pages for event in page.get("events", [])
+                 if (message := str(event.get("message", "")).strip()).startswith(SCRIPT_ERROR_PREFIX)]
+        problem = "no error line in the log" if streams else "the job wrote no log stream"
     except (ClientError, BotoCoreError) as exc:
-        return ScriptError("", where, explain(exc).message)
+        lines, problem = [], explain(exc).message
+    if lines:
+        return lines[-1], f"the job's log: {where}"
+    return "", (f"the training script's own error is the last '{SCRIPT_ERROR_PREFIX.strip()}' line in {where} "
+                f"({problem})")
 
 
 def failed_ingest_records(s3: Any, bucket: str, execution: str, groups: list[str]) -> list[dict[str, Any]]:
