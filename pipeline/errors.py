@@ -21,12 +21,7 @@ from botocore.exceptions import (
 )
 
 DEPLOY_HINT = "deploy it with `make deploy`"
-CREDENTIALS_HINT = (
-    "configure credentials (`aws configure`, `aws sso login`, or AWS_PROFILE), or work on this machine: "
-    "`python -m pipeline run --local`"
-)
 REGION_HINT = "pass --region or set AWS_REGION"
-RUNS_HINT = "list recent executions with `python -m pipeline runs`"
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -48,7 +43,8 @@ _CLIENT_ERRORS: dict[str, tuple[str, str, str]] = {
         "AWS rejected the credentials ({code})", "check AWS_ACCESS_KEY_ID / AWS_PROFILE", "InvalidCredentials")),
     **dict.fromkeys(("Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded",
                      "SlowDown"), ("AWS throttled {operation}", "wait a moment and try again", "Throttled")),
-    "ExecutionDoesNotExist": ("execution not found: {arn}", RUNS_HINT, "ExecutionDoesNotExist"),
+    "ExecutionDoesNotExist": ("execution not found: {arn}", "list recent executions with `python -m pipeline runs`",
+                              "ExecutionDoesNotExist"),
     "StateMachineDoesNotExist": ("the stack's state machine does not exist any more", f"re-{DEPLOY_HINT}",
                                  "StateMachineDoesNotExist"),
     "NoSuchBucket": ("the stack's bucket does not exist: {message}", f"re-{DEPLOY_HINT}", "NoSuchBucket"),
@@ -90,7 +86,9 @@ def explain(exc: BaseException) -> OperatorError:
     if isinstance(exc, OperatorError):
         return exc
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return OperatorError("no AWS credentials found", CREDENTIALS_HINT, error="NoCredentials")
+        return OperatorError("no AWS credentials found", "configure credentials (`aws configure`, `aws sso login`, or "
+                             "AWS_PROFILE), or work on this machine: `python -m pipeline run --local`",
+                             error="NoCredentials")
     if isinstance(exc, NoRegionError):
         return BadInput("no AWS region set", REGION_HINT, error="NoRegion")
     if isinstance(exc, ProfileNotFound):
