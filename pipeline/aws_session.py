@@ -16,12 +16,8 @@ from churn import contract, naming
 from churn.schema import SINGLE_GROUP_NAME, FeatureSpec
 from pipeline.errors import DEPLOY_HINT, REGION_HINT, OperatorError
 
-_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
-    connect_timeout=10,
-    read_timeout=60,
-    user_agent_extra="churn-pipeline-cli",
-)
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60,
+                        user_agent_extra="churn-pipeline-cli")
 
 
 class AwsSession:
@@ -43,20 +39,14 @@ class AwsSession:
 @dataclass(frozen=True)
 class ConsoleLinks:
     region: str
-    partition: str = "aws"
+    base: str  # the console of the ARN's partition
 
     @classmethod
     def for_arn(cls, arn: str) -> ConsoleLinks:
         parts = arn.split(":")
-        return cls(region=parts[3], partition=parts[1]) if len(parts) > 4 else cls(region="us-east-1")
-
-    @property
-    def base(self) -> str:
-        if self.partition == "aws-cn":
-            return f"https://{self.region}.console.amazonaws.cn"
-        if self.partition == "aws-us-gov":
-            return "https://console.amazonaws-us-gov.com"
-        return f"https://{self.region}.console.aws.amazon.com"
+        partition, region = (parts[1], parts[3]) if len(parts) > 4 else ("aws", "us-east-1")
+        domain = {"aws-cn": f"{region}.console.amazonaws.cn", "aws-us-gov": "console.amazonaws-us-gov.com"}
+        return cls(region, f"https://{domain.get(partition, f'{region}.console.aws.amazon.com')}")
 
     def execution(self, execution_arn: str) -> str:
         return f"{self.base}/states/home?region={self.region}#/v2/executions/details/{execution_arn}"
