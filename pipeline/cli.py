@@ -81,9 +81,8 @@ LocalRunsOption = Annotated[
     bool, typer.Option("--local", help="Local runs (in --workspace) instead of AWS executions.")
 ]
 StackOption = Annotated[str, typer.Option("--stack-name", help="The deployed CloudFormation stack.")]
-RegionOption = Annotated[
-    str | None, typer.Option("--region", help="AWS region of the stack (default: AWS_REGION or your profile's)")
-]
+RegionOption = Annotated[str | None, typer.Option(
+    "--region", help="AWS region of the stack (default: AWS_REGION or your profile's)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON summary as the last line.")]
 HyperparametersOption = Annotated[str | None, typer.Option(
     "--hyperparameters", help="Overrides of the training script's hyperparameters, a JSON object, e.g. "
@@ -107,18 +106,14 @@ MODE_OPTIONS: dict[str, tuple[bool, str]] = {
 }
 
 
-def _check_mode(local: bool, given: dict[str, object]) -> None:
-    for option, value in given.items():
-        mode, hint = MODE_OPTIONS[option]
-        if value not in (None, False, [], "") and mode != local:
-            raise BadInput(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint)
-
-
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
              poll_seconds: float = POLL_SECONDS, mode_options: dict[str, object] | None = None) -> Backend:
     """The backend --local chooses, once the options of the other mode (MODE_OPTIONS) are refused."""
     stack = "" if stack_name == DEFAULT_STACK_NAME else stack_name  # the default is not a choice
-    _check_mode(local, {**(mode_options or {}), "--stack-name": stack, "--region": region})
+    for option, value in {**(mode_options or {}), "--stack-name": stack, "--region": region}.items():
+        mode, hint = MODE_OPTIONS[option]
+        if value not in (None, False, [], "") and mode != local:
+            raise BadInput(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint)
     if local:
         return LocalBackend(workspace or DEFAULT_WORKSPACE, poll_seconds)
     return AwsBackend(stack_name, region, poll_seconds)
@@ -269,14 +264,12 @@ def upload(
     console.print(f"[green]✓[/] uploaded {escape(uri)}" + (" (replaced the existing object)" if replaced else ""),
                   soft_wrap=True)
     if trigger:
-        console.print("the stack starts a run for new raw/*.csv files; watch it with: python -m pipeline runs"
-                      f"{backend.flags}", soft_wrap=True)
+        then = f"the stack starts a run for new raw/*.csv files; watch it with: python -m pipeline runs{backend.flags}"
     elif group:
-        console.print(f"next: python -m pipeline run --source {group}={object_key} --source …{backend.flags}",
-                      soft_wrap=True, markup=False)
+        then = f"next: python -m pipeline run --source {group}={object_key} --source …{backend.flags}"
     else:
-        console.print(f"next: python -m pipeline run --data-key {object_key}{backend.flags}", soft_wrap=True,
-                      markup=False)
+        then = f"next: python -m pipeline run --data-key {object_key}{backend.flags}"
+    console.print(then, soft_wrap=True, markup=False)
 
 
 # -- scores and predictions -------------------------------------------------------------------------
