@@ -20,7 +20,7 @@ from churn.naming import DEFAULT_STACK_NAME
 from pipeline import aws_objects
 from pipeline.aws_session import AwsSession, Deployment
 from pipeline.backends import RUNNING, SUCCEEDED, Prediction, Reporter, RunListing, RunRequest, RunResult, Scores
-from pipeline.errors import BadInput, Interrupted, OperatorError, explain
+from pipeline.errors import BadInput, Interrupted, OperatorError, explain, parse_json, readable_cause
 from pipeline.execution_progress import (
     POLL_SECONDS,
     Execution,
@@ -31,12 +31,6 @@ from pipeline.execution_progress import (
     execution_arn,
     follow,
     recent_executions,
-)
-from pipeline.failure_explanations import (
-    failed_ingest_records,
-    parse_json,
-    readable_cause,
-    training_script_error,
 )
 from pipeline.prediction import online_features, predict_artifact
 
@@ -193,12 +187,12 @@ class AwsBackend:
         """The failure's own words, the records or log line behind it, and where to look."""
         result.hint = f"see the execution in the console: {result.console_url}"
         if execution.error == IngestError.__name__:
-            result.failed_records = failed_ingest_records(self.session.client("s3"), self.deployment.bucket,
-                                                          execution.name, list(self.deployment.feature_groups))
+            result.failed_records = aws_objects.failed_ingest_records(
+                self.session.client("s3"), self.deployment.bucket, execution.name, list(self.deployment.feature_groups))
             result.hint = f"fix those rows and run again (records already written are rewritten); {result.hint}"
         job = str(parse_json(execution.cause).get("TrainingJobName") or "")  # a training job's failure
         if job:
-            line, where = training_script_error(self.session.client("logs"), job)
+            line, where = aws_objects.training_script_error(self.session.client("logs"), job)
             if line:
                 result.cause = f"training job {job} failed: {line}"
             result.hint = f"{where}; {result.hint}"

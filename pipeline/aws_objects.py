@@ -1,5 +1,8 @@
 """What the CLI reads and writes in a deployed stack besides executions: raw inputs in the bucket,
-scores files, the model registry's latest approved package and its artifact."""
+scores files, the model registry's latest approved package and its artifact; and what explains a failed
+execution: the training script's error line from the job's log (the container's toolkit replaces it with
+a generic `ExecuteUserScriptError`), the records a failed ingest names
+(`ingest/<execution>/<group>/failed-records.json`, written by "Summarise ingest")."""
 
 from __future__ import annotations
 
@@ -8,12 +11,17 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from churn.layout import RAW_PREFIX, SAMPLE_DATA_NAME
+from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS, RAW_PREFIX, SAMPLE_DATA_NAME
 from churn.model_quality import APPROVED
+from churn.naming import TRAINING_JOBS, sagemaker_log_group
 from pipeline.backends import Scores
-from pipeline.errors import ACCESS_DENIED, NOT_FOUND, BadInput, OperatorError
+from pipeline.errors import ACCESS_DENIED, NOT_FOUND, BadInput, OperatorError, explain, parse_json
 
 DEFAULT_DATA_KEY = f"{RAW_PREFIX}/{SAMPLE_DATA_NAME}"  # the stack deploys the sample data there
+# SageMaker's own log group for every training job of the account; a job's streams are <job>/algo-<n>-<epoch>.
+TRAINING_JOB_LOG_GROUP = sagemaker_log_group(TRAINING_JOBS)
+# training/train_model.py main() prints its failure as one stderr line with this prefix (tested together).
+SCRIPT_ERROR_PREFIX = "ERROR: "
 
 
 def raw_key(path: Path, name: str | None = None, *, csv_only: bool = True) -> str:
@@ -100,3 +108,40 @@ def latest_approved_model(sagemaker: Any, group: str) -> tuple[str, int, str] | 
     if not containers or not containers[0].get("ModelDataUrl"):
         raise OperatorError(f"model package {newest['ModelPackageArn']} names no model artifact", error="NoModelData")
     return newest["ModelPackageArn"], int(newest.get("ModelPackageVersion", 0)), containers[0]["ModelDataUrl"]
+
+
+def training_script_error(logs: Any, job_name: str) -> tuple[str, str]:
+    """The last `ERROR: ...` line the training script wrote to the job's log streams ("" when not found),
+    and where to look for it (with why it was not found)."""
+    where = f"CloudWatch log group {TRAINING_JOB_LOG_GROUP}, log stream {job_name}/algo-1-…"
+    try:
+        streams = [s["logStreamName"] for s in logs.describe_log_streams(
+            logGroupName=TRAINING_JOB_LOG_GROUP, logStreamNamePrefix=f"{job_name}/").get("logStreams", [])]
+        pages = logs.get_paginator("filter_log_events").paginate(
+            logGroupName=TRAINING_JOB_LOG_GROUP, logStreamNames=streams[:100],
+            filterPattern=f'"{SCRIPT_ERROR_PREFIX.strip()}"') if streams else []
+        lines = [message.removeprefix(SCRIPT_ERROR_PREFIX) for page in pages for event in page.get("events", [])
+                 if (message := str(event.get("message", "")).strip()).startswith(SCRIPT_ERROR_PREFIX)]
+        problem = "no error line in the log" if streams else "the job wrote no log stream"
+    except (ClientError, BotoCoreError) as exc:
+        lines, problem = [], explain(exc).message
+    if lines:
+        return lines[-1], f"the job's log: {where}"
+    return "", (f"the training script's own error is the last '{SCRIPT_ERROR_PREFIX.strip()}' line in {where} "
+                f"({problem})")
+
+
+def failed_ingest_records(s3: Any, bucket: str, execution: str, groups: list[str]) -> list[dict[str, Any]]:
+    """Every failed record "Summarise ingest" wrote for this execution, each with its group: one file a
+    group (the groups that did not fail have none)."""
+    records: list[dict[str, Any]] = []
+    for group in groups:
+        key = f"{INGEST_RESULTS.format(execution=execution, group=group)}/{FAILED_RECORDS_FILE}"
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:  # S3 answers a missing key with 403 to a caller without s3:ListBucket
+            if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND | ACCESS_DENIED:
+                continue  # the cause names the first failed records and where all of them are anyway
+            raise
+        records += [{"group": group, **record} for record in parse_json(body.decode("utf-8")).get("failed", [])]
+    return records

@@ -19,8 +19,7 @@ from rich.text import Text
 
 from churn import steps
 from pipeline.backends import RUNNING, SUCCEEDED, Prediction, Reporter, RunListing, RunResult, Scores
-from pipeline.errors import EXIT_FAILED
-from pipeline.failure_explanations import error_text
+from pipeline.errors import EXIT_FAILED, error_text
 
 STEP_WIDTH = 30  # the step column: every step of a single group's local run fits (a few AWS states overflow it)
 LABEL_WIDTH = 20

@@ -1,9 +1,12 @@
 """The CLI's errors: each is one line, a hint and an exit code (OperatorError); whatever botocore raises
-that a user can meet becomes one, naming what failed and how to fix it."""
+that a user can meet becomes one, naming what failed and how to fix it. And why an AWS execution failed,
+in words (a raw Step Functions cause is JSON): a Lambda's error message, a SageMaker job's own reason."""
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import (
@@ -122,3 +125,28 @@ def _explain_client_error(exc: ClientError) -> OperatorError:
     text, hint, name = _CLIENT_ERRORS.get(code, ("{operation} failed: {code}{detail}", "", code))
     return OperatorError(text.format(operation=exc.operation_name, code=code, message=message, arn=arn,
                                      detail=f": {message}" if message else ""), hint, error=name)
+
+
+def parse_json(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def readable_cause(cause: str) -> str:
+    """A Lambda's error arrives as JSON (errorMessage, errorType, stackTrace): keep the message. A failed
+    SageMaker job's arrives as its whole description: keep its name and FailureReason."""
+    parsed = parse_json(cause)
+    if parsed.get("errorMessage"):
+        return str(parsed["errorMessage"])
+    for kind, key in (("training job", "TrainingJobName"), ("transform job", "TransformJobName")):
+        if parsed.get(key):
+            return f"{kind} {parsed[key]} failed: {' '.join(str(parsed.get('FailureReason') or '-').split())}"
+    return cause
+
+
+def error_text(error: str, cause: str) -> str:
+    cause = readable_cause(cause)
+    return f"{error}: {cause}" if cause else (error or "failed")

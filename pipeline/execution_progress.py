@@ -12,7 +12,7 @@ from typing import Any
 
 from churn import contract, steps
 from pipeline.backends import ABORTED, FAILED, SUCCEEDED, TERMINAL_STATUSES, TIMED_OUT, Reporter
-from pipeline.failure_explanations import error_text, parse_json
+from pipeline.errors import error_text, parse_json
 
 _END_EVENTS = {"ExecutionSucceeded": SUCCEEDED, "ExecutionFailed": FAILED, "ExecutionTimedOut": TIMED_OUT,
                "ExecutionAborted": ABORTED}

@@ -29,15 +29,11 @@ from churn.ingest import IngestError
 from churn.layout import FAILED_RECORDS_FILE, INGEST_RESULTS, TRAINING_ENTRY_POINT
 from churn.schema import FeatureSpec
 from pipeline import aws_backend, aws_objects
+from pipeline.aws_objects import TRAINING_JOB_LOG_GROUP, failed_ingest_records, training_script_error
 from pipeline.aws_session import AwsSession, ConsoleLinks, Deployment
 from pipeline.backends import RUN_NAME
+from pipeline.errors import readable_cause
 from pipeline.execution_progress import Execution, HistoryReader, ProgressTracker, follow
-from pipeline.failure_explanations import (
-    TRAINING_JOB_LOG_GROUP,
-    failed_ingest_records,
-    readable_cause,
-    training_script_error,
-)
 from pipeline.local_aws.training_job import run_training
 from pipeline.runner import TRAINING_DIR
 from tests.support.moto import ReraisedErrorName, without_list_bucket
