@@ -60,13 +60,9 @@ class ConsoleLinks:
 
 @dataclass(frozen=True)
 class Deployment:
-    """The deployed stack, as its outputs describe it."""
-
     stack_name: str
     region: str
     outputs: dict[str, str]
-
-    REQUIRED = (contract.BUCKET_OUTPUT, contract.STATE_MACHINE_OUTPUT)
 
     @classmethod
     def load(cls, cloudformation: Any, stack_name: str) -> Deployment:
@@ -82,7 +78,7 @@ class Deployment:
             raise
         status = stack.get("StackStatus", "")
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) if "OutputValue" in o}
-        missing = [key for key in cls.REQUIRED if key not in outputs]
+        missing = [key for key in (contract.BUCKET_OUTPUT, contract.STATE_MACHINE_OUTPUT) if key not in outputs]
         if missing and status.endswith("_IN_PROGRESS"):
             raise OperatorError(f"stack '{stack_name}' is {status}", "wait for the deployment to finish",
                                 error="StackNotReady")
