@@ -135,7 +135,7 @@ def _dig(data: Any, *path: str) -> Any:
     return data
 
 
-def _offline_count(output: dict[str, Any], facts: ExecutionFacts) -> str:
+def _offline_count(output: dict[str, Any]) -> str:
     visible = _dig(output, contract.OFFLINE_COUNT, contract.RECORDS)
     expected = _dig(output, contract.VALIDATION, contract.RECORDS)
     if visible is None:
@@ -143,26 +143,24 @@ def _offline_count(output: dict[str, Any], facts: ExecutionFacts) -> str:
     return f"{visible} of {'?' if expected is None else expected} records in the offline store"
 
 
-def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any], ExecutionFacts], str]:
-    def detail(output: dict[str, Any], facts: ExecutionFacts) -> str:
+def _field(*path: str, template: str = "{}") -> Callable[[dict[str, Any]], str]:
+    def detail(output: dict[str, Any]) -> str:
         value = _dig(output, *path)
         return "" if value is None else template.format(value)
 
     return detail
 
 
-# What a person wants to see after each step, by the step a state stands for: a function of the state's
-# output and of the facts noted from it.
-DETAILS: dict[str, Callable[[dict[str, Any], ExecutionFacts], str]] = {
-    steps.DERIVE_SOURCES: lambda output, facts: (
+# What a person wants to see after each step, by the step a state stands for: a function of the state's output.
+DETAILS: dict[str, Callable[[dict[str, Any]], str]] = {
+    steps.DERIVE_SOURCES: lambda output: (
         f"{len(sources)} files" if isinstance(sources := output.get(contract.SOURCES), dict) else ""),
     steps.VALIDATE_INPUT: _field(contract.VALIDATION, contract.RECORDS, template="{} rows"),
     steps.SUMMARISE_INGEST: _field(contract.INGEST, contract.RECORDS, template="{} records"),
     steps.READ_OFFLINE_COUNT: _offline_count,
     steps.BUILD_TRAINING_SET: _field(contract.TRAINING_SET, contract.OUTPUT_URI),
-    steps.TRAIN_MODEL: lambda output, facts: (
-        f"training job {facts.training_job_name}" if facts.training_job_name else ""),
-    steps.EVALUATE_MODEL: lambda output, facts: str(facts.evaluation.get(contract.REASON, "")),
+    steps.TRAIN_MODEL: _field(contract.TRAINING, contract.TRAINING_JOB_NAME, template="training job {}"),
+    steps.EVALUATE_MODEL: _field(contract.EVALUATION, contract.REASON),
     steps.REGISTER_MODEL: _field(contract.REGISTRATION, contract.MODEL_PACKAGE_ARN),
     steps.BUILD_SCORING_SET: _field(contract.SCORING_SET, contract.OUTPUT_URI),
     steps.SCORE_CUSTOMERS: _field(contract.SCORING, contract.TRANSFORM_JOB_NAME, template="transform job {}"),
@@ -309,7 +307,7 @@ class ProgressTracker:
             step = steps.base_step(name)
             self.facts.note(step, steps.group_of(name) or "", output)
             detail = DETAILS.get(step)
-            self.reporter.step_finished(state.label, seconds, detail(output, self.facts) if detail else "")
+            self.reporter.step_finished(state.label, seconds, detail(output) if detail else "")
         return state.parent
 
 
