@@ -92,13 +92,12 @@ def out_of_time_split(periods: Periods, count: int, source: str) -> Split:
 def rolling_origin_folds(periods: Periods, labels: np.ndarray, folds: int) -> list[Split]:
     """Cross-validation folds by time (an expanding window): fold k validates the k-th of the latest `folds`
     periods, one each, earliest first, and trains on the earlier periods settled by its start."""
-    usable, count = 0, len(periods.ordered)
-    for start in range(count - 1, count - folds - 1, -1):
+    count = len(periods.ordered)
+    for usable, start in enumerate(range(count - 1, count - folds - 1, -1)):
         problem = _fold_problem(periods, labels, start)
         if problem:
             raise FoldsRefused(folds, f"rolling-origin folds validate the latest {folds} periods of "
                                f"'{periods.column}', one each, and {problem}", usable)
-        usable += 1
     return [period_split(periods, start, start + 1) for start in range(count - folds, count)]
 
 
