@@ -110,8 +110,7 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
     files = sorted(path for path in Path(channel).rglob("*.csv") if path.is_file())
     if not files:
         raise InputError(f"no *.csv file in the training channel {channel}")
-    tables: list[pa.Table] = []
-    names: list[str] = []  # of the files in `tables`
+    parts: list[tuple[str, pa.Table]] = []  # (file name, its table)
     for path in files:
         with open(path, "rb") as stream:  # the header is the first line that is not empty, as pyarrow reads it
             header = first_row(next((line for line in stream if line.strip(b"\r\n")), b""))
@@ -121,17 +120,16 @@ def read_training_data(channel: Path, params: dict[str, Any]) -> tuple[pd.DataFr
             raise InputError(f"{path.name}: {exc}") from None
         if table is None or not table.num_rows:
             warn(f"{path.name}: no rows, skipped")
-        elif tables and set(table.column_names) != set(tables[0].column_names):
-            raise InputError(f"{path.name}: columns {table.column_names} differ from {names[0]}'s")
+        elif parts and set(table.column_names) != set(parts[0][1].column_names):
+            raise InputError(f"{path.name}: columns {table.column_names} differ from {parts[0][0]}'s")
         else:
-            tables.append(table.select((tables or [table])[0].column_names))
-            names.append(path.name)
+            parts.append((path.name, table.select((parts[0][1] if parts else table).column_names)))
     source = files[0].name if len(files) == 1 else f"{len(files)} files in {channel}"
-    if not tables:
+    if not parts:
         raise InputError(f"{source}: no data")
-    frame = pa.concat_tables(tables).to_pandas()  # the categories of every file, unified
-    if len(tables) > 1:  # for a message that names a row: its file
-        frame.attrs["files"] = [(name, table.num_rows) for name, table in zip(names, tables, strict=True)]
+    frame = pa.concat_tables(table for _, table in parts).to_pandas()  # the categories of every file, unified
+    if len(parts) > 1:  # for a message that names a row: its file
+        frame.attrs["files"] = [(name, table.num_rows) for name, table in parts]
     log(f"read {len(frame)} rows x {frame.shape[1]} columns from {', '.join(path.name for path in files)}")
     return frame, source
 
@@ -147,7 +145,7 @@ class Data(NamedTuple):
     source: str
 
 
-def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str = "training data") -> Data:
+def prepare(frame: pd.DataFrame, params: dict[str, Any], source: str) -> Data:
     name = params["label_column"]
     numbers = pd.to_numeric(frame[name], errors="coerce")
     bad = np.flatnonzero(~numbers.isin([0, 1]))
