@@ -122,7 +122,7 @@ def check_definition(request: dict[str, Any]) -> None:
 class FeatureGroup:
     """One feature group: its definition, record parsing, and this store's unflushed writes."""
 
-    def __init__(self, description: dict[str, Any], data_dir: Path):
+    def __init__(self, description: dict[str, Any], root: Path):
         self.description = description
         self.name: str = description["FeatureGroupName"]
         types = {d["FeatureName"]: d["FeatureType"] for d in description["FeatureDefinitions"]}
@@ -140,7 +140,7 @@ class FeatureGroup:
         self.offline = description.get("OfflineStoreConfig") is not None
         self.ttl_us = ttl_us(online.get("TtlDuration"), "CreateFeatureGroup")
         self.schema = pa.schema([pa.field(n, _ARROW_TYPES[t]) for n, t in types.items()] + _EXTRA_FIELDS)
-        self.data_dir = data_dir
+        self.data_dir = root / description["offline_dir"] / "data"
         # This store's unflushed writes. Online: one list in call order, not a list per record id,
         # so a write keeps no container of its own (every container kept makes each garbage
         # collection longer; a read scans the list). Offline: by event-time partition.

@@ -152,8 +152,7 @@ class LocalFeatureStore:
         self._meta_dir.mkdir(exist_ok=True)
         self._flush_lock, self._db_lock, self._lock = threading.Lock(), threading.Lock(), threading.Lock()
         self._groups: dict[str, FeatureGroup] = {}
-        self._unflushed = 0
-        self._last_call_us = 0
+        self._unflushed = self._last_call_us = 0
         self._closed = False
         self._db = open_online_store(self.root / ONLINE_FILE)
 
@@ -186,7 +185,7 @@ class LocalFeatureStore:
         directory = self.offline_prefix / f"{name}-{int(created.timestamp())}"
         description = {**request, "CreationTime": created.isoformat(),
                        "offline_dir": directory.relative_to(self.root).as_posix()}
-        group = self._load(description)
+        group = FeatureGroup(description, self.root)
         with self._db_lock, self._lock:
             self._check_open()
             if group.online:  # before the group is visible: a writer in another process finds the table
@@ -222,9 +221,6 @@ class LocalFeatureStore:
             (self._meta_dir / f"{group.name}.json").unlink(missing_ok=True)
             self._groups.pop(group.name, None)
 
-    def _load(self, description: dict[str, Any]) -> FeatureGroup:
-        return FeatureGroup(description, self.root / description["offline_dir"] / "data")
-
     def _arn(self, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account}:feature-group/{name.lower()}"
 
@@ -235,7 +231,7 @@ class LocalFeatureStore:
         path = self._meta_dir / f"{name}.json" if is_name(name) else None
         if path is not None and path.exists():  # created by another store
             try:
-                loaded = self._load(json.loads(path.read_text(encoding="utf-8")))
+                loaded = FeatureGroup(json.loads(path.read_text(encoding="utf-8")), self.root)
             except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not a description this store wrote
                 raise StoreDamagedError(f"{path}: the feature group's description is damaged ({exc!r})") from None
             with self._lock:
@@ -251,8 +247,7 @@ class LocalFeatureStore:
 
     def batch_write_record(self, *, Entries: list[dict[str, Any]], TtlDuration: Any = None) -> dict[str, Any]:
         """BatchWriteRecord: 1-25 entries, each written as PutRecord would; a bad entry goes to
-        `Errors` (with the entry itself) while the others are written. `UnprocessedEntries` is
-        always empty here (the service fills it when throttled)."""
+        `Errors` (with the entry itself) while the others are written."""
         operation = "BatchWriteRecord"
         if not isinstance(Entries, list) or not BATCH_WRITE_MIN_ENTRIES <= len(Entries) <= BATCH_WRITE_MAX_ENTRIES:
             raise invalid(f"Entries must be a list of {BATCH_WRITE_MIN_ENTRIES} to {BATCH_WRITE_MAX_ENTRIES} "
@@ -315,13 +310,12 @@ class LocalFeatureStore:
             row = self._current(group, key)
         if not _alive(row, self.clock() * 1e6) or row[ROW_DELETED]:
             return {}
-        expires = row[ROW_EXPIRES]
         wanted = set(FeatureNames or group.columns)
         values = zip(group.columns, row[ROW_VALUES], strict=True)
         response: dict[str, Any] = {"Record": [{"FeatureName": n, "ValueAsString": v}
                                                for n, v in values if v is not None and n in wanted]}
-        if ExpirationTimeResponse == "Enabled" and expires is not None:
-            response["ExpiresAt"] = _iso(expires)
+        if ExpirationTimeResponse == "Enabled" and row[ROW_EXPIRES] is not None:
+            response["ExpiresAt"] = _iso(row[ROW_EXPIRES])
         return response
 
     def _current(self, group: FeatureGroup, key: str) -> tuple | None:
