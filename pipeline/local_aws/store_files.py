@@ -28,18 +28,16 @@ def open_online_store(path: Path) -> sqlite3.Connection:
     """The online store's SQLite file, made if missing; one that is not SQLite, or not a file, is StoreDamagedError."""
     # Autocommit: transactions are explicit (BEGIN IMMEDIATE), so a writer waits for another
     # process's write lock in the busy timeout instead of failing on a read-to-write upgrade.
-    db = None
     with online_store_damage(path):
+        db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
         try:
-            db = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA page_size={PAGE_BYTES}")  # the first statement reads the file's header
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA cache_size=-262144")  # 256 MiB: less CPU per upsert at 1M rows (bench/README.md)
             return db
         except sqlite3.DatabaseError:
-            if db is not None:
-                db.close()
+            db.close()
             raise
 
 
