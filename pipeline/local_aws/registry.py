@@ -27,10 +27,8 @@ PATH_FIELDS = ("model_artifact", "evaluation", "report")  # a model's files, in 
 def relative_paths(record: dict[str, Any], fields: Iterable[str], root: Path) -> dict[str, Any]:
     """`record` with its `fields` (paths) relative to the workspace `root` where they are in it: what the
     workspace's files record, so that they name the workspace's own files wherever it is moved or copied."""
-    def relative(path: str) -> str:
-        return str(Path(path).relative_to(root)) if path and Path(path).is_relative_to(root) else path
-
-    return {**record, **{name: relative(record[name]) for name in fields if name in record}}
+    inside = [name for name in fields if record.get(name) and Path(record[name]).is_relative_to(root)]
+    return {**record, **{name: str(Path(record[name]).relative_to(root)) for name in inside}}
 
 
 def resolved_paths(record: dict[str, Any], fields: Iterable[str], root: Path) -> dict[str, Any]:
