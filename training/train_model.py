@@ -302,39 +302,34 @@ def train(data: Data, params: dict[str, Any], split: tuple[np.ndarray, np.ndarra
     settings = fit_settings(params, len(train_rows))
     result = fit(data, train_rows, settings)
     probabilities = predict_rows(result.model, data, validation_rows, params)
-    evaluation = evaluate(data, result, train_rows, validation_rows, probabilities, settings)
-    evaluation.update(split=split_description, training_seconds=round(time.perf_counter() - started, 3))
-    return result, evaluation, (data.labels[validation_rows], probabilities)
-
-
-def evaluate(data: Data, result: Fit, train_rows: np.ndarray, validation_rows: np.ndarray,
-             probabilities: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
     labels, booster, trees = data.labels, result.model.booster, result.model.iteration_range[1]
-    validation = report.classification_metrics(labels[validation_rows], probabilities, params["threshold"])
+    validation = report.classification_metrics(labels[validation_rows], probabilities, settings["threshold"])
     used = np.concatenate([result.fit_rows, result.es_rows])
     parts = {"total": np.arange(len(labels)), "train": result.fit_rows, "early_stopping": result.es_rows,
              "validation": validation_rows}
-    sampling = {"max_fit_rows": params["max_fit_rows"], "sampled": len(used) < len(train_rows),
+    sampling = {"max_fit_rows": settings["max_fit_rows"], "sampled": len(used) < len(train_rows),
                 "training_part_rows": len(train_rows), "fit_and_early_stopping_rows": len(used)}
     if sampling["sampled"]:
         parts["not_used"] = np.setdiff1d(train_rows, used)
         sampling["note"] = (f"the training part ({len(train_rows)} rows) is larger than max_fit_rows: fitting and "
                             f"early stopping used a stratified sample of {len(used)} of its rows, the other "
                             f"{len(parts['not_used'])} were not used; the validation metrics use every held-out row")
-        log(f"max_fit_rows={params['max_fit_rows']}: {sampling['note']}")
-    return {
+        log(f"max_fit_rows={settings['max_fit_rows']}: {sampling['note']}")
+    evaluation = {
         "validation_auc": validation["auc"], **{key: validation[key] for key in report.SUMMARY},
         "train_auc": report.auc(labels[result.fit_rows], result.fit_probabilities),
         "early_stopping_auc": report.auc(labels[result.es_rows], result.es_probabilities),
-        "best_iteration": trees - 1, "num_trees": trees, "threshold": params["threshold"],
+        "best_iteration": trees - 1, "num_trees": trees, "threshold": settings["threshold"],
         "validation": validation, "confusion_matrix": validation["confusion_matrix"],
         # of the trees the model uses (sliced for this only: a slice drops the categories XGBoost stores)
         "feature_importance": report.feature_importance(booster[:trees], model_columns(result.model.encoding)),
         "row_counts": {name: {"rows": len(rows), "positives": int(labels[rows].sum())} for name, rows in parts.items()},
-        "sampling": sampling, "features": result.model.encoding["features"], "hyperparameters": params,
-        "xgboost_params": xgb_params(params), "xgboost_version": xgb.__version__, "source": data.source,
-        "roc_curve": report.roc_points(labels[validation_rows], probabilities),
+        "sampling": sampling, "features": result.model.encoding["features"], "hyperparameters": settings,
+        "xgboost_params": xgb_params(settings), "xgboost_version": xgb.__version__, "source": data.source,
+        "roc_curve": report.roc_points(labels[validation_rows], probabilities), "split": split_description,
+        "training_seconds": round(time.perf_counter() - started, 3),
     }
+    return result, evaluation, (labels[validation_rows], probabilities)
 
 
 # -- the entry point ---------------------------------------------------------------------------------
