@@ -139,8 +139,7 @@ def encode(frame: pd.DataFrame, encoding: dict[str, Any]) -> pd.DataFrame:
             values[:, at] = np.nan  # categorical feature without categories)
         elif feature.get("one_hot"):
             codes = _categorical(column, feature["categories"]).cat.codes.to_numpy()
-            for code in range(width):
-                values[:, at + code] = codes == code
+            values[:, at:at + width] = codes[:, np.newaxis] == np.arange(width)
             values[np.flatnonzero(codes < 0), at:at + width] = np.nan
         else:
             partitioned[name] = _categorical(column, feature["categories"])
