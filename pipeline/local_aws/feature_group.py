@@ -155,11 +155,10 @@ class FeatureGroup:
         if not isinstance(stores, list | tuple) or not stores or not set(stores) <= {ONLINE_STORE, OFFLINE_STORE}:
             raise invalid(f"TargetStores {stores!r} must be a non-empty list of {ONLINE_STORE}, {OFFLINE_STORE}",
                           operation)
-        online, offline = ONLINE_STORE in stores, OFFLINE_STORE in stores
-        if (online and not self.online) or (offline and not self.offline):
-            missing = ONLINE_STORE if online and not self.online else OFFLINE_STORE
-            raise invalid(f"feature group '{self.name}' has no {missing}", operation)
-        return online, offline
+        for store, present in ((ONLINE_STORE, self.online), (OFFLINE_STORE, self.offline)):
+            if store in stores and not present:
+                raise invalid(f"feature group '{self.name}' has no {store}", operation)
+        return ONLINE_STORE in stores, OFFLINE_STORE in stores
 
     def record_id(self, value: Any, operation: str) -> str:
         if value is None:
