@@ -267,7 +267,7 @@ def cv_folds(data: Data, params: dict[str, Any]) -> tuple[list[tuple[np.ndarray,
         folding = {"kind": "rolling_origin", "time_column": periods.column, "label_horizon_days": periods.horizon}
         return [(rows[trained], rows[validated], {key: part for key, part in split.items() if key.endswith("_periods")})
                 for trained, validated, split in rolling_origin_folds(periods, data.labels, folds)], folding
-    smaller = int(min(np.bincount(data.labels.astype(int), minlength=2)))
+    smaller = int(np.bincount(data.labels, minlength=2).min())
     if folds > smaller:  # stratified: every fold needs a row of each class
         raise FoldsRefused(folds, f"the training set's smaller class has {smaller} rows", smaller)
     grouped = len(pd.unique(data.ids)) < len(rows)
