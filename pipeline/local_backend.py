@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -199,25 +199,21 @@ def _recorded_start(run: dict[str, Any]) -> datetime | None:
     return None
 
 
+# What run.json records under the name RunResult gives it, as it is recorded
+_AS_RECORDED = sorted({f.name for f in fields(RunResult)} & {f.name for f in fields(RunOutcome)}
+                      - {"knowledge_cutoff", "model_version", "customers_scored", "id_column", "started"})
+
+
 def _run_result(run: dict[str, Any]) -> RunResult:
-    """A local run as the CLI shows it, from the runner's outcome (its run.json)."""
-    failed = run.get("status") in TERMINAL_STATUSES - {SUCCEEDED}
-    seconds = sum(float(s) for s in run.get("step_seconds", {}).values())
+    """A local run as the CLI shows it, from the runner's outcome (its run.json, read with every field)."""
+    failed = run["status"] in TERMINAL_STATUSES - {SUCCEEDED}
     return RunResult(
-        status=run.get("status", "?"), run_id=run.get("run_id", "?"), input=run.get("input") or "",
-        feature_groups=run.get("feature_groups", {}),
-        knowledge_cutoff="" if run.get("knowledge_cutoff", NO_CUTOFF) == NO_CUTOFF else run["knowledge_cutoff"],
-        records_ingested=run.get("records_ingested"), training_rows=run.get("training_rows"), auc=run.get("auc"),
-        gate=run.get("gate") or "", split=run.get("split") or {}, model_version=str(run.get("model_version") or ""),
-        model_artifact=run.get("model_artifact") or "", report=run.get("report") or "",
-        customers_scored=run.get("customers_scored") or None, scores_uri=run.get("scores") or "",
-        id_column=run.get("id_column") or RunResult.id_column, top_customers=run.get("top_customers") or [],
-        error=run.get("error") or "", cause=run.get("cause") or "",
-        hint=f"run directory: {run.get('run_dir')}" if failed else "", started=_recorded_start(run),
-        duration_seconds=seconds,
-        step_seconds=run.get("step_seconds", {}), step_details=run.get("step_details", {}),
-        running_step=run.get("running_step") or "",
-        run_dir=run.get("run_dir", ""),
+        **{name: run[name] for name in _AS_RECORDED},
+        knowledge_cutoff="" if run["knowledge_cutoff"] == NO_CUTOFF else run["knowledge_cutoff"],
+        model_version=str(run["model_version"] or ""), customers_scored=run["customers_scored"] or None,
+        scores_uri=run["scores"], id_column=run["id_column"] or RunResult.id_column,
+        hint=f"run directory: {run['run_dir']}" if failed else "", started=_recorded_start(run),
+        duration_seconds=sum(run["step_seconds"].values()),
     )
 
 
@@ -375,27 +371,24 @@ class LocalBackend:
 
     def predict(self, record_id: str, features: int) -> Prediction:
         entry = self.latest_approved()
-        groups = self._feature_groups(entry.run_id)
-        if not self.workspace.feature_store.is_dir():
-            raise OperatorError(f"no local feature store in {self.workspace.root}", RUN_LOCALLY,
-                                error="NoFeatureStore")
-        try:
-            with _refusals(), LocalFeatureStore(self.workspace.feature_store) as store:
-                values, read = online_features(store, store, groups, record_id, "python -m pipeline scores --local")
-        except ClientError as exc:
-            raise OperatorError(exc.response["Error"].get("Message", str(exc)), RUN_LOCALLY,
-                                error=exc.response["Error"].get("Code", "Error")) from None
-        return predict_artifact(Path(entry.model_artifact), entry.model_artifact, str(entry.version), read, record_id,
-                                values, features)
-
-    def _feature_groups(self, run_id: str) -> dict[str, str]:
-        path = self._run_dir(run_id) / RUN_FILE
+        path = self._run_dir(entry.run_id) / RUN_FILE
         run = self._load(path)
         if run is None or not run.feature_groups:
             raise OperatorError(f"cannot tell which feature groups the approved model's run used ({path} is "
                                 "missing or names none)", "train a new model with `python -m pipeline run --local`",
                                 error="RunNotFound")
-        return dict(run.feature_groups)
+        if not self.workspace.feature_store.is_dir():
+            raise OperatorError(f"no local feature store in {self.workspace.root}", RUN_LOCALLY,
+                                error="NoFeatureStore")
+        try:
+            with _refusals(), LocalFeatureStore(self.workspace.feature_store) as store:
+                values, read = online_features(store, store, run.feature_groups, record_id,
+                                              "python -m pipeline scores --local")
+        except ClientError as exc:
+            raise OperatorError(exc.response["Error"].get("Message", str(exc)), RUN_LOCALLY,
+                                error=exc.response["Error"].get("Code", "Error")) from None
+        return predict_artifact(Path(entry.model_artifact), entry.model_artifact, str(entry.version), read, record_id,
+                                values, features)
 
     # -- local only ---------------------------------------------------------------------------------
     def cross_validate(self, spec_path: Path, data: Path | None, folds: int, reporter: Reporter,
