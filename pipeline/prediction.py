@@ -20,11 +20,6 @@ from pipeline.runner import TRAINING_DIR
 SERVING_MODULE = "serving"  # training/serving.py: load_model, predict_frame, contributions
 
 
-def record_values(record: list[dict[str, str]]) -> dict[str, str]:
-    """GetRecord's `Record` ([{FeatureName, ValueAsString}]) as a dict; absent features are missing."""
-    return {item["FeatureName"]: item["ValueAsString"] for item in record}
-
-
 def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], record_id: str,
                     scores_command: str) -> tuple[dict[str, str], list[str]]:
     """Every online feature group's latest record of the customer, merged, and the groups read:
@@ -42,7 +37,7 @@ def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], 
         record = runtime.get_record(FeatureGroupName=name, RecordIdentifierValueAsString=key).get("Record")
         if not record:
             raise _missing_record(key, name, online.get("TtlDuration"), scores_command, len(feature_groups) > 1)
-        values.update(record_values(record))
+        values.update((item["FeatureName"], item["ValueAsString"]) for item in record)  # absent features: missing
         read.append(name)
     return values, read
 

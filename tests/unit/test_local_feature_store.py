@@ -20,7 +20,6 @@ from churn.schema import MAX_TTL_SECONDS, FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.local_aws.store_files import StoreDamagedError
-from pipeline.prediction import record_values
 from tests.support.feature_store import offline_store, overwrite_page_headers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +60,7 @@ def put(store: LocalFeatureStore, rec: dict[str, str], group: str = GROUP, **kwa
 
 def online(store: LocalFeatureStore, customer_id: str, group: str = GROUP) -> dict[str, str] | None:
     response = store.get_record(FeatureGroupName=group, RecordIdentifierValueAsString=customer_id)
-    return record_values(response["Record"]) if "Record" in response else None
+    return {item["FeatureName"]: item["ValueAsString"] for item in response["Record"]} if "Record" in response else None
 
 
 def data_dir(store: LocalFeatureStore, group: str = GROUP) -> Path:
