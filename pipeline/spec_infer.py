@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -118,8 +117,8 @@ class Inference:
 
 def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int
                 ) -> tuple[list[ColumnStats], list[str], list[str], bool]:
-    """Every column's statistics over the first `max_rows` data rows, the id's and label's values, and whether
-    the file has more rows."""
+    """Every column's statistics over the first `max_rows` data rows, the id's and label's values (row by row,
+    for what takes whole columns), and whether the file has more rows."""
     source = str(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below
@@ -132,30 +131,23 @@ def _read_stats(path: Path, id_column: str, label_column: str, max_rows: int
         if missing:
             raise InputValidationError(source, f"no column named '{missing[0]}' (columns: {header})", line=1)
         stats = [ColumnStats(h) for h in header]
-        keys = (header.index(id_column), header.index(label_column))
-        ids, labels, more = _add_rows(data_rows(rows, header, source), header, stats, keys, max_rows, source)
+        id_at, label_at = header.index(id_column), header.index(label_column)
+        ids: list[str] = []
+        labels: list[str] = []
+        more = False
+        data = data_rows(rows, header, source)
+        for line, row in data:
+            check_text(header, row, source, line)  # every column with a name is a feature of the spec
+            for stat, value in zip(stats, row, strict=True):
+                stat.add(value, line)
+            ids.append(row[id_at])
+            labels.append(row[label_at])
+            if len(ids) >= max_rows:
+                more = next(data, None) is not None
+                break
     if not ids:
         raise InputValidationError(source, "the file has a header but no data rows")
     return stats, ids, labels, more
-
-
-def _add_rows(rows: Iterator[tuple[int, list[str]]], header: list[str], stats: list[ColumnStats],
-              keys: tuple[int, int], max_rows: int, source: str) -> tuple[list[str], list[str], bool]:
-    """Add the data rows (run's: the same rows, refused with the same errors) to each column's statistics;
-    the id's and label's values (at the `keys` positions), row by row, for what takes whole columns; and
-    whether rows are left after the first `max_rows`."""
-    id_at, label_at = keys
-    ids: list[str] = []
-    labels: list[str] = []
-    for line, row in rows:
-        check_text(header, row, source, line)  # every column with a name is a feature of the spec
-        for stat, value in zip(stats, row, strict=True):
-            stat.add(value, line)
-        ids.append(row[id_at])
-        labels.append(row[label_at])
-        if len(ids) >= max_rows:
-            return ids, labels, next(rows, None) is not None
-    return ids, labels, False
 
 
 def _feature_name(raw: str, used: set[str], problems: list[str]) -> str:
