@@ -198,9 +198,7 @@ class LocalPipeline:
         with self._step(f"Cross-validate ({folds} folds)", outcome):
             self.train_model(run_dir, {"cv_folds": folds})
         cv_file = JobDirectories(run_dir).output_data / self._script().CV_FILE
-        result = json.loads(cv_file.read_text(encoding="utf-8"))
-        result["run_dir"] = str(run_dir)
-        return result
+        return {**json.loads(cv_file.read_text(encoding="utf-8")), "run_dir": str(run_dir)}
 
     def _prepare_training_set(self, data: Path, run_dir: Path, outcome: RunOutcome, event_time: str) -> None:
         """[Derive sources ->] Validate input -> Ingest features -> Wait for offline store, for each
