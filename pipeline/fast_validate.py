@@ -87,11 +87,7 @@ class _CannotVouch(Exception):
 
 
 def validate_file_fast(path: str, group: FeatureGroupSpec, not_after: str | None = None) -> CsvSummary:
-    """What the reference, `churn.csv_input.validate_file`, returns or raises, faster.
-
-    The reference runs whenever the fast check cannot vouch for the file, so an invalid file
-    always gets the reference's located InputValidationError.
-    """
+    """What the reference, `churn.csv_input.validate_file`, returns or raises, faster (see the module doc)."""
     summary, reason = precheck(path, group, not_after)
     if summary is not None:
         return summary
