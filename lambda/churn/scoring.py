@@ -32,10 +32,6 @@ class ScoringError(ValueError):
     """The transform output cannot be ranked (the message names the source and the row)."""
 
 
-def score_columns(id_column: str) -> list[str]:
-    return [id_column, *SCORE_COLUMNS]
-
-
 def model_version_from_arn(model_package_arn: str) -> str:
     """`arn:...:model-package/<group>/7` -> "7" (a versioned package's ARN ends in its version)."""
     tail = model_package_arn.rstrip("/").rpartition("/")[2]
@@ -50,18 +46,21 @@ def read_predictions(lines: Iterable[str], id_column: str, source: str) -> Itera
     "line N" in an error is the Nth csv row.
     """
     for number, row in enumerate(csv.reader(lines), start=1):
-        if len(row) == 2:
-            record_id, text = row[0].strip(), row[1]
-            if number == 1:
-                record_id = record_id.lstrip("\ufeff")
-            if record_id and record_id != id_column:
-                yield record_id, _probability(text, source, number)
-                continue
-            if record_id == id_column and text.strip() == PROBABILITY_COLUMN:
-                continue  # a response's header
-        elif not row or (len(row) == 1 and not row[0].strip()):
+        if not row or (len(row) == 1 and not row[0].strip()):
             continue
-        _bad_row(row, number, id_column, source)
+        if len(row) != 2:
+            raise ScoringError(f"{source} line {number}: expected 2 columns ({id_column},{PROBABILITY_COLUMN}), "
+                               f"got {len(row)}")
+        record_id = row[0].strip().lstrip("\ufeff") if number == 1 else row[0].strip()
+        if record_id == id_column:
+            if row[1].strip() == PROBABILITY_COLUMN:
+                continue  # a response's header
+            raise ScoringError(f"{source} line {number}: a header {row[0].strip()},{row[1].strip()} where {id_column},"
+                               f"{PROBABILITY_COLUMN} was expected")
+        if not record_id:
+            raise ScoringError(f"{source} line {number}: the {id_column} is empty (did the scoring input lose its id "
+                               "column?)")
+        yield record_id, _probability(row[1], source, number)
 
 
 def _probability(text: str, source: str, number: int) -> float:
@@ -72,16 +71,6 @@ def _probability(text: str, source: str, number: int) -> float:
     if not 0.0 <= value <= 1.0:  # NaN fails this too
         raise ScoringError(f"{source} line {number}: churn probability {text.strip()!r} is not between 0 and 1")
     return value
-
-
-def _bad_row(row: list[str], number: int, id_column: str, source: str) -> None:
-    where = f"{source} line {number}"
-    if len(row) != 2:
-        raise ScoringError(f"{where}: expected 2 columns ({id_column},{PROBABILITY_COLUMN}), got {len(row)}")
-    if row[0].strip().lstrip("\ufeff") == id_column:
-        raise ScoringError(f"{where}: a header {row[0].strip()},{row[1].strip()} where {id_column},"
-                           f"{PROBABILITY_COLUMN} was expected")
-    raise ScoringError(f"{where}: the {id_column} is empty (did the scoring input lose its id column?)")
 
 
 @dataclass(frozen=True)
@@ -106,28 +95,24 @@ def rank(predictions: Iterable[tuple[str, float]]) -> Ranking:
 
     The predictions are read in order, so the first record scored twice, or the first bad row, is the error.
     """
-    record_ids: list[str] = []
-    probabilities: list[float] = []
-    seen: set[str] = set()
+    by_id: dict[str, float] = {}
     for record_id, probability in predictions:
-        if record_id in seen:
+        if record_id in by_id:
             raise ScoringError(f"record {record_id!r} was scored twice: the scoring set must have one row per record")
-        seen.add(record_id)
-        record_ids.append(record_id)
-        probabilities.append(probability)
-    if not record_ids:
+        by_id[record_id] = probability
+    if not by_id:
         raise ScoringError("the transform output holds no predictions")
     # Two stable sorts on plain keys (ids, then probabilities descending) instead of one on (-p, id)
     # tuples: Python compares floats and strings directly but tuples element by element (2x at 1M rows).
-    order = sorted(range(len(record_ids)), key=record_ids.__getitem__)
-    order.sort(key=probabilities.__getitem__, reverse=True)
-    return Ranking([record_ids[i] for i in order], [probabilities[i] for i in order])
+    record_ids = sorted(by_id)
+    record_ids.sort(key=by_id.__getitem__, reverse=True)
+    return Ranking(record_ids, [by_id[record_id] for record_id in record_ids])
 
 
 def write_scores(ranking: Ranking, stream: IO[str], id_column: str, model_version: str) -> None:
     """scores.csv into a text stream."""
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(score_columns(id_column))
+    writer.writerow([id_column, *SCORE_COLUMNS])
     writer.writerows(zip(ranking.record_ids, map("{:.6f}".format, ranking.probabilities), count(1),
                          repeat(model_version)))
 

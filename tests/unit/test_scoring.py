@@ -18,7 +18,6 @@ from churn.scoring import (
     rank,
     read_predictions,
     read_scores,
-    score_columns,
     scores_csv,
 )
 from tests.training.training_helpers import fit_small_model, to_csv_text, training_set_rows
@@ -102,7 +101,6 @@ def test_scores_csv_shape_and_round_trip():
         "C,0.500000,2,3",
         "A,0.123457,3,3",
     ]
-    assert score_columns("account_id") == text.splitlines()[0].split(",")
     id_column, rows = read_scores(io.StringIO(text), "scores.csv")
     assert id_column == "account_id"
     assert [(r.record_id, r.rank, r.model_version) for r in rows] == [("B", 1, "3"), ("C", 2, "3"), ("A", 3, "3")]
