@@ -23,7 +23,6 @@ import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from churn.schema import MAX_NAME_LENGTH, Feature, FeatureGroupSpec
 
@@ -148,23 +147,6 @@ def _event_time_of(row: Mapping[str, str | None], group: FeatureGroupSpec) -> st
     return canonical
 
 
-_Conversions = tuple[tuple[str, str, Any, Feature], ...]
-_CONVERSIONS: dict[int, tuple[FeatureGroupSpec, _Conversions]] = {}
-
-
-def _conversions(group: FeatureGroupSpec) -> _Conversions:
-    """(source column, feature name, converter, feature) of each feature: to_record runs once a row, so
-    the lookups are made once a group (a spec is immutable). Kept by identity: hashing a group's fields
-    would cost more than the lookups."""
-    cached = _CONVERSIONS.get(id(group))
-    if cached is None or cached[0] is not group:
-        if len(_CONVERSIONS) > 64:
-            _CONVERSIONS.clear()
-        cached = _CONVERSIONS[id(group)] = (group, tuple((f.source_column, f.name, _CONVERTERS[f.type], f)
-                                                         for f in group.features))
-    return cached[1]
-
-
 def to_record(row: Mapping[str, str | None], group: FeatureGroupSpec, event_time: str) -> dict[str, str]:
     """Convert one raw row (CSV column -> text) to a record (feature name -> Feature Store string).
 
@@ -177,11 +159,9 @@ def to_record(row: Mapping[str, str | None], group: FeatureGroupSpec, event_time
         raise RowError("the record identifier is empty", column=id_feature.source_column, value="")
     own_time = _event_time_of(row, group) if group.has_history else event_time
     record = {id_feature.name: record_id, group.event_time.name: own_time}
-    get = row.get
-    for source, name, convert, feature in _conversions(group):
-        value = get(source)
-        if value is not None and (text := value.strip()):
-            record[name] = text if convert is None else convert(text, feature, value)
+    for feature in group.features:  # `source or name`: source_column, minus a property call per value
+        if (value := parse_value(feature, row.get(feature.source or feature.name))) is not None:
+            record[feature.name] = value
     label = group.label
     if label is not None:
         label_value = row.get(label.source_column)
