@@ -92,9 +92,8 @@ def _newest_first(event_time: str | None, table: str = "") -> list[str]:
 _NEWEST_KEPT = f') AS "_versions"\nWHERE "_version_rank" = 1 AND NOT {quote(IS_DELETED)}'
 
 
-def _written_by_cutoff() -> str:
-    """The knowledge cutoff: a version written after `?` is not known to the run."""
-    return f"{quote(WRITE_TIME)} <= CAST(? AS TIMESTAMP)"
+# The knowledge cutoff: a version written after `?` is not known to the run.
+_WRITTEN_BY_CUTOFF = f"{quote(WRITE_TIME)} <= CAST(? AS TIMESTAMP)"
 
 
 def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str] | tuple[str, ...], *, cutoff: bool,
@@ -103,7 +102,7 @@ def _latest_versions(group: FeatureGroupSpec, table: str, columns: list[str] | t
     written by the knowledge cutoff); of the labels group's `observations`: of every entity and observation time."""
     key = [group.record_identifier.name] + ([group.event_time.name] if observations else [])
     newest = ", ".join(_newest_first(None if observations else group.event_time.name))
-    condition = f"{quote(group.event_time.name)} <= ?" + (f" AND {_written_by_cutoff()}" if cutoff else "")
+    condition = f"{quote(group.event_time.name)} <= ?" + (f" AND {_WRITTEN_BY_CUTOFF}" if cutoff else "")
     return f"""SELECT
     {_columns(columns)}
 FROM (
@@ -175,7 +174,7 @@ FROM (
                 {oldest}
         ) AS "_version_rank"
     FROM "_observations"
-    JOIN (SELECT * FROM {table} WHERE {_written_by_cutoff()}) AS "_features"
+    JOIN (SELECT * FROM {table} WHERE {_WRITTEN_BY_CUTOFF}) AS "_features"
         ON "_features".{quote(entity)} = "_observations".{quote(entity)}
         AND "_features".{quote(group.event_time.name)} <= "_observations".{quote(time)}
 {_NEWEST_KEPT}"""
