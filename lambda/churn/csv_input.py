@@ -148,19 +148,14 @@ def data_rows(rows: Iterator[tuple[int, int, list[str]]], header: list[str], sou
         if blank is not None:
             raise InputValidationError(source, "a blank line inside the data (blank lines may only end the file)",
                                        line=blank)
-        if len(row) != len(header) or end != line:
-            _check_row(row, header, source, line)
+        if len(row) != len(header):
+            raise InputValidationError(source, f"expected {len(header)} fields as in the header, found {len(row)}",
+                                       line=line)
+        if end != line:  # a quoted value went on over lines
+            for column, value in zip(header, row, strict=True):
+                if "\n" in value or "\r" in value:
+                    raise _line_break(source, value, line, column)
         yield line, row
-
-
-def _check_row(row: list[str], header: list[str], source: str, line: int) -> None:
-    """A row that is not one line of the header's width (a quoted value may go on over lines) fails here."""
-    if len(row) != len(header):
-        raise InputValidationError(source, f"expected {len(header)} fields as in the header, found {len(row)}",
-                                   line=line)
-    for column, value in zip(header, row, strict=True):
-        if "\n" in value or "\r" in value:
-            raise _line_break(source, value, line, column)
 
 
 def _line_break(source: str, value: str, line: int, column: str) -> InputValidationError:
