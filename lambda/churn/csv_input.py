@@ -34,16 +34,9 @@ class InputValidationError(ValueError):
     """The input file cannot be ingested. The message names file, line and column."""
 
     def __init__(self, source: str, reason: str, *, line: int | None = None, column: str | None = None):
-        self.source = source
-        self.line = line
-        self.column = column
-        self.reason = reason
-        where = source
-        if line is not None:
-            where += f", line {line}"
-        if column is not None:
-            where += f", column '{column}'"
-        super().__init__(f"{where}: {reason}")
+        self.source, self.line, self.column, self.reason = source, line, column, reason
+        at = (f", line {line}" if line is not None else "") + (f", column '{column}'" if column is not None else "")
+        super().__init__(f"{source}{at}: {reason}")
 
     def __reduce__(self) -> tuple:  # rebuilt from its parts: it crosses back intact from an ingest worker process
         return functools.partial(type(self), line=self.line, column=self.column), (self.source, self.reason)

@@ -45,9 +45,7 @@ def read_evaluation_from_model_tarball(artifact: bytes, source: str = MODEL_ARTI
     with tarfile.open(fileobj=io.BytesIO(artifact), mode="r:gz") as archive:
         for member in archive.getmembers():
             if member.isfile() and posixpath.normpath(member.name) == EVALUATION_FILE:  # "./evaluation.json" too
-                extracted = archive.extractfile(member)
-                if extracted is not None:
-                    return json.load(extracted)
+                return json.load(archive.extractfile(member))  # a regular file: extractfile gives no None
     raise EvaluationMissing(f"{source} has no {EVALUATION_FILE}")
 
 
