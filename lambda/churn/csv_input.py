@@ -12,8 +12,9 @@ import csv
 import functools
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from churn import contract
 from churn.features import RowError, to_record
 from churn.schema import FeatureGroupSpec
 
@@ -42,13 +43,15 @@ class InputValidationError(ValueError):
         return functools.partial(type(self), line=self.line, column=self.column), (self.source, self.reason)
 
 
-def map_item_rows(items: list[tuple[int, dict[str, object]]]) -> list[tuple[int, dict[str, str | None]]]:
-    """Distributed Map items, (line, row) (its CSV item reader keys a row by the header as written), as
-    iter_raw_rows reads them: a BOM and stray spaces dropped from the column names, and no blank line. The
-    reader makes an item of a blank line (every value an empty string: the fields a row lacks are empty
-    strings); data_rows admits blank lines only at the end of the file, so such an item is nothing more."""
+def map_item_rows(items: list[dict[str, Any]]) -> list[tuple[int, dict[str, str | None]]]:
+    """Distributed Map items, `{ITEM_INDEX: the row's position in the file, ITEM_ROW: the row}` (its CSV item
+    reader keys a row by the header as written), as iter_raw_rows reads them: (file line, row), a BOM and
+    stray spaces dropped from the column names, and no blank line. The reader makes an item of a blank line
+    (every value an empty string: the fields a row lacks are empty strings); data_rows admits blank lines
+    only at the end of the file, so such an item is nothing more."""
+    lines_and_rows = ((item[contract.ITEM_INDEX] + FIRST_DATA_LINE, item[contract.ITEM_ROW]) for item in items)
     rows = [(line, {str(k).lstrip("\ufeff").strip(): (None if v is None else str(v)) for k, v in row.items()})
-            for line, row in items]
+            for line, row in lines_and_rows]
     return [(line, row) for line, row in rows if any(value and value.strip() for value in row.values())]
 
 

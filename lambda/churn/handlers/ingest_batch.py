@@ -9,7 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from churn import contract
 from churn.config import PipelineSettings
-from churn.csv_input import FIRST_DATA_LINE, map_item_rows
+from churn.csv_input import map_item_rows
 from churn.features import canonical_event_time
 from churn.handlers import environment
 from churn.handlers._runtime import client, feature_spec, logger, metrics, tracer
@@ -34,10 +34,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     BatchInput names the feature group and the run's event time. Failed records are returned, not
     raised: "Summarise ingest" reads every batch's result and names them."""
     batch = event["BatchInput"]
-    rows = map_item_rows([(item[contract.ITEM_INDEX] + FIRST_DATA_LINE, item[contract.ITEM_ROW])
-                          for item in event["Items"]])
     result = ingest_batch(
-        rows,
+        map_item_rows(event["Items"]),
         group=feature_spec().group(batch[contract.GROUP]),
         feature_group_name=batch[contract.FEATURE_GROUP_NAME],
         event_time=canonical_event_time(batch[contract.EVENT_TIME]),

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from churn import contract
-from churn.csv_input import FIRST_DATA_LINE, map_item_rows
+from churn.csv_input import map_item_rows
 from churn.handlers._runtime import client, feature_spec, logger, split_s3_uri, tracer
 from churn.ingest import BatchResult, IngestError, describe_failures
 
@@ -34,8 +34,7 @@ def _fail_batch(total: BatchResult, entry: dict[str, Any], id_column: str, error
     except (ValueError, AttributeError):
         pass
     items = json.loads(entry.get("Input") or "{}").get("Items", [])
-    for line, row in map_item_rows([(item[contract.ITEM_INDEX] + FIRST_DATA_LINE, item[contract.ITEM_ROW])
-                                    for item in items]):
+    for line, row in map_item_rows(items):
         total.fail(line, row.get(id_column) or "", error, message)
 
 
