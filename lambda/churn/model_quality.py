@@ -41,7 +41,6 @@ class GateDecision:
 
 
 def read_evaluation_from_model_tarball(artifact: bytes, source: str = MODEL_ARTIFACT_FILE) -> dict[str, Any]:
-    """evaluation.json from a SageMaker model artifact (model.tar.gz)."""
     with tarfile.open(fileobj=io.BytesIO(artifact), mode="r:gz") as archive:
         for member in archive.getmembers():
             if member.isfile() and posixpath.normpath(member.name) == EVALUATION_FILE:  # "./evaluation.json" too

@@ -105,7 +105,6 @@ class FeatureGroupSpec:
         return (self.record_identifier.source_column, *own_time, *(f.source_column for f in self.features), *label)
 
     def feature_definitions(self) -> list[dict[str, str]]:
-        """The `FeatureDefinitions` of the SageMaker feature group."""
         return [{"FeatureName": f.name, "FeatureType": f.type} for f in self.all_features]
 
     def feature_group_definition(self) -> dict[str, Any]:

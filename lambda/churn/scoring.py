@@ -110,7 +110,6 @@ def rank(predictions: Iterable[tuple[str, float]]) -> Ranking:
 
 
 def write_scores(ranking: Ranking, stream: IO[str], id_column: str, model_version: str) -> None:
-    """scores.csv into a text stream."""
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow([id_column, *SCORE_COLUMNS])
     writer.writerows(zip(ranking.record_ids, map("{:.6f}".format, ranking.probabilities), count(1),
