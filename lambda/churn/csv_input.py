@@ -63,12 +63,8 @@ class CsvSummary:
 def _byte_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """Split any readable binary stream (file, S3 StreamingBody) into lines, endings kept."""
     pending = b""
-    while True:
-        chunk = stream.read(chunk_size)
-        if not chunk:
-            break
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
+    for chunk in iter(functools.partial(stream.read, chunk_size), b""):
+        *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             yield line + b"\n"
     if pending:
