@@ -184,11 +184,9 @@ def check_header(header: list[str], source: str, group: FeatureGroupSpec) -> Non
                 raise InputValidationError(
                     source, f"the header is split by {name}s, not commas: save the file as comma-separated CSV", line=1
                 )
-    duplicates = sorted({h for h in header if h and header.count(h) > 1})
-    if duplicates:
+    if duplicates := sorted({h for h in header if h and header.count(h) > 1}):
         raise InputValidationError(source, f"duplicate column name(s) {duplicates}", line=1)
-    missing = [column for column in group.source_columns if column not in header]
-    if missing:
+    if missing := [column for column in group.source_columns if column not in header]:
         raise InputValidationError(
             source, f"missing column(s) {missing} that the feature group '{group.name}' requires", line=1
         )

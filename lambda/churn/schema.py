@@ -417,8 +417,7 @@ def _whole_number(raw: dict[str, Any], key: str, where: str, minimum: int = 1) -
 
 
 def _no_unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = set(raw) - known
-    if unknown:
+    if unknown := set(raw) - known:
         raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}")
 
 

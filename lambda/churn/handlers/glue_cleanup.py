@@ -24,8 +24,7 @@ def delete_table(glue: Any, database: str, table: str) -> bool:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     props = event.get("ResourceProperties", {})
     database, table = props["DatabaseName"], props["TableName"]
-    physical_id = event.get("PhysicalResourceId") or f"{database}.{table}"
     if event["RequestType"] == "Delete":
         deleted = delete_table(client("glue"), database, table)
         logger.info("glue table clean-up", extra={"database": database, "table": table, "deleted": deleted})
-    return {"PhysicalResourceId": physical_id}
+    return {"PhysicalResourceId": event.get("PhysicalResourceId") or f"{database}.{table}"}
