@@ -159,8 +159,8 @@ def to_record(row: Mapping[str, str | None], group: FeatureGroupSpec, event_time
         raise RowError("the record identifier is empty", column=id_feature.source_column, value="")
     own_time = _event_time_of(row, group) if group.has_history else event_time
     record = {id_feature.name: record_id, group.event_time.name: own_time}
-    for feature in group.features:  # `source or name`: source_column, minus a property call per value
-        if (value := parse_value(feature, row.get(feature.source or feature.name))) is not None:
+    for feature in group.features:
+        if (value := parse_value(feature, row.get(feature.source_column))) is not None:
             record[feature.name] = value
     label = group.label
     if label is not None:
