@@ -71,7 +71,7 @@ from pipeline.backends import ABORTED, FAILED, RUNNING, SUCCEEDED, Reporter
 from pipeline.fast_validate import validate_file_fast
 from pipeline.local_aws import batch_transform
 from pipeline.local_aws.feature_store import LocalFeatureStore
-from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry, relative_paths
+from pipeline.local_aws.registry import APPROVED, REJECTED, LocalModelRegistry, ModelEntry, relative_paths, write_record
 from pipeline.local_aws.training_job import JobDirectories, pack_model, run_training
 from pipeline.local_ingest import ingest_file
 
@@ -423,13 +423,11 @@ class LocalPipeline:
         self.reporter.step_finished(name, seconds, outcome.step_details[name])
 
     def _write_summary(self, outcome: RunOutcome) -> None:
-        """run.json, once the run has its directory (nothing is written before its input is known good), whole
-        (written aside, then renamed: a reader never sees half of it); cross-validation (no pid) records none."""
+        """run.json, once the run has its directory (nothing is written before its input is known good);
+        cross-validation (no pid) records none."""
         run_dir = Path(outcome.run_dir)
         if outcome.pid and run_dir.exists():
-            recorded = relative_paths(asdict(outcome), RUN_PATH_FIELDS, self.workspace.root)
-            (run_dir / f".{RUN_FILE}").write_text(json.dumps(recorded, indent=2), encoding="utf-8")
-            (run_dir / f".{RUN_FILE}").replace(run_dir / RUN_FILE)
+            write_record(run_dir / RUN_FILE, relative_paths(asdict(outcome), RUN_PATH_FIELDS, self.workspace.root))
 
 
 def _error_of(exc: BaseException) -> tuple[str, str]:

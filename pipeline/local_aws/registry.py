@@ -31,6 +31,14 @@ def relative_paths(record: dict[str, Any], fields: Iterable[str], root: Path) ->
     return {**record, **{name: str(Path(record[name]).relative_to(root)) for name in inside}}
 
 
+def write_record(path: Path, record: Any) -> None:
+    """`record` as the JSON of `path`, whole: written aside, then renamed, so that a reader (or a crash) never
+    meets half of it."""
+    aside = path.with_name(f".{path.name}.tmp")
+    aside.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    os.replace(aside, path)
+
+
 def resolved_paths(record: dict[str, Any], fields: Iterable[str], root: Path) -> dict[str, Any]:
     """`record` with its relative `fields` in the workspace `root` it was read from; an absolute one (as an
     earlier version recorded them) stays as it is."""
@@ -113,10 +121,5 @@ class LocalModelRegistry:
             if entry.status == APPROVED:
                 entry.version = 1 + max((e.version or 0 for e in entries), default=0)
             entries.append(entry)
-            payload = json.dumps({"models": [relative_paths(asdict(e), PATH_FIELDS, self.root)
-                                             for e in entries]}, indent=2)
-            # Atomic replace: a crash never leaves a half-written registry (one writer at a time: the lock).
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(payload, encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_record(self.path, {"models": [relative_paths(asdict(e), PATH_FIELDS, self.root) for e in entries]})
         return entry
