@@ -46,8 +46,10 @@ _CLIENT_ERRORS: dict[str, tuple[str, str, str]] = {
         "AWS rejected the credentials ({code})", "check AWS_ACCESS_KEY_ID / AWS_PROFILE", "InvalidCredentials")),
     **dict.fromkeys(("Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded",
                      "SlowDown"), ("AWS throttled {operation}", "wait a moment and try again", "Throttled")),
-    "ExecutionDoesNotExist": ("execution not found: {arn}", "list recent executions with `python -m pipeline runs`",
-                              "ExecutionDoesNotExist"),
+    # Step Functions keeps an execution 90 days after it ends (its quota "Maximum execution history retention").
+    "ExecutionDoesNotExist": ("execution not found: {arn}", "list recent executions with `python -m pipeline runs`; "
+                              "Step Functions forgets an execution 90 days after it ends (its scores stay in the "
+                              "bucket: `python -m pipeline scores --run NAME`)", "ExecutionDoesNotExist"),
     "StateMachineDoesNotExist": ("the stack's state machine does not exist any more", f"re-{DEPLOY_HINT}",
                                  "StateMachineDoesNotExist"),
     "NoSuchBucket": ("the stack's bucket does not exist: {message}", f"re-{DEPLOY_HINT}", "NoSuchBucket"),

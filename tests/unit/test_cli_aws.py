@@ -642,7 +642,7 @@ def test_status_of_an_unknown_execution(stack, cli):
     assert result.exit_code == 1
     message = one_error_line(result)
     assert "execution not found" in message and "no-such-run" in message
-    assert "python -m pipeline runs" in message
+    assert "90 days after it ends" in message and "python -m pipeline runs" in message
 
 
 def test_runs_lists_recent_executions_with_auc(stack, cli):

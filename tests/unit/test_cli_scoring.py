@@ -272,6 +272,16 @@ def test_aws_scores_read_the_latest_succeeded_executions_scores_csv(stack):
     assert "OLD" in older.stdout and "0.5000" in older.stdout
 
 
+def test_aws_scores_of_a_run_step_functions_has_forgotten_are_read_from_the_bucket(stack):
+    """Step Functions forgets an execution 90 days after it ends; status's hint sends users here for its scores."""
+    stack.s3.put_object(Bucket=BUCKET, Key="scores/run-last-year/scores.csv",
+                        Body=scores_text([("OLD", 0.5)], "1").encode())
+    assert "execution not found" in one_error_line(invoke("status", "run-last-year"))
+    result = invoke("scores", "--run", "run-last-year")
+    assert result.exit_code == 0, result.output
+    assert "OLD" in result.stdout and "0.5000" in result.stdout
+
+
 def test_aws_scores_of_an_execution_without_scores_is_one_line(stack):
     result = invoke("scores")
     assert result.exit_code == 1
