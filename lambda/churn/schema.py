@@ -231,6 +231,9 @@ class FeatureSpec:
         single = {"record_identifier", "event_time", "label", "features", "online_ttl"}
         known = {"description", "derive", "validation"} | ({"feature_groups", "labels"} if multi else single)
         _no_unknown(data, known, origin)
+        if "derive" in data and not multi:  # a single group's CSV is read as it is, on AWS and locally
+            raise SpecError(f"{origin}: 'derive' needs 'feature_groups' and 'labels': a derivation writes each "
+                            "feature group's CSV, the labels' too, from one input file")
         if multi:
             groups, labels = _groups(data, origin)
         else:

@@ -56,6 +56,7 @@ def test_reserved_names_are_rejected(reserved):
         (lambda d: d.pop("label"), "missing required key 'label'"),
         (lambda d: d["event_time"].update(source="ts"), "takes no 'source'"),
         (lambda d: d["features"].append({"name": "y", "source": "Plan", "type": "String"}), "feed more than one"),
+        (lambda d: d.update(derive="cdnow"), "'derive' needs 'feature_groups' and 'labels'"),
     ],
 )
 def test_invalid_specs_say_what_is_wrong(mutate, message):
