@@ -15,7 +15,7 @@ class PipelineSettings:
     """Everything an operator may tune. CDK context keys are these field names."""
 
     quality_threshold: float = 0.80  # minimum validation ROC AUC to register a model
-    ingest_batch_size: int = 500  # rows per ingest Lambda invocation / local batch
+    ingest_batch_size: int = 500  # most rows a batch: an ingest Lambda call (bytes capped too) or a local one
     ingest_max_concurrency: int = 10  # Distributed Map child executions at once
     ingest_workers: int = 8  # BatchWriteRecord calls (25 records each) in flight inside one batch
     training_instance_type: str = "ml.m5.large"
