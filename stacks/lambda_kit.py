@@ -1,5 +1,6 @@
-"""Python Lambda functions the way this project builds them: own role, own encrypted log group, Powertools;
-and the custom resource provider that removes, at stack deletion, what AWS leaves behind."""
+"""Python Lambda functions the way this project builds them: own role, own encrypted log group, Powertools,
+a layer with the locked botocore's Feature Store model; and the custom resource provider that removes, at
+stack deletion, what AWS leaves behind."""
 
 from __future__ import annotations
 

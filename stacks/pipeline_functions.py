@@ -1,5 +1,5 @@
 """The pipeline's Lambda functions declared as data (handler, description, timeout, memory, the grants each
-needs), and the one way the state machine invokes them (retry of Lambda's transient errors, one catch)."""
+needs), and the one way the state machine invokes them (retry of Lambda's transient errors, the caller's catch)."""
 
 from __future__ import annotations
 

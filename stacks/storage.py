@@ -1,4 +1,4 @@
-"""DataStore: the KMS key, the data bucket (raw CSV, offline store, queries, models), Athena and Glue."""
+"""DataStore: the KMS key, the data bucket (its folders: churn.layout's prefixes), Athena and Glue."""
 
 from __future__ import annotations
 

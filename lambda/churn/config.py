@@ -1,4 +1,5 @@
-"""Pipeline settings with their defaults: read by `app.py` (CDK context) and by the local mode."""
+"""Pipeline settings with their defaults: `app.py` reads them from CDK context for the stacks; the local
+mode uses them too."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Feature engineering: one raw CSV row -> one feature group record, the same on AWS and locally.
+"""Record conversion: one raw CSV row -> one feature group record, the same on AWS and locally (features
+computed from several rows, e.g. CDNOW's snapshots, are a derivation's: churn.derivations).
 
 What it does, and why:
 - column names become snake_case feature names (the spec maps raw column -> feature);

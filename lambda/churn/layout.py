@@ -1,5 +1,5 @@
-"""Where a run's files live, written once: prefixes of the data bucket (the same folders under a local
-run) and the file names the steps hand to each other. Prefixes carry no trailing slash."""
+"""Where a run's files live, written once: prefixes of the data bucket (a local run keeps its scores in
+the same scores/ folder) and the file names the steps hand to each other. Prefixes carry no trailing slash."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from typing import Any
 from churn import contract
 from churn.layout import MODEL_ARTIFACT_FILE
 
-EVALUATION_FILE = "evaluation.json"
+EVALUATION_FILE = "evaluation.json"  # the training script's name for it too (the bundle cannot import churn)
 APPROVED = "Approved"  # the ModelApprovalStatus a model that passed the gate is registered with
 
 
