@@ -12,10 +12,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from churn import contract
+from churn import contract, steps
 from churn.ingest import IngestError
 from churn.layout import RUN_SCORES, SCORES_FILE
-from churn.model_quality import ModelQualityBelowThreshold
 from churn.naming import DEFAULT_STACK_NAME
 from pipeline import aws_objects
 from pipeline.aws_session import AwsSession, Deployment
@@ -248,6 +247,6 @@ def _gate(execution: Execution, evaluation: dict[str, Any]) -> str:
         return str(evaluation[contract.REASON])
     if execution.status == SUCCEEDED:
         return "passed: the model was registered"
-    if execution.error == ModelQualityBelowThreshold.__name__:
+    if execution.error == steps.BELOW_THRESHOLD:
         return readable_cause(execution.cause) or "below the threshold"
     return "-"

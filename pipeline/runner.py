@@ -33,7 +33,7 @@ from churn.config import PipelineSettings, training_hyperparameters
 from churn.csv_input import InputValidationError, text_lines, unreadable
 from churn.derivations import DERIVATIONS
 from churn.features import now_event_time, parse_event_time
-from churn.ingest import IngestError, OfflineStoreTimeout, describe_failures
+from churn.ingest import IngestError, describe_failures
 from churn.layout import (
     MODEL_ARTIFACT_FILE,
     SAMPLE_DATA,
@@ -47,12 +47,7 @@ from churn.layout import (
     TRAINING_SET_FILE,
     TRANSFORM_OUTPUT_DIR,
 )
-from churn.model_quality import (
-    EVALUATION_FILE,
-    ModelQualityBelowThreshold,
-    quality_gate,
-    read_evaluation_from_model_tarball,
-)
+from churn.model_quality import EVALUATION_FILE, quality_gate, read_evaluation_from_model_tarball
 from churn.schema import FeatureGroupSpec, FeatureSpec
 from churn.scoring import TOP_CUSTOMERS, TRANSFORM_MAX_PAYLOAD_MB, ScoringError, rank, read_predictions, write_scores
 from churn.sql import (
@@ -93,9 +88,9 @@ KILLED = ("Killed", "its process ({pid}) ended without recording how the run end
 
 class PipelineFailed(Exception):
     """A step failed; `error` names the failure in run.json and the CLI. Where the state machine fails the
-    same way it is the error that reports (the class's name: InputValidationError, IngestError,
-    OfflineStoreTimeout, ModelQualityBelowThreshold, ScoringError); else it is the local run's own name
-    (TrainingFailed, ScoringFailed, EmptyTrainingSet, EmptyScoringSet, InputChanged)."""
+    same way it is the error that reports (an exception's name: InputValidationError, IngestError,
+    ScoringError; a Fail state's: churn.steps.OFFLINE_STORE_TIMEOUT, BELOW_THRESHOLD); else it is the local
+    run's own name (TrainingFailed, ScoringFailed, EmptyTrainingSet, EmptyScoringSet, InputChanged)."""
 
     def __init__(self, error: str, cause: str, step: str = ""):
         super().__init__(f"{error}: {cause}")
@@ -278,7 +273,7 @@ class LocalPipeline:
             with self._duckdb(store, only=group.name) as con:
                 (count,) = con.execute(query.text, [values[name] for name in query.parameters]).fetchone()
             if count < expected:
-                raise PipelineFailed(OfflineStoreTimeout.__name__,
+                raise PipelineFailed(steps.OFFLINE_STORE_TIMEOUT,
                                      f"offline store had {count} of {expected} records after 1 check")
 
     def _tables(self) -> dict[str, str]:
@@ -340,7 +335,7 @@ class LocalPipeline:
             )
             if not decision.passed:
                 self.workspace.registry.add(entry)
-                raise PipelineFailed(ModelQualityBelowThreshold.__name__, decision.reason)
+                raise PipelineFailed(steps.BELOW_THRESHOLD, decision.reason)
         with self._step(steps.REGISTER_MODEL, outcome, lambda: f"version {outcome.model_version}"):
             outcome.model_version = self.workspace.registry.add(entry).version
 

@@ -15,7 +15,6 @@ from constructs import Construct
 
 from churn import contract, steps
 from churn.config import PipelineSettings
-from churn.ingest import OfflineStoreTimeout
 from churn.layout import FAILED_RECORDS_FILE, INGEST_PREFIX, INGEST_RESULTS, input_prefix
 from churn.sql import offline_count_sql
 from stacks import nag, retries
@@ -203,7 +202,7 @@ class IngestPhase(Phase):
         record = sfn.Pass(self, step(steps.RECORD_OFFLINE_CHECK), result_path=wait_path,
                           parameters={OFFLINE_CHECKS: sfn.JsonPath.math_add(
                               sfn.JsonPath.number_at(OFFLINE_CHECKS_PATH), 1)})
-        timed_out = sfn.Fail(self, step(steps.OFFLINE_STORE_TIMED_OUT), error=OfflineStoreTimeout.__name__,
+        timed_out = sfn.Fail(self, step(steps.OFFLINE_STORE_TIMED_OUT), error=steps.OFFLINE_STORE_TIMEOUT,
                              cause_path=sfn.JsonPath.format(
                                  "offline store had {} of {} records after {} checks",
                                  sfn.JsonPath.string_at(contract.path(contract.OFFLINE_COUNT, contract.RECORDS)),

@@ -16,7 +16,7 @@ from constructs import Construct
 from churn import contract, naming, steps
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.layout import MODELS_PREFIX, QUERY_PREFIX, TRAINING_CHANNEL
-from churn.model_quality import APPROVED, ModelQualityBelowThreshold
+from churn.model_quality import APPROVED
 from churn.schema import FeatureSpec
 from churn.sql import training_set_sql
 from stacks import nag, retries
@@ -107,7 +107,7 @@ class TrainingPhase(Phase):
             contract.THRESHOLD: settings.quality_threshold,
         }, result_path=contract.path(contract.EVALUATION), failure=failure)
         below_threshold = sfn.Fail(
-            self, steps.MODEL_BELOW_THRESHOLD, error=ModelQualityBelowThreshold.__name__,
+            self, steps.MODEL_BELOW_THRESHOLD, error=steps.BELOW_THRESHOLD,
             cause_path=sfn.JsonPath.format(f"validation AUC {{}} is below the threshold {settings.quality_threshold}",
                                            sfn.JsonPath.string_at(contract.VALIDATION_AUC_PATH)),
         )

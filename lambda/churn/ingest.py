@@ -32,10 +32,6 @@ class IngestError(RuntimeError):
     """Records could not be written; the message names them (file line, record id, error)."""
 
 
-class OfflineStoreTimeout(RuntimeError):
-    """The offline store did not hold every record of the run after the configured number of checks."""
-
-
 @dataclass(frozen=True)
 class Backoff:
     """How unprocessed entries are sent again: exponential, full jitter, a bounded number of attempts."""

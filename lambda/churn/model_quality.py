@@ -16,10 +16,6 @@ EVALUATION_FILE = "evaluation.json"  # the training script's name for it too (th
 APPROVED = "Approved"  # the ModelApprovalStatus a model that passed the gate is registered with
 
 
-class ModelQualityBelowThreshold(Exception):
-    """The model's validation AUC is below the configured threshold; it is not registered."""
-
-
 class EvaluationMissing(Exception):
     """The model artifact holds no evaluation.json: the training script did not finish its job."""
 

@@ -34,6 +34,9 @@ SUMMARISE_RUN = "Summarise run"
 PIPELINE_SUCCEEDED = "Pipeline succeeded"
 RECORD_FAILURE = "Record failure"
 PIPELINE_FAILED = "Pipeline failed"
+# The errors the pipeline's own Fail states end an execution with (state machine error names, not exceptions)
+OFFLINE_STORE_TIMEOUT = "OfflineStoreTimeout"  # "Offline store timed out"
+BELOW_THRESHOLD = "ModelQualityBelowThreshold"  # "Model below quality threshold"
 
 # The states each feature group has of its own; with several groups their names carry the group's.
 GROUP_STEPS = (VALIDATE_INPUT, INGEST_FEATURES, INGEST_BATCH, SUMMARISE_INGEST, START_OFFLINE_CHECKS,
