@@ -22,7 +22,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make demo     train a churn model locally on the bundled data and show its metrics"
 	@echo "make cdnow    fetch the CDNOW purchase log and run its three feature groups locally"
-	@echo "make test     linters, security gates and all tests (what CI runs)"
+	@echo "make test     linters, security gates and all tests (CI runs it, then make synth)"
 	@echo "make lint     ruff + cfn-lint on the synthesized template (cdk-nag runs during synth)"
 	@echo "make synth    npx cdk synth (offline)"
 	@echo "make deploy   npx cdk deploy (needs AWS credentials)"

@@ -21,7 +21,8 @@ What moto 5.2.5 does, and what this changes:
   OutputType JSON), one child execution each, in DescribeExecution's fields (Input and Output as JSON
   text, Error and Cause for a failed child), then `manifest.json` listing them with their sizes. A file
   that would be empty is not written and not listed (AWS's own example manifests list empty arrays).
-  A Map Run that exceeds its thresholds exports, then fails (research.md point 1; its history still
+  A Map Run that exceeds its thresholds exports, then fails with States.ExceedToleratedFailureThreshold
+  (ASSUMED that it exports first: AWS's page on the threshold names only the error; its history still
   shows moto's MapRunSucceeded, which moto writes before the ResultWriter runs).
   ASSUMED where AWS shows no example: an EXPRESS child's ARN is `...:express:<machine>/<label>:<map run
   uuid>:<child uuid>`, its Name the child uuid; dates are ISO 8601 UTC with milliseconds; a failed

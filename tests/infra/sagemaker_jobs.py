@@ -3,7 +3,7 @@
 - `SageMakerTraining`: CreateTrainingJob in the XGBoost container's script mode. The code bundle comes
   from the cloud assembly (`sagemaker_submit_directory`), the channels from moto S3, and the script runs
   through `pipeline.local_aws.training_job` (the container's environment contract and arguments, as the
-  local run does). What the container's toolkit (sagemaker-containers 2.8.6, research.md point 10) does
+  local run does). What the container's toolkit (sagemaker-containers 2.8.6, as its source reads) does
   around the script is imitated: when the script fails it overwrites `/opt/ml/output/failure` with
   `ExecuteUserScriptError:\\nCommand "<the command>"` (whatever the script wrote there), so the job's
   FailureReason, `AlgorithmError: ` and that file cut to DescribeTrainingJob's 1024 characters, never
