@@ -31,6 +31,7 @@ import inspect
 import io
 import json
 import os
+import sys
 import tarfile
 import time
 import zipfile
@@ -279,17 +280,23 @@ class PipelineHarness:
         return buffer.getvalue()
 
     def check_deployed_code(self, module_name: str, module: Any) -> None:
-        """The module imported in-process must be byte-for-byte the one in the function's asset."""
-        if module_name in self._checked_modules:
-            return
-        relative = Path(*module_name.split(".")).with_suffix(".py")
-        candidates = [p / relative for p in self.assets.values() if p.is_dir() and (p / relative).is_file()]
-        if not candidates:
-            raise AssertionError(f"{relative} is not in any Lambda asset of the cloud assembly")
-        imported = Path(module.__file__).read_bytes()
-        if not any(c.read_bytes() == imported for c in candidates):
-            raise AssertionError(f"{module.__file__} differs from {relative} in the Lambda asset")
-        self._checked_modules.add(module_name)
+        """The handler's module, and every module of its package imported in-process (what the handler
+        runs), must be byte-for-byte the one in the function's asset: a venv whose editable install
+        points at another checkout would otherwise test that checkout's library code."""
+        package = module_name.partition(".")[0]
+        loaded = [(name, m) for name, m in list(sys.modules.items()) if name.partition(".")[0] == package]
+        for name, imported in [(module_name, module), *loaded]:
+            if name in self._checked_modules or not getattr(imported, "__file__", None):
+                continue
+            path = Path(imported.__file__)
+            relative = Path(*name.split("."), *(["__init__.py"] if path.name == "__init__.py" else []))
+            relative = relative if relative.suffix == ".py" else relative.with_suffix(".py")
+            candidates = [p / relative for p in self.assets.values() if p.is_dir() and (p / relative).is_file()]
+            if not candidates:
+                raise AssertionError(f"{relative} is not in any Lambda asset of the cloud assembly")
+            if not any(c.read_bytes() == path.read_bytes() for c in candidates):
+                raise AssertionError(f"{path} differs from {relative} in the Lambda asset")
+            self._checked_modules.add(name)
 
     # -- S3 and code bundles -----------------------------------------------------------------
     def code_bundle(self, uri: str, target: Path) -> Path:
