@@ -30,6 +30,14 @@ def _path(value: object, default: str) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
+def _data_file(value: object) -> Path:
+    """The input `cdk deploy` uploads to raw/: read at synth, as an asset."""
+    path = _path(value, SAMPLE_DATA)
+    if not path.is_file():
+        raise ValueError(f"-c data={value or SAMPLE_DATA}: {path} is not a file")
+    return path
+
+
 def build_app(
     context: dict[str, Any] | None = None,
     *,
@@ -51,7 +59,7 @@ def build_app(
         str(get("stack_name") or DEFAULT_STACK_NAME),
         spec=FeatureSpec.load(_path(get("spec"), SAMPLE_SPEC)),
         settings=PipelineSettings.from_context(get),
-        data_file=_path(get("data"), SAMPLE_DATA),
+        data_file=_data_file(get("data")),
         enable_s3_trigger=_flag(get("enable_s3_trigger") or False),
         alarm_email=str(get("alarm_email")) if get("alarm_email") else None,
         env=env,
@@ -64,5 +72,5 @@ def build_app(
 if __name__ == "__main__":
     try:
         build_app()[0].synth()
-    except ValueError as exc:  # a bad -c value, spec or region (SpecError, UnsupportedRegion): one line
+    except ValueError as exc:  # a bad -c value, spec, data file or region (SpecError, UnsupportedRegion): one line
         sys.exit(f"error: {exc}")

@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from churn.config import PipelineSettings, training_hyperparameters
-from churn.csv_input import InputValidationError, text_lines
+from churn.csv_input import InputValidationError, text_lines, unreadable
 from churn.derivations import DERIVATIONS, DerivationError
 from churn.features import now_event_time
 from churn.layout import HYPERPARAMETERS_MODULE, SCORES_FILE, SCORES_PREFIX
@@ -156,8 +156,9 @@ def check_input_file(spec: FeatureSpec, path: Path, group: str | None) -> str:
                            error="InvalidGroup")
         checked = spec.group(group) if group else spec.groups[0]
         return f"{validate_file_fast(str(path), checked, not_after=now_event_time()).rows} rows"
-    except (ValueError, OSError) as exc:  # InputValidationError, DerivationError, undecodable bytes
-        raise BadInput(str(exc), "fix the file and try again; nothing was uploaded",
+    except (ValueError, OSError) as exc:  # InputValidationError, DerivationError, undecodable bytes, unreadable
+        refused = unreadable(str(path), exc) if isinstance(exc, OSError) else exc
+        raise BadInput(str(refused), "fix the file and try again; nothing was uploaded",
                        error=InputValidationError.__name__) from None
     except KeyError as exc:
         raise BadInput(str(exc.args[0]), error="InvalidGroup") from None

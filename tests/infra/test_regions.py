@@ -54,6 +54,8 @@ def test_a_concrete_region_needs_no_rule(variant):
 @pytest.mark.parametrize(("context", "region", "message"), [
     ({}, "me-central-1", "error: region me-central-1 is not supported: the stack needs"),
     ({"hyperparameters": "{bad"}, "us-east-1", "error: setting 'hyperparameters': '{bad' is not a valid JSON object"),
+    ({"data": "CDNOW_master.txt"}, "us-east-1",  # make cdnow fetches it to .local/data/, not to the project root
+     f"error: -c data=CDNOW_master.txt: {ROOT / 'CDNOW_master.txt'} is not a file"),
     ({"hyperparameters": '{"eta": 5}'}, "us-east-1",  # refused by training/hyperparameters.py, not at Train model
      "error: setting 'hyperparameters': hyperparameter eta=5.0: learning rate, in (0, 1]"),
 ])

@@ -319,6 +319,14 @@ def test_upload_checks_a_derivations_input_by_deriving_and_a_groups_csv_by_its_g
     assert raw_keys(stack) == ["raw/churn.csv"]
 
 
+@pytest.mark.parametrize("spec_file", ["cdnow.spec.json", "churn.spec.json"])  # derived from, or read as a CSV
+def test_upload_of_a_missing_file_names_it(stack, cli, spec_file, tmp_path):
+    missing = tmp_path / "CDNOW_master.txt"
+    result = cli("upload", "--spec", ROOT / "data" / spec_file, "--data", missing, "--key", "x.csv")
+    assert result.exit_code == 2 and one_error_line(result).startswith(f"error: {missing}: file not found\n")
+    assert raw_keys(stack) == ["raw/churn.csv"]
+
+
 def test_raw_trigger_is_detected_from_the_bucket_notifications():
     s3 = boto3.Session(region_name=REGION).client("s3")
     with Stubber(s3) as stub:
