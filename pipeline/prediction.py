@@ -1,7 +1,7 @@
 """One customer scored now, from the online store, with the features that moved the probability most.
 
 The same model files and encoding as the batch scores (the training script's serving module), read
-from a model artifact the caller unpacked; the features are each online feature group's latest record.
+from the model.tar.gz it unpacks; the features are each online feature group's latest record.
 """
 
 from __future__ import annotations

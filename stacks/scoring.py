@@ -37,7 +37,7 @@ from stacks.phase import Phase
 
 # Batch scoring. SplitType Line + BatchStrategy MultiRecord: Batch Transform cuts the scoring set into
 # requests of whole lines of at most TRANSFORM_MAX_PAYLOAD_MB (5 MiB, ~30k Telco customers), the header
-# only in the first; input_fn reads the others by position, and AssembleWith Line joins the responses,
+# only in the first; predict_fn reads the others by position, and AssembleWith Line joins the responses,
 # whose repeated headers Rank scores skips. In script mode the model server sets no body limit of its
 # own (nginx client_max_body_size 0); 5 MiB keeps each request's parsing and the model server's memory
 # bounded, and any number of customers scores in requests of bounded size

@@ -170,7 +170,7 @@ class FeatureGroup:
         return str(int(value)) if self.id_integral else value
 
     def event_time(self, value: Any, key: str, operation: str) -> tuple[float, str]:
-        """(unix seconds, partition) of an event time, or a ValidationException."""
+        """(unix seconds, partition) of an event time, or the operation's validation error (`invalid`)."""
         parsed = self._event_times.get(value) if isinstance(value, str) else None
         if parsed is not None:
             return parsed
@@ -196,7 +196,7 @@ class FeatureGroup:
         return parsed
 
     def values(self, record: Any, operation: str) -> list[str | None]:
-        """A Record's values in column order (None where left out), or a ValidationException."""
+        """A Record's values in column order (None where left out), or the operation's validation error (`invalid`)."""
         texts: list[Any] = [None] * len(self.columns)
         index = self.index
         try:

@@ -373,7 +373,7 @@ def test_score_customers_is_a_batch_transform_of_the_scoring_set(states):
             "S3Uri.$": "States.Format('s3://storagebucket5cb7c8ea/scores/{}/input/', $$.Execution.Name)",
             "S3DataType": "S3Prefix",
         }},
-        "SplitType": "Line",  # requests of whole lines: the header only in the first, input_fn reads the rest
+        "SplitType": "Line",  # requests of whole lines: the header only in the first, predict_fn reads the rest
     }
     output = params["TransformOutput"]
     assert output["S3OutputPath.$"] == (
