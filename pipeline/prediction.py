@@ -22,9 +22,10 @@ SERVING_MODULE = "serving"  # training/serving.py: load_model, predict_frame, co
 
 def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], record_id: str,
                     scores_command: str) -> tuple[dict[str, str], list[str]]:
-    """Every online feature group's latest record of the customer, merged, and the groups read:
-    DescribeFeatureGroup says which groups have an online store (not the labels group), the record
-    identifier's type and for how long they keep a record (TtlDuration); GetRecord reads it.
+    """Every online feature group's latest record of the customer, merged (a feature the group defines and
+    the record leaves out is None: missing), and the groups read: DescribeFeatureGroup says which groups have
+    an online store (not the labels group), their features, the record identifier's type and for how long
+    they keep a record (TtlDuration); GetRecord reads it.
     `catalog`/`runtime` are boto3's sagemaker/featurestore-runtime clients, or the local feature store (both)."""
     values: dict[str, str] = {}
     read: list[str] = []
@@ -37,7 +38,8 @@ def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], 
         record = runtime.get_record(FeatureGroupName=name, RecordIdentifierValueAsString=key).get("Record")
         if not record:
             raise _missing_record(key, name, online.get("TtlDuration"), scores_command, len(feature_groups) > 1)
-        values.update((item["FeatureName"], item["ValueAsString"]) for item in record)  # absent features: missing
+        values.update(dict.fromkeys(definition["FeatureName"] for definition in described["FeatureDefinitions"]))
+        values.update((item["FeatureName"], item["ValueAsString"]) for item in record)
         read.append(name)
     return values, read
 
@@ -81,6 +83,11 @@ def predict_artifact(artifact: Path | bytes, model: str, model_version: str, fea
         with extracted_model(artifact) as model_dir:
             serving = serving_module(TRAINING_DIR, SERVING_MODULE)
             churn_model = serving.load_model(model_dir)
+            if undefined := [name for name in churn_model.feature_names if name not in values]:
+                raise OperatorError(f"model version {model_version} ({model}) was trained on features that no "
+                                    f"online feature group read defines: {', '.join(undefined)} (another feature spec)",
+                                    "run the pipeline on the deployed spec: its model then scores customers",
+                                    error="ModelSpecMismatch")
             frame = pd.DataFrame([{name: values.get(name) for name in churn_model.feature_names}], dtype=object)
             probability = float(serving.predict_frame(churn_model, frame)[0])
             features, bias = serving.contributions(churn_model, frame)

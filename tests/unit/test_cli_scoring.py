@@ -18,7 +18,8 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from churn.features import now_event_time
-from churn.layout import TRAINING_ENTRY_POINT
+from churn.layout import SAMPLE_SPEC, TRAINING_ENTRY_POINT
+from churn.schema import FeatureSpec
 from churn.scoring import rank, scores_csv
 from pipeline.aws_session import AwsSession
 from pipeline.local_aws.batch_transform import serving_module
@@ -174,15 +175,15 @@ class Stack(dict):
     sfn: object
     sagemaker: object
     records: dict
+    definitions: list  # the deployed group's FeatureDefinitions
 
 
-def described_feature_group(name: str) -> dict:
+def described_feature_group(name: str, definitions: list[dict[str, str]]) -> dict:
     """DescribeFeatureGroup's answer for an online group, as the service gives it (the parts read here)."""
     return {"FeatureGroupArn": f"arn:aws:sagemaker:{REGION}:123456789012:feature-group/{name}",
             "FeatureGroupName": name, "RecordIdentifierFeatureName": "customer_id",
             "EventTimeFeatureName": "event_time", "CreationTime": "2026-01-01T00:00:00Z",
-            "FeatureDefinitions": [{"FeatureName": "customer_id", "FeatureType": "String"},
-                                   {"FeatureName": "event_time", "FeatureType": "String"}],
+            "FeatureDefinitions": definitions,
             "OnlineStoreConfig": {"EnableOnlineStore": True}, "FeatureGroupStatus": "Created"}
 
 
@@ -206,6 +207,7 @@ def stack(fake_aws, monkeypatch):
         deployed = Stack(outputs)
         deployed.s3, deployed.sfn, deployed.sagemaker = s3, sfn, session.client("sagemaker")
         deployed.records = {}
+        deployed.definitions = FeatureSpec.load(ROOT / SAMPLE_SPEC).groups[0].feature_definitions()  # the sample's
 
         original = AwsSession.client
 
@@ -223,7 +225,8 @@ def stack(fake_aws, monkeypatch):
                 made.meta.events.register(  # answered before the request is sent (a botocore before-call hook)
                     "before-call.sagemaker.DescribeFeatureGroup",
                     lambda params, **kwargs: (AWSResponse("", 200, {}, None),
-                                              described_feature_group(json.loads(params["body"])["FeatureGroupName"])))
+                                              described_feature_group(json.loads(params["body"])["FeatureGroupName"],
+                                                                      deployed.definitions)))
             return made
 
         monkeypatch.setattr(AwsSession, "client", client)
@@ -355,6 +358,23 @@ def test_aws_predict_uses_get_record_and_the_latest_approved_package(stack, mode
     assert shown["model"] == approved and shown["model_version"] == "2"
     assert shown["feature_groups"] == [GROUP] and shown["record_id"] == customer[0]
     assert shown["up"] or shown["down"]
+
+
+def test_aws_predict_with_a_model_of_another_spec_names_the_features_the_groups_lack(stack, model_artifact):
+    """After a deploy that changed the spec, the latest approved model may need features the deployed groups
+    no longer define: it is refused, not fed them as missing values."""
+    stack.s3.put_object(Bucket=BUCKET, Key="models/job-1/output/model.tar.gz", Body=model_artifact["bytes"])
+    stack.sagemaker.create_model_package_group(ModelPackageGroupName=PACKAGE_GROUP)
+    register(stack, "models/job-1/output/model.tar.gz")
+    stack.definitions = [d for d in stack.definitions if d["FeatureName"] not in ("tenure", "contract")]
+    defined = {d["FeatureName"] for d in stack.definitions}
+    customer = model_artifact["rows"][0]
+    stack.records[customer[0]] = [item for item in online_record(model_artifact["columns"], customer)
+                                  if item["FeatureName"] in defined]
+    result = invoke("predict", "--id", customer[0])
+    assert result.exit_code == 1
+    assert "was trained on features that no online feature group read defines: tenure, contract" in \
+        one_error_line(result)
 
 
 def test_aws_predict_unknown_customer_or_no_model_is_one_line(stack, model_artifact):
