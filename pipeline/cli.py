@@ -95,7 +95,7 @@ MODE_OPTIONS: dict[str, tuple[bool, str]] = {
     "--data": (LOCAL, "on AWS the input must be in the bucket: `python -m pipeline upload --data PATH`, then "
                       "--data-key"),
     "--spec": (LOCAL, "on AWS the spec is the one deployed: `npx cdk deploy -c spec=PATH`"),
-    "--workspace": (LOCAL, ""),
+    "--workspace": (LOCAL, "add --local to use the runs and models in it"),
     "--threshold": (LOCAL, "on AWS the threshold is set when deploying: `npx cdk deploy -c quality_threshold=0.8`"),
     "--hyperparameters": (LOCAL, "on AWS they are set when deploying: `npx cdk deploy -c hyperparameters='{...}'`"),
     "--data-key": (AWS, "use --data PATH with --local"),
@@ -109,8 +109,10 @@ MODE_OPTIONS: dict[str, tuple[bool, str]] = {
 def _backend(local: bool, workspace: Path | None, stack_name: str, region: str | None,
              poll_seconds: float = POLL_SECONDS, mode_options: dict[str, object] | None = None) -> Backend:
     """The backend --local chooses, once the options of the other mode (MODE_OPTIONS) are refused."""
-    stack = "" if stack_name == DEFAULT_STACK_NAME else stack_name  # the default is not a choice
-    for option, value in {**(mode_options or {}), "--stack-name": stack, "--region": region}.items():
+    stack = "" if stack_name == DEFAULT_STACK_NAME else stack_name  # the defaults are not a choice
+    chosen = None if workspace == DEFAULT_WORKSPACE else workspace
+    for option, value in {**(mode_options or {}), "--workspace": chosen, "--stack-name": stack,
+                          "--region": region}.items():
         mode, hint = MODE_OPTIONS[option]
         if value not in (None, False, [], "") and mode != local:
             raise BadInput(f"{option} is only used {'with --local' if mode == LOCAL else 'on AWS'}", hint)

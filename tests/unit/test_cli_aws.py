@@ -623,6 +623,14 @@ def test_run_options_of_the_other_mode_are_errors(cli, tmp_path):
     assert cli("run", "--threshold", "0.7").exit_code == 2
 
 
+@pytest.mark.parametrize("command", [["status", "run-1"], ["runs"], ["scores"], ["predict", "--id", "C1"]])
+def test_a_workspace_given_to_an_aws_command_says_to_add_local(cli, tmp_path, command):
+    """(It was read as an AWS command and failed on the region or the stack: the workspace went unused.)"""
+    result = cli(*command, "--workspace", tmp_path)
+    assert result.exit_code == 2 and one_error_line(result) == (
+        "error: --workspace is only used with --local\nhint: add --local to use the runs and models in it\n")
+
+
 # -- status and runs ------------------------------------------------------------------------------
 def test_status_by_name_shows_steps_result_and_links(stack, cli):
     assert cli("run", "--name", "run-a", "--poll-seconds", "0.01").exit_code == 0
