@@ -218,6 +218,12 @@ def _run_result(run: dict[str, Any]) -> RunResult:
     )
 
 
+def _announce(reporter: Reporter, what: str, data: Path, pipeline: LocalPipeline) -> None:
+    groups = pipeline.feature_groups
+    reporter.run_started(f"{what} on {data} (feature group{'s' if len(groups) > 1 else ''} "
+                         f"{', '.join(groups.values())})", tuple(groups))
+
+
 def _interrupted(exc: KeyboardInterrupt) -> Interrupted:
     """Ctrl-C, saying where the run that stopped is recorded (cross-validation records none)."""
     stopped = getattr(exc, "outcome", None)
@@ -257,9 +263,7 @@ class LocalBackend:
             raise BadInput(f"a local run named '{request.name}' already exists in {self.workspace.runs}",
                            "choose another --name, or leave it out to get a generated one", error="RunExists")
         pipeline = LocalPipeline(spec=spec, settings=settings, workspace=self.workspace, reporter=reporter)
-        groups = ", ".join(pipeline.feature_groups.values())
-        reporter.run_started(f"Local run on {data} (feature group{'s' if len(pipeline.feature_groups) > 1 else ''} "
-                             f"{groups})", tuple(pipeline.feature_groups))
+        _announce(reporter, "Local run", data, pipeline)
         with _refusals():
             try:
                 outcome = pipeline.run(data, run_id=request.name, knowledge_cutoff=request.knowledge_cutoff)
@@ -399,7 +403,9 @@ class LocalBackend:
         pipeline = LocalPipeline(spec=spec, settings=settings, workspace=self.workspace, reporter=reporter)
         try:
             with _refusals():
-                return pipeline.cross_validate(input_path(spec, spec_path, data), folds)
+                data = input_path(spec, spec_path, data)
+                _announce(reporter, "Local cross-validation", data, pipeline)  # its steps' column fits the groups'
+                return pipeline.cross_validate(data, folds)
         except PipelineFailed as exc:
             refused = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE).FoldsRefused.FORM.search(exc.cause)
             if refused:  # the training set cannot give that many folds: a refused option, as a bad --threshold is

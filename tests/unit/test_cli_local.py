@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -855,6 +856,9 @@ def test_evaluate_on_an_out_of_time_spec_folds_by_time(cdnow_log, groups_workspa
     assert folds == [("1997-12-15", "1997-04-15", "1997-08-15", "1997-10-15"),
                      ("1998-02-15", "1997-04-15", "1997-10-15", "1997-12-15")]
     assert summary_value(result.stderr, "folds").startswith("by time on observation_time (rolling origin)")
+    assert result.stderr.startswith(f"Local cross-validation on {cdnow_log} (feature groups local-profile-")
+    done = [line for line in result.stderr.splitlines() if line.startswith("✓ ")]
+    assert len({re.search(r"\d\.\ds  ", line).end() for line in done}) == 1  # the seconds line up, groups' steps too
     second = cv["fold_results"][1]
     assert summary_value(result.stderr, "fold 2") == (
         f"{second['auc']:.4f}  validated on {second['validation_periods']['first']} ({second['test_rows']} rows); "
