@@ -234,9 +234,9 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """List recent runs: name, status, start, duration, validation AUC."""
-    with _command(as_json):
+    with _command(as_json) as reporter:
         listing = _backend(local, workspace, stack_name, region).runs(max_runs)
-    render_runs(console, listing, as_json)
+    render_runs(reporter.out, listing, as_json)
 
 
 # -- upload -----------------------------------------------------------------------------------------

@@ -672,8 +672,9 @@ def test_runs_lists_recent_executions_with_auc(stack, cli):
     assert "SUCCEEDED" in good and "0.8512" in good
     assert "FAILED" in bad
     assert "run-bad: ModelQualityBelowThreshold" in result.stdout  # errors follow the table
-    listed = last_json(cli("runs", "--max", "1", "--json"))["runs"]
-    assert len(listed) == 1
+    as_json = cli("runs", "--max", "1", "--json")
+    assert len(last_json(as_json)["runs"]) == 1
+    assert as_json.stdout.count("\n") == 1 and "run-bad" in as_json.stderr  # the table went to stderr
 
 
 def test_runs_are_listed_by_their_start(stack, cli, monkeypatch):
