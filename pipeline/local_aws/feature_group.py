@@ -58,7 +58,7 @@ def client_error(code: str, message: str, operation: str, status: int = 400) -> 
 
 
 # The runtime's model names its validation error ValidationError; the control plane's is ValidationException.
-RUNTIME_OPERATIONS = frozenset({"PutRecord", "BatchWriteRecord", "GetRecord", "DeleteRecord"})
+RUNTIME_OPERATIONS = frozenset({"PutRecord", "BatchWriteRecord", "GetRecord"})
 
 
 def invalid(message: str, operation: str) -> ClientError:
@@ -254,10 +254,3 @@ class FeatureGroup:
             raise invalid(f"Record {key!r} (feature group '{self.name}'): event time {texts[self.event_index]!r} "
                           "plus its TtlDuration is after 9999-12-31, the latest ExpiresAt", operation)
         return (key, seconds, 0, expires, *texts), partition
-
-    def tombstone(self, key: str, event_text: str, operation: str) -> tuple[tuple, str]:
-        """The online tombstone and offline deletion marker of a DeleteRecord."""
-        seconds, partition = self.event_time(event_text, key, operation)
-        texts: list[str | None] = [None] * len(self.columns)
-        texts[self.id_index], texts[self.event_index] = key, event_text
-        return (key, seconds, 1, None, *texts), partition

@@ -5,18 +5,17 @@ service raises, so handler code written for the `sagemaker` and `sagemaker-featu
 clients runs unchanged against it. Only AWS's shapes are known here (no project types).
 
 What it mirrors, and how:
-- **Control plane**: `create_feature_group` (ResourceInUse if the name exists), `describe_feature_group`,
-  `delete_feature_group`. A group has an online store (`OnlineStoreConfig.EnableOnlineStore`), an
+- **Control plane**: `create_feature_group` (ResourceInUse if the name exists), `describe_feature_group`.
+  A group has an online store (`OnlineStoreConfig.EnableOnlineStore`), an
   offline store (an `OfflineStoreConfig` is given; its content is not used), or both.
 - **Online store**: one SQLite file (WAL) that any number of stores, in any processes, write at once
   (SQLite's own locking, with a busy timeout). It keeps the latest record per identifier: a write
   with an *older* event time never overwrites, an equal or newer one does (at an equal event time
-  the later API call wins, whichever process flushes first). SoftDelete leaves a tombstone (older
-  writes still lose to it); HardDelete removes the record.
+  the later API call wins, whichever process flushes first).
 - **TTL** (online store): `ExpiresAt = EventTime + TtlDuration`, as botocore's model documents for
   PutRecord, BatchWriteRecord and `OnlineStoreConfig.TtlDuration`: the duration comes from the
-  entry, else the BatchWriteRecord request, else the group. An expired record is treated as hard
-  deleted: GetRecord returns `{}` for it and any write replaces it. AWS deletes expired records
+  entry, else the BatchWriteRecord request, else the group. An expired record is treated as deleted
+  (HardDelete): GetRecord returns `{}` for it and any write replaces it. AWS deletes expired records
   "typically within a few days" and then appends a deletion marker to the offline store; locally
   no marker is written (the moment is not defined), and whether GetRecord hides an expired record
   not yet deleted is not documented by AWS (assumed: it does, since AWS says a hard-deleted record
@@ -31,16 +30,18 @@ What it mirrors, and how:
   Athena SQL runs verbatim.
 
 Writes are buffered in memory and written at `flush()`, automatically every `flush_rows` writes, and
-on `close()`; reads see this store's unflushed writes, other processes see them after its flush.
-One store may be shared by any number of threads.
+on `close()`; a read (GetRecord, a DuckDB view) flushes first, other processes see the writes after a
+flush. One store may be shared by any number of threads. DeleteRecord and DeleteFeatureGroup are not
+served: nothing in the pipeline deletes (the training set's SQL still drops the deletion markers AWS
+writes, `is_deleted`).
 
 Differences from the service: records reach the offline store at `flush()` rather than minutes
-later; a group is looked up by name only (not by ARN); deleting a group another process is writing
-is not coordinated. Assumed where AWS documents nothing: a BatchWriteRecord entry's `ErrorCode` is
-the code PutRecord would raise for it (ValidationError, ResourceNotFound); `UnprocessedEntries`
-is always empty (the service fills it when throttled); `ExpiresAt` is written
-`YYYY-MM-DDTHH:MM:SS.sssZ`. Not the service's: a TtlDuration over 1,000 years is refused with a
-ValidationError (botocore's model sets no maximum; here an expiry must stay a timestamp).
+later; a group is looked up by name only (not by ARN). Assumed where AWS documents nothing: a
+BatchWriteRecord entry's `ErrorCode` is the code PutRecord would raise for it (ValidationError,
+ResourceNotFound); `UnprocessedEntries` is always empty (the service fills it when throttled);
+`ExpiresAt` is written `YYYY-MM-DDTHH:MM:SS.sssZ`. Not the service's: a TtlDuration over 1,000 years
+is refused with a ValidationError (botocore's model sets no maximum; here an expiry must stay a
+timestamp).
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ from pipeline.local_aws.feature_group import (
     ONLINE_STORE,
     ROW_CALL,
     ROW_DELETED,
-    ROW_EVENT,
     ROW_EXPIRES,
     ROW_KEY,
     ROW_VALUES,
@@ -92,7 +92,6 @@ from pipeline.local_aws.store_files import (
     open_online_store,
 )
 
-DELETION_MODES = ("SoftDelete", "HardDelete")
 _DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
                  TIMESTAMP: "TIMESTAMP"}
 # Rows per INSERT up to this many parameters (SQLite allows 32,766): the GIL is released per statement.
@@ -108,20 +107,14 @@ def _alive(row: tuple | None, at_us: float) -> bool:
     return row is not None and (row[ROW_EXPIRES] is None or row[ROW_EXPIRES] > at_us)
 
 
-def _wins(new: tuple, current: tuple | None) -> bool:
-    """The online rule: `new` replaces `current` unless current is newer by event time (then by API
-    call) and still alive at new's call. The upsert's WHERE clause says the same in SQL."""
-    return (not _alive(current, new[ROW_CALL])
-            or (new[ROW_EVENT], new[ROW_CALL]) >= (current[ROW_EVENT], current[ROW_CALL]))
-
-
 def _table(group: FeatureGroup) -> str:
     """The group's table in the online store (its columns: the row layout, ROW_* in feature_group)."""
     return quote(f"fg_{group.name}")
 
 
 def _upsert(group: FeatureGroup, rows: list[tuple]) -> tuple[str, list[Any]]:
-    """One INSERT of rows that applies the online rule (`_wins`) on conflict."""
+    """One INSERT of rows that applies the online rule on conflict: a row replaces the stored one unless that is
+    newer by event time (then by API call) and still alive at the row's call."""
     t = _table(group)
     names = ["_event_time", "_is_deleted", "_expires_us", *group.columns, "_call_us"]
     updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names)
@@ -135,8 +128,7 @@ class LocalFeatureStore:
     """SageMaker Feature Store (control plane + runtime) persisted under `root`.
 
     Locks, always taken in this order: `_flush_lock` (one flush at a time: a flush returns when
-    everything put before it is on disk), `_db_lock` (the SQLite connection; a reader holds it so a
-    flush cannot move rows from memory to SQLite under it), `_lock` (in-memory state, held briefly).
+    everything put before it is on disk), `_db_lock` (the SQLite connection), `_lock` (in-memory state, held briefly).
     """
 
     def __init__(self, root: str | Path, *, account: str = "000000000000", region: str = "us-east-1",
@@ -210,15 +202,6 @@ class LocalFeatureStore:
                   "S3Uri": self.root.joinpath("offline-store").as_uri(), "ResolvedOutputS3Uri": group.data_dir.as_uri()}
             described["OfflineStoreConfig"] = {**described["OfflineStoreConfig"], "S3StorageConfig": s3}
         return described
-
-    def delete_feature_group(self, *, FeatureGroupName: str) -> None:
-        """DeleteFeatureGroup: the group and its online records go; its offline data stays."""
-        group = self._group(FeatureGroupName, "DeleteFeatureGroup")
-        with self._flush_lock, self._db_lock, self._lock:
-            self._check_open()
-            self._db.execute(f"DROP TABLE IF EXISTS {_table(group)}")
-            (self._meta_dir / f"{group.name}.json").unlink(missing_ok=True)
-            self._groups.pop(group.name, None)
 
     def _arn(self, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account}:feature-group/{name.lower()}"
@@ -295,7 +278,7 @@ class LocalFeatureStore:
     def get_record(self, *, FeatureGroupName: str, RecordIdentifierValueAsString: str, FeatureNames: Any = None,
                    ExpirationTimeResponse: str = "Disabled") -> dict[str, Any]:
         """GetRecord: `{"Record": [...]}` (and `ExpiresAt` if asked and set), or `{}` when the record
-        is absent, deleted or expired."""
+        is absent or expired."""
         group = self._group(FeatureGroupName, "GetRecord")
         if not group.online:
             raise invalid(f"feature group '{group.name}' has no {ONLINE_STORE}", "GetRecord")
@@ -305,9 +288,11 @@ class LocalFeatureStore:
         if ExpirationTimeResponse not in ("Enabled", "Disabled"):
             raise invalid(f"ExpirationTimeResponse {ExpirationTimeResponse!r} must be Enabled or Disabled",
                           "GetRecord")
-        with self._db_lock:
-            row = self._current(group, key)
-        if not _alive(row, self.clock() * 1e6) or row[ROW_DELETED]:
+        self.flush()
+        with self._db_lock, online_store_damage(self.root / ONLINE_FILE):
+            self._check_open()  # SELECT *: the table's columns are the row layout
+            row = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
+        if not _alive(row, self.clock() * 1e6):
             return {}
         wanted = set(FeatureNames or group.columns)
         values = zip(group.columns, row[ROW_VALUES], strict=True)
@@ -316,52 +301,6 @@ class LocalFeatureStore:
         if ExpirationTimeResponse == "Enabled" and row[ROW_EXPIRES] is not None:
             response["ExpiresAt"] = _iso(row[ROW_EXPIRES])
         return response
-
-    def _current(self, group: FeatureGroup, key: str) -> tuple | None:
-        """The online row of `key` as a flush would leave it (caller holds _db_lock)."""
-        self._check_open()
-        with online_store_damage(self.root / ONLINE_FILE):  # SELECT *: the table's columns are the row layout
-            current = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
-        with self._lock:
-            pending = [row for row in group.pending if row[ROW_KEY] == key]  # at most flush_rows to scan
-        for row in pending:
-            current = row if _wins(row, current) else current
-        return current
-
-    def delete_record(self, *, FeatureGroupName: str, RecordIdentifierValueAsString: str, EventTime: str,
-                      DeletionMode: str = "SoftDelete", TargetStores: Any = None) -> dict[str, Any]:
-        """DeleteRecord, as the service documents it.
-
-        Online, the record is deleted only if EventTime is not older than its event time. SoftDelete
-        leaves a tombstone and always appends the deletion marker offline (record id, event time =
-        EventTime, other features null, is_deleted true). HardDelete removes the online record, or
-        raises ValidationError and writes no marker when EventTime is older than the record's.
-        """
-        operation = "DeleteRecord"
-        group = self._group(FeatureGroupName, operation)
-        if DeletionMode not in DELETION_MODES:
-            raise invalid(f"DeletionMode {DeletionMode!r} must be one of {DELETION_MODES}", operation)
-        online, offline = group.targets(TargetStores, operation)
-        key = group.record_id(RecordIdentifierValueAsString, operation)
-        tombstone, partition = group.tombstone(key, EventTime, operation)
-        if online and DeletionMode == "HardDelete":
-            with self._db_lock:
-                self._hard_delete(group, tombstone, EventTime)
-            online = False  # nothing is left online to leave a tombstone in
-        self._write([(group, tombstone, partition, online, offline)])
-        return {"ResponseMetadata": {"HTTPStatusCode": 200}}
-
-    def _hard_delete(self, group: FeatureGroup, tombstone: tuple, event_time: str) -> None:
-        key = tombstone[ROW_KEY]
-        self._db.execute("BEGIN IMMEDIATE")  # no other process writes this record in between
-        with self._db:  # COMMIT, or ROLLBACK on any exception
-            current = self._current(group, key)
-            if _alive(current, self.clock() * 1e6) and tombstone[ROW_EVENT] < current[ROW_EVENT]:
-                raise invalid(f"Record {key!r} (feature group '{group.name}'): EventTime {event_time!r} is older "
-                              "than the stored record's; nothing was deleted", "DeleteRecord")
-            self._db.execute(f"DELETE FROM {_table(group)} WHERE _record_id = ?", (key,))
-            with self._lock:
-                group.pending = [row for row in group.pending if row[ROW_KEY] != key]
 
     # -- flushing ---------------------------------------------------------------------------------
     def flush(self) -> None:

@@ -20,7 +20,7 @@ from churn.schema import MAX_TTL_SECONDS, FeatureSpec
 from churn.sql import NO_CUTOFF, offline_count_sql, table_reference, training_set_sql
 from pipeline.local_aws.feature_store import LocalFeatureStore
 from pipeline.local_aws.store_files import StoreDamagedError
-from tests.support.feature_store import offline_store, overwrite_page_headers
+from tests.support.feature_store import offline_store, overwrite_page_headers, write_deletion_marker
 
 REPO = Path(__file__).resolve().parents[2]
 TELCO = FeatureSpec.load(REPO / "data" / "churn.spec.json")
@@ -170,27 +170,11 @@ def test_create_validates_like_the_service(tmp_path, change, fragment):
             fs.describe_feature_group(FeatureGroupName=request["FeatureGroupName"])
 
 
-def test_delete_feature_group_drops_online_records_and_leaves_offline_data(store):
-    put(store, record("C-1", T1))
-    files = offline_files(store)
-    store.delete_feature_group(FeatureGroupName=GROUP)
-    assert all(f.exists() for f in files)  # DeleteFeatureGroup leaves the S3 objects
-    for call in (lambda: store.describe_feature_group(FeatureGroupName=GROUP),
-                 lambda: store.get_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1")):
-        with pytest.raises(ClientError) as exc_info:
-            call()
-        assert error_of(exc_info)[0] == "ResourceNotFound"
-    create(store)
-    assert online(store, "C-1") is None
-
-
 def test_unknown_feature_group_is_resource_not_found(store):
     calls = [
         lambda: store.put_record(FeatureGroupName="nope", Record=to_feature_store_record(record("C-1", T1))),
         lambda: store.get_record(FeatureGroupName="nope", RecordIdentifierValueAsString="C-1"),
-        lambda: store.delete_record(FeatureGroupName="nope", RecordIdentifierValueAsString="C-1", EventTime=T1),
         lambda: store.describe_feature_group(FeatureGroupName="nope"),
-        lambda: store.delete_feature_group(FeatureGroupName="nope"),
     ]
     for call in calls:
         with pytest.raises(ClientError) as exc_info:
@@ -288,45 +272,6 @@ def test_get_record_of_missing_record_is_empty_and_feature_names_filter(store):
     assert error_of(exc_info)[0] == "ValidationError"
 
 
-def test_soft_delete_leaves_a_tombstone_and_a_marker_offline(store):
-    put(store, record("C-1", T1))
-    put(store, record("C-2", T1))
-    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
-    assert online(store, "C-1") is None and online(store, "C-2") is not None
-    put(store, record("C-1", T1, tenure="99"))  # older than the deletion: not resurrected
-    store.flush()
-    assert online(store, "C-1") is None
-    (marker,) = [r for r in offline_rows(store) if r["is_deleted"]]
-    assert marker["customer_id"] == "C-1" and marker["event_time"] == T2
-    assert all(marker[name] is None for name in {f.name for f in SPEC.all_features} - {"customer_id", "event_time"})
-    put(store, record("C-1", T3, tenure="5"))  # newer than the deletion: back online
-    assert online(store, "C-1")["tenure"] == "5"
-
-
-def test_an_older_soft_delete_keeps_the_record_but_still_writes_a_marker(store):
-    put(store, record("C-1", T2))
-    store.flush()
-    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T1)
-    assert online(store, "C-1") is not None
-    assert [(r["event_time"], r["is_deleted"]) for r in offline_rows(store)] == [(T2, False), (T1, True)]
-
-
-def test_hard_delete(store):
-    put(store, record("C-1", T2))
-    store.flush()
-    with pytest.raises(ClientError) as exc_info:  # older than the stored record: refused, no marker
-        store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T1,
-                            DeletionMode="HardDelete")
-    assert error_of(exc_info)[0] == "ValidationError"
-    assert online(store, "C-1") is not None
-    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T3,
-                        DeletionMode="HardDelete")
-    assert online(store, "C-1") is None
-    put(store, record("C-1", T1, tenure="7"))  # a hard delete leaves no tombstone
-    assert online(store, "C-1")["tenure"] == "7"
-    assert [r["is_deleted"] for r in offline_rows(store)] == [False, True, False]
-
-
 def test_target_stores(store):
     put(store, record("C-1", T1), TargetStores=["OnlineStore"])
     assert online(store, "C-1") is not None and offline_rows(store) == []
@@ -348,8 +293,6 @@ def test_an_offline_only_group_refuses_online_writes_and_reads(tmp_path):
             with pytest.raises(ClientError) as exc_info:
                 call()
             assert error_of(exc_info)[0] == "ValidationError" and "no OnlineStore" in error_of(exc_info)[1]
-        fs.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
-        assert [r["is_deleted"] for r in offline_rows(fs)] == [False, True]
 
 
 def test_integral_identifier_and_fractional_event_time(tmp_path):
@@ -364,12 +307,13 @@ def test_integral_identifier_and_fractional_event_time(tmp_path):
         put(fs, {"account_id": "+42", "updated_at": "1767225600.5", "balance": "10.5"}, group="accounts")
         assert fs.get_record(FeatureGroupName="accounts", RecordIdentifierValueAsString="042")["Record"][1] == {
             "FeatureName": "updated_at", "ValueAsString": "1767225600.5"}
-        fs.delete_record(FeatureGroupName="accounts", RecordIdentifierValueAsString="42", EventTime="1767225601")
-        assert fs.get_record(FeatureGroupName="accounts", RecordIdentifierValueAsString="42") == {}
-        (file,) = offline_files(fs, "accounts")
-        assert "/year=2026/month=01/day=01/hour=00/" in file.as_posix()
-        assert [(r["account_id"], r["updated_at"], r["is_deleted"]) for r in pq.read_table(file).to_pylist()] == [
-            (42, 1767225600.5, False), (42, 1767225601.0, True)]
+        put(fs, {"account_id": "42", "updated_at": "1767225601"}, group="accounts")
+        assert fs.get_record(FeatureGroupName="accounts", RecordIdentifierValueAsString="42")["Record"][1] == {
+            "FeatureName": "updated_at", "ValueAsString": "1767225601"}
+        files = offline_files(fs, "accounts")
+        assert all("/year=2026/month=01/day=01/hour=00/" in file.as_posix() for file in files)
+        assert [(r["account_id"], r["updated_at"]) for r in offline_rows(fs, "accounts")] == [
+            (42, 1767225600.5), (42, 1767225601.0)]
         with pytest.raises(ClientError):
             put(fs, {"account_id": "4x2", "updated_at": "1767225600"}, group="accounts")
 
@@ -445,15 +389,13 @@ def test_a_record_expires_its_ttl_after_its_event_time(tmp_path, flush_between):
         assert expires_at(fs, "C-1") is not None and expires_at(fs, "C-2") is None  # gone, like an absent one
         clock.now = T1_UNIX + 7_200
         assert online(fs, "C-1") is None
-        # an expired record is deleted: an older event time is written again, a hard delete succeeds
+        # an expired record is deleted: an older event time is written again
         put(fs, record("C-1", "2026-01-01T09:00:00.000Z", tenure="3"),
             TtlDuration={"Unit": "Days", "Value": 1})
         if flush_between:
             fs.flush()
         assert online(fs, "C-1")["tenure"] == "3" and expires_at(fs, "C-1") == "2026-01-02T09:00:00.000Z"
-        fs.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-2",
-                         EventTime="2026-01-01T09:00:00.000Z", DeletionMode="HardDelete")
-        assert len(offline_rows(fs)) == 4  # the offline store keeps every write and the marker
+        assert len(offline_rows(fs)) == 3  # the offline store keeps every write
 
 
 def test_expiry_counts_from_the_event_time_not_the_write(tmp_path):
@@ -536,7 +478,7 @@ def test_offline_columns_and_types(tmp_path):
         create(fs)
         put(fs, record("C-1", T1, total_charges=None, tenure="+12"))
         clock.now += 1.5
-        fs.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="C-1", EventTime=T2)
+        put(fs, record("C-1", T2))
         clock.now += 1
         (file, _) = offline_files(fs)
         schema = pq.read_schema(file)
@@ -546,12 +488,12 @@ def test_offline_columns_and_types(tmp_path):
         assert all(schema.field(f.name).type == expected[f.type] for f in SPEC.all_features)
         assert schema.field("write_time").type == schema.field("api_invocation_time").type == pa.timestamp("us")
         assert schema.field("is_deleted").type == pa.bool_()
-        put_row, marker = offline_rows(fs)
-    assert put_row["total_charges"] is None and put_row["tenure"] == 12 and put_row["monthly_charges"] == 29.85
-    assert put_row["is_deleted"] is False and marker["is_deleted"] is True
-    assert put_row["api_invocation_time"] == datetime(2026, 1, 1, 10)  # UTC, without a zone, as in Athena
-    assert marker["api_invocation_time"] == datetime(2026, 1, 1, 10, 0, 1, 500_000)
-    assert put_row["write_time"] == marker["write_time"] == datetime(2026, 1, 1, 10, 0, 2, 500_000)
+        first, second = offline_rows(fs)
+    assert first["total_charges"] is None and first["tenure"] == 12 and first["monthly_charges"] == 29.85
+    assert first["is_deleted"] is False and second["is_deleted"] is False
+    assert first["api_invocation_time"] == datetime(2026, 1, 1, 10)  # UTC, without a zone, as in Athena
+    assert second["api_invocation_time"] == datetime(2026, 1, 1, 10, 0, 1, 500_000)
+    assert first["write_time"] == second["write_time"] == datetime(2026, 1, 1, 10, 0, 2, 500_000)
 
 
 # -- buffering, persistence, threads and processes ------------------------------------------------------
@@ -562,9 +504,9 @@ def test_reads_see_unflushed_writes_and_flushes_bound_the_buffer(tmp_path):
             put(fs, record(f"C-{i}", T1))
         files = sorted(data_dir(fs).rglob("*.parquet"))
         assert sum(pq.read_metadata(f).num_rows for f in files) == 20  # two automatic flushes
-        assert online(fs, "C-24") is not None  # unflushed, yet visible to this store
         with LocalFeatureStore(tmp_path) as other:
-            assert online(other, "C-19") is not None and online(other, "C-24") is None
+            assert online(other, "C-19") is not None and online(other, "C-24") is None  # not flushed yet
+        assert online(fs, "C-24") is not None  # a read flushes first
     with LocalFeatureStore(tmp_path) as reopened:  # closing flushed the rest
         assert online(reopened, "C-24") is not None and len(offline_rows(reopened)) == 25
 
@@ -689,7 +631,7 @@ def test_training_set_sql_point_in_time_semantics(store):
     put(store, record("reingested", T1, tenure="1", monthly_charges="10.0"))
     put(store, record("reingested", T2, tenure="2", monthly_charges="20.0"))
     put(store, record("deleted", T1, tenure="5"))
-    store.delete_record(FeatureGroupName=GROUP, RecordIdentifierValueAsString="deleted", EventTime=T2)
+    write_deletion_marker(store, GROUP, "deleted", T2)
     put(store, record("late", T2, tenure="20"))
     put(store, record("late", T1, tenure="10"))  # arrives after the newer version
     put(store, record("future", T3, tenure="30"))
