@@ -1,4 +1,4 @@
-"""A feature group as Feature Store defines it: CreateFeatureGroup's checks, and Records made rows.
+"""A feature group as Feature Store defines it: its names, and Records made rows.
 
 Shared by the local feature store's online and offline stores: `FeatureGroup.row` validates a
 PutRecord `Record` as the service does (a ValidationError naming record, feature and value) and
@@ -18,17 +18,7 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from churn.features import INTEGRAL_MAX, INTEGRAL_MIN
-from churn.schema import (
-    API_INVOCATION_TIME,
-    FEATURE_TYPES,
-    IS_DELETED,
-    MAX_FEATURES,
-    MAX_NAME_LENGTH,
-    MAX_TTL_SECONDS,
-    RESERVED_NAMES,
-    TTL_UNIT_SECONDS,
-    WRITE_TIME,
-)
+from churn.schema import API_INVOCATION_TIME, IS_DELETED, MAX_NAME_LENGTH, MAX_TTL_SECONDS, TTL_UNIT_SECONDS, WRITE_TIME
 
 ONLINE_STORE, OFFLINE_STORE = "OnlineStore", "OfflineStore"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9]([-_]*[a-zA-Z0-9]){0,63}$")  # FeatureGroupName and FeatureName
@@ -88,35 +78,6 @@ def _is_int64(text: str) -> bool:
 def is_name(value: Any) -> bool:
     """A FeatureGroupName or FeatureName the service accepts: the pattern allows more than its length."""
     return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and bool(_NAME_RE.match(value))
-
-
-def check_definition(request: dict[str, Any]) -> None:
-    """CreateFeatureGroup's validation of the definitions, keys and store configs."""
-    name = request.get("FeatureGroupName")
-    if not is_name(name):
-        raise invalid(f"FeatureGroupName {name!r} must {NAME_RULE}", "CreateFeatureGroup")
-    definitions = request.get("FeatureDefinitions")
-    if not isinstance(definitions, list) or not 1 <= len(definitions) <= MAX_FEATURES:
-        raise invalid(f"FeatureDefinitions must be a list of 1 to {MAX_FEATURES} definitions", "CreateFeatureGroup")
-    types: dict[str, str] = {}
-    for item in definitions:
-        feature = item.get("FeatureName") if isinstance(item, dict) else None
-        if not is_name(feature) or feature in RESERVED_NAMES:
-            raise invalid(f"feature definition {item!r}: the name must {NAME_RULE} and not be one "
-                          f"of {sorted(RESERVED_NAMES)}", "CreateFeatureGroup")
-        if item.get("FeatureType") not in FEATURE_TYPES or feature in types:
-            raise invalid(f"feature definition {item!r}: the type must be one of {FEATURE_TYPES}, the name "
-                          "used once", "CreateFeatureGroup")
-        types[feature] = item["FeatureType"]
-    for key, allowed in (("RecordIdentifierFeatureName", ("String", "Integral")),
-                         ("EventTimeFeatureName", ("String", "Fractional"))):
-        if types.get(request.get(key)) not in allowed:
-            raise invalid(f"{key} {request.get(key)!r} must name a defined feature of type {' or '.join(allowed)}",
-                          "CreateFeatureGroup")
-    online = request.get("OnlineStoreConfig")
-    if online is None and request.get("OfflineStoreConfig") is None:
-        raise invalid("include at least one of OnlineStoreConfig and OfflineStoreConfig", "CreateFeatureGroup")
-    ttl_us((online or {}).get("TtlDuration"), "CreateFeatureGroup")
 
 
 class FeatureGroup:

@@ -69,6 +69,7 @@ from botocore.exceptions import ClientError
 from churn.ingest import BATCH_WRITE_MAX_ENTRIES, BATCH_WRITE_MIN_ENTRIES
 from churn.sql import quote
 from pipeline.local_aws.feature_group import (
+    NAME_RULE,
     ONLINE_STORE,
     ROW_CALL,
     ROW_DELETED,
@@ -77,7 +78,6 @@ from pipeline.local_aws.feature_group import (
     ROW_VALUES,
     TIMESTAMP,
     FeatureGroup,
-    check_definition,
     client_error,
     invalid,
     is_name,
@@ -169,9 +169,11 @@ class LocalFeatureStore:
 
     # -- control plane (boto3 `sagemaker` shape) --------------------------------------------------
     def create_feature_group(self, **request: Any) -> dict[str, Any]:
-        """CreateFeatureGroup: ResourceInUse if the name is taken (by this or any other process)."""
-        check_definition(request)
+        """CreateFeatureGroup: ResourceInUse if the name is taken (by this or any other process). The definitions
+        are not checked here: the pipeline creates a group only from a spec, which checks them (churn.schema)."""
         name = request["FeatureGroupName"]
+        if not is_name(name):  # it names files
+            raise invalid(f"FeatureGroupName {name!r} must {NAME_RULE}", "CreateFeatureGroup")
         created = datetime.fromtimestamp(int(self.clock()), UTC)
         directory = self.offline_prefix / f"{name}-{int(created.timestamp())}"
         description = {**request, "CreationTime": created.isoformat(),
