@@ -18,9 +18,9 @@ How it stays sound:
   end of the file; pyarrow accepts both, so anything else with quotes is left to the reference.
 - Values are checked against patterns that only match texts `churn.features.parse_value` and
   `parse_label` accept: whole numbers of at most 18 digits (or `5.0`) for Integral, plain decimals
-  that cannot overflow for Fractional, the label tokens after stripping Python's whitespace. Any
-  other value, exotic but valid ("1_000", "1e300", "٣") or not ("1e400", "nan"), goes to the
-  reference.
+  below 1e38 (within float32, which XGBoost trains on) for Fractional, the label tokens after
+  stripping Python's whitespace. Any other value, exotic but valid ("1_000", "1e30", "٣") or not
+  ("1e39", "nan"), goes to the reference.
 - Record identifiers are canonicalised exactly as `to_record` does (stripped; Integral as an
   integer) and must be unique and non-empty; rows are counted after pyarrow skips empty lines, as
   the reference does; a whitespace-only line makes pyarrow fail, so it goes to the reference.
@@ -62,8 +62,9 @@ PY_WHITESPACE = (
 # int() takes any run of ASCII digits; float("5.0").is_integer() makes "5.0" a whole number too
 # (15 digits keep the float exact). Blank is a missing value.
 _INTEGRAL = r"[+-]?(?:[0-9]{1,18}|[0-9]{1,15}\.0*)"
-# At most 200 integer digits and a two-digit exponent: |x| < 1e299, so float() is finite.
-_FRACTIONAL = r"[+-]?(?:[0-9]{1,200}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?"
+# At most 29 integer digits and a one-digit positive exponent: |x| < 1e38, within churn.features.FRACTIONAL_MAX.
+_FRACTIONAL_DIGITS = 29
+_FRACTIONAL = r"[+-]?(?:[0-9]{1,29}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE](?:-[0-9]{1,2}|\+?[0-9]))?"
 _INTEGRAL_OR_BLANK = rf"^[ \t]*(?:{_INTEGRAL})?[ \t]*$"
 _FRACTIONAL_OR_BLANK = rf"^[ \t]*(?:{_FRACTIONAL})?[ \t]*$"
 _INTEGRAL_ID = rf"^[ \t]*{_INTEGRAL}[ \t]*$"
@@ -305,7 +306,8 @@ def _check_numbers(values: pa.Array, column: str, feature_type: str) -> None:
     if feature_type == "Integral":
         digits, most, pattern = values, 18, _INTEGRAL_OR_BLANK
     else:
-        digits, most, pattern = pc.replace_substring(values, ".", "", max_replacements=1), 200, _FRACTIONAL_OR_BLANK
+        digits, most, pattern = (pc.replace_substring(values, ".", "", max_replacements=1), _FRACTIONAL_DIGITS,
+                                  _FRACTIONAL_OR_BLANK)
     plain = pc.ascii_is_decimal(digits)  # only digits (after dropping one "."), not empty
     if pc.max(pc.binary_length(values)).as_py() > most:
         rest = values  # a long value somewhere: the pattern judges them all

@@ -28,6 +28,9 @@ from decimal import Decimal, InvalidOperation
 from churn.schema import MAX_NAME_LENGTH, Feature, FeatureGroupSpec
 
 INTEGRAL_MIN, INTEGRAL_MAX = -(2**63), 2**63 - 1  # Feature Store's Integral is a 64-bit integer
+# XGBoost holds features as float32: a Fractional beyond this (Feature Store takes any finite double) would fail
+# Train model, or scoring, after it had been ingested.
+FRACTIONAL_MAX = 3.4028234663852886e38
 LABEL_TRUE = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
 
@@ -115,6 +118,9 @@ def _fractional(text: str, feature: Feature, raw: str) -> str:
         raise RowError("expected a number", column=feature.source_column, value=raw) from None
     if not math.isfinite(number):
         raise RowError("expected a finite number", column=feature.source_column, value=raw)
+    if abs(number) > FRACTIONAL_MAX:
+        raise RowError("expected a number XGBoost can hold: at most 3.4e38 either side of 0 (float32)",
+                       column=feature.source_column, value=raw)
     return repr(number)
 
 

@@ -155,7 +155,8 @@ ODD_BUT_VALID = {
     "integral nbsp": ("tenure", "\u00a05"),
     "integral over 18 digits": ("tenure", "1" * 19),
     "fractional underscores": ("MonthlyCharges", "1_000.5"),
-    "fractional big exponent": ("MonthlyCharges", "1e300"),
+    "fractional big exponent": ("MonthlyCharges", "1e30"),
+    "fractional of 30 digits": ("MonthlyCharges", "1" * 30 + ".5"),
     "quote inside a field": ("gender", 'Fe"male'),
     "doubled quotes": ("PaymentMethod", '"Credit ""card"""'),
 }
@@ -215,6 +216,10 @@ BAD = {
     "inf": (lambda r: csv_text(with_cell(r[:6], 3, "TotalCharges", "inf")), "finite number"),
     "nan": (lambda r: csv_text(with_cell(r[:6], 3, "TotalCharges", "nan")), "finite number"),
     "long digits overflow": (lambda r: csv_text(with_cell(r[:6], 3, "TotalCharges", "9" * 400)), "finite number"),
+    # finite, but XGBoost's float32 overflows: Train model failed with a C++ backtrace, after ingest
+    "beyond float32": (lambda r: csv_text(with_cell(r[:6], 3, "MonthlyCharges", "-1e39")), "line 4, column "
+                       "'MonthlyCharges': expected a number XGBoost can hold: at most 3.4e38 either side of 0"),
+    "39 digits": (lambda r: csv_text(with_cell(r[:6], 3, "TotalCharges", "4" * 39)), "(float32)"),
     "lone dot": (lambda r: csv_text(with_cell(r[:6], 3, "TotalCharges", ".")), "expected a number"),
     "unknown label": (lambda r: csv_text(with_cell(r[:6], 2, "Churn", "Perhaps")), "line 3, column 'Churn'"),
     "empty label": (lambda r: csv_text(with_cell(r[:6], 2, "Churn", " ")), "the label is empty"),
@@ -362,7 +367,8 @@ def test_field_size_limit_is_read_when_called(group, tmp_path, telco_rows):
 # -- many generated files --------------------------------------------------------------------------
 TOKENS = [
     "", " ", "0", "1", "-0", "+5", " 5 ", "5.0", "5.", ".5", "1e3", "1E-5", "1_000", "1.5", "ten", "inf", "nan",
-    "1e400", "\u0663", "Yes", " no ", "TRUE", "f", "1.0", "Perhaps", '"quoted"', '"a,b"', '"two\nlines"', '""',
+    "1e400", "1e39", "3e38",
+    "\u0663", "Yes", " no ", "TRUE", "f", "1.0", "Perhaps", '"quoted"', '"a,b"', '"two\nlines"', '""',
     'a"b', '"a"b', '"open', "\u00a0", "x" * 30, "Fémale", "\u3000y\u3000",
 ]
 
