@@ -112,10 +112,10 @@ def settings_with(spec: FeatureSpec, threshold: float | None, hyperparameters: s
         raise BadInput(f"--threshold: {exc}", "e.g. --threshold 0.8 (the stack's quality_threshold takes the same)",
                        error="InvalidThreshold") from None
     script = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE)
-    given = training_hyperparameters(settings, spec)
     try:
+        given = training_hyperparameters(settings, spec)
         script.parse_hyperparameters(toolkit_args(given), {"SM_HPS": json.dumps(given)})
-    except script.InputError as exc:
+    except ValueError as exc:  # the spec's own columns, or the script's rules (InputError)
         raise BadInput(f"--hyperparameters: {exc}", HYPERPARAMETERS_HINT, error="InvalidHyperparameters") from None
     return settings
 

@@ -74,4 +74,7 @@ def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> d
     if spec.observation_time is not None:
         columns.update(time_column=spec.observation_time.name, validation_split=spec.validation_split,
                        validation_periods=spec.validation_periods, label_horizon_days=spec.label_horizon_days)
+    # An override of one of these was dropped without a word: a label horizon given here did not guard the split.
+    if taken := sorted(set(settings.hyperparameters) & set(columns)):
+        raise ValueError(f"hyperparameter {', '.join(taken)}: set by the feature spec {spec.origin} (change it there)")
     return {**settings.hyperparameters, **columns}

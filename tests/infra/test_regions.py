@@ -58,6 +58,8 @@ def test_a_concrete_region_needs_no_rule(variant):
      f"error: -c data=CDNOW_master.txt: {ROOT / 'CDNOW_master.txt'} is not a file"),
     ({"hyperparameters": '{"eta": 5}'}, "us-east-1",  # refused by training/hyperparameters.py, not at Train model
      "error: setting 'hyperparameters': hyperparameter eta=5.0: learning rate, in (0, 1]"),
+    ({"hyperparameters": '{"id_column": "customerID"}'}, "us-east-1",  # the spec's: it was dropped silently
+     "error: hyperparameter id_column: set by the feature spec"),
 ])
 def test_cdk_synth_of_a_bad_setting_says_so_in_one_line(tmp_path, context, region, message):
     """What `npx cdk synth` runs (cdk.json's app), for an unsupported region or a malformed -c value."""

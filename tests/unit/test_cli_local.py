@@ -992,6 +992,9 @@ def test_hyperparameters_that_are_not_a_json_object_are_refused_before_anything_
     ('{"max_depth": "abc"}', "hyperparameter max_depth='abc': not of type int"),
     ('{"eta": 5}', "hyperparameter eta=5.0: learning rate, in (0, 1]"),
     ('{"num_round": 0}', "hyperparameter num_round=0: maximum number of boosting rounds, at least 1"),
+    # the spec's columns: an override was dropped without a word
+    ('{"exclude_columns": "gender", "max_depth": 3}', "hyperparameter exclude_columns: set by the feature spec "
+     f"{ROOT / 'data' / 'churn.spec.json'} (change it there)"),
 ])
 def test_hyperparameters_the_training_script_refuses_are_refused_before_anything_runs(small_csv, tmp_path, value,
                                                                                        expected):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from churn.config import PipelineSettings, training_hyperparameters
 from churn.schema import FeatureSpec
 
@@ -28,3 +30,11 @@ def test_several_groups_add_the_observation_time_and_the_specs_validation_split(
         "exclude_columns": "api_invocation_time,is_deleted,write_time",
         "time_column": "observation_time", "validation_split": "out_of_time", "validation_periods": 1,
         "label_horizon_days": 90}
+
+
+def test_an_override_of_a_column_the_spec_sets_is_refused():
+    """It was dropped without a word: a label horizon given as an override did not guard the split."""
+    settings = PipelineSettings(hyperparameters={"label_horizon_days": 45, "validation_periods": 2, "max_depth": 3})
+    with pytest.raises(ValueError, match=r"hyperparameter label_horizon_days, validation_periods: set by the "
+                                         r"feature spec .*cdnow.spec.json \(change it there\)"):
+        training_hyperparameters(settings, FeatureSpec.load(CDNOW))
