@@ -340,7 +340,7 @@ def models(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption =
     table = Table("version", "run", "status", "validation AUC", "threshold", "created", title="Local model registry")
     for e in entries:
         status = f"[green]{e.status}[/]" if e.status == APPROVED else f"[red]{e.status}[/]"
-        table.add_row(str(e.version or "-"), e.run_id, status, f"{e.validation_auc:.4f}", f"{e.threshold:.2f}",
+        table.add_row(str(e.version or "-"), e.run_id, status, f"{e.validation_auc:.4f}", f"{e.threshold:.4f}",
                       e.created[:19])
     (err_console if as_json else console).print(table)
     if as_json:

@@ -69,7 +69,9 @@ def test_run_local_json_summary(first_run, workspace):
 def test_models_lists_the_run(first_run, workspace):
     result = invoke("models", "--workspace", workspace)
     assert result.exit_code == 0, result.output
-    assert first_run["run_id"] in result.stdout and "Approved" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if first_run["run_id"] in line)
+    # the threshold as the gate compared it: rounded to 2 places, 0.7872 showed as 0.79 beside an AUC of 0.7872
+    assert "Approved" in line and f"{first_run['auc']:.4f}" in line and "0.5000" in line
     listed = last_json(invoke("models", "--workspace", workspace, "--json"))["models"]
     assert [(m["run_id"], m["status"], m["version"]) for m in listed] == [(first_run["run_id"], "Approved", 1)]
 
