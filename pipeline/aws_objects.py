@@ -27,11 +27,14 @@ SCRIPT_ERROR_PREFIX = "ERROR: "
 def raw_key(path: Path, name: str | None = None, *, csv_only: bool = True) -> str:
     """`raw/<name>`: the file's own name by default; a leading `raw/` in `name` is accepted. The pipeline
     reads raw/*.csv, except the one input file of a spec with a derivation."""
+    name_given = name is not None
     name = (name or path.name).strip().lstrip("/").removeprefix(f"{RAW_PREFIX}/")
     if not name or name.endswith("/"):
         raise BadInput(f"--key {name!r} is not a file name", "e.g. --key customers-2024.csv", error="InvalidKey")
     if csv_only and not name.lower().endswith(".csv"):
-        raise BadInput(f"--key {name!r} must end in .csv", "the pipeline reads raw/*.csv", error="InvalidKey")
+        given = f"--key {name!r}" if name_given else f"--data {path}: its name"
+        raise BadInput(f"{given} must end in .csv", "the pipeline reads raw/*.csv" + ("" if name_given else
+                       "; pass --key NAME.csv to upload it under another name"), error="InvalidKey")
     return f"{RAW_PREFIX}/{name}"
 
 

@@ -254,8 +254,8 @@ def upload(
     backend = AwsBackend(stack_name, region)
     with _command(False):
         feature_spec = load_spec(spec)
-        object_key = aws_objects.raw_key(data, key, csv_only=not feature_spec.derive)
         checked = check_input_file(feature_spec, data, group)
+        object_key = aws_objects.raw_key(data, key, csv_only=not feature_spec.derive)
         console.print(f"[green]✓[/] validated {escape(str(data))}: {escape(checked)}", soft_wrap=True)
         if not backend.deployment.spec_matches(feature_spec):
             raise BadInput(f"{spec} is not the feature spec stack '{stack_name}' was deployed with (feature groups "

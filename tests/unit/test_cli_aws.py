@@ -322,8 +322,9 @@ def test_upload_checks_a_derivations_input_by_deriving_and_a_groups_csv_by_its_g
 @pytest.mark.parametrize("spec_file", ["cdnow.spec.json", "churn.spec.json"])  # derived from, or read as a CSV
 def test_upload_of_a_missing_file_names_it(stack, cli, spec_file, tmp_path):
     missing = tmp_path / "CDNOW_master.txt"
-    result = cli("upload", "--spec", ROOT / "data" / spec_file, "--data", missing, "--key", "x.csv")
-    assert result.exit_code == 2 and one_error_line(result).startswith(f"error: {missing}: file not found\n")
+    for key in (("--key", "x.csv"), ()):  # without --key a missing .txt was "--key '...' must end in .csv"
+        result = cli("upload", "--spec", ROOT / "data" / spec_file, "--data", missing, *key)
+        assert result.exit_code == 2 and one_error_line(result).startswith(f"error: {missing}: file not found\n")
     assert raw_keys(stack) == ["raw/churn.csv"]
 
 
@@ -351,7 +352,11 @@ def test_upload_with_the_raw_trigger_says_the_run_starts_by_itself(stack, cli, s
 def test_upload_rejects_a_key_that_is_not_a_csv_name(stack, cli, small_csv):
     result = cli("upload", "--data", small_csv, "--key", "customers.txt")
     assert result.exit_code == 2
-    assert "must end in .csv" in one_error_line(result)
+    assert "--key 'customers.txt' must end in .csv" in one_error_line(result)
+    named_txt = small_csv.rename(small_csv.with_suffix(".txt"))  # no --key: the file's name is the key
+    result = cli("upload", "--data", named_txt)
+    assert result.exit_code == 2 and f"error: --data {named_txt}: its name must end in .csv" in one_error_line(result)
+    assert "pass --key NAME.csv" in result.stderr
     assert raw_keys(stack) == ["raw/churn.csv"]
 
 
