@@ -99,7 +99,10 @@ def csv_rows(stream: BinaryIO, source: str) -> Iterator[tuple[int, int, list[str
         # Named by the line the broken row starts on: reading stops further on (at the end of the file,
         # for a quote never closed), where the user would find nothing wrong.
         reason = (_UNCLOSED_QUOTE if str(exc) == "unexpected end of data"
-                  else _LONE_CR if str(exc).startswith("new-line character seen in unquoted field") else str(exc))
+                  else _LONE_CR if str(exc).startswith("new-line character seen in unquoted field")
+                  # a quote left open takes in the lines after it until the value outgrows the limit
+                  else f"{exc}: {_UNCLOSED_QUOTE}, or a value is that long" if str(exc).startswith("field larger")
+                  else str(exc))
         raise InputValidationError(source, f"malformed CSV{' header' if end == 0 else ''} ({reason})",
                                    line=end + 1) from None
 

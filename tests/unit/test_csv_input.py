@@ -140,6 +140,18 @@ def test_an_unterminated_quote_is_reported_on_the_line_its_row_starts(group, tmp
     assert str(refused.value) == expected
 
 
+def test_an_unterminated_quote_far_from_the_end_says_so(group, tmp_path, telco_lines):
+    """Reading stops where the open value outgrows csv's field limit (128 KiB), not at the end of the file:
+    that was reported as 'field larger than field limit' alone, a reason the user would not find in the row."""
+    lines = sample(telco_lines, 2000)
+    lines[299] = lines[299].replace(",", ',"', 1)
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    for validate in (validate_file, validate_file_fast):
+        with pytest.raises(InputValidationError, match=r", line 300: malformed CSV \(field larger than field limit "
+                           r"\(131072\): a quote opened in this row is never closed, or a value is that long\)"):
+            validate(str(path), group)
+
+
 @pytest.mark.parametrize("unnamed", [",", ",,", ",,,"])
 def test_columns_without_a_name_are_left_out_however_many(group, tmp_path, telco_lines, unnamed):
     """A spreadsheet export's trailing `,,`: columns no feature can name, so none is read (README.md,
