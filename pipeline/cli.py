@@ -325,8 +325,9 @@ def evaluate(
     hyperparameters: HyperparametersOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cross-validate locally: mean ± std ROC AUC over K folds, same script and settings; folded as the spec
-    validates: stratified by id, or by time (rolling origin over the latest K periods) for an out-of-time spec."""
+    """Cross-validate locally on --data alone (the workspace's feature store is left as it was): mean ± std ROC
+    AUC over K folds, same script and settings; folded as the spec validates: stratified by id, or by time
+    (rolling origin over the latest K periods) for an out-of-time spec."""
     with _command(as_json) as reporter:
         result = LocalBackend(workspace).cross_validate(spec, data, folds, reporter, hyperparameters)
     render_cv(reporter.out, result, as_json)

@@ -409,8 +409,11 @@ class LocalBackend:
         except PipelineFailed as exc:
             refused = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE).FoldsRefused.FORM.search(exc.cause)
             if refused:  # the training set cannot give that many folds: a refused option, as a bad --threshold is
-                raise BadInput(f"--folds {folds}: {refused.group()}", "pass fewer --folds",
-                               error="FoldsRefused") from None
+                # --folds takes 2 or more: with room for one fold only, fewer folds is no way out
+                hint = "pass fewer --folds" if int(refused["most"]) >= 2 else (
+                    "cross-validation needs 2 folds or more: give it more data (more observation periods, or more "
+                    "rows of each label)")
+                raise BadInput(f"--folds {folds}: {refused.group()}", hint, error="FoldsRefused") from None
             raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
         except KeyboardInterrupt as exc:
             raise _interrupted(exc) from None

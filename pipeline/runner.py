@@ -170,7 +170,7 @@ class LocalPipeline:
                              knowledge_cutoff=knowledge_cutoff or NO_CUTOFF, id_column=self.spec.record_identifier.name,
                              pid=os.getpid())
         try:
-            self._prepare_training_set(data, run_dir, outcome, now_event_time())
+            self._prepare_training_set(data, run_dir, outcome, now_event_time(), self.workspace.feature_store)
             self._train_and_register(run_dir, outcome)
             self._score(run_dir, outcome)
         except (Exception, KeyboardInterrupt) as exc:  # on record (a run whose input was refused has written nothing)
@@ -185,25 +185,32 @@ class LocalPipeline:
         return outcome
 
     def cross_validate(self, data: Path, folds: int) -> dict[str, Any]:
-        """Stratified K-fold ROC AUC of the same script and settings on the same training set: the steps up
-        to the training set, then the script with `--cv_folds K`; nothing is registered."""
+        """K-fold ROC AUC of the same script and settings on the training set a run on `data` alone would build:
+        the steps up to the training set, then the script with `--cv_folds K`. Nothing is registered, and the
+        workspace's feature store is left alone (what predict and later runs read): the input goes to a store of
+        its own, deleted at the end."""
         run_dir = self.workspace.runs / f"cv-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         outcome = RunOutcome(status=RUNNING, run_id=run_dir.name, run_dir=str(run_dir))
-        self._prepare_training_set(data, run_dir, outcome, now_event_time())
+        try:
+            self._prepare_training_set(data, run_dir, outcome, now_event_time(), run_dir / "feature-store")
+        finally:
+            shutil.rmtree(run_dir / "feature-store", ignore_errors=True)
         with self._step(f"Cross-validate ({folds} folds)", outcome):
             self.train_model(run_dir, {"cv_folds": folds})
         cv_file = JobDirectories(run_dir).output_data / self._script().CV_FILE
         return {**json.loads(cv_file.read_text(encoding="utf-8")), "run_dir": str(run_dir)}
 
-    def _prepare_training_set(self, data: Path, run_dir: Path, outcome: RunOutcome, event_time: str) -> None:
+    def _prepare_training_set(self, data: Path, run_dir: Path, outcome: RunOutcome, event_time: str,
+                              store_root: Path) -> None:
         """[Derive sources ->] Validate input -> Ingest features -> Wait for offline store, for each
-        group -> Build training set. Nothing is written until every input is known to be good."""
+        group, into the feature store at `store_root` -> Build training set. Nothing is written until every
+        input is known to be good."""
         with tempfile.TemporaryDirectory(prefix="churn-sources-") as scratch:
             sources = self._sources(data, Path(scratch), outcome)
             checked = {name: _version(path) for name, path in sources.items()}  # before Validate input reads them
             expected = {g.name: self._validate(g, sources[g.name], event_time, outcome) for g in self.spec.all_groups}
             # A store in an older layout, or whose online store is damaged, is refused before the run writes.
-            store = LocalFeatureStore(self.workspace.feature_store)
+            store = LocalFeatureStore(store_root)
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.spec.derive:
                 shutil.copytree(scratch, run_dir / SOURCES_DIR)

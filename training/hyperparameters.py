@@ -27,7 +27,7 @@ class FoldsRefused(InputError):
     """The training set cannot give `cv_folds` folds: the message says why and the most it can give. The local
     CLI finds it in the job's failure by its FORM and reports it as a refused --folds (exit code 2)."""
 
-    FORM = re.compile(r"cv_folds=\d+: .*, so at most \d+ folds?\b")
+    FORM = re.compile(r"cv_folds=\d+: .*, so at most (?P<most>\d+) folds?\b")
 
     def __init__(self, folds: int, reason: str, most: int):
         super().__init__(f"cv_folds={folds}: {reason}, so at most {most} fold{'s' if most != 1 else ''}")

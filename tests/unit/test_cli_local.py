@@ -501,7 +501,8 @@ def test_spec_infer_on_a_malformed_csv_is_one_located_error(small_csv, tmp_path)
     inferred = invoke("spec", "infer", data, "--id", "customerID", "--label", "Churn")
     assert inferred.exit_code == 2
     assert one_error_line(inferred).startswith(
-        f"error: {data}, line 12: malformed CSV (field larger than field limit (131072))")
+        f"error: {data}, line 12: malformed CSV (field larger than field limit (131072): a quote opened in this row "
+        "is never closed, or a value is that long)")
     assert not data.with_suffix(".spec.json").exists()
 
 
@@ -741,12 +742,10 @@ def test_a_damaged_model_registry_is_one_error_naming_it(small_csv, tmp_path, co
         assert list(outcome["step_seconds"])[-1] == "Register model"
 
 
-@pytest.mark.parametrize("command", ["run --local", "evaluate --folds 2"])
-def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(small_csv, tmp_path, command):
+def test_a_store_in_an_older_layout_is_one_error_and_the_run_writes_nothing(small_csv, tmp_path):
     old_store = tmp_path / "workspace" / "feature-store"
     (old_store / "online").mkdir(parents=True)  # an older version's layout: no FORMAT file
-    args = [*command.split(), "--data", small_csv]
-    result = invoke(*args, "--workspace", tmp_path / "workspace")
+    result = invoke("run", "--local", "--data", small_csv, "--workspace", tmp_path / "workspace")
     assert result.exit_code == 1
     assert "holds a local feature store written by an older version" in one_error_line(result)
     assert "hint:" in result.stderr
@@ -782,8 +781,7 @@ def _damage(workspace: Path, store: str) -> Path:
     ("predict --local --id 7590-VHVEG", "online"), ("predict --local --id 7590-VHVEG", "online folder"),
     ("predict --local --id 7590-VHVEG", "description"), ("run --local --threshold 0.5", "description"),
     ("run --local --threshold 0.5", "online"),
-    ("run --local --threshold 0.5", "offline"), ("evaluate --folds 2", "offline"),
-    ("run --local --threshold 0.5", "offline page"), ("evaluate --folds 2", "offline page"),
+    ("run --local --threshold 0.5", "offline"), ("run --local --threshold 0.5", "offline page"),
     ("predict --local --id 7590-VHVEG", "online page"), ("run --local --threshold 0.5", "online page")])
 def test_a_damaged_feature_store_is_one_error_naming_the_file(first_run, small_csv, workspace, tmp_path, command,
                                                               store):
@@ -825,6 +823,21 @@ def test_evaluate_cross_validates_with_the_same_script(small_csv, workspace):
     # cross-validation registers nothing
     registry = json.loads((workspace / "registry.json").read_text()) if (workspace / "registry.json").exists() else {}
     assert not any(m["run_id"] == Path(cv["run_dir"]).name for m in registry.get("models", []))
+
+
+def test_evaluate_leaves_the_workspace_feature_store_alone(first_run, workspace, small_csv, tmp_path):
+    """It ingested into the workspace's store with the time of now: the evaluated file became every customer's
+    latest version, which predict then served, and its folds took in every record of earlier runs."""
+    store = workspace / "feature-store"
+    before = sorted((p.relative_to(store), p.stat().st_size) for p in store.rglob("*") if p.is_file())
+    part = tmp_path / "part.csv"
+    part.write_text("".join(small_csv.read_text(encoding="utf-8").splitlines(keepends=True)[:201]), encoding="utf-8")
+    result = invoke("evaluate", "--folds", "2", "--json", "--data", part, "--workspace", workspace)
+    assert result.exit_code == 0, result.output
+    cv = last_json(result)
+    assert sum(fold["test_rows"] for fold in cv["fold_results"]) == 200  # the file's rows, not the store's 300
+    assert sorted((p.relative_to(store), p.stat().st_size) for p in store.rglob("*") if p.is_file()) == before
+    assert not (Path(cv["run_dir"]) / "feature-store").exists()  # its own store is gone with the evaluation
 
 
 # -- several feature groups ---------------------------------------------------------------------------
@@ -963,6 +976,30 @@ def test_several_groups_without_a_derivation_read_a_folder_of_group_files(cdnow_
     incomplete = invoke(*args, "--data", folder)
     assert incomplete.exit_code == 2
     assert f"--data {folder} has no activity.csv" in one_error_line(incomplete)
+
+
+def test_evaluate_with_room_for_one_fold_says_more_data_is_needed(cdnow_log, tmp_path):
+    """Two observation periods give one rolling-origin fold; --folds takes 2 or more, so the hint was an impossible
+    'pass fewer --folds'."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for group, text in derive_cdnow(cdnow_log.read_text().splitlines(), str(cdnow_log)).items():
+        header, *rows = text.splitlines(keepends=True)
+        if group == "labels":  # the latest two observation periods only
+            column = header.rstrip("\n").split(",").index("observation_time")
+            latest = sorted({row.split(",")[column] for row in rows})[-2:]
+            rows = [row for row in rows if row.split(",")[column] in latest]
+        (folder / f"{group}.csv").write_text(header + "".join(rows), encoding="utf-8")
+    spec = json.loads((ROOT / "data" / "cdnow.spec.json").read_text())
+    del spec["derive"]
+    spec_path = tmp_path / "groups.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    result = invoke("evaluate", "--folds", "2", "--spec", spec_path, "--data", folder, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 2
+    *_, error, hint = result.stderr.strip().splitlines()
+    assert error.endswith("so at most 1 fold")
+    assert hint == ("hint: cross-validation needs 2 folds or more: give it more data (more observation periods, "
+                    "or more rows of each label)")
 
 
 def test_hyperparameters_reach_the_training_script_of_a_local_run_and_of_evaluate(small_csv, tmp_path):
