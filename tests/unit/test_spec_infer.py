@@ -173,6 +173,16 @@ def test_a_file_run_refuses_is_refused_on_its_line_as_run_refuses_it(tmp_path, d
     assert inferred == run == f"{path}, {error}"
 
 
+def test_a_label_value_run_refuses_is_named_on_its_line_as_run_names_it(tmp_path, data_path, group):
+    lines = telco_lines(data_path, rows=4000)
+    lines[3499] = lines[3499].rstrip(b"\n").rsplit(b",", 1)[0] + b",Maybe\n"  # line 3500's Churn
+    path = tmp_path / "customers.csv"
+    path.write_bytes(b"".join(lines))
+    run, inferred = refusals(path, group)
+    assert run.startswith(f"{path}, line 3500, column 'Churn': ")
+    assert inferred == f"{path}, line 3500, column 'Churn': label values ['Maybe'] are not Yes/No, True/False or 1/0"
+
+
 def test_blank_lines_ending_the_file_are_accepted_as_run_accepts_them(tmp_path, data_path, group):
     path = tmp_path / "trailing.csv"
     path.write_bytes(b"".join(telco_lines(data_path)) + b"\n\r\n")
