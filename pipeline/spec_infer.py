@@ -39,6 +39,8 @@ _MAX_DISTINCT = 1000  # a String column with more distinct values is named as a 
 _LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "00332": text whose zeros a number would lose
 # A number column's stray non-numbers ('N/A', 'x', '?'): at most this share of its values, this many different ones.
 _STRAY_SHARE = 0.01
+# A date or a time as a CSV holds one: `2026-01-31`, `2026-01-31T00:00:00Z`, `2026-01-31 00:00:00+00:00`.
+_TIME_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 _STRAY_DISTINCT = 10
 # Stray non-numbers are judged against the share once there are more than this many: the first few may
 # all sit at the top of a long file. Past it a column over the share is text and no longer parsed.
@@ -177,6 +179,18 @@ def _feature_name(raw: str, used: set[str], problems: list[str]) -> str:
     return name
 
 
+def _no_signal(stat: ColumnStats, problems: list[str]) -> None:
+    """A column of times, or of one value: kept as a feature, named so that the user removes it."""
+    example = min(stat.distinct)
+    if stat.feature_type == "String" and all(map(_TIME_LIKE.match, stat.distinct)):
+        problems.append(f"column '{stat.source}' holds dates or times ({example!r}): as a String feature each is a "
+                        "category, which a later snapshot's times never match; remove it from the spec, or with "
+                        "several feature groups make it a group's event time `source`")
+    elif len(stat.distinct) == 1 and not stat.blanks:
+        problems.append(f"column '{stat.source}' holds {example!r} in every row: it tells the model nothing; remove "
+                        "it from the spec")
+
+
 def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[str]) -> dict[str, str] | None:
     if not stat.source:  # a spec cannot name it: a feature without `source` reads the column of its own name
         problems.append(f"column {position} has no name in the header: left out (name it to make it a feature)")
@@ -184,6 +198,7 @@ def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[st
     if stat.values == 0:
         problems.append(f"column '{stat.source}' is empty in every row: left out")
         return None
+    _no_signal(stat, problems)
     if stat.feature_type == "String" and len(stat.distinct) > _MAX_DISTINCT and not stat.has_strays:
         problems.append(
             f"column '{stat.source}' has over {_MAX_DISTINCT} distinct text values: an identifier or free text? "

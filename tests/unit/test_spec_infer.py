@@ -117,6 +117,25 @@ def test_numbers_written_with_leading_zeros_are_text(tmp_path):
     assert any("zip" in problem and "leading zero" in problem for problem in inference.problems)
 
 
+def test_columns_of_times_or_of_one_value_are_named(tmp_path):
+    """Kept as features, as every column is, but named: a snapshot time became a category no later snapshot
+    matches, without a word."""
+    path = tmp_path / "customers.csv"
+    path.write_text("id,snapshot_time,signed_up,country,plan,churn\n"
+                    "1,2026-01-01T00:00:00Z,2025-03-04,NZ,basic,Yes\n"
+                    "2,2026-01-01T00:00:00Z,2024-11-30,NZ,pro,No\n", encoding="utf-8")
+    problems = infer_spec(path, id_column="id", label_column="churn").problems
+    assert [p for p in problems if "dates or times" in p] == [
+        "column 'snapshot_time' holds dates or times ('2026-01-01T00:00:00Z'): as a String feature each is a "
+        "category, which a later snapshot's times never match; remove it from the spec, or with several feature "
+        "groups make it a group's event time `source`",
+        "column 'signed_up' holds dates or times ('2024-11-30'): as a String feature each is a category, which a "
+        "later snapshot's times never match; remove it from the spec, or with several feature groups make it a "
+        "group's event time `source`"]
+    assert "column 'country' holds 'NZ' in every row: it tells the model nothing; remove it from the spec" in problems
+    assert not any("'plan'" in problem for problem in problems)
+
+
 @pytest.mark.parametrize(("codes", "named"), [(1000, False), (1001, True)])
 def test_a_text_column_with_over_1000_distinct_values_is_named_a_likely_identifier(tmp_path, codes, named):
     path = tmp_path / "customers.csv"
