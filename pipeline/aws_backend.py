@@ -222,15 +222,16 @@ class AwsBackend:
             raise OperatorError(f"no approved model in model package group {deployment.model_package_group}",
                                 f"train one with `python -m pipeline run{self.flags}`", error="NoApprovedModel")
         package, version, model_data = approved
-        values, read = online_features(sagemaker, self.session.client("sagemaker-featurestore-runtime"),
-                                       deployment.feature_groups, record_id, f"python -m pipeline scores{self.flags}")
+        key, values, read = online_features(sagemaker, self.session.client("sagemaker-featurestore-runtime"),
+                                            deployment.feature_groups, record_id,
+                                            f"python -m pipeline scores{self.flags}")
         try:
             artifact = aws_objects.read_object(self.session.client("s3"), model_data)
         except (ClientError, BotoCoreError) as exc:
             failed = explain(exc)
             raise OperatorError(f"model package {package}'s artifact {model_data} cannot be read: {failed.message}",
                                 failed.hint, error=failed.error) from None
-        return predict_artifact(artifact, package, str(version), read, record_id, values, features)
+        return predict_artifact(artifact, package, str(version), read, key, values, features)
 
     # -- upload -----------------------------------------------------------------------------------
     def upload(self, path: Path, key: str) -> tuple[str, bool | None, bool | None]:

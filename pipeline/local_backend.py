@@ -387,12 +387,12 @@ class LocalBackend:
                                 error="NoFeatureStore")
         try:
             with _refusals(), LocalFeatureStore(self.workspace.feature_store) as store:
-                values, read = online_features(store, store, run.feature_groups, record_id,
-                                              "python -m pipeline scores --local")
+                key, values, read = online_features(store, store, run.feature_groups, record_id,
+                                                   "python -m pipeline scores --local")
         except ClientError as exc:
             raise OperatorError(exc.response["Error"].get("Message", str(exc)), RUN_LOCALLY,
                                 error=exc.response["Error"].get("Code", "Error")) from None
-        return predict_artifact(Path(entry.model_artifact), entry.model_artifact, str(entry.version), read, record_id,
+        return predict_artifact(Path(entry.model_artifact), entry.model_artifact, str(entry.version), read, key,
                                 values, features)
 
     # -- local only ---------------------------------------------------------------------------------

@@ -21,14 +21,16 @@ SERVING_MODULE = "serving"  # training/serving.py: load_model, predict_frame, co
 
 
 def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], record_id: str,
-                    scores_command: str) -> tuple[dict[str, str], list[str]]:
-    """Every online feature group's latest record of the customer, merged (a feature the group defines and
-    the record leaves out is None: missing), and the groups read: DescribeFeatureGroup says which groups have
+                    scores_command: str) -> tuple[str, dict[str, str], list[str]]:
+    """The customer's id as the records hold it ('007' of an Integral id is '7'), every online feature group's
+    latest record of the customer, merged (a feature the group defines and the record leaves out is None:
+    missing), and the groups read: DescribeFeatureGroup says which groups have
     an online store (not the labels group), their features, the record identifier's type and for how long
     they keep a record (TtlDuration); GetRecord reads it.
     `catalog`/`runtime` are boto3's sagemaker/featurestore-runtime clients, or the local feature store (both)."""
     values: dict[str, str] = {}
     read: list[str] = []
+    key = record_id
     for name in feature_groups.values():
         described = catalog.describe_feature_group(FeatureGroupName=name)
         online = described.get("OnlineStoreConfig") or {}
@@ -41,7 +43,7 @@ def online_features(catalog: Any, runtime: Any, feature_groups: dict[str, str], 
         values.update(dict.fromkeys(definition["FeatureName"] for definition in described["FeatureDefinitions"]))
         values.update((item["FeatureName"], item["ValueAsString"]) for item in record)
         read.append(name)
-    return values, read
+    return key, values, read
 
 
 def record_key(record_id: str, described: dict[str, Any]) -> str:

@@ -934,10 +934,11 @@ def test_a_derived_run_names_every_feature_group_and_the_out_of_time_split(deriv
 
 def test_predict_merges_every_online_groups_record(derived_run, groups_workspace):
     summary, _ = derived_run
-    result = invoke("predict", "--local", "--workspace", groups_workspace, "--id", "00001", "--features", "50",
+    result = invoke("predict", "--local", "--workspace", groups_workspace, "--id", " 00001 ", "--features", "50",
                     "--json")
     assert result.exit_code == 0, result.output
     shown = last_json(result)
+    assert shown["record_id"] == "00001"  # as the records hold it (ingest strips ids), not as typed
     groups = summary["feature_groups"]
     assert shown["feature_groups"] == [groups["profile"], groups["activity"]]  # the labels group is offline only
     features = {c["feature"] for c in shown["up"] + shown["down"]}

@@ -39,8 +39,8 @@ def store(tmp_path):
 @pytest.mark.parametrize(("given", "group"), [(" 007 ", "numbered"), ("+7.0", "numbered"), (" C7 ", "named")])
 def test_the_id_is_read_as_ingest_wrote_it(store, given, group):
     """Ingest strips a value and writes an Integral id as its digits: so does predict's lookup."""
-    values, read = online_features(store, store, {"g": group}, given, "scores")
-    assert read == [group] and values["customer_id"] in ("7", "C7")
+    key, values, read = online_features(store, store, {"g": group}, given, "scores")
+    assert read == [group] and key == values["customer_id"] and key in ("7", "C7")
 
 
 def test_an_id_the_identifier_cannot_be_is_a_bad_option(store):
