@@ -45,6 +45,7 @@ from pipeline.local_aws.store_files import StoreDamagedError, StoreLayoutError
 from pipeline.local_aws.training_job import toolkit_args
 from pipeline.prediction import online_features, predict_artifact
 from pipeline.runner import (
+    CV_PREFIX,
     DEFAULT_DATA,
     DEFAULT_SPEC,
     DEFAULT_WORKSPACE,
@@ -308,6 +309,9 @@ class LocalBackend:
         stops the following, never the run)."""
         path = self._run_dir(name) / RUN_FILE
         result = self._load(path)
+        if result is None and path.parent.is_dir() and name.startswith(CV_PREFIX):
+            raise BadInput(f"{name!r} is a cross-validation by `evaluate`, not a run: its results are in {path.parent}",
+                           "list runs with `python -m pipeline runs --local`", error="NotARun")
         if result is None and path.parent.is_dir():  # run.json is written from the first step after validation
             raise OperatorError(f"local run {name!r} has no readable {path}: it is still validating its input, or "
                                 "its process was killed before it could record the run", error="RunNotFinished")

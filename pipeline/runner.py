@@ -74,6 +74,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = PROJECT_ROOT / "training"
 DEFAULT_DATA = PROJECT_ROOT / SAMPLE_DATA
 DEFAULT_SPEC = PROJECT_ROOT / SAMPLE_SPEC
+CV_PREFIX = "cv-"  # an evaluate's directory beside the runs': it records no run.json
 DEFAULT_WORKSPACE = PROJECT_ROOT / ".local"
 LOCAL_STACK_NAME = "local"
 SOURCES_DIR = "sources"  # a run's derived CSVs, one a feature group
@@ -189,7 +190,7 @@ class LocalPipeline:
         the steps up to the training set, then the script with `--cv_folds K`. Nothing is registered, and the
         workspace's feature store is left alone (what predict and later runs read): the input goes to a store of
         its own, deleted at the end."""
-        run_dir = self.workspace.runs / f"cv-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+        run_dir = self.workspace.runs / f"{CV_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
         outcome = RunOutcome(status=RUNNING, run_id=run_dir.name, run_dir=str(run_dir))
         try:
             self._prepare_training_set(data, run_dir, outcome, now_event_time(), run_dir / "feature-store")

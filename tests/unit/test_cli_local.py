@@ -838,6 +838,10 @@ def test_evaluate_leaves_the_workspace_feature_store_alone(first_run, workspace,
     assert sum(fold["test_rows"] for fold in cv["fold_results"]) == 200  # the file's rows, not the store's 300
     assert sorted((p.relative_to(store), p.stat().st_size) for p in store.rglob("*") if p.is_file()) == before
     assert not (Path(cv["run_dir"]) / "feature-store").exists()  # its own store is gone with the evaluation
+    status = invoke("status", Path(cv["run_dir"]).name, "--local", "--workspace", workspace)  # as evaluate names it
+    assert status.exit_code == 2  # it said the run was still validating, or had been killed
+    assert one_error_line(status).startswith(f"error: {Path(cv['run_dir']).name!r} is a cross-validation by "
+                                             f"`evaluate`, not a run: its results are in {cv['run_dir']}\n")
 
 
 # -- several feature groups ---------------------------------------------------------------------------
