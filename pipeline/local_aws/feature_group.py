@@ -104,7 +104,7 @@ class FeatureGroup:
         self.data_dir = root / description["offline_dir"] / "data"
         # This store's unflushed writes. Online: one list in call order, not a list per record id,
         # so a write keeps no container of its own (every container kept makes each garbage
-        # collection longer; a read scans the list). Offline: by event-time partition.
+        # collection longer). Offline: by event-time partition.
         self.pending: list[tuple] = []
         self.buffer: defaultdict[str, list[tuple]] = defaultdict(list)
         self._event_times: dict[str, tuple[float, str]] = {}  # event time text -> (seconds, partition)

@@ -30,10 +30,10 @@ What it mirrors, and how:
   Athena SQL runs verbatim.
 
 Writes are buffered in memory and written at `flush()`, automatically every `flush_rows` writes, and
-on `close()`; a read (GetRecord, a DuckDB view) flushes first, other processes see the writes after a
-flush. One store may be shared by any number of threads. DeleteRecord and DeleteFeatureGroup are not
-served: nothing in the pipeline deletes (the training set's SQL still drops the deletion markers AWS
-writes, `is_deleted`).
+on `close()`; GetRecord first moves this store's online writes into SQLite, a DuckDB view flushes
+first; other processes see the writes once they are in SQLite or Parquet. One store may be shared by
+any number of threads. DeleteRecord and DeleteFeatureGroup are not served: nothing in the pipeline
+deletes (the training set's SQL still drops the deletion markers AWS writes, `is_deleted`).
 
 Differences from the service: records reach the offline store at `flush()` rather than minutes
 later; a group is looked up by name only (not by ARN). Assumed where AWS documents nothing: a
@@ -290,11 +290,11 @@ class LocalFeatureStore:
         if ExpirationTimeResponse not in ("Enabled", "Disabled"):
             raise invalid(f"ExpirationTimeResponse {ExpirationTimeResponse!r} must be Enabled or Disabled",
                           "GetRecord")
-        self.flush()
-        with self._db_lock, online_store_damage(self.root / ONLINE_FILE):
-            self._check_open()  # SELECT *: the table's columns are the row layout
-            row = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
-        if not _alive(row, self.clock() * 1e6):
+        with self._db_lock:
+            self._upsert_pending()  # the online half of a flush: no Parquet file for a read
+            with online_store_damage(self.root / ONLINE_FILE):  # SELECT *: the table's columns are the row layout
+                row = self._db.execute(f"SELECT * FROM {_table(group)} WHERE _record_id = ?", (key,)).fetchone()
+        if not _alive(row, self.clock() * 1e6) or row[ROW_DELETED]:  # a tombstone of an earlier version's delete
             return {}
         wanted = set(FeatureNames or group.columns)
         values = zip(group.columns, row[ROW_VALUES], strict=True)
@@ -312,16 +312,25 @@ class LocalFeatureStore:
             with self._db_lock:
                 with self._lock:
                     self._check_open()
-                    online = [(g, g.pending) for g in self._groups.values() if g.pending]
                     offline = [(g, g.buffer) for g in self._groups.values() if g.buffer]
                     for group in self._groups.values():
-                        group.pending, group.buffer = [], defaultdict(list)
+                        group.buffer = defaultdict(list)
                     self._unflushed = 0
-                if online:
-                    self._upsert(online)
+                self._upsert_pending()
             for group, buffer in offline:
                 for partition, rows in buffer.items():
                     self._write_parquet(group, partition, rows)
+
+    def _upsert_pending(self) -> None:
+        """Move this store's unflushed online writes into SQLite (caller holds _db_lock). The upsert's rule
+        compares event and call times, so batches taken by concurrent callers may land in either order."""
+        with self._lock:
+            self._check_open()
+            online = [(g, g.pending) for g in self._groups.values() if g.pending]
+            for group in self._groups.values():
+                group.pending = []
+        if online:
+            self._upsert(online)
 
     def _upsert(self, online: list[tuple[FeatureGroup, list[tuple]]]) -> None:
         """Apply the online writes, each record's in call order, in one transaction (caller holds _db_lock).

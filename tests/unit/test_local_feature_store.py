@@ -495,7 +495,9 @@ def test_reads_see_unflushed_writes_and_flushes_bound_the_buffer(tmp_path):
         assert sum(pq.read_metadata(f).num_rows for f in files) == 20  # two automatic flushes
         with LocalFeatureStore(tmp_path) as other:
             assert online(other, "C-19") is not None and online(other, "C-24") is None  # not flushed yet
-        assert online(fs, "C-24") is not None  # a read flushes first
+            assert online(fs, "C-24") is not None  # a read moves this store's online writes into SQLite first
+            assert online(other, "C-24") is not None
+        assert sum(pq.read_metadata(f).num_rows for f in sorted(data_dir(fs).rglob("*.parquet"))) == 20  # no file
     with LocalFeatureStore(tmp_path) as reopened:  # closing flushed the rest
         assert online(reopened, "C-24") is not None and len(offline_rows(reopened)) == 25
 
