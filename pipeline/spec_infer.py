@@ -266,7 +266,7 @@ def infer_spec(path: Path, *, id_column: str, label_column: str, max_rows: int =
     label_stats, id_stats = by_source[label_column], by_source[id_column]
     bad_labels = sorted(v for v in label_stats.distinct if v.strip().lower() not in LABEL_TRUE | LABEL_FALSE)
     if bad_labels:  # named on the first row holding one, as run names it (a row is one line: csv_input)
-        first = next(i for i, value in enumerate(labels) if value in bad_labels)
+        first = next(i for i, value in enumerate(labels) if value.strip() in bad_labels)  # distinct: stripped
         raise InputValidationError(str(path), f"label values {bad_labels[:5]} are not Yes/No, True/False or 1/0",
                                    line=first + FIRST_DATA_LINE, column=label_column)
     _label_problems(label_stats, labels, problems)

@@ -61,6 +61,9 @@ class PipelineSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
+_SPLIT_HYPERPARAMETERS = ("time_column", "validation_split", "validation_periods", "label_horizon_days")
+
+
 def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> dict[str, Any]:
     """What the training script receives, on AWS and locally (SageMaker's own `sagemaker_*` keys
     aside): the operator's overrides, then the columns the feature spec names and, with several
@@ -72,9 +75,10 @@ def training_hyperparameters(settings: PipelineSettings, spec: FeatureSpec) -> d
                                "categorical_columns": spec.categorical_columns,
                                "exclude_columns": ",".join(sorted(RESERVED_NAMES))}
     if spec.observation_time is not None:
-        columns.update(time_column=spec.observation_time.name, validation_split=spec.validation_split,
-                       validation_periods=spec.validation_periods, label_horizon_days=spec.label_horizon_days)
+        columns.update(zip(_SPLIT_HYPERPARAMETERS, (spec.observation_time.name, spec.validation_split,
+                                                    spec.validation_periods, spec.label_horizon_days), strict=True))
     # An override of one of these was dropped without a word: a label horizon given here did not guard the split.
-    if taken := sorted(set(settings.hyperparameters) & set(columns)):
+    # The split is the spec's with one group too (random): an override made a time split on a feature.
+    if taken := sorted(set(settings.hyperparameters) & (set(columns) | set(_SPLIT_HYPERPARAMETERS))):
         raise ValueError(f"hyperparameter {', '.join(taken)}: set by the feature spec {spec.origin} (change it there)")
     return {**settings.hyperparameters, **columns}

@@ -1039,6 +1039,9 @@ def test_hyperparameters_that_are_not_a_json_object_are_refused_before_anything_
     # the spec's columns: an override was dropped without a word
     ('{"exclude_columns": "gender", "max_depth": 3}', "hyperparameter exclude_columns: set by the feature spec "
      f"{ROOT / 'data' / 'churn.spec.json'} (change it there)"),
+    # one group's split is the spec's too (random): this made an out-of-time split on tenure
+    ('{"time_column": "tenure", "validation_split": "out_of_time"}', "hyperparameter time_column, validation_split: "
+     f"set by the feature spec {ROOT / 'data' / 'churn.spec.json'} (change it there)"),
 ])
 def test_hyperparameters_the_training_script_refuses_are_refused_before_anything_runs(small_csv, tmp_path, value,
                                                                                        expected):

@@ -194,7 +194,7 @@ def test_a_file_run_refuses_is_refused_on_its_line_as_run_refuses_it(tmp_path, d
 
 def test_a_label_value_run_refuses_is_named_on_its_line_as_run_names_it(tmp_path, data_path, group):
     lines = telco_lines(data_path, rows=4000)
-    lines[3499] = lines[3499].rstrip(b"\n").rsplit(b",", 1)[0] + b",Maybe\n"  # line 3500's Churn
+    lines[3499] = lines[3499].rstrip(b"\n").rsplit(b",", 1)[0] + b", Maybe\n"  # line 3500's Churn, spaced
     path = tmp_path / "customers.csv"
     path.write_bytes(b"".join(lines))
     run, inferred = refusals(path, group)
