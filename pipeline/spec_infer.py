@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from churn.csv_input import (
     unreadable,
 )
 from churn.features import (
+    FRACTIONAL_MAX,
     INTEGRAL_MAX,
     INTEGRAL_MIN,
     LABEL_FALSE,
@@ -58,7 +58,8 @@ class ColumnStats:
     distinct: set[str] = field(default_factory=set)  # kept up to one over _MAX_DISTINCT
     not_numbers: int = 0  # values that are not numbers, while parsing
     strays: dict[str, int] = field(default_factory=dict)  # each value that is not a number -> its first line
-    not_finite: str = ""  # the first "nan", "inf"...: float() reads it, ingest refuses it in a number feature
+    # the first "nan", "inf", "1e39"...: float() reads it, ingest refuses it in a number feature (XGBoost: float32)
+    unusable: str = ""
     too_big: str = ""  # the first whole number beyond Feature Store's 64-bit Integral
     leading_zero: str = ""  # the first number written with a leading zero: the column is text
 
@@ -83,8 +84,8 @@ class ColumnStats:
         except ValueError:
             self._not_a_number(text, line)
             return
-        if not (math.isfinite(number) or self.not_finite):
-            self.not_finite = text
+        if not (abs(number) <= FRACTIONAL_MAX or self.unusable):  # nan compares False too
+            self.unusable = text
         if self.integral and not (number.is_integer() and "." not in text and "e" not in text.lower()):
             self.integral = False
         elif self.integral and not INTEGRAL_MIN <= int(text) <= INTEGRAL_MAX:
@@ -213,12 +214,13 @@ def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[st
     if stat.leading_zero and stat.feature_type == "String":
         problems.append(f"column '{stat.source}' holds {stat.leading_zero!r}: a String, as a number would lose its "
                         "leading zeros (a zip code, a code); make it Integral or Fractional if they carry no meaning")
-    if stat.too_big and stat.feature_type != "String":
+    if stat.too_big and stat.feature_type != "String" and stat.too_big != stat.unusable:
         problems.append(f"column '{stat.source}' holds {stat.too_big!r}, a whole number beyond 64 bits: inferred "
                         "Fractional (about 15 significant digits kept); make it a String to keep every digit")
-    if stat.not_finite and stat.feature_type != "String":
-        problems.append(f"column '{stat.source}' holds {stat.not_finite!r}, not a finite number: ingest refuses such "
-                        f"values in a {stat.feature_type} feature; leave them blank (missing), or make it a String")
+    if stat.unusable and stat.feature_type != "String":
+        problems.append(f"column '{stat.source}' holds {stat.unusable!r}, not a finite number within ±3.4e38 "
+                        f"(XGBoost's float32): ingest refuses such values in a {stat.feature_type} feature; leave "
+                        "them blank (missing), or make it a String")
     return {"name": _feature_name(stat.source, used, problems), "source": stat.source, "type": stat.feature_type}
 
 

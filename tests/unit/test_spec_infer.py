@@ -136,6 +136,20 @@ def test_columns_of_times_or_of_one_value_are_named(tmp_path):
     assert not any("'plan'" in problem for problem in problems)
 
 
+def test_a_number_beyond_float32_is_named_as_ingest_refuses_it(tmp_path):
+    """XGBoost holds features as float32: run refuses 1e39 at Validate input, so infer names it (a 40-digit whole
+    number got the advice that it would be kept as Fractional)."""
+    path = tmp_path / "customers.csv"
+    path.write_text(f"id,amount,count,churn\n1,1e39,{'4' * 40},Yes\n2,2.5,{'1' * 20},No\n", encoding="utf-8")
+    problems = infer_spec(path, id_column="id", label_column="churn").problems
+    assert [p for p in problems if "3.4e38" in p] == [
+        "column 'amount' holds '1e39', not a finite number within ±3.4e38 (XGBoost's float32): ingest refuses such "
+        "values in a Fractional feature; leave them blank (missing), or make it a String",
+        f"column 'count' holds '{'4' * 40}', not a finite number within ±3.4e38 (XGBoost's float32): ingest refuses "
+        "such values in a Fractional feature; leave them blank (missing), or make it a String"]
+    assert not any("beyond 64 bits" in p for p in problems)
+
+
 @pytest.mark.parametrize(("codes", "named"), [(1000, False), (1001, True)])
 def test_a_text_column_with_over_1000_distinct_values_is_named_a_likely_identifier(tmp_path, codes, named):
     path = tmp_path / "customers.csv"
