@@ -39,7 +39,7 @@ from pipeline.console import (
 )
 from pipeline.errors import EXIT_BAD_INPUT, BadInput, OperatorError, explain
 from pipeline.execution_progress import POLL_SECONDS
-from pipeline.local_backend import LocalBackend, check_input_file, load_spec
+from pipeline.local_backend import MIN_FOLDS, LocalBackend, check_input_file, load_spec
 from pipeline.runner import DEFAULT_DATA, DEFAULT_SPEC, DEFAULT_WORKSPACE
 
 
@@ -318,7 +318,8 @@ def predict(
 @app.command()
 def evaluate(
     folds: Annotated[int, typer.Option(
-        "--folds", min=2, max=20, help="Number of folds: stratified by id, or by time for an out-of-time spec.")] = 5,
+        "--folds", min=MIN_FOLDS, max=20,
+        help="Number of folds: stratified by id, or by time for an out-of-time spec.")] = 5,
     data: DataOption = None,
     spec: SpecOption = DEFAULT_SPEC,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,

@@ -62,6 +62,7 @@ from pipeline.runner import (
 )
 
 FIX_THE_FILE = "fix the file and run again; nothing was written"
+MIN_FOLDS = 2  # evaluate --folds (the training script's cv_folds rule says the same)
 HYPERPARAMETERS_HINT = ("e.g. --hyperparameters '{\"max_fit_rows\": 0}' "
                         "(names and defaults: training/hyperparameters.py)")
 RUN_LOCALLY = "train one with `python -m pipeline run --local`"
@@ -413,10 +414,10 @@ class LocalBackend:
         except PipelineFailed as exc:
             refused = serving_module(TRAINING_DIR, HYPERPARAMETERS_MODULE).FoldsRefused.FORM.search(exc.cause)
             if refused:  # the training set cannot give that many folds: a refused option, as a bad --threshold is
-                # --folds takes 2 or more: with room for one fold only, fewer folds is no way out
-                hint = "pass fewer --folds" if int(refused["most"]) >= 2 else (
-                    "cross-validation needs 2 folds or more: give it more data (more observation periods, or more "
-                    "rows of each label)")
+                # with room for fewer than --folds takes, fewer folds is no way out
+                hint = "pass fewer --folds" if int(refused["most"]) >= MIN_FOLDS else (
+                    f"cross-validation needs {MIN_FOLDS} folds or more: give it more data (more observation periods, "
+                    "or more rows of each label)")
                 raise BadInput(f"--folds {folds}: {refused.group()}", hint, error="FoldsRefused") from None
             raise OperatorError(f"{exc.error}: {exc.cause}", error=exc.error) from None
         except KeyboardInterrupt as exc:

@@ -19,6 +19,7 @@ from churn.csv_input import (
 )
 from churn.features import (
     FRACTIONAL_MAX,
+    FRACTIONAL_RANGE,
     INTEGRAL_MAX,
     INTEGRAL_MIN,
     LABEL_FALSE,
@@ -37,10 +38,10 @@ from pipeline.runner import TRAINING_DIR
 _NO_GROUP = SimpleNamespace(name="", source_columns=())
 _MAX_DISTINCT = 1000  # a String column with more distinct values is named as a likely identifier or free text
 _LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "00332": text whose zeros a number would lose
-# A number column's stray non-numbers ('N/A', 'x', '?'): at most this share of its values, this many different ones.
-_STRAY_SHARE = 0.01
 # A date or a time as a CSV holds one: `2026-01-31`, `2026-01-31T00:00:00Z`, `2026-01-31 00:00:00+00:00`.
 _TIME_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+# A number column's stray non-numbers ('N/A', 'x', '?'): at most this share of its values, this many different ones.
+_STRAY_SHARE = 0.01
 _STRAY_DISTINCT = 10
 # Stray non-numbers are judged against the share once there are more than this many: the first few may
 # all sit at the top of a long file. Past it a column over the share is text and no longer parsed.
@@ -218,9 +219,9 @@ def _feature(stat: ColumnStats, position: int, used: set[str], problems: list[st
         problems.append(f"column '{stat.source}' holds {stat.too_big!r}, a whole number beyond 64 bits: inferred "
                         "Fractional (about 15 significant digits kept); make it a String to keep every digit")
     if stat.unusable and stat.feature_type != "String":
-        problems.append(f"column '{stat.source}' holds {stat.unusable!r}, not a finite number within ±3.4e38 "
-                        f"(XGBoost's float32): ingest refuses such values in a {stat.feature_type} feature; leave "
-                        "them blank (missing), or make it a String")
+        problems.append(f"column '{stat.source}' holds {stat.unusable!r}, not a finite number {FRACTIONAL_RANGE}: "
+                        f"ingest refuses such values in a {stat.feature_type} feature; leave them blank (missing), "
+                        "or make it a String")
     return {"name": _feature_name(stat.source, used, problems), "source": stat.source, "type": stat.feature_type}
 
 

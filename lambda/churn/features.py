@@ -31,6 +31,7 @@ INTEGRAL_MIN, INTEGRAL_MAX = -(2**63), 2**63 - 1  # Feature Store's Integral is 
 # XGBoost holds features as float32: a Fractional beyond this (Feature Store takes any finite double) would fail
 # Train model, or scoring, after it had been ingested.
 FRACTIONAL_MAX = 3.4028234663852886e38
+FRACTIONAL_RANGE = "within ±3.4e38 (XGBoost's float32)"  # FRACTIONAL_MAX, as messages say it
 LABEL_TRUE = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 LABEL_FALSE = frozenset({"no", "n", "false", "f", "0", "0.0"})
 
@@ -119,8 +120,7 @@ def _fractional(text: str, feature: Feature, raw: str) -> str:
     if not math.isfinite(number):
         raise RowError("expected a finite number", column=feature.source_column, value=raw)
     if abs(number) > FRACTIONAL_MAX:
-        raise RowError("expected a number XGBoost can hold: at most 3.4e38 either side of 0 (float32)",
-                       column=feature.source_column, value=raw)
+        raise RowError(f"expected a number {FRACTIONAL_RANGE}", column=feature.source_column, value=raw)
     return repr(number)
 
 
