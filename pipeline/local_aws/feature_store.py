@@ -322,8 +322,8 @@ class LocalFeatureStore:
                     self._write_parquet(group, partition, rows)
 
     def _upsert_pending(self) -> None:
-        """Move this store's unflushed online writes into SQLite (caller holds _db_lock). The upsert's rule
-        compares event and call times, so batches taken by concurrent callers may land in either order."""
+        """Move this store's unflushed online writes into SQLite (caller holds _db_lock: batches taken by
+        concurrent callers land in the order they were taken)."""
         with self._lock:
             self._check_open()
             online = [(g, g.pending) for g in self._groups.values() if g.pending]
